@@ -1,0 +1,80 @@
+# openheim developer commands. `make run` and `make test` are the whole set-up.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+CORE_SOURCES := $(wildcard src/_core/*) CMakeLists.txt pyproject.toml
+
+.PHONY: help run test lint typecheck pytest services asan wheel bench-core bench clean
+
+help:
+	@echo "make run        create .venv, install openheim, run the example agent"
+	@echo "make test       install dev extras, start local services, ruff + mypy + pytest"
+	@echo "make asan       build the core with ASan+UBSan and run the native tests"
+	@echo "make wheel      build a manylinux wheel into wheels/"
+	@echo "make bench-core run the native-core benchmarks (ratios against the stdlib)"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# Build requirements live in the venv so rebuilds are incremental (build/).
+$(VENV)/.build-deps: $(PY)
+	$(PIP) install -q "scikit-build-core>=0.10" "cython>=3.0.11" "cython-cmake>=0.2" ninja
+	@touch $@
+
+$(VENV)/.installed-run: $(VENV)/.build-deps $(CORE_SOURCES)
+	$(PIP) install -q --no-build-isolation -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.build-deps $(CORE_SOURCES)
+	$(PIP) install -q --no-build-isolation -e ".[dev]"
+	@touch $@ $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run
+	$(BIN)/openheim demo
+
+services:
+	@bash tests/services.sh
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests benches
+	$(BIN)/ruff format --check src tests benches
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
+
+pytest: $(VENV)/.installed-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: $(VENV)/.installed-dev services lint typecheck pytest
+
+# ---- native core under sanitizers ---------------------------------------------
+ASAN_VENV := .venv-asan
+asan: $(VENV)/.build-deps
+	test -x $(ASAN_VENV)/bin/python || $(PYTHON) -m venv $(ASAN_VENV)
+	$(ASAN_VENV)/bin/pip install -q --disable-pip-version-check "scikit-build-core>=0.10" "cython>=3.0.11" "cython-cmake>=0.2" ninja pytest pytest-asyncio hypothesis msgspec
+	OPENHEIM_DEBUG=1 $(ASAN_VENV)/bin/pip install -q --disable-pip-version-check --no-build-isolation --no-deps --force-reinstall .
+	cd tests && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_init_order=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	  PYTHONMALLOC=malloc ../$(ASAN_VENV)/bin/python -m pytest -p no:cacheprovider -q -m "not slow" core
+
+# ---- wheels -------------------------------------------------------------------
+wheel: $(VENV)/.installed-dev
+	rm -rf wheels/build && mkdir -p wheels/build
+	$(PIP) wheel --no-deps --no-build-isolation -w wheels/build .
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair --wheel-dir wheels wheels/build/openheim-*.whl
+	rm -rf wheels/build
+	@ls -1 wheels/*.whl
+
+# ---- benchmarks ---------------------------------------------------------------
+bench-core: $(VENV)/.installed-dev
+	$(PY) benches/run.py core
+
+bench: $(VENV)/.installed-dev
+	$(PY) benches/run.py all
+
+clean:
+	rm -rf build _skbuild dist wheels/*.whl wheels/build .pytest_cache .mypy_cache .ruff_cache

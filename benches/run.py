@@ -1,0 +1,34 @@
+"""Run benchmark groups and print their ratio tables: `python benches/run.py core|all`."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _util import print_table  # noqa: E402
+
+GROUPS: dict[str, list[tuple[str, str]]] = {
+    "core": [
+        ("bench_import", "import cost (lower is better; ratio = asyncio/openheim)"),
+    ],
+}
+
+
+def main(argv: list[str]) -> int:
+    which = argv[0] if argv else "all"
+    groups = list(GROUPS) if which == "all" else [which]
+    for group in groups:
+        if group not in GROUPS:
+            print(f"unknown benchmark group {group!r}; choose from {sorted(GROUPS)} or 'all'")
+            return 2
+        for module_name, title in GROUPS[group]:
+            module = importlib.import_module(module_name)
+            print_table(title, module.run())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

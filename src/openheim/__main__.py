@@ -1,0 +1,3 @@
+from openheim.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""The package surface: version, CLI entry points, import cost, missing core."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import openheim
+
+HEAVY = [
+    "pydantic",
+    "httpx",
+    "llama_cpp",
+    "redis",
+    "psycopg",
+    "grpc",
+    "uvicorn",
+    "numpy",
+    "asyncio",
+]
+
+
+def _run(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=120, check=False, **kw
+    )
+
+
+def test_version_is_pep440() -> None:
+    from packaging.version import Version
+
+    assert str(Version(openheim.__version__)) == openheim.__version__
+
+
+def test_all_is_sorted_and_resolvable() -> None:
+    assert openheim.__all__ == sorted(openheim.__all__)
+    for name in openheim.__all__:
+        assert getattr(openheim, name) is not None
+
+
+def test_import_pulls_in_no_heavy_package() -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys
+        import openheim
+        heavy = {HEAVY!r}
+        print(",".join(m for m in heavy if m in sys.modules))
+        """
+    )
+    proc = _run("-c", code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"`import openheim` imported: {proc.stdout.strip()}"
+
+
+def test_console_script_version_and_help() -> None:
+    exe = os.path.join(os.path.dirname(sys.executable), "openheim")
+    proc = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"openheim {openheim.__version__}"
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0
+    assert "usage: openheim" in proc.stdout
+
+
+def test_python_dash_m() -> None:
+    proc = _run("-m", "openheim", "--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"openheim {openheim.__version__}"
+    proc = _run("-m", "openheim", "no-such-command")
+    assert proc.returncode == 2
+    assert "invalid choice" in proc.stderr
+
+
+def test_missing_core_fails_with_clear_error(tmp_path: object) -> None:
+    # Shadow the compiled module with a broken one, as if the build were absent.
+    code = textwrap.dedent(
+        """
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "openheim._core":
+                    raise ImportError("No module named 'openheim._core'")
+                return None
+        sys.meta_path.insert(0, Block())
+        try:
+            import openheim
+        except ImportError as exc:
+            from openheim.errors import CoreMissingError
+            print(type(exc).__name__, isinstance(exc, CoreMissingError))
+            print(exc)
+        """
+    )
+    proc = _run("-c", code)
+    assert proc.returncode == 0, proc.stderr
+    first, message = proc.stdout.split("\n", 1)
+    assert first == "CoreMissingError True"
+    assert "no pure-Python fallback" in message
+    assert "pip install" in message
