@@ -16,7 +16,9 @@ class Row:
     unit: str
     baseline_name: str
     higher_is_better: bool = True
-    target: float | None = None  # required ratio (ours/baseline, or baseline/ours if lower is better)
+    target: float | None = (
+        None  # required ratio (ours/baseline, or baseline/ours if lower is better)
+    )
 
     @property
     def ratio(self) -> float:

@@ -30,4 +30,6 @@ def run(repeat: int = 15) -> list[Row]:
 
 
 if __name__ == "__main__":
-    print_table("import cost (lower is better; ratio = asyncio/openheim, target: ≤2× asyncio)", run())
+    print_table(
+        "import cost (lower is better; ratio = asyncio/openheim, target: ≤2× asyncio)", run()
+    )

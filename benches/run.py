@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _util import print_table  # noqa: E402
+from _util import print_table
 
 GROUPS: dict[str, list[tuple[str, str]]] = {
     "core": [
