@@ -17,14 +17,36 @@ working::
     │   ├── CorruptStateError (ValueError)    bytes fail checksum/structure checks
     │   └── IncompatibleStateError (ValueError)  a format version this build cannot read
     ├── StorageError (OSError)                an OS-level write/fsync/rename failed
-    └── StreamError
-        └── StreamClosed                      reading a closed/finished token stream past its end
+    ├── StreamError
+    │   └── StreamClosed                      reading a closed/finished token stream past its end
+    ├── ModelError                            a model call failed
+    │   ├── ModelHTTPError                    the provider answered with an error status
+    │   │   ├── AuthenticationError           401/403: missing or wrong API key
+    │   │   ├── BadRequestError (ValueError)  400/404/422: the request was refused
+    │   │   │   └── ContextLengthError        the prompt does not fit the context window
+    │   │   ├── RateLimitError                429 after every retry (carries retry_after)
+    │   │   └── ServerError                   5xx after every retry
+    │   ├── ModelConnectionError (ConnectionError)  network failure after every retry / stream cut
+    │   ├── ModelTimeout (TimeoutError)       one model call took longer than its timeout
+    │   └── ModelResponseError                the model returned something unusable
+    └── AgentError                            a run could not finish
+        ├── MaxIterationsError                the tool loop hit max_iterations
+        ├── OutputValidationError (ValueError)  the final answer failed validation after retries
+        ├── ToolDefinitionError (TypeError)   a function cannot be made into a tool
+        ├── ToolTimeout (TimeoutError)        a tool call took longer than its timeout
+        ├── RunTimeout (TimeoutError)         the whole run took longer than its timeout
+        └── ApprovalError                     approving/rejecting an unknown or settled call
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AgentError",
+    "ApprovalError",
+    "AuthenticationError",
+    "BadRequestError",
     "ConfigError",
+    "ContextLengthError",
     "CoreMissingError",
     "CorruptStateError",
     "IncompatibleStateError",
@@ -33,11 +55,23 @@ __all__ = [
     "MailboxError",
     "MailboxFull",
     "MailboxTimeout",
+    "MaxIterationsError",
+    "ModelConnectionError",
+    "ModelError",
+    "ModelHTTPError",
+    "ModelResponseError",
+    "ModelTimeout",
     "OpenheimError",
+    "OutputValidationError",
+    "RateLimitError",
+    "RunTimeout",
+    "ServerError",
     "StateError",
     "StorageError",
     "StreamClosed",
     "StreamError",
+    "ToolDefinitionError",
+    "ToolTimeout",
 ]
 
 
@@ -95,3 +129,94 @@ class StreamError(OpenheimError):
 
 class StreamClosed(StreamError):
     """The stream is finished and the reader has consumed everything in it."""
+
+
+class ModelError(OpenheimError):
+    """A model call failed. ``provider`` names the connector (``"openai"``, ...)."""
+
+    def __init__(self, message: str, *, provider: str = "") -> None:
+        super().__init__(message)
+        self.provider = provider
+
+
+class ModelHTTPError(ModelError):
+    """The provider answered with an error status; ``body`` is its error message."""
+
+    def __init__(
+        self, message: str, *, provider: str = "", status_code: int = 0, body: str = ""
+    ) -> None:
+        super().__init__(message, provider=provider)
+        self.status_code = status_code
+        self.body = body
+
+
+class AuthenticationError(ModelHTTPError):
+    """The API key is missing, wrong or not allowed (HTTP 401/403)."""
+
+
+class BadRequestError(ModelHTTPError, ValueError):
+    """The provider refused the request as invalid (HTTP 400/404/422)."""
+
+
+class ContextLengthError(BadRequestError):
+    """The conversation does not fit the model's context window."""
+
+
+class RateLimitError(ModelHTTPError):
+    """Still rate-limited (HTTP 429) after every retry; ``retry_after`` in seconds if given."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status_code: int = 429,
+        body: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status_code=status_code, body=body)
+        self.retry_after = retry_after
+
+
+class ServerError(ModelHTTPError):
+    """The provider failed (HTTP 5xx) on every retry."""
+
+
+class ModelConnectionError(ModelError, ConnectionError):
+    """The provider could not be reached, or the connection dropped mid-stream."""
+
+
+class ModelTimeout(ModelError, TimeoutError):
+    """One model call took longer than its timeout."""
+
+
+class ModelResponseError(ModelError):
+    """The model's reply cannot be used (malformed JSON, unknown format, ...)."""
+
+
+class AgentError(OpenheimError):
+    """An agent run could not finish."""
+
+
+class MaxIterationsError(AgentError):
+    """The tool loop reached ``max_iterations`` without a final answer."""
+
+
+class OutputValidationError(AgentError, ValueError):
+    """The model's final answer failed validation on every allowed retry."""
+
+
+class ToolDefinitionError(AgentError, TypeError):
+    """A function cannot be turned into a tool (e.g. un-annotated parameters)."""
+
+
+class ToolTimeout(AgentError, TimeoutError):
+    """A tool call took longer than its timeout."""
+
+
+class RunTimeout(AgentError, TimeoutError):
+    """The whole agent run took longer than its timeout."""
+
+
+class ApprovalError(AgentError):
+    """Approving or rejecting a call that is unknown or already settled."""
