@@ -13,7 +13,7 @@ Model strings: ``"openai:gpt-4o-mini"``, ``"anthropic:claude-sonnet-4-5"``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from openheim.models.base import (
     Model,
@@ -25,9 +25,6 @@ from openheim.models.base import (
     ToolCallDelta,
     ToolDefinition,
 )
-
-if TYPE_CHECKING:
-    from openheim.models.scripted import ScriptedModel
 
 __all__ = [
     "Model",
