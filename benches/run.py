@@ -13,6 +13,7 @@ from _util import print_table
 GROUPS: dict[str, list[tuple[str, str]]] = {
     "core": [
         ("bench_import", "import cost (lower is better; ratio = asyncio/openheim)"),
+        ("bench_tokbuf", "TokenBuffer (lower is better; ratio = baseline/openheim)"),
     ],
 }
 
