@@ -14,6 +14,7 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
     "core": [
         ("bench_import", "import cost (lower is better; ratio = asyncio/openheim)"),
         ("bench_mailbox", "Mailbox throughput (higher is better)"),
+        ("bench_tokbuf", "TokenBuffer (lower is better; ratio = baseline/openheim)"),
     ],
 }
 

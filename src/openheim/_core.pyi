@@ -1,6 +1,6 @@
 """Type stubs for the compiled core ``openheim._core`` (built from src/_core)."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 _T = TypeVar("_T")
@@ -26,3 +26,83 @@ class Mailbox(Generic[_T]):
     async def __anext__(self) -> _T: ...
     def put_blocking(self, item: _T, timeout: float | None = None) -> None: ...
     def get_blocking(self, timeout: float | None = None) -> _T: ...
+
+class TokenBuffer:
+    """The text of one LLM output stream: a decoder appends tokens, readers read text.
+
+    Emitted text equals ``b"".join(pieces).decode("utf-8", "replace")`` cut
+    before the leftmost stop string (ties: the shortest, then the first
+    given); nothing that could still be part of a character or of a stop
+    string is ever emitted early. Offsets count characters of the emitted
+    text. Text read by every open reader is discarded beyond
+    ``retain_bytes``; at most ``max_bytes`` of text are kept.
+    """
+
+    stop: tuple[str, ...]
+    max_bytes: int
+    retain_bytes: int
+    def __init__(
+        self,
+        *,
+        stop: str | Sequence[str] = (),
+        max_bytes: int = 16 << 20,
+        retain_bytes: int | None = None,
+        keep_tokens: bool = True,
+    ) -> None: ...
+    def append(self, token_id: int, piece: bytes | bytearray | memoryview | str) -> bool:
+        """Append one token; False once the stream has ended (stop string or finish)."""
+    def append_many(
+        self, token_ids: Iterable[int], pieces: Iterable[bytes | bytearray | memoryview | str]
+    ) -> bool:
+        """Append several tokens under one lock; False once the stream has ended."""
+    def finish(self, reason: str = "stop") -> bool:
+        """End the stream; False if it had already ended."""
+    def fail(self, error: BaseException | str) -> bool:
+        """End the stream with an error readers raise after the text; False if already ended."""
+    @property
+    def finished(self) -> bool: ...
+    @property
+    def finish_reason(self) -> str | None:
+        """None while open; "stop" after a stop string, "error" after fail(), else finish()'s reason."""
+    @property
+    def stop_matched(self) -> str | None: ...
+    @property
+    def error(self) -> BaseException | None: ...
+    @property
+    def n_tokens(self) -> int: ...
+    @property
+    def n_chars(self) -> int:
+        """Characters emitted so far (the offset just past the end)."""
+    @property
+    def retained_offset(self) -> int:
+        """The oldest offset still kept."""
+    @property
+    def n_readers(self) -> int: ...
+    def getvalue(self) -> str:
+        """The retained emitted text, from ``retained_offset`` on."""
+    def tokens(self) -> list[int]: ...
+    def reader(self, offset: int = 0) -> TokenReader:
+        """A reader at ``offset`` characters; StreamDiscarded if that text is gone."""
+
+class TokenReader:
+    """One reader of a TokenBuffer at its own character offset."""
+
+    @property
+    def offset(self) -> int: ...
+    @property
+    def buffer(self) -> TokenBuffer: ...
+    @property
+    def closed(self) -> bool: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> TokenReader: ...
+    def __exit__(self, *exc: object) -> None: ...
+    def read_nowait(self) -> str:
+        """New text, "" if none yet; raises StreamClosed (or the failure) at the end."""
+    def read(self, timeout: float | None = None) -> str:
+        """Wait (GIL released) for new text; StreamTimeout, StreamClosed at the end."""
+    async def read_async(self) -> str:
+        """Wait on the running loop for new text; StreamClosed at the end."""
+    def __iter__(self) -> Iterator[str]: ...
+    def __next__(self) -> str: ...
+    def __aiter__(self) -> AsyncIterator[str]: ...
+    async def __anext__(self) -> str: ...

@@ -18,7 +18,10 @@ working::
     │   └── IncompatibleStateError (ValueError)  a format version this build cannot read
     ├── StorageError (OSError)                an OS-level write/fsync/rename failed
     ├── StreamError
-    │   └── StreamClosed                      reading a closed/finished token stream past its end
+    │   ├── StreamClosed                      reading a finished token stream past its end
+    │   ├── StreamDiscarded                   a token-stream offset that is no longer retained
+    │   ├── StreamFailed                      the producer ended the stream with this message
+    │   └── StreamTimeout (TimeoutError)      a blocking read waited for its whole timeout
     ├── ModelError                            a model call failed
     │   ├── ModelHTTPError                    the provider answered with an error status
     │   │   ├── AuthenticationError           401/403: missing or wrong API key
@@ -69,7 +72,10 @@ __all__ = [
     "StateError",
     "StorageError",
     "StreamClosed",
+    "StreamDiscarded",
     "StreamError",
+    "StreamFailed",
+    "StreamTimeout",
     "ToolDefinitionError",
     "ToolTimeout",
 ]
@@ -220,3 +226,13 @@ class RunTimeout(AgentError, TimeoutError):
 
 class ApprovalError(AgentError):
     """Approving or rejecting a call that is unknown or already settled."""
+class StreamDiscarded(StreamError):
+    """A token-stream reader asked for text the buffer has already discarded."""
+
+
+class StreamFailed(StreamError):
+    """The producer ended the token stream with an error message (``fail("...")``)."""
+
+
+class StreamTimeout(StreamError, TimeoutError):
+    """A blocking token-stream read waited for its whole timeout."""
