@@ -13,6 +13,10 @@ from _util import print_table
 GROUPS: dict[str, list[tuple[str, str]]] = {
     "core": [
         ("bench_import", "import cost (lower is better; ratio = asyncio/openheim)"),
+        (
+            "bench_codec",
+            "state codec (lower is better; ratio = msgspec/openheim) and durable log appends",
+        ),
     ],
 }
 

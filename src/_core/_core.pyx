@@ -9,3 +9,5 @@ they hold the GIL again.
 include "errors.pxi"
 include "aio.pxi"
 include "mailbox.pxi"
+include "codec.pxi"
+include "wal.pxi"
