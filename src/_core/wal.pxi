@@ -276,6 +276,7 @@ cdef class LogWriter:
     cdef readonly object recovered_records
     cdef readonly object tail_error
     cdef dict _hooks
+    cdef bint _shut  # close() has finished: no more event-loop hooks
 
     def __cinit__(self, path, *, bint sync=True, double group_window=0.0,
                   Py_ssize_t max_buffer=16 * 1024 * 1024, bint repair=True):
@@ -428,11 +429,25 @@ cdef class LogWriter:
         return self._raise_failure()
 
     cdef _LogLoopHook _hook(self, object loop):
+        """This loop's hook, registered on first use; None once close() is done."""
         cdef _LogLoopHook hook = self._hooks.get(loop)
+        cdef _LogLoopHook old
         cdef int rc
-        if hook is not None:
+        if hook is not None or self._shut:
             return hook
+        stale = []
+        for old in self._hooks.values():
+            if old.loop.is_closed():  # loops that ended (asyncio.run) need no pokes
+                stale.append(old)
+        for old in stale:
+            del self._hooks[old.loop]
+            old.detach()
+        from collections import deque
         hook = _LogLoopHook.__new__(_LogLoopHook)
+        hook.writer = self
+        hook.loop = loop
+        hook.waiters = deque()
+        hook.room = []
         if hasattr(_os, "eventfd"):
             hook.rfd = _os.eventfd(0, _os.EFD_NONBLOCK | _os.EFD_CLOEXEC)
             hook.cfd = _os.dup(hook.rfd)
@@ -440,23 +455,26 @@ cdef class LogWriter:
             hook.rfd, hook.cfd = _os.pipe()
             _os.set_blocking(hook.rfd, False)
             _os.set_blocking(hook.cfd, False)
+        # The calls above may let another thread run close(); from this check
+        # until the hook is in self._hooks nothing can, so close() either
+        # finished before (no hook) or will see and detach this one.
+        if self._shut:
+            _os.close(hook.rfd)
+            _os.close(hook.cfd)
+            return None
         rc = oh_logw_add_notify(self._w, hook.cfd)  # the writer owns cfd from here
         if rc != OH_OK:
             _os.close(hook.rfd)
             _os.close(hook.cfd)
             raise MemoryError()
-        hook.writer = self
-        hook.loop = loop
         hook.attached = True
-        from collections import deque
-        hook.waiters = deque()
-        hook.room = []
+        self._hooks[loop] = hook
         try:
             loop.add_reader(hook.rfd, hook._on_ready)
         except BaseException:
+            self._hooks.pop(loop, None)
             hook.detach()
             raise
-        self._hooks[loop] = hook
         return hook
 
     cdef int _detach_hooks(self) except -1:
@@ -525,6 +543,7 @@ cdef class LogWriter:
         cdef int rc
         with nogil:
             rc = oh_logw_close(self._w, &e)
+        self._shut = True  # every record is now durable, or the log failed
         self._detach_hooks()
         if rc == OH_IO:
             raise self._failure(&e)
@@ -543,30 +562,38 @@ cdef class LogWriter:
         Returns its sequence number. Many concurrent calls share one fsync.
         Cancelling the wait does not withdraw the record.
         """
+        cdef _LogLoopHook hook
         loop = _running_loop()
         while True:
             seq = self._append_or_full(record)
             if seq is not None:
                 break
-            await self._hook(loop).park_room()
-        # The hook is registered before durability is checked, so the poke
-        # for the batch holding `seq` cannot be missed.
+            hook = self._hook(loop)
+            if hook is not None:  # None: closed, and the retry raises LogClosed
+                await hook.park_room()
+        await self._durable_on(loop, seq)
+        return seq
+
+    async def _durable_on(self, loop, seq):
+        cdef _LogLoopHook hook
+        if oh_logw_durable(self._w) > <uint64_t>seq:
+            return
+        # Registered before durability is checked again, so the poke for the
+        # batch holding `seq` cannot be missed.
         hook = self._hook(loop)
         if oh_logw_durable(self._w) > <uint64_t>seq:
-            return seq
+            return
+        if hook is None:  # closed and still not durable: the log failed
+            self._raise_failure()
         await hook.park(seq)
-        return seq
 
     async def wait_durable_async(self, seq):
         """Wait on the running loop until record ``seq`` is durable."""
         cdef oh_io_error e
         self._check_seq(seq)
-        hook = self._hook(_running_loop())
-        if oh_logw_durable(self._w) > <uint64_t>seq:
-            return
-        if oh_logw_error(self._w, &e) == OH_IO:
-            raise self._failure(&e)
-        await hook.park(seq)
+        if oh_logw_durable(self._w) <= <uint64_t>seq and oh_logw_error(self._w, &e) == OH_IO:
+            raise self._failure(&e)  # no batch will come to wake a waiter
+        await self._durable_on(_running_loop(), seq)
 
     async def flush_async(self):
         """Wait on the running loop until every record appended so far is durable."""

@@ -469,6 +469,31 @@ async def test_close_from_another_thread_settles_async_waiters(log: Path) -> Non
         await w.append_async(b"late")
 
 
+async def test_async_waits_after_close(log: Path) -> None:
+    w = LogWriter(log)
+    seq = w.append_nowait(b"x")
+    w.close()
+    await w.wait_durable_async(seq)
+    await w.flush_async()
+    await w.aclose()
+    with pytest.raises(LogClosed):
+        await w.append_async(b"y")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_finished_event_loops_do_not_accumulate(log: Path) -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with LogWriter(log) as w:
+        asyncio.run(w.append_async(b"warm-up"))
+        before = open_fds()
+        for i in range(20):  # each asyncio.run is a new loop that then closes
+            asyncio.run(w.append_async(b"%d" % i))
+        assert open_fds() <= before + 2
+    assert len(read_log(log)) == 21
+
+
 def test_several_event_loops_and_threads_share_a_writer(log: Path) -> None:
     per_loop = 300
 
