@@ -15,6 +15,10 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
         ("bench_import", "import cost (lower is better; ratio = asyncio/openheim)"),
         ("bench_mailbox", "Mailbox throughput (higher is better)"),
         ("bench_tokbuf", "TokenBuffer (lower is better; ratio = baseline/openheim)"),
+        (
+            "bench_codec",
+            "state codec (lower is better; ratio = msgspec/openheim) and durable log appends",
+        ),
     ],
 }
 

@@ -2,8 +2,15 @@
 
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Generic, TypeVar
+import os
+from collections.abc import AsyncIterator, Iterator
+from types import TracebackType
+from typing import Any, Final, Generic, TypeVar, overload
+
+from typing_extensions import Buffer, Self
 
 _T = TypeVar("_T")
+_StrPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 class Mailbox(Generic[_T]):
     """A bounded multi-producer, multi-consumer queue of Python objects."""
@@ -106,3 +113,176 @@ class TokenReader:
     def __next__(self) -> str: ...
     def __aiter__(self) -> AsyncIterator[str]: ...
     async def __anext__(self) -> str: ...
+# -- state codec (codec.pxi) -------------------------------------------------------------
+
+FRAME_MAGIC: Final[bytes]
+"""The first 4 bytes of every state frame: ``b"OHSF"``."""
+FRAME_VERSION: Final[int]
+"""The frame format version this build writes (and the newest it reads)."""
+FRAME_HEADER_SIZE: Final[int]
+"""Bytes of the frame header before the msgpack body (24)."""
+
+def crc32c(data: Buffer, value: int = 0) -> int:
+    """CRC32C (Castagnoli) of ``data``, continuing from ``value``.
+
+    ``crc32c(b"123456789") == 0xE3069283``; ``crc32c(b, crc32c(a)) == crc32c(a + b)``.
+    Uses SSE4.2 / ARMv8 CRC instructions when the CPU has them.
+    """
+
+def _crc32c_sw(data: Buffer, value: int = 0) -> int:
+    """crc32c() on the portable table path (for tests)."""
+
+def _crc32c_impl() -> str:
+    """The implementation crc32c() uses: "sse4.2", "armv8-crc" or "slice-by-8"."""
+
+def encode_frame(obj: object, *, kind: int = 0, flags: int = 0) -> bytes:
+    """msgspec-msgpack ``obj`` inside a checksummed, versioned frame.
+
+    ``kind`` (0..2**32-1) says what the frame holds; ``flags`` (0..255) are
+    the caller's bits. Raises ConfigError for out-of-range values and
+    TypeError for objects msgspec cannot encode.
+    """
+
+@overload
+def decode_frame(data: Buffer, *, type: None = None) -> Any: ...
+@overload
+def decode_frame(data: Buffer, *, type: type[_T]) -> _T: ...
+@overload
+def decode_frame(data: Buffer, *, type: Any) -> Any:
+    """Check a frame and decode its body (into ``type`` if given).
+
+    CorruptStateError: bad magic, cut short, trailing bytes, checksum
+    mismatch, or a body that is not valid msgpack. IncompatibleStateError:
+    an intact frame of a newer format version, or a body that does not match
+    ``type`` (written with another schema).
+    """
+
+class FrameHeader:
+    """What a frame's header says (from :func:`frame_header`)."""
+
+    @property
+    def version(self) -> int: ...
+    @property
+    def flags(self) -> int: ...
+    @property
+    def kind(self) -> int: ...
+    @property
+    def body_length(self) -> int: ...
+    @property
+    def frame_length(self) -> int: ...
+
+def frame_header(data: Buffer) -> FrameHeader:
+    """Check a frame (magic, length, checksum, version) without decoding its body."""
+
+def atomic_write(path: _StrPath, data: Buffer) -> None:
+    """Replace ``path`` with ``data``: temp file, fsync, rename, directory fsync.
+
+    Runs with the GIL released; raises StorageError (errno, filename) and
+    removes the temporary file on failure.
+    """
+
+# -- append-only log (wal.pxi) -------------------------------------------------------------
+
+LOG_VERSION: Final[int]
+"""The log file format version this build writes (and the newest it reads)."""
+LOG_MAX_RECORD: Final[int]
+"""The largest record a log takes, in bytes."""
+
+class LogReader:
+    """Iterate over a log's records; stops at a torn or damaged tail."""
+
+    @property
+    def path(self) -> _StrPath: ...
+    def __init__(self, path: _StrPath) -> None: ...
+    def __iter__(self) -> Iterator[bytes]: ...
+    def __next__(self) -> bytes: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    @property
+    def records(self) -> int:
+        """Records read so far."""
+    @property
+    def valid_length(self) -> int:
+        """Bytes verified so far (header and records read)."""
+    @property
+    def done(self) -> bool:
+        """True once the end of the valid log was reached."""
+    @property
+    def truncated_bytes(self) -> int:
+        """Bytes of the dropped tail (0 until iteration has ended)."""
+    @property
+    def tail_error(self) -> str | None:
+        """Why reading stopped before the end of the file, or None."""
+
+def read_log(path: _StrPath) -> list[bytes]:
+    """Every valid record of the log at ``path``."""
+
+class LogWriter:
+    """Append records to a log file; many appends share one fsync."""
+
+    @property
+    def path(self) -> _StrPath: ...
+    @property
+    def sync(self) -> bool: ...
+    @property
+    def repaired_bytes(self) -> int:
+        """Bytes of torn or damaged tail cut off when the log was opened."""
+    @property
+    def recovered_records(self) -> int:
+        """Records found in the log when it was opened."""
+    @property
+    def tail_error(self) -> str | None:
+        """What was wrong with the tail that opening cut off, or None."""
+    def __init__(
+        self,
+        path: _StrPath,
+        *,
+        sync: bool = True,
+        group_window: float = 0.0,
+        max_buffer: int = 16 * 1024 * 1024,
+        repair: bool = True,
+    ) -> None: ...
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next record gets."""
+    @property
+    def durable_seq(self) -> int:
+        """The highest sequence number known durable, or -1."""
+    @property
+    def flush_count(self) -> int:
+        """Write (+ fsync) batches so far."""
+    @property
+    def closed(self) -> bool: ...
+    def _hold(self, on: bool) -> None: ...
+    def append(self, record: Buffer, timeout: float | None = None) -> int:
+        """Append and wait (GIL released) until durable; returns the sequence number."""
+    def append_nowait(self, record: Buffer) -> int:
+        """Buffer a record and return its sequence number at once."""
+    def wait_durable(self, seq: int, timeout: float | None = None) -> None: ...
+    def flush(self, timeout: float | None = None) -> None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+    async def append_async(self, record: Buffer) -> int:
+        """Append and wait on the running loop until durable."""
+    async def wait_durable_async(self, seq: int) -> None: ...
+    async def flush_async(self) -> None: ...
+    async def aclose(self) -> None: ...
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

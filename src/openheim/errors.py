@@ -17,6 +17,9 @@ working::
     │   ├── CorruptStateError (ValueError)    bytes fail checksum/structure checks
     │   └── IncompatibleStateError (ValueError)  a format version this build cannot read
     ├── StorageError (OSError)                an OS-level write/fsync/rename failed
+    ├── LogError
+    │   ├── LogClosed (ValueError)            append to a closed LogWriter
+    │   └── LogTimeout (TimeoutError)         waiting for a record to be durable ran out of time
     ├── StreamError
     │   ├── StreamClosed                      reading a finished token stream past its end
     │   ├── StreamDiscarded                   a token-stream offset that is no longer retained
@@ -53,6 +56,9 @@ __all__ = [
     "CoreMissingError",
     "CorruptStateError",
     "IncompatibleStateError",
+    "LogClosed",
+    "LogError",
+    "LogTimeout",
     "MailboxClosed",
     "MailboxEmpty",
     "MailboxError",
@@ -127,6 +133,18 @@ class IncompatibleStateError(StateError, ValueError):
 
 class StorageError(OpenheimError, OSError):
     """An operating-system call (open, write, fsync, rename) failed."""
+
+
+class LogError(OpenheimError):
+    """Base class of append-only log (``LogWriter``) errors other than I/O failures."""
+
+
+class LogClosed(LogError, ValueError):
+    """The ``LogWriter`` is closed: it takes no more records."""
+
+
+class LogTimeout(LogError, TimeoutError):
+    """A wait for records to become durable ran out of time (they may still be written)."""
 
 
 class StreamError(OpenheimError):
