@@ -1,9 +1,7 @@
 """Type stubs for the compiled core ``openheim._core`` (built from src/_core)."""
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from typing import Generic, TypeVar
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar, overload
 
@@ -113,6 +111,7 @@ class TokenReader:
     def __next__(self) -> str: ...
     def __aiter__(self) -> AsyncIterator[str]: ...
     async def __anext__(self) -> str: ...
+
 # -- state codec (codec.pxi) -------------------------------------------------------------
 
 FRAME_MAGIC: Final[bytes]
@@ -286,3 +285,14 @@ class LogWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+def fill_batch(
+    addrs: tuple[int, int, int, int, int],
+    offset: int,
+    tokens: Sequence[int],
+    pos0: int,
+    seq_id: int,
+    logits_last: bool,
+    capacity: int = -1,
+) -> None:
+    """Write ``tokens`` of sequence ``seq_id`` into a llama_batch at ``offset``."""

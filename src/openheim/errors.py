@@ -244,6 +244,8 @@ class RunTimeout(AgentError, TimeoutError):
 
 class ApprovalError(AgentError):
     """Approving or rejecting a call that is unknown or already settled."""
+
+
 class StreamDiscarded(StreamError):
     """A token-stream reader asked for text the buffer has already discarded."""
 

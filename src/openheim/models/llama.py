@@ -1,0 +1,224 @@
+"""Local GGUF models on llama.cpp: ``LlamaModel`` (``"llama:/path/model.gguf"``).
+
+One loaded model serves many concurrent agents: requests become sequences of
+one shared context and decode together (continuous batching, see
+``_llama/engine.py``). Tool calls and structured output are constrained to a
+JSON reply format by grammar, checked lazily so they decode at nearly the speed
+of free text (``_llama/grammar.py``). Text streams through the native
+TokenBuffer: never half a UTF-8 character, stop strings caught across tokens.
+
+GPU: pass ``n_gpu_layers`` (``-1`` = all) with a CUDA/Metal build of
+llama-cpp-python; there is no other GPU-specific code path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+from openheim.errors import ConfigError, ModelResponseError
+from openheim.messages import Message, ToolCall, Usage
+from openheim.models.base import (
+    FinishReason,
+    ModelRequest,
+    ModelResponse,
+    StreamEvent,
+    TextDelta,
+)
+
+__all__ = ["LlamaModel"]
+
+_DEFAULT_MAX_TOKENS = 512
+
+
+class _BufferSink:
+    """What the decode thread writes into: a native TokenBuffer."""
+
+    def __init__(self, stop: list[str] | None) -> None:
+        from openheim._core import TokenBuffer
+
+        self.buffer = TokenBuffer(stop=tuple(stop or ()))
+
+    def push(self, token: int, piece: bytes) -> bool:
+        return bool(self.buffer.append(token, piece))
+
+    def finish(self, reason: str) -> None:
+        self.buffer.finish(reason)
+
+    def fail(self, error: BaseException) -> None:
+        self.buffer.fail(error)
+
+
+class LlamaModel:
+    """A GGUF model run in-process by llama.cpp, shared by every agent that uses it.
+
+    ``n_parallel`` sequences decode together; ``n_ctx`` tokens of KV cache are
+    shared by them (any one sequence may use all of it).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        n_ctx: int = 4096,
+        n_parallel: int = 8,
+        n_batch: int = 512,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        chat_template: str | None = None,
+        prefill_chunk: int = 256,
+        context_window: int | None = None,
+    ) -> None:
+        from openheim.models._llama.bindings import LlamaHandle
+        from openheim.models._llama.engine import Engine
+        from openheim.models._llama.template import PromptRenderer
+
+        if n_parallel < 1 or n_ctx < 16 or n_batch < 1:
+            raise ConfigError(
+                f"LlamaModel needs n_parallel ≥ 1, n_ctx ≥ 16, n_batch ≥ 1 "
+                f"(got {n_parallel}, {n_ctx}, {n_batch})"
+            )
+        self.path = os.fspath(path)
+        self._handle = LlamaHandle(
+            self.path,
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_seq_max=n_parallel,
+            n_threads=n_threads or os.cpu_count() or 1,
+            n_gpu_layers=n_gpu_layers,
+        )
+        h = self._handle
+        template = chat_template or h.meta("tokenizer.chat_template")
+        bos = h.token_text(h.bos) if h.bos >= 0 else ""
+        eos = h.token_text(h.eos) if h.eos >= 0 else ""
+        self.renderer = PromptRenderer(template, bos=bos, eos=eos)
+        self.engine = Engine(h, prefill_chunk=prefill_chunk)
+        self._context_window = context_window or h.n_ctx
+        self._name = f"llama:{os.path.basename(self.path)}"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def context_window(self) -> int | None:
+        return self._context_window
+
+    def __repr__(self) -> str:
+        return f"LlamaModel({self.path!r}, n_parallel={self._handle.n_seq_max})"
+
+    # -- prompt ------------------------------------------------------------------------
+
+    def _prepare(self, request: ModelRequest) -> tuple[list[int], str | None]:
+        from openheim.models._llama.grammar import schema_to_gbnf
+        from openheim.models._llama.protocol import reply_schema
+
+        tools = request.tools if request.tool_choice != "none" else []
+        if request.tool_choice not in ("auto", "required", "none"):
+            tools = [t for t in tools if t.name == request.tool_choice]
+            if not tools:
+                raise ConfigError(f"tool_choice names an unknown tool {request.tool_choice!r}")
+        constrained = bool(tools) or request.output_schema is not None
+        prompt = self.renderer.render(
+            request.messages,
+            tools=tools,
+            output_schema=request.output_schema,
+            constrained=constrained,
+        )
+        tokens = self._handle.tokenize(prompt, add_special=True)
+        gbnf = None
+        if constrained:
+            allow_answer = request.tool_choice in ("auto", "none") or not tools
+            gbnf = schema_to_gbnf(
+                reply_schema(tools, request.output_schema, allow_answer=allow_answer)
+            )
+        return tokens, gbnf
+
+    # -- the Model protocol --------------------------------------------------------------
+
+    async def request(self, request: ModelRequest) -> ModelResponse:
+        response: ModelResponse | None = None
+        async for event in self.stream(request):
+            if isinstance(event, ModelResponse):
+                response = event
+        assert response is not None
+        return response
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        from openheim.models._llama.engine import GenRequest
+        from openheim.models._llama.protocol import ReplyParser, parse_reply
+
+        loop = asyncio.get_running_loop()
+        tokens, gbnf = await loop.run_in_executor(None, self._prepare, request)
+        s = request.settings
+        sink = _BufferSink(s.stop)
+        gen = GenRequest(
+            tokens,
+            sink=sink,
+            max_tokens=s.max_tokens or _DEFAULT_MAX_TOKENS,
+            temperature=0.0 if s.temperature is None else s.temperature,
+            top_p=s.top_p,
+            seed=s.seed,
+            gbnf=gbnf,
+        )
+        call_id = f"call_{uuid.uuid4().hex[:16]}"
+        parser = ReplyParser(call_id) if gbnf else None
+        self.engine.submit(gen)
+        reader = sink.buffer.reader()
+        text_parts: list[str] = []
+        try:
+            async for chunk in reader:
+                text_parts.append(chunk)
+                if parser is None:
+                    yield TextDelta(chunk)
+                else:
+                    for ev in parser.feed(chunk):
+                        yield ev
+        except BaseException:
+            gen.cancel()
+            raise
+        text = "".join(text_parts)
+        usage = Usage(input_tokens=len(tokens), output_tokens=gen.n_generated, requests=1)
+        finish: FinishReason = "length" if gen.finish_reason == "length" else "stop"
+        if gbnf is None:
+            yield ModelResponse(Message.assistant(text), usage, finish, self._name)
+            return
+        try:
+            kind, value = parse_reply(text)
+        except ValueError as exc:
+            raise ModelResponseError(
+                f"the constrained reply did not complete ({gen.finish_reason}): "
+                f"{text[:200]!r}; raise max_tokens",
+                provider="llama",
+            ) from exc
+        if kind == "tool":
+            name, args = value
+            msg = Message.assistant(None, [ToolCall(name, args, call_id)])
+            yield ModelResponse(msg, usage, "tool_calls", self._name)
+        else:
+            content = (
+                value
+                if isinstance(value, str) and request.output_schema is None
+                else json.dumps(value)
+            )
+            yield ModelResponse(Message.assistant(content), usage, finish, self._name)
+
+    async def aclose(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+    def close(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
+            self.engine = None  # type: ignore[assignment]
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            handle.close()
+
+    def __del__(self) -> None:  # a forgotten model must not keep its decode thread alive
+        with contextlib.suppress(Exception):
+            self.close()
