@@ -14,6 +14,9 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
     "core": [
         ("bench_import", "import cost (lower is better; ratio = asyncio/openheim)"),
     ],
+    "agent": [
+        ("bench_agent", "agent runs (runs/s, higher is better; target ≥20× pydantic-ai)"),
+    ],
 }
 
 
