@@ -81,7 +81,7 @@ async def test_breaking_out_of_a_stream_stores_nothing() -> None:
     async for ev in stream:
         if isinstance(ev, oh.ToolResult):
             break
-    await stream.aclose()  # type: ignore[attr-defined]
+    await stream.aclose()
     assert await agent.history.load("s") == []
 
 

@@ -267,3 +267,25 @@ def test_positional_only_parameters() -> None:
         return await scale.invoke(scale.validate({"x": 2, "factor": 3}), None)
 
     assert asyncio.run(go()) == 6.0
+
+
+def test_partials_and_callable_objects() -> None:
+    import functools
+
+    def power(base: int, exp: int) -> int:
+        """Raise base to exp."""
+        return int(base**exp)
+
+    square = oh.tool(name="square")(functools.partial(power, exp=2))
+    assert square.description == "Raise base to exp."
+    assert square.parameters["properties"]["exp"]["default"] == 2
+
+    class Counter:
+        """Counts."""
+
+        def __call__(self, step: int = 1) -> int:
+            """Count by step."""
+            return step
+
+    counter = oh.tool(name="count")(Counter())
+    assert list(counter.parameters["properties"]) == ["step"]

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -84,6 +84,12 @@ class Agent:
     ``output_retries`` invalid answers sent back before ``OutputValidationError``.
     ``history`` stores sessions (in memory by default); ``count_tokens``
     estimates a message's tokens when trimming history to the context window.
+
+    A run adds its messages to the session only when it finishes: a run that
+    fails, times out, is cancelled (``task.cancel()`` also cancels its model
+    call and tool calls) or is paused for approval leaves the history as it
+    was, so it never holds a tool call without its result. Concurrent runs on
+    one session each see the history as it was when they started.
     """
 
     def __init__(
@@ -268,7 +274,7 @@ class Agent:
         model_settings: ModelSettings | Mapping[str, Any] | None = None,
         resume: RunResult | RunState | None = None,
         approvals: Mapping[str, ApprovalDecision] | None = None,
-    ) -> AsyncIterator[AgentEvent]:
+    ) -> AsyncGenerator[AgentEvent, None]:
         """Run like :meth:`run`, yielding events as they happen; the last is ``Done``.
 
         Stopping the iteration early abandons the run: nothing is added to the

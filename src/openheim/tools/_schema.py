@@ -9,6 +9,7 @@ the function is called with exactly the validated dict.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from collections.abc import Callable
@@ -64,8 +65,13 @@ def build_arguments(
         raise ToolDefinitionError(
             f"tool {tool_name!r}: cannot read the signature of {function!r}: {exc}"
         ) from exc
+    annotated: Any = function
+    while isinstance(annotated, functools.partial):
+        annotated = annotated.func
+    if not (inspect.isfunction(annotated) or inspect.ismethod(annotated)):
+        annotated = getattr(annotated, "__call__", annotated)  # noqa: B004 - callable objects
     try:
-        hints = typing.get_type_hints(function, localns=localns, include_extras=True)
+        hints = typing.get_type_hints(annotated, localns=localns, include_extras=True)
     except Exception as exc:
         raise ToolDefinitionError(
             f"tool {tool_name!r}: cannot resolve the type annotations of "

@@ -48,7 +48,10 @@ class Tool:
             raise ConfigError(f"tool retries must be >= 0, got {retries!r}")
         self.function = function
         self.name = name or getattr(function, "__name__", "") or type(function).__name__
-        doc_description, param_docs = parse_docstring(inspect.getdoc(function))
+        documented: Any = function
+        while isinstance(documented, functools.partial):
+            documented = documented.func
+        doc_description, param_docs = parse_docstring(inspect.getdoc(documented))
         self.description = description if description is not None else doc_description
         self.requires_approval = requires_approval
         self.timeout = timeout
