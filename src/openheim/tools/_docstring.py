@@ -19,12 +19,24 @@ import re
 __all__ = ["parse_docstring"]
 
 _GOOGLE_PARAMS = {"args", "arguments", "parameters", "params", "keyword args", "keyword arguments"}
-_GOOGLE_HEADER = re.compile(
-    r"^(args|arguments|parameters|params|keyword args|keyword arguments|returns?|yields?|"
-    r"raises|examples?|notes?|see also|attributes|warnings?|todo|references|other parameters)"
-    r"\s*:\s*$",
-    re.IGNORECASE,
-)
+_GOOGLE_SECTIONS = _GOOGLE_PARAMS | {
+    "return",
+    "returns",
+    "yield",
+    "yields",
+    "raises",
+    "example",
+    "examples",
+    "note",
+    "notes",
+    "see also",
+    "attributes",
+    "warning",
+    "warnings",
+    "todo",
+    "references",
+    "other parameters",
+}
 _GOOGLE_ITEM = re.compile(r"^\*{0,2}(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
 _NUMPY_ITEM = re.compile(r"^\*{0,2}(\w+)\s*(?::.*)?$")
 _SPHINX_PARAM = re.compile(r"^:param\s+(?:[^:]*\s)?\*{0,2}(\w+)\s*:\s*(.*)$")
@@ -67,9 +79,10 @@ def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
             if heading in ("parameters", "other parameters"):
                 _numpy_items(lines[body_start:i], params)
             continue
-        if _GOOGLE_HEADER.match(stripped):
+        heading = stripped[:-1].strip().lower() if stripped.endswith(":") else ""
+        if heading in _GOOGLE_SECTIONS:
             end = min(end, i)
-            is_params = stripped.rstrip(":").strip().lower() in _GOOGLE_PARAMS
+            is_params = heading in _GOOGLE_PARAMS
             base = _indent(line)
             i += 1
             body: list[str] = []

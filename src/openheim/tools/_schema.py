@@ -4,7 +4,8 @@ The parameters become a ``TypedDict`` (a TypedDict, not a model, so parameter
 names such as ``json`` or ``schema`` cannot clash with model attributes) with
 ``extra="forbid"``; pydantic's ``TypeAdapter`` gives the JSON schema and the
 validator, built once per tool. Defaults are filled in by the validator, so
-the function is called with exactly the validated dict.
+the function is called with exactly the validated dict. Plain JSON parameters
+take the equivalent fast path of ``_fastargs`` (pydantic only on bad input).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Annotated, Any, get_args, get_origin
 
 from openheim.errors import ToolDefinitionError
 from openheim.tools._context import RunContext
+from openheim.tools._fastargs import fast_arguments
 
 __all__ = ["Arguments", "build_arguments", "describe_validation_error", "strip_titles"]
 
@@ -56,9 +58,6 @@ def build_arguments(
     param_docs: dict[str, str],
     localns: dict[str, Any] | None = None,
 ) -> Arguments:
-    from pydantic import ConfigDict, Field, TypeAdapter
-    from typing_extensions import NotRequired, TypedDict
-
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError) as exc:
@@ -83,7 +82,7 @@ def build_arguments(
     takes_ctx = bool(params) and _is_run_context(hints.get(params[0].name))
     if takes_ctx:
         params = params[1:]
-    fields: dict[str, Any] = {}
+    fields: list[tuple[str, Any, Any, str | None]] = []
     positional: list[str] = []
     for p in params:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -105,17 +104,34 @@ def build_arguments(
             )
         if p.kind is p.POSITIONAL_ONLY:
             positional.append(p.name)
-        doc = param_docs.get(p.name)
+        fields.append((p.name, annotation, p.default, param_docs.get(p.name)))
+
+    def slow() -> Callable[[Any], dict[str, Any]]:
+        return _pydantic_arguments(tool_name, fields)[1]
+
+    fast = fast_arguments(fields, inspect.Parameter.empty, slow)
+    schema, validate = fast if fast is not None else _pydantic_arguments(tool_name, fields)
+    return Arguments(schema, validate, takes_ctx, tuple(positional))
+
+
+def _pydantic_arguments(
+    tool_name: str, fields: list[tuple[str, Any, Any, str | None]]
+) -> tuple[dict[str, Any], Callable[[Any], dict[str, Any]]]:
+    """Schema and validator through a TypedDict of the parameters and pydantic."""
+    from pydantic import ConfigDict, Field, TypeAdapter
+    from typing_extensions import NotRequired, TypedDict
+
+    members: dict[str, Any] = {}
+    for name, annotation, default, doc in fields:
         extra: dict[str, Any] = {}
         if doc and not _has_description(annotation):
             extra["description"] = doc
-        if p.default is p.empty:
-            fields[p.name] = Annotated[annotation, Field(**extra)] if extra else annotation
+        if default is inspect.Parameter.empty:
+            members[name] = Annotated[annotation, Field(**extra)] if extra else annotation
         else:
-            fields[p.name] = NotRequired[Annotated[annotation, Field(default=p.default, **extra)]]
-
+            members[name] = NotRequired[Annotated[annotation, Field(default=default, **extra)]]
     make_typed_dict: Any = TypedDict  # called with a runtime name: opaque to mypy
-    arguments_type = make_typed_dict(tool_name, fields)
+    arguments_type = make_typed_dict(tool_name, members)
     arguments_type.__pydantic_config__ = ConfigDict(extra="forbid")
     try:
         adapter = TypeAdapter(arguments_type)
@@ -124,7 +140,8 @@ def build_arguments(
         raise ToolDefinitionError(
             f"tool {tool_name!r}: pydantic cannot build a schema for its parameters: {exc}"
         ) from exc
-    return Arguments(schema, adapter.validator.validate_python, takes_ctx, tuple(positional))
+    validate: Callable[[Any], dict[str, Any]] = adapter.validator.validate_python
+    return schema, validate
 
 
 def strip_titles(schema: Any) -> Any:
