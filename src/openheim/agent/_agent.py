@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import os
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
@@ -24,6 +25,11 @@ from openheim.tools._tool import Tool
 from openheim.tools._toolset import Toolset
 
 __all__ = ["Agent"]
+
+# Run ids: random per process (so ids from different processes do not collide),
+# then a counter (a syscall per run would cost more than the rest of the id).
+_RUN_PREFIX = os.urandom(6).hex()
+_run_numbers = itertools.count(1)
 
 Instructions = str | Callable[..., Any]
 ApprovalDecision = bool | Approval
@@ -320,7 +326,7 @@ class Agent:
             if not isinstance(prompt, str):
                 raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}")
             state = RunState(
-                run_id=f"run-{os.urandom(8).hex()}",
+                run_id=f"run-{_RUN_PREFIX}-{next(_run_numbers)}",
                 agent=self.name,
                 session=session,
                 messages=[Message("user", prompt)],
@@ -331,25 +337,23 @@ class Agent:
             tools, definitions = await self._all_tools()
         else:
             tools, definitions = self._tool_map, self._definitions
-        ctx: RunContext[Any] = RunContext(
-            deps,
-            agent=self.name,
-            run_id=state.run_id,
-            session=session,
-            messages=state.messages,
-            usage=state.usage,
-        )
         system = self._system
-        if (
-            self._instructions is not None
-            and system is None
-            and not isinstance(self._instructions, str)
-        ):
+        ctx: RunContext[Any] | None = None
+        if self._instructions is not None and not isinstance(self._instructions, str):
+            ctx = RunContext(
+                deps,
+                agent=self.name,
+                run_id=state.run_id,
+                session=session,
+                messages=state.messages,
+                usage=state.usage,
+            )
             system = await self._render_instructions(ctx)
         return _Run(
             self,
             model,
             state,
+            deps,
             ctx,
             settings,
             history,
@@ -359,6 +363,7 @@ class Agent:
             streaming,
             resume is not None,
             deadline,
+            loop,
         )
 
     async def _render_instructions(self, ctx: RunContext[Any]) -> Message | None:

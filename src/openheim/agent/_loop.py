@@ -136,7 +136,8 @@ class _Run:
         agent: Agent,
         model: Model,
         state: RunState,
-        ctx: RunContext[Any],
+        deps: Any,
+        ctx: RunContext[Any] | None,
         settings: ModelSettings,
         history: list[Message],
         system: Message | None,
@@ -145,11 +146,13 @@ class _Run:
         streaming: bool,
         resuming: bool,
         run_deadline: float | None,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.agent = agent
         self.model = model
         self.state = state
-        self.ctx = ctx
+        self.deps = deps
+        self._ctx = ctx  # made on first need: most tools take no context
         self.settings = settings
         self.history = history
         self.system = system
@@ -159,7 +162,7 @@ class _Run:
         self.resuming = resuming
         self.run_deadline = run_deadline
         self.output: OutputSpec = agent._output
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop
         self._pending: list[PendingApproval] = []
         self._results: dict[str, Message] = {}
         # Messages before the run's own: instructions, then the (trimmed) history.
@@ -174,6 +177,20 @@ class _Run:
             )
         else:
             self._prefix.extend(history)
+
+    def _context(self) -> RunContext[Any]:
+        ctx = self._ctx
+        if ctx is None:
+            state = self.state
+            ctx = self._ctx = RunContext(
+                self.deps,
+                agent=self.agent.name,
+                run_id=state.run_id,
+                session=state.session,
+                messages=state.messages,
+                usage=state.usage,
+            )
+        return ctx
 
     # ---- deadlines ------------------------------------------------------------------
 
@@ -452,7 +469,7 @@ class _Run:
         )
 
     async def _call_tool(self, tool: Tool, call: ToolCall, arguments: dict[str, Any]) -> Message:
-        ctx = self.ctx.for_call(call, self.state.usage) if tool.takes_ctx else None
+        ctx = self._context().for_call(call, self.state.usage) if tool.takes_ctx else None
         timeout = tool.timeout if tool.timeout is not None else self.agent.tool_timeout
         deadline, run_binding = self._deadline(timeout)
         is_error = False
