@@ -181,14 +181,18 @@ async def test_run_timeout_during_a_model_call() -> None:
 
 
 async def test_run_timeout_during_a_tool_call_is_not_a_tool_error() -> None:
+    started = asyncio.Event()
+
     @oh.tool(timeout=600)
     async def hang() -> str:
         """Hangs."""
+        started.set()
         await asyncio.Event().wait()
         return "x"
 
     model = ScriptedModel([oh.ToolCall("hang"), "never"])
-    agent = oh.Agent(model, tools=[hang], run_timeout=0.05)
+    agent = oh.Agent(model, tools=[hang], run_timeout=1.0)
     with pytest.raises(RunTimeout):
         await agent.run("go")
+    assert started.is_set()  # the deadline passed in the tool, not before it
     assert len(model.requests) == 1

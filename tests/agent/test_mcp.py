@@ -74,7 +74,7 @@ def http_server(server_script: Path) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -121,19 +121,25 @@ async def _check(server: oh.MCPServerStdio | oh.MCPServerHTTP) -> None:
 
 
 async def test_stdio_server(server_script: Path) -> None:
-    server = oh.MCPServerStdio(sys.executable, [str(server_script)], tool_prefix="calc_")
-    await asyncio.wait_for(_check(server), 120)
+    server = oh.MCPServerStdio(
+        sys.executable, [str(server_script)], tool_prefix="calc_", connect_timeout=120
+    )
+    await asyncio.wait_for(_check(server), 300)
     assert not server.connected
 
 
 async def test_http_server(http_server: str) -> None:
-    server = oh.MCPServerHTTP(http_server, tool_prefix="calc_")
-    await asyncio.wait_for(_check(server), 120)
+    server = oh.MCPServerHTTP(http_server, tool_prefix="calc_", connect_timeout=120)
+    await asyncio.wait_for(_check(server), 300)
 
 
 async def test_approval_on_mcp_tools(server_script: Path) -> None:
     server = oh.MCPServerStdio(
-        sys.executable, [str(server_script)], tool_prefix="calc_", requires_approval={"add"}
+        sys.executable,
+        [str(server_script)],
+        tool_prefix="calc_",
+        requires_approval={"add"},
+        connect_timeout=120,
     )
     agent, _ = _agent(server)
     async with server:
@@ -150,6 +156,8 @@ async def test_a_server_that_cannot_start_is_a_clear_error(tmp_path: Path) -> No
 
 
 def test_run_sync_connects_on_its_own_loop(server_script: Path) -> None:
-    server = oh.MCPServerStdio(sys.executable, [str(server_script)], tool_prefix="calc_")
+    server = oh.MCPServerStdio(
+        sys.executable, [str(server_script)], tool_prefix="calc_", connect_timeout=120
+    )
     agent, _ = _agent(server)
     assert agent.run_sync("2+40?").output == "42"
