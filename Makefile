@@ -6,7 +6,7 @@ PY     := $(BIN)/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 CORE_SOURCES := $(wildcard src/_core/*) CMakeLists.txt pyproject.toml
 
-.PHONY: help run test lint typecheck pytest services asan wheel bench-core bench clean
+.PHONY: help run test lint typecheck pytest services asan wheel bench-core bench-agent bench clean
 
 help:
 	@echo "make run        create .venv, install openheim, run the example agent"
@@ -14,6 +14,7 @@ help:
 	@echo "make asan       build the core with ASan+UBSan and run the native tests"
 	@echo "make wheel      build a manylinux wheel into wheels/"
 	@echo "make bench-core run the native-core benchmarks (ratios against the stdlib)"
+	@echo "make bench      run every benchmark group (agent: against pydantic-ai)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -70,10 +71,18 @@ wheel: $(VENV)/.installed-dev
 	@ls -1 wheels/*.whl
 
 # ---- benchmarks ---------------------------------------------------------------
+# The `bench` extra holds the baselines (pydantic-ai); it is not part of dev.
+$(VENV)/.installed-bench: $(VENV)/.installed-dev
+	$(PIP) install -q --no-build-isolation -e ".[dev,bench]"
+	@touch $@
+
 bench-core: $(VENV)/.installed-dev
 	$(PY) benches/run.py core
 
-bench: $(VENV)/.installed-dev
+bench-agent: $(VENV)/.installed-bench
+	$(PY) benches/run.py agent
+
+bench: $(VENV)/.installed-bench
 	$(PY) benches/run.py all
 
 clean:

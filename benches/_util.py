@@ -19,6 +19,7 @@ class Row:
     target: float | None = (
         None  # required ratio (ours/baseline, or baseline/ours if lower is better)
     )
+    limit: float | None = None  # absolute bound on `ours` (a maximum when lower is better)
 
     @property
     def ratio(self) -> float:
@@ -27,6 +28,11 @@ class Row:
         return self.baseline / self.ours
 
     def verdict(self) -> str:
+        if self.limit is not None:
+            within = (
+                self.ours <= self.limit if not self.higher_is_better else self.ours >= self.limit
+            )
+            return "ok" if within else "MISSES LIMIT"
         if self.target is None:
             return ""
         return "ok" if self.ratio >= self.target else "BELOW TARGET"

@@ -20,6 +20,9 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
             "state codec (lower is better; ratio = msgspec/openheim) and durable log appends",
         ),
     ],
+    "agent": [
+        ("bench_agent", "agent runs (runs/s, higher is better; target ≥20× pydantic-ai)"),
+    ],
 }
 
 

@@ -26,15 +26,92 @@ from openheim._core import Mailbox
 
 if TYPE_CHECKING:
     from openheim import errors
+    from openheim.agent import (
+        Agent,
+        AgentEvent,
+        Approval,
+        ApprovalRequired,
+        Done,
+        PendingApproval,
+        RunResult,
+        RunState,
+        ToolCallArgsDelta,
+        ToolCalled,
+        ToolCallStarted,
+        ToolResult,
+        UsageEvent,
+    )
+    from openheim.errors import StopRun, ToolError
+    from openheim.messages import Message, ToolCall, Usage
+    from openheim.models.base import ModelSettings, TextDelta
+    from openheim.sessions import HistoryStore, InMemoryHistory
+    from openheim.tools import RunContext, Tool, Toolset, tool
+    from openheim.tools.mcp import MCPServerHTTP, MCPServerStdio
 
 __all__ = [
+    "Agent",
+    "AgentEvent",
+    "Approval",
+    "ApprovalRequired",
+    "Done",
+    "HistoryStore",
+    "InMemoryHistory",
+    "MCPServerHTTP",
+    "MCPServerStdio",
     "Mailbox",
+    "Message",
+    "ModelSettings",
+    "PendingApproval",
+    "RunContext",
+    "RunResult",
+    "RunState",
+    "StopRun",
+    "TextDelta",
+    "Tool",
+    "ToolCall",
+    "ToolCallArgsDelta",
+    "ToolCallStarted",
+    "ToolCalled",
+    "ToolError",
+    "ToolResult",
+    "Toolset",
+    "Usage",
+    "UsageEvent",
     "__version__",
     "errors",
+    "tool",
 ]
 
 _LAZY: dict[str, str] = {
+    "Agent": "openheim.agent:Agent",
+    "AgentEvent": "openheim.agent:AgentEvent",
+    "Approval": "openheim.agent:Approval",
+    "ApprovalRequired": "openheim.agent:ApprovalRequired",
+    "Done": "openheim.agent:Done",
+    "HistoryStore": "openheim.sessions:HistoryStore",
+    "InMemoryHistory": "openheim.sessions:InMemoryHistory",
+    "MCPServerHTTP": "openheim.tools.mcp:MCPServerHTTP",
+    "MCPServerStdio": "openheim.tools.mcp:MCPServerStdio",
+    "Message": "openheim.messages:Message",
+    "ModelSettings": "openheim.models.base:ModelSettings",
+    "PendingApproval": "openheim.agent:PendingApproval",
+    "RunContext": "openheim.tools._context:RunContext",
+    "RunResult": "openheim.agent:RunResult",
+    "RunState": "openheim.agent:RunState",
+    "StopRun": "openheim.errors:StopRun",
+    "TextDelta": "openheim.models.base:TextDelta",
+    "Tool": "openheim.tools._tool:Tool",
+    "ToolCall": "openheim.messages:ToolCall",
+    "ToolCallArgsDelta": "openheim.agent.events:ToolCallArgsDelta",
+    "ToolCallStarted": "openheim.agent.events:ToolCallStarted",
+    "ToolCalled": "openheim.agent.events:ToolCalled",
+    "ToolError": "openheim.errors:ToolError",
+    "ToolResult": "openheim.agent.events:ToolResult",
+    "Toolset": "openheim.tools._toolset:Toolset",
+    "Usage": "openheim.messages:Usage",
+    "UsageEvent": "openheim.agent.events:UsageEvent",
     "errors": "openheim.errors",
+    "tool": "openheim.tools._tool:tool",
 }
 
 

@@ -41,7 +41,11 @@ working::
         ├── ToolDefinitionError (TypeError)   a function cannot be made into a tool
         ├── ToolTimeout (TimeoutError)        a tool call took longer than its timeout
         ├── RunTimeout (TimeoutError)         the whole run took longer than its timeout
-        └── ApprovalError                     approving/rejecting an unknown or settled call
+        ├── ApprovalError                     approving/rejecting an unknown or settled call
+        ├── ToolArgumentsError (ValueError)   the model kept sending invalid tool arguments
+        ├── ToolError                         raised by a tool: its message goes to the model
+        ├── MCPConnectionError (ConnectionError)  an MCP server could not be started or reached
+        └── StopRun                           raised by a tool: ends the run, re-raised to the caller
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ __all__ = [
     "LogClosed",
     "LogError",
     "LogTimeout",
+    "MCPConnectionError",
     "MailboxClosed",
     "MailboxEmpty",
     "MailboxError",
@@ -76,13 +81,16 @@ __all__ = [
     "RunTimeout",
     "ServerError",
     "StateError",
+    "StopRun",
     "StorageError",
     "StreamClosed",
     "StreamDiscarded",
     "StreamError",
     "StreamFailed",
     "StreamTimeout",
+    "ToolArgumentsError",
     "ToolDefinitionError",
+    "ToolError",
     "ToolTimeout",
 ]
 
@@ -256,3 +264,27 @@ class StreamFailed(StreamError):
 
 class StreamTimeout(StreamError, TimeoutError):
     """A blocking token-stream read waited for its whole timeout."""
+class ToolArgumentsError(AgentError, ValueError):
+    """The model sent invalid arguments to a tool more often than the tool's ``retries``."""
+
+
+class ToolError(AgentError):
+    """Raise it in a tool to send its message back to the model as an error result.
+
+    Any other exception does the same (with its type name prefixed and a log
+    record); ``ToolError`` is for failures the tool expects, such as "no such
+    city", where the plain message is what the model should read.
+    """
+
+
+class MCPConnectionError(AgentError, ConnectionError):
+    """An MCP server could not be started, reached or initialized."""
+
+
+class StopRun(AgentError):
+    """Raise it in a tool to end the run at once.
+
+    The run stops without another model call and ``agent.run`` (or the
+    stream) re-raises this exception; nothing of the run is added to the
+    session's history.
+    """

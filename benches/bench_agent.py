@@ -1,0 +1,175 @@
+"""Agent run cost: openheim on ScriptedModel against pydantic-ai on its TestModel.
+
+Both agents do the same run: the model calls one tool (``add``), the tool
+runs, the model answers with text. Measured in one process, interleaved, the
+median of several batches. Also: the wall time from a fresh interpreter to
+the first finished ``run_sync`` (beside ``python -c pass``).
+
+pydantic-ai is a benchmark-only dependency: ``pip install -e '.[bench]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from _util import Row, print_table
+
+Runner = Callable[[], Awaitable[object]]
+
+
+def _openheim(async_tool: bool) -> Runner:
+    import openheim as oh
+    from openheim.models import ModelRequest, ScriptedModel
+
+    if async_tool:
+
+        async def add(a: int, b: int) -> int:
+            """Add two integers."""
+            return a + b
+
+    else:
+
+        def add(a: int, b: int) -> int:  # type: ignore[misc]
+            """Add two integers."""
+            return a + b
+
+    call = oh.ToolCall("add", {"a": 0, "b": 0})
+
+    def reply(request: ModelRequest) -> object:
+        return "done" if request.messages[-1].role == "tool" else call
+
+    agent = oh.Agent(ScriptedModel(reply), tools=[oh.tool(add)])
+
+    async def one() -> object:
+        result = await agent.run("What is 0 + 0?")
+        assert result.output == "done"
+        return result
+
+    return one
+
+
+def _pydantic_ai(async_tool: bool) -> Runner:
+    from pydantic_ai import Agent
+    from pydantic_ai.models.test import TestModel
+
+    agent = Agent(TestModel(call_tools=["add"], custom_output_text="done"))
+    if async_tool:
+
+        @agent.tool_plain
+        async def add(a: int, b: int) -> int:
+            """Add two integers."""
+            return a + b
+
+    else:
+
+        @agent.tool_plain
+        def add(a: int, b: int) -> int:
+            """Add two integers."""
+            return a + b
+
+    async def one() -> object:
+        result = await agent.run("What is 0 + 0?")
+        assert result.output == "done"
+        return result
+
+    return one
+
+
+async def _per_run(runner: Runner, seconds: float) -> float:
+    """Seconds per run over a batch of about ``seconds``."""
+    n, elapsed = 0, 0.0
+    t0 = time.perf_counter()
+    while elapsed < seconds:
+        for _ in range(10):
+            await runner()
+        n += 10
+        elapsed = time.perf_counter() - t0
+    return elapsed / n
+
+
+async def _compare(async_tool: bool, repeat: int, seconds: float) -> tuple[float, float]:
+    ours, base = _openheim(async_tool), _pydantic_ai(async_tool)
+    for _ in range(20):  # warm caches, lazy imports, thread pools
+        await ours()
+        await base()
+    o_times, b_times = [], []
+    for _ in range(repeat):  # interleaved so machine noise hits both alike
+        o_times.append(await _per_run(ours, seconds))
+        b_times.append(await _per_run(base, seconds))
+    return statistics.median(o_times), statistics.median(b_times)
+
+
+FIRST_RUN = """
+import openheim as oh
+from openheim.models import ScriptedModel
+
+@oh.tool
+def add(a: int, b: int) -> int:
+    \"\"\"Add two integers.\"\"\"
+    return a + b
+
+agent = oh.Agent(ScriptedModel([oh.ToolCall("add", {"a": 1, "b": 2}), "3"]), tools=[add])
+assert agent.run_sync("What is 1 + 2?").output == "3"
+"""
+
+
+def _fresh(code: str) -> float:
+    # Bytecode caching on, as in a normal install (the dev shell may turn it off).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    return time.perf_counter() - t0
+
+
+def first_run(repeat: int = 11) -> Row:
+    _fresh(FIRST_RUN)  # writes the .pyc files once
+    ours, base = [], []
+    for _ in range(repeat):
+        ours.append(_fresh(FIRST_RUN))
+        base.append(_fresh("pass"))
+    o, b = statistics.median(ours) * 1e3, statistics.median(base) * 1e3
+    return Row(
+        "fresh interpreter -> first run_sync (≤150 ms)",
+        o,
+        b,
+        "ms",
+        "python -c pass",
+        higher_is_better=False,
+        limit=150.0,
+    )
+
+
+def run(repeat: int = 5, seconds: float = 0.5) -> list[Row]:
+    try:
+        import pydantic_ai  # noqa: F401
+    except ImportError:
+        print(
+            "bench_agent: pydantic-ai is not installed, so there is no baseline to compare "
+            "against; install the benchmark extra: pip install -e '.[bench]'"
+        )
+        return [first_run()]
+    rows = []
+    for async_tool, label in ((False, "sync tool, thread pool"), (True, "async tool")):
+        o, b = asyncio.run(_compare(async_tool, repeat, seconds))
+        rows.append(
+            Row(
+                f"agent run: 1 tool call + answer ({label})",
+                1 / o,
+                1 / b,
+                "/s",
+                "pydantic-ai TestModel",
+                target=20.0,
+            )
+        )
+    rows.append(first_run())
+    return rows
+
+
+if __name__ == "__main__":
+    print_table("agent runs (runs/s, higher is better; target ≥20× pydantic-ai)", run())
