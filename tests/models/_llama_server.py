@@ -7,6 +7,8 @@ from pathlib import Path
 
 N_CTX = 512
 SERVER_START_TIMEOUT = 180.0
+# What `llama-cpp-python[server]` adds; without them the server dies at import.
+SERVER_MODULES = ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
 
 
 def free_port() -> int:

@@ -8,6 +8,7 @@ tail is shown when it fails to start.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _llama_server import N_CTX, SERVER_START_TIMEOUT, LlamaServer, free_port
+from _llama_server import N_CTX, SERVER_MODULES, SERVER_START_TIMEOUT, LlamaServer, free_port
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +33,13 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def llama_server(
     tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LlamaServer]:
+    missing = [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.fail(
+            f"llama_cpp.server needs {', '.join(missing)}: install llama-cpp-python with its "
+            "server extra (pip install -e '.[dev]'), or set OPENHEIM_TEST_NO_LLAMA=1",
+            pytrace=False,
+        )
     port = free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     cmd = [

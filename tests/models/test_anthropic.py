@@ -523,3 +523,14 @@ def test_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
     # A compatible proxy on another base_url may need no key.
     m = AnthropicModel("claude", base_url="http://127.0.0.1:9/")
     assert m.base_url == "http://127.0.0.1:9"
+
+
+def test_model_string_gives_an_anthropic_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from openheim.models import infer_model
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    m = infer_model("anthropic:claude-sonnet-4-5", context_window=200_000)
+    assert isinstance(m, AnthropicModel)
+    assert m.name == "anthropic:claude-sonnet-4-5"
+    assert m.context_window == 200_000
+    assert SECRET not in repr(m)

@@ -26,6 +26,7 @@ from _connector_wire import (
 from openheim.errors import (
     AuthenticationError,
     BadRequestError,
+    ConfigError,
     ContextLengthError,
     ModelConnectionError,
     ModelError,
@@ -506,3 +507,39 @@ def test_request_body_is_json(kind: str) -> None:
     m, _, _ = setup(kind)
     body = m._body(REQUEST, stream=False)
     assert json.loads(json.dumps(body))["messages"]
+
+
+async def test_connect_timeout_is_retried_then_model_timeout(kind: str) -> None:
+    replies = [httpx.ConnectTimeout("timed out") for _ in range(3)]
+    m, p, _ = setup(kind, *replies, timeout=40)
+    with pytest.raises(ModelTimeout, match="15s"):  # connecting is capped at 15 s
+        await m.request(REQUEST)
+    assert len(p.requests) == 3
+
+
+async def test_injected_client_keeps_its_timeout_unless_one_is_given(kind: str) -> None:
+    seen: list[Any] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return ok(kind)
+
+    make = PROVIDERS[kind][0]
+    for timeout in (None, 42.0):
+        p = Provider(record)
+        client = httpx.AsyncClient(transport=httpx.MockTransport(p.handler), timeout=7.0)
+        kw = {} if timeout is None else {"timeout": timeout}
+        model = make(p, FakeSleep(), **kw)
+        model._http._client = client
+        await model.request(REQUEST)
+        await client.aclose()
+    assert seen[0]["read"] == 7.0
+    assert seen[1]["read"] == 42.0
+    assert seen[1]["connect"] == 15.0
+
+
+@pytest.mark.parametrize("url", ["localhost:8000/v1", "ftp://x", "x"])
+def test_base_url_needs_a_scheme(kind: str, url: str) -> None:
+    cls = OpenAIModel if kind == "openai" else AnthropicModel
+    with pytest.raises(ConfigError, match="base_url"):
+        cls("m", base_url=url, api_key=SECRET)

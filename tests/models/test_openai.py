@@ -301,6 +301,14 @@ async def test_structured_output_request_body() -> None:
     }
 
 
+async def test_structured_output_in_the_json_object_form() -> None:
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+    p = Provider(json_response(200, completion({"content": '{"ok": true}'})))
+    m = model(p, response_format="json_object")
+    await m.request(ModelRequest([Message.user("w?")], output_schema=schema))
+    assert p.body()["response_format"] == {"type": "json_object", "schema": schema}
+
+
 async def test_tool_calls_response() -> None:
     message = {
         "content": None,
@@ -472,3 +480,14 @@ async def test_json_body_on_a_stream_request_is_a_response_error() -> None:
 
 async def _no_sleep(delay: float) -> None:
     return None
+
+
+def test_model_string_gives_an_openai_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from openheim.models import infer_model
+
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    m = infer_model("openai:gpt-4o-mini", max_retries=5)
+    assert isinstance(m, OpenAIModel)
+    assert m.name == "openai:gpt-4o-mini"
+    assert m.context_window is None
+    assert repr(m) == "OpenAIModel('gpt-4o-mini', base_url='https://api.openai.com/v1')"

@@ -36,14 +36,23 @@ UNIT = ToolDefinition(
 
 
 def make(server: LlamaServer) -> OpenAIModel:
-    return OpenAIModel("tiny", base_url=server.base_url, timeout=120, max_retries=0)
+    # llama-cpp-python's server knows only the json_object form of response_format.
+    return OpenAIModel(
+        "tiny",
+        base_url=server.base_url,
+        timeout=120,
+        max_retries=0,
+        response_format="json_object",
+    )
 
 
 def prompt(*, tools: list[ToolDefinition] | None = None, choice: str = "auto") -> ModelRequest:
+    # Grammar-constrained arguments take ~35 tokens with this vocabulary.
+    settings = SETTINGS if not tools else ModelSettings(max_tokens=80, temperature=0.0, seed=1)
     return ModelRequest(
         [Message.system("You are terse."), Message.user("Say hello to the world.")],
         tools=list(tools or ()),
-        settings=SETTINGS,
+        settings=settings,
         tool_choice=choice,
     )
 
@@ -132,3 +141,29 @@ async def test_prompt_longer_than_the_context_is_context_length_error(
             await model.request(ModelRequest([Message.user(long)], settings=SETTINGS))
     assert info.value.status_code == 400
     assert str(N_CTX) in str(info.value)
+
+
+async def test_tool_choice_auto_gives_plain_text_on_this_server(llama_server: LlamaServer) -> None:
+    # Observed behaviour of llama-cpp-python's server with a plain jinja chat
+    # template: only a tool_choice naming a function is grammar-constrained; with
+    # "auto" (and "required") the model just writes text and no tool call is parsed.
+    async with make(llama_server) as model:
+        for choice in ("auto", "required"):
+            res = await model.request(prompt(tools=[UNIT], choice=choice))
+            assert res.message.tool_calls == []
+            assert res.finish_reason in ("stop", "length")
+            assert res.message.content
+
+
+async def test_a_conversation_with_tool_results_is_accepted(llama_server: LlamaServer) -> None:
+    async with make(llama_server) as model:
+        first = await model.request(prompt(tools=[UNIT], choice="set_units"))
+        [call] = first.message.tool_calls
+        history = [
+            *prompt().messages,
+            first.message,
+            Message.tool(call.id, call.name, "units set"),
+        ]
+        res = await model.request(ModelRequest(history, [UNIT], settings=SETTINGS))
+    assert res.message.content
+    assert res.usage.input_tokens > first.usage.input_tokens

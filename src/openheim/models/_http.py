@@ -244,6 +244,10 @@ class HTTPClient:
     ) -> None:
         if max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"{provider}: base_url must start with http:// or https://, got {base_url!r}"
+            )
         self.provider = provider
         self.base_url = base_url.rstrip("/")
         self._headers = headers
@@ -251,9 +255,14 @@ class HTTPClient:
         self._key_hint = key_hint
         self._own_client = http_client is None
         self._client: httpx.AsyncClient | None = http_client
-        self.timeout = DEFAULT_TIMEOUT if timeout is None else timeout
-        # Connecting should fail fast; reading may legitimately take minutes.
-        self._timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 15.0))
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"{provider}: timeout must be positive seconds, got {timeout}")
+        # An injected client keeps its own timeouts unless timeout= is given.
+        self._timeout: httpx.Timeout | None = None
+        if timeout is not None or http_client is None:
+            t = DEFAULT_TIMEOUT if timeout is None else timeout
+            # Connecting should fail fast; reading may legitimately take minutes.
+            self._timeout = httpx.Timeout(t, connect=min(t, 15.0))
         self.max_retries = max_retries
         self._sleep: SleepFn = sleep if sleep is not None else asyncio.sleep
 
@@ -279,7 +288,7 @@ class HTTPClient:
             self.base_url + path,
             content=msgspec.json.encode(body),
             headers={"content-type": "application/json", **self._headers()},
-            timeout=self._timeout,
+            timeout=self._timeout if self._timeout is not None else httpx.USE_CLIENT_DEFAULT,
         )
 
     async def post_json(self, path: str, body: dict[str, Any]) -> Any:
@@ -390,14 +399,19 @@ class HTTPClient:
         if isinstance(exc, httpx.TimeoutException):
             # A connect timeout is a connection failure worth retrying; a read or pool
             # timeout means the model is slow, and retrying would double the wait.
+            t = self._timeout or self._http().timeout
+            limit = t.connect if isinstance(exc, httpx.ConnectTimeout) else t.read
             return _Failure(
                 ModelTimeout,
-                f"no answer from {where} within {self.timeout:g}s",
+                f"no answer from {where} within {limit:g}s" if limit else f"{where} timed out",
                 detail,
                 retryable=isinstance(exc, httpx.ConnectTimeout),
                 hint="Raise timeout= or try again later.",
                 cause=exc,
             )
+        if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)):
+            # Our request is at fault; sending it again cannot help.
+            return _Failure(ModelConnectionError, f"cannot send to {where}", detail, cause=exc)
         return _Failure(
             ModelConnectionError,
             f"connection to {where} failed",

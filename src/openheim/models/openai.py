@@ -8,7 +8,8 @@ the key is optional.
 Mapping:
 
 - messages: ``system``/``user`` as is; ``assistant`` with ``tool_calls``
-  (arguments re-encoded as JSON text); ``tool`` results with ``tool_call_id``
+  (arguments re-encoded as JSON text; content ``""`` rather than null when
+  the turn has no text, which every server accepts); ``tool`` results with ``tool_call_id``
   (the Chat Completions API has no error flag: ``is_error`` results are sent
   as their text).
 - tools: ``{"type": "function", "function": {name, description, parameters}}``;
@@ -17,7 +18,9 @@ Mapping:
 - structured output: ``response_format`` ``json_schema`` named
   ``output_name``, ``strict`` when the schema meets strict mode's rules (every
   object closed with ``additionalProperties: false`` and all properties
-  required); the answer is the JSON text in the message content.
+  required); the answer is the JSON text in the message content. Servers that
+  only know the older ``{"type": "json_object", "schema": ...}`` form
+  (llama-cpp-python's server) take ``response_format="json_object"``.
 - settings: ``max_tokens`` is sent as ``max_completion_tokens`` to OpenAI
   itself (its reasoning models accept only that) and as ``max_tokens`` to
   other servers (``max_tokens_field=`` overrides); temperature, top_p, seed,
@@ -126,7 +129,10 @@ class OpenAIModel(HTTPModel):
     created on first use and closed by :meth:`aclose`. ``max_retries`` retries
     429, 5xx and connection failures with backoff; ``timeout`` is seconds per
     request (between stream chunks, when streaming); ``sleep`` replaces
-    ``asyncio.sleep`` between retries (tests).
+    ``asyncio.sleep`` between retries (tests). ``stream_usage=False`` leaves
+    out ``stream_options`` for servers that refuse it;
+    ``response_format="json_object"`` sends structured-output schemas in the
+    older ``json_object`` form.
     """
 
     provider = "openai"
@@ -147,8 +153,14 @@ class OpenAIModel(HTTPModel):
         extra_headers: dict[str, str] | None = None,
         max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None,
         stream_usage: bool = True,
+        response_format: Literal["json_schema", "json_object"] = "json_schema",
         sleep: SleepFn | None = None,
     ) -> None:
+        if response_format not in ("json_schema", "json_object"):
+            raise ConfigError(
+                f"response_format must be 'json_schema' or 'json_object', got {response_format!r}"
+            )
+        self._response_format = response_format
         official = base_url is None or "api.openai.com" in base_url
         secret = resolve_api_key(self.provider, api_key, api_key_env, required=official)
         self._max_tokens_field = max_tokens_field or (
@@ -207,7 +219,9 @@ class OpenAIModel(HTTPModel):
                         "use 'auto', 'required', 'none' or one of the tools' names"
                     )
                 body["tool_choice"] = {"type": "function", "function": {"name": choice}}
-        if request.output_schema is not None:
+        if request.output_schema is not None and self._response_format == "json_object":
+            body["response_format"] = {"type": "json_object", "schema": request.output_schema}
+        elif request.output_schema is not None:
             body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {
@@ -242,7 +256,9 @@ class OpenAIModel(HTTPModel):
                 "content": m.content or "",
             }
         if m.role == "assistant":
-            out: dict[str, Any] = {"role": "assistant", "content": m.content}
+            # "" rather than null when there is no text: OpenAI takes either, and some
+            # compatible servers (llama-cpp-python's) refuse null next to tool_calls.
+            out: dict[str, Any] = {"role": "assistant", "content": m.content or ""}
             if m.tool_calls:
                 out["tool_calls"] = [
                     {
@@ -255,8 +271,6 @@ class OpenAIModel(HTTPModel):
                     }
                     for c in m.tool_calls
                 ]
-            elif m.content is None:
-                out["content"] = ""
             return out
         out = {"role": m.role, "content": m.content or ""}
         if m.name and m.role == "user":
