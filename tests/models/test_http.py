@@ -543,3 +543,18 @@ def test_base_url_needs_a_scheme(kind: str, url: str) -> None:
     cls = OpenAIModel if kind == "openai" else AnthropicModel
     with pytest.raises(ConfigError, match="base_url"):
         cls("m", base_url=url, api_key=SECRET)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        httpx.DecodingError("bad gzip"),
+        httpx.LocalProtocolError("bad header"),
+        httpx.UnsupportedProtocol("x"),
+    ],
+)
+async def test_errors_of_our_own_request_are_not_retried(kind: str, error: Exception) -> None:
+    m, p, _ = setup(kind, error, ok(kind))
+    with pytest.raises(ModelConnectionError, match=r"request to .* failed"):
+        await m.request(REQUEST)
+    assert len(p.requests) == 1

@@ -491,3 +491,23 @@ def test_model_string_gives_an_openai_model(monkeypatch: pytest.MonkeyPatch) -> 
     assert m.name == "openai:gpt-4o-mini"
     assert m.context_window is None
     assert repr(m) == "OpenAIModel('gpt-4o-mini', base_url='https://api.openai.com/v1')"
+
+
+async def test_streamed_tool_calls_without_index() -> None:
+    # Some compatible servers omit "index" and repeat the id on every fragment.
+    def tc(id_: str, args: str, name: str = "get_weather") -> dict[str, Any]:
+        return {"tool_calls": [{"id": id_, "function": {"name": name, "arguments": args}}]}
+
+    raw = sse(
+        chunk(tc("call_a", '{"city":')),
+        chunk(tc("call_a", '"Oslo"}')),
+        chunk(tc("call_b", '{"city":"Rome"}')),
+        chunk({}, "tool_calls"),
+    )
+    p = Provider(sse_response(raw))
+    events, res = await collect(model(p), ModelRequest([Message.user("w?")], [WEATHER]))
+    assert [e.index for e in events if isinstance(e, ToolCallDelta)] == [0, 0, 1]
+    assert res.message.tool_calls == [
+        ToolCall("get_weather", {"city": "Oslo"}, "call_a"),
+        ToolCall("get_weather", {"city": "Rome"}, "call_b"),
+    ]

@@ -282,23 +282,24 @@ class HTTPClient:
 
     # ---- requests -------------------------------------------------------------
 
-    def _request(self, path: str, body: dict[str, Any]) -> httpx.Request:
+    def _request(self, path: str, content: bytes) -> httpx.Request:
         return self._http().build_request(
             "POST",
             self.base_url + path,
-            content=msgspec.json.encode(body),
+            content=content,
             headers={"content-type": "application/json", **self._headers()},
             timeout=self._timeout if self._timeout is not None else httpx.USE_CLIENT_DEFAULT,
         )
 
     async def post_json(self, path: str, body: dict[str, Any]) -> Any:
         """The decoded JSON answer to a POST, after retries."""
+        content = msgspec.json.encode(body)
         attempt = 0
         while True:
             attempt += 1
             try:
-                response = await self._http().send(self._request(path, body))
-            except httpx.TransportError as exc:
+                response = await self._http().send(self._request(path, content))
+            except httpx.RequestError as exc:
                 failure = self._transport_failure(exc, path)
             else:
                 if response.is_success:
@@ -311,6 +312,7 @@ class HTTPClient:
         self, path: str, body: dict[str, Any], new_parser: Callable[[], StreamParser]
     ) -> AsyncIterator[StreamEvent]:
         """The parsed events of a streamed POST, retried only before the first event."""
+        content = msgspec.json.encode(body)
         attempt = 0
         while True:
             attempt += 1
@@ -319,7 +321,7 @@ class HTTPClient:
             failure: _Failure | None = None
             response: httpx.Response | None = None
             try:
-                response = await self._http().send(self._request(path, body), stream=True)
+                response = await self._http().send(self._request(path, content), stream=True)
                 if not response.is_success:
                     await response.aread()
                     failure = self._status_failure(response.status_code, response.text, response)
@@ -346,7 +348,7 @@ class HTTPClient:
                             "the stream ended before its final event",
                             retryable=True,
                         )
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 if not parser.done:
                     failure = self._transport_failure(exc, path)
             except ProviderErrorEvent as exc:
@@ -393,7 +395,7 @@ class HTTPClient:
     def _redact(self, text: str) -> str:
         return self._secret.redact(text) if self._secret is not None else text
 
-    def _transport_failure(self, exc: httpx.TransportError, path: str) -> _Failure:
+    def _transport_failure(self, exc: httpx.RequestError, path: str) -> _Failure:
         where = self.base_url + path
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if isinstance(exc, httpx.TimeoutException):
@@ -409,9 +411,11 @@ class HTTPClient:
                 hint="Raise timeout= or try again later.",
                 cause=exc,
             )
-        if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)):
+        if not isinstance(exc, httpx.TransportError) or isinstance(
+            exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+        ):
             # Our request is at fault; sending it again cannot help.
-            return _Failure(ModelConnectionError, f"cannot send to {where}", detail, cause=exc)
+            return _Failure(ModelConnectionError, f"request to {where} failed", detail, cause=exc)
         return _Failure(
             ModelConnectionError,
             f"connection to {where} failed",

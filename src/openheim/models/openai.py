@@ -373,7 +373,12 @@ class _StreamParser:
         fn = tc.get("function") or {}
         index = tc.get("index")
         if not isinstance(index, int):  # servers that omit the index: a new id opens a call
-            index = len(self._calls) if tc.get("id") or not self._calls else max(self._calls)
+            cid = tc.get("id")
+            known = [i for i, c in self._calls.items() if cid and c.id == cid]
+            if known:
+                index = known[0]
+            else:
+                index = len(self._calls) if cid or not self._calls else max(self._calls)
         args = fn.get("arguments") or ""
         call = self._calls.get(index)
         if call is None:
