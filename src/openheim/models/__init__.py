@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from openheim.models.base import (
+    RAW_ARGUMENTS_KEY,
     Model,
     ModelRequest,
     ModelResponse,
@@ -27,6 +28,7 @@ from openheim.models.base import (
 )
 
 __all__ = [
+    "RAW_ARGUMENTS_KEY",
     "Model",
     "ModelRequest",
     "ModelResponse",

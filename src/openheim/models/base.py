@@ -17,6 +17,7 @@ import msgspec
 from openheim.messages import Message, Usage
 
 __all__ = [
+    "RAW_ARGUMENTS_KEY",
     "FinishReason",
     "Model",
     "ModelRequest",
@@ -27,6 +28,13 @@ __all__ = [
     "ToolCallDelta",
     "ToolDefinition",
 ]
+
+# A tool call whose arguments the model wrote as something other than a JSON
+# object (malformed JSON, a list, ...) is not dropped and does not fail the
+# turn: its ``arguments`` are ``{RAW_ARGUMENTS_KEY: "<the raw text>"}``, so the
+# agent can report the problem back to the model, and connectors send the raw
+# text back unchanged when the conversation is replayed.
+RAW_ARGUMENTS_KEY = "__raw__"
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
 

@@ -1,0 +1,5 @@
+"""Helpers for testing code built on openheim (and openheim itself).
+
+- :func:`openheim.testing.tiny_gguf.write_tiny_gguf`: a tiny random-weight
+  GGUF model for local-model tests without downloads.
+"""
