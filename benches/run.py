@@ -13,6 +13,10 @@ from _util import print_table
 GROUPS: dict[str, list[tuple[str, str]]] = {
     "core": [
         ("bench_import", "import cost (lower is better; ratio = asyncio/openheim)"),
+        (
+            "bench_sched",
+            "actor scheduler vs a Task + asyncio.Queue per actor (msgs/s; memory: lower is better)",
+        ),
     ],
 }
 

@@ -9,3 +9,4 @@ they hold the GIL again.
 include "errors.pxi"
 include "aio.pxi"
 include "mailbox.pxi"
+include "sched.pxi"
