@@ -22,6 +22,10 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
     ],
     "agent": [
         ("bench_agent", "agent runs (runs/s, higher is better; target ≥20× pydantic-ai)"),
+        (
+            "bench_sched",
+            "actor scheduler vs a Task + asyncio.Queue per actor (msgs/s; memory: lower is better)",
+        ),
     ],
 }
 

@@ -10,9 +10,12 @@ working::
     ├── ConfigError (ValueError)              bad configuration or arguments
     ├── MailboxError
     │   ├── MailboxClosed                     put on a closed mailbox / get after drain
+    │   │   └── ActorStopped                  send to a stopped actor
     │   ├── MailboxFull                       put_nowait with no room
     │   ├── MailboxEmpty                      get_nowait with nothing to read
     │   └── MailboxTimeout (TimeoutError)     a blocking wait ran out of time
+    ├── SchedulerError                        a scheduler used the wrong way (wrong thread, ...)
+    │   └── SchedulerClosed                   spawn / timer on a closed scheduler or loop
     ├── StateError
     │   ├── CorruptStateError (ValueError)    bytes fail checksum/structure checks
     │   └── IncompatibleStateError (ValueError)  a format version this build cannot read
@@ -51,6 +54,7 @@ working::
 from __future__ import annotations
 
 __all__ = [
+    "ActorStopped",
     "AgentError",
     "ApprovalError",
     "AuthenticationError",
@@ -79,6 +83,8 @@ __all__ = [
     "OutputValidationError",
     "RateLimitError",
     "RunTimeout",
+    "SchedulerClosed",
+    "SchedulerError",
     "ServerError",
     "StateError",
     "StopRun",
@@ -125,6 +131,18 @@ class MailboxEmpty(MailboxError):
 
 class MailboxTimeout(MailboxError, TimeoutError):
     """A blocking ``put``/``get`` waited for its whole timeout."""
+
+
+class ActorStopped(MailboxClosed):
+    """The actor was stopped (or its scheduler closed): it takes no more messages."""
+
+
+class SchedulerError(OpenheimError):
+    """A scheduler was used in a way it cannot honour, e.g. from the wrong thread."""
+
+
+class SchedulerClosed(SchedulerError):
+    """The scheduler (or its event loop) is closed: no new actors, timers or wake-ups."""
 
 
 class StateError(OpenheimError):

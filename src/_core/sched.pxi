@@ -1,0 +1,809 @@
+# Scheduler: the actor dispatch loop (C side: oh_sched.c, the ready queue and timer heap).
+#
+# How it runs
+# -----------
+# An actor is a handler plus a mailbox, not an asyncio Task. Sending to an idle
+# actor puts the message in its mailbox and pushes the actor once onto the C
+# ready queue (its SCHEDULED flag keeps it from being queued twice). The first
+# actor to become ready asks the loop for one drain pass (`call_soon`, or
+# `call_soon_threadsafe` from another thread); every send until that pass ends
+# rides on the same callback. A pass pops actors in FIFO order and runs up to
+# `max_per_turn` messages of each, then sends it to the back of the queue if it
+# has more; after `batch` handler calls the pass ends and schedules the next one
+# behind whatever else the loop has ready, so tasks and I/O keep running.
+#
+# Async handlers (the choice): the first time a handler returns a coroutine,
+# the actor becomes an async actor. Its messages are then handled by one
+# asyncio Task per *busy period*: the task awaits each handler coroutine in
+# turn, one message at a time, until the mailbox is empty, and then ends. A
+# handler therefore always runs inside a real Task (asyncio.timeout,
+# wait_for, current_task and cancellation behave as usual), the Task costs one
+# allocation per burst of messages rather than per message, and an idle async
+# actor owns no Task. The task yields to the loop every `max_per_turn`
+# messages so a handler that never suspends cannot hold the loop.
+#
+# Idle actors give their mailbox back: when a turn leaves the mailbox empty
+# (and nobody is waiting to put into it) the mailbox goes to a small pool and
+# the actor keeps only a None, so 100k idle actors cost the Actor object each,
+# whatever their maxsize. The next send takes a mailbox from the pool again.
+#
+# Threads: everything here runs with the GIL held, and no Python code runs
+# between a put into a mailbox and the SCHEDULED check that follows it (nor
+# between "the mailbox is empty" and clearing that flag), so a send from any
+# thread is never lost between a pass and the next one.
+from libc.stdint cimport uint64_t
+from csched cimport *
+
+# Imported on first use, so `import openheim` pays for none of them.
+cdef object _aio_mod = None
+cdef object _sched_log = None
+cdef object _is_coro = None
+cdef object _CoroType = None
+cdef object _Cancelled = None
+
+cdef enum:
+    _A_SCHEDULED = 1  # queued, being run by a pass, or owned by its busy-period Task
+    _A_ASYNC = 2      # its handler returns coroutines: busy periods run in a Task
+    _A_STOPPED = 4
+
+cdef enum:
+    _T_PENDING = 0
+    _T_FIRED = 1
+    _T_CANCELLED = 2
+
+# Empty mailboxes kept for reuse; beyond this they are freed.
+cdef Py_ssize_t _POOL_MAX = 256
+
+
+cdef int _sched_imports() except -1:
+    global _aio_mod, _sched_log, _is_coro, _CoroType, _Cancelled
+    if _aio_mod is not None:
+        return 0
+    import asyncio
+    import logging
+    import types
+    _sched_log = logging.getLogger("openheim.scheduler")
+    _is_coro = asyncio.iscoroutine
+    _CoroType = types.CoroutineType
+    _Cancelled = asyncio.CancelledError
+    _aio_mod = asyncio
+    try:
+        _running_loop()  # also sets up the hook _current_loop_or_none() reads
+    except RuntimeError:
+        pass
+    return 0
+
+
+cdef inline bint _is_coroutine(object res):
+    # Handlers mostly return None: test that before any type check.
+    if res is None:
+        return False
+    return type(res) is _CoroType or _is_coro(res)
+
+
+cdef object _stopped_error(Actor a):
+    return _errors.ActorStopped(
+        f"{a!r} is stopped and accepts no more messages; spawn a new actor")
+
+
+cdef class Actor:
+    """An actor: a handler run on one message at a time, in arrival order.
+
+    Created by :meth:`Scheduler.spawn`. An idle actor owns no asyncio Task and,
+    once its messages are handled, no mailbox either.
+    """
+
+    cdef readonly Scheduler scheduler
+    cdef readonly long long id    # unique per scheduler, in spawn order
+    cdef readonly Py_ssize_t maxsize
+    cdef object _handler
+    cdef Mailbox _mb          # None while idle: see Scheduler._end_turn
+    cdef object _name
+    cdef int _flags
+    cdef int _pins            # threads in put_blocking that hold a reference to _mb
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("actors are created with Scheduler.spawn(handler)")
+
+    def __repr__(self):
+        state = "stopped" if self._flags & _A_STOPPED else (
+            "busy" if self in self.scheduler._running else "open")
+        return f"<Actor {self.name} {state}>"
+
+    @property
+    def name(self):
+        return self._name if self._name is not None else f"actor-{self.id}"
+
+    @property
+    def stopped(self):
+        return (self._flags & _A_STOPPED) != 0
+
+    def qsize(self):
+        """Messages waiting to be handled (not counting one being handled)."""
+        return 0 if self._mb is None else oh_mb_count(&self._mb.mb)
+
+    def send(self, msg):
+        """Queue ``msg`` without waiting; callable from any thread.
+
+        Raises MailboxFull when ``maxsize`` messages are already waiting and
+        ActorStopped once the actor is stopped.
+        """
+        cdef int rc = self.scheduler._offer(self, msg)
+        if rc != OH_OK:
+            self._send_failed(rc)
+
+    cdef int _send_failed(self, int rc) except -1:
+        if rc == OH_FULL:
+            raise _errors.MailboxFull(
+                f"{self!r} already has {self.maxsize} messages waiting (its maxsize); "
+                "use `await actor.put(msg)` or, from a thread, `actor.put_blocking(msg)` "
+                "to wait for room, or spawn it with a larger maxsize")
+        raise _stopped_error(self)
+
+    async def put(self, msg):
+        """Queue ``msg``, waiting on the running loop while the mailbox is full."""
+        cdef int rc
+        cdef Mailbox mb
+        while True:
+            rc = self.scheduler._offer(self, msg)
+            if rc == OH_OK:
+                return
+            if rc != OH_FULL:
+                self._send_failed(rc)
+            # Park on this mailbox's putters; after the wake we retry through
+            # the actor, since the mailbox may have been drained and pooled.
+            mb = self._mb
+            fut = mb._putters.park()
+            try:
+                await fut
+            except BaseException:
+                mb._putters.abandon(fut)
+                raise
+
+    def put_blocking(self, msg, timeout=None):
+        """Queue ``msg`` from a plain thread, waiting (GIL released) for room.
+
+        ``timeout`` in seconds (None: forever); raises MailboxTimeout when it
+        runs out and ActorStopped if the actor is or gets stopped.
+        """
+        cdef Scheduler s = self.scheduler
+        cdef Mailbox mb
+        if _current_loop_or_none() is s.loop:
+            raise _errors.SchedulerError(
+                "put_blocking() on the event loop thread would block the loop that "
+                "handles the message; use `await actor.put(msg)` there")
+        cdef int rc = s._offer(self, msg)
+        if rc == OH_OK:
+            return
+        if rc != OH_FULL:
+            self._send_failed(rc)
+        mb = self._mb
+        self._pins += 1  # keeps _mb attached while this thread waits on it
+        try:
+            mb.put_blocking(msg, timeout)
+        except _errors.MailboxClosed:
+            raise _stopped_error(self) from None
+        finally:
+            self._pins -= 1
+        if not (self._flags & (_A_SCHEDULED | _A_STOPPED)):
+            s._make_ready(self)
+
+    def stop(self):
+        """Stop now: close the mailbox, drop queued messages, leave the ready queue.
+
+        A handler already running finishes; nothing else is handled. Idempotent.
+        """
+        self.scheduler._stop_actor(self)
+
+
+cdef class Timer:
+    """A pending :meth:`Scheduler.send_after` / :meth:`Scheduler.call_later`."""
+
+    cdef Scheduler _sched
+    cdef oh_timer_id _tid
+    cdef readonly double when
+    cdef object _target       # an Actor (send) or a callable (call)
+    cdef object _arg          # the message, or the callable's args tuple
+    cdef int _state
+    cdef bint _is_send
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("timers are created with Scheduler.send_after / call_later")
+
+    def __repr__(self):
+        state = ("pending", "fired", "cancelled")[self._state]
+        return f"<Timer {state} when={self.when:.6f}>"
+
+    def cancel(self):
+        """Cancel the timer if it has not fired. Returns True if it was pending."""
+        cdef void *p
+        if self._state != _T_PENDING:
+            return False
+        if oh_th_cancel(&self._sched._th, self._tid, &p) != OH_OK:
+            return False
+        self._state = _T_CANCELLED
+        self._target = self._arg = None
+        _oh_decref(<PyObject *>p)  # the heap's reference; `self` keeps us alive
+        return True
+
+    def cancelled(self):
+        return self._state == _T_CANCELLED
+
+    @property
+    def pending(self):
+        return self._state == _T_PENDING
+
+
+cdef class Scheduler:
+    """The actor dispatch loop of one asyncio event loop.
+
+    ``batch``: handler calls per drain pass before yielding to the loop.
+    ``max_per_turn``: messages one actor handles before the others get a turn.
+    ``clock``: a callable returning seconds (default ``loop.time``); pass a
+    virtual clock in tests and call :meth:`fire_timers` after advancing it.
+    ``on_error(actor, msg, exc)``: called when a handler raises (default: log
+    it); for a failing ``call_later`` callback, ``actor`` is None and ``msg``
+    the callback. The scheduler keeps going either way.
+    """
+
+    cdef oh_readyq _rq
+    cdef oh_timerheap _th
+    cdef bint _init_done
+    cdef readonly object loop
+    cdef object _clock
+    cdef object _on_error
+    cdef object _drain_cb, _fire_cb, _arm_cb
+    cdef object _armed        # the one asyncio TimerHandle, for the earliest deadline
+    cdef double _armed_when
+    cdef object _actors       # set of live actors (close() stops them all)
+    cdef object _pool         # maxsize -> list of empty, open mailboxes
+    cdef object _idle_waiters
+    cdef object _running      # async actor -> its busy-period Task
+    cdef Py_ssize_t _batch, _max_per_turn, _busy, _pooled, _attached
+    cdef long long _next_id
+    cdef unsigned long long _handled, _errors_seen, _dropped, _passes, _wakeups
+    cdef unsigned long long _xwakeups, _tasks
+    cdef readonly bint closed
+    cdef bint _drain_pending, _arm_pending, _clock_is_loop, _closing
+
+    def __cinit__(self):
+        cdef int rc = oh_rq_init(&self._rq, 64)
+        if rc != OH_OK:
+            _raise_status(rc, "cannot allocate the scheduler's ready queue")
+        oh_th_init(&self._th)
+        self._init_done = True
+
+    def __init__(self, *, Py_ssize_t batch=64, Py_ssize_t max_per_turn=16, loop=None,
+                 clock=None, on_error=None):
+        _sched_imports()
+        if batch <= 0 or max_per_turn <= 0:
+            raise _errors.ConfigError(
+                f"batch and max_per_turn must be positive integers, got batch={batch}, "
+                f"max_per_turn={max_per_turn}")
+        if on_error is not None and not callable(on_error):
+            raise _errors.ConfigError("on_error must be a callable (actor, msg, exc) or None")
+        if loop is None:
+            try:
+                loop = _running_loop()
+            except RuntimeError:
+                raise _errors.ConfigError(
+                    "Scheduler() needs an event loop: create it inside a coroutine "
+                    "or pass loop=") from None
+        self.loop = loop
+        self._clock_is_loop = clock is None
+        self._clock = loop.time if clock is None else clock
+        self._on_error = on_error
+        self._batch = batch
+        self._max_per_turn = max_per_turn
+        self._drain_cb = self._run_ready
+        self._fire_cb = self._on_timer
+        self._arm_cb = self._arm_now
+        self._actors = set()
+        self._pool = {}
+        self._idle_waiters = []
+        self._running = {}
+
+    def __dealloc__(self):
+        cdef void *p
+        if not self._init_done:
+            return
+        while oh_rq_pop(&self._rq, &p) == OH_OK:
+            _oh_decref(<PyObject *>p)
+        while oh_th_pop_any(&self._th, &p) == OH_OK:
+            _oh_decref(<PyObject *>p)
+        oh_rq_destroy(&self._rq, NULL)
+        oh_th_destroy(&self._th, NULL)
+
+    def __repr__(self):
+        state = "closed" if self.closed else ("closing" if self._closing else "open")
+        return (f"<Scheduler {state} actors={len(self._actors)} "
+                f"ready={oh_rq_count(&self._rq)} timers={oh_th_count(&self._th)}>")
+
+    # -- actors ---------------------------------------------------------------
+
+    def spawn(self, handler, *, Py_ssize_t maxsize=1024, name=None):
+        """Register an actor running ``handler(msg)`` (a function or an ``async def``).
+
+        ``maxsize`` bounds its queued messages. Costs no Task and, while idle,
+        no mailbox. Callable from any thread.
+        """
+        cdef Actor a
+        if self._closing:
+            raise _errors.SchedulerClosed("cannot spawn: the scheduler is closed or closing")
+        if not callable(handler):
+            raise _errors.ConfigError(
+                f"an actor's handler must be callable as handler(msg), got {handler!r}")
+        if maxsize <= 0:
+            raise _errors.ConfigError(f"maxsize must be a positive integer, got {maxsize}")
+        a = Actor.__new__(Actor)
+        a.scheduler = self
+        a._handler = handler
+        a.maxsize = maxsize
+        a._name = name
+        a.id = self._next_id
+        self._next_id += 1
+        self._actors.add(a)
+        return a
+
+    def send(self, Actor actor not None, msg):
+        """Same as ``actor.send(msg)``."""
+        actor.send(msg)
+
+    def stop(self, Actor actor not None):
+        """Same as ``actor.stop()``."""
+        self._stop_actor(actor)
+
+    cdef int _offer(self, Actor a, object msg) except -1:
+        """Put ``msg`` in ``a``'s mailbox and make ``a`` ready. OK FULL CLOSED."""
+        cdef Mailbox mb
+        cdef int rc
+        if a._flags & _A_STOPPED:
+            return OH_CLOSED
+        mb = a._mb
+        if mb is None:
+            mb = self._take_mailbox(a.maxsize)
+            a._mb = mb
+        rc = mb._try_put(msg)
+        # From the put to here no Python code runs, so neither the loop thread
+        # nor another sender can slip in between: see the header comment.
+        if rc == OH_OK and not (a._flags & _A_SCHEDULED):
+            self._make_ready(a)
+        return rc
+
+    cdef Mailbox _take_mailbox(self, Py_ssize_t maxsize):
+        cdef list free = self._pool.get(maxsize)
+        self._attached += 1
+        if free:
+            self._pooled -= 1
+            return free.pop()
+        return Mailbox(maxsize)
+
+    cdef int _make_ready(self, Actor a) except -1:
+        cdef int rc = oh_rq_push(&self._rq, <void *>a)
+        if rc != OH_OK:
+            _raise_status(rc, "cannot grow the scheduler's ready queue")
+        _oh_incref(<PyObject *>a)
+        a._flags |= _A_SCHEDULED
+        return self._wake()
+
+    cdef int _wake(self) except -1:
+        """Ask the loop for a drain pass unless one is already pending or running."""
+        if self._drain_pending:
+            return 0
+        self._drain_pending = True
+        try:
+            if _current_loop_or_none() is self.loop:
+                self.loop.call_soon(self._drain_cb)
+            else:
+                self._xwakeups += 1
+                self.loop.call_soon_threadsafe(self._drain_cb)
+        except RuntimeError as exc:  # the loop is closed
+            self._drain_pending = False
+            raise _errors.SchedulerClosed(
+                f"the scheduler's event loop is closed ({exc}); close the scheduler "
+                "before its loop") from exc
+        self._wakeups += 1
+        return 0
+
+    cdef int _end_turn(self, Actor a) except -1:
+        """``a``'s turn is over: queue it again if it has messages, else let it idle."""
+        cdef Mailbox mb = a._mb
+        cdef list free
+        if (a._flags & _A_STOPPED) or mb is None:
+            a._flags &= ~_A_SCHEDULED
+            return 0
+        a._flags &= ~_A_SCHEDULED
+        if oh_mb_count(&mb.mb) > 0:
+            return self._make_ready(a)
+        # Idle: hand the mailbox back unless someone still holds on to it.
+        if a._pins == 0 and not mb._putters.has_waiters():
+            a._mb = None
+            self._attached -= 1
+            if self._pooled < _POOL_MAX:
+                free = self._pool.get(a.maxsize)
+                if free is None:
+                    free = []
+                    self._pool[a.maxsize] = free
+                free.append(mb)
+                self._pooled += 1
+        return 0
+
+    cdef int _stop_actor(self, Actor a) except -1:
+        cdef Mailbox mb
+        cdef void *p
+        if a._flags & _A_STOPPED:
+            return 0
+        a._flags |= _A_STOPPED
+        self._actors.discard(a)
+        if (a._flags & _A_SCHEDULED) and oh_rq_remove(&self._rq, <void *>a) == OH_OK:
+            a._flags &= ~_A_SCHEDULED
+            _oh_decref(<PyObject *>a)  # the queue's reference; the caller holds another
+        mb = a._mb
+        if mb is not None:
+            a._mb = None
+            self._attached -= 1
+            mb.close()  # wakes putters (coroutines and threads): they see ActorStopped
+            while mb._try_get(&p) == OH_OK:
+                self._dropped += 1
+                _oh_decref(<PyObject *>p)
+        # No idle notification here: a queued actor implies a pending pass,
+        # which notifies when it ends (and this may run on another thread).
+        return 0
+
+    # -- the drain pass -----------------------------------------------------------
+
+    def _run_ready(self):
+        """One drain pass (a loop callback): run ready actors for up to `batch` calls."""
+        cdef Py_ssize_t budget = self._batch
+        cdef void *p
+        cdef Actor a
+        self._passes += 1
+        try:
+            while budget > 0 and oh_rq_pop(&self._rq, &p) == OH_OK:
+                a = <Actor>p
+                _oh_decref(<PyObject *>p)  # `a` holds its own reference now
+                if a._flags & _A_STOPPED:
+                    a._flags &= ~_A_SCHEDULED
+                    continue
+                if a._flags & _A_ASYNC:
+                    self._start_busy(a, None, None)
+                    budget -= 1
+                else:
+                    budget -= self._turn(
+                        a, budget if budget < self._max_per_turn else self._max_per_turn)
+        finally:
+            # Checking the queue and clearing the flag happen with no Python
+            # code in between, so a thread's send either is seen here or finds
+            # the flag clear and asks for a new pass itself.
+            if oh_rq_count(&self._rq) > 0:
+                self._wakeups += 1
+                self.loop.call_soon(self._drain_cb)  # behind what the loop has ready
+            else:
+                self._drain_pending = False
+                if self._busy == 0:
+                    self._notify_idle()
+
+    cdef Py_ssize_t _turn(self, Actor a, Py_ssize_t limit) except -1:
+        """Run a sync actor on up to `limit` messages; returns how many it took."""
+        cdef Mailbox mb = a._mb
+        cdef void *p
+        cdef Py_ssize_t done = 0
+        cdef object handler = a._handler
+        cdef object msg, res
+        cdef bint handed = False
+        if mb is None:
+            self._end_turn(a)
+            return 0
+        try:
+            while done < limit:
+                if mb._try_get(&p) != OH_OK:
+                    break
+                msg = _steal(p)
+                done += 1
+                self._handled += 1
+                try:
+                    res = handler(msg)
+                except Exception as exc:
+                    self._report(a, msg, exc)
+                    continue
+                if _is_coroutine(res):
+                    # From now on this actor's busy periods run in a Task, and
+                    # this one starts with the coroutine in hand.
+                    a._flags |= _A_ASYNC
+                    handed = True
+                    self._start_busy(a, res, msg)
+                    return done
+                if a._flags & _A_STOPPED:
+                    break
+        except BaseException:
+            if not handed:  # KeyboardInterrupt & co.: keep the actor's messages
+                self._end_turn(a)
+            raise
+        self._end_turn(a)
+        return done
+
+    cdef int _start_busy(self, Actor a, object first, object first_msg) except -1:
+        self._busy += 1
+        self._tasks += 1
+        try:
+            task = self.loop.create_task(self._busy_period(a, first, first_msg))
+        except BaseException:
+            self._busy -= 1
+            if first is not None:
+                first.close()  # never awaited: close it rather than warn
+            self._end_turn(a)
+            raise
+        if not task.done():  # an eager task factory may already have run it all
+            self._running[a] = task
+        return 0
+
+    async def _busy_period(self, Actor a, object first, object first_msg):
+        """One busy period of an async actor: its messages, one at a time, in order."""
+        cdef Mailbox mb
+        cdef void *p
+        cdef Py_ssize_t since_yield = 0
+        cdef object msg = first_msg
+        try:
+            while True:
+                if first is None:  # else the pass already called the handler for us
+                    if since_yield >= self._max_per_turn:
+                        since_yield = 0
+                        await _aio_mod.sleep(0)  # let other tasks and actors run
+                    mb = a._mb
+                    if (a._flags & _A_STOPPED) or mb is None or mb._try_get(&p) != OH_OK:
+                        break
+                    msg = _steal(p)
+                    self._handled += 1
+                since_yield += 1
+                try:
+                    if first is not None:
+                        res, first = first, None
+                    else:
+                        res = a._handler(msg)
+                    if _is_coroutine(res):
+                        await res
+                except Exception as exc:
+                    self._report(a, msg, exc)
+                except BaseException as exc:
+                    if not self._handler_cancelled(exc):
+                        raise
+                    self._report(a, msg, exc)
+                res = msg = None
+        finally:
+            self._running.pop(a, None)
+            self._busy -= 1
+            self._end_turn(a)
+            if self._busy == 0 and not self._drain_pending:
+                self._notify_idle()
+
+    cdef bint _handler_cancelled(self, object exc):
+        """True if a CancelledError came from the handler, not from cancelling us."""
+        if not isinstance(exc, _Cancelled):
+            return False
+        task = _aio_mod.current_task()
+        cancelling = getattr(task, "cancelling", None)  # Python >= 3.11
+        return cancelling is not None and cancelling() == 0
+
+    cdef void _report(self, object actor, object msg, object exc):
+        self._errors_seen += 1
+        try:
+            if self._on_error is not None:
+                self._on_error(actor, msg, exc)
+                return
+            _sched_log.error("%r failed on message %.200r", actor, msg, exc_info=exc)
+        except Exception:
+            _sched_log.exception("the scheduler's on_error hook raised; carrying on")
+
+    # -- timers ---------------------------------------------------------------------
+
+    def time(self):
+        """The scheduler's clock, in seconds (timer deadlines use it)."""
+        return float(self._clock())
+
+    def send_after(self, Actor actor not None, double delay, msg):
+        """Send ``msg`` to ``actor`` after ``delay`` seconds; returns a :class:`Timer`.
+
+        If the actor is stopped by then the message is dropped; if its mailbox is
+        full, on_error gets MailboxFull.
+        """
+        if actor._flags & _A_STOPPED:
+            raise _stopped_error(actor)
+        return self._add_timer(delay, actor, msg, True)
+
+    def call_later(self, double delay, callback, *args):
+        """Call ``callback(*args)`` on the loop after ``delay`` seconds; returns a Timer."""
+        if not callable(callback):
+            raise _errors.ConfigError(f"call_later needs a callable, got {callback!r}")
+        return self._add_timer(delay, callback, args, False)
+
+    cdef Timer _add_timer(self, double delay, object target, object arg, bint is_send):
+        cdef Timer t
+        cdef int rc
+        if self._closing:
+            raise _errors.SchedulerClosed("cannot set a timer: the scheduler is closed or closing")
+        if delay != delay:
+            raise _errors.ConfigError("a timer's delay must be a number of seconds, got NaN")
+        t = Timer.__new__(Timer)
+        t._sched = self
+        t._target = target
+        t._arg = arg
+        t._is_send = is_send
+        # A negative delay means "now": deadlines never precede the clock, which
+        # keeps timers added while firing out of the current round.
+        t.when = float(self._clock()) + (delay if delay > 0 else 0.0)
+        rc = oh_th_push(&self._th, t.when, <void *>t, &t._tid)
+        if rc != OH_OK:
+            _raise_status(rc, f"cannot add a timer at {t.when!r}")
+        _oh_incref(<PyObject *>t)
+        self._arm()
+        return t
+
+    def fire_timers(self):
+        """Fire every timer whose deadline has passed on the clock; returns how many.
+
+        The scheduler calls this from its loop timer; with a virtual clock, call
+        it after advancing the clock. Timers fire in deadline order, ties in the
+        order they were set; timers set while firing wait for the next call.
+        """
+        cdef uint64_t limit = oh_th_next_seq(&self._th)
+        cdef double now = float(self._clock())
+        cdef void *p
+        cdef Timer t
+        cdef Py_ssize_t n = 0
+        cdef int rc
+        try:
+            while oh_th_pop_due(&self._th, now, limit, &p) == OH_OK:
+                t = <Timer>p
+                _oh_decref(<PyObject *>p)
+                t._state = _T_FIRED
+                target, arg = t._target, t._arg
+                t._target = t._arg = None
+                n += 1
+                if t._is_send:
+                    rc = self._offer(<Actor>target, arg)
+                    if rc == OH_FULL:
+                        self._report(target, arg, _errors.MailboxFull(
+                            f"{target!r} was full when a send_after timer fired"))
+                    elif rc == OH_CLOSED:
+                        self._dropped += 1
+                else:
+                    try:
+                        target(*arg)
+                    except Exception as exc:
+                        self._report(None, target, exc)
+        finally:
+            self._arm()
+        return n
+
+    def _on_timer(self):
+        self._armed = None
+        self.fire_timers()
+
+    def _arm_now(self):
+        self._arm_pending = False
+        self._arm()
+
+    cdef int _arm(self) except -1:
+        """Keep one loop timer armed for the earliest deadline (none if no timers)."""
+        cdef double when
+        if self.closed:
+            return 0
+        if _current_loop_or_none() is not self.loop:
+            # Loop timers are not thread-safe: arm from the loop's own thread.
+            if not self._arm_pending:
+                self._arm_pending = True
+                try:
+                    self.loop.call_soon_threadsafe(self._arm_cb)
+                except RuntimeError as exc:  # the loop is closed
+                    self._arm_pending = False
+                    raise _errors.SchedulerClosed(str(exc)) from exc
+            return 0
+        if oh_th_peek(&self._th, &when) != OH_OK:
+            if self._armed is not None:
+                self._armed.cancel()
+                self._armed = None
+            return 0
+        if self._armed is not None:
+            if self._armed_when <= when:
+                return 0  # fires early enough; a stale early wake just re-arms
+            self._armed.cancel()
+        if self._clock_is_loop:
+            self._armed = self.loop.call_at(when, self._fire_cb)
+        else:
+            self._armed = self.loop.call_later(max(0.0, when - float(self._clock())),
+                                               self._fire_cb)
+        self._armed_when = when
+        return 0
+
+    # -- idle, close, stats -----------------------------------------------------------
+
+    cdef void _notify_idle(self):
+        cdef list waiters = self._idle_waiters
+        if not waiters:
+            return
+        self._idle_waiters = []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_idle(self):
+        """Wait until no actor has messages queued or a handler running.
+
+        Pending timers do not count: they are future work.
+        """
+        while oh_rq_count(&self._rq) or self._busy or self._drain_pending:
+            fut = self.loop.create_future()
+            self._idle_waiters.append(fut)
+            await fut
+
+    def close(self):
+        """Stop now: stop every actor (queued messages are dropped), cancel every
+        timer and cancel running async handlers. Idempotent; see also :meth:`aclose`.
+        """
+        cdef void *p
+        cdef Actor a
+        if self.closed:
+            return
+        if self.loop.is_running() and _current_loop_or_none() is not self.loop:
+            raise _errors.SchedulerError(
+                "close() must run on the scheduler's event loop thread; from another "
+                "thread use loop.call_soon_threadsafe(scheduler.close)")
+        self._closing = True
+        self.closed = True
+        self._cancel_timers()
+        for obj in list(self._actors):
+            self._stop_actor(<Actor>obj)
+        for task in list(self._running.values()):
+            task.cancel()
+        while oh_rq_pop(&self._rq, &p) == OH_OK:  # only stopped actors can be left
+            (<Actor>p)._flags &= ~_A_SCHEDULED
+            _oh_decref(<PyObject *>p)
+        self._pool.clear()
+        self._pooled = 0
+        self._notify_idle()
+
+    async def aclose(self, timeout=None):
+        """Close gracefully: refuse new actors and timers, cancel pending timers,
+        let queued messages be handled (``timeout`` seconds at most, None: no
+        limit), then :meth:`close` and wait for cancelled handlers to finish.
+        """
+        if not self._closing:
+            self._closing = True
+            self._cancel_timers()
+            try:
+                await _aio_mod.wait_for(self.wait_idle(), timeout)
+            except _aio_mod.TimeoutError:
+                pass
+        tasks = list(self._running.values())
+        self.close()
+        if tasks:
+            await _aio_mod.gather(*tasks, return_exceptions=True)
+
+    cdef void _cancel_timers(self):
+        cdef void *p
+        cdef Timer t
+        while oh_th_pop_any(&self._th, &p) == OH_OK:
+            t = <Timer>p
+            _oh_decref(<PyObject *>p)
+            t._state = _T_CANCELLED
+            t._target = t._arg = None
+        if self._armed is not None:
+            self._armed.cancel()
+            self._armed = None
+
+    def stats(self):
+        """Counters for monitoring and tests, a dict of ints (see SchedulerStats)."""
+        return {
+            "actors": len(self._actors),
+            "ready": oh_rq_count(&self._rq),
+            "busy": self._busy,
+            "timers": oh_th_count(&self._th),
+            "mailboxes": self._attached,
+            "handled": self._handled,
+            "errors": self._errors_seen,
+            "dropped": self._dropped,
+            "passes": self._passes,
+            "wakeups": self._wakeups,
+            "threadsafe_wakeups": self._xwakeups,
+            "tasks": self._tasks,
+        }
