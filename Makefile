@@ -6,7 +6,7 @@ PY     := $(BIN)/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 CORE_SOURCES := $(wildcard src/_core/*) CMakeLists.txt pyproject.toml
 
-.PHONY: help run test lint typecheck pytest services asan wheel bench-core bench-agent bench clean
+.PHONY: help run test lint typecheck pytest services asan wheel bench-core bench-agent bench clean proto
 
 help:
 	@echo "make run        create .venv, install openheim, run the example agent"
@@ -87,3 +87,8 @@ bench: $(VENV)/.installed-bench
 
 clean:
 	rm -rf build _skbuild dist wheels/*.whl wheels/build .pytest_cache .mypy_cache .ruff_cache
+
+# ---- gRPC: regenerate the checked-in modules from src/openheim/server/openheim.proto ----
+proto: $(VENV)/.installed-dev
+	$(PY) -m grpc_tools.protoc -I src --python_out=src --pyi_out=src --grpc_python_out=src \
+		src/openheim/server/openheim.proto

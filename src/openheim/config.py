@@ -1,0 +1,523 @@
+"""``openheim.toml``: providers, agents, the store and the server, in one file.
+
+:func:`load_config` reads and validates the file; every error names the file,
+the line and the key (``openheim.toml:12: agents.support.model: unknown
+provider 'opena'``). :meth:`Config.build_agent` makes an :class:`Agent` from an
+``[agents.NAME]`` table. :func:`open_history` is the one seam to the
+persistence layer: it uses ``openheim.stores.open_history`` when that module
+is installed and an in-memory store (with session listing) otherwise.
+
+An agent's ``model`` is a model string (``"openai:gpt-4o-mini"``), a
+configured provider and a model name (``"local:qwen"`` for
+``[providers.local]``), or ``"module:attribute"`` naming a Model instance or
+a function returning one (handy for tests with a ``ScriptedModel``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import msgspec
+
+from openheim.errors import ConfigError
+from openheim.messages import Message, Usage
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - 3.10
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+__all__ = [
+    "AgentConfig",
+    "ApiKey",
+    "Config",
+    "MCPConfig",
+    "ProviderConfig",
+    "ServerConfig",
+    "SessionStore",
+    "StoreConfig",
+    "default_config_path",
+    "load_config",
+    "open_history",
+]
+
+DEFAULT_STORE = "sqlite:///~/.openheim/state.db"
+_BUILTIN_PROVIDERS = ("openai", "anthropic", "llama")
+
+
+class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
+    type: str = "openai"
+    base_url: str | None = None
+    api_key_env: str | None = None
+    timeout: float | None = None
+
+
+class MCPConfig(msgspec.Struct, forbid_unknown_fields=True):
+    command: list[str] | None = None
+    url: str | None = None
+    tool_prefix: str = ""
+    requires_approval: bool | list[str] = False
+    env: dict[str, str] | None = None
+
+
+class AgentConfig(msgspec.Struct, forbid_unknown_fields=True):
+    model: str
+    instructions: str | None = None
+    tools: list[str] = msgspec.field(default_factory=list)
+    mcp: list[MCPConfig] = msgspec.field(default_factory=list)
+    model_settings: dict[str, Any] = msgspec.field(default_factory=dict)
+    max_iterations: int = 20
+    run_timeout: float | None = None
+    description: str = ""
+
+
+class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
+    url: str = DEFAULT_STORE
+
+
+class ApiKey(msgspec.Struct, forbid_unknown_fields=True):
+    tenant: str
+    key_env: str | None = None
+    key_sha256: str | None = None
+
+
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    grpc_port: int | None = None
+    max_body_bytes: int = 1_048_576
+    max_concurrent_runs_per_tenant: int = 16
+    shutdown_grace: float = 30.0
+    run_retention: float = 300.0
+    api_keys: list[ApiKey] = msgspec.field(default_factory=list)
+
+
+class _File(msgspec.Struct, forbid_unknown_fields=True):
+    providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
+    agents: dict[str, AgentConfig] = msgspec.field(default_factory=dict)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+
+
+# ---- locating keys in the TOML text ---------------------------------------------------
+
+_TABLE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"'.]+)\s*=")
+
+
+def _norm(part: str) -> str:
+    return ".".join(p.strip().strip("\"'") for p in part.split("."))
+
+
+def _line_of(text: str, path: Sequence[str | int]) -> int:
+    """The 1-based line where ``path`` is defined (best effort: the nearest enclosing table)."""
+    keys = [p for p in path if isinstance(p, str)]
+    best = 1
+    best_depth = -1
+    table: list[str] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        m = _TABLE.match(line)
+        if m:
+            table = _norm(m.group(1)).split(".")
+            depth = _prefix_len(table, keys)
+            if depth == len(table) and depth > best_depth:
+                best, best_depth = lineno, depth
+            continue
+        k = _KEY.match(line)
+        if k:
+            full = table + _norm(k.group(1)).split(".")
+            depth = _prefix_len(full, keys)
+            if depth == len(full) and depth > best_depth:
+                best, best_depth = lineno, depth
+    return best
+
+
+def _prefix_len(candidate: list[str], keys: list[str]) -> int:
+    n = 0
+    for a, b in zip(candidate, keys, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+def _path_from_msgspec(message: str) -> list[str | int]:
+    m = re.search(r"at `\$(.*?)`", message)
+    if not m:
+        return []
+    out: list[str | int] = []
+    for part in re.findall(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]|\[\"?([^\]\"]+)\"?\]", m.group(1)):
+        if part[0]:
+            out.append(part[0])
+        elif part[1]:
+            out.append(int(part[1]))
+        else:
+            out.append(part[2])
+    return out
+
+
+def _dotted(path: Sequence[str | int]) -> str:
+    text = ""
+    for p in path:
+        text += f"[{p}]" if isinstance(p, int) else (f".{p}" if text else p)
+    return text
+
+
+# ---- the loaded configuration ----------------------------------------------------------
+
+
+class Config:
+    """A validated ``openheim.toml`` (``path`` is None for the empty default)."""
+
+    def __init__(self, data: _File, path: Path | None, text: str = "") -> None:
+        self.providers = data.providers
+        self.agents = data.agents
+        self.store = data.store
+        self.server = data.server
+        self.path = path
+        self._text = text
+
+    def error(self, path: Sequence[str | int], message: str) -> ConfigError:
+        """A ConfigError naming the file, the line of ``path`` and the key."""
+        where = str(self.path) if self.path is not None else "<config>"
+        line = _line_of(self._text, path) if self._text else 1
+        return ConfigError(f"{where}:{line}: {_dotted(path)}: {message}")
+
+    def agent_names(self) -> list[str]:
+        return list(self.agents)
+
+    def tenant_keys(self) -> dict[str, str]:
+        """sha256 hex digest of each API key -> tenant (keys from the environment)."""
+        out: dict[str, str] = {}
+        for i, entry in enumerate(self.server.api_keys):
+            if entry.key_env is not None:
+                raw = os.environ.get(entry.key_env)
+                if not raw:
+                    raise self.error(
+                        ["server", "api_keys", i, "key_env"],
+                        f"environment variable {entry.key_env} is not set; export the "
+                        f"API key of tenant {entry.tenant!r} there",
+                    )
+                out[hashlib.sha256(raw.encode()).hexdigest()] = entry.tenant
+            elif entry.key_sha256 is not None:
+                out[entry.key_sha256.lower()] = entry.tenant
+        return out
+
+    def resolve_model(self, name: str, spec: str) -> Any:
+        """The Model for agent ``name``'s ``model`` string."""
+        where = ["agents", name, "model"]
+        provider, sep, rest = spec.partition(":")
+        if not sep or not rest:
+            raise self.error(
+                where, f"model {spec!r} must be 'provider:model' or 'module:attribute'"
+            )
+        if provider in self.providers:
+            p = self.providers[provider]
+            options: dict[str, Any] = {}
+            if p.base_url is not None:
+                options["base_url"] = p.base_url
+            if p.api_key_env is not None:
+                options["api_key_env"] = p.api_key_env
+            if p.timeout is not None:
+                options["timeout"] = p.timeout
+            from openheim.models import infer_model
+
+            return infer_model(f"{p.type}:{rest}", **options)
+        if provider in _BUILTIN_PROVIDERS:
+            from openheim.models import infer_model
+
+            return infer_model(spec)
+        try:
+            obj = _import_object(spec)
+        except ConfigError as exc:
+            raise self.error(
+                where,
+                f"unknown provider {provider!r} (configured: "
+                f"{', '.join([*self.providers, *_BUILTIN_PROVIDERS])}); {exc}",
+            ) from None
+        from openheim.models import Model
+
+        if callable(obj) and not isinstance(obj, Model):
+            obj = obj()
+        if not isinstance(obj, Model):
+            raise self.error(where, f"{spec!r} is a {type(obj).__name__}, not a Model")
+        return obj
+
+    def build_agent(self, name: str, history: Any = None) -> Any:
+        """An :class:`~openheim.agent.Agent` from ``[agents.NAME]``."""
+        from openheim.agent import Agent
+
+        if name not in self.agents:
+            known = ", ".join(self.agents) or "none"
+            where = str(self.path) if self.path else "the configuration"
+            raise ConfigError(f"no agent {name!r} in {where} (agents: {known})")
+        cfg = self.agents[name]
+        tools: list[Any] = []
+        for i, ref in enumerate(cfg.tools):
+            try:
+                tools.append(_import_object(ref))
+            except ConfigError as exc:
+                raise self.error(["agents", name, "tools", i], str(exc)) from None
+        for i, server in enumerate(cfg.mcp):
+            tools.append(self._mcp(name, i, server))
+        try:
+            model = self.resolve_model(name, cfg.model)
+        except ConfigError as exc:
+            if str(exc).startswith(f"{self.path}:"):
+                raise
+            raise self.error(["agents", name, "model"], str(exc)) from None
+        try:
+            return Agent(
+                model,
+                name=name,
+                instructions=cfg.instructions,
+                tools=tools,
+                model_settings=cfg.model_settings or None,
+                max_iterations=cfg.max_iterations,
+                run_timeout=cfg.run_timeout,
+                history=history,
+            )
+        except ConfigError as exc:
+            raise self.error(["agents", name], str(exc)) from None
+
+    def _mcp(self, name: str, i: int, server: MCPConfig) -> Any:
+        from openheim.tools import MCPServerHTTP, MCPServerStdio
+
+        if (server.command is None) == (server.url is None):
+            raise self.error(
+                ["agents", name, "mcp", i], "give either command = [...] or url = '...'"
+            )
+        if server.command is not None:
+            if not server.command:
+                raise self.error(["agents", name, "mcp", i, "command"], "command is empty")
+            return MCPServerStdio(
+                server.command[0],
+                server.command[1:],
+                env=server.env,
+                tool_prefix=server.tool_prefix,
+                requires_approval=server.requires_approval,
+            )
+        assert server.url is not None
+        return MCPServerHTTP(
+            server.url, tool_prefix=server.tool_prefix, requires_approval=server.requires_approval
+        )
+
+
+def _import_object(ref: str) -> Any:
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{ref!r} must be 'module:attribute'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"cannot import module {module_name!r} ({exc}); is it on PYTHONPATH "
+            "(the config file's directory is added)?"
+        ) from None
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def default_config_path() -> Path | None:
+    """./openheim.toml, then ~/.openheim/openheim.toml (None when neither exists)."""
+    for candidate in (Path("openheim.toml"), Path.home() / ".openheim" / "openheim.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate a config file (the default locations when ``path`` is None)."""
+    if path is None:
+        found = default_config_path()
+        if found is None:
+            return Config(_File(), None)
+        path = found
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None) or _toml_line(str(exc))
+        raise ConfigError(f"{p}:{line}: invalid TOML: {exc}") from None
+    shell = Config(_File(), p, text)
+    for i, entry in enumerate(raw.get("server", {}).get("api_keys", []) or []):
+        if isinstance(entry, dict) and "key" in entry:
+            raise shell.error(
+                ["server", "api_keys", i, "key"],
+                "raw API keys are not allowed in the config file; put the key in an "
+                "environment variable named by key_env, or give its key_sha256",
+            )
+    data = _File(
+        providers={
+            k: _convert(shell, v, ProviderConfig, ["providers", k])
+            for k, v in _table(shell, raw, "providers").items()
+        },
+        agents={
+            k: _convert(shell, v, AgentConfig, ["agents", k])
+            for k, v in _table(shell, raw, "agents").items()
+        },
+        store=_convert(shell, raw.get("store", {}), StoreConfig, ["store"]),
+        server=_convert(shell, raw.get("server", {}), ServerConfig, ["server"]),
+    )
+    unknown = set(raw) - {"providers", "agents", "store", "server"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise shell.error(
+            [key], f"unknown key {key!r}; the tables are providers, agents, store and server"
+        )
+    # Tools modules next to the config file import without PYTHONPATH tweaks.
+    folder = str(p.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    config = Config(data, p, text)
+    _validate(config)
+    return config
+
+
+def _table(shell: Config, raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise shell.error([key], f"{key} must be a table ([{key}.NAME])")
+    return value
+
+
+def _convert(shell: Config, value: Any, kind: type[Any], prefix: list[str | int]) -> Any:
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        where = [*prefix, *_path_from_msgspec(message)]
+        m = re.match(r"Object contains unknown field `([^`]+)`", message)
+        if m:
+            where.append(m.group(1))
+            message = f"unknown key {m.group(1)!r}"
+        else:
+            message = re.sub(r"\s*-\s*at `\$.*?`", "", message)
+        raise shell.error(where, message) from None
+
+
+def _toml_line(message: str) -> int:
+    m = re.search(r"line (\d+)", message)
+    return int(m.group(1)) if m else 1
+
+
+def _validate(config: Config) -> None:
+    for pname, pconf in config.providers.items():
+        if pconf.type not in ("openai", "anthropic"):
+            raise config.error(
+                ["providers", pname, "type"],
+                f"unknown provider type {pconf.type!r}; use 'openai' or 'anthropic'",
+            )
+    for name, agent in config.agents.items():
+        provider, sep, rest = agent.model.partition(":")
+        if not sep or not rest:
+            raise config.error(
+                ["agents", name, "model"],
+                f"model {agent.model!r} must be 'provider:model' or 'module:attribute'",
+            )
+        known = provider in config.providers or provider in _BUILTIN_PROVIDERS
+        if not known and _find_spec_safe(provider) is None:
+            raise config.error(
+                ["agents", name, "model"],
+                f"unknown provider {provider!r} (configured: "
+                f"{', '.join([*config.providers, *_BUILTIN_PROVIDERS])})",
+            )
+    seen: set[str] = set()
+    for i, entry in enumerate(config.server.api_keys):
+        if (entry.key_env is None) == (entry.key_sha256 is None):
+            raise config.error(
+                ["server", "api_keys", i], "give exactly one of key_env and key_sha256"
+            )
+        if entry.key_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", entry.key_sha256):
+            raise config.error(
+                ["server", "api_keys", i, "key_sha256"],
+                "key_sha256 must be 64 hex digits (sha256 of the key)",
+            )
+        ident = entry.key_env or entry.key_sha256 or ""
+        if ident in seen:
+            raise config.error(["server", "api_keys", i], "duplicate API key entry")
+        seen.add(ident)
+    s = config.server
+    for key, value in (
+        ("max_body_bytes", s.max_body_bytes),
+        ("max_concurrent_runs_per_tenant", s.max_concurrent_runs_per_tenant),
+        ("port", s.port + 1),
+    ):
+        if value < 1:
+            raise config.error(["server", key], f"must be positive, got {value}")
+
+
+def _find_spec_safe(name: str) -> Any:
+    try:
+        return importlib.util.find_spec(name.split(".")[0])
+    except (ImportError, ValueError):
+        return None
+
+
+# ---- sessions: the seam to the persistence layer ---------------------------------------
+
+
+class SessionStore:
+    """An in-memory HistoryStore with listing and deletion, per namespace (tenant).
+
+    Used until ``openheim.stores`` is installed; the server and the CLI only
+    call ``load``/``append``/``usage``/``clear`` and ``list_sessions``/``delete``.
+    """
+
+    _shared: ClassVar[dict[str, dict[str, tuple[list[Message], Usage]]]] = {}
+
+    def __init__(self, namespace: str = "default") -> None:
+        self._data = SessionStore._shared.setdefault(namespace, {})
+
+    async def load(self, session: str) -> list[Message]:
+        entry = self._data.get(session)
+        return list(entry[0]) if entry else []
+
+    async def append(
+        self, session: str, messages: Sequence[Message], usage: Usage | None = None
+    ) -> None:
+        old, total = self._data.get(session, ([], Usage()))
+        self._data[session] = ([*old, *messages], total + usage if usage else total)
+
+    async def usage(self, session: str) -> Usage:
+        entry = self._data.get(session)
+        return entry[1] if entry else Usage()
+
+    async def clear(self, session: str) -> None:
+        self._data.pop(session, None)
+
+    async def list_sessions(self) -> list[str]:
+        return list(self._data)
+
+    async def delete(self, session: str) -> bool:
+        return self._data.pop(session, None) is not None
+
+
+def open_history(store_url: str | None, namespace: str = "default") -> Any:
+    """The session store for ``store_url`` and tenant ``namespace``.
+
+    Uses ``openheim.stores.open_history`` when the persistence layer is
+    installed; otherwise an in-process store (sessions last as long as the process).
+    """
+    try:
+        stores = importlib.import_module("openheim.stores")
+    except ImportError:
+        return SessionStore(namespace)
+    return stores.open_history(store_url or DEFAULT_STORE, namespace=namespace)

@@ -1,0 +1,305 @@
+"""``openheim chat``: an interactive REPL over a configured agent (prompt_toolkit + rich).
+
+Text streams as the model writes it; tool calls are shown as they run; tools
+that need approval ask (approve once, always for this chat, or reject).
+Enter sends; Esc then Enter, or a trailing backslash, continues on a new
+line. Ctrl-C cancels the current turn (the session keeps its history as it was
+before the turn); Ctrl-D or /exit leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.history import FileHistory
+from prompt_toolkit.key_binding import KeyBindings
+from rich.console import Console
+from rich.markup import escape
+
+from openheim.config import Config, open_history
+from openheim.errors import ConfigError, OpenheimError
+
+HELP = """\
+/help             this help
+/agent [NAME]     show or switch the agent (keeps the session)
+/model            the current agent's model
+/tools            the current agent's tools
+/session [ID]     show or switch the session
+/sessions         the stored sessions
+/new              start a new session
+/clear            clear the screen
+/exit             leave (or Ctrl-D)
+Enter sends; Esc Enter or a trailing \\ adds a line; Ctrl-C cancels a turn."""
+
+
+def _new_session() -> str:
+    return "chat-" + uuid.uuid4().hex[:8]
+
+
+class Repl:
+    def __init__(
+        self, config: Config, agent: str | None, session: str | None, history_file: str | None
+    ) -> None:
+        if not config.agents:
+            raise ConfigError(
+                "no agents are configured; write an openheim.toml (`openheim init`) or pass --config"
+            )
+        self.config = config
+        self.store = open_history(config.store.url, "default")
+        self.agent_name = agent or next(iter(config.agents))
+        self.agent = config.build_agent(self.agent_name, history=self.store)
+        self.session = session or _new_session()
+        self.always: set[str] = set()
+        self.console = Console(highlight=False, soft_wrap=True)
+        path = Path(history_file or Path.home() / ".openheim" / "history").expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        keys = KeyBindings()
+
+        @keys.add("escape", "enter")
+        def _newline(event: Any) -> None:
+            event.current_buffer.insert_text("\n")
+
+        self.prompt: PromptSession[str] = PromptSession(
+            history=FileHistory(str(path)), key_bindings=keys
+        )
+
+    def say(self, text: str) -> None:
+        self.console.print(text)
+
+    async def read(self) -> str:
+        lines = [await self.prompt.prompt_async(f"{self.agent_name}> ")]
+        while lines[-1].endswith("\\"):
+            lines[-1] = lines[-1][:-1]
+            lines.append(await self.prompt.prompt_async("... "))
+        return "\n".join(lines)
+
+    async def main(self) -> int:
+        self.say(
+            f"[bold]openheim chat[/] · agent [cyan]{escape(self.agent_name)}[/] · session "
+            f"[cyan]{escape(self.session)}[/] · /help for commands"
+        )
+        while True:
+            try:
+                text = await self.read()
+            except KeyboardInterrupt:
+                continue
+            except EOFError:
+                break
+            if not text.strip():
+                continue
+            if text.startswith("/"):
+                if not await self.command(text.strip()):
+                    break
+                continue
+            await self.turn(text)
+        await self.agent.aclose()
+        return 0
+
+    # ---- commands -------------------------------------------------------------------
+
+    async def command(self, line: str) -> bool:
+        name, _, arg = line.partition(" ")
+        arg = arg.strip()
+        if name in ("/exit", "/quit"):
+            return False
+        if name == "/help":
+            self.say(escape(HELP))
+        elif name == "/agent":
+            if not arg:
+                self.say(
+                    f"agent: {escape(self.agent_name)} (configured: {', '.join(self.config.agents)})"
+                )
+            elif arg not in self.config.agents:
+                self.say(
+                    f"[red]no agent {escape(arg)!r}[/]; configured: {', '.join(self.config.agents)}"
+                )
+            else:
+                await self.agent.aclose()
+                self.agent_name = arg
+                self.agent = self.config.build_agent(arg, history=self.store)
+                self.say(f"agent: {escape(arg)}")
+        elif name == "/model":
+            self.say(f"model: {escape(self.config.agents[self.agent_name].model)}")
+        elif name == "/tools":
+            tools = self.agent.tools
+            if not tools:
+                self.say("no tools")
+            for t in tools:
+                flag = " (needs approval)" if t.requires_approval else ""
+                self.say(f"{escape(t.name)}{flag}: {escape(t.definition.description)}")
+        elif name == "/session":
+            if arg:
+                self.session = arg
+            self.say(f"session: {escape(self.session)}")
+        elif name == "/sessions":
+            ids = await self.store.list_sessions()
+            for sid in ids:
+                mark = " *" if sid == self.session else ""
+                self.say(f"{escape(sid)}{mark}")
+            if not ids:
+                self.say("no stored sessions")
+        elif name == "/new":
+            self.session = _new_session()
+            self.say(f"session: {escape(self.session)}")
+        elif name == "/clear":
+            self.console.clear()
+        else:
+            self.say(f"[red]unknown command {escape(name)}[/]; /help lists them")
+        return True
+
+    # ---- one turn ---------------------------------------------------------------------
+
+    async def turn(self, text: str) -> None:
+        with _ctrl_c_signals():
+            await self._cancellable_turn(text)
+
+    async def _cancellable_turn(self, text: str) -> None:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._turn(text))
+        cancellable = True
+        try:
+            loop.add_signal_handler(signal.SIGINT, task.cancel)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Windows
+            cancellable = False
+        # prompt_toolkit can leave the tty raw, so a Ctrl-C may arrive as a byte, not a signal.
+        watching = _watch_ctrl_c(loop, task)
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise
+            sys.stdout.write("\n")
+            self.say("[yellow]cancelled[/] (the session is unchanged)")
+        except OpenheimError as exc:
+            sys.stdout.write("\n")
+            self.say(f"[red]{escape(type(exc).__name__)}: {escape(str(exc))}[/]")
+        finally:
+            if watching:
+                loop.remove_reader(sys.stdin.fileno())
+            if cancellable:
+                loop.remove_signal_handler(signal.SIGINT)
+
+    async def _turn(self, text: str) -> None:
+        result = await self._stream(prompt=text)
+        while result.stop_reason == "approval_required":
+            decisions: dict[str, bool] = {}
+            for call in result.pending:
+                if call.tool in self.always:
+                    decisions[call.id] = True
+                    continue
+                decisions[call.id] = await self._ask(call)
+            result = await self._stream(resume=result, approvals=decisions)
+
+    async def _ask(self, call: Any) -> bool:
+        loop = asyncio.get_running_loop()
+        # The prompt takes Ctrl-C itself while it is shown.
+        loop.remove_signal_handler(signal.SIGINT)
+        try:
+            while True:
+                answer = await self.prompt.prompt_async(
+                    f"approve {call.tool}({call.arguments})? [y]es once / [a]lways / [n]o: "
+                )
+                choice = answer.strip().lower()[:1]
+                if choice in ("y", "a", "n"):
+                    break
+        except KeyboardInterrupt:
+            raise asyncio.CancelledError from None
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                loop.add_signal_handler(signal.SIGINT, task.cancel)
+        if choice == "a":
+            self.always.add(call.tool)
+        return choice != "n"
+
+    async def _stream(self, **kwargs: Any) -> Any:
+        from openheim.agent import Done, TextDelta, ToolCalled, ToolResult
+
+        result = None
+        wrote = False
+        session = None if "resume" in kwargs else self.session
+        async for event in self.agent.stream(kwargs.pop("prompt", None), session=session, **kwargs):
+            kind = type(event)
+            if kind is TextDelta:
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+                wrote = True
+            elif kind is ToolCalled:
+                if wrote:
+                    sys.stdout.write("\n")
+                    wrote = False
+                self.say(f"[dim]→ {escape(event.name)}({escape(str(event.arguments))})[/]")
+            elif kind is ToolResult:
+                style = "red" if event.is_error else "dim"
+                self.say(f"[{style}]← {escape(event.content[:200])}[/]")
+            elif kind is Done:
+                result = event.result
+        if wrote:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        return result
+
+
+def _watch_ctrl_c(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> bool:
+    try:
+        fd = sys.stdin.fileno()
+    except (OSError, ValueError):
+        return False
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 1024)
+        except OSError:
+            data = b""
+        if b"\x03" in data:
+            task.cancel()
+
+    try:
+        loop.add_reader(fd, readable)
+    except (NotImplementedError, OSError, ValueError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _ctrl_c_signals() -> Iterator[None]:
+    """Let Ctrl-C raise SIGINT while a turn runs (prompt_toolkit may leave the tty raw)."""
+    try:
+        import termios
+
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+    except (ImportError, OSError, ValueError):
+        yield
+        return
+    mode = list(saved)
+    mode[3] |= termios.ISIG
+    termios.tcsetattr(fd, termios.TCSANOW, mode)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
+
+
+def run_repl(
+    config: Config,
+    agent: str | None = None,
+    *,
+    session: str | None = None,
+    history_file: str | None = None,
+) -> int:
+    """Run the REPL until the user leaves; returns the exit code."""
+    history_file = history_file or os.environ.get("OPENHEIM_HISTORY_FILE")
+    repl = Repl(config, agent, session, history_file)
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(repl.main())
+    return 0

@@ -1,0 +1,98 @@
+"""The HTTP server (OpenAI-compatible, agent runs, sessions) and the gRPC service.
+
+``create_app(config)`` is the ASGI app; ``serve(config, ...)`` runs it on
+uvicorn (and the gRPC service when a gRPC port is given) until SIGINT/SIGTERM,
+reloading the config file on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Any
+
+from openheim.config import Config, load_config
+
+__all__ = ["create_app", "serve"]
+
+
+def create_app(config: Config) -> Any:
+    """The ASGI application for ``config``."""
+    from openheim.server._app import create_app as _create
+
+    return _create(config)
+
+
+def serve(
+    config: Config,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    grpc_port: int | None = None,
+    config_path: str | None = None,
+) -> int:
+    """Serve until interrupted; returns the exit code."""
+    return asyncio.run(
+        _serve(
+            config,
+            host,
+            port,
+            grpc_port if grpc_port is not None else config.server.grpc_port,
+            config_path,
+        )
+    )
+
+
+async def _serve(
+    config: Config,
+    host: str | None,
+    port: int | None,
+    grpc_port: int | None,
+    config_path: str | None,
+) -> int:
+    import uvicorn
+
+    from openheim.server._app import create_app as _create
+
+    app = _create(config)
+    state = app.state
+    s = config.server
+    uconfig = uvicorn.Config(
+        app,
+        host=host or s.host,
+        port=port if port is not None else s.port,
+        lifespan="on",
+        log_level="warning",
+        timeout_graceful_shutdown=int(s.shutdown_grace) or None,
+    )
+    server = uvicorn.Server(uconfig)
+    grpc_server = None
+    if grpc_port is not None:
+        from openheim.server._grpc import start_grpc
+
+        grpc_server = await start_grpc(state, host or s.host, grpc_port)
+
+    loop = asyncio.get_running_loop()
+    path = config_path or (str(config.path) if config.path is not None else None)
+
+    def reload() -> None:
+        try:
+            state.reload(load_config(path))
+        except Exception as exc:  # keep serving the old config
+            print(f"openheim: config reload failed, keeping the old one: {exc}", file=sys.stderr)
+        else:
+            print(f"openheim: reloaded {path}", file=sys.stderr)
+
+    if hasattr(signal, "SIGHUP"):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, reload)
+    bound = f"http://{uconfig.host}:{uconfig.port}"
+    print(f"openheim: serving {len(config.agents)} agent(s) on {bound}", file=sys.stderr)
+    try:
+        await server.serve()
+    finally:
+        if grpc_server is not None:
+            await grpc_server.stop(s.shutdown_grace)
+    return 0

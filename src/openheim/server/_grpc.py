@@ -1,0 +1,98 @@
+"""The gRPC service (``openheim.proto``): RunAgent streams a run's events, GetSession reads one.
+
+It shares the HTTP server's state: the same tenants (``authorization: Bearer
+KEY`` metadata), agents, runs, limits and session stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import msgspec
+
+from openheim.errors import ConfigError
+from openheim.server import openheim_pb2 as pb
+from openheim.server import openheim_pb2_grpc as pb_grpc
+from openheim.server._state import ServerState, TooManyRuns, json_encode
+
+
+class _Service(pb_grpc.OpenheimServicer):
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    async def _tenant(self, context: Any) -> str:
+        if not self.state.auth_enabled:
+            return "default"
+        header = dict(context.invocation_metadata()).get("authorization", "")
+        scheme, _, key = str(header).partition(" ")
+        tenant = self.state.tenant_for(key.strip()) if scheme.lower() == "bearer" else None
+        if tenant is None:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing or unknown API key: send metadata authorization: Bearer <key>",
+            )
+        assert tenant is not None
+        return tenant
+
+    async def RunAgent(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        tenant = await self._tenant(context)
+        if request.agent not in self.state.config.agents:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no agent {request.agent!r}")
+        try:
+            record = self.state.start_run(
+                tenant, request.agent, request.input, request.session or None
+            )
+        except TooManyRuns:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, "too many concurrent runs for this tenant"
+            )
+            return
+        except ConfigError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            return
+        seen = 0
+        while True:
+            await record.wait(seen)
+            while seen < len(record.events):
+                kind, data = record.events[seen]
+                yield pb.AgentEvent(id=seen, type=kind, data=data.decode(), run_id=record.id)
+                seen += 1
+            if record.finished and seen >= len(record.events):
+                return
+
+    async def GetSession(self, request: Any, context: Any) -> Any:
+        tenant = await self._tenant(context)
+        store = self.state.history(tenant).store
+        messages = await store.load(request.id)
+        if not messages:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no session {request.id!r}")
+        usage = await store.usage(request.id)
+        return pb.Session(
+            id=request.id,
+            messages=[
+                pb.ChatMessage(role=m.role, content=m.content or "", data=json_encode(m).decode())
+                for m in messages
+            ],
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            requests=usage.requests,
+        )
+
+
+async def start_grpc(state: ServerState, host: str, port: int) -> Any:
+    """Start the gRPC server on ``host:port`` (in the running event loop)."""
+    server = grpc.aio.server()
+    pb_grpc.add_OpenheimServicer_to_server(_Service(state), server)  # type: ignore[no-untyped-call]
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise ConfigError(f"cannot listen for gRPC on {host}:{port}")
+    await server.start()
+    return server
+
+
+def decode_event(event: Any) -> dict[str, Any]:
+    """An AgentEvent's JSON data as a dict (for clients)."""
+    result: dict[str, Any] = msgspec.json.decode(event.data)
+    return result

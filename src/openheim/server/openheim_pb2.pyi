@@ -1,0 +1,79 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RunAgentRequest(_message.Message):
+    __slots__ = ("agent", "input", "session")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    input: str
+    session: str
+    def __init__(
+        self,
+        agent: _Optional[str] = ...,
+        input: _Optional[str] = ...,
+        session: _Optional[str] = ...,
+    ) -> None: ...
+
+class AgentEvent(_message.Message):
+    __slots__ = ("id", "type", "data", "run_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    type: str
+    data: str
+    run_id: str
+    def __init__(
+        self,
+        id: _Optional[int] = ...,
+        type: _Optional[str] = ...,
+        data: _Optional[str] = ...,
+        run_id: _Optional[str] = ...,
+    ) -> None: ...
+
+class GetSessionRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ChatMessage(_message.Message):
+    __slots__ = ("role", "content", "data")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    data: str
+    def __init__(
+        self, role: _Optional[str] = ..., content: _Optional[str] = ..., data: _Optional[str] = ...
+    ) -> None: ...
+
+class Session(_message.Message):
+    __slots__ = ("id", "messages", "input_tokens", "output_tokens", "requests")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    input_tokens: int
+    output_tokens: int
+    requests: int
+    def __init__(
+        self,
+        id: _Optional[str] = ...,
+        messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...,
+        input_tokens: _Optional[int] = ...,
+        output_tokens: _Optional[int] = ...,
+        requests: _Optional[int] = ...,
+    ) -> None: ...
