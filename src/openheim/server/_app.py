@@ -156,7 +156,7 @@ def create_app(config: Config, state: ServerState | None = None) -> Any:
         return Response(body, media_type=content_type)
 
     async def openapi(request: Request) -> Response:
-        return _json(openapi_document())
+        return _json(openapi_document(tuple(state.config.agents)))
 
     async def list_models(request: Request) -> Response:
         data = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any
 
@@ -16,11 +17,13 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+# Server-sent events: each event's data is JSON (an agent event or a completion chunk) or
+# the literal [DONE], so its schema is left open.
+_EVENTS: dict[str, Any] = {"schema": {}}
+
+
 def _sse(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-    }
+    return {"description": description, "content": {"text/event-stream": _EVENTS}}
 
 
 _ERR = _ref("Error")
@@ -269,20 +272,26 @@ _NOT_FOUND = {"404": _json(_ERR, "not found, or owned by another tenant")}
 _BUSY = {"429": _json(_ERR, "too many concurrent runs for the tenant (see Retry-After)")}
 
 
-@functools.lru_cache(maxsize=1)
-def openapi_document() -> dict[str, Any]:
+@functools.lru_cache(maxsize=4)
+def openapi_document(agents: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The document; ``agents`` (the configured names) become the enum of model and agent names."""
+    schemas = copy.deepcopy(_SCHEMAS)
+    name_param = _path("name", "agent name")
+    if agents:
+        schemas["ChatCompletionRequest"]["properties"]["model"]["enum"] = list(agents)
+        name_param["schema"]["enum"] = list(agents)
     completion_ok = {
         "description": "the completion (JSON), or SSE chunks ending with `data: [DONE]` when stream=true",
         "content": {
             "application/json": {"schema": _ref("ChatCompletion")},
-            "text/event-stream": {"schema": {"type": "string"}},
+            "text/event-stream": _EVENTS,
         },
     }
     run_ok = {
         "description": "the finished run (JSON), or its events as SSE when stream=true",
         "content": {
             "application/json": {"schema": _ref("Run")},
-            "text/event-stream": {"schema": {"type": "string"}},
+            "text/event-stream": _EVENTS,
         },
     }
     paths = {
@@ -343,7 +352,7 @@ def openapi_document() -> dict[str, Any]:
                     "503": _json(_ERR, "shutting down"),
                 },
                 body="RunRequest",
-                params=[_path("name", "agent name")],
+                params=[name_param],
             )
         },
         "/v1/runs/{run_id}": {
@@ -393,7 +402,7 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "openheim", "version": __version__},
         "paths": paths,
         "components": {
-            "schemas": _SCHEMAS,
+            "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],
