@@ -27,6 +27,12 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
             "actor scheduler vs a Task + asyncio.Queue per actor (msgs/s; memory: lower is better)",
         ),
     ],
+    "server": [
+        (
+            "bench_server",
+            "HTTP server under a load generator in another process; SSE streams held open",
+        ),
+    ],
 }
 
 

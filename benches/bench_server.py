@@ -1,0 +1,321 @@
+"""The HTTP server under load from a second process.
+
+1. ``/v1/chat/completions`` serving a ScriptedModel agent to N concurrent
+   clients (an httpx load generator in its own process): requests/s, p50, p99.
+   Baseline: llama-cpp-python's server (``python -m llama_cpp.server``) on the
+   tiny generated GGUF doing the smallest generation (max_tokens=1), the
+   cheapest real OpenAI-compatible server at hand.
+2. Many concurrent SSE agent-run streams held open: the server's resident
+   memory at the start and at the end of the hold (flat means no growth while
+   streams idle), and per stream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+
+from _util import Row
+
+CLIENTS = int(os.environ.get("BENCH_SERVER_CLIENTS", "32"))
+DURATION = float(os.environ.get("BENCH_SERVER_SECONDS", "4"))
+STREAMS = int(os.environ.get("BENCH_SERVER_STREAMS", "1000"))
+HOLD = float(os.environ.get("BENCH_SERVER_HOLD", "10"))
+KEY = "sk-bench"
+
+TOOLS = """
+import asyncio
+from openheim.models import ScriptedModel
+
+def _answer(request):
+    return "ok"
+
+async def _hold(request):
+    await asyncio.sleep(float(request.messages[-1].content or "1"))
+    return "held"
+
+def fast():
+    return ScriptedModel(_answer, name="fast")
+
+def hold():
+    return ScriptedModel(_hold, name="hold")
+"""
+
+CONFIG = f"""
+[agents.fast]
+model = "benchtools:fast"
+
+[agents.hold]
+model = "benchtools:hold"
+
+[store]
+url = "memory://"
+
+[server]
+max_concurrent_runs_per_tenant = {STREAMS * 2}
+max_body_bytes = 65536
+
+[[server.api_keys]]
+tenant = "bench"
+key_env = "BENCH_KEY"
+"""
+
+# The load generator: runs in its own process so the client's work does not share
+# the server's CPU time slice accounting (it still shares the machine's 2 cores).
+LOADGEN = textwrap.dedent(
+    """
+    import asyncio, json, sys, time
+    import httpx
+
+    url, model, clients, duration, key = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+    body = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
+
+    async def worker(client, stop, lat, errors):
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            r = await client.post(url, json=body)
+            if r.status_code != 200:
+                errors.append(r.status_code)
+            lat.append(time.perf_counter() - t0)
+
+    async def main():
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        headers = {"Authorization": "Bearer " + key}
+        async with httpx.AsyncClient(limits=limits, headers=headers, timeout=60) as client:
+            for _ in range(clients):  # warm the connections
+                await client.post(url, json=body)
+            lat, errors = [], []
+            t0 = time.perf_counter()
+            stop = t0 + duration
+            await asyncio.gather(*(worker(client, stop, lat, errors) for _ in range(clients)))
+            elapsed = time.perf_counter() - t0
+        lat.sort()
+        print(json.dumps({
+            "rps": len(lat) / elapsed,
+            "p50": lat[len(lat) // 2] * 1000,
+            "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+            "errors": len(errors),
+        }))
+
+    asyncio.run(main())
+    """
+)
+
+STREAMER = textwrap.dedent(
+    """
+    import asyncio, sys
+    import httpx
+
+    url, n, hold, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+
+    async def one(client, opened):
+        async with client.stream("POST", url, json={"input": hold, "stream": True}) as r:
+            opened.append(r.status_code)
+            async for line in r.aiter_lines():
+                if line.startswith("event: done"):
+                    return True
+        return False
+
+    async def main():
+        limits = httpx.Limits(max_connections=n + 10)
+        headers = {"Authorization": "Bearer " + key}
+        async with httpx.AsyncClient(limits=limits, headers=headers, timeout=120) as client:
+            opened = []
+            tasks = [asyncio.create_task(one(client, opened)) for _ in range(n)]
+            while len(opened) < n:
+                await asyncio.sleep(0.05)
+            print("opened", sum(1 for s in opened if s == 200), flush=True)
+            done = await asyncio.gather(*tasks)
+            print("done", sum(done), flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _load(url: str, model: str, folder: Path) -> dict[str, float]:
+    script = folder / "loadgen.py"
+    script.write_text(LOADGEN)
+    out = subprocess.run(
+        [sys.executable, str(script), url, model, str(CLIENTS), str(DURATION), KEY],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    result: dict[str, float] = json.loads(out)
+    return result
+
+
+def _openheim(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
+    (folder / "benchtools.py").write_text(TOOLS)
+    (folder / "openheim.toml").write_text(CONFIG)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "openheim", "serve", "--port", str(port)],
+        cwd=folder,
+        env={**os.environ, "BENCH_KEY": KEY},
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_up(f"http://127.0.0.1:{port}/healthz", proc)
+    return proc, port
+
+
+def _llama(folder: Path) -> tuple[subprocess.Popen[bytes], int] | None:
+    try:
+        import llama_cpp.server  # noqa: F401
+
+        from openheim.testing.tiny_gguf import write_tiny_gguf
+    except ImportError:
+        return None
+    model = write_tiny_gguf(folder / "tiny.gguf")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--model_alias",
+            "tiny",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "512",
+            "--api_key",
+            KEY,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_up(f"http://127.0.0.1:{port}/v1/models", proc)
+    return proc, port
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _streams(port: int, pid: int, folder: Path) -> tuple[int, int, int, int]:
+    """(streams opened, RSS before, RSS at the start of the hold, RSS at its end) in KB."""
+    script = folder / "streamer.py"
+    script.write_text(STREAMER)
+    before = _rss_kb(pid)
+    url = f"http://127.0.0.1:{port}/v1/agents/hold/runs"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), url, str(STREAMS), str(HOLD), KEY],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    opened_line = proc.stdout.readline().split()
+    opened = int(opened_line[1]) if len(opened_line) == 2 else 0
+    start = _rss_kb(pid)
+    time.sleep(max(0.0, HOLD - 2.0))
+    end = _rss_kb(pid)
+    proc.communicate(timeout=HOLD + 120)
+    return opened, before, start, end
+
+
+def run() -> list[Row]:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        proc, port = _openheim(folder)
+        try:
+            ours = _load(f"http://127.0.0.1:{port}/v1/chat/completions", "fast", folder)
+            opened, before, start, end = _streams(port, proc.pid, folder)
+        finally:
+            _stop(proc)
+        llama = _llama(folder)
+        if llama is not None:
+            lproc, lport = llama
+            try:
+                base = _load(f"http://127.0.0.1:{lport}/v1/chat/completions", "tiny", folder)
+            finally:
+                _stop(lproc)
+            base_name = "llama_cpp.server, max_tokens=1"
+        else:
+            base = {"rps": float("nan"), "p50": float("nan"), "p99": float("nan")}
+            base_name = "llama_cpp.server (not installed)"
+    label = f"{CLIENTS} clients"
+    rows.append(
+        Row(f"chat completions req/s ({label})", ours["rps"], base["rps"], "r/s", base_name)
+    )
+    rows.append(
+        Row(f"chat completions p50 ({label})", ours["p50"], base["p50"], "ms", base_name, False)
+    )
+    rows.append(
+        Row(f"chat completions p99 ({label})", ours["p99"], base["p99"], "ms", base_name, False)
+    )
+    per_stream = (start - before) / max(1, opened)
+    rows.append(
+        Row(
+            f"{opened} SSE streams: RSS end/start of {HOLD:g}s hold",
+            end / 1024,
+            start / 1024,
+            "MB",
+            "RSS at hold start",
+            higher_is_better=False,
+            limit=start / 1024 * 1.05,
+        )
+    )
+    rows.append(
+        Row(
+            "SSE stream: server memory per open stream",
+            per_stream,
+            per_stream,
+            "KB",
+            "(itself)",
+            higher_is_better=False,
+        )
+    )
+    return rows
+
+
+if __name__ == "__main__":
+    from _util import print_table
+
+    print_table("server", run())
