@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from _util import Row
 
 CLIENTS = int(os.environ.get("BENCH_SERVER_CLIENTS", "32"))
