@@ -272,10 +272,10 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
                 text = m.content or ", ".join(f"{c.name}({c.arguments})" for c in m.tool_calls)
                 print(f"{m.role}: {text}")
         return EXIT_OK
-    deleted = asyncio.run(store.delete(args.id))
-    if not deleted:
+    if not asyncio.run(store.load(args.id)):
         print(f"openheim: no session {args.id!r}", file=sys.stderr)
         return EXIT_AGENT
+    asyncio.run(store.delete(args.id))
     print(f"deleted {args.id}")
     return EXIT_OK
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import child_env, write_project
+from ixhelpers import child_env, write_project
 
 
 def oh(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

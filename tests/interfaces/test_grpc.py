@@ -6,7 +6,7 @@ import json
 
 import grpc
 import pytest
-from conftest import KEYS, Served
+from ixhelpers import KEYS, Served
 
 from openheim.server import openheim_pb2 as pb
 from openheim.server import openheim_pb2_grpc as pb_grpc

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Served, child_env, start_server, stop_server, write_project
+from ixhelpers import Served, child_env, start_server, stop_server, write_project
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 KEY = "sk-readme-example"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import child_env
+from ixhelpers import child_env
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -106,3 +106,19 @@ def test_slash_commands_and_multiline_input(chat: object) -> None:
     chat.expect("unknown command /nope")  # type: ignore[attr-defined]
     send(chat, "/help")
     chat.expect("/sessions")  # type: ignore[attr-defined]
+
+
+def test_run_streams_to_a_terminal(project: Path) -> None:
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "openheim", "run", "weather", "weather Riga"],
+        cwd=str(project.parent),
+        env=child_env(TERM="dumb"),
+        encoding="utf-8",
+        timeout=30,
+    )
+    child.expect(r"\[tool get_weather\]")
+    child.expect("tool said: sunny in Riga")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0

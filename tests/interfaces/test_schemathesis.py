@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import KEYS, Served, start_server, stop_server, write_project
+from ixhelpers import KEYS, Served, start_server, stop_server, write_project
 
 CONFIG = """\
 [agents.echo]

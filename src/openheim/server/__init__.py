@@ -67,7 +67,14 @@ async def _serve(
         log_level="warning",
         timeout_graceful_shutdown=int(s.shutdown_grace) or None,
     )
-    server = uvicorn.Server(uconfig)
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # Readiness fails from the first signal on, so balancers stop sending work.
+            state.accepting = False
+            super().handle_exit(sig, frame)
+
+    server = _Server(uconfig)
     grpc_server = None
     if grpc_port is not None:
         from openheim.server._grpc import start_grpc

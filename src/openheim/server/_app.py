@@ -167,6 +167,8 @@ def create_app(config: Config, state: ServerState | None = None) -> Any:
 
     async def chat_completions(request: Request) -> Response:
         tenant = tenant_of(request)
+        if not state.accepting:
+            return _error(503, "the server is shutting down", "unavailable")
         try:
             req = oa.parse_request(await request.body())
             if req.model not in state.config.agents:
@@ -373,8 +375,10 @@ def create_app(config: Config, state: ServerState | None = None) -> Any:
     async def delete_session(request: Request) -> Response:
         store = state.history(tenant_of(request)).store
         sid = request.path_params["session_id"]
-        if not await store.delete(sid):
+        # Existence is checked by loading: stores' delete() need not report whether it deleted.
+        if not await store.load(sid):
             return _error(404, f"no session {sid!r}", code="not_found")
+        await store.delete(sid)
         return Response(status_code=204)
 
     @contextlib.asynccontextmanager

@@ -337,6 +337,7 @@ def openapi_document(agents: tuple[str, ...] = ()) -> dict[str, Any]:
                     **_NOT_FOUND,
                     **_BUSY,
                     "502": _json(_ERR, "the model or agent failed"),
+                    "503": _json(_ERR, "shutting down"),
                 },
                 body="ChatCompletionRequest",
             )

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import CONFIG, KEYS, Served, start_server, stop_server, write_project
+from ixhelpers import CONFIG, KEYS, Served, start_server, stop_server, write_project
 
 
 def oa_client(server: Served, tenant: str = "acme") -> openai.OpenAI:
