@@ -28,7 +28,7 @@ from _util import Row
 CLIENTS = int(os.environ.get("BENCH_SERVER_CLIENTS", "32"))
 DURATION = float(os.environ.get("BENCH_SERVER_SECONDS", "4"))
 STREAMS = int(os.environ.get("BENCH_SERVER_STREAMS", "1000"))
-HOLD = float(os.environ.get("BENCH_SERVER_HOLD", "10"))
+HOLD = float(os.environ.get("BENCH_SERVER_HOLD", "30"))
 KEY = "sk-bench"
 
 TOOLS = """
@@ -72,31 +72,46 @@ key_env = "BENCH_KEY"
 # the server's CPU time slice accounting (it still shares the machine's 2 cores).
 LOADGEN = textwrap.dedent(
     """
+    # A raw asyncio HTTP/1.1 keep-alive client: httpx's own per-request cost would
+    # otherwise dominate the measurement on a 2-core machine.
     import asyncio, json, sys, time
-    import httpx
+    from urllib.parse import urlsplit
 
     url, model, clients, duration, key = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
-    body = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
+    parts = urlsplit(url)
+    body = json.dumps({"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    request = (
+        f"POST {parts.path} HTTP/1.1\\r\\nHost: {parts.netloc}\\r\\nAuthorization: Bearer {key}\\r\\n"
+        f"Content-Type: application/json\\r\\nContent-Length: {len(body)}\\r\\n\\r\\n"
+    ).encode() + body
 
-    async def worker(client, stop, lat, errors):
+    async def call(reader, writer):
+        writer.write(request)
+        head = await reader.readuntil(b"\\r\\n\\r\\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\\r\\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await reader.readexactly(length)
+        return status
+
+    async def worker(stop, lat, errors):
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        await call(reader, writer)  # warm-up
         while time.perf_counter() < stop:
             t0 = time.perf_counter()
-            r = await client.post(url, json=body)
-            if r.status_code != 200:
-                errors.append(r.status_code)
+            if await call(reader, writer) != 200:
+                errors.append(1)
             lat.append(time.perf_counter() - t0)
+        writer.close()
 
     async def main():
-        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-        headers = {"Authorization": "Bearer " + key}
-        async with httpx.AsyncClient(limits=limits, headers=headers, timeout=60) as client:
-            for _ in range(clients):  # warm the connections
-                await client.post(url, json=body)
-            lat, errors = [], []
-            t0 = time.perf_counter()
-            stop = t0 + duration
-            await asyncio.gather(*(worker(client, stop, lat, errors) for _ in range(clients)))
-            elapsed = time.perf_counter() - t0
+        lat, errors = [], []
+        t0 = time.perf_counter()
+        stop = t0 + duration
+        await asyncio.gather(*(worker(stop, lat, errors) for _ in range(clients)))
+        elapsed = time.perf_counter() - t0
         lat.sort()
         print(json.dumps({
             "rps": len(lat) / elapsed,
@@ -254,7 +269,10 @@ def _streams(port: int, pid: int, folder: Path) -> tuple[int, int, int, int]:
     start = _rss_kb(pid)
     time.sleep(max(0.0, HOLD - 2.0))
     end = _rss_kb(pid)
-    proc.communicate(timeout=HOLD + 120)
+    rest, _ = proc.communicate(timeout=HOLD + 120)
+    finished = int(rest.split()[1]) if rest.startswith("done") else 0
+    if finished != opened:
+        print(f"warning: only {finished} of {opened} SSE streams reached their done event")
     return opened, before, start, end
 
 
@@ -280,6 +298,9 @@ def run() -> list[Row]:
             base = {"rps": float("nan"), "p50": float("nan"), "p99": float("nan")}
             base_name = "llama_cpp.server (not installed)"
     label = f"{CLIENTS} clients"
+    for who, figures in (("openheim", ours), ("baseline", base)):
+        if figures.get("errors"):
+            print(f"warning: {who} answered {figures['errors']:g} requests with a non-200 status")
     rows.append(
         Row(f"chat completions req/s ({label})", ours["rps"], base["rps"], "r/s", base_name)
     )
