@@ -141,3 +141,16 @@ def test_version_and_help(tmp_path: Path) -> None:
     helptext = oh("--help", cwd=tmp_path).stdout
     for command in ("init", "run", "chat", "serve", "sessions", "models", "bench"):
         assert command in helptext
+
+
+def test_bench_outside_a_checkout_says_where_to_run_it(tmp_path: Path) -> None:
+    res = oh("bench", cwd=tmp_path)
+    assert res.returncode == 2
+    assert "benches/run.py" in res.stderr
+
+
+def test_chat_without_agents_is_a_config_error(tmp_path: Path) -> None:
+    config = write_project(tmp_path, "[store]\nurl = 'memory://'\n")
+    res = oh("chat", "--config", str(config), cwd=tmp_path, stdin="")
+    assert res.returncode == 2
+    assert "no agents are configured" in res.stderr
