@@ -118,29 +118,38 @@ def _norm(part: str) -> str:
 
 
 def _line_of(text: str, path: Sequence[str | int]) -> int:
-    """The 1-based line where ``path`` is defined (best effort: the nearest enclosing table)."""
-    keys = [p for p in path if isinstance(p, str)]
+    """The 1-based line where ``path`` is defined (best effort: the nearest enclosing table).
+
+    ``[[array.of.tables]]`` headers count their occurrences, so ``server.api_keys[1]``
+    finds the second ``[[server.api_keys]]``; an index into an inline array stops at its key.
+    """
+    keys = list(path)
     best = 1
     best_depth = -1
-    table: list[str] = []
+    table: list[str | int] = []
+    seen: dict[str, int] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         m = _TABLE.match(line)
         if m:
-            table = _norm(m.group(1)).split(".")
+            name = _norm(m.group(1))
+            table = list(name.split("."))
+            if line.lstrip().startswith("[["):
+                seen[name] = seen.get(name, -1) + 1
+                table.append(seen[name])
             depth = _prefix_len(table, keys)
             if depth == len(table) and depth > best_depth:
                 best, best_depth = lineno, depth
             continue
         k = _KEY.match(line)
         if k:
-            full = table + _norm(k.group(1)).split(".")
+            full = table + list(_norm(k.group(1)).split("."))
             depth = _prefix_len(full, keys)
             if depth == len(full) and depth > best_depth:
                 best, best_depth = lineno, depth
     return best
 
 
-def _prefix_len(candidate: list[str], keys: list[str]) -> int:
+def _prefix_len(candidate: Sequence[str | int], keys: Sequence[str | int]) -> int:
     n = 0
     for a, b in zip(candidate, keys, strict=False):
         if a != b:

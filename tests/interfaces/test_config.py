@@ -1,0 +1,116 @@
+"""openheim.toml in process: validation messages, line finding, agents built from it, the store seam."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from ixhelpers import write_project
+
+from openheim.config import SessionStore, load_config, open_history
+from openheim.errors import ConfigError
+from openheim.messages import Message, Usage
+
+
+def error_of(tmp_path: Path, text: str) -> str:
+    path = write_project(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    return str(err.value).replace(str(path), "F")
+
+
+def test_second_array_table_entry_gets_its_own_line(tmp_path: Path) -> None:
+    text = (
+        "[[server.api_keys]]\n"
+        'tenant = "a"\n'
+        'key_env = "A"\n'
+        "\n"
+        "[[server.api_keys]]\n"
+        'tenant = "b"\n'
+        'key_sha256 = "nothex"\n'
+    )
+    assert error_of(tmp_path, text) == (
+        "F:7: server.api_keys[1].key_sha256: key_sha256 must be 64 hex digits (sha256 of the key)"
+    )
+
+
+def test_both_or_neither_key_source_is_an_error(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, '[[server.api_keys]]\ntenant = "a"\n')
+    assert msg == "F:1: server.api_keys[0]: give exactly one of key_env and key_sha256"
+
+
+def test_unknown_top_level_table_and_wrong_types(tmp_path: Path) -> None:
+    assert error_of(tmp_path, "[servre]\nport = 1\n").startswith("F:1: servre: unknown key")
+    msg = error_of(tmp_path, '[agents.x]\nmodel = "openai:m"\nmax_iterations = "many"\n')
+    assert msg.startswith("F:3: agents.x.max_iterations: Expected `int`")
+    assert error_of(tmp_path, '[agents.x]\ninstructions = "hi"\n').startswith(
+        "F:1: agents.x: Object missing required field `model`"
+    )
+
+
+def test_provider_strings_and_provider_types(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, '[providers.p]\ntype = "grok"\n')
+    assert msg.startswith("F:2: providers.p.type: unknown provider type 'grok'")
+    path = write_project(
+        tmp_path,
+        '[providers.local]\nbase_url = "http://127.0.0.1:9/v1"\napi_key_env = "NOPE_KEY"\n'
+        '[agents.a]\nmodel = "local:qwen"\n',
+    )
+    model = load_config(path).build_agent("a").model
+    assert model.name.endswith("qwen")
+    assert "127.0.0.1:9" in str(getattr(model, "base_url", "")) or "127.0.0.1:9" in repr(
+        vars(model)
+    )
+
+
+def test_agents_are_built_with_tools_and_settings(tmp_path: Path) -> None:
+    path = write_project(
+        tmp_path,
+        '[agents.w]\nmodel = "ixtools:echo_model"\ntools = ["ixtools:get_weather"]\n'
+        "model_settings = { temperature = 0.5 }\nmax_iterations = 3\n",
+    )
+    agent = load_config(path).build_agent("w")
+    assert [t.name for t in agent.tools] == ["get_weather"]
+    assert agent.model_settings.temperature == 0.5
+    assert agent.max_iterations == 3
+    assert agent.run_sync("weather Oslo").output == "tool said: sunny in Oslo"
+
+
+def test_missing_default_config_is_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = load_config()
+    assert config.path is None
+    assert config.agents == {}
+
+
+async def test_open_history_falls_back_to_memory_with_listing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "openheim.stores", None)  # as if not installed
+    store = open_history("memory://", "tenant-x")
+    assert isinstance(store, SessionStore)
+    await store.append("s", [Message.user("hi")], Usage(1, 2, 1))
+    assert await open_history("memory://", "tenant-x").list_sessions() == ["s"]
+    assert await open_history("memory://", "tenant-y").list_sessions() == []
+    assert (await store.usage("s")).requests == 1
+    assert await store.delete("s")
+    assert await store.load("s") == []
+
+
+def test_open_history_uses_the_persistence_layer_when_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[str, str]] = []
+    fake = types.ModuleType("openheim.stores")
+
+    def fake_open(url: str, namespace: str = "default") -> object:
+        calls.append((url, namespace))
+        return "durable"
+
+    fake.open_history = fake_open  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "openheim.stores", fake)
+    assert open_history("sqlite:///x.db", "acme") == "durable"
+    assert calls == [("sqlite:///x.db", "acme")]
