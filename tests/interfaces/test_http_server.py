@@ -395,3 +395,26 @@ def test_sigterm_lets_in_flight_runs_finish(tmp_path: Path) -> None:
         assert served.proc.wait(30) in (0, -signal.SIGTERM)
     finally:
         stop_server(served)
+
+
+async def test_provider_models_are_proxied(server: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A second app whose [providers.up] is the live server: "up:echo" goes through as a model.
+    from openheim.config import load_config
+    from openheim.server import create_app
+
+    monkeypatch.setenv("IX_ACME_KEY", KEYS["acme"])
+    folder = server.config.parent / "chain"
+    config = write_project(
+        folder,
+        f'[providers.up]\nbase_url = "{server.url}/v1"\napi_key_env = "IX_ACME_KEY"\n',
+    )
+    app = create_app(load_config(config))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://chain") as c:
+        body = {"model": "up:echo", "messages": [{"role": "user", "content": "via proxy"}]}
+        r = await c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == "echo: via proxy (turn 1)"
+        body["model"] = "elsewhere:echo"
+        assert (await c.post("/v1/chat/completions", json=body)).status_code == 404
+    await app.state.aclose()

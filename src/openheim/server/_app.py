@@ -156,7 +156,7 @@ def create_app(config: Config, state: ServerState | None = None) -> Any:
         return Response(body, media_type=content_type)
 
     async def openapi(request: Request) -> Response:
-        return _json(openapi_document(tuple(state.config.agents)))
+        return _json(openapi_document(tuple(state.config.agents), bool(state.config.providers)))
 
     async def list_models(request: Request) -> Response:
         data = [
@@ -171,6 +171,11 @@ def create_app(config: Config, state: ServerState | None = None) -> Any:
             return _error(503, "the server is shutting down", "unavailable")
         try:
             req = oa.parse_request(await request.body())
+            provider = req.model.partition(":")[0]
+            if req.model not in state.config.agents and provider in state.config.providers:
+                # "<provider>:<model>" for a [providers.NAME] entry: a plain model proxy.
+                model = state.provider_model(req.model)
+                return await _proxy(tenant, model, req, oa.to_model_request(req))
             if req.model not in state.config.agents:
                 return _error(
                     404,
@@ -385,6 +390,7 @@ def create_app(config: Config, state: ServerState | None = None) -> Any:
     async def lifespan(app: Any) -> AsyncIterator[None]:
         yield
         await state.drain(state.config.server.shutdown_grace)
+        await state.aclose()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),

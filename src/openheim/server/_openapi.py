@@ -81,7 +81,10 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["model", "messages"],
         "properties": {
-            "model": {"type": "string", "description": "a configured agent's name"},
+            "model": {
+                "type": "string",
+                "description": "a configured agent's name, or <provider>:<model> for a [providers.NAME]",
+            },
             "messages": {"type": "array", "minItems": 1, "items": _ref("ChatMessage")},
             "tools": {
                 "type": "array",
@@ -273,12 +276,17 @@ _BUSY = {"429": _json(_ERR, "too many concurrent runs for the tenant (see Retry-
 
 
 @functools.lru_cache(maxsize=4)
-def openapi_document(agents: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The document; ``agents`` (the configured names) become the enum of model and agent names."""
+def openapi_document(agents: tuple[str, ...] = (), providers: bool = False) -> dict[str, Any]:
+    """The document; ``agents`` (the configured names) become the enum of agent names.
+
+    With ``providers`` configured, ``model`` may also be ``"<provider>:<model>"``, so
+    it is left a free string there.
+    """
     schemas = copy.deepcopy(_SCHEMAS)
     name_param = _path("name", "agent name")
     if agents:
-        schemas["ChatCompletionRequest"]["properties"]["model"]["enum"] = list(agents)
+        if not providers:
+            schemas["ChatCompletionRequest"]["properties"]["model"]["enum"] = list(agents)
         name_param["schema"]["enum"] = list(agents)
     completion_ok = {
         "description": "the completion (JSON), or SSE chunks ending with `data: [DONE]` when stream=true",

@@ -116,6 +116,7 @@ class ServerState:
         self.config = config
         self._keys: dict[bytes, str] = {}
         self._agents: dict[tuple[str, str], Any] = {}
+        self._models: dict[str, Any] = {}
         self._histories: dict[str, EphemeralHistory] = {}
         self.runs: dict[str, RunRecord] = {}
         self.active: dict[str, int] = {}
@@ -134,6 +135,7 @@ class ServerState:
         self.config = config
         self._load_keys()
         self._agents.clear()
+        self._models.clear()
 
     def tenant_for(self, key: str) -> str | None:
         digest = hashlib.sha256(key.encode()).digest()
@@ -150,6 +152,14 @@ class ServerState:
             h = EphemeralHistory(open_history(self.config.store.url, tenant))
             self._histories[tenant] = h
         return h
+
+    def provider_model(self, spec: str) -> Any:
+        """The Model for ``"<provider>:<model>"`` of a configured provider (one per spec)."""
+        model = self._models.get(spec)
+        if model is None:
+            model = self.config.resolve_model("(request)", spec)
+            self._models[spec] = model
+        return model
 
     def agent(self, tenant: str, name: str) -> Any:
         key = (tenant, name)
@@ -214,6 +224,17 @@ class ServerState:
         now = time.monotonic()
         for rid in [r.id for r in self.runs.values() if r.finished and now - r.finished_at > keep]:
             del self.runs[rid]
+
+    async def aclose(self) -> None:
+        """Close the agents' and proxied models' connections."""
+        for agent in list(self._agents.values()):
+            with contextlib.suppress(Exception):
+                await agent.aclose()
+        for model in list(self._models.values()):
+            with contextlib.suppress(Exception):
+                await model.aclose()
+        self._agents.clear()
+        self._models.clear()
 
     def in_flight(self) -> list[asyncio.Task[None]]:
         return [r.task for r in self.runs.values() if r.task is not None and not r.task.done()]
