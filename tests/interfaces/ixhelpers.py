@@ -94,12 +94,14 @@ def start_server(config: Path, grpc: bool = True) -> Served:
     cmd = [sys.executable, "-m", "openheim", "serve", "--config", str(config), "--port", str(port)]
     if grpc:
         cmd += ["--grpc-port", str(gport)]
-    proc = subprocess.Popen(cmd, env=child_env(), cwd=config.parent, stderr=subprocess.PIPE)
+    # stderr to a file, not a pipe nobody reads (a full pipe would stall the server).
+    log = config.parent / f"serve-{port}.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(cmd, env=child_env(), cwd=config.parent, stderr=err)
     deadline = time.monotonic() + 60
     while True:
         if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise RuntimeError(f"openheim serve exited with {proc.returncode}: {err}")
+            raise RuntimeError(f"openheim serve exited with {proc.returncode}: {log.read_text()}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 break
@@ -107,6 +109,7 @@ def start_server(config: Path, grpc: bool = True) -> Served:
             pass
         if time.monotonic() > deadline:
             proc.kill()
+            proc.wait()
             raise RuntimeError("openheim serve did not come up within 60 s")
         time.sleep(0.05)
     return Served(proc, port, gport, config)
@@ -120,5 +123,3 @@ def stop_server(served: Served) -> None:
         except subprocess.TimeoutExpired:
             served.proc.kill()
             served.proc.wait()
-    if served.proc.stderr:
-        served.proc.stderr.close()
