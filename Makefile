@@ -25,13 +25,35 @@ $(VENV)/.build-deps: $(PY)
 	$(PIP) install -q "scikit-build-core>=0.10" "cython>=3.0.11" "cython-cmake>=0.2" ninja
 	@touch $@
 
-$(VENV)/.installed-run: $(VENV)/.build-deps $(CORE_SOURCES)
-	$(PIP) install -q --no-build-isolation -e .
+# llama-cpp-python is built from source once per machine, for a portable CPU
+# target (x86-64: AVX2/FMA/F16C, no AMX, whose kernels crash on some VMs), and
+# the wheel kept in $(LLAMA_WHEELS) so later venvs and CI runs reuse it.
+# GPU boxes: LLAMA_CMAKE_ARGS="-DGGML_CUDA=on" make ... (see README).
+LLAMA_VERSION ?= 0.3.36
+LLAMA_WHEELS  ?= $(HOME)/.cache/openheim/wheels
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+else
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+endif
+LLAMA_WHEEL = $(firstword $(wildcard $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl))
+
+$(VENV)/.llama: $(PY)
+	@if [ -z "$(LLAMA_WHEEL)" ]; then \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) once for this machine (5-10 min)"; \
+	  mkdir -p $(LLAMA_WHEELS); \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel -q --no-cache-dir --no-deps \
+	    -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION); fi
+	$(PIP) install -q "$$(ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl | head -1)[server]"
 	@touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.build-deps $(CORE_SOURCES)
+$(VENV)/.installed-run: $(VENV)/.build-deps $(VENV)/.llama $(CORE_SOURCES)
+	$(PIP) install -q --no-build-isolation -e ".[local,demo]"
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.build-deps $(VENV)/.llama $(CORE_SOURCES)
 	$(PIP) install -q --no-build-isolation -e ".[dev]"
-	@touch $@ $(VENV)/.installed-run
+	@touch $@
 
 run: $(VENV)/.installed-run
 	$(BIN)/openheim demo

@@ -282,6 +282,8 @@ class StreamFailed(StreamError):
 
 class StreamTimeout(StreamError, TimeoutError):
     """A blocking token-stream read waited for its whole timeout."""
+
+
 class ToolArgumentsError(AgentError, ValueError):
     """The model sent invalid arguments to a tool more often than the tool's ``retries``."""
 
