@@ -6,7 +6,7 @@ PY     := $(BIN)/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 CORE_SOURCES := $(wildcard src/_core/*) CMakeLists.txt pyproject.toml
 
-.PHONY: help run test lint typecheck pytest services asan wheel bench-core bench-agent bench clean
+.PHONY: help run test lint typecheck pytest services asan wheel bench-core bench-agent bench-local bench clean
 
 help:
 	@echo "make run        create .venv, install openheim, run the example agent"
@@ -14,6 +14,8 @@ help:
 	@echo "make asan       build the core with ASan+UBSan and run the native tests"
 	@echo "make wheel      build a manylinux wheel into wheels/"
 	@echo "make bench-core run the native-core benchmarks (ratios against the stdlib)"
+	@echo "make bench-local run the llama.cpp benchmarks on the demo model"
+	@echo "make bench      run every benchmark group"
 	@echo "make bench      run every benchmark group (agent: against pydantic-ai)"
 
 $(PY):
@@ -95,7 +97,7 @@ wheel: $(VENV)/.installed-dev
 # ---- benchmarks ---------------------------------------------------------------
 # The `bench` extra holds the baselines (pydantic-ai); it is not part of dev.
 $(VENV)/.installed-bench: $(VENV)/.installed-dev
-	$(PIP) install -q --no-build-isolation -e ".[dev,bench]"
+	$(PIP) install -q --no-build-isolation -e ".[dev,bench,demo]"
 	@touch $@
 
 bench-core: $(VENV)/.installed-dev
@@ -103,6 +105,10 @@ bench-core: $(VENV)/.installed-dev
 
 bench-agent: $(VENV)/.installed-bench
 	$(PY) benches/run.py agent
+
+# Local inference on the demo model; the same GGUF and thread count for both sides.
+bench-local: $(VENV)/.installed-bench
+	$(PY) benches/run.py local
 
 bench: $(VENV)/.installed-bench
 	$(PY) benches/run.py all
