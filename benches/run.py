@@ -27,6 +27,13 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
             "actor scheduler vs a Task + asyncio.Queue per actor (msgs/s; memory: lower is better)",
         ),
     ],
+    "state": [
+        (
+            "bench_state",
+            "durable state: checkpointed runs vs LangGraph SqliteSaver (runs/s, target ≥10×); "
+            "stored bytes vs the messages' own bytes (limit 2×)",
+        ),
+    ],
 }
 
 

@@ -59,8 +59,8 @@ class RunCheckpoint(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One checkpoint of a run: a full snapshot or a delta (see the module docstring)."""
 
     v: int = FORMAT_VERSION
-    run_id: str
-    agent: str
+    run_id: str = ""
+    agent: str = ""
     session: str | None = None
     status: RunStatus = "running"
     base: int = 0
@@ -189,27 +189,42 @@ def replay(records: list[tuple[bool, RunCheckpoint]]) -> RunCheckpoint:
     start = max((i for i, (snap, _) in enumerate(records) if snap), default=None)
     if start is None:
         raise CorruptStateError("a run's checkpoint log has no snapshot to start from")
-    messages = list(records[start][1].messages)
-    last = records[start][1]
+    snapshot = records[start][1]
+    messages = list(snapshot.messages)
+    last = snapshot
     for _, cp in records[start + 1 :]:
         if cp.base != len(messages):
             raise CorruptStateError(
-                f"run {cp.run_id!r}: a delta starts at message {cp.base} but the checkpoints "
+                f"run {snapshot.run_id!r}: a delta starts at message {cp.base} but the checkpoints "
                 f"before it hold {len(messages)} messages (a record is missing)"
             )
         messages.extend(cp.messages)
         last = cp
-    return msgspec.structs.replace(last, base=0, messages=messages)
+    # Deltas leave out the run's identity; the snapshot has it.
+    return msgspec.structs.replace(
+        last,
+        run_id=snapshot.run_id,
+        agent=snapshot.agent,
+        session=snapshot.session,
+        base=0,
+        messages=messages,
+    )
 
 
 def checkpoint_of(
     state: RunState, status: RunStatus, base: int, user_state: Any = None
 ) -> RunCheckpoint:
-    """The checkpoint of ``state`` holding its messages from index ``base`` on."""
+    """The checkpoint of ``state`` holding its messages from index ``base`` on.
+
+    A delta (``base > 0``) leaves out the run id, agent and session: the
+    snapshot it follows holds them, and every delta stays a few bytes more
+    than the messages it adds.
+    """
+    delta = base > 0
     return RunCheckpoint(
-        run_id=state.run_id,
-        agent=state.agent,
-        session=state.session,
+        run_id="" if delta else state.run_id,
+        agent="" if delta else state.agent,
+        session=None if delta else state.session,
         status=status,
         base=base,
         messages=state.messages[base:],

@@ -112,7 +112,8 @@ async def _check(tmp: Path, incarnations: int) -> None:
                     runs = executions[key]
                     # The recorded result is the last execution: once its result was
                     # checkpointed, the tool never ran again.
-                    assert runs and runs[-1] == tool_message.content, (key, runs)
+                    assert runs, key
+                    assert runs[-1] == tool_message.content, (key, runs)
                     assert len(runs) <= incarnations
         assert not acked, f"acknowledged but lost: {sorted(acked)}"
     finally:

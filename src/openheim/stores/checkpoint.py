@@ -43,7 +43,7 @@ _LOG = "run/"
 class _Track:
     """What this process knows of a run's log: enough to write the next delta."""
 
-    __slots__ = ("base", "delta_bytes", "deltas", "records", "snapshot_bytes")
+    __slots__ = ("base", "delta_bytes", "deltas", "last_snapshot", "records", "snapshot_bytes")
 
     def __init__(self) -> None:
         self.base = 0  # messages covered by the records so far
@@ -51,6 +51,7 @@ class _Track:
         self.delta_bytes = 0
         self.snapshot_bytes = 0
         self.records: list[tuple[int, bool]] = []  # (seq, is_snapshot), oldest first
+        self.last_snapshot = 0  # index in records of the newest snapshot
 
 
 class Checkpointer:
@@ -105,22 +106,25 @@ class Checkpointer:
         if snapshot:
             track.deltas = track.delta_bytes = 0
             track.snapshot_bytes = len(data)
-            await self._trim(log, track)
+            track.last_snapshot = len(track.records) - 1
         else:
             track.deltas += 1
             track.delta_bytes += len(data)
+        await self._trim(log, track)
         return seq
 
     async def _trim(self, log: str, track: _Track) -> None:
+        """Drop the records no longer needed to restore the newest ``keep`` checkpoints."""
         records = track.records
-        if len(records) <= self.keep:
-            return
+        if track.last_snapshot == 0 or len(records) <= self.keep:
+            return  # the oldest record kept is the newest snapshot, or too few records
         oldest_kept = records[-self.keep][0]
         # The newest snapshot at or before the oldest checkpoint we must be able to restore.
         start = max(i for i, (seq, snap) in enumerate(records) if snap and seq <= oldest_kept)
         if start > 0:
             await self.store.trim_log(log, records[start][0] - 1)
             del records[:start]
+            track.last_snapshot -= start
 
     async def load(self, run_id: str) -> RunCheckpoint | None:
         """The newest checkpoint of ``run_id`` (snapshot and deltas folded), or None."""
@@ -140,7 +144,8 @@ class Checkpointer:
         track = self._tracks[run_id] = _Track()
         track.base = len(cp.messages)
         track.records = [(seq, snap) for (seq, _), (snap, _) in zip(raw, records, strict=False)]
-        track.deltas = len(records) - 1 - max(i for i, (snap, _) in enumerate(records) if snap)
+        track.last_snapshot = max(i for i, (snap, _) in enumerate(records) if snap)
+        track.deltas = len(records) - 1 - track.last_snapshot
         return cp
 
     async def runs(self) -> list[str]:
