@@ -16,12 +16,13 @@ completed tool results) is small and is repeated in full in every record.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
 
-from openheim._core import decode_frame, encode_frame, frame_header
+from openheim._core import atomic_write, decode_frame, encode_frame, frame_header
 from openheim.agent.result import Approval, PendingApproval, RunState
 from openheim.errors import CorruptStateError, IncompatibleStateError
 from openheim.messages import Message, Usage
@@ -40,8 +41,10 @@ __all__ = [
     "decode_session",
     "encode_checkpoint",
     "encode_session",
+    "read_snapshot_file",
     "replay",
     "state_of",
+    "write_snapshot_file",
 ]
 
 FORMAT_VERSION = 2
@@ -254,3 +257,19 @@ def state_of(cp: RunCheckpoint) -> RunState:
         completed=dict(cp.completed),
         decisions=dict(cp.decisions),
     )
+
+
+def write_snapshot_file(
+    path: str | os.PathLike[str], state: RunState, user_state: Any = None
+) -> None:
+    """Write a full snapshot of ``state`` to ``path`` atomically (temp file, fsync, rename)."""
+    atomic_write(
+        path, encode_checkpoint(checkpoint_of(state, "running", 0, user_state), snapshot=True)
+    )
+
+
+def read_snapshot_file(path: str | os.PathLike[str]) -> RunCheckpoint:
+    """The snapshot in ``path``; CorruptStateError naming the file if it is damaged."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return decode_checkpoint(data, f"snapshot file {os.fspath(path)!r}")[1]

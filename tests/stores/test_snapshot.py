@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -180,3 +181,48 @@ async def test_a_corrupt_checkpoint_row_names_its_run_and_others_load(store: Sto
 
 def test_checkpoint_struct_has_a_version_field() -> None:
     assert "v" in RunCheckpoint.__struct_fields__
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty"])
+def test_corrupt_snapshot_files_name_the_file(tmp_path: Path, damage: str) -> None:
+    from openheim.snapshot import read_snapshot_file, write_snapshot_file
+
+    good, bad = tmp_path / "good.ohsf", tmp_path / "bad.ohsf"
+    write_snapshot_file(good, _state(2), user_state={"k": 1})
+    write_snapshot_file(bad, _state(3))
+    data = bytearray(bad.read_bytes())
+    if damage == "truncate":
+        data = data[:-7]
+    elif damage == "flip":
+        data[len(data) // 2] ^= 0x10
+    else:
+        data = bytearray()
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CorruptStateError, match=r"bad\.ohsf"):
+        read_snapshot_file(bad)
+    cp = read_snapshot_file(good)
+    assert cp.messages == _state(2).messages
+    assert cp.user_state == {"k": 1}
+
+
+async def test_a_corrupt_sqlite_row_is_reported_and_other_rows_served(tmp_path: Path) -> None:
+    import sqlite3
+
+    from openheim.stores import StoreHistory
+
+    path = tmp_path / "s.db"
+    store = open_store(f"sqlite://{path}")
+    history = StoreHistory(store)
+    await history.append("ok", [Message.user("fine")])
+    await history.append("broken", [Message.user("soon damaged")])
+    await store.aclose()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE oh_kv SET value = substr(value, 1, 20) WHERE key = 'session/broken'")
+    conn.commit()
+    conn.close()
+    store = open_store(f"sqlite://{path}")
+    history = StoreHistory(store)
+    with pytest.raises(CorruptStateError, match="session/broken"):
+        await history.load("broken")
+    assert [m.content for m in await history.load("ok")] == ["fine"]
+    await store.aclose()
