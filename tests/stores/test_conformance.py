@@ -149,3 +149,11 @@ async def test_bad_arguments(store: Store) -> None:
         await store.put("", b"x")
     with pytest.raises(ConfigError):
         await store.put("k", "text")  # type: ignore[arg-type]
+
+
+async def test_concurrent_blind_puts_get_distinct_versions(store: Store) -> None:
+    versions = await asyncio.gather(*(store.put("fresh", bytes([i])) for i in range(16)))
+    assert sorted(versions) == list(range(1, 17))
+    got = await store.get("fresh")
+    assert got is not None
+    assert got[1] == 16

@@ -154,50 +154,68 @@ class PostgresStore:
         value = check_value(value)
         check_ttl(ttl)
         ns = self.ns
-        async with await self._p.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                f"SELECT version, {_LIVE} FROM openheim_kv WHERE ns=%s AND key=%s FOR UPDATE",
-                (ns, key),
+        expires = "now() + %s::float8 * interval '1 second'"
+        # Each case is one statement, atomic on the server (the upsert locks the row).
+        if expect_version is None:
+            sql = (
+                "INSERT INTO openheim_kv AS kv (ns, key, value, version, expires_at) "
+                f"VALUES (%s, %s, %s, 1, {expires}) ON CONFLICT (ns, key) DO UPDATE SET "
+                "value=excluded.value, expires_at=excluded.expires_at, version=CASE WHEN "
+                "kv.expires_at IS NULL OR kv.expires_at > now() THEN kv.version + 1 ELSE 1 END "
+                "RETURNING version"
             )
-            row = await cur.fetchone()
-            current = int(row[0]) if row is not None and row[1] else 0
-            if expect_version is not None and expect_version != current:
-                raise conflict(ns, key, expect_version, current)
-            if expect_version == 0 and row is None:
-                # Create-only: the row may appear between the SELECT and here.
-                cur = await conn.execute(
-                    "INSERT INTO openheim_kv (ns, key, value, version, expires_at) "
-                    "VALUES (%s, %s, %s, 1, now() + %s::float8 * interval '1 second') "
-                    "ON CONFLICT (ns, key) DO NOTHING RETURNING version",
-                    (ns, key, value, ttl),
-                )
-                if await cur.fetchone() is None:
-                    raise conflict(ns, key, 0, 1)
-                return 1
-            await conn.execute(
-                "INSERT INTO openheim_kv (ns, key, value, version, expires_at) "
-                "VALUES (%s, %s, %s, %s, now() + %s::float8 * interval '1 second') "
-                "ON CONFLICT (ns, key) DO UPDATE SET value=excluded.value, "
-                "version=excluded.version, expires_at=excluded.expires_at",
-                (ns, key, value, current + 1, ttl),
+            params: tuple[object, ...] = (ns, key, value, ttl)
+        elif expect_version == 0:
+            # Create only: an expired row counts as absent and is replaced.
+            sql = (
+                "INSERT INTO openheim_kv AS kv (ns, key, value, version, expires_at) "
+                f"VALUES (%s, %s, %s, 1, {expires}) ON CONFLICT (ns, key) DO UPDATE SET "
+                "value=excluded.value, expires_at=excluded.expires_at, version=1 "
+                "WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= now() RETURNING version"
             )
-            return current + 1
+            params = (ns, key, value, ttl)
+        else:
+            sql = (
+                f"UPDATE openheim_kv SET value=%s, version=version + 1, expires_at={expires} "
+                f"WHERE ns=%s AND key=%s AND version=%s AND {_LIVE} RETURNING version"
+            )
+            params = (value, ttl, ns, key, expect_version)
+        row = await self._one(sql, params)
+        if row is None:
+            assert expect_version is not None
+            raise conflict(ns, key, expect_version, await self._version(key))
+        return int(row[0])
+
+    async def _version(self, key: str) -> int:
+        row = await self._one(
+            f"SELECT version FROM openheim_kv WHERE ns=%s AND key=%s AND {_LIVE}", (self.ns, key)
+        )
+        return 0 if row is None else int(row[0])
 
     async def delete(self, key: str, *, expect_version: int | None = None) -> bool:
         check_key(key)
         ns = self.ns
-        async with await self._p.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                f"SELECT version, {_LIVE} FROM openheim_kv WHERE ns=%s AND key=%s FOR UPDATE",
+        if expect_version is None:
+            row = await self._one(
+                f"DELETE FROM openheim_kv WHERE ns=%s AND key=%s RETURNING {_LIVE}", (ns, key)
+            )
+            return row is not None and bool(row[0])
+        if expect_version == 0:
+            if await self._version(key):
+                raise conflict(ns, key, 0, await self._version(key))
+            await self._one(
+                f"DELETE FROM openheim_kv WHERE ns=%s AND key=%s AND NOT {_LIVE} RETURNING 1",
                 (ns, key),
             )
-            row = await cur.fetchone()
-            current = int(row[0]) if row is not None and row[1] else 0
-            if expect_version is not None and expect_version != current:
-                raise conflict(ns, key, expect_version, current)
-            if row is not None:
-                await conn.execute("DELETE FROM openheim_kv WHERE ns=%s AND key=%s", (ns, key))
-            return current > 0
+            return False
+        row = await self._one(
+            f"DELETE FROM openheim_kv WHERE ns=%s AND key=%s AND version=%s AND {_LIVE} "
+            "RETURNING 1",
+            (ns, key, expect_version),
+        )
+        if row is None:
+            raise conflict(ns, key, expect_version, await self._version(key))
+        return True
 
     async def list(self, prefix: str = "") -> builtins.list[str]:
         like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
