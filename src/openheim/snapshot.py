@@ -17,6 +17,7 @@ completed tool results) is small and is repeated in full in every record.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -76,6 +77,7 @@ class RunCheckpoint(msgspec.Struct, kw_only=True, omit_defaults=True):
     completed: dict[str, Message] = msgspec.field(default_factory=dict)
     decisions: dict[str, Approval] = msgspec.field(default_factory=dict)
     user_state: Any = None
+    at: float = 0.0  # wall-clock time of the checkpoint (epoch seconds)
 
 
 class SessionRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -239,6 +241,7 @@ def checkpoint_of(
         completed=dict(state.completed),
         decisions=dict(state.decisions),
         user_state=user_state,
+        at=time.time(),
     )
 
 

@@ -193,3 +193,20 @@ async def test_a_run_whose_session_got_it_is_only_cleaned_up(store: Store) -> No
 
 def test_message_import_kept() -> None:
     assert Message.user("x").role == "user"
+
+
+async def test_recover_leaves_runs_in_flight_and_recent_ones_alone(store: Store) -> None:
+    tools = Tools(block_second=True)
+    agent = _agent(store, tools)
+    task = asyncio.ensure_future(agent.run("p", session="s"))
+    await asyncio.wait_for(tools.entered.wait(), 10)
+    assert await agent.recover() == []  # still running here
+    assert tools.calls == ["first p", "second p"]
+    # Another process would see it, unless it was checkpointed within min_idle.
+    other = _agent(store, Tools())
+    assert await other.unfinished_runs(min_idle=60) == []
+    assert len(await other.unfinished_runs()) == 1
+    assert tools.block is not None
+    tools.block.set()
+    assert (await task).output == "done p"
+    assert await other.unfinished_runs() == []

@@ -9,6 +9,7 @@ import inspect
 import itertools
 import logging
 import os
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -397,25 +398,35 @@ class Agent:
             )
         return self.checkpointer
 
-    async def unfinished_runs(self) -> list[str]:
-        """Ids of this agent's checkpointed runs that have not finished (paused ones too)."""
+    async def unfinished_runs(self, *, min_idle: float = 0.0) -> list[str]:
+        """Ids of this agent's checkpointed runs not running in this process (paused ones too).
+
+        ``min_idle`` (seconds) leaves out runs checkpointed more recently than
+        that: with several processes on one store, set it above your longest
+        model or tool call so that runs still alive elsewhere are not taken.
+        """
         ckpt = self._checkpointer()
+        now = time.time()
         ids = []
         for run_id in await ckpt.runs():
+            if run_id in ckpt.active:
+                continue
             cp = await ckpt.load(run_id)
-            if cp is not None and cp.agent == self.name:
+            if cp is not None and cp.agent == self.name and now - cp.at >= min_idle:
                 ids.append(run_id)
         return ids
 
-    async def recover(self, *, deps: Any = None) -> list[RunResult]:
+    async def recover(self, *, deps: Any = None, min_idle: float = 0.0) -> list[RunResult]:
         """Finish every run of this agent that a crash interrupted, from its last checkpoint.
 
         Runs continue concurrently; tools whose results were checkpointed are
         not called again. Runs paused for approval are returned as they are
         (``stop_reason == "approval_required"``; continue them with
         :meth:`resume_run`). A run that fails now is logged and left out.
+        Runs in flight in this process are left alone; for other processes
+        sharing the store see ``min_idle`` in :meth:`unfinished_runs`.
         """
-        ids = await self.unfinished_runs()
+        ids = await self.unfinished_runs(min_idle=min_idle)
         outcomes = await asyncio.gather(
             *(self.resume_run(i, deps=deps) for i in ids), return_exceptions=True
         )

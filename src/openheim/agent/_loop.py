@@ -220,6 +220,8 @@ class _Run:
             async for event in self._events():
                 yield event
             return
+        run_id = self.state.run_id
+        ckpt.active.add(run_id)
         try:
             async for event in self._events():
                 yield event
@@ -228,10 +230,12 @@ class _Run:
         except BaseException:
             # A failed run adds nothing to its session and is not recovered.
             try:
-                await ckpt.discard(self.state.run_id)
+                await ckpt.discard(run_id)
             except Exception:  # pragma: no cover - the store is failing too
-                logger.exception("could not drop the checkpoints of run %r", self.state.run_id)
+                logger.exception("could not drop the checkpoints of run %r", run_id)
             raise
+        finally:
+            ckpt.active.discard(run_id)
 
     def _paused(self) -> list[AgentEvent]:
         state = self.state

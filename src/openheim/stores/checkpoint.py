@@ -75,6 +75,7 @@ class Checkpointer:
         self.snapshot_bytes = snapshot_bytes
         self.keep = keep
         self._tracks: dict[str, _Track] = {}
+        self.active: set[str] = set()  # runs executing in this process right now
 
     def __repr__(self) -> str:
         return f"Checkpointer({self.store!r})"
