@@ -136,9 +136,10 @@ class _Writer:
                 except VersionConflictError as exc:  # raised before the op wrote anything
                     results.append((fut, exc, True))
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:  # sqlite3.Error, or a bug: never leave a caller waiting
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             error = StorageError(
                 f"SQLite store {self.path!r}: {exc}; the write was not saved (check the disk "
                 "and that no other program holds the database locked)"
