@@ -73,11 +73,12 @@ async def test_concurrent_cas_has_one_winner(store: Store) -> None:
 
 
 async def test_ttl_expiry(store: Store) -> None:
-    await store.put("short", b"x", ttl=0.2)
+    # A generous ttl, so that a loaded machine still reads the key before it expires.
+    await store.put("short", b"x", ttl=1.0)
     await store.put("long", b"y", ttl=60)
     await store.put("forever", b"z")
     assert await store.get("short") == (b"x", 1)
-    await asyncio.sleep(0.35)
+    await asyncio.sleep(1.2)
     assert await store.get("short") is None
     assert await store.list() == ["forever", "long"]
     # An expired key counts as absent: create-only succeeds, at version 1.
