@@ -210,3 +210,18 @@ async def test_recover_leaves_runs_in_flight_and_recent_ones_alone(store: Store)
     tools.block.set()
     assert (await task).output == "done p"
     assert await other.unfinished_runs() == []
+
+
+async def test_history_and_checkpointer_from_a_store_url(tmp_path: object) -> None:
+    url = f"sqlite://{tmp_path}/state.db"
+    agent = oh.Agent(_model(), name="worker", tools=Tools().make(), history=url, checkpointer=True)
+    assert isinstance(agent.history, StoreHistory)
+    assert agent.checkpointer is not None
+    assert agent.checkpointer.store is agent.history.store
+    assert (await agent.run("p", session="s")).output == "done p"
+    again = oh.Agent(_model(), name="worker", history=url)
+    assert len(await again.history.load("s")) == 6
+    await agent.history.store.aclose()
+    await again.history.store.aclose()
+    with pytest.raises(ConfigError, match="checkpointer=True"):
+        oh.Agent(_model(), checkpointer=True)

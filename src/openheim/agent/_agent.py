@@ -103,12 +103,14 @@ class Agent:
     tool calls in flight per turn; ``model_timeout`` / ``tool_timeout`` (per
     call, a tool's own ``timeout`` wins) and ``run_timeout`` in seconds;
     ``output_retries`` invalid answers sent back before ``OutputValidationError``.
-    ``history`` stores sessions (in memory by default, or
-    ``openheim.stores.open_history(url)``); ``count_tokens`` estimates a
-    message's tokens when trimming history to the context window.
-    ``checkpointer`` (an :class:`openheim.stores.Checkpointer`) records every
-    step of every run durably so that :meth:`recover` can finish them after a
-    crash; :meth:`reload` changes the definition without losing sessions.
+    ``history`` stores sessions: in memory by default, or a store URL
+    (``"sqlite:///state.db"``, ``"redis://..."``, ...) or any
+    :class:`HistoryStore` such as ``openheim.stores.open_history(url)``;
+    ``count_tokens`` estimates a message's tokens when trimming history to
+    the context window. ``checkpointer`` (an :class:`openheim.stores.Checkpointer`,
+    or True for one on the history's store) records every step of every run
+    durably so that :meth:`recover` can finish them after a crash;
+    :meth:`reload` changes the definition without losing sessions.
 
     A run adds its messages to the session only when it finishes: a run that
     fails, times out, is cancelled (``task.cancel()`` also cancels its model
@@ -132,9 +134,9 @@ class Agent:
         tool_timeout: float | None = None,
         run_timeout: float | None = None,
         output_retries: int = 2,
-        history: HistoryStore | None = None,
+        history: HistoryStore | str | None = None,
         count_tokens: TokenCounter | None = None,
-        checkpointer: Checkpointer | None = None,
+        checkpointer: Checkpointer | bool | None = None,
     ) -> None:
         self._set_model(model)
         if max_iterations < 1:
@@ -154,8 +156,23 @@ class Agent:
         self.run_timeout = run_timeout
         self.output_retries = output_retries
         self.model_settings = _as_settings(model_settings)
+        if isinstance(history, str):
+            from openheim.stores import open_history
+
+            history = open_history(history)
         self.history: HistoryStore = history if history is not None else InMemoryHistory()
-        self.checkpointer = checkpointer
+        if checkpointer is True:
+            store = getattr(self.history, "store", None)
+            if store is None:
+                raise ConfigError(
+                    "checkpointer=True keeps checkpoints in the history's store, but this "
+                    "history has none: give history='sqlite:///path.db' (or another store URL) "
+                    "or checkpointer=Checkpointer(store)"
+                )
+            from openheim.stores.checkpoint import Checkpointer as _Checkpointer
+
+            checkpointer = _Checkpointer(store)
+        self.checkpointer: Checkpointer | None = checkpointer or None
         self._count_tokens: TokenCounter = count_tokens or estimate_tokens
         self._output = OutputSpec(output_type)
         self.output_type = output_type
