@@ -70,7 +70,13 @@ def _trial(tmp: Path, rng: random.Random, kills: int) -> int:
         proc.communicate(timeout=30)  # reap it and close its pipes
     proc = _spawn(tmp)
     _wait_ready(proc)
-    out, err = proc.communicate(timeout=120)
+    # Read through the text wrappers: readline() may already hold the rest of the
+    # output in its buffer, which communicate() would bypass.
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "COMPLETE" in out
     asyncio.run(_check(tmp, kills + 1))
