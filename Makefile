@@ -6,7 +6,7 @@ PY     := $(BIN)/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 CORE_SOURCES := $(wildcard src/_core/*) CMakeLists.txt pyproject.toml
 
-.PHONY: help run test lint typecheck pytest services asan wheel bench-core bench-agent bench-local bench clean
+.PHONY: help run test lint typecheck pytest services asan wheel bench-core bench-agent bench-local bench-state bench clean
 
 help:
 	@echo "make run        create .venv, install openheim, run the example agent"
@@ -15,8 +15,7 @@ help:
 	@echo "make wheel      build a manylinux wheel into wheels/"
 	@echo "make bench-core run the native-core benchmarks (ratios against the stdlib)"
 	@echo "make bench-local run the llama.cpp benchmarks on the demo model"
-	@echo "make bench      run every benchmark group"
-	@echo "make bench      run every benchmark group (agent: against pydantic-ai)"
+	@echo "make bench      run every benchmark group (agent: against pydantic-ai; state: LangGraph)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -95,7 +94,7 @@ wheel: $(VENV)/.installed-dev
 	@ls -1 wheels/*.whl
 
 # ---- benchmarks ---------------------------------------------------------------
-# The `bench` extra holds the baselines (pydantic-ai); it is not part of dev.
+# The `bench` extra holds the baselines (pydantic-ai, LangGraph); it is not part of dev.
 $(VENV)/.installed-bench: $(VENV)/.installed-dev
 	$(PIP) install -q --no-build-isolation -e ".[dev,bench,demo]"
 	@touch $@
@@ -109,6 +108,9 @@ bench-agent: $(VENV)/.installed-bench
 # Local inference on the demo model; the same GGUF and thread count for both sides.
 bench-local: $(VENV)/.installed-bench
 	$(PY) benches/run.py local
+
+bench-state: $(VENV)/.installed-bench
+	$(PY) benches/run.py state
 
 bench: $(VENV)/.installed-bench
 	$(PY) benches/run.py all

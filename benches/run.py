@@ -31,6 +31,13 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
     "local": [
         ("bench_local", "local inference on llama.cpp (tokens/s, higher is better)"),
     ],
+    "state": [
+        (
+            "bench_state",
+            "durable state: checkpointed runs vs LangGraph SqliteSaver (runs/s, target ≥10×); "
+            "stored bytes vs the messages' own bytes (limit 2×)",
+        ),
+    ],
 }
 
 
