@@ -6,7 +6,7 @@ PY     := $(BIN)/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 CORE_SOURCES := $(wildcard src/_core/*) CMakeLists.txt pyproject.toml
 
-.PHONY: help run test lint typecheck pytest services asan wheel bench-core bench-agent bench clean proto
+.PHONY: help run test lint typecheck pytest services asan wheel bench-core bench-agent bench-local bench-state bench clean proto
 
 help:
 	@echo "make run        create .venv, install openheim, run the example agent"
@@ -14,7 +14,8 @@ help:
 	@echo "make asan       build the core with ASan+UBSan and run the native tests"
 	@echo "make wheel      build a manylinux wheel into wheels/"
 	@echo "make bench-core run the native-core benchmarks (ratios against the stdlib)"
-	@echo "make bench      run every benchmark group (agent: against pydantic-ai)"
+	@echo "make bench-local run the llama.cpp benchmarks on the demo model"
+	@echo "make bench      run every benchmark group (agent: against pydantic-ai; state: LangGraph)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,13 +26,35 @@ $(VENV)/.build-deps: $(PY)
 	$(PIP) install -q "scikit-build-core>=0.10" "cython>=3.0.11" "cython-cmake>=0.2" ninja
 	@touch $@
 
-$(VENV)/.installed-run: $(VENV)/.build-deps $(CORE_SOURCES)
-	$(PIP) install -q --no-build-isolation -e .
+# llama-cpp-python is built from source once per machine, for a portable CPU
+# target (x86-64: AVX2/FMA/F16C, no AMX, whose kernels crash on some VMs), and
+# the wheel kept in $(LLAMA_WHEELS) so later venvs and CI runs reuse it.
+# GPU boxes: LLAMA_CMAKE_ARGS="-DGGML_CUDA=on" make ... (see README).
+LLAMA_VERSION ?= 0.3.36
+LLAMA_WHEELS  ?= $(HOME)/.cache/openheim/wheels
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+else
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+endif
+LLAMA_WHEEL = $(firstword $(wildcard $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl))
+
+$(VENV)/.llama: $(PY)
+	@if [ -z "$(LLAMA_WHEEL)" ]; then \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) once for this machine (5-10 min)"; \
+	  mkdir -p $(LLAMA_WHEELS); \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel -q --no-cache-dir --no-deps \
+	    -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION); fi
+	$(PIP) install -q "$$(ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl | head -1)[server]"
 	@touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.build-deps $(CORE_SOURCES)
+$(VENV)/.installed-run: $(VENV)/.build-deps $(VENV)/.llama $(CORE_SOURCES)
+	$(PIP) install -q --no-build-isolation -e ".[local,demo]"
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.build-deps $(VENV)/.llama $(CORE_SOURCES)
 	$(PIP) install -q --no-build-isolation -e ".[dev]"
-	@touch $@ $(VENV)/.installed-run
+	@touch $@
 
 run: $(VENV)/.installed-run
 	$(BIN)/openheim demo
@@ -71,9 +94,9 @@ wheel: $(VENV)/.installed-dev
 	@ls -1 wheels/*.whl
 
 # ---- benchmarks ---------------------------------------------------------------
-# The `bench` extra holds the baselines (pydantic-ai); it is not part of dev.
+# The `bench` extra holds the baselines (pydantic-ai, LangGraph); it is not part of dev.
 $(VENV)/.installed-bench: $(VENV)/.installed-dev
-	$(PIP) install -q --no-build-isolation -e ".[dev,bench]"
+	$(PIP) install -q --no-build-isolation -e ".[dev,bench,demo]"
 	@touch $@
 
 bench-core: $(VENV)/.installed-dev
@@ -81,6 +104,13 @@ bench-core: $(VENV)/.installed-dev
 
 bench-agent: $(VENV)/.installed-bench
 	$(PY) benches/run.py agent
+
+# Local inference on the demo model; the same GGUF and thread count for both sides.
+bench-local: $(VENV)/.installed-bench
+	$(PY) benches/run.py local
+
+bench-state: $(VENV)/.installed-bench
+	$(PY) benches/run.py state
 
 bench: $(VENV)/.installed-bench
 	$(PY) benches/run.py all

@@ -95,8 +95,7 @@ async def _openheim_concurrent(model: Any, n: int) -> float:
         model.engine.submit(req)
 
     async def drain(sink: Any) -> None:
-        reader = sink.buffer.reader()
-        while await reader.read_async():
+        async for _chunk in sink.buffer.reader():
             pass
 
     await asyncio.gather(*(drain(s) for s in sinks), *done)

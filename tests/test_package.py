@@ -15,6 +15,7 @@ HEAVY = [
     "llama_cpp",
     "redis",
     "psycopg",
+    "sqlite3",
     "grpc",
     "uvicorn",
     "numpy",

@@ -22,6 +22,9 @@ cdef object _current_loop_or_none():
 
 
 
+from collections import deque as _deque
+
+
 cdef class _WaiterQueue:
     """FIFO of asyncio futures parked on a condition (room, data, ...).
 
@@ -30,21 +33,21 @@ cdef class _WaiterQueue:
     ``call_soon_threadsafe``. A wake that reaches an already-cancelled future is
     passed on to the next waiter, so no wake-up is lost.
     """
-    cdef object _q  # collections.deque
-
-    def __cinit__(self):
-        from collections import deque
-        self._q = deque()
+    cdef object _q  # collections.deque, made on first park: idle queues cost nothing
 
     cdef inline bint has_waiters(self):
-        return len(self._q) > 0
+        return self._q is not None and len(self._q) > 0
 
     cdef object park(self):
         fut = _running_loop().create_future()
+        if self._q is None:
+            self._q = _deque()
         self._q.append(fut)
         return fut
 
     cdef void discard(self, object fut):
+        if self._q is None:
+            return
         try:
             self._q.remove(fut)
         except ValueError:
@@ -52,6 +55,8 @@ cdef class _WaiterQueue:
 
     cdef void wake_one(self):
         cdef object fut, loop
+        if self._q is None:
+            return
         while self._q:
             fut = self._q.popleft()
             if fut.done():
@@ -67,6 +72,8 @@ cdef class _WaiterQueue:
             return
 
     cdef void wake_all(self):
+        if self._q is None:
+            return
         while self._q:
             self.wake_one()
 

@@ -25,12 +25,15 @@ static void deadline_after(struct timespec *ts, double seconds)
 /* Lifecycle                                                           */
 /* ------------------------------------------------------------------ */
 
+#define OH_MB_INITIAL 4
+
 int oh_mb_init(oh_mailbox *mb, size_t cap)
 {
     pthread_condattr_t attr;
     if (cap == 0)
         return OH_INVALID;
-    mb->buf = (void **)calloc(cap, sizeof(void *));
+    mb->alloc = cap < OH_MB_INITIAL ? cap : OH_MB_INITIAL;
+    mb->buf = (void **)calloc(mb->alloc, sizeof(void *));
     if (mb->buf == NULL)
         return OH_NOMEM;
     mb->cap = cap;
@@ -55,7 +58,7 @@ void oh_mb_destroy(oh_mailbox *mb, void (*drop)(void *item))
     if (drop != NULL) {
         while (mb->count > 0) {
             drop(mb->buf[mb->head]);
-            mb->head = (mb->head + 1) % mb->cap;
+            mb->head = (mb->head + 1) % mb->alloc;
             mb->count--;
         }
     }
@@ -70,11 +73,34 @@ void oh_mb_destroy(oh_mailbox *mb, void (*drop)(void *item))
 /* Ring operations (caller holds mu)                                   */
 /* ------------------------------------------------------------------ */
 
+/* Make room for one more item (count < cap). Doubles the ring, unwrapping it
+   so the oldest item sits at index 0. */
+static int ring_reserve(oh_mailbox *mb)
+{
+    size_t grown, i;
+    void **nbuf;
+    if (mb->count < mb->alloc)
+        return OH_OK;
+    grown = mb->alloc * 2;
+    if (grown > mb->cap)
+        grown = mb->cap;
+    nbuf = (void **)calloc(grown, sizeof(void *));
+    if (nbuf == NULL)
+        return OH_NOMEM;
+    for (i = 0; i < mb->count; i++)
+        nbuf[i] = mb->buf[(mb->head + i) % mb->alloc];
+    free(mb->buf);
+    mb->buf = nbuf;
+    mb->alloc = grown;
+    mb->head = 0;
+    return OH_OK;
+}
+
 static inline void ring_push(oh_mailbox *mb, void *item)
 {
     size_t tail = mb->head + mb->count;
-    if (tail >= mb->cap)
-        tail -= mb->cap;
+    if (tail >= mb->alloc)
+        tail -= mb->alloc;
     mb->buf[tail] = item;
     mb->count++;
     if (mb->wait_get > 0)
@@ -86,7 +112,7 @@ static inline void *ring_pop(oh_mailbox *mb)
     void *item = mb->buf[mb->head];
     mb->buf[mb->head] = NULL;
     mb->head++;
-    if (mb->head == mb->cap)
+    if (mb->head == mb->alloc)
         mb->head = 0;
     mb->count--;
     if (mb->wait_put > 0)
@@ -106,7 +132,7 @@ int oh_mb_try_put(oh_mailbox *mb, void *item)
         rc = OH_CLOSED;
     else if (mb->count == mb->cap)
         rc = OH_FULL;
-    else
+    else if ((rc = ring_reserve(mb)) == OH_OK)
         ring_push(mb, item);
     pthread_mutex_unlock(&mb->mu);
     return rc;
@@ -171,7 +197,7 @@ int oh_mb_put_wait(oh_mailbox *mb, void *item, double timeout)
     if (rc == OH_OK) {
         if (mb->closed)
             rc = OH_CLOSED;
-        else
+        else if ((rc = ring_reserve(mb)) == OH_OK)
             ring_push(mb, item);
     }
     pthread_mutex_unlock(&mb->mu);

@@ -15,7 +15,8 @@ typedef struct {
     pthread_cond_t not_empty;
     pthread_cond_t not_full;
     void **buf;
-    size_t cap;
+    size_t cap;       /* the bound (maxsize) */
+    size_t alloc;     /* slots allocated: grows by doubling up to cap, so idle mailboxes stay small */
     size_t head;      /* index of the oldest item */
     size_t count;
     int closed;

@@ -79,12 +79,14 @@ cdef class Mailbox:
 
     # -- internals (GIL held) ----------------------------------------------
 
-    cdef inline int _try_put(self, object item):
+    cdef inline int _try_put(self, object item) except -1:
         cdef int rc
         _oh_incref(<PyObject *>item)
         rc = oh_mb_try_put(&self.mb, <void *>item)
         if rc != OH_OK:
             _oh_decref(<PyObject *>item)
+            if rc == OH_NOMEM:
+                raise MemoryError("cannot grow the mailbox's buffer")
         elif self._getters.has_waiters():
             self._getters.wake_one()
         return rc
@@ -222,6 +224,9 @@ cdef class Mailbox:
                         step = left if left > 0 else 0.0
                 with nogil:
                     rc = oh_mb_put_wait(&self.mb, <void *>item, step)
+                if rc == OH_NOMEM:
+                    _oh_decref(<PyObject *>item)
+                    raise MemoryError("cannot grow the mailbox's buffer")
                 if rc != OH_TIMEOUT or (deadline >= 0 and _monotonic() >= deadline):
                     break
                 try:

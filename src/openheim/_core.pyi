@@ -407,3 +407,6 @@ class Scheduler:
     async def aclose(self, timeout: float | None = None) -> None:
         """Let queued messages be handled (up to ``timeout`` s), then close."""
     def stats(self) -> SchedulerStats: ...
+
+def whole_utf8_mask(token_to_piece: int, vocab: int, n_vocab: int) -> bytes:
+    """1 per token whose bytes are whole UTF-8 characters (libllama's token_to_piece)."""

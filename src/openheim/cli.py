@@ -47,6 +47,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser("demo", help="run the example agent (what `make run` runs)")
     demo.add_argument("prompt", nargs="?", default=None, help="question for the example agent")
+    demo.add_argument(
+        "--model", default=None, help="path of a GGUF model (default: the demo model)"
+    )
 
     init = sub.add_parser("init", help="write an example openheim.toml and tools module")
     init.add_argument("directory", nargs="?", default=".", help="where to write (default .)")
@@ -96,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "demo":
         from openheim.demo import main as demo_main
 
-        return demo_main(args.prompt)
+        return demo_main(args.prompt, args.model)
     try:
         handler = _COMMANDS[command]
         return handler(args)

@@ -18,7 +18,9 @@ working::
     │   └── SchedulerClosed                   spawn / timer on a closed scheduler or loop
     ├── StateError
     │   ├── CorruptStateError (ValueError)    bytes fail checksum/structure checks
-    │   └── IncompatibleStateError (ValueError)  a format version this build cannot read
+    │   ├── IncompatibleStateError (ValueError)  a format version this build cannot read
+    │   └── VersionConflictError          a compare-and-set found another version
+    │       └── SessionBusyError          another writer changed the session first
     ├── StorageError (OSError)                an OS-level write/fsync/rename failed
     ├── LogError
     │   ├── LogClosed (ValueError)            append to a closed LogWriter
@@ -86,6 +88,7 @@ __all__ = [
     "SchedulerClosed",
     "SchedulerError",
     "ServerError",
+    "SessionBusyError",
     "StateError",
     "StopRun",
     "StorageError",
@@ -98,6 +101,7 @@ __all__ = [
     "ToolDefinitionError",
     "ToolError",
     "ToolTimeout",
+    "VersionConflictError",
 ]
 
 
@@ -155,6 +159,24 @@ class CorruptStateError(StateError, ValueError):
 
 class IncompatibleStateError(StateError, ValueError):
     """Stored bytes are intact but use a format version this build cannot read."""
+
+
+class VersionConflictError(StateError):
+    """A store write expected one version of a key and found another.
+
+    ``key`` is the key, ``expected`` the version the writer gave (0: "must not
+    exist") and ``actual`` the version found (0: absent). Re-read and retry.
+    """
+
+    def __init__(self, message: str, *, key: str = "", expected: int = 0, actual: int = 0) -> None:
+        super().__init__(message)
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+
+class SessionBusyError(VersionConflictError):
+    """Another process kept writing the same session; this run's messages were not added."""
 
 
 class StorageError(OpenheimError, OSError):

@@ -337,3 +337,26 @@ async def test_async_put_waits_for_room_made_by_thread() -> None:
     assert await asyncio.to_thread(box.get_blocking, 5) == 1
     await asyncio.wait_for(putter, 5)
     assert box.get_nowait() == 2
+
+
+def test_buffer_grows_while_wrapped_and_keeps_order() -> None:
+    """The ring starts small and doubles up to maxsize; growth unwraps it in order."""
+    box: Mailbox[int] = Mailbox(100)
+    expected = []
+    n = 0
+    for batch in (3, 50, 7, 90, 1):
+        for _ in range(batch):
+            if box.full():
+                break
+            box.put_nowait(n)
+            expected.append(n)
+            n += 1
+        for _ in range(batch // 2):
+            assert box.get_nowait() == expected.pop(0)
+    assert box.get_many(1000) == expected
+    for i in range(100):
+        box.put_nowait(i)
+    assert box.full()
+    with pytest.raises(MailboxFull):
+        box.put_nowait(100)
+    assert box.get_many(1000) == list(range(100))

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import inspect
 import itertools
+import logging
 import os
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -24,7 +27,12 @@ from openheim.tools._context import RunContext
 from openheim.tools._tool import Tool
 from openheim.tools._toolset import Toolset
 
+if TYPE_CHECKING:
+    from openheim.stores.checkpoint import Checkpointer
+
 __all__ = ["Agent"]
+
+logger = logging.getLogger("openheim.agent")
 
 # Run ids: random per process (so ids from different processes do not collide),
 # then a counter (a syscall per run would cost more than the rest of the id).
@@ -32,6 +40,13 @@ _RUN_PREFIX = os.urandom(6).hex()
 _run_numbers = itertools.count(1)
 
 Instructions = str | Callable[..., Any]
+
+
+class _Unset:
+    """The default of reload()'s arguments: "leave this as it is"."""
+
+
+_UNSET: Any = _Unset()
 ApprovalDecision = bool | Approval
 
 
@@ -88,8 +103,14 @@ class Agent:
     tool calls in flight per turn; ``model_timeout`` / ``tool_timeout`` (per
     call, a tool's own ``timeout`` wins) and ``run_timeout`` in seconds;
     ``output_retries`` invalid answers sent back before ``OutputValidationError``.
-    ``history`` stores sessions (in memory by default); ``count_tokens``
-    estimates a message's tokens when trimming history to the context window.
+    ``history`` stores sessions: in memory by default, or a store URL
+    (``"sqlite:///state.db"``, ``"redis://..."``, ...) or any
+    :class:`HistoryStore` such as ``openheim.stores.open_history(url)``;
+    ``count_tokens`` estimates a message's tokens when trimming history to
+    the context window. ``checkpointer`` (an :class:`openheim.stores.Checkpointer`,
+    or True for one on the history's store) records every step of every run
+    durably so that :meth:`recover` can finish them after a crash;
+    :meth:`reload` changes the definition without losing sessions.
 
     A run adds its messages to the session only when it finishes: a run that
     fails, times out, is cancelled (``task.cancel()`` also cancels its model
@@ -113,19 +134,11 @@ class Agent:
         tool_timeout: float | None = None,
         run_timeout: float | None = None,
         output_retries: int = 2,
-        history: HistoryStore | None = None,
+        history: HistoryStore | str | None = None,
         count_tokens: TokenCounter | None = None,
+        checkpointer: Checkpointer | bool | None = None,
     ) -> None:
-        if isinstance(model, str):
-            _check_model(model)
-            self._model: Model | None = None
-        elif isinstance(model, Model):
-            self._model = model
-        else:
-            raise ConfigError(
-                f"model must be a 'provider:name' string or a Model, got {type(model).__name__}"
-            )
-        self._model_spec = model
+        self._set_model(model)
         if max_iterations < 1:
             raise ConfigError(f"max_iterations must be >= 1, got {max_iterations!r}")
         if tool_concurrency < 1:
@@ -143,40 +156,132 @@ class Agent:
         self.run_timeout = run_timeout
         self.output_retries = output_retries
         self.model_settings = _as_settings(model_settings)
+        if isinstance(history, str):
+            from openheim.stores import open_history
+
+            history = open_history(history)
         self.history: HistoryStore = history if history is not None else InMemoryHistory()
+        if checkpointer is True:
+            store = getattr(self.history, "store", None)
+            if store is None:
+                raise ConfigError(
+                    "checkpointer=True keeps checkpoints in the history's store, but this "
+                    "history has none: give history='sqlite:///path.db' (or another store URL) "
+                    "or checkpointer=Checkpointer(store)"
+                )
+            from openheim.stores.checkpoint import Checkpointer as _Checkpointer
+
+            checkpointer = _Checkpointer(store)
+        self.checkpointer: Checkpointer | None = checkpointer or None
         self._count_tokens: TokenCounter = count_tokens or estimate_tokens
         self._output = OutputSpec(output_type)
         self.output_type = output_type
+        self._set_instructions(instructions)
+        self._set_tools(tools)
 
-        self._instructions = instructions
-        self._system: Message | None = None
-        self._instructions_async = False
-        self._instructions_takes_ctx = False
+    def _set_model(self, model: str | Model) -> None:
+        if isinstance(model, str):
+            _check_model(model)
+            self._model: Model | None = None
+        elif isinstance(model, Model):
+            self._model = model
+        else:
+            raise ConfigError(
+                f"model must be a 'provider:name' string or a Model, got {type(model).__name__}"
+            )
+        self._model_spec = model
+
+    def _set_instructions(self, instructions: Instructions | None) -> None:
+        system: Message | None = None
+        is_async = takes_ctx = False
         if isinstance(instructions, str):
-            self._system = Message("system", instructions) if instructions else None
+            system = Message("system", instructions) if instructions else None
         elif instructions is not None:
             if not callable(instructions):
                 raise ConfigError(
                     f"instructions must be a string or a function, got {type(instructions).__name__}"
                 )
-            self._instructions_async = inspect.iscoroutinefunction(instructions)
+            is_async = inspect.iscoroutinefunction(instructions)
             try:
-                self._instructions_takes_ctx = bool(inspect.signature(instructions).parameters)
+                takes_ctx = bool(inspect.signature(instructions).parameters)
             except (TypeError, ValueError):
-                self._instructions_takes_ctx = True
+                takes_ctx = True
+        self._instructions = instructions
+        self._system = system
+        self._instructions_async = is_async
+        self._instructions_takes_ctx = takes_ctx
 
-        self._toolset = Toolset()
-        self._providers: list[Any] = []
+    def _set_tools(self, tools: Sequence[Any]) -> None:
+        toolset = Toolset()
+        providers: list[Any] = []
         for item in tools:
             if isinstance(item, Toolset):
                 for t in item:
-                    self._toolset.add(t)
+                    toolset.add(t)
             elif not isinstance(item, Tool) and hasattr(item, "list_tools"):
-                self._providers.append(item)
+                providers.append(item)
             else:
-                self._toolset.add(item)
-        self._tool_map: dict[str, Tool] = {t.name: t for t in self._toolset}
-        self._definitions: list[ToolDefinition] = self._toolset.definitions
+                toolset.add(item)
+        self._toolset = toolset
+        self._providers = providers
+        self._tool_map: dict[str, Tool] = {t.name: t for t in toolset}
+        self._definitions: list[ToolDefinition] = toolset.definitions
+
+    # ---- hot reload -------------------------------------------------------------------
+
+    def reload(
+        self,
+        source: str | None = None,
+        *,
+        instructions: Instructions | _Unset | None = _UNSET,
+        tools: Sequence[Any] | _Unset = _UNSET,
+        model_settings: ModelSettings | Mapping[str, Any] | _Unset | None = _UNSET,
+        model: str | Model | _Unset = _UNSET,
+        output_type: Any = _UNSET,
+    ) -> None:
+        """Change the agent's definition in place; sessions and checkpoints are kept.
+
+        Pass the parts that change (``instructions``, ``tools``,
+        ``model_settings``, ``model``, ``output_type``), or ``source``: a
+        ``"package.module:name"`` or ``"path/to/file.py:name"`` whose module is
+        loaded afresh from disk and whose ``name`` is an :class:`Agent` (or a
+        function returning one) to take the definition from. Every run that
+        starts afterwards, in any session, uses the new definition; runs
+        already in flight finish with the old one. Everything is validated
+        before anything changes, so a bad reload leaves the agent as it was.
+        """
+        if source is not None:
+            fresh = _load_agent(source)
+            instructions, tools = fresh._instructions, [*fresh._toolset, *fresh._providers]
+            model_settings, model = fresh.model_settings, fresh._model_spec
+            output_type = fresh.output_type
+        # Build everything on a scratch agent first: a bad value raises before any change.
+        scratch = Agent.__new__(Agent)
+        scratch._set_model(self._model_spec if isinstance(model, _Unset) else model)
+        scratch._set_instructions(
+            self._instructions if isinstance(instructions, _Unset) else instructions
+        )
+        scratch._set_tools(
+            [*self._toolset, *self._providers] if isinstance(tools, _Unset) else tools
+        )
+        settings = (
+            self.model_settings
+            if isinstance(model_settings, _Unset)
+            else _as_settings(model_settings)
+        )
+        output = self._output if output_type is _UNSET else OutputSpec(output_type)
+        # Swap in one step (no await in between: a run starting now sees old or new, not a mix).
+        if not isinstance(model, _Unset):
+            self._model, self._model_spec = scratch._model, scratch._model_spec
+        self._instructions = scratch._instructions
+        self._system = scratch._system
+        self._instructions_async = scratch._instructions_async
+        self._instructions_takes_ctx = scratch._instructions_takes_ctx
+        self._toolset, self._providers = scratch._toolset, scratch._providers
+        self._tool_map, self._definitions = scratch._tool_map, scratch._definitions
+        self.model_settings = settings
+        if output_type is not _UNSET:
+            self._output, self.output_type = output, output_type
 
     def __repr__(self) -> str:
         model = self._model.name if self._model is not None else self._model_spec
@@ -300,6 +405,108 @@ class Agent:
         if self._model is not None:
             await self._model.aclose()
 
+    # ---- recovery ---------------------------------------------------------------------
+
+    def _checkpointer(self) -> Checkpointer:
+        if self.checkpointer is None:
+            raise ConfigError(
+                f"agent {self.name!r} has no checkpointer: create it with "
+                "Agent(..., checkpointer=Checkpointer(store)) to recover runs"
+            )
+        return self.checkpointer
+
+    async def unfinished_runs(self, *, min_idle: float = 0.0) -> list[str]:
+        """Ids of this agent's checkpointed runs not running in this process (paused ones too).
+
+        ``min_idle`` (seconds) leaves out runs checkpointed more recently than
+        that: with several processes on one store, set it above your longest
+        model or tool call so that runs still alive elsewhere are not taken.
+        """
+        ckpt = self._checkpointer()
+        now = time.time()
+        ids = []
+        for run_id in await ckpt.runs():
+            if run_id in ckpt.active:
+                continue
+            cp = await ckpt.load(run_id)
+            if cp is not None and cp.agent == self.name and now - cp.at >= min_idle:
+                ids.append(run_id)
+        return ids
+
+    async def recover(self, *, deps: Any = None, min_idle: float = 0.0) -> list[RunResult]:
+        """Finish every run of this agent that a crash interrupted, from its last checkpoint.
+
+        Runs continue concurrently; tools whose results were checkpointed are
+        not called again. Runs paused for approval are returned as they are
+        (``stop_reason == "approval_required"``; continue them with
+        :meth:`resume_run`). A run that fails now is logged and left out.
+        Runs in flight in this process are left alone; for other processes
+        sharing the store see ``min_idle`` in :meth:`unfinished_runs`.
+        """
+        ids = await self.unfinished_runs(min_idle=min_idle)
+        outcomes = await asyncio.gather(
+            *(self.resume_run(i, deps=deps) for i in ids), return_exceptions=True
+        )
+        results: list[RunResult] = []
+        for run_id, outcome in zip(ids, outcomes, strict=False):
+            if isinstance(outcome, RunResult):
+                results.append(outcome)
+            elif isinstance(outcome, BaseException):
+                if not isinstance(outcome, Exception):
+                    raise outcome
+                logger.warning("agent %r: recovering run %r failed: %r", self.name, run_id, outcome)
+        return results
+
+    async def resume_run(
+        self,
+        run_id: str,
+        approvals: Mapping[str, ApprovalDecision] | None = None,
+        *,
+        deps: Any = None,
+        model_settings: ModelSettings | Mapping[str, Any] | None = None,
+    ) -> RunResult:
+        """Continue the checkpointed run ``run_id`` (after a restart, or one paused for approval).
+
+        A paused run needs ``approvals`` for its pending calls, else it is
+        returned paused again. ConfigError if the store has no such run.
+        """
+        ckpt = self._checkpointer()
+        cp = await ckpt.load(run_id)
+        if cp is None:
+            raise ConfigError(
+                f"no checkpoints of run {run_id!r} in {ckpt.store!r}: it finished, failed, or "
+                "never existed"
+            )
+        if cp.agent != self.name:
+            raise ConfigError(f"run {run_id!r} belongs to agent {cp.agent!r}, not {self.name!r}")
+        from openheim.snapshot import state_of
+
+        state = state_of(cp)
+        if state.session is not None:
+            get = getattr(self.history, "get", None)
+            record = await get(state.session) if get is not None else None
+            if record is not None and run_id in record.runs:
+                # It finished and reached its session; only dropping its log was cut short.
+                await ckpt.discard(run_id)
+                output = self._output.parse(state.messages[-1].content) if state.messages else None
+                return RunResult(output, state, "final", [])
+        if state.pending:
+            if approvals is None and not all(p.id in state.decisions for p in state.pending):
+                return RunResult(None, state, "approval_required", [])
+            run = await self._start(None, None, deps, model_settings, state, approvals, False)
+        else:
+            last = state.messages[-1] if state.messages else None
+            mid_turn = last is not None and last.role == "assistant" and bool(last.tool_calls)
+            run = await self._start(
+                None, None, deps, model_settings, None, None, False, recovered=(state, mid_turn)
+            )
+        result: RunResult | None = None
+        async for event in run.events():
+            if type(event) is Done:
+                result = event.result
+        assert result is not None
+        return result
+
     # ---- internals --------------------------------------------------------------------
 
     async def _start(
@@ -311,6 +518,7 @@ class Agent:
         resume: RunResult | RunState | None,
         approvals: Mapping[str, ApprovalDecision] | None,
         streaming: bool,
+        recovered: tuple[RunState, bool] | None = None,
     ) -> _Run:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.run_timeout if self.run_timeout is not None else None
@@ -318,7 +526,9 @@ class Agent:
         settings = self.model_settings
         if model_settings is not None:
             settings = settings.merged(_as_settings(model_settings))
-        if resume is not None:
+        if recovered is not None:
+            state = recovered[0]
+        elif resume is not None:
             if prompt is not None:
                 raise ConfigError("give either a prompt or resume=, not both")
             state = self._resumable(resume, approvals)
@@ -361,9 +571,10 @@ class Agent:
             tools,
             definitions,
             streaming,
-            resume is not None,
+            resume is not None or (recovered is not None and recovered[1]),
             deadline,
             loop,
+            recovered is not None,
         )
 
     async def _render_instructions(self, ctx: RunContext[Any]) -> Message | None:
@@ -434,3 +645,32 @@ class Agent:
         )
         original.pending = []
         return state
+
+
+def _load_agent(source: str) -> Agent:
+    """The agent ``source`` names (``"pkg.module:name"`` or ``"file.py:name"``), loaded afresh."""
+    target, sep, attr = source.rpartition(":")
+    if not sep or not target or not attr:
+        raise ConfigError(
+            f"reload source {source!r} must be 'package.module:name' or 'path/to/file.py:name'"
+        )
+    if target.endswith(".py") or os.sep in target:
+        spec = importlib.util.spec_from_file_location(f"_openheim_reload_{id(source)}", target)
+    else:
+        spec = importlib.util.find_spec(target)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"reload source {source!r}: cannot find module {target!r}")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)  # a fresh module object: the file as it is now
+    except FileNotFoundError:
+        raise ConfigError(f"reload source {source!r}: no file {target!r}") from None
+    value = getattr(module, attr, None)
+    if callable(value) and not isinstance(value, Agent):
+        value = value()
+    if not isinstance(value, Agent):
+        raise ConfigError(
+            f"reload source {source!r}: {attr!r} is {type(value).__name__}, not an Agent "
+            "(or a function returning one)"
+        )
+    return value

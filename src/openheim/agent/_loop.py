@@ -147,6 +147,7 @@ class _Run:
         resuming: bool,
         run_deadline: float | None,
         loop: asyncio.AbstractEventLoop,
+        recovered: bool = False,
     ) -> None:
         self.agent = agent
         self.model = model
@@ -160,6 +161,7 @@ class _Run:
         self.definitions = definitions
         self.streaming = streaming
         self.resuming = resuming
+        self.recovered = recovered  # continuing from a checkpoint: the start is recorded
         self.run_deadline = run_deadline
         self.output: OutputSpec = agent._output
         self.loop = loop
@@ -213,14 +215,56 @@ class _Run:
     # ---- the loop ---------------------------------------------------------------------
 
     async def events(self) -> AsyncGenerator[AgentEvent, None]:
+        ckpt = self.agent.checkpointer
+        if ckpt is None:
+            async for event in self._events():
+                yield event
+            return
+        run_id = self.state.run_id
+        ckpt.active.add(run_id)
+        try:
+            async for event in self._events():
+                yield event
+        except (asyncio.CancelledError, GeneratorExit):
+            raise  # cancelled or abandoned: the checkpoints stay, recover() can continue it
+        except BaseException:
+            # A failed run adds nothing to its session and is not recovered.
+            try:
+                await ckpt.discard(run_id)
+            except Exception:  # pragma: no cover - the store is failing too
+                logger.exception("could not drop the checkpoints of run %r", run_id)
+            raise
+        finally:
+            ckpt.active.discard(run_id)
+
+    def _paused(self) -> list[AgentEvent]:
+        state = self.state
+        state.pending = self._pending
+        state.completed = self._results
+        return [
+            ApprovalRequired(list(self._pending)),
+            Done(RunResult(None, state, "approval_required", self.history)),
+        ]
+
+    async def _events(self) -> AsyncGenerator[AgentEvent, None]:
         agent = self.agent
         state = self.state
+        ckpt = agent.checkpointer
         if self.resuming:
             async for event in self._tool_phase(state.messages[-1].tool_calls):
                 yield event
+            if self._pending:  # recovered mid-turn: calls that still need a decision
+                events = self._paused()
+                if ckpt is not None:
+                    await ckpt.save(state, "paused")
+                for event in events:
+                    yield event
+                return
             state.pending = []
             state.completed = {}
             state.decisions = {}
+        elif ckpt is not None and not self.recovered:
+            await ckpt.save(state)
         while True:
             if state.iterations >= agent.max_iterations:
                 raise self._max_iterations()
@@ -259,13 +303,16 @@ class _Run:
                     ]
                     message = Message("assistant", message.content, calls)
                 state.messages.append(message)
+                if ckpt is not None:
+                    await ckpt.save(state)
                 async for event in self._tool_phase(calls):
                     yield event
                 if self._pending:
-                    state.pending = self._pending
-                    state.completed = self._results
-                    yield ApprovalRequired(list(self._pending))
-                    yield Done(RunResult(None, state, "approval_required", self.history))
+                    events = self._paused()
+                    if ckpt is not None:
+                        await ckpt.save(state, "paused")
+                    for event in events:
+                        yield event
                     return
                 continue
             if message.role != "assistant":
@@ -290,7 +337,9 @@ class _Run:
                 )
                 continue
             result = RunResult(output, state, "final", self.history)
-            if state.session is not None:
+            if ckpt is not None:
+                await ckpt.finish(state, agent.history)
+            elif state.session is not None:
                 await agent.history.append(state.session, state.messages, state.usage)
             yield Done(result)
             return
@@ -425,11 +474,15 @@ class _Run:
             results[call.id] = message
             yield ToolResult(call.id, call.name, message.content or "", True)
 
+        ckpt = self.agent.checkpointer
         if len(runnable) == 1:
             tool, call, arguments = runnable[0]
             yield ToolCalled(call.id, call.name, arguments)
             message = await self._call_tool(tool, call, arguments)
             results[call.id] = message
+            if ckpt is not None:  # once recorded, this call is never made again
+                state.completed = results
+                await ckpt.save(state)
             yield ToolResult(call.id, call.name, message.content or "", message.is_error)
         elif runnable:
             for _tool, call, arguments in runnable:
@@ -437,6 +490,9 @@ class _Run:
             async for message in self._call_concurrently(runnable):
                 assert message.tool_call_id is not None
                 results[message.tool_call_id] = message
+                if ckpt is not None:
+                    state.completed = results
+                    await ckpt.save(state)
                 yield ToolResult(
                     message.tool_call_id,
                     message.name or "",
@@ -448,6 +504,7 @@ class _Run:
             self._results = results
         else:
             self._pending = []
+            state.completed = {}
             state.messages.extend(results[c.id] for c in calls)
 
     def _invalid_arguments(self, tool: Tool, call: ToolCall, exc: Exception) -> Message:

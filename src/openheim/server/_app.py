@@ -302,6 +302,8 @@ def create_app(config: Config, state: ServerState | None = None) -> Any:
             body = msgspec.json.decode(await request.body(), type=RunBody)
         except msgspec.DecodeError as exc:
             return _error(400, f"invalid request body: {exc}")
+        if body.session == "":
+            return _error(400, "session must be a non-empty string (or left out)", param="session")
         if not state.accepting:
             return _error(503, "the server is shutting down", "unavailable")
         try:

@@ -37,6 +37,18 @@ def _init_backend() -> None:
             _backend_ready = True
 
 
+def _amx_build() -> bool:
+    """True if this llama.cpp build multiplies on Intel AMX tiles.
+
+    Its AMX kernels crash on some virtual machines (seen with q4_K weights), so
+    weights stay in plain CPU buffers there unless OPENHEIM_LLAMA_AMX=1. The
+    Makefile builds llama-cpp-python without AMX, which keeps weight repacking.
+    """
+    if os.environ.get("OPENHEIM_LLAMA_AMX") == "1":
+        return False
+    return b"AMX_INT8 = 1" in lc.llama_print_system_info()
+
+
 def _silence_logs() -> None:
     # llama.cpp logs every tensor at load; keep stderr for real errors.
     if os.environ.get("OPENHEIM_LLAMA_VERBOSE") == "1":
@@ -68,6 +80,8 @@ class LlamaHandle:
         _silence_logs()
         mparams = lc.llama_model_default_params()
         mparams.n_gpu_layers = n_gpu_layers
+        if _amx_build():
+            mparams.use_extra_bufts = False
         self.model = lc.llama_model_load_from_file(path.encode(), mparams)
         if not self.model:
             raise ConfigError(
@@ -129,6 +143,24 @@ class LlamaHandle:
         out = self._piece_buf.raw[:n] if n > 0 else b""
         self._piece_cache[token] = out
         return out
+
+    def complete_utf8(self) -> Any:
+        """Bool per token: its bytes are whole UTF-8 characters on their own.
+
+        Constrained replies use only these, so a reply is valid UTF-8 and every
+        length the schema counts is a length in characters. Computed once per
+        model, on first use.
+        """
+        mask = getattr(self, "_complete_utf8", None)
+        if mask is None:
+            from openheim._core import whole_utf8_mask
+
+            fn = ctypes.cast(lc.llama_token_to_piece, ctypes.c_void_p).value or 0
+            vocab = ctypes.cast(self.vocab, ctypes.c_void_p).value or 0
+            raw = whole_utf8_mask(fn, vocab, self.n_vocab)
+            mask = np.frombuffer(raw, dtype=np.uint8).astype(bool)
+            self._complete_utf8 = mask
+        return mask
 
     def token_text(self, token: int) -> str:
         buf = ctypes.create_string_buffer(256)

@@ -6,6 +6,9 @@ Most of the time the model already wants a token the grammar allows, so we
 sample freely first and ask the grammar about that ONE token; only when it is
 rejected do we mask the full vocabulary and sample again. The result is
 exactly what full masking would allow, at about the price of free decoding.
+
+Constrained replies use only tokens whose bytes are whole UTF-8 characters, so
+they always decode cleanly and string lengths count characters.
 """
 
 from __future__ import annotations
@@ -46,11 +49,14 @@ class LazyGrammar:
         self._one = np.zeros(1, dtype=TOKEN_DATA)
         self._one_arr = token_data_array(self._one)
         self._full: Any = None
+        self._whole = handle.complete_utf8()
         self.full_masks = 0  # how often the fast path was refused (for tests/benchmarks)
         self.checks = 0
 
     def allows(self, token: int) -> bool:
         self.checks += 1
+        if not self._whole[token]:
+            return False
         self._one["id"][0] = token
         self._one["logit"][0] = 0.0
         self._one_arr.size = 1
@@ -71,6 +77,7 @@ class LazyGrammar:
         full["p"] = 0.0
         arr = token_data_array(full)
         h.apply(self._smpl, arr)
+        full["logit"][~self._whole] = -np.inf  # no partial UTF-8 inside a constrained reply
         h.apply(chain, arr)
         if arr.selected < 0:
             # A greedy/dist chain always selects; guard against an empty mask anyway.

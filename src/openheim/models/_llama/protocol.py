@@ -26,12 +26,31 @@ _TOOL_HEAD = re.compile(r'\s*\{\s*"tool"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"argume
 _ANSWER_HEAD = re.compile(r'\s*\{\s*"answer"\s*:\s*')
 
 
-def _strip_titles(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        return {k: _strip_titles(v) for k, v in schema.items() if k != "title"}
+_SMALL_RANGE = 256
+
+
+def _prepare(schema: Any) -> Any:
+    """Drop titles; spell small integer ranges as enums.
+
+    The grammar converter enforces types, required keys, enums, string
+    lengths and nesting, but not numeric bounds; a bounded integer range of at
+    most 256 values becomes an enum, which it does enforce. Wider numeric
+    bounds are left to the tool's own argument validation.
+    """
     if isinstance(schema, list):
-        return [_strip_titles(v) for v in schema]
-    return schema
+        return [_prepare(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _prepare(v) for k, v in schema.items() if k != "title"}
+    lo, hi = out.get("minimum"), out.get("maximum")
+    if (
+        out.get("type") == "integer"
+        and isinstance(lo, int)
+        and isinstance(hi, int)
+        and 0 <= hi - lo < _SMALL_RANGE
+    ):
+        return {"enum": list(range(lo, hi + 1))}
+    return out
 
 
 def reply_schema(
@@ -67,7 +86,7 @@ def reply_schema(
     schema: dict[str, Any] = options[0] if len(options) == 1 else {"anyOf": options}
     if defs:
         schema = {**schema, "$defs": defs}
-    result: dict[str, Any] = _strip_titles(schema)
+    result: dict[str, Any] = _prepare(schema)
     return result
 
 

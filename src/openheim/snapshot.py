@@ -1,0 +1,278 @@
+"""Checkpoint and session records: msgspec structs in the native codec's frames.
+
+Every record is a frame (magic, frame version, kind, length, CRC32C; see
+:func:`openheim._core.encode_frame`) around a msgspec-msgpack body that
+carries its own *format version* ``v``. Reading checks the frame, then brings
+an older body up to :data:`FORMAT_VERSION` through :data:`MIGRATIONS` (one
+function per version step, on the decoded dict), then converts it to the
+current struct. Nothing here uses pickle: a record decodes to plain data.
+
+A run's checkpoints are a log of :class:`RunCheckpoint` records: a *snapshot*
+(``KIND_SNAPSHOT``, every message of the run) or a *delta* (``KIND_DELTA``,
+only the messages added since the previous record, with ``base`` = how many
+came before them). The run's scalar state (usage, counters, pending approvals,
+completed tool results) is small and is repeated in full in every record.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import msgspec
+
+from openheim._core import atomic_write, decode_frame, encode_frame, frame_header
+from openheim.agent.result import Approval, PendingApproval, RunState
+from openheim.errors import CorruptStateError, IncompatibleStateError
+from openheim.messages import Message, Usage
+
+__all__ = [
+    "FORMAT_VERSION",
+    "KIND_DELTA",
+    "KIND_SESSION",
+    "KIND_SNAPSHOT",
+    "MIGRATIONS",
+    "RunCheckpoint",
+    "RunStatus",
+    "SessionRecord",
+    "checkpoint_of",
+    "decode_checkpoint",
+    "decode_session",
+    "encode_checkpoint",
+    "encode_session",
+    "read_snapshot_file",
+    "replay",
+    "state_of",
+    "write_snapshot_file",
+]
+
+FORMAT_VERSION = 2
+"""The body format this build writes; older ones are migrated when read."""
+
+# Frame kinds: "OH" + a small number, so a stray frame of another kind is recognised.
+KIND_SNAPSHOT = 0x4F480101
+KIND_DELTA = 0x4F480102
+KIND_SESSION = 0x4F480201
+
+RunStatus = Literal["running", "paused", "done"]
+
+
+class RunCheckpoint(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One checkpoint of a run: a full snapshot or a delta (see the module docstring)."""
+
+    v: int = FORMAT_VERSION
+    run_id: str = ""
+    agent: str = ""
+    session: str | None = None
+    status: RunStatus = "running"
+    base: int = 0
+    messages: list[Message] = msgspec.field(default_factory=list)
+    usage: Usage = msgspec.field(default_factory=Usage)
+    iterations: int = 0
+    output_retries: int = 0
+    tool_retries: dict[str, int] = msgspec.field(default_factory=dict)
+    pending: list[PendingApproval] = msgspec.field(default_factory=list)
+    completed: dict[str, Message] = msgspec.field(default_factory=dict)
+    decisions: dict[str, Approval] = msgspec.field(default_factory=dict)
+    user_state: Any = None
+    at: float = 0.0  # wall-clock time of the checkpoint (epoch seconds)
+
+
+class SessionRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A session's conversation, its usage, and the ids of the runs already added."""
+
+    v: int = FORMAT_VERSION
+    messages: list[Message] = msgspec.field(default_factory=list)
+    usage: Usage = msgspec.field(default_factory=Usage)
+    runs: list[str] = msgspec.field(default_factory=list)  # newest last, bounded
+    updated: float = 0.0
+
+
+def _run_v1_to_v2(body: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 named fields differently, kept usage as three counters and had no deltas."""
+    pending = body.get("pending") or []
+    return {
+        "v": 2,
+        "run_id": body["run"],
+        "agent": body["agent"],
+        "session": body.get("session"),
+        "status": "done" if body.get("done") else ("paused" if pending else "running"),
+        "base": 0,
+        "messages": body.get("msgs") or [],
+        "usage": {
+            "input_tokens": body.get("tokens_in", 0),
+            "output_tokens": body.get("tokens_out", 0),
+            "requests": body.get("requests", 0),
+        },
+        "iterations": body.get("iterations", 0),
+        "pending": pending,
+    }
+
+
+def _session_v1_to_v2(body: dict[str, Any]) -> dict[str, Any]:
+    return {"v": 2, "messages": body.get("msgs") or [], "runs": [], "updated": 0.0}
+
+
+# MIGRATIONS[kind][v] turns a format-v body (a dict) into a format v+1 body.
+MIGRATIONS: dict[int, dict[int, Callable[[dict[str, Any]], dict[str, Any]]]] = {
+    KIND_SNAPSHOT: {1: _run_v1_to_v2},
+    KIND_DELTA: {1: _run_v1_to_v2},
+    KIND_SESSION: {1: _session_v1_to_v2},
+}
+
+_encode = msgspec.msgpack.Encoder().encode
+
+
+def encode_checkpoint(cp: RunCheckpoint, *, snapshot: bool) -> bytes:
+    return encode_frame(cp, kind=KIND_SNAPSHOT if snapshot else KIND_DELTA)
+
+
+def encode_session(record: SessionRecord) -> bytes:
+    return encode_frame(record, kind=KIND_SESSION)
+
+
+def _decode(data: bytes, where: str, kinds: tuple[int, ...], tp: type[Any]) -> tuple[int, Any]:
+    try:
+        kind = frame_header(data).kind
+        if kind not in kinds:
+            raise CorruptStateError(f"a frame of kind {kind:#x}, expected one of {kinds}")
+        try:
+            obj = decode_frame(data, type=tp)
+        except IncompatibleStateError:  # another layout: an older format, maybe
+            obj = None
+        if obj is not None and obj.v == FORMAT_VERSION:
+            return kind, obj
+        body = decode_frame(data)
+    except CorruptStateError as exc:
+        raise CorruptStateError(
+            f"{where} is damaged ({exc}); restore it from a backup or delete it — the other "
+            "keys of the store are unaffected"
+        ) from None
+    except IncompatibleStateError as exc:
+        raise IncompatibleStateError(f"{where}: {exc}") from None
+    # The typed decode failed: an older format, or a body of an unknown layout.
+    if not isinstance(body, dict) or not isinstance(body.get("v"), int):
+        raise CorruptStateError(f"{where} holds a frame whose body is not a versioned record")
+    version = body["v"]
+    if version > FORMAT_VERSION:
+        raise IncompatibleStateError(
+            f"{where} was written in format {version}, newer than this build reads "
+            f"({FORMAT_VERSION}); upgrade openheim"
+        )
+    steps = MIGRATIONS.get(kind, {})
+    while version < FORMAT_VERSION:
+        step = steps.get(version)
+        if step is None:
+            raise IncompatibleStateError(
+                f"{where} uses format {version}, which this build cannot migrate"
+            )
+        body = step(body)
+        version = body["v"]
+    try:
+        return kind, msgspec.convert(body, tp)
+    except msgspec.ValidationError as exc:
+        raise CorruptStateError(
+            f"{where} does not match its format {FORMAT_VERSION}: {exc}"
+        ) from None
+
+
+def decode_checkpoint(data: bytes, where: str = "a checkpoint") -> tuple[bool, RunCheckpoint]:
+    """(is_snapshot, checkpoint); CorruptStateError / IncompatibleStateError name ``where``."""
+    kind, cp = _decode(data, where, (KIND_SNAPSHOT, KIND_DELTA), RunCheckpoint)
+    return kind == KIND_SNAPSHOT, cp
+
+
+def decode_session(data: bytes, where: str = "a session") -> SessionRecord:
+    record: SessionRecord = _decode(data, where, (KIND_SESSION,), SessionRecord)[1]
+    return record
+
+
+def replay(records: list[tuple[bool, RunCheckpoint]]) -> RunCheckpoint:
+    """Fold a snapshot and the deltas after it into one full checkpoint (the last state)."""
+    start = max((i for i, (snap, _) in enumerate(records) if snap), default=None)
+    if start is None:
+        raise CorruptStateError("a run's checkpoint log has no snapshot to start from")
+    snapshot = records[start][1]
+    messages = list(snapshot.messages)
+    last = snapshot
+    for _, cp in records[start + 1 :]:
+        if cp.base != len(messages):
+            raise CorruptStateError(
+                f"run {snapshot.run_id!r}: a delta starts at message {cp.base} but the checkpoints "
+                f"before it hold {len(messages)} messages (a record is missing)"
+            )
+        messages.extend(cp.messages)
+        last = cp
+    # Deltas leave out the run's identity; the snapshot has it.
+    return msgspec.structs.replace(
+        last,
+        run_id=snapshot.run_id,
+        agent=snapshot.agent,
+        session=snapshot.session,
+        base=0,
+        messages=messages,
+    )
+
+
+def checkpoint_of(
+    state: RunState, status: RunStatus, base: int, user_state: Any = None
+) -> RunCheckpoint:
+    """The checkpoint of ``state`` holding its messages from index ``base`` on.
+
+    A delta (``base > 0``) leaves out the run id, agent and session: the
+    snapshot it follows holds them, and every delta stays a few bytes more
+    than the messages it adds.
+    """
+    delta = base > 0
+    return RunCheckpoint(
+        run_id="" if delta else state.run_id,
+        agent="" if delta else state.agent,
+        session=None if delta else state.session,
+        status=status,
+        base=base,
+        messages=state.messages[base:],
+        usage=state.usage,
+        iterations=state.iterations,
+        output_retries=state.output_retries,
+        tool_retries=dict(state.tool_retries),
+        pending=list(state.pending),
+        completed=dict(state.completed),
+        decisions=dict(state.decisions),
+        user_state=user_state,
+        at=time.time(),
+    )
+
+
+def state_of(cp: RunCheckpoint) -> RunState:
+    """The :class:`RunState` a full checkpoint describes."""
+    return RunState(
+        run_id=cp.run_id,
+        agent=cp.agent,
+        session=cp.session,
+        messages=list(cp.messages),
+        usage=cp.usage,
+        iterations=cp.iterations,
+        output_retries=cp.output_retries,
+        tool_retries=dict(cp.tool_retries),
+        pending=list(cp.pending),
+        completed=dict(cp.completed),
+        decisions=dict(cp.decisions),
+    )
+
+
+def write_snapshot_file(
+    path: str | os.PathLike[str], state: RunState, user_state: Any = None
+) -> None:
+    """Write a full snapshot of ``state`` to ``path`` atomically (temp file, fsync, rename)."""
+    atomic_write(
+        path, encode_checkpoint(checkpoint_of(state, "running", 0, user_state), snapshot=True)
+    )
+
+
+def read_snapshot_file(path: str | os.PathLike[str]) -> RunCheckpoint:
+    """The snapshot in ``path``; CorruptStateError naming the file if it is damaged."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return decode_checkpoint(data, f"snapshot file {os.fspath(path)!r}")[1]

@@ -1,0 +1,104 @@
+"""Durable state: key/value stores with versions, logs, sessions and checkpoints.
+
+``open_store(url)`` picks a backend by URL:
+
+- ``memory://``: in process memory (lost on exit);
+- ``sqlite:///path/state.db`` (``sqlite://`` alone: ``~/.openheim/state.db``):
+  the embedded default, WAL mode, fsync on every commit;
+- ``redis://host:6379/0``: Redis (needs the ``redis`` extra);
+- ``postgresql://user@host/db``: PostgreSQL (needs the ``postgres`` extra);
+  openheim creates and migrates its tables.
+
+``open_history(url, namespace=...)`` gives the :class:`StoreHistory` an
+``Agent(history=...)`` (or the CLI and server) keeps sessions in;
+:class:`Checkpointer` makes agent runs crash-safe and resumable.
+Backends are imported only when a URL asks for them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from openheim.errors import ConfigError
+from openheim.stores._base import LogRecord, Store
+
+if TYPE_CHECKING:
+    from openheim.stores.checkpoint import Checkpointer
+    from openheim.stores.history import SessionInfo, StoreHistory
+
+__all__ = [
+    "DEFAULT_URL",
+    "Checkpointer",
+    "LogRecord",
+    "SessionInfo",
+    "Store",
+    "StoreHistory",
+    "open_history",
+    "open_store",
+]
+
+DEFAULT_URL = "sqlite://"
+"""The embedded default: SQLite at ``~/.openheim/state.db``."""
+
+_LAZY = {
+    "Checkpointer": "openheim.stores.checkpoint",
+    "SessionInfo": "openheim.stores.history",
+    "StoreHistory": "openheim.stores.history",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'openheim.stores' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def _missing(extra: str, exc: ImportError) -> ConfigError:
+    return ConfigError(
+        f"this store URL needs the {extra!r} extra ({exc}); install it with "
+        f"`pip install 'openheim[{extra}]'`"
+    )
+
+
+def open_store(url: str = DEFAULT_URL, *, namespace: str = "default") -> Store:
+    """The store at ``url`` (see the module docstring), seen from ``namespace``.
+
+    Connections open on first use; ``await store.aclose()`` releases them.
+    """
+    if not isinstance(url, str):
+        raise ConfigError(f"a store URL is a string, got {type(url).__name__}")
+    scheme = url.partition("://")[0].lower()
+    if scheme == "memory":
+        from openheim.stores.memory import MemoryStore
+
+        return MemoryStore(url, namespace)
+    if scheme == "sqlite":
+        from openheim.stores.sqlite import SQLiteStore
+
+        return SQLiteStore(url, namespace)
+    if scheme in ("redis", "rediss", "unix"):
+        try:
+            from openheim.stores.redis import RedisStore
+        except ImportError as exc:
+            raise _missing("redis", exc) from None
+        return RedisStore(url, namespace)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from openheim.stores.postgres import PostgresStore
+        except ImportError as exc:
+            raise _missing("postgres", exc) from None
+        return PostgresStore(url, namespace)
+    raise ConfigError(
+        f"unknown store URL {url!r}: use memory://, sqlite:///path/state.db, "
+        "redis://host:port/db or postgresql://user@host/db"
+    )
+
+
+def open_history(url: str = DEFAULT_URL, *, namespace: str = "default") -> StoreHistory:
+    """A :class:`StoreHistory` on the store at ``url``, for tenant ``namespace``."""
+    from openheim.stores.history import StoreHistory
+
+    return StoreHistory(open_store(url), namespace=namespace)

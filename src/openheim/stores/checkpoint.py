@@ -1,0 +1,176 @@
+"""``Checkpointer``: every step of an agent run durably recorded, so runs survive crashes.
+
+Give an agent one (``Agent(..., checkpointer=Checkpointer(store))``) and its
+runs write a checkpoint when they start, after every model turn and after
+every tool result, into the log ``run/<run_id>`` of the store. A run that
+ends adds its messages to the session (idempotently, by run id) and drops
+its log; a run paused for approval keeps it. After a crash,
+``await agent.recover()`` finishes every run the log still holds (tools
+whose results were checkpointed are not called again), and
+``agent.resume_run(run_id, approvals)`` continues one.
+
+Records are small deltas (the messages added since the previous record);
+every ``snapshot_every`` deltas, or once the deltas outweigh the last
+snapshot, a full snapshot is written instead and records that are no longer
+needed to restore the newest ``keep`` checkpoints are trimmed. Stored bytes
+thus stay within a small multiple of the run's own messages.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from openheim.errors import ConfigError, CorruptStateError
+from openheim.snapshot import (
+    RunCheckpoint,
+    RunStatus,
+    checkpoint_of,
+    decode_checkpoint,
+    encode_checkpoint,
+    replay,
+)
+from openheim.stores._base import Store
+
+if TYPE_CHECKING:
+    from openheim.agent.result import RunState
+    from openheim.sessions import HistoryStore
+
+__all__ = ["Checkpointer"]
+
+_LOG = "run/"
+
+
+class _Track:
+    """What this process knows of a run's log: enough to write the next delta."""
+
+    __slots__ = ("base", "delta_bytes", "deltas", "last_snapshot", "records", "snapshot_bytes")
+
+    def __init__(self) -> None:
+        self.base = 0  # messages covered by the records so far
+        self.deltas = 0
+        self.delta_bytes = 0
+        self.snapshot_bytes = 0
+        self.records: list[tuple[int, bool]] = []  # (seq, is_snapshot), oldest first
+        self.last_snapshot = 0  # index in records of the newest snapshot
+
+
+class Checkpointer:
+    """Writes and reads agent-run checkpoints in ``store`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        namespace: str | None = None,
+        snapshot_every: int = 64,
+        snapshot_bytes: int = 64 * 1024,
+        keep: int = 2,
+    ) -> None:
+        if snapshot_every < 1:
+            raise ConfigError(f"snapshot_every must be >= 1, got {snapshot_every!r}")
+        if keep < 1:
+            raise ConfigError(f"keep must be >= 1, got {keep!r}")
+        self.store: Store = store.namespace(namespace) if namespace is not None else store
+        self.snapshot_every = snapshot_every
+        self.snapshot_bytes = snapshot_bytes
+        self.keep = keep
+        self._tracks: dict[str, _Track] = {}
+        self.active: set[str] = set()  # runs executing in this process right now
+
+    def __repr__(self) -> str:
+        return f"Checkpointer({self.store!r})"
+
+    @staticmethod
+    def log_name(run_id: str) -> str:
+        return _LOG + run_id
+
+    async def save(
+        self, state: RunState, status: RunStatus = "running", user_state: Any = None
+    ) -> int:
+        """Record ``state`` durably; returns the record's sequence number."""
+        track = self._tracks.get(state.run_id)
+        if track is None:
+            track = self._tracks[state.run_id] = _Track()
+        n = len(state.messages)
+        snapshot = (
+            not track.records
+            or n < track.base
+            or track.deltas >= self.snapshot_every
+            or track.delta_bytes >= max(self.snapshot_bytes, track.snapshot_bytes)
+        )
+        cp = checkpoint_of(state, status, 0 if snapshot else track.base, user_state)
+        data = encode_checkpoint(cp, snapshot=snapshot)
+        log = _LOG + state.run_id
+        seq = await self.store.append(log, data)
+        track.base = n
+        track.records.append((seq, snapshot))
+        if snapshot:
+            track.deltas = track.delta_bytes = 0
+            track.snapshot_bytes = len(data)
+            track.last_snapshot = len(track.records) - 1
+        else:
+            track.deltas += 1
+            track.delta_bytes += len(data)
+        await self._trim(log, track)
+        return seq
+
+    async def _trim(self, log: str, track: _Track) -> None:
+        """Drop the records no longer needed to restore the newest ``keep`` checkpoints."""
+        records = track.records
+        if track.last_snapshot == 0 or len(records) <= self.keep:
+            return  # the oldest record kept is the newest snapshot, or too few records
+        oldest_kept = records[-self.keep][0]
+        # The newest snapshot at or before the oldest checkpoint we must be able to restore.
+        start = max(i for i, (seq, snap) in enumerate(records) if snap and seq <= oldest_kept)
+        if start > 0:
+            await self.store.trim_log(log, records[start][0] - 1)
+            del records[:start]
+            track.last_snapshot -= start
+
+    async def load(self, run_id: str) -> RunCheckpoint | None:
+        """The newest checkpoint of ``run_id`` (snapshot and deltas folded), or None."""
+        log = _LOG + run_id
+        raw = await self.store.read_log(log)
+        if not raw:
+            return None
+        records = []
+        for seq, data in raw:
+            where = f"checkpoint {seq} of run {run_id!r} (log {log!r}, namespace {self.store.ns!r})"
+            records.append(decode_checkpoint(data, where))
+        try:
+            cp = replay(records)
+        except CorruptStateError as exc:
+            raise CorruptStateError(f"log {log!r}: {exc}") from None
+        # Deltas after a restart continue from here.
+        track = self._tracks[run_id] = _Track()
+        track.base = len(cp.messages)
+        track.records = [(seq, snap) for (seq, _), (snap, _) in zip(raw, records, strict=False)]
+        track.last_snapshot = max(i for i, (snap, _) in enumerate(records) if snap)
+        track.deltas = len(records) - 1 - track.last_snapshot
+        return cp
+
+    async def runs(self) -> list[str]:
+        """The ids of the runs that have checkpoints (unfinished or paused)."""
+        return [name[len(_LOG) :] for name in await self.store.list_logs(_LOG)]
+
+    async def finish(self, state: RunState, history: HistoryStore | None) -> None:
+        """Add a finished run to its session (once, by run id), then drop its checkpoints."""
+        if state.session is not None and history is not None:
+            from openheim.stores.history import StoreHistory
+
+            if isinstance(history, StoreHistory):
+                await history.append(
+                    state.session, state.messages, state.usage, run_id=state.run_id
+                )
+            else:
+                await history.append(state.session, state.messages, state.usage)
+        await self.discard(state.run_id)
+
+    async def discard(self, run_id: str) -> None:
+        """Drop a run's checkpoints (it will not be recovered)."""
+        self._tracks.pop(run_id, None)
+        await self.store.delete_log(_LOG + run_id)
+
+    async def stored_bytes(self, run_id: str) -> int:
+        """Bytes of the checkpoint records currently kept for ``run_id``."""
+        return sum(len(r) for _, r in await self.store.read_log(_LOG + run_id))

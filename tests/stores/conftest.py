@@ -1,0 +1,61 @@
+"""A ``store`` fixture over every backend: memory, SQLite, Redis and PostgreSQL.
+
+Each test gets a fresh namespace (and, on Redis, a fresh key prefix), and
+everything it wrote is removed afterwards. The Redis and PostgreSQL params
+carry the ``redis`` / ``postgres`` markers, so they fail when the server is
+down (see tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from openheim.stores import Store, open_store
+
+REDIS_URL = os.environ.get("OPENHEIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get(
+    "OPENHEIM_TEST_POSTGRES_URL", f"postgresql://{getpass.getuser()}@127.0.0.1:5432/test"
+)
+
+BACKENDS = [
+    pytest.param("memory", id="memory"),
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
+
+
+async def _cleanup(store: Store) -> None:
+    for key in await store.list():
+        await store.delete(key)
+    for log in await store.list_logs():
+        await store.delete_log(log)
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterator[Store]:
+    kind = request.param
+    ns = f"t-{uuid.uuid4().hex[:12]}"
+    if kind == "memory":
+        s = open_store("memory://", namespace=ns)
+    elif kind == "sqlite":
+        s = open_store(f"sqlite://{tmp_path}/state.db", namespace=ns)
+    elif kind == "redis":
+        from openheim.stores.redis import RedisStore
+
+        s = RedisStore(REDIS_URL, ns, prefix=f"ohtest-{ns}:")
+    else:
+        s = open_store(POSTGRES_URL, namespace=ns)
+    try:
+        yield s
+    finally:
+        try:
+            await _cleanup(s)
+            await _cleanup(s.namespace(ns + "-other"))
+        finally:
+            await s.aclose()
