@@ -125,8 +125,7 @@ def test_init_writes_a_working_example_and_refuses_to_overwrite(tmp_path: Path) 
 
 
 def test_sessions_commands(project: Path) -> None:
-    # Without the durable store the CLI's sessions live in its process: list works, and
-    # show/delete of an unknown id say so.
+    # memory:// lives as long as the process: list works, and show/delete of an unknown id say so.
     res = oh("sessions", "list", "--json", cwd=project.parent)
     assert res.returncode == 0, res.stderr
     assert "sessions" in json.loads(res.stdout)
@@ -154,3 +153,25 @@ def test_chat_without_agents_is_a_config_error(tmp_path: Path) -> None:
     res = oh("chat", "--config", str(config), cwd=tmp_path, stdin="")
     assert res.returncode == 2
     assert "no agents are configured" in res.stderr
+
+
+def test_sessions_persist_across_processes_in_sqlite(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    config = write_project(
+        tmp_path,
+        f'[agents.echo]\nmodel = "ixtools:echo_model"\n\n[store]\nurl = "sqlite:///{db}"\n',
+    )
+    first = oh("run", "echo", "one", "--session", "keep", "--config", str(config), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    second = oh("run", "echo", "two", "--session", "keep", "--config", str(config), cwd=tmp_path)
+    assert second.stdout == "echo: two (turn 2)\n"
+    listed = oh("sessions", "list", "--config", str(config), cwd=tmp_path)
+    assert listed.stdout.split() == ["keep"]
+    shown = oh("sessions", "show", "keep", "--json", "--config", str(config), cwd=tmp_path)
+    roles = [m["role"] for m in json.loads(shown.stdout)["messages"]]
+    assert roles == ["user", "assistant", "user", "assistant"]
+    deleted = oh("sessions", "delete", "keep", "--config", str(config), cwd=tmp_path)
+    assert deleted.returncode == 0, deleted.stderr
+    assert oh("sessions", "list", "--config", str(config), cwd=tmp_path).stdout == ""
+    other = oh("sessions", "list", "--tenant", "t2", "--config", str(config), cwd=tmp_path)
+    assert other.stdout == ""
