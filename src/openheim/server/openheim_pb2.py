@@ -4,40 +4,43 @@
 # source: openheim/server/openheim.proto
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
-
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
-
 _runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC, 7, 35, 1, "", "openheim/server/openheim.proto"
+    _runtime_version.Domain.PUBLIC,
+    7,
+    35,
+    1,
+    '',
+    'openheim/server/openheim.proto'
 )
 # @@protoc_insertion_point(imports)
 
 _sym_db = _symbol_database.Default()
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\x1eopenheim/server/openheim.proto\x12\x0bopenheim.v1"@\n\x0fRunAgentRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\t\x12\x0f\n\x07session\x18\x03 \x01(\t"D\n\nAgentEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\x12\x0e\n\x06run_id\x18\x04 \x01(\t"\x1f\n\x11GetSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t":\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t"\x80\x01\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.openheim.v1.ChatMessage\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x03\x12\x15\n\routput_tokens\x18\x04 \x01(\x03\x12\x10\n\x08requests\x18\x05 \x01(\x03\x32\x93\x01\n\x08Openheim\x12\x43\n\x08RunAgent\x12\x1c.openheim.v1.RunAgentRequest\x1a\x17.openheim.v1.AgentEvent0\x01\x12\x42\n\nGetSession\x12\x1e.openheim.v1.GetSessionRequest\x1a\x14.openheim.v1.Sessionb\x06proto3'
-)
+
+
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eopenheim/server/openheim.proto\x12\x0bopenheim.v1\"@\n\x0fRunAgentRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\t\x12\x0f\n\x07session\x18\x03 \x01(\t\"D\n\nAgentEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\x12\x0e\n\x06run_id\x18\x04 \x01(\t\"\x1f\n\x11GetSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\":\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\"\x80\x01\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.openheim.v1.ChatMessage\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x03\x12\x15\n\routput_tokens\x18\x04 \x01(\x03\x12\x10\n\x08requests\x18\x05 \x01(\x03\x32\x93\x01\n\x08Openheim\x12\x43\n\x08RunAgent\x12\x1c.openheim.v1.RunAgentRequest\x1a\x17.openheim.v1.AgentEvent0\x01\x12\x42\n\nGetSession\x12\x1e.openheim.v1.GetSessionRequest\x1a\x14.openheim.v1.Sessionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "openheim.server.openheim_pb2", _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'openheim.server.openheim_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-    DESCRIPTOR._loaded_options = None
-    _globals["_RUNAGENTREQUEST"]._serialized_start = 47
-    _globals["_RUNAGENTREQUEST"]._serialized_end = 111
-    _globals["_AGENTEVENT"]._serialized_start = 113
-    _globals["_AGENTEVENT"]._serialized_end = 181
-    _globals["_GETSESSIONREQUEST"]._serialized_start = 183
-    _globals["_GETSESSIONREQUEST"]._serialized_end = 214
-    _globals["_CHATMESSAGE"]._serialized_start = 216
-    _globals["_CHATMESSAGE"]._serialized_end = 274
-    _globals["_SESSION"]._serialized_start = 277
-    _globals["_SESSION"]._serialized_end = 405
-    _globals["_OPENHEIM"]._serialized_start = 408
-    _globals["_OPENHEIM"]._serialized_end = 555
+  DESCRIPTOR._loaded_options = None
+  _globals['_RUNAGENTREQUEST']._serialized_start=47
+  _globals['_RUNAGENTREQUEST']._serialized_end=111
+  _globals['_AGENTEVENT']._serialized_start=113
+  _globals['_AGENTEVENT']._serialized_end=181
+  _globals['_GETSESSIONREQUEST']._serialized_start=183
+  _globals['_GETSESSIONREQUEST']._serialized_end=214
+  _globals['_CHATMESSAGE']._serialized_start=216
+  _globals['_CHATMESSAGE']._serialized_end=274
+  _globals['_SESSION']._serialized_start=277
+  _globals['_SESSION']._serialized_end=405
+  _globals['_OPENHEIM']._serialized_start=408
+  _globals['_OPENHEIM']._serialized_end=555
 # @@protoc_insertion_point(module_scope)

@@ -14,12 +14,7 @@ class RunAgentRequest(_message.Message):
     agent: str
     input: str
     session: str
-    def __init__(
-        self,
-        agent: _Optional[str] = ...,
-        input: _Optional[str] = ...,
-        session: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, agent: _Optional[str] = ..., input: _Optional[str] = ..., session: _Optional[str] = ...) -> None: ...
 
 class AgentEvent(_message.Message):
     __slots__ = ("id", "type", "data", "run_id")
@@ -31,13 +26,7 @@ class AgentEvent(_message.Message):
     type: str
     data: str
     run_id: str
-    def __init__(
-        self,
-        id: _Optional[int] = ...,
-        type: _Optional[str] = ...,
-        data: _Optional[str] = ...,
-        run_id: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., type: _Optional[str] = ..., data: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
 
 class GetSessionRequest(_message.Message):
     __slots__ = ("id",)
@@ -53,9 +42,7 @@ class ChatMessage(_message.Message):
     role: str
     content: str
     data: str
-    def __init__(
-        self, role: _Optional[str] = ..., content: _Optional[str] = ..., data: _Optional[str] = ...
-    ) -> None: ...
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ..., data: _Optional[str] = ...) -> None: ...
 
 class Session(_message.Message):
     __slots__ = ("id", "messages", "input_tokens", "output_tokens", "requests")
@@ -69,11 +56,4 @@ class Session(_message.Message):
     input_tokens: int
     output_tokens: int
     requests: int
-    def __init__(
-        self,
-        id: _Optional[str] = ...,
-        messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...,
-        input_tokens: _Optional[int] = ...,
-        output_tokens: _Optional[int] = ...,
-        requests: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., requests: _Optional[int] = ...) -> None: ...
