@@ -105,7 +105,7 @@ def run() -> list[Row]:
             cwd=folder,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=open(folder / "oh.log", "wb"),
+            stderr=open(folder / "oh.log", "wb"),  # noqa: SIM115 (the child owns it)
         )
         try:
             _wait_up(f"http://127.0.0.1:{port}/healthz", ours)
@@ -139,7 +139,7 @@ def run() -> list[Row]:
             cwd=folder,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=open(folder / "lc.log", "wb"),
+            stderr=open(folder / "lc.log", "wb"),  # noqa: SIM115 (the child owns it)
         )
         try:
             _wait_up(f"http://127.0.0.1:{port}/v1/models", base)
