@@ -3,6 +3,17 @@ from libc.stdlib cimport malloc, free
 from cmailbox cimport *
 
 
+cdef class _Done:
+    """A finished awaitable with no result, shared by every fast-path put."""
+
+    def __await__(self):
+        return _EMPTY_ITER
+
+
+cdef object _EMPTY_ITER = iter(())
+cdef _Done _DONE = _Done()
+
+
 cdef class Mailbox:
     """A bounded multi-producer, multi-consumer queue of Python objects.
 
@@ -161,8 +172,21 @@ cdef class Mailbox:
 
     # -- asyncio ----------------------------------------------------------------
 
-    async def put(self, item):
-        """Put ``item``, waiting on the running loop while the mailbox is full."""
+    def put(self, item):
+        """Put ``item``, waiting on the running loop while the mailbox is full.
+
+        Returns an awaitable. When there is room the item is in the mailbox
+        already and the awaitable is a shared, finished one (no coroutine, no
+        Future); otherwise a coroutine that waits for room.
+        """
+        cdef int rc = self._try_put(item)
+        if rc == OH_OK:
+            return _DONE
+        if rc == OH_CLOSED:
+            self._closed_error(False)
+        return self._put_slow(item)
+
+    async def _put_slow(self, item):
         cdef int rc
         while True:
             rc = self._try_put(item)

@@ -360,3 +360,18 @@ def test_buffer_grows_while_wrapped_and_keeps_order() -> None:
     with pytest.raises(MailboxFull):
         box.put_nowait(100)
     assert box.get_many(1000) == list(range(100))
+
+
+async def test_put_with_room_completes_without_waiting() -> None:
+    """The fast path: the item is in the mailbox when put() returns; awaiting is free."""
+    box: Mailbox[int] = Mailbox(2)
+    pending = box.put(1)
+    assert box.qsize() == 1
+    await pending
+    await box.put(2)
+    slow = asyncio.ensure_future(box.put(3))  # full: this one has to wait
+    await asyncio.sleep(0)
+    assert not slow.done()
+    assert await box.get() == 1
+    await asyncio.wait_for(slow, 5)
+    assert box.get_many(10) == [2, 3]
