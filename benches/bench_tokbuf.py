@@ -79,8 +79,10 @@ class PyReader:
 def make_pieces(n: int = N) -> list[bytes]:
     rnd = random.Random(7)
     words = ["the", " model", " said", " café", " naïve", " 東京", " 😀", ",", ".", "\n", " of"]
-    data = "".join(rnd.choice(words) for _ in range(n * 4 // 5)).encode()
-    return [data[i : i + 4] for i in range(0, 4 * n, 4)][:n]
+    data = b""
+    while len(data) < 4 * n:
+        data += "".join(rnd.choice(words) for _ in range(n)).encode()
+    return [data[i : i + 4] for i in range(0, 4 * n, 4)]
 
 
 def append_then_read(cls: type, pieces: list[bytes]) -> float:
@@ -100,12 +102,12 @@ def interleaved(cls: type, pieces: list[bytes], batch: int = 16) -> float:
     buf = cls(stop=STOPS)
     reader = buf.reader()
     append, read = buf.append, reader.read_nowait
+    batches = [(j, pieces[j : j + batch]) for j in range(0, len(pieces), batch)]
     t0 = time.perf_counter()
-    for i, p in enumerate(pieces):
-        append(i, p)
-        if i % batch == 0:
-            read()
-    read()
+    for start, chunk in batches:
+        for i, p in enumerate(chunk, start):
+            append(i, p)
+        read()
     return (time.perf_counter() - t0) / len(pieces) * 1e6
 
 
