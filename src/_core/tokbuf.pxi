@@ -70,8 +70,9 @@ cdef class TokenBuffer:
       (e.g. an SSE ``Last-Event-ID``).
 
     Memory: token ids are kept (4 bytes each; ``keep_tokens=False`` keeps only
-    the count). Emitted text that every open reader has read is discarded once
-    more than ``retain_bytes`` of it is kept (default: ``max_bytes``); at most
+    the count). Emitted text that every open reader has read (with no reader
+    open: all of it) is discarded once more than ``retain_bytes`` of it is
+    kept (default: ``max_bytes``, so all text up to that stays replayable); at most
     ``max_bytes`` UTF-8 bytes of text are kept even if a reader lags, and that
     reader then gets :class:`~openheim.errors.StreamDiscarded`. A reader that
     is closed or garbage collected stops pinning text. (The byte buffer
