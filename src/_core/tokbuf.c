@@ -142,18 +142,16 @@ static inline void emit_to(oh_tokbuf *tb, uint64_t to)
     }
 }
 
-/* Room for `extra` more bytes after tail. Slides the live bytes down over
-   discarded ones when that frees at least as much as it copies, else grows
-   by doubling, so each byte is copied O(1) times amortized. */
-static int reserve(oh_tokbuf *tb, size_t extra)
+/* Makes room when reserve() finds too little. Slides the live bytes down
+   over discarded ones when that frees at least as much as it copies, else
+   grows by doubling, so each byte is copied O(1) times amortized. */
+static int reserve_slow(oh_tokbuf *tb, size_t extra)
 {
     size_t used = (size_t)(tb->tail - tb->buf_abs);
     size_t dead = (size_t)(tb->base - tb->buf_abs);
     size_t live = used - dead;
     size_t cap;
     unsigned char *nb;
-    if (used + extra <= tb->cap)
-        return OH_OK;
     if (dead >= live && live + extra <= tb->cap) {
         memmove(tb->buf, tb->buf + dead, live);
         tb->buf_abs = tb->base;
@@ -174,14 +172,20 @@ static int reserve(oh_tokbuf *tb, size_t extra)
     return OH_OK;
 }
 
+/* Room for `extra` more bytes after tail. */
+static inline int reserve(oh_tokbuf *tb, size_t extra)
+{
+    if ((size_t)(tb->tail - tb->buf_abs) + extra <= tb->cap)
+        return OH_OK;
+    return reserve_slow(tb, extra);
+}
+
 /* Discards emitted text no reader needs: everything read by all readers
    beyond the retention window, and anything beyond max_bytes. */
-static void trim(oh_tokbuf *tb)
+static void trim_slow(oh_tokbuf *tb)
 {
     uint64_t retained = tb->emitted - tb->base, target, stop;
     size_t i;
-    if (retained <= tb->retain_bytes)
-        return;
     target = tb->emitted - tb->retain_bytes;
     for (i = 0; i < tb->rcap; i++) {
         /* A reader already behind base lagged past max_bytes: it holds nothing. */
@@ -198,6 +202,12 @@ static void trim(oh_tokbuf *tb)
     stop = target;
     tb->base_chars += count_chars(at(tb, tb->base), (size_t)(stop - tb->base));
     tb->base = stop;
+}
+
+static inline void trim(oh_tokbuf *tb)
+{
+    if (tb->emitted - tb->base > tb->retain_bytes)
+        trim_slow(tb);
 }
 
 /* ------------------------------------------------------------------ */
