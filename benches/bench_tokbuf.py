@@ -5,18 +5,27 @@ CJK and emoji cut at byte offsets, so characters straddle pieces), two stop
 strings that never match, token ids kept, text read through one reader. The
 baseline is what one would write without the core: codecs' incremental
 decoder, ``str.find`` for stops, a held-back suffix, a list of chunks.
+
+Times are CPU time of this (single-threaded) process, ``time.process_time``:
+what the decode thread pays per token, and steadier than wall time on a
+machine shared with other work. As in ``timeit``, the cyclic GC is off while
+timing, so a collection walking the million-piece input list is not billed
+to whichever side happens to trigger it.
 """
 
 from __future__ import annotations
 
 import codecs
+import gc
 import random
 import time
+from collections.abc import Callable
 
 from _util import Row, median_of, print_table
 
 from openheim._core import TokenBuffer
 
+_clock = time.process_time
 N = 1_000_000
 STOPS = ("</s>", "\nUser:")
 TARGET_US = 0.3
@@ -79,19 +88,21 @@ class PyReader:
 def make_pieces(n: int = N) -> list[bytes]:
     rnd = random.Random(7)
     words = ["the", " model", " said", " café", " naïve", " 東京", " 😀", ",", ".", "\n", " of"]
-    data = "".join(rnd.choice(words) for _ in range(n * 4 // 5)).encode()
-    return [data[i : i + 4] for i in range(0, 4 * n, 4)][:n]
+    data = b""
+    while len(data) < 4 * n:
+        data += "".join(rnd.choice(words) for _ in range(n)).encode()
+    return [data[i : i + 4] for i in range(0, 4 * n, 4)]
 
 
 def append_then_read(cls: type, pieces: list[bytes]) -> float:
     buf = cls(stop=STOPS)
     reader = buf.reader()
     append = buf.append
-    t0 = time.perf_counter()
+    t0 = _clock()
     for i, p in enumerate(pieces):
         append(i, p)
     text = reader.read_nowait()
-    dt = time.perf_counter() - t0
+    dt = _clock() - t0
     assert text
     return dt / len(pieces) * 1e6
 
@@ -100,24 +111,36 @@ def interleaved(cls: type, pieces: list[bytes], batch: int = 16) -> float:
     buf = cls(stop=STOPS)
     reader = buf.reader()
     append, read = buf.append, reader.read_nowait
-    t0 = time.perf_counter()
-    for i, p in enumerate(pieces):
-        append(i, p)
-        if i % batch == 0:
-            read()
-    read()
-    return (time.perf_counter() - t0) / len(pieces) * 1e6
+    batches = [(j, pieces[j : j + batch]) for j in range(0, len(pieces), batch)]
+    t0 = _clock()
+    for start, chunk in batches:
+        for i, p in enumerate(chunk, start):
+            append(i, p)
+        read()
+    return (_clock() - t0) / len(pieces) * 1e6
 
 
 def append_many(pieces: list[bytes], batch: int = 64) -> float:
     buf = TokenBuffer(stop=STOPS)
     reader = buf.reader()
     ids = list(range(len(pieces)))
-    t0 = time.perf_counter()
+    t0 = _clock()
     for j in range(0, len(pieces), batch):
         buf.append_many(ids[j : j + batch], pieces[j : j + batch])
         reader.read_nowait()
-    return (time.perf_counter() - t0) / len(pieces) * 1e6
+    return (_clock() - t0) / len(pieces) * 1e6
+
+
+def no_gc(fn: Callable[[], float]) -> Callable[[], float]:
+    def timed() -> float:
+        gc.collect()
+        gc.disable()
+        try:
+            return fn()
+        finally:
+            gc.enable()
+
+    return timed
 
 
 def run(repeat: int = 5) -> list[Row]:
@@ -128,11 +151,11 @@ def run(repeat: int = 5) -> list[Row]:
     check.finish()
     assert check.getvalue() == text, "TokenBuffer output differs from the decoded input"
 
-    ours_a = median_of(lambda: append_then_read(TokenBuffer, pieces), repeat)
-    base_a = median_of(lambda: append_then_read(PyTokenBuffer, pieces), max(3, repeat // 2))
-    ours_b = median_of(lambda: interleaved(TokenBuffer, pieces), repeat)
-    base_b = median_of(lambda: interleaved(PyTokenBuffer, pieces), max(3, repeat // 2))
-    ours_c = median_of(lambda: append_many(pieces), repeat)
+    ours_a = median_of(no_gc(lambda: append_then_read(TokenBuffer, pieces)), repeat)
+    base_a = median_of(no_gc(lambda: append_then_read(PyTokenBuffer, pieces)), max(3, repeat // 2))
+    ours_b = median_of(no_gc(lambda: interleaved(TokenBuffer, pieces)), repeat)
+    base_b = median_of(no_gc(lambda: interleaved(PyTokenBuffer, pieces)), max(3, repeat // 2))
+    ours_c = median_of(no_gc(lambda: append_many(pieces)), repeat)
     worst = max(ours_a, ours_b)
     base = "pure-Python buffer"
     return [

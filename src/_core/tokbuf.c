@@ -18,6 +18,7 @@ typedef struct {
     int32_t out_link; /* nearest node on the fail chain that ends a stop, or -1 */
     int32_t stop;     /* index of the stop string ending here, or -1 */
     int32_t depth;
+    int32_t depth_chars; /* code points in the prefix this node spells */
     unsigned char byte;
 } ac_node;
 
@@ -68,16 +69,17 @@ static oh_tb_ac *ac_build(const char *const *stops, const size_t *lens, size_t k
         free(queue);
         return NULL;
     }
-    ac->nodes[0] = (ac_node){-1, -1, 0, -1, -1, 0, 0};
+    ac->nodes[0] = (ac_node){-1, -1, 0, -1, -1, 0, 0, 0};
     ac->n = 1;
     for (i = 0; i < k; i++) {
-        int32_t s = 0;
+        int32_t s = 0, chars = 0;
         for (j = 0; j < lens[i]; j++) {
             unsigned char b = (unsigned char)stops[i][j];
             int32_t c = ac_child(ac, s, b);
+            chars += (b & 0xC0) != 0x80;
             if (c <= 0) {
                 c = ac->n++;
-                ac->nodes[c] = (ac_node){-1, -1, 0, -1, -1, (int32_t)(j + 1), b};
+                ac->nodes[c] = (ac_node){-1, -1, 0, -1, -1, (int32_t)(j + 1), chars, b};
                 if (s == 0) {
                     ac->root[b] = c;
                 } else {
@@ -116,11 +118,18 @@ static inline unsigned char *at(oh_tokbuf *tb, uint64_t abs)
     return tb->buf + (size_t)(abs - tb->buf_abs);
 }
 
+/* Code points in valid UTF-8: bytes that are not continuations (10xxxxxx). */
 static inline uint64_t count_chars(const unsigned char *p, size_t n)
 {
     uint64_t c = 0;
-    size_t i;
-    for (i = 0; i < n; i++)
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w, cont;
+        memcpy(&w, p + i, 8);
+        cont = (w & ~(w << 1)) & UINT64_C(0x8080808080808080); /* bit 7 set, bit 6 clear */
+        c += 8 - (((cont >> 7) * UINT64_C(0x0101010101010101)) >> 56);
+    }
+    for (; i < n; i++)
         c += (p[i] & 0xC0) != 0x80;
     return c;
 }
@@ -133,18 +142,16 @@ static inline void emit_to(oh_tokbuf *tb, uint64_t to)
     }
 }
 
-/* Room for `extra` more bytes after tail. Slides the live bytes down over
-   discarded ones when that frees at least as much as it copies, else grows
-   by doubling, so each byte is copied O(1) times amortized. */
-static int reserve(oh_tokbuf *tb, size_t extra)
+/* Makes room when reserve() finds too little. Slides the live bytes down
+   over discarded ones when that frees at least as much as it copies, else
+   grows by doubling, so each byte is copied O(1) times amortized. */
+static int reserve_slow(oh_tokbuf *tb, size_t extra)
 {
     size_t used = (size_t)(tb->tail - tb->buf_abs);
     size_t dead = (size_t)(tb->base - tb->buf_abs);
     size_t live = used - dead;
     size_t cap;
     unsigned char *nb;
-    if (used + extra <= tb->cap)
-        return OH_OK;
     if (dead >= live && live + extra <= tb->cap) {
         memmove(tb->buf, tb->buf + dead, live);
         tb->buf_abs = tb->base;
@@ -165,14 +172,20 @@ static int reserve(oh_tokbuf *tb, size_t extra)
     return OH_OK;
 }
 
+/* Room for `extra` more bytes after tail. */
+static inline int reserve(oh_tokbuf *tb, size_t extra)
+{
+    if ((size_t)(tb->tail - tb->buf_abs) + extra <= tb->cap)
+        return OH_OK;
+    return reserve_slow(tb, extra);
+}
+
 /* Discards emitted text no reader needs: everything read by all readers
    beyond the retention window, and anything beyond max_bytes. */
-static void trim(oh_tokbuf *tb)
+static void trim_slow(oh_tokbuf *tb)
 {
     uint64_t retained = tb->emitted - tb->base, target, stop;
     size_t i;
-    if (retained <= tb->retain_bytes)
-        return;
     target = tb->emitted - tb->retain_bytes;
     for (i = 0; i < tb->rcap; i++) {
         /* A reader already behind base lagged past max_bytes: it holds nothing. */
@@ -191,6 +204,12 @@ static void trim(oh_tokbuf *tb)
     tb->base = stop;
 }
 
+static inline void trim(oh_tokbuf *tb)
+{
+    if (tb->emitted - tb->base > tb->retain_bytes)
+        trim_slow(tb);
+}
+
 /* ------------------------------------------------------------------ */
 /* UTF-8 repair                                                         */
 /* ------------------------------------------------------------------ */
@@ -203,56 +222,127 @@ static inline size_t put_fffd(unsigned char *out)
     return 3;
 }
 
-/* Writes the repaired form of s[0..n) to out (room for 3n + 3 bytes) and
-   returns its length. The ranges are Table 3-7 of the Unicode standard; a
-   byte outside the allowed range ends the pending sequence with one U+FFFD
-   and is then looked at again on its own, which is what "replace" does. */
-static size_t u8_repair(oh_tokbuf *tb, const unsigned char *s, size_t n, unsigned char *out)
+/* For a lead byte: how many continuation bytes follow (0: not a lead byte)
+   and the allowed range of the first of them (Table 3-7 of the Unicode
+   standard; the ranges exclude overlongs, surrogates and > U+10FFFF). */
+static inline int u8_lead(unsigned char c, unsigned char *lo, unsigned char *hi)
 {
-    size_t i = 0, o = 0;
+    *lo = 0x80, *hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF)
+        return 1;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (c == 0xE0)
+            *lo = 0xA0;
+        else if (c == 0xED)
+            *hi = 0x9F;
+        return 2;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (c == 0xF0)
+            *lo = 0x90;
+        else if (c == 0xF4)
+            *hi = 0x8F;
+        return 3;
+    }
+    return 0; /* 80..C1, F5..FF never start a character */
+}
+
+/* Writes the repaired form of s[0..n) to out (room for 3n + 3 bytes),
+   returns its length and adds the code points written to *chars. A byte
+   outside the allowed range ends the pending sequence with one U+FFFD and
+   is then looked at again on its own, which is what "replace" does.
+   State lives in locals: `out` is a char pointer that may alias *tb, so
+   the compiler would otherwise reload every field after each store. */
+static size_t u8_repair(oh_tokbuf *tb, const unsigned char *s, size_t n, unsigned char *out,
+                        uint64_t *chars)
+{
+    size_t i = 0, o = 0, i0;
+    uint64_t nc = 0;
+    int have = tb->u8_have, need = tb->u8_need;
+    unsigned char lo = tb->u8_lo, hi = tb->u8_hi;
+    unsigned char seq[4];
+    memcpy(seq, tb->u8, sizeof(seq));
     while (i < n) {
         unsigned char c = s[i];
-        if (tb->u8_have == 0) {
-            if (c < 0x80) {
-                out[o++] = c;
-                i++;
+        if (have > 0) {
+            /* Continuing a sequence begun in an earlier piece. */
+            if (c < lo || c > hi) {
+                o += put_fffd(out + o); /* c is not consumed */
+                nc++;
+                have = 0;
                 continue;
             }
             i++;
-            if (c >= 0xC2 && c <= 0xDF) {
-                tb->u8_need = 1, tb->u8_lo = 0x80, tb->u8_hi = 0xBF;
-            } else if (c == 0xE0) {
-                tb->u8_need = 2, tb->u8_lo = 0xA0, tb->u8_hi = 0xBF;
-            } else if (c == 0xED) {
-                tb->u8_need = 2, tb->u8_lo = 0x80, tb->u8_hi = 0x9F;
-            } else if (c >= 0xE1 && c <= 0xEF) {
-                tb->u8_need = 2, tb->u8_lo = 0x80, tb->u8_hi = 0xBF;
-            } else if (c == 0xF0) {
-                tb->u8_need = 3, tb->u8_lo = 0x90, tb->u8_hi = 0xBF;
-            } else if (c >= 0xF1 && c <= 0xF3) {
-                tb->u8_need = 3, tb->u8_lo = 0x80, tb->u8_hi = 0xBF;
-            } else if (c == 0xF4) {
-                tb->u8_need = 3, tb->u8_lo = 0x80, tb->u8_hi = 0x8F;
-            } else { /* 80..C1, F5..FF never start a character */
-                o += put_fffd(out + o);
-                continue;
+            seq[have++] = c;
+            lo = 0x80, hi = 0xBF;
+            if (--need == 0) {
+                memcpy(out + o, seq, (size_t)have);
+                o += (size_t)have;
+                nc++;
+                have = 0;
             }
-            tb->u8[0] = c;
-            tb->u8_have = 1;
-        } else if (c < tb->u8_lo || c > tb->u8_hi) {
-            o += put_fffd(out + o); /* c is not consumed */
-            tb->u8_have = 0;
-        } else {
-            i++;
-            tb->u8[tb->u8_have++] = c;
-            tb->u8_lo = 0x80, tb->u8_hi = 0xBF;
-            if (--tb->u8_need == 0) {
-                memcpy(out + o, tb->u8, (size_t)tb->u8_have);
-                o += (size_t)tb->u8_have;
-                tb->u8_have = 0;
-            }
+            continue;
         }
+        if (c < 0x80) {
+            /* ASCII runs, 8 bytes at a time. */
+            uint64_t w;
+            i0 = i;
+            while (i + 8 <= n) {
+                memcpy(&w, s + i, 8);
+                if (w & UINT64_C(0x8080808080808080))
+                    break;
+                memcpy(out + o, &w, 8);
+                i += 8;
+                o += 8;
+            }
+            while (i < n && s[i] < 0x80)
+                out[o++] = s[i++];
+            nc += i - i0;
+            continue;
+        }
+        need = u8_lead(c, &lo, &hi);
+        if (need == 0) {
+            o += put_fffd(out + o);
+            nc++;
+            i++;
+            continue;
+        }
+        if (i + (size_t)need < n) {
+            /* The whole sequence is in this piece: check it in one go. */
+            size_t k = 1;
+            if (s[i + 1] >= lo && s[i + 1] <= hi)
+                for (k = 2; k <= (size_t)need && (s[i + k] & 0xC0) == 0x80; k++)
+                    ;
+            if (k > (size_t)need) {
+                switch (k) { /* fixed sizes: a move each, not a call */
+                case 2:
+                    memcpy(out + o, s + i, 2);
+                    break;
+                case 3:
+                    memcpy(out + o, s + i, 3);
+                    break;
+                default:
+                    memcpy(out + o, s + i, 4);
+                }
+                o += k;
+            } else {
+                o += put_fffd(out + o); /* s[i + k] is looked at again */
+            }
+            nc++;
+            i += k;
+            continue;
+        }
+        /* The sequence runs past this piece: keep its valid prefix. */
+        seq[0] = c;
+        have = 1;
+        i++;
     }
+    tb->u8_have = have;
+    tb->u8_need = need;
+    tb->u8_lo = lo;
+    tb->u8_hi = hi;
+    memcpy(tb->u8, seq, sizeof(seq));
+    *chars = nc;
     return o;
 }
 
@@ -274,24 +364,27 @@ static void end_at_stop(oh_tokbuf *tb)
 static int scan(oh_tokbuf *tb, uint64_t from)
 {
     const oh_tb_ac *ac = tb->ac;
-    const unsigned char *p = at(tb, from);
+    const unsigned char *p = at(tb, from), *endp = p + (size_t)(tb->tail - from);
     int32_t s = tb->ac_state;
-    uint64_t q, end = tb->tail;
-    for (q = from; q < end; q++, p++) {
+    for (; p < endp; p++) {
         const ac_node *nd;
         int32_t m;
+        uint64_t here;
         if (s == 0 && !tb->have_cand) {
-            s = ac->root[*p];
-            if (s == 0)
-                continue;
+            /* Most bytes start no stop string: skip them with one lookup each. */
+            while (p < endp && (s = ac->root[*p]) == 0)
+                p++;
+            if (p == endp)
+                break;
         } else {
             s = ac_step(ac, s, *p);
         }
         nd = &ac->nodes[s];
+        here = from + (uint64_t)(p - at(tb, from)) + 1; /* end of the text so far */
         /* The longest match ending here starts leftmost among those. */
         m = nd->stop >= 0 ? s : nd->out_link;
         if (m >= 0) {
-            uint64_t start = q + 1 - (uint64_t)ac->nodes[m].depth;
+            uint64_t start = here - (uint64_t)ac->nodes[m].depth;
             if (!tb->have_cand || start < tb->cand_start) {
                 tb->have_cand = 1;
                 tb->cand_start = start;
@@ -299,20 +392,23 @@ static int scan(oh_tokbuf *tb, uint64_t from)
             }
         }
         /* Decided once no partial match starting before it is alive. */
-        if (tb->have_cand && (uint64_t)nd->depth <= q + 1 - tb->cand_start) {
+        if (tb->have_cand && (uint64_t)nd->depth <= here - tb->cand_start) {
             end_at_stop(tb);
             return 1;
         }
     }
     tb->ac_state = s;
-    emit_to(tb, end - (uint64_t)ac->nodes[s].depth);
+    /* The held-back tail spells the prefix of node s, so its length in code
+       points is known without counting. */
+    tb->emitted = tb->tail - (uint64_t)ac->nodes[s].depth;
+    tb->emitted_chars = tb->tail_chars - (uint64_t)ac->nodes[s].depth_chars;
     return 0;
 }
 
 /* Repairs and scans one piece. Caller holds mu and checked end == OPEN. */
 static int feed(oh_tokbuf *tb, const unsigned char *piece, size_t n, int *stopped)
 {
-    uint64_t from = tb->tail;
+    uint64_t from = tb->tail, chars = 0;
     int rc;
     *stopped = 0;
     if (n == 0)
@@ -322,13 +418,16 @@ static int feed(oh_tokbuf *tb, const unsigned char *piece, size_t n, int *stoppe
     rc = reserve(tb, 3 * n + 3);
     if (rc != OH_OK)
         return rc;
-    tb->tail += u8_repair(tb, piece, n, at(tb, tb->tail));
+    tb->tail += u8_repair(tb, piece, n, at(tb, tb->tail), &chars);
+    tb->tail_chars += chars;
     if (tb->tail == from)
         return OH_OK;
-    if (tb->ac != NULL)
+    if (tb->ac != NULL) {
         *stopped = scan(tb, from);
-    else
-        emit_to(tb, tb->tail);
+    } else {
+        tb->emitted = tb->tail;
+        tb->emitted_chars = tb->tail_chars;
+    }
     return OH_OK;
 }
 
@@ -479,6 +578,7 @@ int oh_tb_finish(oh_tokbuf *tb, int failed, unsigned *events)
         /* The truncated sequence is one U+FFFD, which may itself complete a stop. */
         uint64_t from = tb->tail;
         tb->tail += put_fffd(at(tb, tb->tail));
+        tb->tail_chars++;
         tb->u8_have = 0;
         if (tb->ac != NULL)
             stopped = scan(tb, from);

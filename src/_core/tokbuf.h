@@ -51,7 +51,7 @@ typedef struct {
     unsigned char *buf;
     size_t cap;
     uint64_t buf_abs, base, emitted, tail;
-    uint64_t base_chars, emitted_chars; /* code points before base / emitted */
+    uint64_t base_chars, emitted_chars, tail_chars; /* code points before each */
     size_t max_bytes, retain_bytes;
 
     /* UTF-8 repair: a valid prefix of a multi-byte sequence. */

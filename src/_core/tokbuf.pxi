@@ -70,11 +70,18 @@ cdef class TokenBuffer:
       (e.g. an SSE ``Last-Event-ID``).
 
     Memory: token ids are kept (4 bytes each; ``keep_tokens=False`` keeps only
-    the count). Emitted text that every open reader has read is discarded once
-    more than ``retain_bytes`` of it is kept (default: ``max_bytes``); at most
+    the count). Emitted text that every open reader has read (with no reader
+    open: all of it) is discarded once more than ``retain_bytes`` of it is
+    kept (default: ``max_bytes``, so all text up to that stays replayable); at most
     ``max_bytes`` UTF-8 bytes of text are kept even if a reader lags, and that
     reader then gets :class:`~openheim.errors.StreamDiscarded`. A reader that
-    is closed or garbage collected stops pinning text.
+    is closed or garbage collected stops pinning text. (The byte buffer
+    behind the text may be up to about twice the retained size, since it
+    compacts lazily.)
+
+    Thread safety: every method may be called from any thread. An append is
+    one short C critical section that creates no Python objects; blocking
+    reads wait with the GIL released.
     """
 
     cdef oh_tokbuf tb
@@ -150,6 +157,11 @@ cdef class TokenBuffer:
     # -- writing -----------------------------------------------------------------
 
     cdef inline void _notify(self, unsigned ev):
+        # Wakes asyncio readers (threads blocked in read() were already
+        # signalled by C). A native decode loop may call oh_tb_append on
+        # `self.tb` without the GIL and call this later with the GIL, OR-ing
+        # the events: a reader checks and parks under the GIL, so a notify
+        # that follows the append cannot miss it.
         if ev and self._waiters.has_waiters():
             self._waiters.wake_all()
 
@@ -385,7 +397,8 @@ cdef class TokenBuffer:
         cdef oh_tb_info info
         oh_tb_get_info(&self.tb, &info)
         if info.end == OH_TB_FAILED:
-            raise self._error
+            raise self._error if self._error is not None else _errors.StreamFailed(
+                "the token stream failed")
         raise _errors.StreamClosed(
             f"the token stream has finished ({self.finish_reason}) and this reader "
             f"has read all {chars} characters")
