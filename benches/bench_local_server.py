@@ -76,6 +76,34 @@ async def _clients(url: str, model: str) -> tuple[float, float, int]:
     return wall, statistics.median(r[0] for r in results), sum(r[1] for r in results)
 
 
+def _measure(
+    cmd: list[str],
+    health: str,
+    route: str,
+    model: str,
+    folder: Path,
+    log: str,
+    env: dict[str, str],
+) -> tuple[float, float, int]:
+    """Start one server on a free loopback port, run the clients against it, stop it."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*cmd, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(folder / log, "wb"),  # noqa: SIM115 (the child owns it)
+    )
+    try:
+        _wait_up(f"http://127.0.0.1:{port}{health}", proc)
+        return asyncio.run(_clients(f"http://127.0.0.1:{port}{route}", model))
+    except Exception:
+        print((folder / log).read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        _stop(proc)
+
+
 def run() -> list[Row]:
     path = model_path()
     rows: list[Row] = []
@@ -88,69 +116,24 @@ def run() -> list[Row]:
             '[[server.api_keys]]\ntenant = "bench"\nkey_env = "BENCH_KEY"\n'
         )
         env = {**os.environ, "BENCH_KEY": KEY, "OMP_NUM_THREADS": str(THREADS)}
-        port = _free_port()
-        ours = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "openheim",
-                "serve",
-                "--config",
-                str(folder / "openheim.toml"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=folder,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(folder / "oh.log", "wb"),  # noqa: SIM115 (the child owns it)
+        serve = [
+            sys.executable,
+            "-m",
+            "openheim",
+            "serve",
+            "--config",
+            str(folder / "openheim.toml"),
+        ]
+        o_wall, o_ttft, o_chars = _measure(
+            serve, "/healthz", "/v1/chat/completions", "local", folder, "oh.log", env
         )
-        try:
-            _wait_up(f"http://127.0.0.1:{port}/healthz", ours)
-            o_wall, o_ttft, o_chars = asyncio.run(
-                _clients(f"http://127.0.0.1:{port}/v1/chat/completions", "local")
-            )
-        except Exception:
-            print((folder / "oh.log").read_text()[-3000:], file=sys.stderr)
-            raise
-        finally:
-            _stop(ours)
-        port = _free_port()
-        base = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                path,
-                "--n_threads",
-                str(THREADS),
-                "--n_ctx",
-                "4096",
-                "--interrupt_requests",
-                "False",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=folder,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(folder / "lc.log", "wb"),  # noqa: SIM115 (the child owns it)
+        llama_server = [
+            sys.executable, "-m", "llama_cpp.server", "--model", path,
+            "--n_threads", str(THREADS), "--n_ctx", "4096", "--interrupt_requests", "False",
+        ]  # fmt: skip
+        b_wall, b_ttft, b_chars = _measure(
+            llama_server, "/v1/models", "/v1/completions", "gemma", folder, "lc.log", env
         )
-        try:
-            _wait_up(f"http://127.0.0.1:{port}/v1/models", base)
-            b_wall, b_ttft, b_chars = asyncio.run(
-                _clients(f"http://127.0.0.1:{port}/v1/completions", "gemma")
-            )
-        except Exception:
-            print((folder / "lc.log").read_text()[-3000:], file=sys.stderr)
-            raise
-        finally:
-            _stop(base)
     print(
         f"openheim: {o_wall:.2f}s ttft {o_ttft:.2f}s {o_chars} chars; llama_cpp.server: {b_wall:.2f}s ttft {b_ttft:.2f}s {b_chars} chars",
         file=sys.stderr,

@@ -252,24 +252,24 @@ class Engine:
         active = self._active()
         if not active:
             return
-        plan: list[tuple[_Slot, int, int]] = []  # slot, first batch index, token count
+        plan: list[tuple[_Slot, int]] = []  # slot, tokens it feeds this step
         n = 0
         for s in active:  # generating sequences: one token each
             if s.prefill_done:
-                plan.append((s, n, 1))
+                plan.append((s, 1))
                 n += 1
         budget = h.n_batch - n
         for s in active:  # prompts: chunks, within what is left of the batch
             if s.prefill_done or budget <= 0:
                 continue
             take = min(len(s.pending), self.prefill_chunk, budget)
-            plan.append((s, n, take))
+            plan.append((s, take))
             n += take
             budget -= take
         self._make_room(n, active)
         plan = [p for p in plan if p[0].req is not None]
         n = 0
-        for s, _, take in plan:
+        for s, take in plan:
             want_logits = (not s.prefill_done and take == len(s.pending)) or s.prefill_done
             fill_batch(self._addr, n, s.pending[:take], len(s.tokens), s.id, want_logits, h.n_batch)
             n += take
@@ -280,11 +280,11 @@ class Engine:
         self.max_batch_seqs = max(self.max_batch_seqs, len(plan))
         if rc != 0:
             err = ModelError(f"llama_decode failed with status {rc}", provider="llama")
-            for s, _, _ in plan:
+            for s, _ in plan:
                 self._finish(s, "error", err)
             return
         idx = 0
-        for s, _, take in plan:
+        for s, take in plan:
             fed = s.pending[:take]
             s.tokens.extend(fed)
             del s.pending[:take]

@@ -18,7 +18,6 @@ import json
 import math
 from typing import Any
 
-import llama_cpp as lc
 import numpy as np
 
 from openheim.models._llama.bindings import TOKEN_DATA, LlamaHandle, token_data_array
@@ -94,6 +93,3 @@ class LazyGrammar:
         if self._smpl:
             self._h.free_sampler(self._smpl)
             self._smpl = None
-
-
-_ = lc  # llama_cpp must be importable here; the grammar converter lives in it
