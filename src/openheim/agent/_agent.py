@@ -17,6 +17,7 @@ import msgspec
 from openheim.agent._loop import _Run
 from openheim.agent._output import OutputSpec
 from openheim.agent._settings import RunSettings, as_model_settings
+from openheim.agent._sync import run_in_thread_loop
 from openheim.agent.events import AgentEvent, result_of
 from openheim.agent.result import RunResult
 from openheim.errors import ApprovalError, ConfigError
@@ -416,17 +417,13 @@ class Agent:
         approvals: Mapping[str, ApprovalDecision] | None = None,
         run_id: str | None = None,
     ) -> RunResult:
-        """:meth:`run` from synchronous code (in a new event loop)."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise RuntimeError(
-                "Agent.run_sync() was called from a running event loop; use "
-                "`await agent.run(...)` there"
-            )
-        return asyncio.run(
+        """:meth:`run` from synchronous code.
+
+        Each thread keeps one event loop for all its ``run_sync`` calls (closed
+        when the thread ends); RuntimeError if called where an event loop is
+        running (``await agent.run(...)`` there).
+        """
+        return run_in_thread_loop(
             self.run(
                 prompt,
                 session=session,
@@ -436,7 +433,8 @@ class Agent:
                 resume=resume,
                 approvals=approvals,
                 run_id=run_id,
-            )
+            ),
+            "Agent.run_sync()",
         )
 
     async def stream(
