@@ -15,7 +15,8 @@ import msgspec
 from openheim.errors import ConfigError
 from openheim.server import openheim_pb2 as pb
 from openheim.server import openheim_pb2_grpc as pb_grpc
-from openheim.server._state import ServerState, TooManyRuns, json_encode
+from openheim.server._state import ServerState, TooManyRuns
+from openheim.server._wire import json_encode
 
 
 class _Service(pb_grpc.OpenheimServicer):
@@ -41,7 +42,7 @@ class _Service(pb_grpc.OpenheimServicer):
         if request.agent not in self.state.config.agents:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no agent {request.agent!r}")
         try:
-            record = self.state.start_run(
+            record = self.state.runs.start(
                 tenant, request.agent, request.input, request.session or None
             )
         except TooManyRuns:

@@ -14,13 +14,23 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from openheim.messages import Message, ToolCall
-from openheim.models.base import ModelRequest, ModelSettings, ToolDefinition
-from openheim.server._state import json_encode
+from openheim.models.base import (
+    ModelRequest,
+    ModelResponse,
+    ModelSettings,
+    TextDelta,
+    ToolCallDelta,
+    ToolDefinition,
+)
+from openheim.server._wire import json_encode
+
+if TYPE_CHECKING:
+    from openheim.models import Model
 
 
 class BadRequest(Exception):
@@ -231,16 +241,13 @@ DONE = b"data: [DONE]\n\n"
 
 
 async def proxy_stream(
-    model: Any, request: ModelRequest, cid: str, name: str, include_usage: bool
+    model: Model, request: ModelRequest, cid: str, name: str, include_usage: bool
 ) -> AsyncIterator[bytes]:
-    from openheim.models.base import ModelResponse, TextDelta, ToolCallDelta
-
     yield chunk(cid, name, {"role": "assistant", "content": ""})
     async for ev in model.stream(request):
-        kind = type(ev)
-        if kind is TextDelta:
+        if isinstance(ev, TextDelta):
             yield chunk(cid, name, {"content": ev.text})
-        elif kind is ToolCallDelta:
+        elif isinstance(ev, ToolCallDelta):
             call: dict[str, Any] = {"index": ev.index}
             if ev.id is not None or ev.name is not None:
                 call.update(id=ev.id, type="function")
@@ -248,12 +255,8 @@ async def proxy_stream(
             else:
                 call["function"] = {"arguments": ev.arguments_delta}
             yield chunk(cid, name, {"tool_calls": [call]})
-        elif kind is ModelResponse:
+        elif isinstance(ev, ModelResponse):
             yield chunk(cid, name, {}, ev.finish_reason)
             if include_usage:
                 yield usage_chunk(cid, name, ev.usage)
     yield DONE
-
-
-def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> bytes:
-    return json_encode({"error": {"message": message, "type": kind, "param": param, "code": code}})

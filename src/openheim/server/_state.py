@@ -1,41 +1,35 @@
-"""Server state: tenants' agents, runs and their buffered events, concurrency limits.
+"""Server state: the config, tenants' keys, agents, models and session stores, run limits.
 
-A run executes in its own task, detached from the HTTP connection that started
-it, and appends its events to a buffer; a client that lost its stream
-reconnects with ``Last-Event-ID`` and is replayed the events after that id.
-Finished runs keep their buffer for ``run_retention`` seconds.
+One :class:`ServerState` per app (``request.app.state.openheim``); routes take
+what they need from it, typed: :meth:`ServerState.agent` gives an ``Agent``,
+:meth:`ServerState.provider_model` a ``Model``, :meth:`ServerState.history`
+the tenant's session store. Runs live in :attr:`ServerState.runs`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
-import itertools
-import os
-import time
 from collections.abc import Sequence
-from typing import Any
-
-import msgspec
+from typing import TYPE_CHECKING, Protocol, cast
 
 from openheim.config import Config, open_history
-from openheim.errors import OpenheimError
 from openheim.messages import Message, Usage
+from openheim.server._runs import RunRegistry
+from openheim.sessions import HistoryStore
 
-_RUN_PREFIX = os.urandom(4).hex()
-_numbers = itertools.count(1)
-
-
-def _jsonable(obj: Any) -> Any:
-    dump = getattr(obj, "model_dump", None)
-    if dump is not None:
-        return dump(mode="json")
-    raise TypeError(f"cannot encode {type(obj).__name__} as JSON")
+if TYPE_CHECKING:
+    from openheim.agent import Agent
+    from openheim.models import Model
 
 
-json_encode = msgspec.json.Encoder(enc_hook=_jsonable).encode
+class SessionStore(HistoryStore, Protocol):
+    """A tenant's session store: a HistoryStore that also lists and deletes sessions."""
+
+    async def list_sessions(self) -> list[str]: ...
+
+    async def delete(self, session: str) -> bool: ...
 
 
 class EphemeralHistory:
@@ -45,7 +39,7 @@ class EphemeralHistory:
     agent as the history of a throwaway session id.
     """
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: SessionStore) -> None:
         self.store = store
         self._scratch: dict[str, list[Message]] = {}
 
@@ -58,8 +52,7 @@ class EphemeralHistory:
     async def load(self, session: str) -> list[Message]:
         if session in self._scratch:
             return list(self._scratch[session])
-        result: list[Message] = await self.store.load(session)
-        return result
+        return await self.store.load(session)
 
     async def append(
         self, session: str, messages: Sequence[Message], usage: Usage | None = None
@@ -69,40 +62,10 @@ class EphemeralHistory:
         await self.store.append(session, messages, usage)
 
     async def usage(self, session: str) -> Usage:
-        result: Usage = await self.store.usage(session)
-        return result
+        return await self.store.usage(session)
 
     async def clear(self, session: str) -> None:
         await self.store.clear(session)
-
-
-class RunRecord:
-    """One agent run: its tenant, its events (as JSON bytes) and whether it ended."""
-
-    def __init__(self, run_id: str, tenant: str, agent: str) -> None:
-        self.id = run_id
-        self.tenant = tenant
-        self.agent = agent
-        self.events: list[tuple[str, bytes]] = []  # (event type, JSON data)
-        self.finished = False
-        self.finished_at = 0.0
-        self.result: dict[str, Any] | None = None
-        self.task: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
-
-    def push(self, kind: str, data: dict[str, Any]) -> None:
-        self.events.append((kind, json_encode({"type": kind, **data})))
-        self._changed.set()
-
-    def finish(self) -> None:
-        self.finished = True
-        self.finished_at = time.monotonic()
-        self._changed.set()
-
-    async def wait(self, seen: int) -> None:
-        while len(self.events) <= seen and not self.finished:
-            self._changed.clear()
-            await self._changed.wait()
 
 
 class TooManyRuns(Exception):
@@ -115,10 +78,10 @@ class ServerState:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._keys: dict[bytes, str] = {}
-        self._agents: dict[tuple[str, str], Any] = {}
-        self._models: dict[str, Any] = {}
+        self._agents: dict[tuple[str, str], Agent] = {}
+        self._models: dict[str, Model] = {}
         self._histories: dict[str, EphemeralHistory] = {}
-        self.runs: dict[str, RunRecord] = {}
+        self.runs = RunRegistry(self)
         self.active: dict[str, int] = {}
         self.accepting = True
         self._load_keys()
@@ -149,27 +112,28 @@ class ServerState:
     def history(self, tenant: str) -> EphemeralHistory:
         h = self._histories.get(tenant)
         if h is None:
-            h = EphemeralHistory(open_history(self.config.store.url, tenant))
+            store = cast(SessionStore, open_history(self.config.store.url, tenant))
+            h = EphemeralHistory(store)
             self._histories[tenant] = h
         return h
 
-    def provider_model(self, spec: str) -> Any:
+    def provider_model(self, spec: str) -> Model:
         """The Model for ``"<provider>:<model>"`` of a configured provider (one per spec)."""
         model = self._models.get(spec)
         if model is None:
-            model = self.config.resolve_model("(request)", spec)
+            model = cast("Model", self.config.resolve_model("(request)", spec))
             self._models[spec] = model
         return model
 
-    def agent(self, tenant: str, name: str) -> Any:
+    def agent(self, tenant: str, name: str) -> Agent:
         key = (tenant, name)
         agent = self._agents.get(key)
         if agent is None:
-            agent = self.config.build_agent(name, history=self.history(tenant))
+            agent = cast("Agent", self.config.build_agent(name, history=self.history(tenant)))
             self._agents[key] = agent
         return agent
 
-    # ---- runs ------------------------------------------------------------------------
+    # ---- limits -------------------------------------------------------------------------
 
     def acquire(self, tenant: str) -> None:
         limit = self.config.server.max_concurrent_runs_per_tenant
@@ -180,50 +144,12 @@ class ServerState:
     def release(self, tenant: str) -> None:
         self.active[tenant] -= 1
 
-    def start_run(self, tenant: str, name: str, prompt: str, session: str | None) -> RunRecord:
-        agent = self.agent(tenant, name)
-        self._expire()
-        self.acquire(tenant)
-        record = RunRecord(f"run_{_RUN_PREFIX}{next(_numbers)}", tenant, name)
-        self.runs[record.id] = record
-        record.push("run_started", {"run_id": record.id, "agent": name, "session": session})
-        record.task = asyncio.get_running_loop().create_task(
-            self._drive(record, agent, prompt, session)
-        )
-        return record
+    # ---- shutdown -----------------------------------------------------------------------
 
-    async def _drive(self, record: RunRecord, agent: Any, prompt: str, session: str | None) -> None:
-        from openheim.agent import Done
-
-        try:
-            async for event in agent.stream(prompt, session=session):
-                if type(event) is Done:
-                    res = event.result
-                    record.result = {
-                        "run_id": record.id,
-                        "output": res.output,
-                        "stop_reason": res.stop_reason,
-                        "usage": res.usage,
-                        "session": res.session,
-                        "pending": res.pending,
-                    }
-                    record.push("done", record.result)
-                else:
-                    record.push(_event_name(event), msgspec.structs.asdict(event))
-        except asyncio.CancelledError:
-            record.push("error", {"error": {"type": "Cancelled", "message": "run cancelled"}})
-            raise
-        except (OpenheimError, ValueError, TypeError) as exc:
-            record.push("error", {"error": {"type": type(exc).__name__, "message": str(exc)}})
-        finally:
-            record.finish()
-            self.release(record.tenant)
-
-    def _expire(self) -> None:
-        keep = self.config.server.run_retention
-        now = time.monotonic()
-        for rid in [r.id for r in self.runs.values() if r.finished and now - r.finished_at > keep]:
-            del self.runs[rid]
+    async def drain(self, grace: float) -> None:
+        """Stop accepting work; wait up to ``grace`` seconds for runs, then cancel the rest."""
+        self.accepting = False
+        await self.runs.drain(grace)
 
     async def aclose(self) -> None:
         """Close the agents' and proxied models' connections."""
@@ -235,34 +161,3 @@ class ServerState:
                 await model.aclose()
         self._agents.clear()
         self._models.clear()
-
-    def in_flight(self) -> list[asyncio.Task[None]]:
-        return [r.task for r in self.runs.values() if r.task is not None and not r.task.done()]
-
-    async def drain(self, grace: float) -> None:
-        """Wait up to ``grace`` seconds for in-flight runs, then cancel the rest."""
-        self.accepting = False
-        tasks = self.in_flight()
-        if not tasks:
-            return
-        _done, pending = await asyncio.wait(tasks, timeout=grace)
-        for t in pending:
-            t.cancel()
-        for t in pending:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-
-
-_NAMES = {
-    "TextDelta": "text_delta",
-    "ToolCallStarted": "tool_call_started",
-    "ToolCallArgsDelta": "tool_call_args_delta",
-    "ToolCalled": "tool_called",
-    "ToolResult": "tool_result",
-    "UsageEvent": "usage",
-    "ApprovalRequired": "approval_required",
-}
-
-
-def _event_name(event: Any) -> str:
-    return _NAMES.get(type(event).__name__, type(event).__name__.lower())

@@ -1,0 +1,139 @@
+"""``POST /v1/chat/completions``: agents (and configured providers' models) as OpenAI models.
+
+The wire conversions live in ``server/_openai.py``; this module picks the mode
+(agent run, model proxy) and answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from openheim.errors import ConfigError, OpenheimError
+from openheim.messages import Message
+from openheim.models.base import ModelRequest
+from openheim.server import _openai as oa
+from openheim.server._http import (
+    chat_stream,
+    error_response,
+    json_response,
+    shutting_down,
+    state_of,
+    tenant_of,
+    too_many,
+)
+from openheim.server._state import ServerState, TooManyRuns
+from openheim.server._wire import json_encode
+
+if TYPE_CHECKING:
+    from openheim.agent import Agent
+    from openheim.models import Model
+
+
+async def chat_completions(request: Request) -> Response:
+    state = state_of(request)
+    tenant = tenant_of(request)
+    if not state.accepting:
+        return shutting_down()
+    try:
+        req = oa.parse_request(await request.body())
+        provider = req.model.partition(":")[0]
+        if req.model not in state.config.agents and provider in state.config.providers:
+            # "<provider>:<model>" for a [providers.NAME] entry: a plain model proxy.
+            model = state.provider_model(req.model)
+            return await _proxy(state, tenant, model, req, oa.to_model_request(req))
+        if req.model not in state.config.agents:
+            return error_response(
+                404,
+                f"the model {req.model!r} does not exist; GET /v1/models lists them",
+                param="model",
+                code="model_not_found",
+            )
+        agent = state.agent(tenant, req.model)
+        if oa.proxy_mode(req):
+            return await _proxy(state, tenant, agent.model, req, oa.to_model_request(req))
+        messages = oa.to_messages(req.messages)
+    except oa.BadRequest as exc:
+        return error_response(400, str(exc), param=exc.param)
+    except ConfigError as exc:
+        return error_response(500, str(exc), "server_error")
+    if messages[-1].role != "user":
+        return error_response(400, "the last message must be from the user", param="messages")
+    return await _agent_chat(state, tenant, agent, req, messages)
+
+
+async def _proxy(
+    state: ServerState, tenant: str, model: Model, req: oa.ChatRequest, mreq: ModelRequest
+) -> Response:
+    try:
+        state.acquire(tenant)
+    except TooManyRuns:
+        return too_many(state)
+    cid = oa.new_id()
+    if req.stream:
+        include = bool((req.stream_options or {}).get("include_usage"))
+        return chat_stream(oa.proxy_stream(model, mreq, cid, req.model, include), state, tenant)
+    try:
+        res = await model.request(mreq)
+    except OpenheimError as exc:
+        return error_response(502, str(exc), "model_error")
+    finally:
+        state.release(tenant)
+    return json_response(oa.completion(cid, req.model, res.message, res.finish_reason, res.usage))
+
+
+async def _agent_chat(
+    state: ServerState, tenant: str, agent: Agent, req: oa.ChatRequest, messages: list[Message]
+) -> Response:
+    from openheim.agent import Done, TextDelta
+
+    try:
+        state.acquire(tenant)
+    except TooManyRuns:
+        return too_many(state)
+    history = state.history(tenant)
+    session = "_chat/" + oa.new_id()
+    history.scratch(session, messages[:-1])
+    prompt = messages[-1].content or ""
+    cid = oa.new_id()
+
+    if req.stream:
+        include = bool((req.stream_options or {}).get("include_usage"))
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                yield oa.chunk(cid, req.model, {"role": "assistant", "content": ""})
+                async for ev in agent.stream(prompt, session=session):
+                    if type(ev) is TextDelta:
+                        yield oa.chunk(cid, req.model, {"content": ev.text})
+                    elif type(ev) is Done:
+                        out = ev.result.output
+                        if not isinstance(out, str) and out is not None:
+                            yield oa.chunk(cid, req.model, {"content": json_encode(out).decode()})
+                        yield oa.chunk(cid, req.model, {}, "stop")
+                        if include:
+                            yield oa.usage_chunk(cid, req.model, ev.result.usage)
+                yield oa.DONE
+            finally:
+                history.drop(session)
+
+        return chat_stream(events(), state, tenant)
+    try:
+        result = await agent.run(prompt, session=session)
+    except OpenheimError as exc:
+        return error_response(502, f"{type(exc).__name__}: {exc}", "agent_error")
+    finally:
+        history.drop(session)
+        state.release(tenant)
+    out = result.output
+    text = out if isinstance(out, str) or out is None else json_encode(out).decode()
+    return json_response(
+        oa.completion(cid, req.model, Message("assistant", text), "stop", result.usage)
+    )
+
+
+ROUTES = [Route("/v1/chat/completions", chat_completions, methods=["POST"])]

@@ -1,0 +1,45 @@
+"""``/v1/sessions``: a tenant's stored conversations (list, read, delete)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from openheim.server._http import error_response, json_response, state_of, tenant_of
+from openheim.server._state import SessionStore
+
+
+def _store(request: Request) -> SessionStore:
+    return state_of(request).history(tenant_of(request)).store
+
+
+async def list_sessions(request: Request) -> Response:
+    return json_response({"sessions": await _store(request).list_sessions()})
+
+
+async def get_session(request: Request) -> Response:
+    store = _store(request)
+    sid = request.path_params["session_id"]
+    messages = await store.load(sid)
+    if not messages:
+        return error_response(404, f"no session {sid!r}", code="not_found")
+    usage = await store.usage(sid)
+    return json_response({"id": sid, "messages": messages, "usage": usage})
+
+
+async def delete_session(request: Request) -> Response:
+    store = _store(request)
+    sid = request.path_params["session_id"]
+    # Existence is checked by loading: stores' delete() need not report whether it deleted.
+    if not await store.load(sid):
+        return error_response(404, f"no session {sid!r}", code="not_found")
+    await store.delete(sid)
+    return Response(status_code=204)
+
+
+ROUTES = [
+    Route("/v1/sessions", list_sessions, methods=["GET"]),
+    Route("/v1/sessions/{session_id}", get_session, methods=["GET"]),
+    Route("/v1/sessions/{session_id}", delete_session, methods=["DELETE"]),
+]
