@@ -8,18 +8,19 @@ from starlette.routing import Route
 
 from openheim.server._http import json_response, metrics_of, state_of
 from openheim.server._openapi import openapi_document
+from openheim.server._schemas import Status
 
 PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 
 
 async def healthz(request: Request) -> Response:
-    return json_response({"status": "ok"})
+    return json_response(Status("ok"))
 
 
 async def readyz(request: Request) -> Response:
     if not state_of(request).accepting:
-        return json_response({"status": "shutting down"}, 503)
-    return json_response({"status": "ready"})
+        return json_response(Status("shutting down"), 503)
+    return json_response(Status("ready"))
 
 
 async def metrics(request: Request) -> Response:
@@ -29,7 +30,7 @@ async def metrics(request: Request) -> Response:
 
 async def openapi(request: Request) -> Response:
     config = state_of(request).config
-    return json_response(openapi_document(tuple(config.agents), bool(config.providers)))
+    return json_response(openapi_document(tuple(config.agents), free_model=bool(config.providers)))
 
 
 ROUTES = [

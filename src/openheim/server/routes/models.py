@@ -7,14 +7,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from openheim.server._http import json_response, state_of
+from openheim.server._schemas import ModelCard, ModelList
 
 
 async def list_models(request: Request) -> Response:
-    data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": "openheim"}
-        for name in state_of(request).config.agents
-    ]
-    return json_response({"object": "list", "data": data})
+    return json_response(ModelList([ModelCard(name) for name in state_of(request).config.agents]))
 
 
 ROUTES = [Route("/v1/models", list_models, methods=["GET"])]

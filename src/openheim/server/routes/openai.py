@@ -75,7 +75,7 @@ async def _proxy(
         return too_many(state)
     cid = oa.new_id()
     if req.stream:
-        include = bool((req.stream_options or {}).get("include_usage"))
+        include = req.stream_options is not None and req.stream_options.include_usage
         return chat_stream(oa.proxy_stream(model, mreq, cid, req.model, include), state, tenant)
     try:
         res = await model.request(mreq)
@@ -102,7 +102,7 @@ async def _agent_chat(
     cid = oa.new_id()
 
     if req.stream:
-        include = bool((req.stream_options or {}).get("include_usage"))
+        include = req.stream_options is not None and req.stream_options.include_usage
 
         async def events() -> AsyncIterator[bytes]:
             try:

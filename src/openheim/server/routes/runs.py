@@ -25,13 +25,8 @@ from openheim.server._http import (
     too_many,
 )
 from openheim.server._runs import RunRecord
+from openheim.server._schemas import RunRequest
 from openheim.server._state import TooManyRuns
-
-
-class RunBody(msgspec.Struct):
-    input: str
-    session: str | None = None
-    stream: bool = False
 
 
 async def start_run(request: Request) -> Response:
@@ -43,7 +38,7 @@ async def start_run(request: Request) -> Response:
             404, f"no agent {name!r}; GET /v1/models lists them", code="not_found"
         )
     try:
-        body = msgspec.json.decode(await request.body(), type=RunBody)
+        body = msgspec.json.decode(await request.body(), type=RunRequest)
     except msgspec.DecodeError as exc:
         return error_response(400, f"invalid request body: {exc}")
     if body.session == "":

@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from openheim.server._http import error_response, json_response, state_of, tenant_of
+from openheim.server._schemas import Session, SessionList
 from openheim.server._state import SessionStore
 
 
@@ -15,7 +16,7 @@ def _store(request: Request) -> SessionStore:
 
 
 async def list_sessions(request: Request) -> Response:
-    return json_response({"sessions": await _store(request).list_sessions()})
+    return json_response(SessionList(await _store(request).list_sessions()))
 
 
 async def get_session(request: Request) -> Response:
@@ -25,7 +26,7 @@ async def get_session(request: Request) -> Response:
     if not messages:
         return error_response(404, f"no session {sid!r}", code="not_found")
     usage = await store.usage(sid)
-    return json_response({"id": sid, "messages": messages, "usage": usage})
+    return json_response(Session(sid, messages, usage))
 
 
 async def delete_session(request: Request) -> Response:
