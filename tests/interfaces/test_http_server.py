@@ -406,7 +406,8 @@ async def test_provider_models_are_proxied(server: Served, monkeypatch: pytest.M
     folder = server.config.parent / "chain"
     config = write_project(
         folder,
-        f'[providers.up]\nbase_url = "{server.url}/v1"\napi_key_env = "IX_ACME_KEY"\n',
+        f'[providers.up]\nbase_url = "{server.url}/v1"\napi_key_env = "IX_ACME_KEY"\n'
+        'models = ["echo"]\n',
     )
     app = create_app(load_config(config))
     transport = httpx.ASGITransport(app=app)

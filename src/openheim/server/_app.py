@@ -9,9 +9,10 @@ from typing import Any
 from starlette.applications import Starlette
 
 from openheim.config import Config
-from openheim.server._http import error_response
+from openheim.server._http import error_response, failure, log
 from openheim.server._metrics import Metrics
 from openheim.server._state import ServerState
+from openheim.server._wire import shown
 from openheim.server.routes import ROUTES
 from openheim.server.routes.health import PUBLIC
 
@@ -34,7 +35,7 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status_box = [500]
+        status_box = [0]
 
         async def send_(message: Message_) -> None:
             if message["type"] == "http.response.start":
@@ -43,10 +44,19 @@ class Guard:
 
         try:
             await self._guarded(scope, receive, send_)
+        except Exception as exc:
+            # A bug below (the routes answer every failure they expect): logged with its
+            # traceback; the client gets the JSON error shape if nothing was sent yet.
+            what = f"{scope['method']} {shown(scope['path'])}"
+            if status_box[0]:
+                log.error("%s failed after its answer started", what, exc_info=exc)
+            else:
+                await failure(exc, what)(scope, receive, send_)
         finally:
             endpoint = scope.get("endpoint")
             label = getattr(endpoint, "__name__", "unmatched")
-            self.metrics.requests.labels(scope["method"], label, str(status_box[0])).inc()
+            status = str(status_box[0] or 500)
+            self.metrics.requests.labels(scope["method"], label, status).inc()
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from openheim.errors import OpenheimError
 from openheim.server._metrics import Metrics
 from openheim.server._openai import DONE
 from openheim.server._state import ServerState
-from openheim.server._wire import error_body, json_encode
+from openheim.server._wire import describe_error, error_body, json_encode
+
+log = logging.getLogger("openheim.server")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -50,6 +52,15 @@ def error_response(
     )
 
 
+def failure(exc: BaseException, what: str) -> Response:
+    """The JSON error answer for ``exc`` (:func:`describe_error`); server faults are logged
+    with their traceback."""
+    err = describe_error(exc)
+    if err.status >= 500:
+        log.error("%s failed", what, exc_info=exc)
+    return Response(err.body(), err.status, media_type="application/json")
+
+
 def too_many(state: ServerState) -> Response:
     limit = state.config.server.max_concurrent_runs_per_tenant
     return error_response(
@@ -70,17 +81,25 @@ def event_stream(body: AsyncIterator[bytes], headers: dict[str, str] | None = No
     )
 
 
-def chat_stream(body: AsyncIterator[bytes], state: ServerState, tenant: str) -> Response:
-    """A chat completion's SSE stream; the tenant's run slot is released when it ends."""
+def chat_stream(
+    body: AsyncIterator[bytes], what: str, done: Callable[[], Awaitable[None]]
+) -> Response:
+    """A chat completion's SSE stream; ``done`` runs when it ends (releasing what it held).
+
+    Whatever ends it early, the client gets an error chunk and ``[DONE]``.
+    """
 
     async def guarded() -> AsyncIterator[bytes]:
         try:
             async for piece in body:
                 yield piece
-        except OpenheimError as exc:
-            yield b"data: " + error_body(str(exc), "model_error") + b"\n\n"
+        except Exception as exc:
+            err = describe_error(exc)
+            if err.status >= 500:
+                log.error("%s failed", what, exc_info=exc)
+            yield b"data: " + err.body() + b"\n\n"
             yield DONE
         finally:
-            state.release(tenant)
+            await done()
 
     return event_stream(guarded())

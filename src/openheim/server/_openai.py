@@ -38,7 +38,7 @@ from openheim.server._schemas import (
     ContentPart,
     FunctionCall,
 )
-from openheim.server._wire import json_encode
+from openheim.server._wire import BadRequest, decode_body, json_encode
 
 if TYPE_CHECKING:
     from openheim.models import Model
@@ -46,17 +46,8 @@ if TYPE_CHECKING:
 ChatRequest = ChatCompletionRequest
 
 
-class BadRequest(Exception):
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
-
-
 def parse_request(body: bytes) -> ChatRequest:
-    try:
-        req = msgspec.json.decode(body, type=ChatRequest)
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"invalid request body: {exc}") from None
+    req = decode_body(body, ChatRequest)
     if not req.messages:
         raise BadRequest("messages must not be empty", "messages")
     return req

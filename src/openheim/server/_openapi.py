@@ -207,15 +207,12 @@ def _operation(op: Operation, refs: dict[Any, Any], agents: tuple[str, ...]) -> 
 
 
 @functools.lru_cache(maxsize=4)
-def openapi_document(
-    agents: tuple[str, ...] = (), models: tuple[str, ...] = (), free_model: bool = False
-) -> dict[str, Any]:
+def openapi_document(agents: tuple[str, ...] = (), models: tuple[str, ...] = ()) -> dict[str, Any]:
     """The document; the configured agent names (and ``models``, the listed
-    ``<provider>:<model>`` names) become the enums of ``model`` and ``{name}``
-    (``free_model`` leaves ``model`` a free string)."""
+    ``<provider>:<model>`` names) become the enums of ``model`` and ``{name}``."""
     refs, schemas = _components()
     schemas = copy.deepcopy(schemas)
-    if (agents or models) and not free_model:
+    if agents or models:
         props = schemas["ChatCompletionRequest"]["properties"]
         props["model"]["enum"] = [*agents, *models]
     paths: dict[str, dict[str, Any]] = {}

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -22,6 +24,9 @@ from openheim.sessions import HistoryStore
 if TYPE_CHECKING:
     from openheim.agent import Agent
     from openheim.models import Model
+
+
+log = logging.getLogger("openheim.server")
 
 
 class SessionStore(HistoryStore, Protocol):
@@ -75,11 +80,15 @@ class TooManyRuns(Exception):
 class ServerState:
     """Everything the app shares across requests; ``reload`` swaps the config in place."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, max_models: int = 16) -> None:
         self.config = config
+        self.max_models = max_models
         self._keys: dict[bytes, str] = {}
         self._agents: dict[tuple[str, str], Agent] = {}
-        self._models: dict[str, Model] = {}
+        # Proxied provider models, least recently used first; in-flight uses by id(model).
+        self._models: OrderedDict[str, Model] = OrderedDict()
+        self._uses: dict[int, int] = {}
+        self._retired: dict[int, Model] = {}
         self._histories: dict[str, EphemeralHistory] = {}
         self.runs = RunRegistry(self)
         self.active: dict[str, int] = {}
@@ -117,13 +126,59 @@ class ServerState:
             self._histories[tenant] = h
         return h
 
-    def provider_model(self, spec: str) -> Model:
-        """The Model for ``"<provider>:<model>"`` of a configured provider (one per spec)."""
-        model = self._models.get(spec)
+    # ---- proxied provider models -----------------------------------------------------
+
+    def proxied_models(self) -> list[str]:
+        """``"<provider>:<model>"`` for every model listed in ``[providers.NAME].models``."""
+        return [
+            f"{name}:{model}"
+            for name, provider in self.config.providers.items()
+            for model in provider.models
+            if f"{name}:{model}" not in self.config.agents
+        ]
+
+    def is_proxied(self, spec: str) -> bool:
+        """Whether clients may ask for ``spec`` as a model (it is listed in the config)."""
+        if spec in self.config.agents:
+            return False
+        provider, _, model = spec.partition(":")
+        p = self.config.providers.get(provider)
+        return p is not None and model in p.models
+
+    def cached_models(self) -> list[str]:
+        """The proxied models held open, least recently used first."""
+        return list(self._models)
+
+    async def provider_model(self, spec: str) -> Model:
+        """The Model for a listed ``"<provider>:<model>"``, held until :meth:`release_model`.
+
+        At most ``max_models`` stay cached; the least recently used one is
+        evicted and closed (once its in-flight requests are done).
+        """
+        model = self._models.pop(spec, None)
         if model is None:
             model = cast("Model", self.config.resolve_model("(request)", spec))
-            self._models[spec] = model
+        self._models[spec] = model
+        self._uses[id(model)] = self._uses.get(id(model), 0) + 1
+        while len(self._models) > self.max_models:
+            _, old = self._models.popitem(last=False)
+            await self._retire(old)
         return model
+
+    async def release_model(self, model: Model) -> None:
+        left = self._uses[id(model)] - 1
+        if left:
+            self._uses[id(model)] = left
+            return
+        del self._uses[id(model)]
+        if self._retired.pop(id(model), None) is not None:
+            await _close(model)
+
+    async def _retire(self, model: Model) -> None:
+        if id(model) in self._uses:
+            self._retired[id(model)] = model  # closed by the last release_model
+        else:
+            await _close(model)
 
     def agent(self, tenant: str, name: str) -> Agent:
         key = (tenant, name)
@@ -156,8 +211,15 @@ class ServerState:
         for agent in list(self._agents.values()):
             with contextlib.suppress(Exception):
                 await agent.aclose()
-        for model in list(self._models.values()):
-            with contextlib.suppress(Exception):
-                await model.aclose()
+        for model in [*self._models.values(), *self._retired.values()]:
+            await _close(model)
         self._agents.clear()
         self._models.clear()
+        self._retired.clear()
+
+
+async def _close(model: Model) -> None:
+    try:
+        await model.aclose()
+    except Exception:
+        log.warning("closing model %r failed", model.name, exc_info=True)

@@ -29,8 +29,10 @@ async def metrics(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    config = state_of(request).config
-    return json_response(openapi_document(tuple(config.agents), free_model=bool(config.providers)))
+    state = state_of(request)
+    return json_response(
+        openapi_document(tuple(state.config.agents), tuple(state.proxied_models()))
+    )
 
 
 ROUTES = [

@@ -11,7 +11,9 @@ from openheim.server._schemas import ModelCard, ModelList
 
 
 async def list_models(request: Request) -> Response:
-    return json_response(ModelList([ModelCard(name) for name in state_of(request).config.agents]))
+    state = state_of(request)
+    names = [*state.config.agents, *state.proxied_models()]
+    return json_response(ModelList([ModelCard(name) for name in names]))
 
 
 ROUTES = [Route("/v1/models", list_models, methods=["GET"])]

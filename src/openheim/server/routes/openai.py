@@ -1,4 +1,4 @@
-"""``POST /v1/chat/completions``: agents (and configured providers' models) as OpenAI models.
+"""``POST /v1/chat/completions``: agents (and listed provider models) as OpenAI models.
 
 The wire conversions live in ``server/_openai.py``; this module picks the mode
 (agent run, model proxy) and answers.
@@ -13,13 +13,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from openheim.errors import ConfigError, OpenheimError
 from openheim.messages import Message
 from openheim.models.base import ModelRequest
 from openheim.server import _openai as oa
 from openheim.server._http import (
     chat_stream,
     error_response,
+    failure,
     json_response,
     shutting_down,
     state_of,
@@ -27,7 +27,7 @@ from openheim.server._http import (
     too_many,
 )
 from openheim.server._state import ServerState, TooManyRuns
-from openheim.server._wire import json_encode
+from openheim.server._wire import BadRequest, json_encode, shown
 
 if TYPE_CHECKING:
     from openheim.agent import Agent
@@ -41,15 +41,13 @@ async def chat_completions(request: Request) -> Response:
         return shutting_down()
     try:
         req = oa.parse_request(await request.body())
-        provider = req.model.partition(":")[0]
-        if req.model not in state.config.agents and provider in state.config.providers:
-            # "<provider>:<model>" for a [providers.NAME] entry: a plain model proxy.
-            model = state.provider_model(req.model)
-            return await _proxy(state, tenant, model, req, oa.to_model_request(req))
+        if state.is_proxied(req.model):
+            # "<provider>:<model>" listed in [providers.NAME].models: a plain model proxy.
+            return await _proxy(state, tenant, None, req, oa.to_model_request(req))
         if req.model not in state.config.agents:
             return error_response(
                 404,
-                f"the model {req.model!r} does not exist; GET /v1/models lists them",
+                f"the model {shown(req.model)} does not exist; GET /v1/models lists them",
                 param="model",
                 code="model_not_found",
             )
@@ -57,32 +55,52 @@ async def chat_completions(request: Request) -> Response:
         if oa.proxy_mode(req):
             return await _proxy(state, tenant, agent.model, req, oa.to_model_request(req))
         messages = oa.to_messages(req.messages)
-    except oa.BadRequest as exc:
+    except BadRequest as exc:
         return error_response(400, str(exc), param=exc.param)
-    except ConfigError as exc:
-        return error_response(500, str(exc), "server_error")
+    except Exception as exc:
+        return failure(exc, "chat completion")
     if messages[-1].role != "user":
         return error_response(400, "the last message must be from the user", param="messages")
     return await _agent_chat(state, tenant, agent, req, messages)
 
 
 async def _proxy(
-    state: ServerState, tenant: str, model: Model, req: oa.ChatRequest, mreq: ModelRequest
+    state: ServerState,
+    tenant: str,
+    model: Model | None,
+    req: oa.ChatRequest,
+    mreq: ModelRequest,
 ) -> Response:
+    """``model`` answers ``mreq`` (None: the listed provider model ``req.model``)."""
     try:
         state.acquire(tenant)
     except TooManyRuns:
         return too_many(state)
+    proxied = model is None
+    if model is None:
+        try:
+            model = await state.provider_model(req.model)
+        except BaseException:
+            state.release(tenant)
+            raise
+    held: Model = model
+
+    async def done() -> None:
+        state.release(tenant)
+        if proxied:
+            await state.release_model(held)
+
+    what = f"model call to {shown(req.model)}"
     cid = oa.new_id()
     if req.stream:
         include = req.stream_options is not None and req.stream_options.include_usage
-        return chat_stream(oa.proxy_stream(model, mreq, cid, req.model, include), state, tenant)
+        return chat_stream(oa.proxy_stream(held, mreq, cid, req.model, include), what, done)
     try:
-        res = await model.request(mreq)
-    except OpenheimError as exc:
-        return error_response(502, str(exc), "model_error")
+        res = await held.request(mreq)
+    except Exception as exc:
+        return failure(exc, what)
     finally:
-        state.release(tenant)
+        await done()
     return json_response(oa.completion(cid, req.model, res.message, res.finish_reason, res.usage))
 
 
@@ -100,35 +118,36 @@ async def _agent_chat(
     history.scratch(session, messages[:-1])
     prompt = messages[-1].content or ""
     cid = oa.new_id()
+    what = f"agent {agent.name!r}"
+
+    async def done() -> None:
+        history.drop(session)
+        state.release(tenant)
 
     if req.stream:
         include = req.stream_options is not None and req.stream_options.include_usage
 
         async def events() -> AsyncIterator[bytes]:
-            try:
-                yield oa.chunk(cid, req.model, {"role": "assistant", "content": ""})
-                async for ev in agent.stream(prompt, session=session):
-                    if type(ev) is TextDelta:
-                        yield oa.chunk(cid, req.model, {"content": ev.text})
-                    elif type(ev) is Done:
-                        out = ev.result.output
-                        if not isinstance(out, str) and out is not None:
-                            yield oa.chunk(cid, req.model, {"content": json_encode(out).decode()})
-                        yield oa.chunk(cid, req.model, {}, "stop")
-                        if include:
-                            yield oa.usage_chunk(cid, req.model, ev.result.usage)
-                yield oa.DONE
-            finally:
-                history.drop(session)
+            yield oa.chunk(cid, req.model, {"role": "assistant", "content": ""})
+            async for ev in agent.stream(prompt, session=session):
+                if type(ev) is TextDelta:
+                    yield oa.chunk(cid, req.model, {"content": ev.text})
+                elif type(ev) is Done:
+                    out = ev.result.output
+                    if not isinstance(out, str) and out is not None:
+                        yield oa.chunk(cid, req.model, {"content": json_encode(out).decode()})
+                    yield oa.chunk(cid, req.model, {}, "stop")
+                    if include:
+                        yield oa.usage_chunk(cid, req.model, ev.result.usage)
+            yield oa.DONE
 
-        return chat_stream(events(), state, tenant)
+        return chat_stream(events(), what, done)
     try:
         result = await agent.run(prompt, session=session)
-    except OpenheimError as exc:
-        return error_response(502, f"{type(exc).__name__}: {exc}", "agent_error")
+    except Exception as exc:
+        return failure(exc, what)
     finally:
-        history.drop(session)
-        state.release(tenant)
+        await done()
     out = result.output
     text = out if isinstance(out, str) or out is None else json_encode(out).decode()
     return json_response(

@@ -27,6 +27,7 @@ from openheim.server._http import (
 from openheim.server._runs import RunRecord
 from openheim.server._schemas import RunRequest
 from openheim.server._state import TooManyRuns
+from openheim.server._wire import BadRequest, check_session_id, decode_body, shown
 
 
 async def start_run(request: Request) -> Response:
@@ -35,16 +36,14 @@ async def start_run(request: Request) -> Response:
     name = request.path_params["name"]
     if name not in state.config.agents:
         return error_response(
-            404, f"no agent {name!r}; GET /v1/models lists them", code="not_found"
+            404, f"no agent {shown(name)}; GET /v1/models lists them", code="not_found"
         )
     try:
-        body = msgspec.json.decode(await request.body(), type=RunRequest)
-    except msgspec.DecodeError as exc:
-        return error_response(400, f"invalid request body: {exc}")
-    if body.session == "":
-        return error_response(
-            400, "session must be a non-empty string (or left out)", param="session"
-        )
+        body = decode_body(await request.body(), RunRequest)
+        if body.session is not None:
+            check_session_id(body.session)
+    except BadRequest as exc:
+        return error_response(400, str(exc), param=exc.param)
     if not state.accepting:
         return shutting_down()
     try:

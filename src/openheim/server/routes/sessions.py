@@ -9,10 +9,17 @@ from starlette.routing import Route
 from openheim.server._http import error_response, json_response, state_of, tenant_of
 from openheim.server._schemas import Session, SessionList
 from openheim.server._state import SessionStore
+from openheim.server._wire import BadRequest, check_session_id
 
 
 def _store(request: Request) -> SessionStore:
     return state_of(request).history(tenant_of(request)).store
+
+
+def _session_id(request: Request) -> str:
+    sid: str = request.path_params["session_id"]
+    check_session_id(sid)
+    return sid
 
 
 async def list_sessions(request: Request) -> Response:
@@ -21,7 +28,10 @@ async def list_sessions(request: Request) -> Response:
 
 async def get_session(request: Request) -> Response:
     store = _store(request)
-    sid = request.path_params["session_id"]
+    try:
+        sid = _session_id(request)
+    except BadRequest as exc:
+        return error_response(400, str(exc), param=exc.param)
     messages = await store.load(sid)
     if not messages:
         return error_response(404, f"no session {sid!r}", code="not_found")
@@ -31,7 +41,10 @@ async def get_session(request: Request) -> Response:
 
 async def delete_session(request: Request) -> Response:
     store = _store(request)
-    sid = request.path_params["session_id"]
+    try:
+        sid = _session_id(request)
+    except BadRequest as exc:
+        return error_response(400, str(exc), param=exc.param)
     # Existence is checked by loading: stores' delete() need not report whether it deleted.
     if not await store.load(sid):
         return error_response(404, f"no session {sid!r}", code="not_found")
