@@ -84,17 +84,28 @@ async def _serve(
     loop = asyncio.get_running_loop()
     path = config_path or (str(config.path) if config.path is not None else None)
 
-    def reload() -> None:
-        try:
-            state.reload(load_config(path))
-        except Exception as exc:  # keep serving the old config
-            print(f"openheim: config reload failed, keeping the old one: {exc}", file=sys.stderr)
-        else:
-            print(f"openheim: reloaded {path}", file=sys.stderr)
+    reloading = asyncio.Lock()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        async with reloading:  # one reload at a time, in signal order
+            try:
+                await state.reload(load_config(path))
+            except Exception as exc:  # keep serving the old config
+                print(
+                    f"openheim: config reload failed, keeping the old one: {exc}", file=sys.stderr
+                )
+            else:
+                print(f"openheim: reloaded {path}", file=sys.stderr)
+
+    def on_sighup() -> None:
+        task = loop.create_task(reload())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     if hasattr(signal, "SIGHUP"):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGHUP, reload)
+            loop.add_signal_handler(signal.SIGHUP, on_sighup)
     bound = f"http://{uconfig.host}:{uconfig.port}"
     print(f"openheim: serving {len(config.agents)} agent(s) on {bound}", file=sys.stderr)
     try:

@@ -8,10 +8,12 @@ the tenant's session store. Runs live in :attr:`ServerState.runs`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, cast
@@ -35,6 +37,8 @@ class SessionStore(HistoryStore, Protocol):
     async def list_sessions(self) -> list[str]: ...
 
     async def delete(self, session: str) -> bool: ...
+
+    async def aclose(self) -> None: ...
 
 
 class EphemeralHistory:
@@ -89,6 +93,8 @@ class ServerState:
         self._models: OrderedDict[str, Model] = OrderedDict()
         self._uses: dict[int, int] = {}
         self._retired: dict[int, Model] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()  # set while no run or request is in flight
         self._histories: dict[str, EphemeralHistory] = {}
         self.runs = RunRegistry(self)
         self.active: dict[str, int] = {}
@@ -102,12 +108,52 @@ class ServerState:
     def auth_enabled(self) -> bool:
         return bool(self.config.server.api_keys)
 
-    def reload(self, config: Config) -> None:
-        """Use a new config; running runs keep their agents, sessions stay in the store."""
+    async def reload(self, config: Config) -> None:
+        """Use a new config, then close what it replaced.
+
+        Runs and requests in flight finish on the old agents (for up to
+        ``shutdown_grace`` seconds); then the old agents (their models'
+        connections, their MCP servers), the cached proxied models and, when
+        ``[store].url`` changed, the old session stores are closed. Sessions
+        stay in the store.
+        """
+        keys = {bytes.fromhex(h): t for h, t in config.tenant_keys().items()}
+        old_agents = list(self._agents.values())
+        old_models = list(self._models.values())
+        old_stores: list[SessionStore] = []
+        if config.store.url != self.config.store.url:
+            old_stores = [h.store for h in self._histories.values()]
+            self._histories = {}
         self.config = config
-        self._load_keys()
-        self._agents.clear()
-        self._models.clear()
+        self._keys = keys
+        self._agents = {}
+        self._models = OrderedDict()
+        in_flight = self.runs.in_flight()
+        for model in [m for m in old_models if id(m) in self._uses]:
+            self._retired[id(model)] = model  # closed by its last release_model
+        old_models = [m for m in old_models if id(m) not in self._uses]
+        task = asyncio.get_running_loop().create_task(
+            self._close_when_idle(in_flight, old_agents, old_models, old_stores)
+        )
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_when_idle(
+        self,
+        runs: list[asyncio.Task[None]],
+        agents: list[Agent],
+        models: list[Model],
+        stores: list[SessionStore],
+    ) -> None:
+        grace = self.config.server.shutdown_grace
+        deadline = time.monotonic() + grace
+        if runs:
+            await asyncio.wait(runs, timeout=grace)
+        # Chat requests hold the old agents too: wait for the in-flight count to drop.
+        if any(self.active.values()):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - time.monotonic()))
+        await _close_all(agents, models, stores)
 
     def tenant_for(self, key: str) -> str | None:
         digest = hashlib.sha256(key.encode()).digest()
@@ -195,9 +241,12 @@ class ServerState:
         if self.active.get(tenant, 0) >= limit:
             raise TooManyRuns
         self.active[tenant] = self.active.get(tenant, 0) + 1
+        self._idle.clear()
 
     def release(self, tenant: str) -> None:
         self.active[tenant] -= 1
+        if not any(self.active.values()):
+            self._idle.set()
 
     # ---- shutdown -----------------------------------------------------------------------
 
@@ -207,15 +256,30 @@ class ServerState:
         await self.runs.drain(grace)
 
     async def aclose(self) -> None:
-        """Close the agents' and proxied models' connections."""
-        for agent in list(self._agents.values()):
-            with contextlib.suppress(Exception):
-                await agent.aclose()
-        for model in [*self._models.values(), *self._retired.values()]:
-            await _close(model)
-        self._agents.clear()
-        self._models.clear()
-        self._retired.clear()
+        """Close the agents (models, MCP servers), proxied models and session stores."""
+        self._idle.set()  # replaced agents are closed now, not after their grace
+        await asyncio.gather(*self._closing, return_exceptions=True)
+        agents, self._agents = list(self._agents.values()), {}
+        models = [*self._models.values(), *self._retired.values()]
+        self._models, self._retired = OrderedDict(), {}
+        stores = [h.store for h in self._histories.values()]
+        self._histories = {}
+        await _close_all(agents, models, stores)
+
+
+async def _close_all(agents: list[Agent], models: list[Model], stores: list[SessionStore]) -> None:
+    for agent in agents:
+        try:
+            await agent.aclose()
+        except Exception:
+            log.warning("closing agent %r failed", agent.name, exc_info=True)
+    for model in models:
+        await _close(model)
+    for store in stores:
+        try:
+            await store.aclose()
+        except Exception:
+            log.warning("closing a session store failed", exc_info=True)
 
 
 async def _close(model: Model) -> None:
