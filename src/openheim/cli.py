@@ -71,6 +71,11 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--grpc-port", type=int, default=None)
+    serve.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve a non-loopback address without API keys (anyone reaching it runs agents)",
+    )
 
     sessions = sub.add_parser("sessions", parents=[common], help="list, show or delete sessions")
     sessions.add_argument("action", choices=["list", "show", "delete"])
@@ -241,6 +246,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         grpc_port=args.grpc_port,
         config_path=args.config,
+        allow_unauthenticated=args.allow_unauthenticated,
     )
 
 
