@@ -180,3 +180,30 @@ async def test_resume_streams_the_continued_run(db: str) -> None:
 async def test_agents_without_a_checkpointer_are_told() -> None:
     with pytest.raises(ConfigError, match="no checkpointer"):
         await decide(oh.Agent(_model(), name="x"), "r", {})
+
+
+async def test_an_interrupted_run_resumes_as_a_stream(db: str) -> None:
+    gate["open"], gate["started"] = asyncio.Event(), asyncio.Event()
+    store = open_store(db, namespace="acme")
+    try:
+        agent = _agent(store)
+        res = await agent.run("clean up", session="s1")
+        # Decided, and cut off inside the first tool (the process "dies" there).
+        task = asyncio.ensure_future(decide(agent, res.run_id, {"c1": True, "c2": True}))
+        await asyncio.wait_for(gate["started"].wait(), 30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        gate.clear()
+        fresh = _agent(store)
+        assert res.run_id in await fresh.unfinished_runs()
+        events = [e async for e in fresh.stream_resumed(res.run_id)]
+        kinds = [type(e).__name__ for e in events]
+        assert kinds[-1] == "Done"
+        assert "TextDelta" in kinds  # streamed: the model's answer arrives in pieces
+        assert kinds.count("ToolResult") == 2
+        # Both approved calls were cut off inside the tool (they run concurrently), so each
+        # ran once more; the decisions were not asked for again.
+        assert sorted(calls) == ["a.txt", "a.txt", "b.txt", "b.txt"]
+    finally:
+        await store.aclose()
