@@ -62,17 +62,12 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 async def _paused_runs(config: Config, tenant: str) -> list[Any]:
-    """The tenant's runs paused for approval (their newest checkpoints)."""
+    """The tenant's runs paused for approval, oldest first."""
+    from openheim.agent.approvals import paused_runs
     from openheim.stores.checkpoint import Checkpointer
 
     history = open_history(config.store.url, tenant)
-    checkpointer = Checkpointer(history.store)
-    paused = []
-    for run_id in sorted(await checkpointer.runs()):
-        cp = await checkpointer.load(run_id)
-        if cp is not None and cp.pending and cp.status == "paused":
-            paused.append(cp)
-    return paused
+    return await paused_runs(Checkpointer(history.store))
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
