@@ -18,7 +18,7 @@ from openheim.agent._loop import _Run
 from openheim.agent._output import OutputSpec
 from openheim.agent._settings import RunSettings, as_model_settings
 from openheim.agent._sync import run_in_thread_loop
-from openheim.agent.events import AgentEvent, result_of
+from openheim.agent.events import AgentEvent, Done, result_of
 from openheim.agent.result import RunResult
 from openheim.errors import ApprovalError, ConfigError
 from openheim.messages import Message
@@ -543,6 +543,31 @@ class Agent:
         A paused run needs ``approvals`` for its pending calls, else it is
         returned paused again. ConfigError if the store has no such run.
         """
+        return await result_of(
+            self._resumed(run_id, approvals, deps, model_settings, streaming=False)
+        )
+
+    def stream_resumed(
+        self,
+        run_id: str,
+        approvals: Mapping[str, ApprovalDecision] | None = None,
+        *,
+        deps: Any = None,
+        model_settings: ModelSettings | Mapping[str, Any] | None = None,
+    ) -> AsyncGenerator[AgentEvent, None]:
+        """:meth:`resume_run`, yielding the continued run's events as they happen (the last
+        is ``Done``)."""
+        return self._resumed(run_id, approvals, deps, model_settings, streaming=True)
+
+    async def _resumed(
+        self,
+        run_id: str,
+        approvals: Mapping[str, ApprovalDecision] | None,
+        deps: Any,
+        model_settings: ModelSettings | Mapping[str, Any] | None,
+        *,
+        streaming: bool,
+    ) -> AsyncGenerator[AgentEvent, None]:
         ckpt = self._checkpointer()
         cp = await ckpt.load(run_id)
         if cp is None:
@@ -557,13 +582,15 @@ class Agent:
             # It finished and reached its session; only dropping its log was cut short.
             await ckpt.discard(run_id)
             output = self._output.parse(state.messages[-1].content) if state.messages else None
-            return RunResult(output, state, "final", [])
+            yield Done(RunResult(output, state, "final", []))
+            return
         if state.pending:
             if approvals is None and not all(p.id in state.decisions for p in state.pending):
-                return RunResult(None, state, "approval_required", [])
+                yield Done(RunResult(None, state, "approval_required", []))
+                return
             run = await self._start(
                 None,
-                self._run_settings(model_settings, False),
+                self._run_settings(model_settings, streaming),
                 deps=deps,
                 resume=state,
                 approvals=approvals,
@@ -573,11 +600,13 @@ class Agent:
             mid_turn = last is not None and last.role == "assistant" and bool(last.tool_calls)
             run = await self._start(
                 None,
-                self._run_settings(model_settings, False),
+                self._run_settings(model_settings, streaming),
                 deps=deps,
                 recovered=(state, mid_turn),
             )
-        return await result_of(run.events())
+        async with contextlib.aclosing(run.events()) as events:
+            async for event in events:
+                yield event
 
     # ---- internals --------------------------------------------------------------------
 

@@ -266,6 +266,9 @@ class _Run:
         state = self.state
         ckpt = self.checkpointer
         if self.resuming:
+            if ckpt is not None and state.decisions and not self.recovered:
+                # Decisions first: a crash inside an approved tool resumes, not asks again.
+                await ckpt.save(state)
             async for event in self._tool_phase(state.messages[-1].tool_calls):
                 yield event
             if self._pending:  # recovered mid-turn: calls that still need a decision
