@@ -69,6 +69,7 @@ lint: $(VENV)/.installed-dev
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
+	$(PY) -m mypy.stubtest openheim._core --allowlist stubtest-allowlist.txt
 
 pytest: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)

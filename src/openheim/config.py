@@ -32,6 +32,7 @@ import msgspec
 
 from openheim.errors import ConfigError
 from openheim.messages import Message, Usage
+from openheim.stores import DEFAULT_STORE_URL
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,7 +53,7 @@ __all__ = [
     "open_history",
 ]
 
-DEFAULT_STORE = "sqlite:///~/.openheim/state.db"
+DEFAULT_STORE = DEFAULT_STORE_URL
 _BUILTIN_PROVIDERS = ("openai", "anthropic", "llama")
 # LlamaModel's constructor options, accepted in model_settings of llama: models.
 LLAMA_OPTIONS: dict[str, type] = {
@@ -705,7 +706,12 @@ class SessionStore:
         return list(entry[0]) if entry else []
 
     async def append(
-        self, session: str, messages: Sequence[Message], usage: Usage | None = None
+        self,
+        session: str,
+        messages: Sequence[Message],
+        usage: Usage | None = None,
+        *,
+        run_id: str | None = None,
     ) -> None:
         old, total = self._data.get(session, ([], Usage()))
         self._data[session] = ([*old, *messages], total + usage if usage else total)

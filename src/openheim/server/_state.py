@@ -64,11 +64,16 @@ class EphemeralHistory:
         return await self.store.load(session)
 
     async def append(
-        self, session: str, messages: Sequence[Message], usage: Usage | None = None
+        self,
+        session: str,
+        messages: Sequence[Message],
+        usage: Usage | None = None,
+        *,
+        run_id: str | None = None,
     ) -> None:
         if session in self._scratch:
             return
-        await self.store.append(session, messages, usage)
+        await self.store.append(session, messages, usage, run_id=run_id)
 
     async def usage(self, session: str) -> Usage:
         return await self.store.usage(session)

@@ -33,7 +33,7 @@ from openheim.snapshot import (
 from openheim.stores._base import Store
 
 if TYPE_CHECKING:
-    from openheim.sessions import HistoryStore
+    from openheim.stores.history import HistoryStore
 
 __all__ = ["Checkpointer"]
 
@@ -156,14 +156,7 @@ class Checkpointer:
     async def finish(self, state: RunState, history: HistoryStore | None) -> None:
         """Add a finished run to its session (once, by run id), then drop its checkpoints."""
         if state.session is not None and history is not None:
-            from openheim.stores.history import StoreHistory
-
-            if isinstance(history, StoreHistory):
-                await history.append(
-                    state.session, state.messages, state.usage, run_id=state.run_id
-                )
-            else:
-                await history.append(state.session, state.messages, state.usage)
+            await history.append(state.session, state.messages, state.usage, run_id=state.run_id)
         await self.discard(state.run_id)
 
     async def discard(self, run_id: str) -> None:
