@@ -43,6 +43,7 @@ __all__ = [
     "AgentConfig",
     "ApiKey",
     "Config",
+    "GrpcConfig",
     "MCPConfig",
     "ProviderConfig",
     "ServerConfig",
@@ -107,6 +108,12 @@ class ApiKey(msgspec.Struct, forbid_unknown_fields=True):
     key_sha256: str | None = None
 
 
+class GrpcConfig(msgspec.Struct, forbid_unknown_fields=True):
+    # PEM files (paths relative to the config file) to serve gRPC over TLS.
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -116,6 +123,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     shutdown_grace: float = 30.0
     run_retention: float = 300.0
     api_keys: list[ApiKey] = msgspec.field(default_factory=list)
+    grpc: GrpcConfig = msgspec.field(default_factory=GrpcConfig)
 
 
 class _File(msgspec.Struct, forbid_unknown_fields=True):

@@ -7,11 +7,13 @@ KEY`` metadata), agents, runs, limits and session stores.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import msgspec
 
+from openheim.config import Config
 from openheim.errors import ConfigError
 from openheim.server import openheim_pb2 as pb
 from openheim.server import openheim_pb2_grpc as pb_grpc
@@ -45,6 +47,10 @@ class _Service(pb_grpc.OpenheimServicer):
 
     async def RunAgent(self, request: Any, context: Any) -> AsyncIterator[Any]:
         tenant = await self._tenant(context)
+        if not self.state.accepting:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry on another"
+            )
         if request.agent not in self.state.config.agents:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no agent {shown(request.agent)}")
         if request.session:
@@ -91,13 +97,49 @@ class _Service(pb_grpc.OpenheimServicer):
         )
 
 
+def _read_pem(config: Config, key: str, value: str) -> bytes:
+    path = Path(value).expanduser()
+    if not path.is_absolute() and config.path is not None:
+        path = config.path.resolve().parent / path
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise config.error(
+            ["server", "grpc", key], f"cannot read {path}: {exc.strerror or exc}"
+        ) from None
+
+
+def credentials(config: Config) -> grpc.ServerCredentials | None:
+    """TLS credentials from ``[server.grpc]`` (None: plaintext)."""
+    g = config.server.grpc
+    if g.cert_file is None and g.key_file is None:
+        return None
+    if g.cert_file is None or g.key_file is None:
+        missing = "cert_file" if g.cert_file is None else "key_file"
+        raise config.error(
+            ["server", "grpc"], f"TLS needs both cert_file and key_file; {missing} is missing"
+        )
+    cert = _read_pem(config, "cert_file", g.cert_file)
+    key = _read_pem(config, "key_file", g.key_file)
+    return grpc.ssl_server_credentials([(key, cert)])
+
+
 async def start_grpc(state: ServerState, host: str, port: int) -> Any:
-    """Start the gRPC server on ``host:port`` (in the running event loop)."""
+    """Start the gRPC server on ``host:port`` (in the running event loop), over TLS when
+    ``[server.grpc]`` names a certificate and key."""
+    creds = credentials(state.config)
     server = grpc.aio.server()
     pb_grpc.add_OpenheimServicer_to_server(_Service(state), server)  # type: ignore[no-untyped-call]
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    try:
+        if creds is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, creds)
+    except RuntimeError:
+        bound = 0
     if bound == 0:
-        raise ConfigError(f"cannot listen for gRPC on {host}:{port}")
+        raise ConfigError(f"cannot listen for gRPC on {address}")
     await server.start()
     return server
 

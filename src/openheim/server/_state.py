@@ -116,6 +116,8 @@ class ServerState:
     async def reload(self, config: Config) -> None:
         """Use a new config, then close what it replaced.
 
+        Modules imported from the config's folder (tools, models) are imported
+        again from disk when the agents are next built, so edited code is used.
         Runs and requests in flight finish on the old agents (for up to
         ``shutdown_grace`` seconds); then the old agents (their models'
         connections, their MCP servers), the cached proxied models and, when
@@ -123,6 +125,7 @@ class ServerState:
         stay in the store.
         """
         keys = {bytes.fromhex(h): t for h, t in config.tenant_keys().items()}
+        config.reload_modules()  # tool and model modules beside the config: afresh from disk
         old_agents = list(self._agents.values())
         old_models = list(self._models.values())
         old_stores: list[SessionStore] = []
