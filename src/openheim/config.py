@@ -100,6 +100,11 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     shutdown_grace: float = 30.0
     run_retention: float = 300.0
     api_keys: list[ApiKey] = msgspec.field(default_factory=list)
+    # Durable runs: events kept per run in the store (the oldest dropped), finished runs
+    # kept, and how long a dead server's runs wait before another server resumes them.
+    max_run_events: int = 10_000
+    max_runs: int = 1_000
+    run_lease_ttl: float = 15.0
 
 
 class _File(msgspec.Struct, forbid_unknown_fields=True):
@@ -470,9 +475,16 @@ def _validate(config: Config) -> None:
         ("max_body_bytes", s.max_body_bytes),
         ("max_concurrent_runs_per_tenant", s.max_concurrent_runs_per_tenant),
         ("port", s.port + 1),
+        ("max_run_events", s.max_run_events),
+        ("max_runs", s.max_runs),
     ):
         if value < 1:
             raise config.error(["server", key], f"must be positive, got {value}")
+    for key, seconds in (("run_retention", s.run_retention), ("run_lease_ttl", s.run_lease_ttl)):
+        if not seconds > 0:
+            raise config.error(
+                ["server", key], f"must be a positive number of seconds, got {seconds}"
+            )
 
 
 def _find_spec_safe(name: str) -> Any:
