@@ -351,9 +351,20 @@ class Config:
     ) -> Any:
         """An :class:`~openheim.agent.Agent` from ``[agents.NAME]``.
 
-        ``announce`` is told when a local model starts loading and how long it took.
+        ``checkpointer`` (default: one on the history's store, when ``history``
+        keeps its sessions in a store) records every step of every run, so runs
+        started from the CLI, the REPL or the server survive a crash; pass False
+        for none. ``announce`` is told when a local model starts loading and how
+        long it took.
         """
         from openheim.agent import Agent
+
+        if checkpointer is None:
+            from openheim.stores import Store
+
+            checkpointer = isinstance(getattr(history, "store", None), Store) or None
+        elif checkpointer is False:
+            checkpointer = None
 
         if name not in self.agents:
             known = ", ".join(self.agents) or "none"

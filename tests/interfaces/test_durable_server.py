@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -46,7 +47,8 @@ def sqlite_project(folder: Path, config: str = CONFIG, **server: object) -> Path
 
 def sse(lines: Iterator[str]) -> Iterator[tuple[int, str, dict[str, object]]]:
     """(id, event, data) for each SSE event."""
-    ident, event, data = -1, "", []
+    ident, event = -1, ""
+    data: list[str] = []
     for line in lines:
         if line == "":
             if data:
@@ -137,7 +139,7 @@ def test_last_event_id_must_be_an_event_id_of_the_run(shared: Served) -> None:
                 if how == "header" and bad == " 1 ":
                     continue  # HTTP clients refuse to send it (and servers strip the spaces)
                 if how == "header":
-                    r = c.get(url, headers={"Last-Event-ID": bad.encode()})
+                    r = c.get(url, headers=[(b"Last-Event-ID", bad.encode())])
                 else:
                     r = c.get(url, params={"after": bad})
                 assert r.status_code == 400, (how, bad, r.text)
@@ -361,13 +363,14 @@ def test_approvals_over_http(shared: Served) -> None:
             == 404
         )
         # Bad decisions are 400s and change nothing.
-        for bad in (
+        bodies: list[dict[str, Any]] = [
             {"decisions": []},
             {"decisions": [{"id": "nope", "approved": True}]},
             {"decisions": [{"id": call_id, "approved": True}, {"id": call_id, "approved": False}]},
             {"decisions": [{"id": call_id}]},
             {"nothing": 1},
-        ):
+        ]
+        for bad in bodies:
             r = acme.post(url, json=bad)
             assert r.status_code == 400, (bad, r.text)
             assert set(r.json()["error"]) == {"message", "type", "param", "code"}
@@ -429,7 +432,7 @@ def test_approvals_over_grpc(shared: Served) -> None:
     channel = grpc.insecure_channel(f"127.0.0.1:{shared.grpc_port}")
     grpc.channel_ready_future(channel).result(timeout=30)
     with channel:
-        stub = pb_grpc.OpenheimStub(channel)
+        stub = pb_grpc.OpenheimStub(channel)  # type: ignore[no-untyped-call]
         events = list(
             stub.RunAgent(
                 pb.RunAgentRequest(agent="slow", input="delete g.txt"), metadata=auth("acme")
@@ -483,3 +486,33 @@ def test_approvals_over_grpc(shared: Served) -> None:
                 )
             )
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+# ---- agents built from openheim.toml -----------------------------------------------------
+
+
+async def test_agents_from_the_config_are_checkpointed_in_its_store(tmp_path: Path) -> None:
+    from openheim.agent.approvals import paused_runs
+    from openheim.config import load_config, open_history
+
+    config = load_config(sqlite_project(tmp_path))
+    history = open_history(config.store_url, "acme")
+    try:
+        agent = config.build_agent("slow", history=history)
+        assert agent.checkpointer is not None
+        assert agent.checkpointer.store is history.store
+        res = await agent.run("delete notes.txt")
+        assert res.stop_reason == "approval_required"
+        # The paused run is in the configured store, where another process finds it.
+        other = open_history(config.store_url, "acme")
+        try:
+            from openheim.stores.checkpoint import Checkpointer
+
+            [paused] = await paused_runs(Checkpointer(other.store))
+            assert paused.run_id == res.run_id
+        finally:
+            await other.aclose()
+        assert config.build_agent("slow", history=history, checkpointer=False).checkpointer is None
+        assert config.build_agent("slow").checkpointer is None  # in-memory sessions: none
+    finally:
+        await history.aclose()

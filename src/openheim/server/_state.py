@@ -254,9 +254,13 @@ class ServerState:
         key = (tenant, name)
         agent = self._agents.get(key)
         if agent is None:
-            agent = cast("Agent", self.config.build_agent(name, history=self.history(tenant)))
             # Every step checkpointed in the tenant's store: runs survive a restart.
-            agent.checkpointer = self.checkpointer(tenant)
+            agent = cast(
+                "Agent",
+                self.config.build_agent(
+                    name, history=self.history(tenant), checkpointer=self.checkpointer(tenant)
+                ),
+            )
             self._agents[key] = agent
         return agent
 
