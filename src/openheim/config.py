@@ -351,18 +351,25 @@ class Config:
     ) -> Any:
         """An :class:`~openheim.agent.Agent` from ``[agents.NAME]``.
 
-        ``checkpointer`` (default: one on the history's store, when ``history``
-        keeps its sessions in a store) records every step of every run, so runs
-        started from the CLI, the REPL or the server survive a crash; pass False
-        for none. ``announce`` is told when a local model starts loading and how
+        ``checkpointer`` (default, or True: one on the history's store, when
+        ``history`` keeps its sessions in a store) records every step of every
+        run, so runs started from the CLI, the REPL or the server survive a
+        crash; each run holds its lease meanwhile, so that ``openheim serve``
+        resumes it only once its process is gone. Pass False for none. ``announce`` is told when a local model starts loading and how
         long it took.
         """
         from openheim.agent import Agent
 
-        if checkpointer is None:
+        if checkpointer is None or checkpointer is True:
             from openheim.stores import Store
 
-            checkpointer = isinstance(getattr(history, "store", None), Store) or None
+            store = getattr(history, "store", None)
+            if isinstance(store, Store):
+                from openheim.stores.checkpoint import Checkpointer
+
+                # Each run holds its lease while it runs: `openheim serve` on the same store
+                # resumes it only once this process is gone ([server] run_lease_ttl).
+                checkpointer = Checkpointer(store, lease_ttl=self.server.run_lease_ttl)
         elif checkpointer is False:
             checkpointer = None
 

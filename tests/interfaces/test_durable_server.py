@@ -516,3 +516,61 @@ async def test_agents_from_the_config_are_checkpointed_in_its_store(tmp_path: Pa
         assert config.build_agent("slow").checkpointer is None  # in-memory sessions: none
     finally:
         await history.aclose()
+
+
+def test_a_server_leaves_a_live_cli_run_alone_and_resumes_a_dead_one(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from ixhelpers import child_env
+
+    config = sqlite_project(tmp_path, run_lease_ttl=1)
+    gate = tmp_path / "gate.txt"
+    cmd = [sys.executable, "-m", "openheim", "run", "block", f"block {gate}", "--tenant", "acme"]
+    cli = subprocess.Popen(
+        cmd, cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        poll(lambda: _calls(gate) == 1, what="the CLI run reaching its tool")
+        served = start_server(config, grpc=False)
+        try:
+            # The server recovers every lease period (0.5 s here); the live CLI run holds its
+            # lease, so the server must not start the tool a second time meanwhile.
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                assert _calls(gate) == 1
+                time.sleep(0.1)
+            gate.write_text("from the CLI")
+            out, err = cli.communicate(timeout=60)
+            assert cli.returncode == 0, err
+            assert b"the file said: from the CLI" in out
+            assert _calls(gate) == 1
+            # A CLI run killed mid-tool is resumed by the server once its lease expires.
+            gate.unlink()
+            Path(f"{gate}.calls").unlink()
+            cli = subprocess.Popen(
+                cmd, cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            poll(lambda: _calls(gate) == 1, what="the second CLI run reaching its tool")
+            cli.kill()
+            cli.communicate(timeout=30)
+            poll(lambda: _calls(gate) == 2, what="the server resuming the dead CLI run")
+            gate.write_text("resumed")
+
+            async def unfinished() -> list[str]:
+                from openheim.stores.checkpoint import Checkpointer
+
+                store = open_store(f"sqlite:///{tmp_path / 'state.db'}", namespace="acme")
+                try:
+                    return await Checkpointer(store).runs()
+                finally:
+                    await store.aclose()
+
+            poll(lambda: asyncio.run(unfinished()) == [], what="the resumed run finishing")
+            assert _calls(gate) == 2
+        finally:
+            stop_server(served)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.communicate(timeout=30)

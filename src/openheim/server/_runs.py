@@ -241,6 +241,8 @@ class RunRegistry:
             for run_id in await ckpt.runs():
                 if run_id in self.records or self._paused.get((tenant, run_id), 0) > now:
                     continue
+                if await self.lease(tenant, run_id).info() is not None:
+                    continue  # alive in another process (a server, the CLI, the REPL)
                 try:
                     cp = await ckpt.load(run_id)
                 except OpenheimError as exc:
@@ -350,7 +352,8 @@ class RunRegistry:
                 logger.exception("expiring or recovering runs failed")
 
     async def sweep(self) -> None:
-        """Forget finished runs past ``run_retention`` (and the oldest beyond ``max_runs``)."""
+        """Forget finished runs past ``run_retention`` (and the oldest beyond ``max_runs``),
+        in memory and in every tenant's store."""
         server = self._state.config.server
         now = time.monotonic()
         finished = sorted((r.finished_at, r.id) for r in self.records.values() if r.finished)
@@ -358,7 +361,7 @@ class RunRegistry:
         for i, (at, rid) in enumerate(finished):
             if i < over or now - at > server.run_retention:
                 del self.records[rid]
-        for tenant in list(self._logs):
+        for tenant in self.tenants():
             await self.log(tenant).expire()
 
     def in_flight(self) -> list[asyncio.Task[None]]:
