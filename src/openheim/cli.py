@@ -93,6 +93,11 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
         "--port", type=int, default=None, help="HTTP port (default [server].port, 8000)"
     )
     serve.add_argument("--grpc-port", type=int, default=None, help="also serve gRPC on this port")
+    serve.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve a non-loopback address without API keys (anyone reaching it runs agents)",
+    )
 
     sessions = sub.add_parser(
         "sessions", parents=[common, tenant, as_json], help="list, show or delete sessions"
@@ -361,6 +366,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         grpc_port=args.grpc_port,
         config_path=args.config,
+        allow_unauthenticated=args.allow_unauthenticated,
     )
 
 

@@ -72,6 +72,8 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
     base_url: str | None = None
     api_key_env: str | None = None
     timeout: float | None = None
+    # The models HTTP clients may ask for as "<provider>:<model>" (none unless listed).
+    models: list[str] = msgspec.field(default_factory=list)
 
 
 class MCPConfig(msgspec.Struct, forbid_unknown_fields=True):
