@@ -62,17 +62,12 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 async def _paused_runs(config: Config, tenant: str) -> list[Any]:
-    """The tenant's runs paused for approval (their newest checkpoints)."""
+    """The tenant's runs paused for approval, oldest first."""
+    from openheim.agent.approvals import paused_runs
     from openheim.stores.checkpoint import Checkpointer
 
     history = open_history(config.store.url, tenant)
-    checkpointer = Checkpointer(history.store)
-    paused = []
-    for run_id in sorted(await checkpointer.runs()):
-        cp = await checkpointer.load(run_id)
-        if cp is not None and cp.pending and cp.status == "paused":
-            paused.append(cp)
-    return paused
+    return await paused_runs(Checkpointer(history.store))
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
@@ -80,60 +75,56 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     runs = asyncio.run(_paused_runs(config, args.tenant))
     if args.action == "list":
         if args.json:
-            rows = [
-                {
-                    "run_id": cp.run_id,
-                    "agent": cp.agent,
-                    "session": cp.session,
-                    "pending": cp.pending,
-                }
-                for cp in runs
-            ]
-            print(_json.encode({"runs": rows}).decode())
+            print(_json.encode({"runs": runs}).decode())
             return EXIT_OK
-        for cp in runs:
-            for call in cp.pending:
-                print(f"{cp.run_id}\t{cp.agent}\t{call.id}\t{call.tool}({call.arguments})")
+        for paused in runs:
+            for call in paused.pending:
+                print(f"{paused.run_id}\t{paused.agent}\t{call.id}\t{call.tool}({call.arguments})")
         if not runs:
             _say(f"no runs are waiting for approval (tenant {args.tenant!r})")
         return EXIT_OK
     if args.run_id is None:
         _say(f"approvals {args.action} needs a run id (`openheim approvals` lists them)")
         return EXIT_USAGE
-    cp = next((c for c in runs if c.run_id == args.run_id), None)
-    if cp is None:
+    paused = next((p for p in runs if p.run_id == args.run_id), None)
+    if paused is None:
         _say(
             f"no run {args.run_id!r} is waiting for approval (tenant {args.tenant!r}); "
             "`openheim approvals` lists those that are"
         )
         return EXIT_AGENT
-    pending = {call.id for call in cp.pending}
-    unknown = [c for c in args.call_ids if c not in pending]
-    if unknown:
-        _say(
-            f"run {cp.run_id} has no pending call {unknown[0]!r} "
-            f"(pending: {', '.join(sorted(pending))})"
-        )
-        return EXIT_USAGE
     if args.reason is not None and args.action != "reject":
         _say("--reason goes with reject")
         return EXIT_USAGE
     from openheim.agent import Approval
+    from openheim.agent.approvals import check_decisions, resume_paused
 
+    pending = [call.id for call in paused.pending]
     decision = Approval(approved=args.action == "approve", reason=args.reason)
-    decisions = {call_id: decision for call_id in (args.call_ids or sorted(pending))}
-    if cp.agent not in config.agents:
-        _say(f"run {cp.run_id} belongs to agent {cp.agent!r}, which the config no longer has")
+    # The calls named are decided; with none named, every pending call is.
+    chosen = args.call_ids or pending
+    decisions = {call_id: decision for call_id in chosen}
+    unknown = [c for c in chosen if c not in pending]
+    if unknown:
+        _say(
+            f"run {paused.run_id} has no pending call {unknown[0]!r} (pending: {', '.join(pending)})"
+        )
         return EXIT_USAGE
-    agent = build_agent(config, cp.agent, args.tenant)
-    return run_to_end(agent, args.json, _resumed(agent, cp.run_id, decisions))
-
-
-async def _resumed(agent: Any, run_id: str, decisions: dict[str, Any]) -> Any:
-    """The resumed run as the events ``run_to_end`` reads (a resume does not stream)."""
-    from openheim.agent import Done
-
-    yield Done(await agent.resume_run(run_id, decisions))
+    if len(decisions) < len(pending):
+        left = [c for c in pending if c not in decisions]
+        _say(
+            f"run {paused.run_id} also waits on {', '.join(left)}: decide every pending call "
+            f"(`openheim approvals approve|reject {paused.run_id} CALL_ID...`, or none named for all)"
+        )
+        return EXIT_USAGE
+    check_decisions(paused, decisions)
+    if paused.agent not in config.agents:
+        _say(
+            f"run {paused.run_id} belongs to agent {paused.agent!r}, which the config no longer has"
+        )
+        return EXIT_USAGE
+    agent = build_agent(config, paused.agent, args.tenant)
+    return run_to_end(agent, args.json, resume_paused(agent, paused.run_id, decisions))
 
 
 # ---- models, check --------------------------------------------------------------------
