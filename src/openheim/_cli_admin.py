@@ -181,18 +181,30 @@ def cmd_check(args: argparse.Namespace) -> int:
         try:
             agent = config.build_agent(name, announce=lambda text: print(f"  {text}"))
             tools = [t.name for t in agent.tools]
+            local = _local_settings(agent)
             asyncio.run(agent.aclose())
         except Exception as exc:
             failed(f"agent {name}", exc)
             continue
         took = time.perf_counter() - started
         listed = ", ".join(tools) or "no tools"
-        print(f"agent {name}: ok (model {cfg.model}; {listed}; built in {took:.1f} s)")
+        print(f"agent {name}: ok (model {cfg.model}{local}; {listed}; built in {took:.1f} s)")
     if failures:
         print(f"{failures} problem(s) found", file=sys.stderr)
         return EXIT_USAGE
     print("everything checked is ok")
     return EXIT_OK
+
+
+def _local_settings(agent: Any) -> str:
+    """What a loaded llama.cpp model runs with, as check prints it ('' for other models)."""
+    model = agent.model
+    engine = getattr(model, "engine", None)
+    handle = getattr(engine, "h", None)
+    if handle is None:
+        return ""
+    template = "plain template" if model.renderer.is_plain else "chat template"
+    return f": n_ctx {handle.n_ctx}, n_parallel {handle.n_seq_max}, {template}"
 
 
 async def _store_sessions(config: Config) -> int:

@@ -499,3 +499,28 @@ def test_the_base_model_prompt_does_not_leak_its_example(tmp_path: Path, demo_gg
         assert "the last turn called get_time" in out["error"]["message"]
     else:
         assert out["usage"]["requests"] >= 2
+
+
+@pytest.mark.llama
+def test_local_model_settings_from_the_config_reach_llama_cpp(tmp_path: Path) -> None:
+    from openheim.testing.tiny_gguf import write_tiny_gguf
+
+    (tmp_path / "models").mkdir()
+    write_tiny_gguf(tmp_path / "models" / "tiny.gguf")
+    write_project(
+        tmp_path,
+        '[agents.local]\nmodel = "llama:models/tiny.gguf"\n'
+        "model_settings = { n_ctx = 512, n_parallel = 2, n_threads = 1, n_gpu_layers = 0, "
+        'n_batch = 64, chat_template = "plain", temperature = 0.0, max_tokens = 4 }\n',
+    )
+    res = installed("check", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "loading tiny.gguf (llama.cpp)..." in res.stdout
+    assert (
+        "agent local: ok (model llama:models/tiny.gguf: n_ctx 512, n_parallel 2, plain template;"
+        in res.stdout
+    )
+    run = installed("run", "local", "hi", "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "openheim: loading tiny.gguf (llama.cpp)..." in run.stderr
+    assert json.loads(run.stdout)["usage"]["output_tokens"] <= 4  # max_tokens reached the model too
