@@ -56,3 +56,17 @@ def test_readme_block_runs_alone(index: int, tmp_path: Path) -> None:
         assert promised in proc.stdout, (
             f"README block {index} promised {promised!r}: {proc.stdout!r}"
         )
+
+
+def test_the_local_model_example_without_gguf_names_the_extra(tmp_path: Path) -> None:
+    block = next(b for b in _blocks() if "write_tiny_gguf" in b)
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['gguf'] = None\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env["PYTHONPATH"] = str(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ModuleNotFoundError: write_tiny_gguf needs the gguf package")
+    assert "pip install 'openheim[local]'" in last
