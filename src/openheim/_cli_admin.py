@@ -8,17 +8,17 @@ import sys
 import time
 from typing import Any
 
-from openheim.cli import (
+from openheim._cli_common import (
     EXIT_AGENT,
     EXIT_OK,
     EXIT_USAGE,
-    _config,
-    _json,
-    _say,
     build_agent,
     missing_module_message,
     run_to_end,
 )
+from openheim._cli_common import json_encoder as _json
+from openheim._cli_common import load as _config
+from openheim._cli_common import say as _say
 from openheim.config import Config, open_history
 
 # ---- sessions -------------------------------------------------------------------------
