@@ -149,3 +149,16 @@ def test_config_folder_is_searched_after_installed_modules(tmp_path: Path) -> No
     (tmp_path / "json.py").write_text("X = 1\n")
     with pytest.raises(ConfigError, match="has the name of the installed module 'json'"):
         load_config(path).import_object("json:X")
+
+
+def test_forget_modules_leaves_installed_packages_below_the_folder_alone() -> None:
+    # A config file at the top of a checkout has the venv and src/ below its folder.
+    import msgspec as before_msgspec
+
+    import openheim.config as before_config
+    from openheim.config import forget_modules
+
+    folder = Path(before_config.__file__).resolve().parents[2]  # the checkout (src/..)
+    assert forget_modules(folder) == []
+    assert sys.modules["msgspec"] is before_msgspec
+    assert sys.modules["openheim.config"] is before_config
