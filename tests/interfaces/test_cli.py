@@ -524,3 +524,11 @@ def test_local_model_settings_from_the_config_reach_llama_cpp(tmp_path: Path) ->
     assert run.returncode == 0, run.stderr
     assert "openheim: loading tiny.gguf (llama.cpp)..." in run.stderr
     assert json.loads(run.stdout)["usage"]["output_tokens"] <= 4  # max_tokens reached the model too
+
+
+def test_a_missing_core_suggests_commands_that_exist(tmp_path: Path) -> None:
+    res = installed("--version", cwd=tmp_path, block="openheim._core")
+    assert res.returncode != 0
+    assert "CoreMissingError" in res.stderr
+    assert "make install" not in res.stderr
+    assert "`pip install .` in a checkout, or `make run`" in res.stderr
