@@ -529,10 +529,13 @@ def forget_modules(folder: Path) -> list[str]:
         if not file:
             continue
         try:
-            inside = Path(file).resolve().is_relative_to(folder)
-        except (OSError, ValueError):
+            first = Path(file).resolve().relative_to(folder).parts[0]
+        except (OSError, ValueError, IndexError):
             continue
-        if inside:
+        # Imported through the folder's sys.path entry: its top-level name is a file or
+        # package right there (a venv or checkout below the folder is not the folder's).
+        top = name.partition(".")[0]
+        if first in (top, f"{top}.py"):
             del sys.modules[name]
             dropped.append(name)
             # The bytecode cache trusts mtime+size; an edit in the same second could reuse it.
