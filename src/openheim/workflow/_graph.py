@@ -201,7 +201,7 @@ class Graph:
             raise WorkflowDefinitionError(f"map {name!r}: over must be a field name or function")
         takes_state = False
         fn = None
-        if callable(getattr(do, "run", None)) and hasattr(do, "instructions"):
+        if callable(getattr(do, "run", None)) and callable(getattr(do, "stream", None)):
             pass  # an Agent
         elif callable(do):
             takes_state = arity(do) >= 2

@@ -57,7 +57,6 @@ class Ctx:
 
     __slots__ = (
         "base",
-        "blocked",
         "cancelled",
         "durable",
         "emit",
@@ -80,7 +79,6 @@ class Ctx:
         self.durable = owner.journal.durable
         self.base = view.usage.seconds
         self.t0 = _perf()
-        self.blocked: set[str] = set()  # sub-workflow nodes whose child run waits
         self.cancelled = False
         self.task: asyncio.Task[Any] | None = None
 
@@ -111,6 +109,8 @@ async def execute(
             f"run {run_id!r} is already running in this process; wait for it to stop"
         )
     live[run_id] = ctx
+    if view.blocked:
+        view.blocked = {}  # their child runs may have been decided since: try them again
     ctx.task = asyncio.current_task()
     try:
         if graph.timeout is not None:
@@ -152,8 +152,6 @@ async def _drive(ctx: Ctx) -> None:
         if view.ended is not None or view.budget_wait is not None:
             return
         ready = view.ready()
-        if ctx.blocked:
-            ready = [n for n in ready if n not in ctx.blocked]
         if not ready:
             if view.frontier:
                 return  # only approvals (or waiting child runs) left
@@ -488,7 +486,7 @@ async def _run_sub(ctx: Ctx, node: Node, task: str, state: Any) -> None:
     if view.ended != "done":
         await execute(owner, child, view, ctx.emit, ctx.root)
     if view.status == "waiting":
-        ctx.blocked.add(node.name)
+        ctx.view.blocked[node.name] = view.pending()
         return
     if view.ended != "done":
         raise WorkflowStepError(

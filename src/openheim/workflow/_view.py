@@ -49,6 +49,7 @@ class RunView:
     """A run's state folded from its records (see the module docstring)."""
 
     __slots__ = (
+        "blocked",
         "budget",
         "budget_wait",
         "done",
@@ -94,6 +95,8 @@ class RunView:
         self.items: dict[str, dict[int, Any]] = {}  # map node -> results by item index
         self.waiting: dict[str, ApprovalRecord] = {}  # node -> its pending approval
         self.budget_wait: ApprovalRecord | None = None
+        # sub-workflow nodes whose child run waits (in this process; not recorded)
+        self.blocked: dict[str, list[ApprovalRecord]] = {}
         self.ended: str | None = None  # "done" | "failed" | "cancelled"
         self.error: str | None = None
         self.seq = 0  # the last record folded in
@@ -133,19 +136,21 @@ class RunView:
 
     def ready(self) -> list[str]:
         """The frontier's nodes without a result and not waiting for an approval."""
-        done, waiting = self.done, self.waiting
-        return [n for n in self.frontier if n not in done and n not in waiting]
+        done, waiting, blocked = self.done, self.waiting, self.blocked
+        return [n for n in self.frontier if n not in done and n not in waiting and n not in blocked]
 
     @property
     def status(self) -> str:
         if self.ended is not None:
             return self.ended
-        if self.budget_wait is not None or (self.waiting and not self.ready()):
+        if self.budget_wait is not None or ((self.waiting or self.blocked) and not self.ready()):
             return "waiting"
         return "running"
 
     def pending(self) -> list[ApprovalRecord]:
         out = list(self.waiting.values())
+        for child in self.blocked.values():
+            out += child
         if self.budget_wait is not None:
             out.append(self.budget_wait)
         return out
