@@ -7,31 +7,19 @@ namespace and removes what it wrote.
 
 from __future__ import annotations
 
-import getpass
-import os
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from wfhelpers import POSTGRES_URL, cleanup
 
 from openheim.stores import Store, open_store
-
-POSTGRES_URL = os.environ.get(
-    "OPENHEIM_TEST_POSTGRES_URL", f"postgresql://{getpass.getuser()}@127.0.0.1:5432/test"
-)
 
 BACKENDS = [
     pytest.param("memory", id="memory"),
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
 ]
-
-
-async def cleanup(store: Store) -> None:
-    for key in await store.list():
-        await store.delete(key)
-    for log in await store.list_logs():
-        await store.delete_log(log)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -45,7 +45,7 @@ def test_oh_exports_workflow_lazily() -> None:
 
 
 def test_state_must_be_a_struct_or_pydantic_model() -> None:
-    with pytest.raises(WorkflowDefinitionError, match="msgspec.Struct or a pydantic model"):
+    with pytest.raises(WorkflowDefinitionError, match=r"msgspec\.Struct or a pydantic model"):
         Workflow("t", state=dict)
 
 
@@ -147,9 +147,9 @@ def test_writes_must_be_fields_and_names_unique() -> None:
 def test_empty_workflow_and_bad_options() -> None:
     with pytest.raises(WorkflowDefinitionError, match="has no nodes"):
         Workflow("t", state=Ticket).validate()
-    with pytest.raises(WorkflowDefinitionError, match="escalate_to"):
+    with pytest.raises(WorkflowDefinitionError, match="needs escalate_to"):
         Workflow("t", state=Ticket).approval("a", on_deadline="escalate")
-    with pytest.raises(WorkflowDefinitionError, match="needs an oh.Agent"):
+    with pytest.raises(WorkflowDefinitionError, match=r"needs an oh\.Agent"):
         Workflow("t", state=Ticket).agent("a", object())
     with pytest.raises(WorkflowDefinitionError, match="over='nope' is not a field"):
         Workflow("t", state=Ticket).map("m", "nope", noop, output="score")

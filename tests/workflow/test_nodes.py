@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 import msgspec
 import pytest
+from wfhelpers import Counter
 
 import openheim as oh
 from openheim.errors import WorkflowError, WorkflowStepError
-from openheim.messages import ToolCall
 from openheim.models import ScriptedModel
 from openheim.stores import Store
 from openheim.workflow import (
@@ -25,8 +25,6 @@ from openheim.workflow import (
     TokenDelta,
     Workflow,
 )
-
-from wfhelpers import Counter
 
 
 class Doc(msgspec.Struct):
@@ -250,7 +248,7 @@ async def test_node_timeout_and_run_timeout() -> None:
     async def slow(d: Doc) -> None:
         await asyncio.sleep(10)
 
-    with pytest.raises(WorkflowStepError, match="failed after 2 attempt.*longer than 0.05s"):
+    with pytest.raises(WorkflowStepError, match=r"failed after 2 attempt.*longer than 0\.05s"):
         await wf.run()
 
     wf2 = Workflow("slowrun", state=Doc, timeout=0.05)
@@ -259,7 +257,7 @@ async def test_node_timeout_and_run_timeout() -> None:
     async def sleepy(d: Doc) -> None:
         await asyncio.sleep(10)
 
-    with pytest.raises(oh.errors.WorkflowTimeout, match="longer than its timeout of 0.05s"):
+    with pytest.raises(oh.errors.WorkflowTimeout, match=r"longer than its timeout of 0\.05s"):
         await wf2.run()
 
 
