@@ -27,12 +27,14 @@ class Job(msgspec.Struct):
     log: Annotated[list[str], oh.reducer(operator.add)] = msgspec.field(default_factory=list)
     legal: Decision | None = None
     finance: Decision | None = None
-    fail: bool = True
 
 
-def chain(store: Store, calls: Counter, name: str = "chain", **kw: Any) -> Workflow:
-    """a -> b -> c, where b fails while the state says ``fail``."""
-    wf = Workflow(name, state=Job, store=store, **kw)
+def chain(
+    store: Store, calls: Counter, broken: set[str] | None = None, **kw: Any
+) -> Workflow:
+    """a -> b -> c, where b fails while "b" is in ``broken``."""
+    broken = broken if broken is not None else {"b"}
+    wf = Workflow("chain", state=Job, store=store, **kw)
 
     @wf.step
     def a(j: Job) -> dict[str, Any]:
@@ -42,7 +44,7 @@ def chain(store: Store, calls: Counter, name: str = "chain", **kw: Any) -> Workf
     @wf.step
     async def b(j: Job) -> dict[str, Any]:
         calls.hit("b")
-        if j.fail:
+        if "b" in broken:
             raise RuntimeError("b is broken")
         return {"log": ["b"]}
 
@@ -60,7 +62,7 @@ async def test_failed_run_resumes_without_rerunning_finished_steps(store: Store)
     calls = Counter()
     wf = chain(store, calls)
     with pytest.raises(WorkflowStepError, match="b is broken") as err:
-        await wf.run({"fail": True})
+        await wf.run()
     run_id = err.value.run_id
     status = await wf.status(run_id)
     assert status.status == "failed"
@@ -69,10 +71,7 @@ async def test_failed_run_resumes_without_rerunning_finished_steps(store: Store)
 
     # Another definition object (as after a restart), with b fixed: a is not run again.
     calls2 = Counter()
-    fixed = chain(store, calls2)
-    fixed.nodes["b"].fn = _fixed_b(calls2)
-    fixed.nodes["b"].is_async = False
-    fixed.nodes["b"].fast = True
+    fixed = chain(store, calls2, broken=set())
     res = await fixed.resume(run_id)
     assert res.status == "done"
     assert res.state.log == ["a", "b", "c"]
@@ -83,18 +82,10 @@ async def test_failed_run_resumes_without_rerunning_finished_steps(store: Store)
     assert calls2.counts == {"b": 1, "c": 1}
 
 
-def _fixed_b(calls: Counter) -> Any:
-    def b(j: Job) -> dict[str, Any]:
-        calls.hit("b")
-        return {"log": ["b"]}
-
-    return b
-
-
 async def test_history_lists_what_each_step_changed(store: Store) -> None:
     calls = Counter()
     wf = chain(store, calls)
-    res = await wf.run({"fail": False, "text": "x"})
+    res = await chain(store, calls, broken=set()).run({"text": "x"})
     history = await wf.history(res.run_id)
     assert [(c.kind, c.node) for c in history] == [
         ("start", None),
@@ -112,8 +103,8 @@ async def test_history_lists_what_each_step_changed(store: Store) -> None:
 
 async def test_fork_leaves_the_original_intact_and_records_lineage(store: Store) -> None:
     calls = Counter()
-    wf = chain(store, calls)
-    res = await wf.run({"fail": False, "text": "original"})
+    wf = chain(store, calls, broken=set())
+    res = await wf.run({"text": "original"})
     before = await wf.history(res.run_id)
     after_a = before[1]
     assert after_a.node == "a"
@@ -274,14 +265,13 @@ async def test_deadline_timer_fires_in_process(store: Store) -> None:
 
 async def test_step_budget_fails_and_survives_resume_and_fork(store: Store) -> None:
     calls = Counter()
-    wf = chain(store, calls, budget=Budget(steps=2))
-    with pytest.raises(WorkflowStepError):
-        await wf.run({"fail": True})  # a ran (1 step), b failed
-    (run_id,) = await wf.journal.runs()
+    broken = {"b"}
+    wf = chain(store, calls, broken, budget=Budget(steps=2))
+    with pytest.raises(WorkflowStepError) as err:
+        await wf.run()  # a ran (1 step), b failed
+    run_id = err.value.run_id
     assert (await wf.status(run_id)).usage.steps == 1
-    wf.nodes["b"].fn = _fixed_b(calls)
-    wf.nodes["b"].is_async = False
-    wf.nodes["b"].fast = True
+    broken.clear()
     with pytest.raises(BudgetExceededError, match=r"steps \(2 of 2\)"):
         await wf.resume(run_id)  # b ran: 2 steps used, c would be the third
     assert calls.counts == {"a": 1, "b": 2}

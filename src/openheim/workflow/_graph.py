@@ -323,7 +323,7 @@ class Graph:
             if node.router is not None:
                 raise WorkflowDefinitionError(f"node {source!r} already has a conditional edge")
             node.router = target
-            node.fast = False
+            node.fast = node.fast_async = False
             node.targets = _targets(targets)
             return
         if not isinstance(target, str):

@@ -84,6 +84,7 @@ class Node:
         "do",
         "escalate_to",
         "fast",
+        "fast_async",
         "fn",
         "input",
         "is_async",
@@ -137,14 +138,10 @@ class Node:
         if writes is None and self.output is not None:
             writes = frozenset((self.output,))
         self.writes = writes
-        # A plain sync step: called inline, no coroutine of its own.
-        self.fast = (
-            kind == "step"
-            and not self.is_async
-            and not self.thread
-            and self.timeout is None
-            and self.router is None
-        )
+        # A plain step: called (sync) or awaited (async) inline, no coroutine of our own.
+        plain = kind == "step" and self.timeout is None and self.router is None
+        self.fast = plain and not self.is_async and not self.thread
+        self.fast_async = plain and self.is_async
         if self.timeout is not None and not self.timeout > 0:
             raise WorkflowDefinitionError(
                 f"node {name!r}: timeout must be positive seconds or None, got {self.timeout!r}"

@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from openheim.errors import (
@@ -97,11 +97,30 @@ def result_of(view: RunView) -> WorkflowResult:
     )
 
 
-async def execute(
+def execute(
     owner: Workflow, graph: Graph, view: RunView, emit: Emit | None, root: str | None = None
-) -> WorkflowResult:
+) -> Coroutine[Any, Any, WorkflowResult]:
     """Drive ``view`` until it ends or waits; the run's failure is raised."""
     ctx = Ctx(owner, graph, view, emit, root or view.run_id)
+    if graph.timeout is None:
+        return _execute(ctx)
+    return _execute_within(ctx, graph.timeout)
+
+
+async def _execute_within(ctx: Ctx, timeout: float) -> WorkflowResult:
+    try:
+        return await asyncio.wait_for(_execute(ctx), timeout)
+    except asyncio.TimeoutError:
+        if ctx.cancelled:
+            raise
+        msg = f"run {ctx.view.run_id!r} took longer than its timeout of {timeout:g}s"
+        await _fail(ctx, msg)
+        raise WorkflowTimeout(msg) from None
+
+
+async def _execute(ctx: Ctx) -> WorkflowResult:
+    view = ctx.view
+    owner = ctx.owner
     run_id = view.run_id
     live = owner._live
     if run_id in live:
@@ -113,19 +132,50 @@ async def execute(
         view.blocked = {}  # their child runs may have been decided since: try them again
     ctx.task = asyncio.current_task()
     try:
-        if graph.timeout is not None:
-            try:
-                await asyncio.wait_for(_drive(ctx), graph.timeout)
-            except asyncio.TimeoutError:
-                if ctx.cancelled:
-                    raise
-                msg = f"run {run_id!r} took longer than its timeout of {graph.timeout:g}s"
-                await ctx.commit(
-                    Ended(status="failed", error=msg, active=ctx.active(), at=time.time())
+        # The loop lives here, not in a coroutine of its own: one frame less per run in flight.
+        graph = ctx.graph
+        while True:
+            if view.ended is not None or view.budget_wait is not None:
+                break
+            ready = view.ready()
+            if not ready:
+                if view.frontier:
+                    break  # only approvals (or waiting child runs) left
+                if ctx.durable:
+                    await ctx.commit(Ended(status="done", active=ctx.active(), at=time.time()))
+                else:
+                    view.ended = "done"
+                break
+            if view.step >= graph.max_steps:
+                msg = (
+                    f"run {run_id!r} reached the step limit of workflow {graph.name!r} "
+                    f"({graph.max_steps} supersteps; a cycle that does not end?); raise "
+                    "max_steps if it is expected"
                 )
-                raise WorkflowTimeout(msg) from None
-        else:
-            await _drive(ctx)
+                await _fail(ctx, msg)
+                raise WorkflowError(msg)
+            if view.budget is not None:
+                over = view.exceeded()
+                if over is not None:
+                    if view.budget.on_exceed == "pause":
+                        await _budget_pause(ctx, over)
+                        break
+                    msg = f"run {run_id!r} used up its budget: {over}"
+                    await _fail(ctx, msg)
+                    raise BudgetExceededError(msg)
+            try:
+                if len(ready) == 1:
+                    await _run_node(ctx, ready[0])
+                else:
+                    results = await asyncio.gather(
+                        *(_run_node(ctx, n) for n in ready), return_exceptions=True
+                    )
+                    for r in results:
+                        if isinstance(r, BaseException):
+                            raise r
+            except (WorkflowStepError, WorkflowStateError) as exc:
+                await _fail(ctx, str(exc))
+                raise
     except asyncio.CancelledError:
         if not ctx.cancelled:
             raise
@@ -140,56 +190,9 @@ async def execute(
         views = owner.journal.views  # type: ignore[attr-defined]
         if view.status == "waiting":
             views[run_id] = view
-        else:
+        elif views:
             views.pop(run_id, None)
     return result_of(view)
-
-
-async def _drive(ctx: Ctx) -> None:
-    view = ctx.view
-    graph = ctx.graph
-    while True:
-        if view.ended is not None or view.budget_wait is not None:
-            return
-        ready = view.ready()
-        if not ready:
-            if view.frontier:
-                return  # only approvals (or waiting child runs) left
-            if ctx.durable:
-                await ctx.commit(Ended(status="done", active=ctx.active(), at=time.time()))
-            else:
-                view.ended = "done"
-            return
-        if view.step >= graph.max_steps:
-            msg = (
-                f"run {view.run_id!r} reached the step limit of workflow {graph.name!r} "
-                f"({graph.max_steps} supersteps; a cycle that does not end?); raise max_steps "
-                "if it is expected"
-            )
-            await _fail(ctx, msg)
-            raise WorkflowError(msg)
-        if view.budget is not None:
-            over = view.exceeded()
-            if over is not None:
-                if view.budget.on_exceed == "pause":
-                    await _budget_pause(ctx, over)
-                    return
-                msg = f"run {view.run_id!r} used up its budget: {over}"
-                await _fail(ctx, msg)
-                raise BudgetExceededError(msg)
-        try:
-            if len(ready) == 1:
-                await _run_node(ctx, ready[0])
-            else:
-                results = await asyncio.gather(
-                    *(_run_node(ctx, n) for n in ready), return_exceptions=True
-                )
-                for r in results:
-                    if isinstance(r, BaseException):
-                        raise r
-        except (WorkflowStepError, WorkflowStateError) as exc:
-            await _fail(ctx, str(exc))
-            raise
 
 
 async def _fail(ctx: Ctx, msg: str) -> None:
@@ -219,6 +222,12 @@ async def _run_node(ctx: Ctx, name: str) -> None:
         try:
             if node.fast:
                 r = node.fn(state)  # type: ignore[misc]
+                updates = graph.spec.check(r, f"step {name!r}") if r else {}
+                routes = None
+                tokens = 0
+                break
+            if node.fast_async:  # awaited here: no coroutine of our own in between
+                r = await node.fn(state)  # type: ignore[misc]
                 updates = graph.spec.check(r, f"step {name!r}") if r else {}
                 routes = None
                 tokens = 0

@@ -78,7 +78,8 @@ class StateSpec:
             hints = typing.get_type_hints(tp, include_extras=True)
         except Exception as exc:
             raise WorkflowDefinitionError(
-                f"the annotations of state {tp.__name__} cannot be resolved: {exc}"
+                f"the annotations of state {tp.__name__} cannot be resolved ({exc}); define the "
+                "class at module level, with every name its annotations use imported there"
             ) from None
         names = list(tp.model_fields) if self.is_pydantic else list(tp.__struct_fields__)
         self.fields: dict[str, Any] = {}
@@ -131,6 +132,11 @@ class StateSpec:
         if isinstance(value, self.type):
             return value
         if value is None:
+            if not self.is_pydantic:
+                try:
+                    return self.type()  # every field has a default: the common case, fast
+                except TypeError:
+                    pass
             value = {}
         if not isinstance(value, Mapping):
             raise WorkflowStateError(

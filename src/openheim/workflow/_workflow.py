@@ -94,23 +94,31 @@ class Workflow(Graph):
     # -- starting and loading runs -----------------------------------------------------
 
     async def _start(self, graph: Graph, run_id: str, input: Any, budget: Budget | None) -> RunView:
-        graph.validate()
+        view = self._new_view(graph, run_id, input, budget)
+        if self.journal.durable:
+            await self._record_start(view)
+        return view
+
+    def _new_view(self, graph: Graph, run_id: str, input: Any, budget: Budget | None) -> RunView:
+        if not graph._validated:
+            graph.validate()
         state = graph.spec.new(input)
         assert graph.start is not None
-        view = RunView(graph, run_id, state, [graph.start], budget=budget)
-        if self.journal.durable:
-            view.seq = await self.journal.append(
-                run_id,
-                Started(
-                    run_id=run_id,
-                    workflow=graph.name,
-                    state=graph.spec.dump(state),
-                    frontier=view.frontier,
-                    budget=budget,
-                    at=time.time(),
-                ),
-            )
-        return view
+        return RunView(graph, run_id, state, [graph.start], budget=budget)
+
+    async def _record_start(self, view: RunView) -> None:
+        graph = view.graph
+        view.seq = await self.journal.append(
+            view.run_id,
+            Started(
+                run_id=view.run_id,
+                workflow=graph.name,
+                state=graph.spec.dump(view.state),
+                frontier=view.frontier,
+                budget=view.budget,
+                at=time.time(),
+            ),
+        )
 
     async def _load(self, graph: Graph, run_id: str, missing_ok: bool = False) -> RunView | None:
         journal = self.journal
@@ -150,7 +158,9 @@ class Workflow(Graph):
             run_id = new_run_id()
         elif self.journal.durable and await self.journal.read(run_id):
             raise WorkflowError(f"run {run_id!r} already exists; resume it, or choose a new run id")
-        view = await self._start(self, run_id, input, budget or self.budget)
+        view = self._new_view(self, run_id, input, budget or self.budget)
+        if self.journal.durable:
+            await self._record_start(view)
         if _emit is not None:
             _emit(RunStarted(run_id, self.name))
         return await execute(self, self, view, _emit)
