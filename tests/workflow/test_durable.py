@@ -7,6 +7,7 @@ import operator
 from typing import Annotated, Any
 
 import msgspec
+import pydantic
 import pytest
 from wfhelpers import Counter
 
@@ -29,9 +30,7 @@ class Job(msgspec.Struct):
     finance: Decision | None = None
 
 
-def chain(
-    store: Store, calls: Counter, broken: set[str] | None = None, **kw: Any
-) -> Workflow:
+def chain(store: Store, calls: Counter, broken: set[str] | None = None, **kw: Any) -> Workflow:
     """a -> b -> c, where b fails while "b" is in ``broken``."""
     broken = broken if broken is not None else {"b"}
     wf = Workflow("chain", state=Job, store=store, **kw)
@@ -305,3 +304,157 @@ async def test_token_budget_pauses_for_approval(store: Store) -> None:
     # The raised budget is part of the run: a fork from the end keeps it.
     status = await wf.status(res.run_id)
     assert status.usage.tokens == done.usage.tokens
+
+
+async def test_map_items_are_checkpointed_one_by_one(store: Store) -> None:
+    calls = Counter()
+    broken = {3}
+
+    class Nums(msgspec.Struct):
+        items: list[int] = msgspec.field(default_factory=list)
+        squares: list[int] = msgspec.field(default_factory=list)
+
+    async def square(i: int) -> int:
+        calls.hit(str(i))
+        if i in broken:
+            raise RuntimeError(f"item {i} failed")
+        return i * i
+
+    wf = Workflow("squares", state=Nums, store=store)
+    wf.map("square", "items", square, output="squares")
+    with pytest.raises(WorkflowStepError, match="item 3 failed") as err:
+        await wf.run({"items": [0, 1, 2, 3, 4]})
+    assert calls.counts == {"0": 1, "1": 1, "2": 1, "3": 1, "4": 1}
+    items = [c for c in await wf.history(err.value.run_id) if c.kind == "item"]
+    assert sorted(c.detail or "" for c in items) == [f"item {i}" for i in (0, 1, 2, 4)]
+    broken.clear()
+    res = await wf.resume(err.value.run_id)
+    assert res.state.squares == [0, 1, 4, 9, 16]
+    assert calls.counts == {"0": 1, "1": 1, "2": 1, "3": 2, "4": 1}
+
+
+class Draft(msgspec.Struct):
+    text: str = ""
+
+
+async def test_recover_finishes_runs_interrupted_in_this_process(store: Store) -> None:
+    calls = Counter()
+    gate = asyncio.Event()
+    wf = Workflow("recover", state=Job, store=store)
+    wf.step(lambda j: calls.hit("a") or {"log": ["a"]}, name="a")
+
+    @wf.step
+    async def b(j: Job) -> dict[str, Any]:
+        calls.hit("b")
+        await gate.wait()
+        return {"log": ["b"]}
+
+    wf.edge("a", "b")
+    task = asyncio.ensure_future(wf.run())
+    while calls["b"] == 0:
+        await asyncio.sleep(0.001)
+    task.cancel()  # as if the process died: nothing records the end
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    gate.set()
+    other = Workflow("recover", state=Job, store=store)
+    other.step(lambda j: calls.hit("a") or {"log": ["a"]}, name="a")
+    other.step(b)
+    other.edge("a", "b")
+    unrelated = Workflow("unrelated", state=Draft, store=store)
+    unrelated.step(lambda d: None, name="x")
+    await unrelated.run()
+    (res,) = await other.recover()
+    assert res.status == "done"
+    assert res.state.log == ["a", "b"]
+    assert calls.counts == {"a": 1, "b": 2}
+    assert await other.recover() == []
+    with pytest.raises(RunNotFoundError, match="is a run of workflow 'recover'"):
+        await unrelated.resume(res.run_id)
+
+
+async def test_seconds_budget_counts_active_time_only(store: Store) -> None:
+    wf = Workflow("slow", state=Job, store=store, budget=Budget(seconds=1.0))
+
+    @wf.step
+    async def nap(j: Job) -> None:
+        await asyncio.sleep(0.05)
+
+    wf.approval("wait")
+    wf.step(lambda j: {"log": ["after"]}, name="after")
+    wf.edge("nap", "wait")
+    wf.edge("wait", "after")
+    res = await wf.run()
+    assert res.status == "waiting"
+    assert 0.05 <= res.usage.seconds < 1.0
+    await asyncio.sleep(1.1)  # waiting for an approval is not active time
+    done = await wf.approve(res.pending[0].id, True)
+    assert done is not None
+    assert done.status == "done"
+    assert done.usage.seconds < 1.0
+
+    strict = Workflow("strict", state=Job, store=store, budget=Budget(seconds=0.01))
+    strict.step(nap)
+    strict.step(lambda j: {"log": ["never"]}, name="after")
+    strict.edge("nap", "after")
+    with pytest.raises(BudgetExceededError, match=r"seconds \(0\.0"):
+        await strict.run()
+
+
+@pytest.mark.parametrize("durable", [False, True])
+async def test_approval_decided_while_a_sibling_branch_still_runs(
+    store: Store, durable: bool
+) -> None:
+    release = asyncio.Event()
+    wf = Workflow("siblings", state=Job, store=store if durable else None)
+    wf.step(lambda j: None, name="start")
+    wf.approval("ok", output="legal")
+
+    @wf.step
+    async def slow(j: Job) -> dict[str, Any]:
+        await release.wait()
+        return {"log": ["slow"]}
+
+    wf.step(lambda j: {"log": ["after"]}, name="after")
+    wf.edge("start", "ok")
+    wf.edge("start", "slow")
+    wf.edge(("ok", "slow"), "after")
+    task = asyncio.ensure_future(wf.run())
+    while not await wf.approvals():
+        await asyncio.sleep(0.001)
+    (pending,) = await wf.approvals()
+    assert await wf.approve(pending.id, True) is None  # the live run carries on by itself
+    release.set()
+    res = await task
+    assert res.status == "done"
+    assert res.state.log == ["slow", "after"]
+    assert res.state.legal is not None
+    assert res.state.legal.approved
+
+
+class Note(pydantic.BaseModel):
+    title: str = ""
+    tags: Annotated[list[str], oh.reducer(operator.add)] = []
+    ok: dict[str, Any] | None = None
+
+
+async def test_pydantic_state_is_durable(store: Store) -> None:
+    wf = Workflow("pyd", state=Note, store=store)
+    wf.step(lambda n: {"tags": ["a"], "title": n.title.title()}, name="a")
+    wf.approval("check", output="ok")
+    wf.step(lambda n: {"tags": ["b"]}, name="b")
+    wf.edge("a", "check")
+    wf.edge("check", "b")
+    res = await wf.run({"title": "hello world"})
+    other = Workflow("pyd", state=Note, store=store)
+    other.step(lambda n: {"tags": ["a"], "title": n.title.title()}, name="a")
+    other.approval("check", output="ok")
+    other.step(lambda n: {"tags": ["b"]}, name="b")
+    other.edge("a", "check")
+    other.edge("check", "b")
+    done = await other.approve(res.pending[0].id, True, edits={"title": "Edited"})
+    assert done is not None
+    assert done.state.title == "Edited"
+    assert done.state.tags == ["a", "b"]
+    assert done.state.ok is not None
+    assert done.state.ok["approved"] is True

@@ -17,6 +17,7 @@ from openheim.errors import (
     WorkflowApprovalError,
     WorkflowCancelled,
     WorkflowError,
+    WorkflowStateError,
 )
 from openheim.workflow._graph import Graph
 from openheim.workflow._journal import Journal, open_journal
@@ -120,13 +121,22 @@ class Workflow(Graph):
             ),
         )
 
-    async def _load(self, graph: Graph, run_id: str, missing_ok: bool = False) -> RunView | None:
+    async def _load(
+        self, graph: Graph, run_id: str, missing_ok: bool = False, others_ok: bool = False
+    ) -> RunView | None:
         journal = self.journal
         view: RunView | None
         if not journal.durable:
             view = journal.views.get(run_id)  # type: ignore[attr-defined]
         else:
             records = await journal.read(run_id)
+            start = records[0][1] if records else None
+            if isinstance(start, Started) and start.workflow != graph.name:
+                if others_ok:
+                    return None
+                raise RunNotFoundError(
+                    f"run {run_id!r} is a run of workflow {start.workflow!r}, not {graph.name!r}"
+                )
             view = RunView.replay(graph, records, typed=False) if records else None
         if view is None and not missing_ok:
             where = "this process" if not journal.durable else "the workflow's store"
@@ -255,17 +265,14 @@ class Workflow(Graph):
                     setattr(view, slot, getattr(fresh, slot))
 
     async def recover(self) -> list[WorkflowResult]:
-        """Resume every unfinished run in the store (after a restart) and arm the
-        deadlines of the approvals still pending; returns what the resumed runs did."""
+        """Resume every unfinished run of this workflow in the store (after a restart)
+        and arm the deadlines of its pending approvals; returns what the resumed runs did."""
         out = []
         for run_id in await self.journal.runs():
             if "/" in run_id or run_id in self._live:
                 continue  # child runs are resumed by their parent
-            view = await self._load(self, run_id, missing_ok=True)
-            if view is None or view.graph is not self:
-                continue
-            records = await self.journal.read(run_id)
-            if not records or getattr(records[0][1], "workflow", None) != self.name:
+            view = await self._load(self, run_id, missing_ok=True, others_ok=True)
+            if view is None:
                 continue
             if view.status == "running":
                 out.append(await self.resume(run_id))
@@ -286,9 +293,13 @@ class Workflow(Graph):
                 task=rec.task, approval_id=rec.id, decision=d, budget=_raised(rec, d, self.budget)
             )
         node = graph.nodes[rec.node]
-        updates = (
-            graph.spec.check({node.output: d}, f"approval {rec.node!r}") if node.output else {}
-        )
+        updates: dict[str, Any] = {}
+        if node.output:
+            where = f"approval {rec.node!r}"
+            try:
+                updates = graph.spec.check({node.output: d}, where)
+            except WorkflowStateError:  # a field typed as a dict (or a model) takes plain data
+                updates = graph.spec.check({node.output: msgspec.to_builtins(d)}, where)
         routes = None
         targets = node.targets or {}
         if d.escalated and node.escalate_to is not None:
@@ -357,14 +368,21 @@ class Workflow(Graph):
         typed = graph.load_record(msgspec.structs.replace(drec)) if self.journal.durable else drec
         if self.journal.durable:
             await self.journal.append(rec.run_id, drec)
-        else:
+        live = self._live.get(rec.run_id)
+        if live is not None:
+            live.view.apply(typed)  # a driver of this run is still busy here: it carries on
+            return None
+        if not self.journal.durable:
             view = self.journal.views.get(rec.run_id)  # type: ignore[attr-defined]
             if view is not None:
                 view.apply(typed)
-        live = self._live.get(rec.run_id)
-        if live is not None and self.journal.durable:
-            live.view.apply(typed)  # a driver of this run is still busy here: it carries on
-            return None
+        if rec.run_id != rec.root:
+            # A child run: if its parent is still being driven here, let it try the
+            # sub-workflow node again (the parent's loop picks it up).
+            parent_id, _, task = rec.run_id.rpartition("/")
+            parent = self._live.get(parent_id)
+            if parent is not None:
+                parent.view.blocked.pop(task.partition(":")[2], None)
         if not resume or rec.root in self._live:
             return None
         return await self.resume(rec.root)
