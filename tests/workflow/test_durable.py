@@ -20,7 +20,7 @@ from openheim.errors import (
     WorkflowStepError,
 )
 from openheim.stores import Store
-from openheim.workflow import Budget, Decision, Workflow
+from openheim.workflow import ApprovalRequested, Budget, Decision, RunFinished, Workflow
 
 
 class Job(msgspec.Struct):
@@ -343,16 +343,18 @@ async def test_recover_finishes_runs_interrupted_in_this_process(store: Store) -
     wf = Workflow("recover", state=Job, store=store)
     wf.step(lambda j: calls.hit("a") or {"log": ["a"]}, name="a")
 
+    in_b = asyncio.Event()
+
     @wf.step
     async def b(j: Job) -> dict[str, Any]:
         calls.hit("b")
+        in_b.set()
         await gate.wait()
         return {"log": ["b"]}
 
     wf.edge("a", "b")
     task = asyncio.ensure_future(wf.run())
-    while calls["b"] == 0:
-        await asyncio.sleep(0.001)
+    await in_b.wait()
     task.cancel()  # as if the process died: nothing records the end
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -419,13 +421,15 @@ async def test_approval_decided_while_a_sibling_branch_still_runs(
     wf.edge("start", "ok")
     wf.edge("start", "slow")
     wf.edge(("ok", "slow"), "after")
-    task = asyncio.ensure_future(wf.run())
-    while not await wf.approvals():
-        await asyncio.sleep(0.001)
-    (pending,) = await wf.approvals()
-    assert await wf.approve(pending.id, True) is None  # the live run carries on by itself
-    release.set()
-    res = await task
+    res = None
+    async for ev in wf.stream():
+        if isinstance(ev, ApprovalRequested):
+            # The live run carries on by itself: approve() does not resume it.
+            assert await wf.approve(ev.approval.id, True) is None
+            release.set()
+        elif isinstance(ev, RunFinished):
+            res = ev.result
+    assert res is not None
     assert res.status == "done"
     assert res.state.log == ["slow", "after"]
     assert res.state.legal is not None
