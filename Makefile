@@ -65,6 +65,7 @@ services:
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benches
 	$(BIN)/ruff format --check src tests benches
+	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy

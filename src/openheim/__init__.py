@@ -19,7 +19,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the wheel test
         "openheim's compiled core (openheim._core) is not installed or failed to load: "
         f"{exc}. openheim has no pure-Python fallback. Install a prebuilt wheel "
         "(`pip install openheim`) or build from source with a C compiler, "
-        "CMake and Cython (`pip install .` or `make install` in a checkout)."
+        "CMake and Cython (`pip install .` in a checkout, or `make run`)."
     ) from exc
 
 from openheim._core import Mailbox

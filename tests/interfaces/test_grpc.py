@@ -55,3 +55,20 @@ def test_errors_map_to_grpc_status_codes(server: Served) -> None:
         failed = list(s.RunAgent(pb.RunAgentRequest(agent="broken", input="x"), metadata=auth()))
         assert failed[-1].type == "error"
         assert json.loads(failed[-1].data)["error"]["type"] == "ModelError"
+
+
+def test_bad_session_ids_are_invalid_arguments(server: Served) -> None:
+    channel, s = stub(server)
+    with channel:
+        for sid in ("a/b", "\x1b[31m", "x" * 200):
+            with pytest.raises(grpc.RpcError) as err:
+                list(
+                    s.RunAgent(
+                        pb.RunAgentRequest(agent="echo", input="x", session=sid), metadata=auth()
+                    )
+                )
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert sid not in (err.value.details() or "")
+            with pytest.raises(grpc.RpcError) as err:
+                s.GetSession(pb.GetSessionRequest(id=sid), metadata=auth())
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

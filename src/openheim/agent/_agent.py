@@ -17,12 +17,14 @@ import msgspec
 
 from openheim.agent._loop import _Run
 from openheim.agent._output import OutputSpec
+from openheim.agent._settings import RunSettings, as_model_settings
 from openheim.agent.events import AgentEvent, Done
-from openheim.agent.result import Approval, RunResult, RunState
+from openheim.agent.result import RunResult
 from openheim.errors import ApprovalError, ConfigError
 from openheim.messages import Message
 from openheim.models.base import Model, ModelSettings, ToolDefinition
 from openheim.sessions import HistoryStore, InMemoryHistory, TokenCounter, estimate_tokens
+from openheim.snapshot import Approval, RunState, state_of
 from openheim.tools._context import RunContext
 from openheim.tools._tool import Tool
 from openheim.tools._toolset import Toolset
@@ -50,27 +52,6 @@ _UNSET: Any = _Unset()
 ApprovalDecision = bool | Approval
 
 
-def _as_settings(value: ModelSettings | Mapping[str, Any] | None) -> ModelSettings:
-    if value is None:
-        return ModelSettings()
-    if isinstance(value, ModelSettings):
-        return value
-    if isinstance(value, Mapping):
-        unknown = set(value) - set(ModelSettings.__struct_fields__)
-        if unknown:
-            raise ConfigError(
-                f"unknown model settings {sorted(unknown)}; the settings are "
-                f"{', '.join(ModelSettings.__struct_fields__)}"
-            )
-        try:
-            return msgspec.convert(dict(value), ModelSettings)
-        except msgspec.ValidationError as exc:
-            raise ConfigError(f"invalid model settings: {exc}") from None
-    raise ConfigError(
-        f"model_settings must be a ModelSettings or a dict, got {type(value).__name__}"
-    )
-
-
 def _check_model(model: Any) -> None:
     """Fail at construction on a model string no provider accepts (without importing it)."""
     from openheim.models import _PROVIDERS
@@ -81,11 +62,6 @@ def _check_model(model: Any) -> None:
             f"unknown model {model!r}: use 'openai:<model>', 'anthropic:<model>' or "
             "'llama:/path/to/model.gguf', or pass a Model instance"
         )
-
-
-def _positive(name: str, value: float | None) -> None:
-    if value is not None and not value > 0:
-        raise ConfigError(f"{name} must be a positive number of seconds or None, got {value!r}")
 
 
 class Agent:
@@ -139,23 +115,16 @@ class Agent:
         checkpointer: Checkpointer | bool | None = None,
     ) -> None:
         self._set_model(model)
-        if max_iterations < 1:
-            raise ConfigError(f"max_iterations must be >= 1, got {max_iterations!r}")
-        if tool_concurrency < 1:
-            raise ConfigError(f"tool_concurrency must be >= 1, got {tool_concurrency!r}")
-        if output_retries < 0:
-            raise ConfigError(f"output_retries must be >= 0, got {output_retries!r}")
-        _positive("model_timeout", model_timeout)
-        _positive("tool_timeout", tool_timeout)
-        _positive("run_timeout", run_timeout)
-        self.name = name
-        self.max_iterations = max_iterations
-        self.tool_concurrency = tool_concurrency
-        self.model_timeout = model_timeout
-        self.tool_timeout = tool_timeout
-        self.run_timeout = run_timeout
-        self.output_retries = output_retries
-        self.model_settings = _as_settings(model_settings)
+        self.settings = RunSettings(
+            agent=name,
+            max_iterations=max_iterations,
+            tool_concurrency=tool_concurrency,
+            model_timeout=model_timeout,
+            tool_timeout=tool_timeout,
+            run_timeout=run_timeout,
+            output_retries=output_retries,
+            model_settings=as_model_settings(model_settings),
+        )
         if isinstance(history, str):
             from openheim.stores import open_history
 
@@ -178,6 +147,87 @@ class Agent:
         self.output_type = output_type
         self._set_instructions(instructions)
         self._set_tools(tools)
+
+    # The run settings, one attribute each (setting one validates it).
+
+    @property
+    def settings(self) -> RunSettings:
+        """The settings every run starts from (frozen; runs may override ``model_settings``)."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: RunSettings) -> None:
+        if not isinstance(value, RunSettings):
+            raise ConfigError(f"settings must be a RunSettings, got {type(value).__name__}")
+        self._settings = value
+        self._streaming = msgspec.structs.replace(value, streaming=True)
+
+    def _replace(self, **changes: Any) -> None:
+        self.settings = RunSettings(**{**msgspec.structs.asdict(self._settings), **changes})
+
+    @property
+    def name(self) -> str:
+        return self._settings.agent
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._replace(agent=value)
+
+    @property
+    def max_iterations(self) -> int:
+        return self._settings.max_iterations
+
+    @max_iterations.setter
+    def max_iterations(self, value: int) -> None:
+        self._replace(max_iterations=value)
+
+    @property
+    def tool_concurrency(self) -> int:
+        return self._settings.tool_concurrency
+
+    @tool_concurrency.setter
+    def tool_concurrency(self, value: int) -> None:
+        self._replace(tool_concurrency=value)
+
+    @property
+    def model_timeout(self) -> float | None:
+        return self._settings.model_timeout
+
+    @model_timeout.setter
+    def model_timeout(self, value: float | None) -> None:
+        self._replace(model_timeout=value)
+
+    @property
+    def tool_timeout(self) -> float | None:
+        return self._settings.tool_timeout
+
+    @tool_timeout.setter
+    def tool_timeout(self, value: float | None) -> None:
+        self._replace(tool_timeout=value)
+
+    @property
+    def run_timeout(self) -> float | None:
+        return self._settings.run_timeout
+
+    @run_timeout.setter
+    def run_timeout(self, value: float | None) -> None:
+        self._replace(run_timeout=value)
+
+    @property
+    def output_retries(self) -> int:
+        return self._settings.output_retries
+
+    @output_retries.setter
+    def output_retries(self, value: int) -> None:
+        self._replace(output_retries=value)
+
+    @property
+    def model_settings(self) -> ModelSettings:
+        return self._settings.model_settings
+
+    @model_settings.setter
+    def model_settings(self, value: ModelSettings | Mapping[str, Any] | None) -> None:
+        self._replace(model_settings=as_model_settings(value))
 
     def _set_model(self, model: str | Model) -> None:
         if isinstance(model, str):
@@ -267,7 +317,7 @@ class Agent:
         settings = (
             self.model_settings
             if isinstance(model_settings, _Unset)
-            else _as_settings(model_settings)
+            else as_model_settings(model_settings)
         )
         output = self._output if output_type is _UNSET else OutputSpec(output_type)
         # Swap in one step (no await in between: a run starting now sees old or new, not a mix).
@@ -320,7 +370,14 @@ class Agent:
         instructions as ``ctx.deps``. ``model_settings`` override the agent's
         for this run. ``resume`` continues a paused run (see :meth:`resume`).
         """
-        run = await self._start(prompt, session, deps, model_settings, resume, approvals, False)
+        run = await self._start(
+            prompt,
+            self._run_settings(model_settings, False),
+            session=session,
+            deps=deps,
+            resume=resume,
+            approvals=approvals,
+        )
         result: RunResult | None = None
         async for event in run.events():
             if type(event) is Done:
@@ -391,7 +448,14 @@ class Agent:
         Stopping the iteration early abandons the run: nothing is added to the
         session's history.
         """
-        run = await self._start(prompt, session, deps, model_settings, resume, approvals, True)
+        run = await self._start(
+            prompt,
+            self._run_settings(model_settings, True),
+            session=session,
+            deps=deps,
+            resume=resume,
+            approvals=approvals,
+        )
         async with contextlib.aclosing(run.events()) as events:
             async for event in events:
                 yield event
@@ -470,6 +534,35 @@ class Agent:
         A paused run needs ``approvals`` for its pending calls, else it is
         returned paused again. ConfigError if the store has no such run.
         """
+        result: RunResult | None = None
+        events = self._resumed(run_id, approvals, deps, model_settings, streaming=False)
+        async for event in events:
+            if type(event) is Done:
+                result = event.result
+        assert result is not None
+        return result
+
+    def stream_resumed(
+        self,
+        run_id: str,
+        approvals: Mapping[str, ApprovalDecision] | None = None,
+        *,
+        deps: Any = None,
+        model_settings: ModelSettings | Mapping[str, Any] | None = None,
+    ) -> AsyncGenerator[AgentEvent, None]:
+        """:meth:`resume_run`, yielding the continued run's events as they happen (the last
+        is ``Done``)."""
+        return self._resumed(run_id, approvals, deps, model_settings, streaming=True)
+
+    async def _resumed(
+        self,
+        run_id: str,
+        approvals: Mapping[str, ApprovalDecision] | None,
+        deps: Any,
+        model_settings: ModelSettings | Mapping[str, Any] | None,
+        *,
+        streaming: bool,
+    ) -> AsyncGenerator[AgentEvent, None]:
         ckpt = self._checkpointer()
         cp = await ckpt.load(run_id)
         if cp is None:
@@ -479,8 +572,6 @@ class Agent:
             )
         if cp.agent != self.name:
             raise ConfigError(f"run {run_id!r} belongs to agent {cp.agent!r}, not {self.name!r}")
-        from openheim.snapshot import state_of
-
         state = state_of(cp)
         if state.session is not None:
             get = getattr(self.history, "get", None)
@@ -489,43 +580,59 @@ class Agent:
                 # It finished and reached its session; only dropping its log was cut short.
                 await ckpt.discard(run_id)
                 output = self._output.parse(state.messages[-1].content) if state.messages else None
-                return RunResult(output, state, "final", [])
+                yield Done(RunResult(output, state, "final", []))
+                return
         if state.pending:
             if approvals is None and not all(p.id in state.decisions for p in state.pending):
-                return RunResult(None, state, "approval_required", [])
-            run = await self._start(None, None, deps, model_settings, state, approvals, False)
+                yield Done(RunResult(None, state, "approval_required", []))
+                return
+            run = await self._start(
+                None,
+                self._run_settings(model_settings, streaming),
+                deps=deps,
+                resume=state,
+                approvals=approvals,
+            )
         else:
             last = state.messages[-1] if state.messages else None
             mid_turn = last is not None and last.role == "assistant" and bool(last.tool_calls)
             run = await self._start(
-                None, None, deps, model_settings, None, None, False, recovered=(state, mid_turn)
+                None,
+                self._run_settings(model_settings, streaming),
+                deps=deps,
+                recovered=(state, mid_turn),
             )
-        result: RunResult | None = None
-        async for event in run.events():
-            if type(event) is Done:
-                result = event.result
-        assert result is not None
-        return result
+        async with contextlib.aclosing(run.events()) as events:
+            async for event in events:
+                yield event
 
     # ---- internals --------------------------------------------------------------------
+
+    def _run_settings(
+        self, model_settings: ModelSettings | Mapping[str, Any] | None, streaming: bool
+    ) -> RunSettings:
+        """The frozen settings of one run: the agent's, with this run's overrides."""
+        base = self._streaming if streaming else self._settings
+        if model_settings is None:
+            return base
+        merged = base.model_settings.merged(as_model_settings(model_settings))
+        return msgspec.structs.replace(base, model_settings=merged)
 
     async def _start(
         self,
         prompt: str | None,
-        session: str | None,
-        deps: Any,
-        model_settings: ModelSettings | Mapping[str, Any] | None,
-        resume: RunResult | RunState | None,
-        approvals: Mapping[str, ApprovalDecision] | None,
-        streaming: bool,
+        settings: RunSettings,
+        *,
+        session: str | None = None,
+        deps: Any = None,
+        resume: RunResult | RunState | None = None,
+        approvals: Mapping[str, ApprovalDecision] | None = None,
         recovered: tuple[RunState, bool] | None = None,
     ) -> _Run:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.run_timeout if self.run_timeout is not None else None
+        timeout = settings.run_timeout
+        deadline = loop.time() + timeout if timeout is not None else None
         model = self._model if self._model is not None else self.model
-        settings = self.model_settings
-        if model_settings is not None:
-            settings = settings.merged(_as_settings(model_settings))
         if recovered is not None:
             state = recovered[0]
         elif resume is not None:
@@ -537,7 +644,7 @@ class Agent:
                 raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}")
             state = RunState(
                 run_id=f"run-{_RUN_PREFIX}-{next(_run_numbers)}",
-                agent=self.name,
+                agent=settings.agent,
                 session=session,
                 messages=[Message("user", prompt)],
             )
@@ -552,7 +659,7 @@ class Agent:
         if self._instructions is not None and not isinstance(self._instructions, str):
             ctx = RunContext(
                 deps,
-                agent=self.name,
+                agent=settings.agent,
                 run_id=state.run_id,
                 session=session,
                 messages=state.messages,
@@ -560,21 +667,23 @@ class Agent:
             )
             system = await self._render_instructions(ctx)
         return _Run(
-            self,
-            model,
-            state,
-            deps,
-            ctx,
             settings,
-            history,
-            system,
-            tools,
-            definitions,
-            streaming,
-            resume is not None or (recovered is not None and recovered[1]),
-            deadline,
-            loop,
-            recovered is not None,
+            model=model,
+            state=state,
+            deps=deps,
+            ctx=ctx,
+            history=history,
+            system=system,
+            tools=tools,
+            definitions=definitions,
+            output=self._output,
+            count_tokens=self._count_tokens,
+            sessions=self.history,
+            checkpointer=self.checkpointer,
+            resuming=resume is not None or (recovered is not None and recovered[1]),
+            recovered=recovered is not None,
+            run_deadline=deadline,
+            loop=loop,
         )
 
     async def _render_instructions(self, ctx: RunContext[Any]) -> Message | None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import signal
 import sys
 from typing import Any
 
 from openheim.config import Config, load_config
+from openheim.errors import ConfigError
 
 __all__ = ["create_app", "serve"]
 
@@ -32,8 +34,14 @@ def serve(
     port: int | None = None,
     grpc_port: int | None = None,
     config_path: str | None = None,
+    allow_unauthenticated: bool = False,
 ) -> int:
-    """Serve until interrupted; returns the exit code."""
+    """Serve until interrupted; returns the exit code.
+
+    A non-loopback ``host`` without ``[[server.api_keys]]`` is refused (a
+    ConfigError) unless ``allow_unauthenticated``, and then warned about.
+    """
+    check_exposure(config, host or config.server.host, allow_unauthenticated)
     return asyncio.run(
         _serve(
             config,
@@ -42,6 +50,32 @@ def serve(
             grpc_port if grpc_port is not None else config.server.grpc_port,
             config_path,
         )
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def check_exposure(config: Config, host: str, allow_unauthenticated: bool) -> None:
+    """Refuse (or, when allowed, warn about) an open server on a non-loopback address."""
+    if config.server.api_keys or _is_loopback(host):
+        return
+    if not allow_unauthenticated:
+        raise ConfigError(
+            f"refusing to serve on {host} without API keys: anyone who can reach it could run "
+            "your agents. Add [[server.api_keys]] to the config (see the README), serve on "
+            "127.0.0.1, or pass --allow-unauthenticated if the network is trusted"
+        )
+    print(
+        f"openheim: warning: serving on {host} without API keys (--allow-unauthenticated): "
+        "anyone who can reach this address can run the agents",
+        file=sys.stderr,
     )
 
 
@@ -84,17 +118,28 @@ async def _serve(
     loop = asyncio.get_running_loop()
     path = config_path or (str(config.path) if config.path is not None else None)
 
-    def reload() -> None:
-        try:
-            state.reload(load_config(path))
-        except Exception as exc:  # keep serving the old config
-            print(f"openheim: config reload failed, keeping the old one: {exc}", file=sys.stderr)
-        else:
-            print(f"openheim: reloaded {path}", file=sys.stderr)
+    reloading = asyncio.Lock()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        async with reloading:  # one reload at a time, in signal order
+            try:
+                await state.reload(load_config(path))
+            except Exception as exc:  # keep serving the old config
+                print(
+                    f"openheim: config reload failed, keeping the old one: {exc}", file=sys.stderr
+                )
+            else:
+                print(f"openheim: reloaded {path}", file=sys.stderr)
+
+    def on_sighup() -> None:
+        task = loop.create_task(reload())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     if hasattr(signal, "SIGHUP"):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGHUP, reload)
+            loop.add_signal_handler(signal.SIGHUP, on_sighup)
     bound = f"http://{uconfig.host}:{uconfig.port}"
     print(f"openheim: serving {len(config.agents)} agent(s) on {bound}", file=sys.stderr)
     try:

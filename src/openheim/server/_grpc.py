@@ -15,7 +15,8 @@ import msgspec
 from openheim.errors import ConfigError
 from openheim.server import openheim_pb2 as pb
 from openheim.server import openheim_pb2_grpc as pb_grpc
-from openheim.server._state import ServerState, TooManyRuns, json_encode
+from openheim.server._state import ServerState, TooManyRuns
+from openheim.server._wire import BadRequest, check_session_id, json_encode, shown
 
 
 class _Service(pb_grpc.OpenheimServicer):
@@ -36,12 +37,20 @@ class _Service(pb_grpc.OpenheimServicer):
         assert tenant is not None
         return tenant
 
+    async def _check_session(self, session: str, context: Any) -> None:
+        try:
+            check_session_id(session)
+        except BadRequest as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
     async def RunAgent(self, request: Any, context: Any) -> AsyncIterator[Any]:
         tenant = await self._tenant(context)
         if request.agent not in self.state.config.agents:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no agent {request.agent!r}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no agent {shown(request.agent)}")
+        if request.session:
+            await self._check_session(request.session, context)
         try:
-            record = self.state.start_run(
+            record = self.state.runs.start(
                 tenant, request.agent, request.input, request.session or None
             )
         except TooManyRuns:
@@ -64,6 +73,7 @@ class _Service(pb_grpc.OpenheimServicer):
 
     async def GetSession(self, request: Any, context: Any) -> Any:
         tenant = await self._tenant(context)
+        await self._check_session(request.id, context)
         store = self.state.history(tenant).store
         messages = await store.load(request.id)
         if not messages:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from openheim.errors import ConfigError, CorruptStateError
 from openheim.snapshot import (
     RunCheckpoint,
+    RunState,
     RunStatus,
     checkpoint_of,
     decode_checkpoint,
@@ -32,7 +33,6 @@ from openheim.snapshot import (
 from openheim.stores._base import Store
 
 if TYPE_CHECKING:
-    from openheim.agent.result import RunState
     from openheim.sessions import HistoryStore
 
 __all__ = ["Checkpointer"]

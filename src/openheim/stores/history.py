@@ -27,7 +27,7 @@ import msgspec
 
 from openheim.errors import ConfigError, SessionBusyError, VersionConflictError
 from openheim.messages import Message, Usage
-from openheim.snapshot import SessionRecord, decode_session, encode_session
+from openheim.snapshot import FORMAT_VERSION, SessionRecord, decode_session, encode_session
 from openheim.stores._base import Store
 
 __all__ = ["SessionInfo", "StoreHistory"]
@@ -75,7 +75,7 @@ class StoreHistory:
         key = self._key(session)
         got = await self.store.get(key)
         if got is None:
-            return 0, SessionRecord()
+            return 0, SessionRecord(v=FORMAT_VERSION)
         data, version = got
         where = f"session {session!r} (key {key!r}, namespace {self.namespace!r})"
         return version, decode_session(data, where)
@@ -124,6 +124,7 @@ class StoreHistory:
                 if run_id is not None:
                     runs = [*runs[-(_KEEP_RUN_IDS - 1) :], run_id]
                 new = SessionRecord(
+                    v=FORMAT_VERSION,
                     messages=[*record.messages, *messages],
                     usage=record.usage + usage if usage is not None else record.usage,
                     runs=runs,
