@@ -358,3 +358,50 @@ async def test_stream_early_exit_cancels_the_run() -> None:
     await asyncio.sleep(0.01)
     assert finished["b"] == 0
     assert wf._live == {}
+
+
+async def test_condition_returning_an_unknown_node_fails_clearly() -> None:
+    wf = Workflow("free", state=Doc)
+    wf.step(lambda d: None, name="a")
+    wf.edge("a", lambda d: "nowhere")
+    with pytest.raises(oh.errors.WorkflowStateError, match="'nowhere', which is not a node"):
+        await wf.run()
+
+
+async def test_map_items_retry_by_themselves() -> None:
+    calls = Counter()
+
+    def flaky(item: str) -> str:
+        calls.hit(item)
+        if item == "b" and calls["b"] < 2:
+            raise ConnectionError("hiccup")
+        return item * 2
+
+    wf = Workflow("mapretry", state=Doc)
+    wf.map("m", "items", flaky, output="summaries", retry=oh.Retry(attempts=2, backoff=0))
+    res = await wf.run({"items": ["a", "b", "c"]})
+    assert res.state.summaries == ["aa", "bb", "cc"]
+    assert calls.counts == {"a": 1, "b": 2, "c": 1}
+
+
+def test_run_sync_twice_with_a_store_url(tmp_path: Any) -> None:
+    wf = Workflow("twice", state=Doc, store=f"sqlite://{tmp_path}/s.db")
+    wf.step(lambda d: {"total": d.total + 1}, name="inc")
+    first = wf.run_sync({"total": 1})
+    second = wf.run_sync({"total": 5})
+    assert (first.state.total, second.state.total) == (2, 6)
+    assert asyncio.run(wf.history(first.run_id))[1].changed == {"total": 2}
+
+
+class Opaque:
+    """Not data."""
+
+
+async def test_values_that_cannot_be_stored_fail_the_run_clearly(store: Store) -> None:
+    class Loose(msgspec.Struct):
+        blob: Any = None
+
+    wf = Workflow("loose", state=Loose, store=store)
+    wf.step(lambda s: {"blob": Opaque()}, name="a")
+    with pytest.raises(oh.errors.WorkflowStateError, match="cannot be stored"):
+        await wf.run()

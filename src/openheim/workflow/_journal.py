@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from openheim.errors import VersionConflictError, WorkflowApprovalError
+from openheim.errors import VersionConflictError, WorkflowApprovalError, WorkflowStateError
 from openheim.workflow._records import (
     ApprovalRecord,
     Record,
@@ -114,7 +114,15 @@ class StoreJournal(Journal):
         self._owned = owned
 
     async def append(self, run_id: str, record: Record) -> int:
-        return await self.store.append(_LOG + run_id, encode_record(record))
+        try:
+            data = encode_record(record)
+        except TypeError as exc:
+            raise WorkflowStateError(
+                f"run {run_id!r}: a checkpoint cannot be stored ({exc}); state values, map "
+                "results and approval payloads must be plain data (str, numbers, lists, dicts, "
+                "Structs, dataclasses, datetimes)"
+            ) from None
+        return await self.store.append(_LOG + run_id, data)
 
     async def read(self, run_id: str) -> list[tuple[int, Record]]:
         log = _LOG + run_id

@@ -246,7 +246,8 @@ async def _run_node(ctx: Ctx, name: str) -> None:
             if isinstance(exc, asyncio.TimeoutError) and node.timeout is not None:
                 exc = WorkflowTimeout(f"node {name!r} took longer than {node.timeout:g}s")
             failures += 1
-            if failures >= retry.attempts or not isinstance(exc, retry.on):
+            # A map retries each item by itself (finished items are kept): not the whole map.
+            if failures >= retry.attempts or not isinstance(exc, retry.on) or kind == "map":
                 raise WorkflowStepError(
                     f"node {name!r} of run {view.run_id!r} failed after {failures} attempt(s): "
                     f"{type(exc).__name__}: {exc}",
@@ -287,7 +288,7 @@ async def _run_node(ctx: Ctx, name: str) -> None:
         emit(NodeFinished(view.run_id, name, task, updates))
 
 
-def _routes(node: Node, value: Any) -> list[str]:
+def _routes(graph: Graph, node: Node, value: Any) -> list[str]:
     if value is None:
         return [END]
     values = [value] if isinstance(value, str) else list(value)
@@ -305,6 +306,11 @@ def _routes(node: Node, value: Any) -> list[str]:
                 )
             out.append(t or END)
         else:
+            if not isinstance(v, str) or (v != END and v not in graph.nodes):
+                raise WorkflowStateError(
+                    f"the condition of node {node.name!r} returned {v!r}, which is not a node "
+                    f"of workflow {graph.name!r} (nodes: {', '.join(graph.nodes)}) nor oh.END"
+                )
             out.append(v)
     return out
 
@@ -347,7 +353,7 @@ async def _call(ctx: Ctx, node: Node, state: Any) -> tuple[dict[str, Any], list[
         choice = node.router(local)
         if inspect.isawaitable(choice):
             choice = await choice
-        routes = _routes(node, choice)
+        routes = _routes(ctx.graph, node, choice)
     return updates, routes, tokens
 
 
@@ -508,7 +514,9 @@ async def _run_sub(ctx: Ctx, node: Node, task: str, state: Any) -> None:
     updates = spec.check(node.fn(view.state), f"sub-workflow {node.name!r}") if node.fn else {}
     routes = None
     if node.router is not None:
-        routes = _routes(node, node.router(spec.apply(state, updates) if updates else state))
+        routes = _routes(
+            ctx.graph, node, node.router(spec.apply(state, updates) if updates else state)
+        )
     rec = StepDone(
         task=task,
         updates=updates,

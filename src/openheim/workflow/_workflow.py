@@ -85,6 +85,7 @@ class Workflow(Graph):
             name, state, reducers=reducers, max_steps=max_steps, budget=budget, timeout=timeout
         )
         self.journal: Journal = open_journal(store, namespace)
+        self._store_args = (store, namespace)
         self._live: dict[str, Ctx] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._firing: set[asyncio.Task[None]] = set()
@@ -189,7 +190,11 @@ class Workflow(Graph):
         try:
             return await self.run(input, **kwargs)
         finally:
-            await self.aclose()
+            # The store's connections belong to this event loop: close them, and open
+            # the store again (lazily, on the next loop) if the workflow opened it.
+            if isinstance(self._store_args[0], str):
+                await self.aclose()
+                self.journal = open_journal(*self._store_args)
 
     async def stream(
         self, input: Any = None, *, run_id: str | None = None, resume: str | None = None
