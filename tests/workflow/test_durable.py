@@ -91,8 +91,7 @@ async def test_history_lists_what_each_step_changed(store: Store) -> None:
         ("step", "a"),
         ("step", "b"),
         ("step", "c"),
-        ("end", None),
-    ]
+    ]  # the run is done because nothing follows c: no record says so
     assert history[0].changed["text"] == "x"
     assert [c.changed for c in history[1:4]] == [{"log": ["a"]}, {"log": ["b"]}, {"log": ["c"]}]
     assert [c.id for c in history] == sorted(c.id for c in history)

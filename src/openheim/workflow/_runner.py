@@ -141,10 +141,7 @@ async def _execute(ctx: Ctx) -> WorkflowResult:
             if not ready:
                 if view.frontier:
                     break  # only approvals (or waiting child runs) left
-                if ctx.durable:
-                    await ctx.commit(Ended(status="done", active=ctx.active(), at=time.time()))
-                else:
-                    view.ended = "done"
+                view.ended = "done"  # (the fold already says so, unless nothing ever ran)
                 break
             if view.step >= graph.max_steps:
                 msg = (

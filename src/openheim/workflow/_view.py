@@ -302,6 +302,8 @@ class RunView:
                     nxt.append(target)
         self.state = state
         self.frontier = nxt
+        if not nxt:
+            self.ended = "done"  # follows from the records: no record of its own
         self.done = {}
         if self.items:
             self.items = {}
