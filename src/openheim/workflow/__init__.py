@@ -21,11 +21,13 @@ Nodes: :meth:`Workflow.step`, ``agent``, ``tool``, ``branch``, ``map``,
 (a join), ``edge(a, fn, targets=...)`` (conditional). The graph is checked
 when it is first run (or by ``validate()``). With a store, runs are
 durable: ``resume``, ``fork``, ``history``, ``cancel``, and approvals decided
-by ``approve(id, ...)`` from any process.
+by ``approve(id, ...)`` from any process. :func:`from_config` builds one from
+an ``openheim.toml`` ``[workflows.NAME]`` table.
 """
 
 from __future__ import annotations
 
+from openheim.workflow._declare import from_config
 from openheim.workflow._nodes import END, Retry
 from openheim.workflow._records import ApprovalRecord, Budget, Decision, Lineage, Usage
 from openheim.workflow._state import reducer
@@ -62,5 +64,6 @@ __all__ = [
     "Workflow",
     "WorkflowEvent",
     "WorkflowResult",
+    "from_config",
     "reducer",
 ]
