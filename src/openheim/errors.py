@@ -72,6 +72,8 @@ __all__ = [
     "ApprovalError",
     "AuthenticationError",
     "BadRequestError",
+    # workflows
+    "BudgetExceededError",
     "ConfigError",
     "ContextLengthError",
     "CoreMissingError",
@@ -95,6 +97,7 @@ __all__ = [
     "OpenheimError",
     "OutputValidationError",
     "RateLimitError",
+    "RunNotFoundError",
     "RunTimeout",
     "SchedulerClosed",
     "SchedulerError",
@@ -113,9 +116,6 @@ __all__ = [
     "ToolError",
     "ToolTimeout",
     "VersionConflictError",
-    # workflows
-    "BudgetExceededError",
-    "RunNotFoundError",
     "WorkflowApprovalError",
     "WorkflowCancelled",
     "WorkflowDefinitionError",

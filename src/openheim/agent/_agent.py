@@ -18,7 +18,7 @@ from openheim.agent._loop import _Run
 from openheim.agent._output import OutputSpec
 from openheim.agent._settings import RunSettings, as_model_settings
 from openheim.agent._sync import run_in_thread_loop
-from openheim.agent.events import AgentEvent, result_of
+from openheim.agent.events import AgentEvent, Done, result_of
 from openheim.agent.result import RunResult
 from openheim.errors import ApprovalError, ConfigError
 from openheim.messages import Message
