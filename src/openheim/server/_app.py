@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -15,6 +17,8 @@ from openheim.server._state import ServerState
 from openheim.server._wire import shown
 from openheim.server.routes import ROUTES
 from openheim.server.routes.health import PUBLIC
+
+access = logging.getLogger("openheim.server.access")
 
 Scope = MutableMapping[str, Any]
 Message_ = MutableMapping[str, Any]
@@ -36,10 +40,15 @@ class Guard:
             await self.app(scope, receive, send)
             return
         status_box = [0]
+        run_box = [""]
+        started = time.perf_counter()
 
         async def send_(message: Message_) -> None:
             if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
+                for key, value in message.get("headers", ()):
+                    if key.lower() == b"openheim-run-id":
+                        run_box[0] = value.decode("latin-1")
             await send(message)
 
         try:
@@ -55,8 +64,37 @@ class Guard:
         finally:
             endpoint = scope.get("endpoint")
             label = getattr(endpoint, "__name__", "unmatched")
-            status = str(status_box[0] or 500)
-            self.metrics.requests.labels(scope["method"], label, status).inc()
+            status = status_box[0] or 500
+            self.metrics.requests.labels(scope["method"], label, str(status)).inc()
+            if access.isEnabledFor(logging.INFO):
+                self._log(scope, status, started, run_box[0])
+
+    def _log(self, scope: Scope, status: int, started: float, run_id: str) -> None:
+        # The raw path: still percent-encoded, so no control characters reach the log.
+        raw = scope.get("raw_path")
+        path = raw.decode("latin-1") if raw else shown(scope["path"])
+        path = path.partition("?")[0]
+        if not run_id:
+            run_id = scope.get("path_params", {}).get("run_id", "")
+        tenant = scope.get("state", {}).get("tenant", "")
+        duration = round((time.perf_counter() - started) * 1000, 3)
+        access.info(
+            "%s %s %d %.1f ms tenant=%s run=%s",
+            scope["method"],
+            path,
+            status,
+            duration,
+            tenant or "-",
+            run_id or "-",
+            extra={
+                "method": scope["method"],
+                "path": path,
+                "status": status,
+                "duration_ms": duration,
+                "tenant": tenant or None,
+                "run_id": run_id or None,
+            },
+        )
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]

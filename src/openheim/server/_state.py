@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, cast
 
 from openheim.config import Config, open_history
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger("openheim.server")
+
+Announce = Callable[[str], None]
 
 
 class SessionStore(HistoryStore, Protocol):
@@ -99,6 +102,7 @@ class ServerState:
         self.runs = RunRegistry(self)
         self.active: dict[str, int] = {}
         self.accepting = True
+        self.loading = False  # True while load() builds the agents (not ready yet)
         self._load_keys()
 
     def _load_keys(self) -> None:
@@ -108,28 +112,91 @@ class ServerState:
     def auth_enabled(self) -> bool:
         return bool(self.config.server.api_keys)
 
-    async def reload(self, config: Config) -> None:
-        """Use a new config, then close what it replaced.
+    # ---- building agents ------------------------------------------------------------
+
+    def tenants(self, config: Config | None = None) -> list[str]:
+        """The tenants of ``config``'s API keys (``default`` when there are none)."""
+        keys = (config or self.config).server.api_keys
+        return sorted({k.tenant for k in keys}) or ["default"]
+
+    def _make_agent(
+        self,
+        config: Config,
+        name: str,
+        history: EphemeralHistory,
+        announce: Announce | None = None,
+    ) -> Agent:
+        """Agent ``name`` of ``config`` for one tenant (may block: imports, model loading)."""
+        return cast("Agent", config.build_agent(name, history=history, announce=announce))
+
+    async def _build_all(
+        self, config: Config, histories: dict[str, EphemeralHistory], announce: Announce
+    ) -> dict[tuple[str, str], Agent]:
+        """Every agent of ``config`` for every tenant, built in a worker thread (the event
+        loop keeps answering ``/healthz`` and ``/readyz`` meanwhile). On a failure the
+        agents built so far are closed and the error is raised."""
+        loop = asyncio.get_running_loop()
+        tenants = self.tenants(config)
+        built: dict[tuple[str, str], Agent] = {}
+        try:
+            for name, agent_config in config.agents.items():
+                started = time.perf_counter()
+                await loop.run_in_executor(None, config.check_agent, name)
+                for tenant in tenants:
+                    history = histories.get(tenant)
+                    if history is None:
+                        store = cast(SessionStore, open_history(config.store.url, tenant))
+                        history = histories[tenant] = EphemeralHistory(store)
+                    build = functools.partial(self._make_agent, config, name, history, announce)
+                    built[(tenant, name)] = await loop.run_in_executor(None, build)
+                took = time.perf_counter() - started
+                tools = len(agent_config.tools) + len(agent_config.mcp)
+                announce(
+                    f"agent {name!r}: model {agent_config.model}, {tools} tool source(s), "
+                    f"built for {len(tenants)} tenant(s) in {took:.2f} s"
+                )
+        except BaseException:
+            await _close_all(list(built.values()), [], [])
+            raise
+        return built
+
+    async def load(self, announce: Announce) -> None:
+        """Build every agent for every tenant and load every model; ready when it returns.
+
+        While it runs, :attr:`loading` is True (``/readyz`` answers 503).
+        """
+        self.loading = True
+        self._agents = await self._build_all(self.config, self._histories, announce)
+        self.loading = False
+
+    async def reload(self, config: Config, announce: Announce | None = None) -> None:
+        """Build everything ``config`` defines, switch to it, then close what it replaced.
 
         Modules imported from the config's folder (tools, models) are imported
-        again from disk when the agents are next built, so edited code is used.
-        Runs and requests in flight finish on the old agents (for up to
-        ``shutdown_grace`` seconds); then the old agents (their models'
-        connections, their MCP servers), the cached proxied models and, when
-        ``[store].url`` changed, the old session stores are closed. Sessions
-        stay in the store.
+        again from disk, so edited code is used. If an agent fails to build, the
+        error is raised and the old config stays in use. Runs and requests in
+        flight finish on the old agents (for up to ``shutdown_grace`` seconds);
+        then the old agents (their models' connections, their MCP servers), the
+        cached proxied models and, when ``[store].url`` changed, the old session
+        stores are closed. Sessions stay in the store.
         """
         keys = {bytes.fromhex(h): t for h, t in config.tenant_keys().items()}
         config.reload_modules()  # tool and model modules beside the config: afresh from disk
+        same_store = config.store.url == self.config.store.url
+        histories = self._histories if same_store else {}
+        try:
+            agents = await self._build_all(config, histories, announce or log.info)
+        except BaseException:
+            if not same_store:
+                await _close_all([], [], [h.store for h in histories.values()])
+            raise
         old_agents = list(self._agents.values())
         old_models = list(self._models.values())
-        old_stores: list[SessionStore] = []
-        if config.store.url != self.config.store.url:
-            old_stores = [h.store for h in self._histories.values()]
-            self._histories = {}
+        old_stores = [] if same_store else [h.store for h in self._histories.values()]
         self.config = config
         self._keys = keys
-        self._agents = {}
+        self._histories = histories
+        self._agents = agents
         self._models = OrderedDict()
         in_flight = self.runs.in_flight()
         for model in [m for m in old_models if id(m) in self._uses]:

@@ -18,8 +18,11 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    if not state_of(request).accepting:
+    state = state_of(request)
+    if not state.accepting:
         return json_response(Status("shutting down"), 503)
+    if state.loading:
+        return json_response(Status("loading"), 503)
     return json_response(Status("ready"))
 
 
