@@ -9,6 +9,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 
 from openheim.config import Config
 from openheim.server._http import error_response, failure, log
@@ -158,6 +161,23 @@ class Guard:
         return self.state.tenant_for(key.strip())
 
 
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    """Starlette's own answers (unknown route, wrong method) in the JSON error shape."""
+    if exc.status_code == 404:
+        message = (
+            f"no route {request.method} {shown(request.url.path)}; GET /openapi.json lists them"
+        )
+        return error_response(404, message, code="not_found")
+    if exc.status_code == 405:
+        return error_response(
+            405,
+            f"{request.method} is not allowed on {shown(request.url.path)}",
+            code="method_not_allowed",
+            headers=dict(exc.headers or {}),
+        )
+    return error_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+
+
 def create_app(config: Config, state: ServerState | None = None) -> Guard:
     """The ASGI app serving ``config`` (``app.state`` is the ServerState)."""
     state = state or ServerState(config)
@@ -169,7 +189,11 @@ def create_app(config: Config, state: ServerState | None = None) -> Guard:
         await state.drain(state.config.server.shutdown_grace)
         await state.aclose()
 
-    inner = Starlette(routes=ROUTES, lifespan=lifespan)
+    inner = Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},  # type: ignore[dict-item]
+    )
     inner.state.openheim = state
     inner.state.metrics = metrics
     return Guard(inner, state, metrics)

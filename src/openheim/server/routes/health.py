@@ -10,7 +10,7 @@ from openheim.server._http import json_response, metrics_of, state_of
 from openheim.server._openapi import openapi_document
 from openheim.server._schemas import Status
 
-PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+PUBLIC = frozenset({"/", "/docs", "/healthz", "/readyz", "/metrics", "/openapi.json"})
 
 
 async def healthz(request: Request) -> Response:
