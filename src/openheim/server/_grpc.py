@@ -1,4 +1,5 @@
-"""The gRPC service (``openheim.proto``): RunAgent streams a run's events, GetSession reads one.
+"""The gRPC service (``openheim.proto``): RunAgent streams a run's events, GetSession reads one,
+ListApprovals and DecideApprovals list and decide a paused run's tool calls.
 
 It shares the HTTP server's state: the same tenants (``authorization: Bearer
 KEY`` metadata), agents, runs, limits and session stores.
@@ -14,9 +15,10 @@ import grpc
 import msgspec
 
 from openheim.config import Config
-from openheim.errors import ConfigError
+from openheim.errors import ApprovalError, ConfigError
 from openheim.server import openheim_pb2 as pb
 from openheim.server import openheim_pb2_grpc as pb_grpc
+from openheim.server._runlog import RunRecord
 from openheim.server._state import ServerState, TooManyRuns
 from openheim.server._wire import BadRequest, check_session_id, json_encode, shown
 
@@ -71,15 +73,77 @@ class _Service(pb_grpc.OpenheimServicer):
         except ConfigError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             return
-        seen = 0
-        while True:
-            await record.wait(seen)
-            while seen < len(record.events):
-                kind, data = record.events[seen]
-                yield pb.AgentEvent(id=seen, type=kind, data=data.decode(), run_id=record.id)
-                seen += 1
-            if record.finished and seen >= len(record.events):
-                return
+        async for event in self._follow(record, -1):
+            yield event
+
+    async def _follow(self, record: RunRecord, after: int) -> AsyncIterator[Any]:
+        async for ident, kind, data in record.follow(after):
+            yield pb.AgentEvent(id=ident, type=kind, data=data.decode(), run_id=record.id)
+
+    async def ListApprovals(self, request: Any, context: Any) -> Any:
+        from openheim.agent.approvals import paused_run
+        from openheim.server.routes.runs import run_status
+
+        tenant = await self._tenant(context)
+        paused = await paused_run(self.state.checkpointer(tenant), request.run_id)
+        if paused is not None:
+            return pb.Approvals(
+                run_id=paused.run_id,
+                status="paused",
+                agent=paused.agent,
+                session=paused.session or "",
+                pending=[
+                    pb.PendingCall(
+                        id=p.id, tool=p.tool, arguments=json_encode(p.arguments).decode()
+                    )
+                    for p in paused.pending
+                ],
+            )
+        status = await run_status(self.state, tenant, request.run_id)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {request.run_id!r}")
+        assert status is not None
+        return pb.Approvals(run_id=request.run_id, status=str(status["status"]))
+
+    async def DecideApprovals(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        from openheim.agent.approvals import check_decisions, paused_run
+        from openheim.server.routes.runs import run_status
+        from openheim.snapshot import Approval
+
+        tenant = await self._tenant(context)
+        run_id = request.run_id
+        paused = await paused_run(self.state.checkpointer(tenant), run_id)
+        if paused is None:
+            if await run_status(self.state, tenant, run_id) is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {run_id!r}")
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"run {run_id!r} is not waiting for approvals",
+            )
+        assert paused is not None
+        decisions: dict[str, Approval] = {}
+        for d in request.decisions:
+            if d.id in decisions:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"call {d.id!r} is decided twice"
+                )
+            decisions[d.id] = Approval(d.approved, d.reason or None)
+        try:
+            check_decisions(paused, decisions)
+        except (ApprovalError, ConfigError) as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            record = await self.state.runs.decide(tenant, run_id, decisions)
+        except TooManyRuns:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, "too many concurrent runs for this tenant"
+            )
+            return
+        except ApprovalError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            return
+        async for event in self._follow(record, record.first - 1):
+            yield event
 
     async def GetSession(self, request: Any, context: Any) -> Any:
         tenant = await self._tenant(context)

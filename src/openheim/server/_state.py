@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import hashlib
 import hmac
@@ -27,6 +28,8 @@ from openheim.sessions import HistoryStore
 if TYPE_CHECKING:
     from openheim.agent import Agent
     from openheim.models import Model
+    from openheim.stores import Store
+    from openheim.stores.checkpoint import Checkpointer
 
 
 log = logging.getLogger("openheim.server")
@@ -37,7 +40,7 @@ Announce = Callable[[str], None]
 class SessionStore(HistoryStore, Protocol):
     """A tenant's session store: a HistoryStore that also lists and deletes sessions."""
 
-    async def list_sessions(self) -> list[str]: ...
+    async def list_sessions(self, prefix: str = "") -> list[str]: ...
 
     async def delete(self, session: str) -> bool: ...
 
@@ -67,11 +70,16 @@ class EphemeralHistory:
         return await self.store.load(session)
 
     async def append(
-        self, session: str, messages: Sequence[Message], usage: Usage | None = None
+        self,
+        session: str,
+        messages: Sequence[Message],
+        usage: Usage | None = None,
+        *,
+        run_id: str | None = None,
     ) -> None:
         if session in self._scratch:
             return
-        await self.store.append(session, messages, usage)
+        await self.store.append(session, messages, usage, run_id=run_id)
 
     async def usage(self, session: str) -> Usage:
         return await self.store.usage(session)
@@ -99,6 +107,7 @@ class ServerState:
         self._closing: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()  # set while no run or request is in flight
         self._histories: dict[str, EphemeralHistory] = {}
+        self._checkpointers: dict[str, Checkpointer] = {}
         self.runs = RunRegistry(self)
         self.active: dict[str, int] = {}
         self.accepting = True
@@ -124,10 +133,17 @@ class ServerState:
         config: Config,
         name: str,
         history: EphemeralHistory,
+        checkpointer: Checkpointer,
         announce: Announce | None = None,
     ) -> Agent:
-        """Agent ``name`` of ``config`` for one tenant (may block: imports, model loading)."""
-        return cast("Agent", config.build_agent(name, history=history, announce=announce))
+        """Agent ``name`` of ``config`` for one tenant (may block: imports, model loading).
+
+        Every step is checkpointed in the tenant's store: its runs survive a restart.
+        """
+        agent = config.build_agent(
+            name, history=history, checkpointer=checkpointer, announce=announce
+        )
+        return cast("Agent", agent)
 
     async def _build_all(
         self, config: Config, histories: dict[str, EphemeralHistory], announce: Announce
@@ -147,7 +163,14 @@ class ServerState:
                     if history is None:
                         store = cast(SessionStore, open_history(config.store.url, tenant))
                         history = histories[tenant] = EphemeralHistory(store)
-                    build = functools.partial(self._make_agent, config, name, history, announce)
+                    build = functools.partial(
+                        self._make_agent,
+                        config,
+                        name,
+                        history,
+                        self._checkpointer_of(tenant, history),
+                        announce,
+                    )
                     built[(tenant, name)] = await loop.run_in_executor(None, build)
                 took = time.perf_counter() - started
                 tools = len(agent_config.tools) + len(agent_config.mcp)
@@ -242,6 +265,33 @@ class ServerState:
             self._histories[tenant] = h
         return h
 
+    def store(self, tenant: str) -> Store:
+        """The tenant's namespace of the configured store: sessions, checkpoints, run events."""
+        from openheim.errors import ConfigError
+        from openheim.stores import Store
+
+        store = getattr(self.history(tenant).store, "store", None)
+        if not isinstance(store, Store):
+            raise ConfigError("the server needs openheim.stores for durable runs")
+        return store
+
+    def checkpointer(self, tenant: str) -> Checkpointer:
+        """The one Checkpointer of the tenant's agents (their runs survive a restart)."""
+        return self._checkpointer_of(tenant, self.history(tenant))
+
+    def _checkpointer_of(self, tenant: str, history: EphemeralHistory) -> Checkpointer:
+        from openheim.errors import ConfigError
+        from openheim.stores import Store
+        from openheim.stores.checkpoint import Checkpointer
+
+        store = getattr(history.store, "store", None)
+        if not isinstance(store, Store):
+            raise ConfigError("the server needs openheim.stores for durable runs")
+        ckpt = self._checkpointers.get(tenant)
+        if ckpt is None or ckpt.store is not store:
+            ckpt = self._checkpointers[tenant] = Checkpointer(store)
+        return ckpt
+
     # ---- proxied provider models -----------------------------------------------------
 
     def proxied_models(self) -> list[str]:
@@ -300,15 +350,30 @@ class ServerState:
         key = (tenant, name)
         agent = self._agents.get(key)
         if agent is None:
-            agent = cast("Agent", self.config.build_agent(name, history=self.history(tenant)))
+            # Every step checkpointed in the tenant's store: runs survive a restart.
+            agent = cast(
+                "Agent",
+                self.config.build_agent(
+                    name, history=self.history(tenant), checkpointer=self.checkpointer(tenant)
+                ),
+            )
             self._agents[key] = agent
+        return agent
+
+    def chat_agent(self, tenant: str, name: str) -> Agent:
+        """Agent ``name`` for OpenAI-style requests: not checkpointed (the conversation is
+        the client's and the answer goes only to the open connection)."""
+        agent = copy.copy(self.agent(tenant, name))
+        agent.checkpointer = None
         return agent
 
     # ---- limits -------------------------------------------------------------------------
 
-    def acquire(self, tenant: str) -> None:
+    def acquire(self, tenant: str, *, force: bool = False) -> None:
+        """Take one of the tenant's run slots (``force``: even past the limit, for
+        recovered runs). TooManyRuns when they are all taken."""
         limit = self.config.server.max_concurrent_runs_per_tenant
-        if self.active.get(tenant, 0) >= limit:
+        if not force and self.active.get(tenant, 0) >= limit:
             raise TooManyRuns
         self.active[tenant] = self.active.get(tenant, 0) + 1
         self._idle.clear()

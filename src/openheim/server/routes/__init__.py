@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from openheim.server.routes import docs, health, models, openai, runs, sessions
+from openheim.server.routes import approvals, docs, health, models, openai, runs, sessions
 
 __all__ = ["ROUTES"]
 
@@ -14,5 +14,6 @@ ROUTES: list[Route] = [
     *models.ROUTES,
     *openai.ROUTES,
     *runs.ROUTES,
+    *approvals.ROUTES,
     *sessions.ROUTES,
 ]

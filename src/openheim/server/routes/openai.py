@@ -52,7 +52,7 @@ async def chat_completions(request: Request) -> Response:
                 param="model",
                 code="model_not_found",
             )
-        agent = state.agent(tenant, req.model)
+        agent = state.chat_agent(tenant, req.model)
         if oa.proxy_mode(req):
             return await _proxy(state, tenant, agent.model, req, oa.to_model_request(req))
         messages = oa.to_messages(req.messages)
