@@ -184,12 +184,20 @@ class ServerState:
         return built
 
     async def load(self, announce: Announce) -> None:
-        """Build every agent for every tenant and load every model; ready when it returns.
+        """Build every agent for every tenant and load every model, then resume the runs
+        a killed server left; ready when it returns.
 
         While it runs, :attr:`loading` is True (``/readyz`` answers 503).
         """
         self.loading = True
-        self._agents = await self._build_all(self.config, self._histories, announce)
+        built = await self._build_all(self.config, self._histories, announce)
+        # An agent something built lazily meanwhile may be in use: keep it, drop the twin.
+        twins = [agent for key, agent in built.items() if key in self._agents]
+        for key, agent in built.items():
+            self._agents.setdefault(key, agent)
+        await _close_all(twins, [], [])
+        # Interrupted runs resume on the agents just built (under their leases).
+        await self.runs.start_background()
         self.loading = False
 
     async def reload(self, config: Config, announce: Announce | None = None) -> None:
