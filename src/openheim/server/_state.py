@@ -84,6 +84,11 @@ class EphemeralHistory:
     async def usage(self, session: str) -> Usage:
         return await self.store.usage(session)
 
+    async def has_run(self, session: str, run_id: str) -> bool:
+        if session in self._scratch:
+            return False
+        return await self.store.has_run(session, run_id)
+
     async def clear(self, session: str) -> None:
         await self.store.clear(session)
 
@@ -158,20 +163,25 @@ class ServerState:
             for name, agent_config in config.agents.items():
                 started = time.perf_counter()
                 await loop.run_in_executor(None, config.check_agent, name)
+                first: Agent | None = None
                 for tenant in tenants:
                     history = histories.get(tenant)
                     if history is None:
                         store = cast(SessionStore, open_history(config.store.url, tenant))
                         history = histories[tenant] = EphemeralHistory(store)
+                    ckpt = self._checkpointer_of(tenant, history)
+                    if first is not None:
+                        # The other tenants' agents share the first one's model (loaded
+                        # once), tools and MCP servers; only their stores differ.
+                        twin = copy.copy(first)
+                        twin.history = cast("HistoryStore", history)
+                        twin.checkpointer = ckpt
+                        built[(tenant, name)] = twin
+                        continue
                     build = functools.partial(
-                        self._make_agent,
-                        config,
-                        name,
-                        history,
-                        self._checkpointer_of(tenant, history),
-                        announce,
+                        self._make_agent, config, name, history, ckpt, announce
                     )
-                    built[(tenant, name)] = await loop.run_in_executor(None, build)
+                    first = built[(tenant, name)] = await loop.run_in_executor(None, build)
                 took = time.perf_counter() - started
                 tools = len(agent_config.tools) + len(agent_config.mcp)
                 announce(
