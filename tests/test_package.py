@@ -41,6 +41,52 @@ def test_all_is_sorted_and_resolvable() -> None:
         assert getattr(openheim, name) is not None
 
 
+PUBLIC_API = [
+    "Agent",
+    "AgentEvent",
+    "Approval",
+    "ApprovalRequired",
+    "Done",
+    "HistoryStore",
+    "InMemoryHistory",
+    "MCPServerHTTP",
+    "MCPServerStdio",
+    "Mailbox",
+    "Message",
+    "ModelSettings",
+    "PendingApproval",
+    "RunContext",
+    "RunResult",
+    "RunState",
+    "StopRun",
+    "TextDelta",
+    "Tool",
+    "ToolCall",
+    "ToolCallArgsDelta",
+    "ToolCallStarted",
+    "ToolCalled",
+    "ToolError",
+    "ToolResult",
+    "Toolset",
+    "Usage",
+    "UsageEvent",
+    "__version__",
+    "errors",
+    "tool",
+]
+
+
+def test_public_api_is_pinned() -> None:
+    """``openheim.__all__`` changes only on purpose: update this list with it."""
+    assert openheim.__all__ == PUBLIC_API
+    assert sorted(PUBLIC_API) == PUBLIC_API
+    # Every lazy name is public, and dir() lists them all.
+    lazy = set(openheim._LAZY)  # type: ignore[attr-defined]
+    assert lazy <= set(PUBLIC_API)
+    assert set(PUBLIC_API) - lazy == {"Mailbox", "__version__"}
+    assert set(PUBLIC_API) <= set(dir(openheim))
+
+
 def test_import_pulls_in_no_heavy_package() -> None:
     code = textwrap.dedent(
         f"""

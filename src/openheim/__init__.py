@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from openheim.errors import StopRun, ToolError
     from openheim.messages import Message, ToolCall, Usage
     from openheim.models.base import ModelSettings, TextDelta
-    from openheim.sessions import HistoryStore, InMemoryHistory
+    from openheim.stores.history import HistoryStore, InMemoryHistory
     from openheim.tools import RunContext, Tool, Toolset, tool
     from openheim.tools.mcp import MCPServerHTTP, MCPServerStdio
     from openheim.workflow import Budget, Retry, Workflow, WorkflowResult, reducer
@@ -94,8 +94,8 @@ _LAZY: dict[str, str] = {
     "Approval": "openheim.agent:Approval",
     "ApprovalRequired": "openheim.agent:ApprovalRequired",
     "Done": "openheim.agent:Done",
-    "HistoryStore": "openheim.sessions:HistoryStore",
-    "InMemoryHistory": "openheim.sessions:InMemoryHistory",
+    "HistoryStore": "openheim.stores.history:HistoryStore",
+    "InMemoryHistory": "openheim.stores.history:InMemoryHistory",
     "MCPServerHTTP": "openheim.tools.mcp:MCPServerHTTP",
     "MCPServerStdio": "openheim.tools.mcp:MCPServerStdio",
     "Message": "openheim.messages:Message",

@@ -8,17 +8,17 @@ import sys
 import time
 from typing import Any
 
-from openheim.cli import (
+from openheim._cli_common import (
     EXIT_AGENT,
     EXIT_OK,
     EXIT_USAGE,
-    _config,
-    _json,
-    _say,
     build_agent,
     missing_module_message,
     run_to_end,
 )
+from openheim._cli_common import json_encoder as _json
+from openheim._cli_common import load as _config
+from openheim._cli_common import say as _say
 from openheim.config import Config, open_history
 
 # ---- sessions -------------------------------------------------------------------------
@@ -75,60 +75,56 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     runs = asyncio.run(_paused_runs(config, args.tenant))
     if args.action == "list":
         if args.json:
-            rows = [
-                {
-                    "run_id": cp.run_id,
-                    "agent": cp.agent,
-                    "session": cp.session,
-                    "pending": cp.pending,
-                }
-                for cp in runs
-            ]
-            print(_json.encode({"runs": rows}).decode())
+            print(_json.encode({"runs": runs}).decode())
             return EXIT_OK
-        for cp in runs:
-            for call in cp.pending:
-                print(f"{cp.run_id}\t{cp.agent}\t{call.id}\t{call.tool}({call.arguments})")
+        for paused in runs:
+            for call in paused.pending:
+                print(f"{paused.run_id}\t{paused.agent}\t{call.id}\t{call.tool}({call.arguments})")
         if not runs:
             _say(f"no runs are waiting for approval (tenant {args.tenant!r})")
         return EXIT_OK
     if args.run_id is None:
         _say(f"approvals {args.action} needs a run id (`openheim approvals` lists them)")
         return EXIT_USAGE
-    cp = next((c for c in runs if c.run_id == args.run_id), None)
-    if cp is None:
+    paused = next((p for p in runs if p.run_id == args.run_id), None)
+    if paused is None:
         _say(
             f"no run {args.run_id!r} is waiting for approval (tenant {args.tenant!r}); "
             "`openheim approvals` lists those that are"
         )
         return EXIT_AGENT
-    pending = {call.id for call in cp.pending}
-    unknown = [c for c in args.call_ids if c not in pending]
-    if unknown:
-        _say(
-            f"run {cp.run_id} has no pending call {unknown[0]!r} "
-            f"(pending: {', '.join(sorted(pending))})"
-        )
-        return EXIT_USAGE
     if args.reason is not None and args.action != "reject":
         _say("--reason goes with reject")
         return EXIT_USAGE
     from openheim.agent import Approval
+    from openheim.agent.approvals import check_decisions, resume_paused
 
+    pending = [call.id for call in paused.pending]
     decision = Approval(approved=args.action == "approve", reason=args.reason)
-    decisions = {call_id: decision for call_id in (args.call_ids or sorted(pending))}
-    if cp.agent not in config.agents:
-        _say(f"run {cp.run_id} belongs to agent {cp.agent!r}, which the config no longer has")
+    # The calls named are decided; with none named, every pending call is.
+    chosen = args.call_ids or pending
+    decisions = {call_id: decision for call_id in chosen}
+    unknown = [c for c in chosen if c not in pending]
+    if unknown:
+        _say(
+            f"run {paused.run_id} has no pending call {unknown[0]!r} (pending: {', '.join(pending)})"
+        )
         return EXIT_USAGE
-    agent = build_agent(config, cp.agent, args.tenant)
-    return run_to_end(agent, args.json, _resumed(agent, cp.run_id, decisions))
-
-
-async def _resumed(agent: Any, run_id: str, decisions: dict[str, Any]) -> Any:
-    """The resumed run as the events ``run_to_end`` reads (a resume does not stream)."""
-    from openheim.agent import Done
-
-    yield Done(await agent.resume_run(run_id, decisions))
+    if len(decisions) < len(pending):
+        left = [c for c in pending if c not in decisions]
+        _say(
+            f"run {paused.run_id} also waits on {', '.join(left)}: decide every pending call "
+            f"(`openheim approvals approve|reject {paused.run_id} CALL_ID...`, or none named for all)"
+        )
+        return EXIT_USAGE
+    check_decisions(paused, decisions)
+    if paused.agent not in config.agents:
+        _say(
+            f"run {paused.run_id} belongs to agent {paused.agent!r}, which the config no longer has"
+        )
+        return EXIT_USAGE
+    agent = build_agent(config, paused.agent, args.tenant)
+    return run_to_end(agent, args.json, resume_paused(agent, paused.run_id, decisions))
 
 
 # ---- models, check --------------------------------------------------------------------
@@ -185,18 +181,30 @@ def cmd_check(args: argparse.Namespace) -> int:
         try:
             agent = config.build_agent(name, announce=lambda text: print(f"  {text}"))
             tools = [t.name for t in agent.tools]
+            local = _local_settings(agent)
             asyncio.run(agent.aclose())
         except Exception as exc:
             failed(f"agent {name}", exc)
             continue
         took = time.perf_counter() - started
         listed = ", ".join(tools) or "no tools"
-        print(f"agent {name}: ok (model {cfg.model}; {listed}; built in {took:.1f} s)")
+        print(f"agent {name}: ok (model {cfg.model}{local}; {listed}; built in {took:.1f} s)")
     if failures:
         print(f"{failures} problem(s) found", file=sys.stderr)
         return EXIT_USAGE
     print("everything checked is ok")
     return EXIT_OK
+
+
+def _local_settings(agent: Any) -> str:
+    """What a loaded llama.cpp model runs with, as check prints it ('' for other models)."""
+    model = agent.model
+    engine = getattr(model, "engine", None)
+    handle = getattr(engine, "h", None)
+    if handle is None:
+        return ""
+    template = "plain template" if model.renderer.is_plain else "chat template"
+    return f": n_ctx {handle.n_ctx}, n_parallel {handle.n_seq_max}, {template}"
 
 
 async def _store_sessions(config: Config) -> int:

@@ -32,6 +32,7 @@ import msgspec
 
 from openheim.errors import ConfigError
 from openheim.messages import Message, Usage
+from openheim.stores import DEFAULT_STORE_URL
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,6 +43,7 @@ __all__ = [
     "AgentConfig",
     "ApiKey",
     "Config",
+    "GrpcConfig",
     "MCPConfig",
     "ProviderConfig",
     "ServerConfig",
@@ -52,7 +54,7 @@ __all__ = [
     "open_history",
 ]
 
-DEFAULT_STORE = "sqlite:///~/.openheim/state.db"
+DEFAULT_STORE = DEFAULT_STORE_URL
 _BUILTIN_PROVIDERS = ("openai", "anthropic", "llama")
 # LlamaModel's constructor options, accepted in model_settings of llama: models.
 LLAMA_OPTIONS: dict[str, type] = {
@@ -106,6 +108,12 @@ class ApiKey(msgspec.Struct, forbid_unknown_fields=True):
     key_sha256: str | None = None
 
 
+class GrpcConfig(msgspec.Struct, forbid_unknown_fields=True):
+    # PEM files (paths relative to the config file) to serve gRPC over TLS.
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -115,6 +123,12 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     shutdown_grace: float = 30.0
     run_retention: float = 300.0
     api_keys: list[ApiKey] = msgspec.field(default_factory=list)
+    grpc: GrpcConfig = msgspec.field(default_factory=GrpcConfig)
+    # Durable runs: events kept per run in the store (the oldest dropped), finished runs
+    # kept, and how long a dead server's runs wait before another server resumes them.
+    max_run_events: int = 10_000
+    max_runs: int = 1_000
+    run_lease_ttl: float = 15.0
 
 
 class _File(msgspec.Struct, forbid_unknown_fields=True):
@@ -346,9 +360,27 @@ class Config:
     ) -> Any:
         """An :class:`~openheim.agent.Agent` from ``[agents.NAME]``.
 
-        ``announce`` is told when a local model starts loading and how long it took.
+        ``checkpointer`` (default, or True: one on the history's store, when
+        ``history`` keeps its sessions in a store) records every step of every
+        run, so runs started from the CLI, the REPL or the server survive a
+        crash; each run holds its lease meanwhile, so that ``openheim serve``
+        resumes it only once its process is gone. Pass False for none. ``announce`` is told when a local model starts loading and how
+        long it took.
         """
         from openheim.agent import Agent
+
+        if checkpointer is None or checkpointer is True:
+            from openheim.stores import Store
+
+            store = getattr(history, "store", None)
+            if isinstance(store, Store):
+                from openheim.stores.checkpoint import Checkpointer
+
+                # Each run holds its lease while it runs: `openheim serve` on the same store
+                # resumes it only once this process is gone ([server] run_lease_ttl).
+                checkpointer = Checkpointer(store, lease_ttl=self.server.run_lease_ttl)
+        elif checkpointer is False:
+            checkpointer = None
 
         if name not in self.agents:
             known = ", ".join(self.agents) or "none"
@@ -497,10 +529,13 @@ def forget_modules(folder: Path) -> list[str]:
         if not file:
             continue
         try:
-            inside = Path(file).resolve().is_relative_to(folder)
-        except (OSError, ValueError):
+            first = Path(file).resolve().relative_to(folder).parts[0]
+        except (OSError, ValueError, IndexError):
             continue
-        if inside:
+        # Imported through the folder's sys.path entry: its top-level name is a file or
+        # package right there (a venv or checkout below the folder is not the folder's).
+        top = name.partition(".")[0]
+        if first in (top, f"{top}.py"):
             del sys.modules[name]
             dropped.append(name)
             # The bytecode cache trusts mtime+size; an edit in the same second could reuse it.
@@ -643,9 +678,16 @@ def _validate(config: Config) -> None:
         ("max_body_bytes", s.max_body_bytes),
         ("max_concurrent_runs_per_tenant", s.max_concurrent_runs_per_tenant),
         ("port", s.port + 1),
+        ("max_run_events", s.max_run_events),
+        ("max_runs", s.max_runs),
     ):
         if value < 1:
             raise config.error(["server", key], f"must be positive, got {value}")
+    for key, seconds in (("run_retention", s.run_retention), ("run_lease_ttl", s.run_lease_ttl)):
+        if not seconds > 0:
+            raise config.error(
+                ["server", key], f"must be a positive number of seconds, got {seconds}"
+            )
 
 
 def _validate_settings(config: Config, name: str, agent: AgentConfig, *, local: bool) -> None:
@@ -705,7 +747,12 @@ class SessionStore:
         return list(entry[0]) if entry else []
 
     async def append(
-        self, session: str, messages: Sequence[Message], usage: Usage | None = None
+        self,
+        session: str,
+        messages: Sequence[Message],
+        usage: Usage | None = None,
+        *,
+        run_id: str | None = None,
     ) -> None:
         old, total = self._data.get(session, ([], Usage()))
         self._data[session] = ([*old, *messages], total + usage if usage else total)

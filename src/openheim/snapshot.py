@@ -134,6 +134,8 @@ class RunState(msgspec.Struct, kw_only=True, omit_defaults=True):
     # Results of the paused turn's calls that did not need approval, by call id.
     completed: dict[str, Message] = msgspec.field(default_factory=dict)
     decisions: dict[str, Approval] = msgspec.field(default_factory=dict)
+    # The conversation a run without a session continues (``message_history=``).
+    history: list[Message] = msgspec.field(default_factory=list)
 
     def decide(self, call_id: str, approval: Approval) -> None:
         """Record a decision on a pending call (ApprovalError if unknown or already decided)."""
@@ -345,6 +347,7 @@ def replay(records: list[tuple[bool, RunCheckpoint]]) -> RunCheckpoint:
         agent=snapshot.agent,
         session=snapshot.session,
         messages=messages,
+        history=snapshot.state.history,
     )
     return msgspec.structs.replace(last, state=state, base=0)
 
@@ -354,7 +357,7 @@ def checkpoint_of(
 ) -> RunCheckpoint:
     """The checkpoint of ``state`` holding its messages from index ``base`` on.
 
-    A delta (``base > 0``) leaves out the run id, agent and session: the
+    A delta (``base > 0``) leaves out the run id, agent, session and history: the
     snapshot it follows holds them, and every delta stays a few bytes more
     than the messages it adds.
     """
@@ -373,6 +376,7 @@ def checkpoint_of(
             pending=list(state.pending),
             completed=dict(state.completed),
             decisions=dict(state.decisions),
+            history=[] if delta else state.history,
         ),
         status=status,
         base=base,
@@ -391,6 +395,7 @@ def state_of(cp: RunCheckpoint) -> RunState:
         pending=list(s.pending),
         completed=dict(s.completed),
         decisions=dict(s.decisions),
+        history=list(s.history),
     )
 
 

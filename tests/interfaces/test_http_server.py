@@ -326,6 +326,8 @@ def test_openapi_covers_every_route(server: Served, monkeypatch: pytest.MonkeyPa
         ("post", "/v1/agents/{name}/runs"),
         ("get", "/v1/runs/{run_id}"),
         ("get", "/v1/runs/{run_id}/events"),
+        ("get", "/v1/runs/{run_id}/approvals"),
+        ("post", "/v1/runs/{run_id}/approvals"),
         ("get", "/v1/sessions"),
         ("get", "/v1/sessions/{session_id}"),
         ("delete", "/v1/sessions/{session_id}"),

@@ -124,7 +124,6 @@ def test_reload_applies_a_new_store_url(served: Served) -> None:
     assert (folder / "b.db").exists()
 
 
-@pytest.mark.xfail(reason="needs Config.reload_modules (tool modules imported afresh)")
 def test_reload_picks_up_changed_tool_code(served: Served) -> None:
     tools = served.config.parent / "ixtools.py"
     with served.client() as c:

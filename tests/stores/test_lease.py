@@ -149,3 +149,43 @@ async def test_leases_are_per_namespace(store: Store) -> None:
     assert await b.acquire()
     await a.release()
     await b.release()
+
+
+async def test_checkpointed_runs_hold_their_lease_while_they_run(store: Store) -> None:
+    import openheim as oh
+    from openheim.models import ScriptedModel
+    from openheim.stores.checkpoint import Checkpointer
+    from openheim.stores.history import StoreHistory
+
+    started, release = asyncio.Event(), asyncio.Event()
+
+    @oh.tool
+    async def slow() -> str:
+        """Wait for the test."""
+        started.set()
+        await release.wait()
+        return "ok"
+
+    agent = oh.Agent(
+        ScriptedModel([oh.ToolCall("slow", {}), "done"]),
+        tools=[slow],
+        history=StoreHistory(store),
+        checkpointer=Checkpointer(store, lease_ttl=30),
+    )
+    task = asyncio.ensure_future(agent.run("go"))
+    await asyncio.wait_for(started.wait(), 30)
+    [run_id] = [name[len("run/") :] for name in await store.list_logs("run/")]
+    lease = Lease(store, "run/" + run_id, holder="a-server")
+
+    async def held() -> bool:
+        return await lease.info() is not None
+
+    await _poll(held)
+    assert not await lease.acquire()  # a server would leave this run alone
+    release.set()
+    assert (await asyncio.wait_for(task, 30)).output == "done"
+
+    async def released() -> bool:
+        return await lease.info() is None
+
+    await _poll(released)

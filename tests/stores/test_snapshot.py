@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -66,10 +67,54 @@ def test_replay_folds_deltas_and_detects_gaps() -> None:
         replay(records[1:])
 
 
-def test_never_pickle() -> None:
-    data = encode_checkpoint(checkpoint_of(_state(1), "running", 0), snapshot=True)
-    assert b"\x80\x04" not in data[:32]  # no pickle protocol header
-    assert data[:4] == b"OHSF"
+def _plain(value: Any, path: str = "body") -> None:
+    """Fail unless ``value`` is plain msgpack data (no extension types, no opaque blobs)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            assert isinstance(k, str), f"{path}: key {k!r}"
+            _plain(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _plain(v, f"{path}[{i}]")
+    else:
+        assert value is None or type(value) in (str, int, float, bool), f"{path}: {value!r}"
+
+
+def test_never_pickle(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    from openheim._core import FRAME_HEADER_SIZE
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("pickle was used")
+
+    for name in ("dumps", "dump", "loads", "load", "Pickler", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse)
+    state = _state(2)
+    state.pending = [PendingApproval("c9", "rm", {"path": "/x"})]
+    state.decisions = {"c9": Approval(False, "no")}
+    state.history = [Message.user("earlier")]
+    cp = checkpoint_of(state, "paused", 0, user_state={"step": 3, "tags": ["a"], "ratio": 0.5})
+    cp = msgspec.structs.replace(cp, at=1700000000.0)  # fixed bytes: the scan below is exact
+    data = encode_checkpoint(cp, snapshot=True)
+    # The body is plain msgpack: exactly the record's fields as maps, lists and scalars.
+    body = msgspec.msgpack.decode(data[FRAME_HEADER_SIZE:])
+    _plain(body)
+    assert body == msgspec.to_builtins(cp)
+    assert body["state"]["messages"][1]["tool_calls"][0] == {
+        "name": "t",
+        "arguments": {"i": 0},
+        "id": "c0",
+    }
+    assert decode_checkpoint(data) == (True, cp)
+    # No pickle stream anywhere: one starts with PROTO (0x80) and a protocol number.
+    for proto in range(2, 6):
+        assert bytes([0x80, proto]) not in data
+    # State that only pickle could store is refused, not pickled.
+    for opaque in (object(), lambda: None, Path("/tmp")):
+        bad = checkpoint_of(_state(0), "running", 0, user_state=opaque)
+        with pytest.raises(TypeError):
+            encode_checkpoint(bad, snapshot=True)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import importlib.util
 import inspect
-import itertools
 import logging
 import os
 import time
@@ -18,13 +17,15 @@ import msgspec
 from openheim.agent._loop import _Run
 from openheim.agent._output import OutputSpec
 from openheim.agent._settings import RunSettings, as_model_settings
-from openheim.agent.events import AgentEvent, Done
+from openheim.agent._sync import run_in_thread_loop
+from openheim.agent.events import AgentEvent, Done, result_of
 from openheim.agent.result import RunResult
 from openheim.errors import ApprovalError, ConfigError
 from openheim.messages import Message
 from openheim.models.base import Model, ModelSettings, ToolDefinition
-from openheim.sessions import HistoryStore, InMemoryHistory, TokenCounter, estimate_tokens
-from openheim.snapshot import Approval, RunState, state_of
+from openheim.sessions import TokenCounter, estimate_tokens
+from openheim.snapshot import Approval, RunState, new_run_id, state_of, valid_run_id
+from openheim.stores.history import HistoryStore, InMemoryHistory
 from openheim.tools._context import RunContext
 from openheim.tools._tool import Tool
 from openheim.tools._toolset import Toolset
@@ -35,11 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["Agent"]
 
 logger = logging.getLogger("openheim.agent")
-
-# Run ids: random per process (so ids from different processes do not collide),
-# then a counter (a syscall per run would cost more than the rest of the id).
-_RUN_PREFIX = os.urandom(6).hex()
-_run_numbers = itertools.count(1)
 
 Instructions = str | Callable[..., Any]
 
@@ -128,10 +124,11 @@ class Agent:
         if isinstance(history, str):
             from openheim.stores import open_history
 
-            history = open_history(history)
-        self.history: HistoryStore = history if history is not None else InMemoryHistory()
+            self.history: HistoryStore = open_history(history)
+        else:
+            self.history = history if history is not None else InMemoryHistory()
         if checkpointer is True:
-            store = getattr(self.history, "store", None)
+            store = self.history.store
             if store is None:
                 raise ConfigError(
                     "checkpointer=True keeps checkpoints in the history's store, but this "
@@ -358,32 +355,35 @@ class Agent:
         prompt: str | None = None,
         *,
         session: str | None = None,
+        message_history: Sequence[Message] | None = None,
         deps: Any = None,
         model_settings: ModelSettings | Mapping[str, Any] | None = None,
         resume: RunResult | RunState | None = None,
         approvals: Mapping[str, ApprovalDecision] | None = None,
+        run_id: str | None = None,
     ) -> RunResult:
         """Run the agent on ``prompt`` until it answers (or pauses for an approval).
 
-        ``session`` names a conversation: its history is loaded first and this
-        run's messages are added when it finishes. ``deps`` reaches tools and
-        instructions as ``ctx.deps``. ``model_settings`` override the agent's
-        for this run. ``resume`` continues a paused run (see :meth:`resume`).
+        ``session`` names a stored conversation: its history is loaded first
+        and this run's messages are added when it finishes. Or
+        ``message_history`` gives the conversation this run continues (a list
+        of :class:`Message`, e.g. a client's chat so far), stored nowhere; not
+        both. ``deps`` reaches tools and instructions as ``ctx.deps``.
+        ``model_settings`` override the agent's for this run. ``run_id`` names
+        the run (letters, digits, ``. _ : -``; generated if left out), also in
+        its checkpoints. ``resume`` continues a paused run (see :meth:`resume`).
         """
         run = await self._start(
             prompt,
             self._run_settings(model_settings, False),
             session=session,
+            message_history=message_history,
             deps=deps,
             resume=resume,
             approvals=approvals,
+            run_id=run_id,
         )
-        result: RunResult | None = None
-        async for event in run.events():
-            if type(event) is Done:
-                result = event.result
-        assert result is not None
-        return result
+        return await result_of(run.events())
 
     async def resume(
         self,
@@ -410,27 +410,31 @@ class Agent:
         prompt: str | None = None,
         *,
         session: str | None = None,
+        message_history: Sequence[Message] | None = None,
         deps: Any = None,
         model_settings: ModelSettings | Mapping[str, Any] | None = None,
         resume: RunResult | RunState | None = None,
         approvals: Mapping[str, ApprovalDecision] | None = None,
+        run_id: str | None = None,
     ) -> RunResult:
-        """:meth:`run` from synchronous code (in a new event loop)."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(
-                self.run(
-                    prompt,
-                    session=session,
-                    deps=deps,
-                    model_settings=model_settings,
-                    resume=resume,
-                    approvals=approvals,
-                )
-            )
-        raise RuntimeError(
-            "Agent.run_sync() was called from a running event loop; use `await agent.run(...)` there"
+        """:meth:`run` from synchronous code.
+
+        Each thread keeps one event loop for all its ``run_sync`` calls (closed
+        when the thread ends); RuntimeError if called where an event loop is
+        running (``await agent.run(...)`` there).
+        """
+        return run_in_thread_loop(
+            self.run(
+                prompt,
+                session=session,
+                message_history=message_history,
+                deps=deps,
+                model_settings=model_settings,
+                resume=resume,
+                approvals=approvals,
+                run_id=run_id,
+            ),
+            "Agent.run_sync()",
         )
 
     async def stream(
@@ -438,23 +442,28 @@ class Agent:
         prompt: str | None = None,
         *,
         session: str | None = None,
+        message_history: Sequence[Message] | None = None,
         deps: Any = None,
         model_settings: ModelSettings | Mapping[str, Any] | None = None,
         resume: RunResult | RunState | None = None,
         approvals: Mapping[str, ApprovalDecision] | None = None,
+        run_id: str | None = None,
     ) -> AsyncGenerator[AgentEvent, None]:
         """Run like :meth:`run`, yielding events as they happen; the last is ``Done``.
 
         Stopping the iteration early abandons the run: nothing is added to the
-        session's history.
+        session's history. ``await result_of(agent.stream(...))`` returns the
+        run's result once the events are drained.
         """
         run = await self._start(
             prompt,
             self._run_settings(model_settings, True),
             session=session,
+            message_history=message_history,
             deps=deps,
             resume=resume,
             approvals=approvals,
+            run_id=run_id,
         )
         async with contextlib.aclosing(run.events()) as events:
             async for event in events:
@@ -534,13 +543,9 @@ class Agent:
         A paused run needs ``approvals`` for its pending calls, else it is
         returned paused again. ConfigError if the store has no such run.
         """
-        result: RunResult | None = None
-        events = self._resumed(run_id, approvals, deps, model_settings, streaming=False)
-        async for event in events:
-            if type(event) is Done:
-                result = event.result
-        assert result is not None
-        return result
+        return await result_of(
+            self._resumed(run_id, approvals, deps, model_settings, streaming=False)
+        )
 
     def stream_resumed(
         self,
@@ -573,15 +578,12 @@ class Agent:
         if cp.agent != self.name:
             raise ConfigError(f"run {run_id!r} belongs to agent {cp.agent!r}, not {self.name!r}")
         state = state_of(cp)
-        if state.session is not None:
-            get = getattr(self.history, "get", None)
-            record = await get(state.session) if get is not None else None
-            if record is not None and run_id in record.runs:
-                # It finished and reached its session; only dropping its log was cut short.
-                await ckpt.discard(run_id)
-                output = self._output.parse(state.messages[-1].content) if state.messages else None
-                yield Done(RunResult(output, state, "final", []))
-                return
+        if state.session is not None and await self.history.has_run(state.session, run_id):
+            # It finished and reached its session; only dropping its log was cut short.
+            await ckpt.discard(run_id)
+            output = self._output.parse(state.messages[-1].content) if state.messages else None
+            yield Done(RunResult(output, state, "final", []))
+            return
         if state.pending:
             if approvals is None and not all(p.id in state.decisions for p in state.pending):
                 yield Done(RunResult(None, state, "approval_required", []))
@@ -624,9 +626,11 @@ class Agent:
         settings: RunSettings,
         *,
         session: str | None = None,
+        message_history: Sequence[Message] | None = None,
         deps: Any = None,
         resume: RunResult | RunState | None = None,
         approvals: Mapping[str, ApprovalDecision] | None = None,
+        run_id: str | None = None,
         recovered: tuple[RunState, bool] | None = None,
     ) -> _Run:
         loop = asyncio.get_running_loop()
@@ -638,18 +642,48 @@ class Agent:
         elif resume is not None:
             if prompt is not None:
                 raise ConfigError("give either a prompt or resume=, not both")
+            if session is not None or message_history is not None or run_id is not None:
+                raise ConfigError(
+                    "resume= continues the paused run in its own session, history and run id; "
+                    "leave out session=, message_history= and run_id="
+                )
             state = self._resumable(resume, approvals)
         else:
             if not isinstance(prompt, str):
                 raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}")
+            if message_history is not None:
+                if session is not None:
+                    raise ConfigError(
+                        "give either session= (a stored conversation) or message_history= (a "
+                        "conversation to continue, stored nowhere), not both"
+                    )
+                earlier = _checked_history(message_history)
+            else:
+                earlier = []
+            if run_id is None:
+                run_id = new_run_id()
+            else:
+                valid_run_id(run_id)
+                ckpt = self.checkpointer
+                if ckpt is not None and run_id in ckpt.active:
+                    raise ConfigError(
+                        f"run {run_id!r} is already running in this process; give each run "
+                        "its own run_id"
+                    )
             state = RunState(
-                run_id=f"run-{_RUN_PREFIX}-{next(_run_numbers)}",
+                run_id=run_id,
                 agent=settings.agent,
                 session=session,
                 messages=[Message("user", prompt)],
+                history=earlier,
             )
         session = state.session
-        history = await self.history.load(session) if session is not None else []
+        if state.history:
+            history = state.history
+        elif session is not None:
+            history = await self.history.load(session)
+        else:
+            history = []
         if self._providers:
             tools, definitions = await self._all_tools()
         else:
@@ -754,6 +788,24 @@ class Agent:
         )
         original.pending = []
         return state
+
+
+def _checked_history(messages: Sequence[Message]) -> list[Message]:
+    """``message_history`` as a new list (ConfigError naming the first item that is no Message)."""
+    value: object = messages
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ConfigError(
+            f"message_history must be a list of openheim Message objects, got "
+            f"{type(value).__name__}"
+        )
+    history = list(messages)
+    for i, m in enumerate(history):
+        if type(m) is not Message:
+            raise ConfigError(
+                f"message_history[{i}] is a {type(m).__name__}, not an openheim Message; "
+                "build the conversation with Message.user(...), Message.assistant(...), ..."
+            )
+    return history
 
 
 def _load_agent(source: str) -> Agent:

@@ -59,8 +59,9 @@ from openheim.models.base import (
     ToolCallDelta,
     ToolDefinition,
 )
-from openheim.sessions import HistoryStore, HistoryWindow, TokenCounter
+from openheim.sessions import HistoryWindow, TokenCounter
 from openheim.snapshot import PendingApproval, RunState
+from openheim.stores.history import HistoryStore
 from openheim.tools._context import RunContext
 
 if TYPE_CHECKING:
@@ -357,7 +358,9 @@ class _Run:
             if ckpt is not None:
                 await ckpt.finish(state, self.sessions)
             elif state.session is not None and self.sessions is not None:
-                await self.sessions.append(state.session, state.messages, state.usage)
+                await self.sessions.append(
+                    state.session, state.messages, state.usage, run_id=state.run_id
+                )
             yield Done(result)
             return
 

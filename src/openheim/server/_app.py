@@ -127,6 +127,8 @@ def create_app(config: Config, state: ServerState | None = None) -> Guard:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Resume the runs a killed server left unfinished (under their leases) before serving.
+        await state.runs.start_background()
         yield
         await state.drain(state.config.server.shutdown_grace)
         await state.aclose()

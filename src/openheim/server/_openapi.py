@@ -25,7 +25,7 @@ TEXT = "text/plain"
 
 class Param(NamedTuple):
     name: str
-    where: str  # "path" or "header"
+    where: str  # "path", "query" or "header"
     description: str
 
 
@@ -88,7 +88,9 @@ OPERATIONS: tuple[Operation, ...] = (
             **_BAD,
             **_NOT_FOUND,
             **_BUSY,
-            502: _json("the model failed"),
+            422: _json("the agent could not finish (max_iterations, invalid output, ...)"),
+            500: _json("a fault of this server (logged with its traceback)"),
+            502: _json("the upstream model failed"),
             **_DOWN,
         },
         body=s.ChatCompletionRequest,
@@ -120,9 +122,42 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get",
         "/v1/runs/{run_id}/events",
-        "A run's events as SSE, replayed after Last-Event-ID",
-        {200: ("agent events", {SSE: None}), 400: _json("bad Last-Event-ID"), **_NOT_FOUND},
-        params=(_RUN_ID, Param("Last-Event-ID", "header", "the last event id received")),
+        "A run's events as SSE (from the store: also after a restart), after Last-Event-ID",
+        {
+            200: ("agent events", {SSE: None}),
+            400: _json("Last-Event-ID / after is not an event id of the run"),
+            **_NOT_FOUND,
+        },
+        params=(
+            _RUN_ID,
+            Param("Last-Event-ID", "header", "the id of the last event received"),
+            Param("after", "query", "the same as Last-Event-ID, for clients that cannot send it"),
+        ),
+    ),
+    Operation(
+        "get",
+        "/v1/runs/{run_id}/approvals",
+        "The tool calls a paused run waits for",
+        {200: _json("the run's pending calls", s.Approvals), **_NOT_FOUND},
+        params=(_RUN_ID,),
+    ),
+    Operation(
+        "post",
+        "/v1/runs/{run_id}/approvals",
+        "Approve or reject every pending call; the run goes on",
+        {
+            200: (
+                "the continued run (JSON), or its events as SSE when stream=true",
+                {"application/json": s.Run, SSE: None},
+            ),
+            400: _json("invalid decisions (unknown, missing or repeated call ids)"),
+            **_NOT_FOUND,
+            409: _json("the run is not waiting for approvals, or is being continued"),
+            **_BUSY,
+            **_DOWN,
+        },
+        body=s.ApprovalsRequest,
+        params=(_RUN_ID,),
     ),
     Operation(
         "get",

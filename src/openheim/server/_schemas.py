@@ -12,6 +12,9 @@ from msgspec import UNSET, Meta, UnsetType
 from openheim.messages import Message, Usage
 
 __all__ = [
+    "ApprovalDecision",
+    "Approvals",
+    "ApprovalsRequest",
     "ChatCompletion",
     "ChatCompletionRequest",
     "ChatMessage",
@@ -29,6 +32,7 @@ __all__ = [
     "ModelCard",
     "ModelList",
     "NamedToolChoice",
+    "PendingCall",
     "ResponseFormat",
     "Run",
     "RunRequest",
@@ -225,3 +229,41 @@ class Session(msgspec.Struct):
 
 class SessionList(msgspec.Struct):
     sessions: list[str]
+
+
+# ---- approvals ------------------------------------------------------------------------------
+
+
+class PendingCall(msgspec.Struct):
+    """A tool call waiting for a decision."""
+
+    id: str
+    tool: str
+    arguments: dict[str, Any]
+
+
+class Approvals(msgspec.Struct):
+    """A run's pending tool calls; ``status`` is ``paused`` while there are any (else the
+    run's status: ``running``, ``finished`` or ``failed``)."""
+
+    run_id: str
+    status: Literal["paused", "running", "finished", "failed"]
+    agent: str | None = None
+    session: str | None = None
+    pending: list[PendingCall] = msgspec.field(default_factory=list)
+
+
+class ApprovalDecision(msgspec.Struct, forbid_unknown_fields=True):
+    """The decision on one pending call; a rejection's ``reason`` is shown to the model."""
+
+    id: str
+    approved: bool
+    reason: str | None = None
+
+
+class ApprovalsRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """A decision for every pending call of a paused run. ``stream`` (or ``Accept:
+    text/event-stream``) answers with the continued run's events as SSE."""
+
+    decisions: list[ApprovalDecision]
+    stream: bool = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import hashlib
 import hmac
 import logging
@@ -26,6 +27,8 @@ from openheim.sessions import HistoryStore
 if TYPE_CHECKING:
     from openheim.agent import Agent
     from openheim.models import Model
+    from openheim.stores import Store
+    from openheim.stores.checkpoint import Checkpointer
 
 
 log = logging.getLogger("openheim.server")
@@ -34,7 +37,7 @@ log = logging.getLogger("openheim.server")
 class SessionStore(HistoryStore, Protocol):
     """A tenant's session store: a HistoryStore that also lists and deletes sessions."""
 
-    async def list_sessions(self) -> list[str]: ...
+    async def list_sessions(self, prefix: str = "") -> list[str]: ...
 
     async def delete(self, session: str) -> bool: ...
 
@@ -64,11 +67,16 @@ class EphemeralHistory:
         return await self.store.load(session)
 
     async def append(
-        self, session: str, messages: Sequence[Message], usage: Usage | None = None
+        self,
+        session: str,
+        messages: Sequence[Message],
+        usage: Usage | None = None,
+        *,
+        run_id: str | None = None,
     ) -> None:
         if session in self._scratch:
             return
-        await self.store.append(session, messages, usage)
+        await self.store.append(session, messages, usage, run_id=run_id)
 
     async def usage(self, session: str) -> Usage:
         return await self.store.usage(session)
@@ -96,6 +104,7 @@ class ServerState:
         self._closing: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()  # set while no run or request is in flight
         self._histories: dict[str, EphemeralHistory] = {}
+        self._checkpointers: dict[str, Checkpointer] = {}
         self.runs = RunRegistry(self)
         self.active: dict[str, int] = {}
         self.accepting = True
@@ -111,6 +120,8 @@ class ServerState:
     async def reload(self, config: Config) -> None:
         """Use a new config, then close what it replaced.
 
+        Modules imported from the config's folder (tools, models) are imported
+        again from disk when the agents are next built, so edited code is used.
         Runs and requests in flight finish on the old agents (for up to
         ``shutdown_grace`` seconds); then the old agents (their models'
         connections, their MCP servers), the cached proxied models and, when
@@ -118,6 +129,7 @@ class ServerState:
         stay in the store.
         """
         keys = {bytes.fromhex(h): t for h, t in config.tenant_keys().items()}
+        config.reload_modules()  # tool and model modules beside the config: afresh from disk
         old_agents = list(self._agents.values())
         old_models = list(self._models.values())
         old_stores: list[SessionStore] = []
@@ -171,6 +183,26 @@ class ServerState:
             h = EphemeralHistory(store)
             self._histories[tenant] = h
         return h
+
+    def store(self, tenant: str) -> Store:
+        """The tenant's namespace of the configured store: sessions, checkpoints, run events."""
+        from openheim.errors import ConfigError
+        from openheim.stores import Store
+
+        store = getattr(self.history(tenant).store, "store", None)
+        if not isinstance(store, Store):
+            raise ConfigError("the server needs openheim.stores for durable runs")
+        return store
+
+    def checkpointer(self, tenant: str) -> Checkpointer:
+        """The one Checkpointer of the tenant's agents (their runs survive a restart)."""
+        from openheim.stores.checkpoint import Checkpointer
+
+        store = self.store(tenant)
+        ckpt = self._checkpointers.get(tenant)
+        if ckpt is None or ckpt.store is not store:
+            ckpt = self._checkpointers[tenant] = Checkpointer(store)
+        return ckpt
 
     # ---- proxied provider models -----------------------------------------------------
 
@@ -230,15 +262,30 @@ class ServerState:
         key = (tenant, name)
         agent = self._agents.get(key)
         if agent is None:
-            agent = cast("Agent", self.config.build_agent(name, history=self.history(tenant)))
+            # Every step checkpointed in the tenant's store: runs survive a restart.
+            agent = cast(
+                "Agent",
+                self.config.build_agent(
+                    name, history=self.history(tenant), checkpointer=self.checkpointer(tenant)
+                ),
+            )
             self._agents[key] = agent
+        return agent
+
+    def chat_agent(self, tenant: str, name: str) -> Agent:
+        """Agent ``name`` for OpenAI-style requests: not checkpointed (the conversation is
+        the client's and the answer goes only to the open connection)."""
+        agent = copy.copy(self.agent(tenant, name))
+        agent.checkpointer = None
         return agent
 
     # ---- limits -------------------------------------------------------------------------
 
-    def acquire(self, tenant: str) -> None:
+    def acquire(self, tenant: str, *, force: bool = False) -> None:
+        """Take one of the tenant's run slots (``force``: even past the limit, for
+        recovered runs). TooManyRuns when they are all taken."""
         limit = self.config.server.max_concurrent_runs_per_tenant
-        if self.active.get(tenant, 0) >= limit:
+        if not force and self.active.get(tenant, 0) >= limit:
             raise TooManyRuns
         self.active[tenant] = self.active.get(tenant, 0) + 1
         self._idle.clear()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from openheim.server.routes import health, models, openai, runs, sessions
+from openheim.server.routes import approvals, health, models, openai, runs, sessions
 
 __all__ = ["ROUTES"]
 
@@ -13,5 +13,6 @@ ROUTES: list[Route] = [
     *models.ROUTES,
     *openai.ROUTES,
     *runs.ROUTES,
+    *approvals.ROUTES,
     *sessions.ROUTES,
 ]

@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from openheim.messages import Message
-from openheim.models.base import ModelRequest
+from openheim.messages import Message, Usage
+from openheim.models.base import ModelRequest, ModelSettings
 from openheim.server import _openai as oa
 from openheim.server._http import (
     chat_stream,
@@ -30,7 +30,7 @@ from openheim.server._state import ServerState, TooManyRuns
 from openheim.server._wire import BadRequest, json_encode, shown
 
 if TYPE_CHECKING:
-    from openheim.agent import Agent
+    from openheim.agent import Agent, RunResult
     from openheim.models import Model
 
 
@@ -51,7 +51,7 @@ async def chat_completions(request: Request) -> Response:
                 param="model",
                 code="model_not_found",
             )
-        agent = state.agent(tenant, req.model)
+        agent = state.chat_agent(tenant, req.model)
         if oa.proxy_mode(req):
             return await _proxy(state, tenant, agent.model, req, oa.to_model_request(req))
         messages = oa.to_messages(req.messages)
@@ -104,10 +104,17 @@ async def _proxy(
     return json_response(oa.completion(cid, req.model, res.message, res.finish_reason, res.usage))
 
 
+def _finish(last_turn: Usage | None, settings: ModelSettings) -> str:
+    """``"length"`` when the answering model turn used all of ``max_tokens``."""
+    limit = settings.max_tokens
+    cut = limit is not None and last_turn is not None and last_turn.output_tokens >= limit
+    return "length" if cut else "stop"
+
+
 async def _agent_chat(
     state: ServerState, tenant: str, agent: Agent, req: oa.ChatRequest, messages: list[Message]
 ) -> Response:
-    from openheim.agent import Done, TextDelta
+    from openheim.agent import Done, TextDelta, UsageEvent
 
     try:
         state.acquire(tenant)
@@ -119,6 +126,9 @@ async def _agent_chat(
     prompt = messages[-1].content or ""
     cid = oa.new_id()
     what = f"agent {agent.name!r}"
+    # The request's sampling settings win over the agent's, as OpenAI's API promises.
+    settings = oa.settings(req)
+    effective = agent.model_settings.merged(settings)
 
     async def done() -> None:
         history.drop(session)
@@ -129,29 +139,41 @@ async def _agent_chat(
 
         async def events() -> AsyncIterator[bytes]:
             yield oa.chunk(cid, req.model, {"role": "assistant", "content": ""})
-            async for ev in agent.stream(prompt, session=session):
+            last: Usage | None = None
+            async for ev in agent.stream(prompt, session=session, model_settings=settings):
                 if type(ev) is TextDelta:
                     yield oa.chunk(cid, req.model, {"content": ev.text})
+                elif type(ev) is UsageEvent:
+                    last = ev.usage
                 elif type(ev) is Done:
                     out = ev.result.output
                     if not isinstance(out, str) and out is not None:
                         yield oa.chunk(cid, req.model, {"content": json_encode(out).decode()})
-                    yield oa.chunk(cid, req.model, {}, "stop")
+                    yield oa.chunk(cid, req.model, {}, _finish(last, effective))
                     if include:
                         yield oa.usage_chunk(cid, req.model, ev.result.usage)
             yield oa.DONE
 
         return chat_stream(events(), what, done)
+    result: RunResult | None = None
+    last: Usage | None = None
     try:
-        result = await agent.run(prompt, session=session)
+        async for ev in agent.stream(prompt, session=session, model_settings=settings):
+            if type(ev) is UsageEvent:
+                last = ev.usage
+            elif type(ev) is Done:
+                result = ev.result
     except Exception as exc:
         return failure(exc, what)
     finally:
         await done()
+    assert result is not None
     out = result.output
     text = out if isinstance(out, str) or out is None else json_encode(out).decode()
     return json_response(
-        oa.completion(cid, req.model, Message("assistant", text), "stop", result.usage)
+        oa.completion(
+            cid, req.model, Message("assistant", text), _finish(last, effective), result.usage
+        )
     )
 
 

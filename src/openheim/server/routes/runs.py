@@ -1,15 +1,19 @@
 """Agent runs: ``POST /v1/agents/{name}/runs``, ``GET /v1/runs/{id}`` and its SSE events.
 
-A run's lifecycle (its record, events, expiry) lives in ``server/_runs.py``;
-this module only maps HTTP onto it.
+A run's lifecycle (its record, events in the store, recovery, expiry) lives in
+``server/_runs.py``; this module only maps HTTP onto it. ``GET
+/v1/runs/{id}/events`` answers from memory or from the store, so it works for
+runs another server executes and after a restart; ``Last-Event-ID`` (or
+``?after=``) is the id of the last event the client has, and anything that is
+not an event id of that run is a 400.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -24,10 +28,42 @@ from openheim.server._http import (
     tenant_of,
     too_many,
 )
-from openheim.server._runs import RunRecord
+from openheim.server._runlog import RunRecord, parse_event_id, sse
+from openheim.server._runs import run_body
 from openheim.server._schemas import RunRequest
-from openheim.server._state import TooManyRuns
+from openheim.server._state import ServerState, TooManyRuns
 from openheim.server._wire import BadRequest, check_session_id, decode_body, shown
+
+
+def run_response(record: RunRecord, headers: dict[str, str] | None = None) -> Response:
+    return json_response(_record_body(record), 200, headers)
+
+
+def _record_body(record: RunRecord) -> dict[str, Any]:
+    if record.result is not None:
+        return run_body(record.id, True, "done", record.result)
+    if record.finished and not record.handed_off:
+        return run_body(record.id, True, "error", {"error": record.error})
+    return run_body(record.id, False, None, None)
+
+
+async def run_status(state: ServerState, tenant: str, run_id: str) -> dict[str, Any] | None:
+    """``GET /v1/runs/{id}``'s body, from memory or the store; None if there is no such run."""
+    record = state.runs.get(run_id, tenant)
+    if record is not None and not record.handed_off:
+        return _record_body(record)
+    stored = await state.runs.stored(run_id, tenant)
+    if stored is None:
+        return None
+    return run_body(run_id, stored.closed, stored.kind, stored.last)
+
+
+def run_stream(record: RunRecord, after: int, headers: dict[str, str]) -> Response:
+    async def events() -> AsyncIterator[bytes]:
+        async for event in record.follow(after):
+            yield sse(event)
+
+    return event_stream(events(), headers)
 
 
 async def start_run(request: Request) -> Response:
@@ -54,57 +90,61 @@ async def start_run(request: Request) -> Response:
         return error_response(500, str(exc), "server_error")
     headers = {"Openheim-Run-Id": record.id, "Location": f"/v1/runs/{record.id}"}
     if body.stream or "text/event-stream" in request.headers.get("accept", ""):
-        return _run_stream(record, -1, headers)
+        return run_stream(record, -1, headers)
     assert record.task is not None
     await asyncio.shield(record.task)
-    return _run_json(record, headers)
-
-
-def _run_json(record: RunRecord, headers: dict[str, str] | None = None) -> Response:
-    if record.result is not None:
-        return json_response({"status": "finished", **record.result}, 200, headers)
-    if not record.finished:
-        return json_response({"status": "running", "run_id": record.id}, 200, headers)
-    error = msgspec.json.decode(record.events[-1][1]).get("error") if record.events else None
-    return json_response({"status": "failed", "run_id": record.id, "error": error}, 200, headers)
-
-
-def _run_stream(record: RunRecord, after: int, headers: dict[str, str]) -> Response:
-    async def events() -> AsyncIterator[bytes]:
-        seen = after + 1
-        while True:
-            await record.wait(seen)
-            while seen < len(record.events):
-                kind, data = record.events[seen]
-                yield f"id: {seen}\nevent: {kind}\n".encode() + b"data: " + data + b"\n\n"
-                seen += 1
-            if record.finished and seen >= len(record.events):
-                return
-
-    return event_stream(events(), headers)
-
-
-def _own_run(request: Request) -> RunRecord | None:
-    return state_of(request).runs.get(request.path_params["run_id"], tenant_of(request))
+    return run_response(record, headers)
 
 
 async def get_run(request: Request) -> Response:
-    record = _own_run(request)
-    if record is None:
+    run_id = request.path_params["run_id"]
+    body = await run_status(state_of(request), tenant_of(request), run_id)
+    if body is None:
         return error_response(404, "no such run", code="not_found")
-    return _run_json(record)
+    return json_response(body)
+
+
+def _after(request: Request) -> str | None:
+    """The client's last event id: ``Last-Event-ID``, else ``?after=``; None for "from the start"."""
+    header = request.headers.get("last-event-id")
+    if header is not None:
+        return header
+    return request.query_params.get("after")
 
 
 async def run_events(request: Request) -> Response:
-    record = _own_run(request)
-    if record is None:
+    state = state_of(request)
+    tenant = tenant_of(request)
+    run_id = request.path_params["run_id"]
+    last = await state.runs.last_id(run_id, tenant)
+    if last is None:
         return error_response(404, "no such run", code="not_found")
-    last = request.headers.get("last-event-id", "-1").strip()
-    try:
-        after = int(last)
-    except ValueError:
-        return error_response(400, "Last-Event-ID must be an event id from this run's stream")
-    return _run_stream(record, after, {"Openheim-Run-Id": record.id})
+    given = _after(request)
+    after = -1
+    if given is not None:
+        try:
+            after = parse_event_id(given)
+        except ValueError:
+            after = -2
+        if not 0 <= after <= last:
+            shown = given if len(given) <= 40 else given[:40] + "..."
+            ids = f"0 to {last}" if last >= 0 else "none yet"
+            return error_response(
+                400,
+                f"Last-Event-ID / after={shown!r} is not an event id of run {run_id!r} "
+                f"(its ids so far: {ids}); send the id of the last event you received, "
+                "or neither to read from the start",
+                param="Last-Event-ID",
+            )
+    events = await state.runs.events(run_id, tenant, after)
+    if events is None:
+        return error_response(404, "no such run", code="not_found")
+
+    async def body() -> AsyncIterator[bytes]:
+        async for event in events:
+            yield sse(event)
+
+    return event_stream(body(), {"Openheim-Run-Id": run_id})
 
 
 ROUTES = [
