@@ -46,6 +46,7 @@ PUBLIC_API = [
     "AgentEvent",
     "Approval",
     "ApprovalRequired",
+    "Budget",
     "Done",
     "HistoryStore",
     "InMemoryHistory",
@@ -55,6 +56,7 @@ PUBLIC_API = [
     "Message",
     "ModelSettings",
     "PendingApproval",
+    "Retry",
     "RunContext",
     "RunResult",
     "RunState",
@@ -70,8 +72,11 @@ PUBLIC_API = [
     "Toolset",
     "Usage",
     "UsageEvent",
+    "Workflow",
+    "WorkflowResult",
     "__version__",
     "errors",
+    "reducer",
     "tool",
 ]
 
