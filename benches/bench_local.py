@@ -56,24 +56,9 @@ def _serial_llama_cpp(llm: Any, n: int) -> float:
     return total / (time.perf_counter() - t0)
 
 
-class _Counter:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def push(self, token: int, piece: bytes) -> bool:
-        self.n += 1
-        return True
-
-    def finish(self, reason: str) -> None:
-        pass
-
-    def fail(self, error: BaseException) -> None:
-        raise error
-
-
 async def _openheim_concurrent(model: Any, n: int) -> float:
+    from openheim._core import TokenBuffer
     from openheim.models._llama.engine import GenRequest
-    from openheim.models.llama import _BufferSink
 
     loop = asyncio.get_running_loop()
     done: list[asyncio.Future[None]] = []
@@ -82,12 +67,12 @@ async def _openheim_concurrent(model: Any, n: int) -> float:
     for i in range(n):
         fut: asyncio.Future[None] = loop.create_future()
         done.append(fut)
-        sink = _BufferSink(None)
+        sink = TokenBuffer()
         sinks.append(sink)
         tokens = model._handle.tokenize(PROMPTS[i % len(PROMPTS)])
         req = GenRequest(
             tokens,
-            sink=sink,
+            buffer=sink,
             max_tokens=N_TOKENS,
             ignore_eos=True,
             on_done=lambda r, f=fut: loop.call_soon_threadsafe(f.set_result, None),
@@ -95,7 +80,7 @@ async def _openheim_concurrent(model: Any, n: int) -> float:
         model.engine.submit(req)
 
     async def drain(sink: Any) -> None:
-        async for _chunk in sink.buffer.reader():
+        async for _chunk in sink.reader():
             pass
 
     await asyncio.gather(*(drain(s) for s in sinks), *done)
@@ -103,6 +88,7 @@ async def _openheim_concurrent(model: Any, n: int) -> float:
 
 
 async def _constrained_vs_free(model: Any) -> tuple[float, float, int, int]:
+    from openheim._core import TokenBuffer
     from openheim.messages import Message
     from openheim.models._llama.engine import GenRequest
     from openheim.models._llama.grammar import schema_to_gbnf
@@ -127,10 +113,9 @@ async def _constrained_vs_free(model: Any) -> tuple[float, float, int, int]:
 
     async def run(req_kw: dict[str, Any]) -> tuple[float, Any]:
         fut: asyncio.Future[None] = loop.create_future()
-        sink = _Counter()
         req = GenRequest(
             tokens,
-            sink=sink,
+            buffer=TokenBuffer(),
             on_done=lambda r: loop.call_soon_threadsafe(fut.set_result, None),
             **req_kw,
         )

@@ -1,10 +1,11 @@
 """Local GGUF models on llama.cpp: ``LlamaModel`` (``"llama:/path/model.gguf"``).
 
 One loaded model serves many concurrent agents: requests become sequences of
-one shared context and decode together (continuous batching, see
-``_llama/engine.py``). Tool calls and structured output are constrained to a
-JSON reply format by grammar, checked lazily so they decode at nearly the speed
-of free text (``_llama/grammar.py``). Text streams through the native
+one shared context and decode together in a native step loop that runs
+without the GIL (continuous batching, see ``_llama/engine.py``). Tool calls and structured output are constrained to a
+JSON reply format by grammar, checked lazily inside the native loop (the one
+sampled token first; candidates are masked only when it is refused) so they
+decode at nearly the speed of free text (``_llama/grammar.py``). Text streams through the native
 TokenBuffer: never half a UTF-8 character, stop strings caught across tokens.
 
 GPU: pass ``n_gpu_layers`` (``-1`` = all) with a CUDA/Metal build of
@@ -33,24 +34,6 @@ from openheim.models.base import (
 __all__ = ["LlamaModel"]
 
 _DEFAULT_MAX_TOKENS = 512
-
-
-class _BufferSink:
-    """What the decode thread writes into: a native TokenBuffer."""
-
-    def __init__(self, stop: list[str] | None) -> None:
-        from openheim._core import TokenBuffer
-
-        self.buffer = TokenBuffer(stop=tuple(stop or ()))
-
-    def push(self, token: int, piece: bytes) -> bool:
-        return bool(self.buffer.append(token, piece))
-
-    def finish(self, reason: str) -> None:
-        self.buffer.finish(reason)
-
-    def fail(self, error: BaseException) -> None:
-        self.buffer.fail(error)
 
 
 class LlamaModel:
@@ -154,11 +137,13 @@ class LlamaModel:
 
         loop = asyncio.get_running_loop()
         tokens, gbnf = await loop.run_in_executor(None, self._prepare, request)
+        from openheim._core import TokenBuffer
+
         s = request.settings
-        sink = _BufferSink(s.stop)
+        buffer = TokenBuffer(stop=tuple(s.stop or ()))
         gen = GenRequest(
             tokens,
-            sink=sink,
+            buffer=buffer,
             max_tokens=s.max_tokens or _DEFAULT_MAX_TOKENS,
             temperature=0.0 if s.temperature is None else s.temperature,
             top_p=s.top_p,
@@ -168,7 +153,7 @@ class LlamaModel:
         call_id = f"call_{uuid.uuid4().hex[:16]}"
         parser = ReplyParser(call_id) if gbnf else None
         self.engine.submit(gen)
-        reader = sink.buffer.reader()
+        reader = buffer.reader()
         text_parts: list[str] = []
         try:
             async for chunk in reader:
