@@ -53,7 +53,7 @@ cdef extern from "lengine.h" nogil:
 
     ctypedef struct oh_le_stats:
         uint64_t steps, max_batch_seqs, prompt_cached, prompt_evaluated, generated
-        uint64_t host_ns, decode_ns, sample_ns
+        uint64_t host_ns, host_cpu_ns, decode_ns, sample_ns
         uint64_t parallel_samples
         int32_t n_active, n_waiting
 

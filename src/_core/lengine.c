@@ -92,31 +92,122 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+static uint64_t cpu_ns(void) { /* CPU time of the calling thread */
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 /* ------------------------------------------------------------------ */
 /* Sampling primitives                                                 */
 /* ------------------------------------------------------------------ */
 
+#define LANES 16
+
+/* The maximum of x[0:n] ignoring NaN (-inf if none), 16 lanes wide. */
+static float max_generic(const float *x, int32_t n) {
+    float m[LANES];
+    for (int l = 0; l < LANES; l++)
+        m[l] = -INFINITY;
+    int32_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++)
+            m[l] = x[i + l] > m[l] ? x[i + l] : m[l];
+    float r = -INFINITY;
+    for (int l = 0; l < LANES; l++)
+        r = m[l] > r ? m[l] : r;
+    for (; i < n; i++)
+        r = x[i] > r ? x[i] : r;
+    return r;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define OH_HAVE_AVX2_PATH 1
+__attribute__((target("avx2"))) static float max_avx2(const float *x, int32_t n) {
+    __m256 a = _mm256_set1_ps(-INFINITY), b = a, c = a, d = a;
+    int32_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a = _mm256_max_ps(_mm256_loadu_ps(x + i), a); /* NaN in x: keeps the accumulator */
+        b = _mm256_max_ps(_mm256_loadu_ps(x + i + 8), b);
+        c = _mm256_max_ps(_mm256_loadu_ps(x + i + 16), c);
+        d = _mm256_max_ps(_mm256_loadu_ps(x + i + 24), d);
+    }
+    a = _mm256_max_ps(_mm256_max_ps(a, b), _mm256_max_ps(c, d));
+    float lanes[8];
+    _mm256_storeu_ps(lanes, a);
+    float r = -INFINITY;
+    for (int l = 0; l < 8; l++)
+        r = lanes[l] > r ? lanes[l] : r;
+    for (; i < n; i++)
+        r = x[i] > r ? x[i] : r;
+    return r;
+}
+
+__attribute__((target("avx2"))) static int32_t find_avx2(const float *x, int32_t n, float v) {
+    __m256 vv = _mm256_set1_ps(v);
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), vv, _CMP_EQ_OQ));
+        if (mask)
+            return i + __builtin_ctz((unsigned)mask);
+    }
+    for (; i < n; i++)
+        if (x[i] == v)
+            return i;
+    return -1;
+}
+#endif
+
+#ifdef OH_HAVE_AVX2_PATH
+/* The first i' >= i with x[i'] > floor, or n. */
+__attribute__((target("avx2"))) static int32_t next_above_avx2(const float *x, int32_t i, int32_t n,
+                                                               float floor) {
+    __m256 f = _mm256_set1_ps(floor);
+    for (; i + 8 <= n; i += 8) {
+        int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), f, _CMP_GT_OQ));
+        if (mask)
+            return i + __builtin_ctz((unsigned)mask);
+    }
+    for (; i < n; i++)
+        if (x[i] > floor)
+            return i;
+    return n;
+}
+#endif
+
+static int use_avx2(void) {
+#ifdef OH_HAVE_AVX2_PATH
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    return have;
+#else
+    return 0;
+#endif
+}
+
 int32_t oh_argmax(const float *x, int32_t n) {
-    /* Pass 1: the maximum, 8 lanes wide (vectorizes); pass 2: its first index,
-       which is what llama.cpp's greedy sampler picks (strict >). */
+    /* The maximum, then its first index: what llama.cpp's greedy sampler
+       picks (it keeps the first of equal logits). */
     if (n <= 0)
         return -1;
-    float m8[8];
-    int32_t i = 0;
-    for (int l = 0; l < 8; l++)
-        m8[l] = -INFINITY;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++)
-            m8[l] = x[i + l] > m8[l] ? x[i + l] : m8[l];
-    float m = m8[0];
-    for (int l = 1; l < 8; l++)
-        m = m8[l] > m ? m8[l] : m;
-    for (; i < n; i++)
-        m = x[i] > m ? x[i] : m;
-    for (i = 0; i < n; i++)
-        if (x[i] == m)
-            return i;
-    return 0; /* all NaN: llama.cpp's greedy would pick 0 too */
+    int32_t i = -1;
+#ifdef OH_HAVE_AVX2_PATH
+    if (use_avx2()) {
+        i = find_avx2(x, n, max_avx2(x, n));
+        return i < 0 ? 0 : i; /* all NaN: llama.cpp's greedy keeps index 0 */
+    }
+#endif
+    float m = max_generic(x, n);
+    for (int32_t k = 0; k < n; k++)
+        if (x[k] == m) {
+            i = k;
+            break;
+        }
+    return i < 0 ? 0 : i;
 }
 
 /* Heap order: "a is worse than b" (lower logit, or equal logit and higher id). */
@@ -149,6 +240,17 @@ static int cmp_best_first(const void *pa, const void *pb) {
     return a->id < b->id ? -1 : (a->id > b->id);
 }
 
+static int32_t next_above(const float *x, int32_t i, int32_t n, float floor) {
+#ifdef OH_HAVE_AVX2_PATH
+    if (use_avx2())
+        return next_above_avx2(x, i, n, floor);
+#endif
+    for (; i < n; i++)
+        if (x[i] > floor)
+            return i;
+    return n;
+}
+
 int32_t oh_top_k(const float *x, int32_t n, int32_t k, oh_token_data *out) {
     if (k > n)
         k = n;
@@ -163,9 +265,9 @@ int32_t oh_top_k(const float *x, int32_t n, int32_t k, oh_token_data *out) {
     for (int32_t i = k / 2 - 1; i >= 0; i--)
         sift_down(out, k, i);
     float floor_logit = out[0].logit;
-    for (int32_t i = k; i < n; i++) {
-        if (x[i] <= floor_logit) /* equal logit, higher id: worse */
-            continue;
+    for (int32_t i = next_above(x, k, n, floor_logit); i < n;
+         i = next_above(x, i + 1, n, floor_logit)) {
+        /* x[i] beats the k-th best (an equal logit with a higher id does not) */
         out[0].id = i;
         out[0].logit = x[i];
         sift_down(out, k, 0);
@@ -688,7 +790,7 @@ static void deliver(oh_lengine *e, slot_t *s) {
     s->n_pend = 1;
 }
 
-static void step(oh_lengine *e, uint64_t *decode_ns, uint64_t *sample_ns) {
+static void step(oh_lengine *e, uint64_t *decode_ns, uint64_t *decode_cpu, uint64_t *sample_ns) {
     for (int32_t i = 0; i < e->n_seq; i++) {
         slot_t *s = &e->slots[i];
         if (s->req != NULL && atomic_load(&s->req->cancelled))
@@ -747,9 +849,10 @@ static void step(oh_lengine *e, uint64_t *decode_ns, uint64_t *sample_ns) {
     if (at == 0)
         return;
     e->batch.n_tokens = at;
-    uint64_t t0 = now_ns();
+    uint64_t c0 = cpu_ns(), t0 = now_ns();
     int32_t rc = e->api.decode(e->ctx, e->batch);
     uint64_t t1 = now_ns();
+    *decode_cpu = cpu_ns() - c0;
     *decode_ns = t1 - t0;
     pthread_mutex_lock(&e->smu);
     e->st.steps++;
@@ -826,7 +929,7 @@ static void *loop_main(void *p) {
         e->in_head = e->in_tail = NULL;
         int stop = e->stop;
         pthread_mutex_unlock(&e->mu);
-        uint64_t t0 = now_ns();
+        uint64_t t0 = now_ns(), c0 = cpu_ns();
         while (in != NULL) {
             oh_lreq *nx = in->next;
             in->next = NULL;
@@ -841,14 +944,15 @@ static void *loop_main(void *p) {
         if (stop)
             break;
         admit(e);
-        uint64_t dec = 0, smp = 0;
-        step(e, &dec, &smp);
-        uint64_t t1 = now_ns();
+        uint64_t dec = 0, dec_cpu = 0, smp = 0;
+        step(e, &dec, &dec_cpu, &smp);
+        uint64_t t1 = now_ns(), c1 = cpu_ns();
         pthread_mutex_lock(&e->smu);
         if (dec > 0) {
             e->st.decode_ns += dec;
             e->st.sample_ns += smp;
             e->st.host_ns += (t1 - t0) - dec;
+            e->st.host_cpu_ns += (c1 - c0) - dec_cpu;
         }
         e->st.n_active = count_active(e);
         e->st.n_waiting = e->n_waiting;

@@ -75,7 +75,7 @@ typedef struct {
 
 typedef struct {
     uint64_t steps, max_batch_seqs, prompt_cached, prompt_evaluated, generated;
-    uint64_t host_ns, decode_ns, sample_ns; /* summed over steps */
+    uint64_t host_ns, host_cpu_ns, decode_ns, sample_ns; /* summed over steps */
     uint64_t parallel_samples;              /* steps sampled on the pool */
     int32_t n_active, n_waiting;
 } oh_le_stats;

@@ -272,6 +272,7 @@ cdef class LlamaEngine:
             "prompt_evaluated": s.prompt_evaluated,
             "generated": s.generated,
             "host_ns": s.host_ns,
+            "host_cpu_ns": s.host_cpu_ns,
             "decode_ns": s.decode_ns,
             "sample_ns": s.sample_ns,
             "parallel_samples": s.parallel_samples,

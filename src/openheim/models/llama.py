@@ -40,7 +40,9 @@ class LlamaModel:
     """A GGUF model run in-process by llama.cpp, shared by every agent that uses it.
 
     ``n_parallel`` sequences decode together; ``n_ctx`` tokens of KV cache are
-    shared by them (any one sequence may use all of it).
+    shared by them (any one sequence may use all of it). ``sample_threads``
+    native threads sample the sequences of a step (default: the cores left
+    over by ``n_threads``, at least one).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class LlamaModel:
         chat_template: str | None = None,
         prefill_chunk: int = 256,
         context_window: int | None = None,
+        sample_threads: int | None = None,
     ) -> None:
         from openheim.models._llama.bindings import LlamaHandle
         from openheim.models._llama.engine import Engine
@@ -79,7 +82,12 @@ class LlamaModel:
         bos = h.token_text(h.bos) if h.bos >= 0 else ""
         eos = h.token_text(h.eos) if h.eos >= 0 else ""
         self.renderer = PromptRenderer(template, bos=bos, eos=eos)
-        self.engine = Engine(h, prefill_chunk=prefill_chunk)
+        if sample_threads is None:
+            # Sampling threads use the cores llama.cpp's own threads leave free
+            # (its threads keep spinning for a while after each decode).
+            threads = n_threads or os.cpu_count() or 1
+            sample_threads = max(1, min(8, (os.cpu_count() or 1) - threads + 1))
+        self.engine = Engine(h, prefill_chunk=prefill_chunk, sample_threads=sample_threads)
         self._context_window = context_window or h.n_ctx
         self._name = f"llama:{os.path.basename(self.path)}"
 

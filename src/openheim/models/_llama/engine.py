@@ -27,7 +27,6 @@ when the context needs the room (least recently used first).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -106,7 +105,7 @@ class Engine:
         check_native_abi()
         self.h = handle
         lib, ctx, vocab, memory = handle.addresses()
-        threads = sample_threads or min(os.cpu_count() or 1, 8)
+        threads = sample_threads or 1
         self.native = LlamaEngine(
             lib,
             ctx,
