@@ -1106,6 +1106,9 @@ int oh_le_create(oh_lengine **out, const oh_llama_api *api, void *ctx, void *voc
     rc = build_pieces(e);
     if (rc != OH_OK)
         goto fail;
+    /* The slots start empty: so must the context's cache (an earlier engine
+       on the same context may have left sequences in it). */
+    api->memory_seq_rm(memory, -1, 0, -1);
     e->batch = api->batch_init(n_batch, 0, 1);
     if (e->batch.token == NULL || e->batch.pos == NULL || e->batch.seq_id == NULL ||
         e->batch.logits == NULL || e->batch.n_seq_id == NULL) {
