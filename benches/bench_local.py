@@ -14,7 +14,10 @@ Same GGUF, same llama.cpp build, same thread count, one run; medians of
 - constrained replies (a tool call; a structured answer with two free strings
   and an integer) against unconstrained generation of the same length;
 - the scheduling delay of an asyncio loop in the same process while 8
-  sequences generate, against the same loop idle.
+  sequences generate, against the same loop idle;
+- the time to the first token of a session's second turn (2,000 tokens of
+  history) after its slot served another session: with the session KV cache
+  against re-reading the history.
 
 Caching is the same on both sides: ``Llama.generate`` keeps the KV cache of
 its last sequence and reuses the common prefix (no ``reset()`` between
@@ -71,7 +74,9 @@ def device() -> str:
     gpu = bool(lc.llama_supports_gpu_offload())
     if gpu and GPU_LAYERS != 0:
         return f"GPU ({GPU_LAYERS} layers offloaded; {info.strip()[:120]})"
-    feats = [p.split("=")[0].strip() for p in info.split("|") if p.strip().endswith("= 1")]
+    feats = [
+        p.split("=")[0].split(":")[-1].strip() for p in info.split("|") if p.strip().endswith("= 1")
+    ]
     return f"CPU, {THREADS} threads ({' '.join(feats[:8])})"
 
 
@@ -218,6 +223,41 @@ async def _constrained_vs_free(model: Any, kind: str) -> tuple[float, float, Any
     return n / t_c, n / t_f, req_c
 
 
+def _first_token_after_return(path: str, kv_cache_mb: int) -> float:
+    """Seconds to the first token of a 2,000-token session's second turn, after
+    its (only) slot served another session."""
+    from openheim._core import TokenBuffer
+    from openheim.models._llama.engine import GenRequest
+    from openheim.models.llama import LlamaModel
+
+    model = LlamaModel(path, n_ctx=8192, n_parallel=1, n_threads=THREADS, kv_cache_mb=kv_cache_mb)
+    try:
+        tok = model._handle.tokenize
+
+        def history(topic: int) -> list[int]:
+            words = " ".join(PROMPTS[(topic + i) % len(PROMPTS)] for i in range(400))
+            return tok(f"Session {topic}. {words}")[:2000]
+
+        def gen(tokens: list[int]) -> tuple[float, list[int]]:
+            buf = TokenBuffer()
+            t0 = time.perf_counter()
+            model.engine.submit(GenRequest(tokens, buffer=buf, max_tokens=4, ignore_eos=True))
+            reader = buf.reader()
+            reader.read()  # blocks until the first token's text
+            first = time.perf_counter() - t0
+            for _ in reader:
+                pass
+            return first, buf.tokens()
+
+        a = history(0)
+        _, reply = gen(a)
+        gen(history(1))  # another session takes the slot
+        first, _ = gen(a + reply + tok(" Go on.", add_special=False))
+        return first
+    finally:
+        model.close()
+
+
 def run(repeat: int = REPEAT) -> list[Row]:
     from llama_cpp import Llama
 
@@ -317,6 +357,19 @@ def run(repeat: int = REPEAT) -> list[Row]:
     finally:
         model.close()
         llm.close()
+    restored = med(_first_token_after_return(path, 1024) for _ in range(max(1, repeat - 1)))
+    reread = med(_first_token_after_return(path, 0) for _ in range(max(1, repeat - 1)))
+    rows.append(
+        Row(
+            "2nd turn of a 2,000-token session, 1st token",
+            restored * 1e3,
+            reread * 1e3,
+            "ms",
+            "re-reading the history",
+            higher_is_better=False,
+            target=5.0,
+        )
+    )
     return rows
 
 

@@ -55,6 +55,7 @@ cdef extern from "lengine.h" nogil:
         uint64_t steps, max_batch_seqs, prompt_cached, prompt_evaluated, generated
         uint64_t host_ns, host_cpu_ns, decode_ns, sample_ns
         uint64_t parallel_samples
+        uint64_t kv_saved, kv_restored, kv_restored_tokens, kv_bytes, kv_entries
         int32_t n_active, n_waiting
 
     ctypedef struct oh_lengine:
@@ -62,7 +63,8 @@ cdef extern from "lengine.h" nogil:
 
     int oh_le_create(oh_lengine **out, const oh_llama_api *api, void *ctx, void *vocab,
                      void *memory, int32_t n_vocab, int32_t n_ctx, int32_t n_batch,
-                     int32_t n_seq, int32_t prefill_chunk, int32_t n_sample_threads)
+                     int32_t n_seq, int32_t prefill_chunk, int32_t n_sample_threads,
+                     size_t kv_cache_bytes)
     int oh_le_submit(oh_lengine *e, oh_lreq *r)
     void oh_le_cancel(oh_lengine *e, oh_lreq *r)
     int oh_le_pump(oh_lengine *e, oh_le_note *out, size_t cap, size_t *n, double timeout)

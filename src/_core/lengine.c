@@ -32,6 +32,17 @@ typedef struct {
     int sample_fail;
 } slot_t;
 
+/* A saved sequence: its tokens and llama.cpp's state of them. */
+typedef struct {
+    int32_t *tokens;
+    int32_t n;
+    uint8_t *data;
+    size_t size;
+    uint64_t used;
+} kv_entry;
+
+#define KV_MIN 32 /* shorter sequences are cheaper to decode again than to save */
+
 typedef struct {
     oh_token_data *full; /* n_vocab entries, made on first need */
     oh_token_data *cand;
@@ -52,6 +63,10 @@ struct oh_lengine {
 
     slot_t *slots;
     uint64_t clock;
+
+    kv_entry *kv; /* the session cache (loop-private) */
+    int32_t kv_n, kv_cap;
+    size_t kv_bytes, kv_limit;
 
     pthread_mutex_t mu; /* inbox, stop */
     pthread_cond_t cv;
@@ -633,8 +648,123 @@ static void retire_unstarted(oh_lengine *e, oh_lreq *r, int finish) {
     note_one(e, r, 0, 1);
 }
 
+static void kv_drop(oh_lengine *e, int32_t i) {
+    e->kv_bytes -= e->kv[i].size;
+    free(e->kv[i].tokens);
+    free(e->kv[i].data);
+    e->kv[i] = e->kv[--e->kv_n];
+}
+
+static void kv_stat(oh_lengine *e, int saved, int restored, int64_t tokens) {
+    pthread_mutex_lock(&e->smu);
+    e->st.kv_saved += (uint64_t)saved;
+    e->st.kv_restored += (uint64_t)restored;
+    e->st.kv_restored_tokens += (uint64_t)tokens;
+    e->st.kv_bytes = e->kv_bytes;
+    e->st.kv_entries = (uint64_t)e->kv_n;
+    pthread_mutex_unlock(&e->smu);
+}
+
+/* Keeps the slot's sequence in the session cache before its KV is dropped. */
+static void kv_save(oh_lengine *e, slot_t *s) {
+    if (e->kv_limit == 0 || s->n_tokens < KV_MIN)
+        return;
+    for (int32_t i = 0; i < e->kv_n; i++) {
+        kv_entry *k = &e->kv[i];
+        int32_t pre = common_prefix(k->tokens, k->n, s->tokens, s->n_tokens);
+        if (pre == s->n_tokens) { /* already saved, or a longer one is */
+            k->used = ++e->clock;
+            return;
+        }
+        if (pre == k->n) { /* superseded by this longer one */
+            kv_drop(e, i);
+            i--;
+        }
+    }
+    size_t size = e->api.state_seq_get_size(e->ctx, s->id);
+    if (size == 0 || size > e->kv_limit)
+        return;
+    uint8_t *data = malloc(size);
+    int32_t *toks = malloc((size_t)s->n_tokens * sizeof(int32_t));
+    if (data == NULL || toks == NULL || e->api.state_seq_get_data(e->ctx, data, size, s->id) == 0) {
+        free(data);
+        free(toks);
+        return;
+    }
+    while (e->kv_n > 0 && e->kv_bytes + size > e->kv_limit) {
+        int32_t lru = 0;
+        for (int32_t i = 1; i < e->kv_n; i++)
+            if (e->kv[i].used < e->kv[lru].used)
+                lru = i;
+        kv_drop(e, lru);
+    }
+    if (e->kv_n == e->kv_cap) {
+        int32_t cap = e->kv_cap ? e->kv_cap * 2 : 16;
+        kv_entry *p = realloc(e->kv, (size_t)cap * sizeof(kv_entry));
+        if (p == NULL) {
+            free(data);
+            free(toks);
+            return;
+        }
+        e->kv = p;
+        e->kv_cap = cap;
+    }
+    memcpy(toks, s->tokens, (size_t)s->n_tokens * sizeof(int32_t));
+    kv_entry *k = &e->kv[e->kv_n++];
+    k->tokens = toks;
+    k->n = s->n_tokens;
+    k->data = data;
+    k->size = size;
+    k->used = ++e->clock;
+    e->kv_bytes += size;
+    kv_stat(e, 1, 0, 0);
+}
+
+/* If a saved sequence shares a longer prefix with the prompt than the slot
+   does, loads it into the slot. Returns the slot's prefix with the prompt. */
+static int32_t kv_restore(oh_lengine *e, slot_t *s, const oh_lreq *r, int32_t keep) {
+    int32_t best = -1, best_pre = keep + KV_MIN - 1;
+    for (int32_t i = 0; i < e->kv_n; i++) {
+        int32_t pre = common_prefix(e->kv[i].tokens, e->kv[i].n, r->prompt, r->n_prompt);
+        if (pre > best_pre) {
+            best = i;
+            best_pre = pre;
+        }
+    }
+    if (best < 0)
+        return keep;
+    if (!slot_reserve(s, e->kv[best].n + 1))
+        return keep;
+    e->kv[best].used = ++e->clock; /* not the one kv_save evicts */
+    kv_save(e, s);                  /* what the slot held may be wanted again too */
+    kv_entry *k = NULL;             /* kv_save may have moved entries */
+    for (int32_t i = 0; i < e->kv_n && k == NULL; i++)
+        if (e->kv[i].n >= best_pre &&
+            common_prefix(e->kv[i].tokens, e->kv[i].n, r->prompt, r->n_prompt) == best_pre)
+            k = &e->kv[i];
+    if (k == NULL || !slot_reserve(s, k->n + 1))
+        return keep;
+    e->api.memory_seq_rm(e->mem, s->id, 0, -1);
+    s->n_tokens = 0;
+    if (e->api.state_seq_set_data(e->ctx, k->data, k->size, s->id) == 0) {
+        e->api.memory_seq_rm(e->mem, s->id, 0, -1);
+        return 0;
+    }
+    memcpy(s->tokens, k->tokens, (size_t)k->n * sizeof(int32_t));
+    s->n_tokens = k->n;
+    k->used = ++e->clock;
+    kv_stat(e, 0, 1, best_pre);
+    return best_pre;
+}
+
 static void start(oh_lengine *e, slot_t *s, oh_lreq *r) {
     int32_t keep = common_prefix(s->tokens, s->n_tokens, r->prompt, r->n_prompt);
+    if (e->kv_limit > 0) {
+        int32_t got = kv_restore(e, s, r, keep);
+        if (got == keep && keep < s->n_tokens)
+            kv_save(e, s); /* the slot's sequence is about to be cut back */
+        keep = got;
+    }
     if (keep > r->n_prompt - 1)
         keep = r->n_prompt - 1; /* the last prompt token is decoded again for its logits */
     if (keep < 0)
@@ -708,6 +838,7 @@ static void make_room(oh_lengine *e, int32_t need) {
         }
         if (lru == NULL)
             break;
+        kv_save(e, lru);
         e->api.memory_seq_rm(e->mem, lru->id, 0, -1);
         used -= lru->n_tokens;
         lru->n_tokens = 0;
@@ -890,6 +1021,10 @@ static void step(oh_lengine *e, uint64_t *decode_ns, uint64_t *decode_cpu, uint6
     uint64_t t2 = now_ns();
     sample_all(e, jobs, nj);
     *sample_ns = now_ns() - t2;
+    pthread_mutex_lock(&e->smu); /* before deliver() may tell anyone a request is done */
+    for (int j = 0; j < nj; j++)
+        e->st.generated += jobs[j]->sample_fail ? 0u : 1u;
+    pthread_mutex_unlock(&e->smu);
     for (int j = 0; j < nj; j++)
         deliver(e, jobs[j]);
     /* Text events of the requests still running: one batch of notes. */
@@ -907,9 +1042,6 @@ static void step(oh_lengine *e, uint64_t *decode_ns, uint64_t *decode_cpu, uint6
     if (any)
         pthread_cond_signal(&e->ncv);
     pthread_mutex_unlock(&e->nmu);
-    pthread_mutex_lock(&e->smu);
-    e->st.generated += (uint64_t)nj;
-    pthread_mutex_unlock(&e->smu);
 }
 
 static int32_t count_active(oh_lengine *e) {
@@ -1070,7 +1202,7 @@ int oh_le_whole(oh_lengine *e, int32_t token) {
 
 int oh_le_create(oh_lengine **out, const oh_llama_api *api, void *ctx, void *vocab, void *memory,
                  int32_t n_vocab, int32_t n_ctx, int32_t n_batch, int32_t n_seq,
-                 int32_t prefill_chunk, int32_t n_sample_threads) {
+                 int32_t prefill_chunk, int32_t n_sample_threads, size_t kv_cache_bytes) {
     *out = NULL;
     if (api == NULL || ctx == NULL || vocab == NULL || memory == NULL || n_vocab <= 0 ||
         n_ctx <= 0 || n_batch <= 0 || n_seq <= 0 || prefill_chunk <= 0)
@@ -1088,6 +1220,7 @@ int oh_le_create(oh_lengine **out, const oh_llama_api *api, void *ctx, void *voc
     e->n_seq = n_seq;
     e->prefill_chunk = prefill_chunk < n_batch ? prefill_chunk : n_batch;
     e->n_threads = n_sample_threads < 1 ? 1 : n_sample_threads;
+    e->kv_limit = kv_cache_bytes;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     pthread_mutex_init(&e->nmu, NULL);
@@ -1221,6 +1354,9 @@ void oh_le_destroy(oh_lengine *e) {
     free(e->whole);
     free(e->eog);
     free(e->notes);
+    while (e->kv_n > 0)
+        kv_drop(e, e->kv_n - 1);
+    free(e->kv);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->nmu);

@@ -126,7 +126,8 @@ cdef class LlamaEngine:
     ``lib`` is the dlopen handle of the libllama llama-cpp-python loaded
     (``llama_cpp.llama_cpp._lib._handle``); ``ctx``, ``vocab`` and ``memory``
     are addresses of that context's objects. ``sample_threads`` counts the
-    loop's own thread.
+    loop's own thread. ``kv_cache_bytes`` bounds the session cache (saved
+    sequence states restored when their session returns; 0: none).
     """
 
     cdef oh_lengine *e
@@ -137,7 +138,7 @@ cdef class LlamaEngine:
 
     def __cinit__(self, uintptr_t lib, uintptr_t ctx, uintptr_t vocab, uintptr_t memory,
                   int n_vocab, int n_ctx, int n_batch, int n_seq, int prefill_chunk=256,
-                  int sample_threads=1):
+                  int sample_threads=1, size_t kv_cache_bytes=0):
         cdef const char *missing = NULL
         cdef int rc
         self._live = {}
@@ -151,7 +152,8 @@ cdef class LlamaEngine:
             raise _errors.ConfigError("LlamaEngine needs the addresses of a llama context, vocab and memory")
         with nogil:
             rc = oh_le_create(&self.e, &self.api, <void *>ctx, <void *>vocab, <void *>memory,
-                              n_vocab, n_ctx, n_batch, n_seq, prefill_chunk, sample_threads)
+                              n_vocab, n_ctx, n_batch, n_seq, prefill_chunk, sample_threads,
+                              kv_cache_bytes)
         if rc != OH_OK:
             _raise_status(rc, f"cannot start the llama decode loop (n_vocab={n_vocab}, "
                               f"n_ctx={n_ctx}, n_batch={n_batch}, n_seq={n_seq})")
@@ -276,6 +278,11 @@ cdef class LlamaEngine:
             "decode_ns": s.decode_ns,
             "sample_ns": s.sample_ns,
             "parallel_samples": s.parallel_samples,
+            "kv_saved": s.kv_saved,
+            "kv_restored": s.kv_restored,
+            "kv_restored_tokens": s.kv_restored_tokens,
+            "kv_bytes": s.kv_bytes,
+            "kv_entries": s.kv_entries,
             "n_active": s.n_active,
             "n_waiting": s.n_waiting,
         }

@@ -14,6 +14,9 @@ const char *const oh_llama_api_names[OH_LLAMA_API_N] = {
     "llama_vocab_is_eog",
     "llama_batch_init",
     "llama_batch_free",
+    "llama_state_seq_get_size",
+    "llama_state_seq_get_data",
+    "llama_state_seq_set_data",
 };
 
 int oh_llama_resolve(void *handle, oh_llama_api *api, const char **missing) {
@@ -40,6 +43,9 @@ int oh_llama_resolve(void *handle, oh_llama_api *api, const char **missing) {
     memcpy(&api->vocab_is_eog, &found[7], sizeof(void *));
     memcpy(&api->batch_init, &found[8], sizeof(void *));
     memcpy(&api->batch_free, &found[9], sizeof(void *));
+    memcpy(&api->state_seq_get_size, &found[10], sizeof(void *));
+    memcpy(&api->state_seq_get_data, &found[11], sizeof(void *));
+    memcpy(&api->state_seq_set_data, &found[12], sizeof(void *));
     return 0;
 }
 

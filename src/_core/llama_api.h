@@ -59,10 +59,13 @@ typedef struct {
     bool (*vocab_is_eog)(const void *vocab, oh_llama_token token);
     oh_llama_batch (*batch_init)(int32_t n_tokens, int32_t embd, int32_t n_seq_max);
     void (*batch_free)(oh_llama_batch batch);
+    size_t (*state_seq_get_size)(void *ctx, oh_llama_seq_id seq);
+    size_t (*state_seq_get_data)(void *ctx, uint8_t *dst, size_t size, oh_llama_seq_id seq);
+    size_t (*state_seq_set_data)(void *ctx, const uint8_t *src, size_t size, oh_llama_seq_id dest);
 } oh_llama_api;
 
 /* The names looked up, in the order of the fields above. */
-#define OH_LLAMA_API_N 10
+#define OH_LLAMA_API_N 13
 extern const char *const oh_llama_api_names[OH_LLAMA_API_N];
 
 /* dlsym() every function from `handle` (a dlopen handle). OK, or INVALID

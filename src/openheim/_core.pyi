@@ -319,6 +319,11 @@ class LlamaEngineStats(TypedDict):
     decode_ns: int
     sample_ns: int
     parallel_samples: int  # steps sampled on the thread pool
+    kv_saved: int  # sequences saved to the session cache
+    kv_restored: int  # ... restored from it
+    kv_restored_tokens: int  # prompt tokens those restores covered
+    kv_bytes: int  # state bytes held
+    kv_entries: int
     n_active: int
     n_waiting: int
 
@@ -371,6 +376,7 @@ class LlamaEngine:
         n_seq: int,
         prefill_chunk: int = 256,
         sample_threads: int = 1,
+        kv_cache_bytes: int = 0,
     ) -> None: ...
     def submit(
         self,

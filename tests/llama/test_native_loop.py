@@ -236,3 +236,52 @@ def test_the_loop_times_its_steps(solo_model: Any) -> None:
     assert after["decode_ns"] > before["decode_ns"]
     assert after["host_ns"] > before["host_ns"]
     assert after["generated"] - before["generated"] == N_TOKENS
+
+
+def test_a_session_gets_its_kv_back_after_its_slot_served_others(tiny_gguf: Path) -> None:
+    """One slot, two sessions taking turns: the returning one re-reads nothing."""
+    from openheim.models.llama import LlamaModel
+
+    model = LlamaModel(str(tiny_gguf), n_ctx=1024, n_parallel=1, n_threads=1, kv_cache_mb=64)
+    try:
+        tok = model._handle.tokenize
+        history_a = tok("session a " + "the quick brown fox jumps over the lazy dog " * 8)
+        history_b = tok("session b " + "a completely different conversation here " * 8)
+        first_a, buf_a = _generate(model, history_a, ignore_eos=True, max_tokens=8)
+        _generate(model, history_b, ignore_eos=True, max_tokens=8)  # the slot now holds b
+        stats = model.engine.stats()
+        assert stats["kv_saved"] == 1
+        # a's next turn: its history, its reply, a new message
+        turn2 = history_a + buf_a.tokens() + tok(" and then?", add_special=False)
+        second_a, _ = _generate(model, turn2, ignore_eos=True, max_tokens=8)
+        after = model.engine.stats()
+        assert after["kv_restored"] == 1
+        # everything a's slot had decoded came back (history and reply but its last token)
+        assert second_a.n_cached == len(history_a) + 8 - 1
+        assert (
+            after["prompt_evaluated"] - stats["prompt_evaluated"] == len(turn2) - second_a.n_cached
+        )
+        assert first_a.finish_reason == second_a.finish_reason == "length"
+    finally:
+        model.close()
+
+
+def test_restored_state_decodes_like_a_fresh_read(tiny_gguf: Path) -> None:
+    """Greedy tokens after a restore equal those after reading the whole prompt again."""
+    from openheim.models.llama import LlamaModel
+
+    outputs = []
+    for kv_mb in (64, 0):
+        model = LlamaModel(str(tiny_gguf), n_ctx=1024, n_parallel=1, n_threads=1, kv_cache_mb=kv_mb)
+        try:
+            tok = model._handle.tokenize
+            a = tok("one two three four five six seven eight nine ten " * 5)
+            b = tok("other words entirely, nothing in common at all " * 5)
+            _generate(model, a, ignore_eos=True, max_tokens=4)
+            _generate(model, b, ignore_eos=True, max_tokens=4)
+            _, buf = _generate(model, a + tok(" eleven", add_special=False), ignore_eos=True)
+            outputs.append(buf.tokens())
+            assert model.engine.stats()["kv_restored"] == (1 if kv_mb else 0)
+        finally:
+            model.close()
+    assert outputs[0] == outputs[1]

@@ -42,7 +42,9 @@ class LlamaModel:
     ``n_parallel`` sequences decode together; ``n_ctx`` tokens of KV cache are
     shared by them (any one sequence may use all of it). ``sample_threads``
     native threads sample the sequences of a step (default: the cores left
-    over by ``n_threads``, at least one).
+    over by ``n_threads``, at least one). Up to ``kv_cache_mb`` MiB of host
+    memory keep the KV state of sequences whose slot was reused, so a session
+    that returns later does not re-read its history (0 turns this off).
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class LlamaModel:
         prefill_chunk: int = 256,
         context_window: int | None = None,
         sample_threads: int | None = None,
+        kv_cache_mb: int = 256,
     ) -> None:
         from openheim.models._llama.bindings import LlamaHandle
         from openheim.models._llama.engine import Engine
@@ -87,7 +90,12 @@ class LlamaModel:
             # (its threads keep spinning for a while after each decode).
             threads = n_threads or os.cpu_count() or 1
             sample_threads = max(1, min(8, (os.cpu_count() or 1) - threads + 1))
-        self.engine = Engine(h, prefill_chunk=prefill_chunk, sample_threads=sample_threads)
+        self.engine = Engine(
+            h,
+            prefill_chunk=prefill_chunk,
+            sample_threads=sample_threads,
+            kv_cache_bytes=kv_cache_mb << 20,
+        )
         self._context_window = context_window or h.n_ctx
         self._name = f"llama:{os.path.basename(self.path)}"
 

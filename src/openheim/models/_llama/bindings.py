@@ -246,6 +246,9 @@ _SIGNATURES: dict[str, tuple[int | None, tuple[int, ...]]] = {
     "llama_vocab_is_eog": (1, (8, 4)),
     "llama_batch_init": (56, (4, 4, 4)),
     "llama_batch_free": (None, (56,)),
+    "llama_state_seq_get_size": (8, (8, 4)),
+    "llama_state_seq_get_data": (8, (8, 8, 8, 4)),
+    "llama_state_seq_set_data": (8, (8, 8, 8, 4)),
 }
 _STRUCTS = {
     "llama_batch": "llama_batch",

@@ -20,8 +20,11 @@ stream when its request is done.
 Prompt caching: a slot keeps its KV cache after its request ends; the next
 request goes to the idle slot sharing the longest prefix with its prompt and
 evaluates only the rest (a session's next turn re-reads nothing it already
-read). A slot's cache is dropped when the slot is reused for another prompt or
-when the context needs the room (least recently used first).
+read). When a slot is reused for another prompt, or the context needs the room,
+the sequence it held (32 tokens or more) is saved with llama.cpp's per-sequence
+state API into a bounded session cache keyed by its tokens, and restored into a
+slot when a prompt returns that shares a longer prefix with it than with any
+slot: a session keeps its KV cache even after its slot served others.
 """
 
 from __future__ import annotations
@@ -100,7 +103,12 @@ class Engine:
     """The native decode loop of one loaded model, and its pump thread."""
 
     def __init__(
-        self, handle: LlamaHandle, *, prefill_chunk: int = 256, sample_threads: int | None = None
+        self,
+        handle: LlamaHandle,
+        *,
+        prefill_chunk: int = 256,
+        sample_threads: int | None = None,
+        kv_cache_bytes: int = 0,
     ) -> None:
         check_native_abi()
         self.h = handle
@@ -117,6 +125,7 @@ class Engine:
             handle.n_seq_max,
             prefill_chunk=max(1, min(prefill_chunk, handle.n_batch)),
             sample_threads=threads,
+            kv_cache_bytes=max(0, kv_cache_bytes),
         )
         self._closed = False
         self._pump = threading.Thread(
