@@ -314,6 +314,7 @@ def argmax(logits: Buffer) -> int:
 def top_k(logits: Buffer, k: int) -> list[tuple[int, float]]:
     """The k largest logits (float32) as (token, logit) pairs, best first (ties: lower token)."""
 
+@type_check_only
 class LlamaEngineStats(TypedDict):
     """Counters returned by :meth:`LlamaEngine.stats` (times in ns, summed over steps)."""
 
@@ -335,6 +336,7 @@ class LlamaEngineStats(TypedDict):
     n_active: int
     n_waiting: int
 
+@disjoint_base
 class LlamaRequest:
     """One generation submitted to a LlamaEngine (created by LlamaEngine.submit)."""
 
@@ -365,6 +367,7 @@ class LlamaRequest:
     @property
     def grammar_checks(self) -> int: ...
 
+@disjoint_base
 class LlamaEngine:
     """The decode loop of one llama context, on its own native thread."""
 
@@ -528,9 +531,6 @@ class Scheduler:
     async def aclose(self, timeout: float | None = None) -> None:
         """Let queued messages be handled (up to ``timeout`` s), then close."""
     def stats(self) -> SchedulerStats: ...
-
-def whole_utf8_mask(token_to_piece: int, vocab: int, n_vocab: int) -> bytes:
-    """1 per token whose bytes are whole UTF-8 characters (libllama's token_to_piece)."""
 
 def _set_wait_slice(seconds: float) -> float:
     """Set how often blocking waits wake to check for signals; returns the old value."""
