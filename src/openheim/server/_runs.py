@@ -151,12 +151,8 @@ class RunRegistry:
         record = RunRecord(run_id, tenant, name, self.log(tenant))
         self.records[run_id] = record
         record.push("run_started", {"run_id": run_id, "agent": name, "session": session})
-        import inspect  # TEMP until run_id= lands
-
-        kw: dict[str, Any] = (
-            {"run_id": run_id} if "run_id" in inspect.signature(agent.stream).parameters else {}
-        )
-        events = agent.stream(prompt, session=session, **kw)
+        # One id: the server's run id is the agent's (its checkpoints, its lease, its events).
+        events = agent.stream(prompt, session=session, run_id=run_id)
         record.task = asyncio.get_running_loop().create_task(
             self._drive(record, events, self.lease(tenant, run_id), fresh=True)
         )

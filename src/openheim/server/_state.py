@@ -16,73 +16,20 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, cast
 
-from openheim.config import Config, open_history
-from openheim.messages import Message, Usage
+from openheim.config import Config
 from openheim.server._runs import RunRegistry
-from openheim.sessions import HistoryStore
+from openheim.stores import Store, open_store
+from openheim.stores.history import StoreHistory
 
 if TYPE_CHECKING:
     from openheim.agent import Agent
     from openheim.models import Model
-    from openheim.stores import Store
     from openheim.stores.checkpoint import Checkpointer
 
 
 log = logging.getLogger("openheim.server")
-
-
-class SessionStore(HistoryStore, Protocol):
-    """A tenant's session store: a HistoryStore that also lists and deletes sessions."""
-
-    async def list_sessions(self, prefix: str = "") -> list[str]: ...
-
-    async def delete(self, session: str) -> bool: ...
-
-    async def aclose(self) -> None: ...
-
-
-class EphemeralHistory:
-    """A tenant's session store plus request-scoped conversations that are never saved.
-
-    OpenAI-style requests carry the whole conversation; it is handed to the
-    agent as the history of a throwaway session id.
-    """
-
-    def __init__(self, store: SessionStore) -> None:
-        self.store = store
-        self._scratch: dict[str, list[Message]] = {}
-
-    def scratch(self, session: str, messages: list[Message]) -> None:
-        self._scratch[session] = messages
-
-    def drop(self, session: str) -> None:
-        self._scratch.pop(session, None)
-
-    async def load(self, session: str) -> list[Message]:
-        if session in self._scratch:
-            return list(self._scratch[session])
-        return await self.store.load(session)
-
-    async def append(
-        self,
-        session: str,
-        messages: Sequence[Message],
-        usage: Usage | None = None,
-        *,
-        run_id: str | None = None,
-    ) -> None:
-        if session in self._scratch:
-            return
-        await self.store.append(session, messages, usage, run_id=run_id)
-
-    async def usage(self, session: str) -> Usage:
-        return await self.store.usage(session)
-
-    async def clear(self, session: str) -> None:
-        await self.store.clear(session)
 
 
 class TooManyRuns(Exception):
@@ -103,7 +50,8 @@ class ServerState:
         self._retired: dict[int, Model] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()  # set while no run or request is in flight
-        self._histories: dict[str, EphemeralHistory] = {}
+        self._store: Store | None = None  # opened on first use; tenants are its namespaces
+        self._histories: dict[str, StoreHistory] = {}
         self._checkpointers: dict[str, Checkpointer] = {}
         self.runs = RunRegistry(self)
         self.active: dict[str, int] = {}
@@ -132,10 +80,12 @@ class ServerState:
         config.reload_modules()  # tool and model modules beside the config: afresh from disk
         old_agents = list(self._agents.values())
         old_models = list(self._models.values())
-        old_stores: list[SessionStore] = []
+        old_stores: list[Store] = []
         if config.store.url != self.config.store.url:
-            old_stores = [h.store for h in self._histories.values()]
+            old_stores = [self._store] if self._store is not None else []
+            self._store = None
             self._histories = {}
+            self._checkpointers = {}
         self.config = config
         self._keys = keys
         self._agents = {}
@@ -155,7 +105,7 @@ class ServerState:
         runs: list[asyncio.Task[None]],
         agents: list[Agent],
         models: list[Model],
-        stores: list[SessionStore],
+        stores: list[Store],
     ) -> None:
         grace = self.config.server.shutdown_grace
         deadline = time.monotonic() + grace
@@ -176,23 +126,18 @@ class ServerState:
                 found = tenant
         return found
 
-    def history(self, tenant: str) -> EphemeralHistory:
+    def history(self, tenant: str) -> StoreHistory:
+        """The tenant's sessions (its namespace of the one configured store)."""
         h = self._histories.get(tenant)
         if h is None:
-            store = cast(SessionStore, open_history(self.config.store.url, tenant))
-            h = EphemeralHistory(store)
-            self._histories[tenant] = h
+            if self._store is None:
+                self._store = open_store(self.config.store_url)
+            h = self._histories[tenant] = StoreHistory(self._store, namespace=tenant)
         return h
 
     def store(self, tenant: str) -> Store:
         """The tenant's namespace of the configured store: sessions, checkpoints, run events."""
-        from openheim.errors import ConfigError
-        from openheim.stores import Store
-
-        store = getattr(self.history(tenant).store, "store", None)
-        if not isinstance(store, Store):
-            raise ConfigError("the server needs openheim.stores for durable runs")
-        return store
+        return self.history(tenant).store
 
     def checkpointer(self, tenant: str) -> Checkpointer:
         """The one Checkpointer of the tenant's agents (their runs survive a restart)."""
@@ -309,12 +254,12 @@ class ServerState:
         agents, self._agents = list(self._agents.values()), {}
         models = [*self._models.values(), *self._retired.values()]
         self._models, self._retired = OrderedDict(), {}
-        stores = [h.store for h in self._histories.values()]
-        self._histories = {}
+        stores = [self._store] if self._store is not None else []
+        self._store, self._histories, self._checkpointers = None, {}, {}
         await _close_all(agents, models, stores)
 
 
-async def _close_all(agents: list[Agent], models: list[Model], stores: list[SessionStore]) -> None:
+async def _close_all(agents: list[Agent], models: list[Model], stores: list[Store]) -> None:
     for agent in agents:
         try:
             await agent.aclose()
