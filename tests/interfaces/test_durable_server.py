@@ -609,3 +609,24 @@ def test_chat_completions_pass_the_conversation_and_store_nothing(shared: Served
     poll(lambda: asyncio.run(stored()) == before, what="the store staying as it was")
     with shared.client() as c:
         assert not [s for s in c.get("/v1/sessions").json()["sessions"] if "chat" in s]
+
+
+def test_two_decisions_at_once_continue_the_run_once(shared: Served) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with shared.client() as c:
+        run_id, call_id = _paused_run(c, "twice.txt")
+    body = {"decisions": [{"id": call_id, "approved": True}]}
+
+    def decide() -> int:
+        with shared.client() as c:
+            return c.post(f"/v1/runs/{run_id}/approvals", json=body).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        codes = sorted(pool.map(lambda _: decide(), range(4)))
+    assert codes == [200, 409, 409, 409]
+    with shared.client() as c, c.stream("GET", f"/v1/runs/{run_id}/events") as r:
+        events = list(sse(r.iter_lines()))
+    results = [e for e in events if e[1] == "tool_result"]
+    assert [e[2]["content"] for e in results] == ["deleted twice.txt"]
+    assert [e[1] for e in events].count("run_resumed") == 1

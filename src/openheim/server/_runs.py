@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -68,6 +69,7 @@ class RunRegistry:
         self._state = state
         self.records: dict[str, RunRecord] = {}
         self.holder = default_holder()
+        self._holders = itertools.count(1)
         self._logs: dict[str, RunEventLog] = {}
         self._sweeper: asyncio.Task[None] | None = None
         # Runs seen paused (waiting for approval), not loaded again until this time.
@@ -93,9 +95,14 @@ class RunRegistry:
         return log
 
     def lease(self, tenant: str, run_id: str) -> Lease:
-        """The lease whoever executes run ``run_id`` holds (``[server] run_lease_ttl``)."""
+        """The lease whoever executes run ``run_id`` holds (``[server] run_lease_ttl``).
+
+        Each handle is a holder of its own, so two requests in this process that
+        race to continue one run are told apart like two processes.
+        """
         ttl = self._state.config.server.run_lease_ttl
-        return Lease(self._state.store(tenant), "run/" + run_id, holder=self.holder, ttl=ttl)
+        holder = f"{self.holder}:{next(self._holders)}"
+        return Lease(self._state.store(tenant), "run/" + run_id, holder=holder, ttl=ttl)
 
     # ---- lookup ------------------------------------------------------------------------
 
