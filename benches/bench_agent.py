@@ -2,8 +2,11 @@
 
 Both agents do the same run: the model calls one tool (``add``), the tool
 runs, the model answers with text. Measured in one process, interleaved, the
-median of several batches. Also: the wall time from a fresh interpreter to
-the first finished ``run_sync`` (beside ``python -c pass``).
+median of several batches, for both entry points: ``await agent.run(...)``
+inside an event loop, and ``agent.run_sync(...)`` called in a plain loop
+from synchronous code (each framework's own ``run_sync``). Also: the wall
+time from a fresh interpreter to the first finished ``run_sync`` (beside
+``python -c pass``).
 
 pydantic-ai is a benchmark-only dependency: ``pip install -e '.[bench]'``.
 """
@@ -21,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from _util import Row, print_table
 
 Runner = Callable[[], Awaitable[object]]
+SyncRunner = Callable[[], object]
 
 
 def _openheim(async_tool: bool) -> Runner:
@@ -51,6 +55,12 @@ def _openheim(async_tool: bool) -> Runner:
         assert result.output == "done"
         return result
 
+    def one_sync() -> object:
+        result = agent.run_sync("What is 0 + 0?")
+        assert result.output == "done"
+        return result
+
+    one.sync = one_sync  # type: ignore[attr-defined]
     return one
 
 
@@ -78,6 +88,12 @@ def _pydantic_ai(async_tool: bool) -> Runner:
         assert result.output == "done"
         return result
 
+    def one_sync() -> object:
+        result = agent.run_sync("What is 0 + 0?")
+        assert result.output == "done"
+        return result
+
+    one.sync = one_sync  # type: ignore[attr-defined]
     return one
 
 
@@ -102,6 +118,31 @@ async def _compare(async_tool: bool, repeat: int, seconds: float) -> tuple[float
     for _ in range(repeat):  # interleaved so machine noise hits both alike
         o_times.append(await _per_run(ours, seconds))
         b_times.append(await _per_run(base, seconds))
+    return statistics.median(o_times), statistics.median(b_times)
+
+
+def _per_run_sync(runner: SyncRunner, seconds: float) -> float:
+    """Seconds per ``run_sync`` call over a batch of about ``seconds``."""
+    n, elapsed = 0, 0.0
+    t0 = time.perf_counter()
+    while elapsed < seconds:
+        for _ in range(10):
+            runner()
+        n += 10
+        elapsed = time.perf_counter() - t0
+    return elapsed / n
+
+
+def _compare_sync(async_tool: bool, repeat: int, seconds: float) -> tuple[float, float]:
+    ours: SyncRunner = _openheim(async_tool).sync  # type: ignore[attr-defined]
+    base: SyncRunner = _pydantic_ai(async_tool).sync  # type: ignore[attr-defined]
+    for _ in range(20):
+        ours()
+        base()
+    o_times, b_times = [], []
+    for _ in range(repeat):
+        o_times.append(_per_run_sync(ours, seconds))
+        b_times.append(_per_run_sync(base, seconds))
     return statistics.median(o_times), statistics.median(b_times)
 
 
@@ -155,15 +196,26 @@ def run(repeat: int = 5, seconds: float = 0.5) -> list[Row]:
         )
         return [first_run()]
     rows = []
-    for async_tool, label in ((False, "sync tool, thread pool"), (True, "async tool")):
+    for async_tool, label in ((False, "sync tool"), (True, "async tool")):
         o, b = asyncio.run(_compare(async_tool, repeat, seconds))
         rows.append(
             Row(
-                f"agent run: 1 tool call + answer ({label})",
+                f"await agent.run: tool call + answer ({label})",
                 1 / o,
                 1 / b,
                 "/s",
-                "pydantic-ai TestModel",
+                "pydantic-ai TestModel, await agent.run",
+                target=20.0,
+            )
+        )
+        o, b = _compare_sync(async_tool, repeat, seconds)
+        rows.append(
+            Row(
+                f"agent.run_sync: tool call + answer ({label})",
+                1 / o,
+                1 / b,
+                "/s",
+                "pydantic-ai TestModel, agent.run_sync",
                 target=20.0,
             )
         )

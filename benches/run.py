@@ -39,6 +39,13 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
             "stored bytes vs the messages' own bytes (limit 2×)",
         ),
     ],
+    "workflow": [
+        (
+            "bench_workflow",
+            "workflow engine vs LangGraph (per run: lower is better, target ≥30×; durable "
+            "runs/s: target ≥10× at 64); 10,000 in flight (limits 500 ms, 4 KB)",
+        ),
+    ],
     "server": [
         (
             "bench_server",

@@ -41,6 +41,57 @@ def test_all_is_sorted_and_resolvable() -> None:
         assert getattr(openheim, name) is not None
 
 
+PUBLIC_API = [
+    "Agent",
+    "AgentEvent",
+    "Approval",
+    "ApprovalRequired",
+    "Budget",
+    "Done",
+    "HistoryStore",
+    "InMemoryHistory",
+    "MCPServerHTTP",
+    "MCPServerStdio",
+    "Mailbox",
+    "Message",
+    "ModelSettings",
+    "PendingApproval",
+    "Retry",
+    "RunContext",
+    "RunResult",
+    "RunState",
+    "StopRun",
+    "TextDelta",
+    "Tool",
+    "ToolCall",
+    "ToolCallArgsDelta",
+    "ToolCallStarted",
+    "ToolCalled",
+    "ToolError",
+    "ToolResult",
+    "Toolset",
+    "Usage",
+    "UsageEvent",
+    "Workflow",
+    "WorkflowResult",
+    "__version__",
+    "errors",
+    "reducer",
+    "tool",
+]
+
+
+def test_public_api_is_pinned() -> None:
+    """``openheim.__all__`` changes only on purpose: update this list with it."""
+    assert openheim.__all__ == PUBLIC_API
+    assert sorted(PUBLIC_API) == PUBLIC_API
+    # Every lazy name is public, and dir() lists them all.
+    lazy = set(openheim._LAZY)  # type: ignore[attr-defined]
+    assert lazy <= set(PUBLIC_API)
+    assert set(PUBLIC_API) - lazy == {"Mailbox", "__version__"}
+    assert set(PUBLIC_API) <= set(dir(openheim))
+
+
 def test_import_pulls_in_no_heavy_package() -> None:
     code = textwrap.dedent(
         f"""
@@ -99,3 +150,26 @@ def test_missing_core_fails_with_clear_error(tmp_path: object) -> None:
     assert first == "CoreMissingError True"
     assert "no pure-Python fallback" in message
     assert "pip install" in message
+
+
+def test_every_module_has_a_layer() -> None:
+    """The import contract places every top-level module of the package in a layer."""
+    import pkgutil
+    from pathlib import Path
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["importlinter"]
+    contract = config["contracts"][0]
+    named = {
+        name.strip().strip("()")
+        for layer in contract["layers"]
+        for name in layer.replace("|", ":").split(":")
+    }
+    modules = {f"openheim.{m.name}" for m in pkgutil.iter_modules(openheim.__path__)}
+    assert modules - named == set(), "place these modules in the layers contract"
+    assert not contract.get("ignore_imports")

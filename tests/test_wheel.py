@@ -64,3 +64,29 @@ def test_manylinux_wheel_installs_and_runs_outside_tree(tmp_path: Path) -> None:
         [str(venv / "bin" / "openheim"), "--version"], capture_output=True, text=True, timeout=60
     )
     assert cli.stdout.strip() == f"openheim {openheim.__version__}"
+
+    # Only the base wheel: each command that needs an extra says which, in one line.
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "openheim.toml").write_text(
+        '[agents.local]\nmodel = "llama:m.gguf"\n\n[store]\nurl = "memory://"\n'
+    )
+    (project / "m.gguf").write_bytes(b"GGUF")
+    for args, extra in (
+        (["run", "local", "hi"], "local"),
+        (["chat"], "cli"),
+        (["serve"], "server"),
+        (["demo"], "demo"),
+    ):
+        res = subprocess.run(
+            [str(venv / "bin" / "openheim"), *args],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert res.returncode == 2, (args, res.stderr)
+        assert "Traceback" not in res.stderr, res.stderr
+        last = res.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"openheim {args[0]}: "), res.stderr
+        assert f"pip install 'openheim[{extra}]'" in last

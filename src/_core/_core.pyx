@@ -1,4 +1,4 @@
-# cython: language_level=3, freethreading_compatible=False
+# cython: language_level=3, freethreading_compatible=False, auto_pickle=False, autotestdict=False
 """openheim._core: the compiled core (mailboxes, scheduler, state codec, token buffers).
 
 Each part lives in its own ``.pxi`` beside this file and wraps one C file. C

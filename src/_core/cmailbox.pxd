@@ -14,3 +14,4 @@ cdef extern from "mailbox.h" nogil:
     void oh_mb_close(oh_mailbox *mb)
     size_t oh_mb_count(oh_mailbox *mb)
     int oh_mb_is_closed(oh_mailbox *mb)
+    void oh_mb_waiters(oh_mailbox *mb, int *getters, int *putters)

@@ -32,6 +32,20 @@ cdef int _raise_status(int rc, str what) except -1:
 cdef double _SLICE = 0.1  # blocking waits wake this often to let Ctrl-C through
 
 
+def _set_wait_slice(double seconds):
+    """Set how often blocking waits wake to check for signals; returns the old value.
+
+    For tests that must tell a real wake-up from a periodic one (a long slice
+    means a blocked thread wakes only when signalled).
+    """
+    global _SLICE
+    if not seconds > 0:
+        raise ValueError(f"the wait slice must be a positive number of seconds, got {seconds!r}")
+    old = _SLICE
+    _SLICE = seconds
+    return old
+
+
 cdef double _monotonic() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)

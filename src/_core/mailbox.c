@@ -260,3 +260,11 @@ int oh_mb_is_closed(oh_mailbox *mb)
     pthread_mutex_unlock(&mb->mu);
     return c;
 }
+
+void oh_mb_waiters(oh_mailbox *mb, int *getters, int *putters)
+{
+    pthread_mutex_lock(&mb->mu);
+    *getters = mb->wait_get;
+    *putters = mb->wait_put;
+    pthread_mutex_unlock(&mb->mu);
+}

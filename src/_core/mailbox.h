@@ -38,5 +38,7 @@ int oh_mb_get_wait(oh_mailbox *mb, void **out, double timeout);
 void oh_mb_close(oh_mailbox *mb);
 size_t oh_mb_count(oh_mailbox *mb);
 int oh_mb_is_closed(oh_mailbox *mb);
+/* Threads blocked in oh_mb_get_wait / oh_mb_put_wait right now (introspection, tests). */
+void oh_mb_waiters(oh_mailbox *mb, int *getters, int *putters);
 
 #endif

@@ -79,6 +79,16 @@ cdef class Mailbox:
         """True once :meth:`close` has been called."""
         return oh_mb_is_closed(&self.mb) != 0
 
+    def _blocked_threads(self):
+        """(getters, putters): threads blocked in get_blocking / put_blocking right now.
+
+        Counted by the C queue under its lock while a thread sleeps on its
+        condition variable; for tests and diagnostics.
+        """
+        cdef int getters = 0, putters = 0
+        oh_mb_waiters(&self.mb, &getters, &putters)
+        return getters, putters
+
     def close(self):
         """Refuse new items; readers drain the rest, then get MailboxClosed.
 

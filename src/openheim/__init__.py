@@ -19,7 +19,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the wheel test
         "openheim's compiled core (openheim._core) is not installed or failed to load: "
         f"{exc}. openheim has no pure-Python fallback. Install a prebuilt wheel "
         "(`pip install openheim`) or build from source with a C compiler, "
-        "CMake and Cython (`pip install .` or `make install` in a checkout)."
+        "CMake and Cython (`pip install .` in a checkout, or `make run`)."
     ) from exc
 
 from openheim._core import Mailbox
@@ -44,15 +44,17 @@ if TYPE_CHECKING:
     from openheim.errors import StopRun, ToolError
     from openheim.messages import Message, ToolCall, Usage
     from openheim.models.base import ModelSettings, TextDelta
-    from openheim.sessions import HistoryStore, InMemoryHistory
+    from openheim.stores.history import HistoryStore, InMemoryHistory
     from openheim.tools import RunContext, Tool, Toolset, tool
     from openheim.tools.mcp import MCPServerHTTP, MCPServerStdio
+    from openheim.workflow import Budget, Retry, Workflow, WorkflowResult, reducer
 
 __all__ = [
     "Agent",
     "AgentEvent",
     "Approval",
     "ApprovalRequired",
+    "Budget",
     "Done",
     "HistoryStore",
     "InMemoryHistory",
@@ -62,6 +64,7 @@ __all__ = [
     "Message",
     "ModelSettings",
     "PendingApproval",
+    "Retry",
     "RunContext",
     "RunResult",
     "RunState",
@@ -77,8 +80,11 @@ __all__ = [
     "Toolset",
     "Usage",
     "UsageEvent",
+    "Workflow",
+    "WorkflowResult",
     "__version__",
     "errors",
+    "reducer",
     "tool",
 ]
 
@@ -88,8 +94,8 @@ _LAZY: dict[str, str] = {
     "Approval": "openheim.agent:Approval",
     "ApprovalRequired": "openheim.agent:ApprovalRequired",
     "Done": "openheim.agent:Done",
-    "HistoryStore": "openheim.sessions:HistoryStore",
-    "InMemoryHistory": "openheim.sessions:InMemoryHistory",
+    "HistoryStore": "openheim.stores.history:HistoryStore",
+    "InMemoryHistory": "openheim.stores.history:InMemoryHistory",
     "MCPServerHTTP": "openheim.tools.mcp:MCPServerHTTP",
     "MCPServerStdio": "openheim.tools.mcp:MCPServerStdio",
     "Message": "openheim.messages:Message",
@@ -111,6 +117,12 @@ _LAZY: dict[str, str] = {
     "Usage": "openheim.messages:Usage",
     "UsageEvent": "openheim.agent.events:UsageEvent",
     "errors": "openheim.errors",
+    # workflows
+    "Budget": "openheim.workflow:Budget",
+    "Retry": "openheim.workflow:Retry",
+    "Workflow": "openheim.workflow:Workflow",
+    "WorkflowResult": "openheim.workflow:WorkflowResult",
+    "reducer": "openheim.workflow:reducer",
     "tool": "openheim.tools._tool:tool",
 }
 

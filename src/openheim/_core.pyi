@@ -3,19 +3,21 @@
 import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from types import TracebackType
-from typing import Any, Final, Generic, TypedDict, TypeVar, overload
+from types import GenericAlias, TracebackType
+from typing import Any, Final, Generic, TypedDict, TypeVar, final, overload, type_check_only
 
-from typing_extensions import Buffer, Self
+from typing_extensions import Buffer, Self, disjoint_base
 
 _T = TypeVar("_T")
 _StrPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
+@disjoint_base
 class Mailbox(Generic[_T]):
     """A bounded multi-producer, multi-consumer queue of Python objects."""
 
     maxsize: int
     def __init__(self, maxsize: int = 1024) -> None: ...
+    def __class_getitem__(cls, item: Any) -> GenericAlias: ...
     def qsize(self) -> int: ...
     def __len__(self) -> int: ...
     def empty(self) -> bool: ...
@@ -32,7 +34,9 @@ class Mailbox(Generic[_T]):
     async def __anext__(self) -> _T: ...
     def put_blocking(self, item: _T, timeout: float | None = None) -> None: ...
     def get_blocking(self, timeout: float | None = None) -> _T: ...
+    def _blocked_threads(self) -> tuple[int, int]: ...
 
+@disjoint_base
 class TokenBuffer:
     """The text of one LLM output stream: a decoder appends tokens, readers read text.
 
@@ -90,6 +94,7 @@ class TokenBuffer:
     def reader(self, offset: int = 0) -> TokenReader:
         """A reader at ``offset`` characters; StreamDiscarded if that text is gone."""
 
+@final
 class TokenReader:
     """One reader of a TokenBuffer at its own character offset."""
 
@@ -157,6 +162,7 @@ def decode_frame(data: Buffer, *, type: Any) -> Any:
     ``type`` (written with another schema).
     """
 
+@disjoint_base
 class FrameHeader:
     """What a frame's header says (from :func:`frame_header`)."""
 
@@ -188,6 +194,7 @@ LOG_VERSION: Final[int]
 LOG_MAX_RECORD: Final[int]
 """The largest record a log takes, in bytes."""
 
+@disjoint_base
 class LogReader:
     """Iterate over a log's records; stops at a torn or damaged tail."""
 
@@ -223,6 +230,7 @@ class LogReader:
 def read_log(path: _StrPath) -> list[bytes]:
     """Every valid record of the log at ``path``."""
 
+@disjoint_base
 class LogWriter:
     """Append records to a log file; many appends share one fsync."""
 
@@ -306,6 +314,7 @@ def argmax(logits: Buffer) -> int:
 def top_k(logits: Buffer, k: int) -> list[tuple[int, float]]:
     """The k largest logits (float32) as (token, logit) pairs, best first (ties: lower token)."""
 
+@type_check_only
 class LlamaEngineStats(TypedDict):
     """Counters returned by :meth:`LlamaEngine.stats` (times in ns, summed over steps)."""
 
@@ -327,6 +336,7 @@ class LlamaEngineStats(TypedDict):
     n_active: int
     n_waiting: int
 
+@disjoint_base
 class LlamaRequest:
     """One generation submitted to a LlamaEngine (created by LlamaEngine.submit)."""
 
@@ -357,6 +367,7 @@ class LlamaRequest:
     @property
     def grammar_checks(self) -> int: ...
 
+@disjoint_base
 class LlamaEngine:
     """The decode loop of one llama context, on its own native thread."""
 
@@ -409,6 +420,7 @@ class LlamaEngine:
 
 _M = TypeVar("_M")
 
+@type_check_only
 class SchedulerStats(TypedDict):
     """Counters returned by :meth:`Scheduler.stats`."""
 
@@ -425,6 +437,7 @@ class SchedulerStats(TypedDict):
     threadsafe_wakeups: int  # ... of which from other threads (call_soon_threadsafe)
     tasks: int  # busy-period Tasks started
 
+@disjoint_base
 class Actor(Generic[_M]):
     """An actor: a handler run on one message at a time, in arrival order.
 
@@ -452,6 +465,7 @@ class Actor(Generic[_M]):
     def stop(self) -> None:
         """Close the mailbox, drop queued messages, leave the ready queue."""
 
+@disjoint_base
 class Timer:
     """A pending :meth:`Scheduler.send_after` / :meth:`Scheduler.call_later`."""
 
@@ -463,6 +477,7 @@ class Timer:
         """Cancel if not yet fired; True if it was pending."""
     def cancelled(self) -> bool: ...
 
+@disjoint_base
 class Scheduler:
     """The actor dispatch loop of one asyncio event loop.
 
@@ -516,3 +531,6 @@ class Scheduler:
     async def aclose(self, timeout: float | None = None) -> None:
         """Let queued messages be handled (up to ``timeout`` s), then close."""
     def stats(self) -> SchedulerStats: ...
+
+def _set_wait_slice(seconds: float) -> float:
+    """Set how often blocking waits wake to check for signals; returns the old value."""

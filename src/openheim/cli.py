@@ -1,42 +1,40 @@
 """The ``openheim`` command line (also ``python -m openheim``).
 
-Exit codes: 0 ok, 1 the agent failed, 2 a usage or configuration error.
+Exit codes: 0 ok, 1 the agent failed (or paused for approval), 2 a usage or
+configuration error (a missing optional package too).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
+from openheim._cli_common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    build_agent,
+    missing_module_message,
+    run_to_end,
+)
+from openheim._cli_common import load as _config
+from openheim._cli_common import say as _say
 from openheim._version import __version__
-from openheim.errors import ConfigError, OpenheimError
-
-EXIT_OK, EXIT_AGENT, EXIT_USAGE = 0, 1, 2
+from openheim.errors import ConfigError
 
 
-def _jsonable(obj: Any) -> Any:
-    dump = getattr(obj, "model_dump", None)
-    if dump is not None:
-        return dump(mode="json")
-    raise TypeError(f"cannot encode {type(obj).__name__} as JSON")
-
-
-_json = msgspec.json.Encoder(enc_hook=_jsonable)
-
-
-def _build_parser() -> argparse.ArgumentParser:
+def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and each command's own parser (options go anywhere in those)."""
     parser = argparse.ArgumentParser(
         prog="openheim",
         description="Build, run and serve LLM agents in production.",
     )
-    parser.add_argument("--version", action="version", version=f"openheim {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"openheim {__version__}", help="print the version"
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",
@@ -44,7 +42,15 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="config file (default ./openheim.toml, then ~/.openheim/openheim.toml)",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    tenant = argparse.ArgumentParser(add_help=False)
+    tenant.add_argument(
+        "--tenant", default="default", help="the tenant (session namespace; default 'default')"
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print one JSON object")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", help="`openheim COMMAND --help` describes one"
+    )
     demo = sub.add_parser("demo", help="run the example agent (what `make run` runs)")
     demo.add_argument("prompt", nargs="?", default=None, help="question for the example agent")
     demo.add_argument(
@@ -54,83 +60,161 @@ def _build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="write an example openheim.toml and tools module")
     init.add_argument("directory", nargs="?", default=".", help="where to write (default .)")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.add_argument(
+        "--model",
+        default=None,
+        metavar="MODEL",
+        help="the example agent's model, e.g. llama:/path/model.gguf (default openai:gpt-4o-mini)",
+    )
 
-    run = sub.add_parser("run", parents=[common], help="run an agent once on a prompt")
+    run = sub.add_parser(
+        "run", parents=[common, tenant, as_json], help="run an agent once on a prompt"
+    )
     run.add_argument("agent", help="agent name from the config")
     run.add_argument("prompt", nargs="?", default=None, help="the prompt (default: stdin)")
-    run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--session", default=None, help="continue (or start) this session")
-    run.add_argument("--tenant", default="default", help="session namespace (default 'default')")
 
     chat = sub.add_parser("chat", parents=[common], help="interactive REPL")
     chat.add_argument("agent", nargs="?", default=None, help="agent (default: the first)")
     chat.add_argument("--session", default=None, help="session id (default: a new one)")
-    chat.add_argument("--history-file", default=None, help="input history file")
+    chat.add_argument(
+        "--history-file", default=None, help="input history file (default ~/.openheim/history)"
+    )
 
     serve = sub.add_parser("serve", parents=[common], help="serve HTTP (and gRPC)")
-    serve.add_argument("--host", default=None)
-    serve.add_argument("--port", type=int, default=None)
-    serve.add_argument("--grpc-port", type=int, default=None)
+    serve.add_argument("--host", default=None, help="address to listen on (default [server].host)")
+    serve.add_argument(
+        "--port", type=int, default=None, help="HTTP port (default [server].port, 8000)"
+    )
+    serve.add_argument("--grpc-port", type=int, default=None, help="also serve gRPC on this port")
+    serve.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve a non-loopback address without API keys (anyone reaching it runs agents)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="log this level and above (info logs every request)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="log lines as text or as one JSON object per line",
+    )
 
-    sessions = sub.add_parser("sessions", parents=[common], help="list, show or delete sessions")
-    sessions.add_argument("action", choices=["list", "show", "delete"])
-    sessions.add_argument("id", nargs="?", default=None)
-    sessions.add_argument("--tenant", default="default")
-    sessions.add_argument("--json", action="store_true")
+    sessions = sub.add_parser(
+        "sessions", parents=[common, tenant, as_json], help="list, show or delete sessions"
+    )
+    sessions.add_argument(
+        "action",
+        nargs="?",
+        default="list",
+        choices=["list", "show", "delete"],
+        help="what to do (default list)",
+    )
+    sessions.add_argument("id", nargs="?", default=None, help="the session id (show, delete)")
 
-    models = sub.add_parser("models", parents=[common], help="configured agents and models")
-    models.add_argument("--json", action="store_true")
+    approvals = sub.add_parser(
+        "approvals",
+        parents=[common, tenant, as_json],
+        help="list runs paused for approval; approve or reject their tool calls",
+    )
+    approvals.add_argument(
+        "action",
+        nargs="?",
+        default="list",
+        choices=["list", "approve", "reject"],
+        help="what to do (default list)",
+    )
+    approvals.add_argument(
+        "run_id", nargs="?", default=None, help="the paused run (approve, reject)"
+    )
+    approvals.add_argument(
+        "call_ids",
+        nargs="*",
+        default=[],
+        metavar="CALL_ID",
+        help="the tool calls to decide (default: every pending call of the run)",
+    )
+    approvals.add_argument(
+        "--reason", default=None, help="why the calls are rejected (shown to the model)"
+    )
+
+    sub.add_parser("models", parents=[common, as_json], help="configured agents and models")
+    sub.add_parser(
+        "check",
+        parents=[common],
+        help="validate the config, build every agent and load every model",
+    )
 
     bench = sub.add_parser("bench", help="run the benchmark suite (from a source checkout)")
-    bench.add_argument("group", nargs="?", default="all")
-    return parser
+    bench.add_argument(
+        "group", nargs="?", default="all", help="core, agent, local, state or all (default)"
+    )
+    return parser, dict(sub.choices)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Options go anywhere: each command's parser reads its arguments intermixed.
+
+    argparse cannot intermix across sub-parsers, so the command is found first
+    (the first argument naming one) and the rest go to its own parser, which
+    also prints its own usage on errors.
+    """
+    parser, commands = _build_parser()
+    at = next((i for i, arg in enumerate(argv) if arg in commands), None)
+    if at is None or any(a in ("-h", "--help", "--version") for a in argv[:at]):
+        return parser.parse_args(argv)
+    args = commands[argv[at]].parse_intermixed_args(argv[:at] + argv[at + 1 :])
+    args.command = argv[at]
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
+        args = _parse(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
     command = args.command
     if command is None:
-        parser.print_help(sys.stdout)
+        _build_parser()[0].print_help(sys.stdout)
         return EXIT_OK
-    if command == "demo":
-        from openheim.demo import main as demo_main
-
-        return demo_main(args.prompt, args.model)
     try:
-        handler = _COMMANDS[command]
-        return handler(args)
+        code: int = _COMMANDS[command](args)
+        return code
     except ConfigError as exc:
         print(f"openheim: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ModuleNotFoundError as exc:
+        print(f"openheim {command}: {missing_module_message(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
-
-
-def _config(args: argparse.Namespace) -> Any:
-    from openheim.config import load_config
-
-    return load_config(args.config)
 
 
 # ---- init -----------------------------------------------------------------------------
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from openheim._init_files import CONFIG, TOOLS
+    from openheim._init_files import TOOLS, config_text
 
+    model = args.model
+    if model is not None and model.startswith("llama:"):
+        gguf = Path(model[len("llama:") :]).expanduser()
+        if not gguf.is_file():
+            _say(f"--model {model}: no GGUF file at {gguf}")
+            return EXIT_USAGE
+        model = f"llama:{gguf.resolve()}"
     folder = Path(args.directory)
     folder.mkdir(parents=True, exist_ok=True)
-    files = {folder / "openheim.toml": CONFIG, folder / "openheim_tools.py": TOOLS}
+    files = {folder / "openheim.toml": config_text(model), folder / "openheim_tools.py": TOOLS}
     existing = [str(p) for p in files if p.exists()]
     if existing and not args.force:
-        print(
-            f"openheim: {', '.join(existing)} already exist; use --force to overwrite",
-            file=sys.stderr,
-        )
+        _say(f"{', '.join(existing)} already exist; use --force to overwrite")
         return EXIT_USAGE
     for path, text in files.items():
         path.write_text(text, encoding="utf-8")
@@ -146,79 +230,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     prompt = args.prompt
     if prompt is None:
         if sys.stdin.isatty():
-            print("openheim: give a prompt, or pipe one on stdin", file=sys.stderr)
+            _say("give a prompt, or pipe one on stdin")
             return EXIT_USAGE
         prompt = sys.stdin.read()
         if not prompt.strip():
-            print("openheim: the prompt on stdin is empty", file=sys.stderr)
+            _say("the prompt on stdin is empty")
             return EXIT_USAGE
-    from openheim.config import open_history
-
-    history = open_history(config.store.url, args.tenant)
-    agent = config.build_agent(args.agent, history=history)
-    try:
-        return asyncio.run(_run(agent, prompt, args))
-    except ConfigError:
-        raise
-    except OpenheimError as exc:
-        _agent_failed(args, exc)
-        return EXIT_AGENT
-
-
-def _agent_failed(args: argparse.Namespace, exc: BaseException) -> None:
-    if args.json:
-        sys.stdout.write(
-            _json.encode({"error": {"type": type(exc).__name__, "message": str(exc)}}).decode()
-            + "\n"
-        )
-    print(f"openheim: {type(exc).__name__}: {exc}", file=sys.stderr)
-
-
-async def _run(agent: Any, prompt: str, args: argparse.Namespace) -> int:
-    from openheim.agent import Done, TextDelta, ToolCalled
-
-    stream_text = not args.json and sys.stdout.isatty()
-    result = None
-    try:
-        async for event in agent.stream(prompt, session=args.session):
-            kind = type(event)
-            if kind is TextDelta and stream_text:
-                sys.stdout.write(event.text)
-                sys.stdout.flush()
-            elif kind is ToolCalled and stream_text:
-                sys.stderr.write(f"\n[tool {event.name}]\n")
-            elif kind is Done:
-                result = event.result
-    finally:
-        await agent.aclose()
-    assert result is not None
-    paused = result.stop_reason == "approval_required"
-    if args.json:
-        out: dict[str, Any] = {
-            "output": result.output,
-            "stop_reason": result.stop_reason,
-            "usage": result.usage,
-            "session": result.session,
-            "run_id": result.run_id,
-        }
-        if paused:
-            out["pending"] = result.pending
-        sys.stdout.write(_json.encode(out).decode() + "\n")
-        return EXIT_OK
-    if paused:
-        names = ", ".join(p.tool for p in result.pending)
-        print(
-            f"openheim: the run paused: {names} needs approval; use `openheim chat` "
-            "or the HTTP API to approve",
-            file=sys.stderr,
-        )
-        return EXIT_AGENT
-    if stream_text:
-        sys.stdout.write("\n")
-    else:
-        text = result.output if isinstance(result.output, str) else _json.encode(result.output)
-        sys.stdout.write((text if isinstance(text, str) else text.decode()) + "\n")
-    return EXIT_OK
+    agent = build_agent(config, args.agent, args.tenant)
+    return run_to_end(agent, args.json, agent.stream(prompt, session=args.session))
 
 
 # ---- chat, serve ------------------------------------------------------------------------
@@ -241,63 +260,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         grpc_port=args.grpc_port,
         config_path=args.config,
+        allow_unauthenticated=args.allow_unauthenticated,
+        log_level=args.log_level,
+        log_format=args.log_format,
     )
-
-
-# ---- sessions, models, bench ---------------------------------------------------------
-
-
-def _cmd_sessions(args: argparse.Namespace) -> int:
-    config = _config(args)
-    from openheim.config import open_history
-
-    store = open_history(config.store.url, args.tenant)
-    if args.action == "list":
-        ids = asyncio.run(store.list_sessions())
-        if args.json:
-            print(_json.encode({"sessions": ids}).decode())
-        else:
-            for sid in ids:
-                print(sid)
-        return EXIT_OK
-    if args.id is None:
-        print(f"openheim: sessions {args.action} needs a session id", file=sys.stderr)
-        return EXIT_USAGE
-    if args.action == "show":
-        messages = asyncio.run(store.load(args.id))
-        if not messages and args.id not in asyncio.run(store.list_sessions()):
-            print(f"openheim: no session {args.id!r}", file=sys.stderr)
-            return EXIT_AGENT
-        if args.json:
-            print(_json.encode({"id": args.id, "messages": messages}).decode())
-        else:
-            for m in messages:
-                text = m.content or ", ".join(f"{c.name}({c.arguments})" for c in m.tool_calls)
-                print(f"{m.role}: {text}")
-        return EXIT_OK
-    if not asyncio.run(store.load(args.id)):
-        print(f"openheim: no session {args.id!r}", file=sys.stderr)
-        return EXIT_AGENT
-    asyncio.run(store.delete(args.id))
-    print(f"deleted {args.id}")
-    return EXIT_OK
-
-
-def _cmd_models(args: argparse.Namespace) -> int:
-    config = _config(args)
-    rows = [
-        {"agent": name, "model": a.model, "tools": a.tools} for name, a in config.agents.items()
-    ]
-    if args.json:
-        print(_json.encode({"agents": rows, "providers": config.providers}).decode())
-        return EXIT_OK
-    if not rows:
-        where = config.path or "no config file found"
-        print(f"no agents configured ({where}); `openheim init` writes an example")
-    for row in rows:
-        tools = ", ".join(row["tools"]) or "no tools"
-        print(f"{row['agent']}\t{row['model']}\t{tools}")
-    return EXIT_OK
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -306,21 +272,39 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         script = folder / "benches" / "run.py"
         if script.is_file():
             os.execv(sys.executable, [sys.executable, str(script), args.group])
-    print(
-        "openheim: the benchmarks live in a source checkout (benches/run.py); run this "
-        "from inside a clone of the openheim repository",
-        file=sys.stderr,
+    _say(
+        "the benchmarks live in a source checkout (benches/run.py); run this "
+        "from inside a clone of the openheim repository"
     )
     return EXIT_USAGE
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from openheim.demo import main as demo_main
+
+    return demo_main(args.prompt, args.model)
+
+
+def _admin(name: str) -> Any:
+    def command(args: argparse.Namespace) -> int:
+        from openheim import _cli_admin
+
+        handler: Any = getattr(_cli_admin, name)
+        return int(handler(args))
+
+    return command
+
+
 _COMMANDS = {
+    "demo": _cmd_demo,
     "init": _cmd_init,
     "run": _cmd_run,
     "chat": _cmd_chat,
     "serve": _cmd_serve,
-    "sessions": _cmd_sessions,
-    "models": _cmd_models,
+    "sessions": _admin("cmd_sessions"),
+    "approvals": _admin("cmd_approvals"),
+    "models": _admin("cmd_models"),
+    "check": _admin("cmd_check"),
     "bench": _cmd_bench,
 }
 

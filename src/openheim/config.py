@@ -3,9 +3,9 @@
 :func:`load_config` reads and validates the file; every error names the file,
 the line and the key (``openheim.toml:12: agents.support.model: unknown
 provider 'opena'``). :meth:`Config.build_agent` makes an :class:`Agent` from an
-``[agents.NAME]`` table. :func:`open_history` is the one seam to the
-persistence layer: it uses ``openheim.stores.open_history`` when that module
-is installed and an in-memory store (with session listing) otherwise.
+``[agents.NAME]`` table. :func:`open_history` opens a tenant's sessions in
+the configured store (``[store].url``, by default ``.openheim/state.db``
+beside the config file).
 
 An agent's ``model`` is a model string (``"openai:gpt-4o-mini"``), a
 configured provider and a model name (``"local:qwen"`` for
@@ -15,20 +15,26 @@ a function returning one (handy for tests with a ``ScriptedModel``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
 import os
 import re
 import sys
-from collections.abc import Sequence
+import sysconfig
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from openheim.errors import ConfigError
-from openheim.messages import Message, Usage
+from openheim.stores import DEFAULT_STORE_URL
+
+if TYPE_CHECKING:
+    from openheim.stores.history import StoreHistory
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,18 +45,29 @@ __all__ = [
     "AgentConfig",
     "ApiKey",
     "Config",
+    "GrpcConfig",
     "MCPConfig",
     "ProviderConfig",
     "ServerConfig",
-    "SessionStore",
     "StoreConfig",
     "default_config_path",
     "load_config",
     "open_history",
 ]
 
-DEFAULT_STORE = "sqlite:///~/.openheim/state.db"
+DEFAULT_STORE = DEFAULT_STORE_URL
 _BUILTIN_PROVIDERS = ("openai", "anthropic", "llama")
+# LlamaModel's constructor options, accepted in model_settings of llama: models.
+LLAMA_OPTIONS: dict[str, type] = {
+    "n_gpu_layers": int,
+    "n_ctx": int,
+    "n_threads": int,
+    "n_parallel": int,
+    "n_batch": int,
+    "prefill_chunk": int,
+    "context_window": int,
+    "chat_template": str,
+}
 
 
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -58,6 +75,8 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
     base_url: str | None = None
     api_key_env: str | None = None
     timeout: float | None = None
+    # The models HTTP clients may ask for as "<provider>:<model>" (none unless listed).
+    models: list[str] = msgspec.field(default_factory=list)
 
 
 class MCPConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -80,13 +99,20 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
-    url: str = DEFAULT_STORE
+    # None: .openheim/state.db beside the config file (DEFAULT_STORE without one).
+    url: str | None = None
 
 
 class ApiKey(msgspec.Struct, forbid_unknown_fields=True):
     tenant: str
     key_env: str | None = None
     key_sha256: str | None = None
+
+
+class GrpcConfig(msgspec.Struct, forbid_unknown_fields=True):
+    # PEM files (paths relative to the config file) to serve gRPC over TLS.
+    cert_file: str | None = None
+    key_file: str | None = None
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -98,6 +124,12 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     shutdown_grace: float = 30.0
     run_retention: float = 300.0
     api_keys: list[ApiKey] = msgspec.field(default_factory=list)
+    grpc: GrpcConfig = msgspec.field(default_factory=GrpcConfig)
+    # Durable runs: events kept per run in the store (the oldest dropped), finished runs
+    # kept, and how long a dead server's runs wait before another server resumes them.
+    max_run_events: int = 10_000
+    max_runs: int = 1_000
+    run_lease_ttl: float = 15.0
 
 
 class _File(msgspec.Struct, forbid_unknown_fields=True):
@@ -190,9 +222,18 @@ class Config:
         self.providers = data.providers
         self.agents = data.agents
         self.store = data.store
+        if self.store.url is None:
+            self.store = StoreConfig(url=default_store_url(path))
         self.server = data.server
         self.path = path
+        # Where tools modules named in the file live (searched after installed modules).
+        self.folder = path.resolve().parent if path is not None else None
         self._text = text
+
+    @property
+    def store_url(self) -> str:
+        """The store URL: ``[store].url``, else ``.openheim/state.db`` beside the file."""
+        return self.store.url or default_store_url(self.path)
 
     def error(self, path: Sequence[str | int], message: str) -> ConfigError:
         """A ConfigError naming the file, the line of ``path`` and the key."""
@@ -220,8 +261,55 @@ class Config:
                 out[entry.key_sha256.lower()] = entry.tenant
         return out
 
-    def resolve_model(self, name: str, spec: str) -> Any:
-        """The Model for agent ``name``'s ``model`` string."""
+    def import_object(self, ref: str) -> Any:
+        """The object a ``module:attribute`` reference of this file names."""
+        return _import_object(ref, self.folder)
+
+    def reload_modules(self) -> list[str]:
+        """Forget the modules imported from the config file's folder (tools, models).
+
+        The next :meth:`build_agent` imports them again from disk, so edited
+        tool code is picked up (``openheim serve`` calls this on SIGHUP).
+        Returns the names of the modules dropped.
+        """
+        if self.folder is None:
+            return []
+        return forget_modules(self.folder)
+
+    def local_model_path(self, name: str) -> str | None:
+        """The GGUF path of agent ``name`` when it runs a ``llama:`` model, else None."""
+        provider, _, rest = self.agents[name].model.partition(":")
+        if provider != "llama" or provider in self.providers:
+            return None
+        path = Path(rest).expanduser()
+        # Relative paths are the config file's (the working directory's if only there).
+        folder = self.folder
+        if folder is not None and not path.is_absolute():
+            path = folder / path if (folder / path).exists() or not path.exists() else path
+        return str(path)
+
+    def check_agent(self, name: str) -> None:
+        """Check agent ``name`` without building it: its tools import, its model file exists."""
+        if name not in self.agents:
+            self.build_agent(name)  # raises the "no agent" error
+        cfg = self.agents[name]
+        for i, ref in enumerate(cfg.tools):
+            try:
+                self.import_object(ref)
+            except ConfigError as exc:
+                raise self.error(["agents", name, "tools", i], str(exc)) from None
+        local = self.local_model_path(name)
+        if local is not None and not Path(local).is_file():
+            raise self.error(
+                ["agents", name, "model"],
+                f"no GGUF file at {local}; give the path of a .gguf model file",
+            )
+        provider = cfg.model.partition(":")[0]
+        if provider not in self.providers and provider not in _BUILTIN_PROVIDERS:
+            self.resolve_model(name, cfg.model)
+
+    def resolve_model(self, name: str, spec: str, local: dict[str, Any] | None = None) -> Any:
+        """The Model for agent ``name``'s ``model`` string (``local``: LlamaModel's options)."""
         where = ["agents", name, "model"]
         provider, sep, rest = spec.partition(":")
         if not sep or not rest:
@@ -243,9 +331,12 @@ class Config:
         if provider in _BUILTIN_PROVIDERS:
             from openheim.models import infer_model
 
+            if provider == "llama" and name in self.agents:
+                path = self.local_model_path(name)
+                return infer_model(f"llama:{path}", **(local or {}))
             return infer_model(spec)
         try:
-            obj = _import_object(spec)
+            obj = self.import_object(spec)
         except ConfigError as exc:
             raise self.error(
                 where,
@@ -260,9 +351,37 @@ class Config:
             raise self.error(where, f"{spec!r} is a {type(obj).__name__}, not a Model")
         return obj
 
-    def build_agent(self, name: str, history: Any = None) -> Any:
-        """An :class:`~openheim.agent.Agent` from ``[agents.NAME]``."""
+    def build_agent(
+        self,
+        name: str,
+        history: Any = None,
+        *,
+        checkpointer: Any = None,
+        announce: Callable[[str], None] | None = None,
+    ) -> Any:
+        """An :class:`~openheim.agent.Agent` from ``[agents.NAME]``.
+
+        ``checkpointer`` (default, or True: one on the history's store, when
+        ``history`` keeps its sessions in a store) records every step of every
+        run, so runs started from the CLI, the REPL or the server survive a
+        crash; each run holds its lease meanwhile, so that ``openheim serve``
+        resumes it only once its process is gone. Pass False for none. ``announce`` is told when a local model starts loading and how
+        long it took.
+        """
         from openheim.agent import Agent
+
+        if checkpointer is None or checkpointer is True:
+            from openheim.stores import Store
+
+            store = getattr(history, "store", None)
+            if isinstance(store, Store):
+                from openheim.stores.checkpoint import Checkpointer
+
+                # Each run holds its lease while it runs: `openheim serve` on the same store
+                # resumes it only once this process is gone ([server] run_lease_ttl).
+                checkpointer = Checkpointer(store, lease_ttl=self.server.run_lease_ttl)
+        elif checkpointer is False:
+            checkpointer = None
 
         if name not in self.agents:
             known = ", ".join(self.agents) or "none"
@@ -272,27 +391,37 @@ class Config:
         tools: list[Any] = []
         for i, ref in enumerate(cfg.tools):
             try:
-                tools.append(_import_object(ref))
+                tools.append(self.import_object(ref))
             except ConfigError as exc:
                 raise self.error(["agents", name, "tools", i], str(exc)) from None
-        for i, server in enumerate(cfg.mcp):
-            tools.append(self._mcp(name, i, server))
+        local = {k: v for k, v in cfg.model_settings.items() if k in LLAMA_OPTIONS}
+        sampling = {k: v for k, v in cfg.model_settings.items() if k not in LLAMA_OPTIONS}
+        gguf = self.local_model_path(name)
+        started = time.perf_counter()
+        if gguf is not None and announce is not None:
+            announce(f"loading {os.path.basename(gguf)} (llama.cpp)...")
         try:
-            model = self.resolve_model(name, cfg.model)
+            model = self.resolve_model(name, cfg.model, local)
+            if gguf is not None and announce is not None:
+                took = time.perf_counter() - started
+                announce(f"loaded {os.path.basename(gguf)} in {took:.1f} s")
         except ConfigError as exc:
             if str(exc).startswith(f"{self.path}:"):
                 raise
             raise self.error(["agents", name, "model"], str(exc)) from None
+        for i, server in enumerate(cfg.mcp):
+            tools.append(self._mcp(name, i, server))
         try:
             return Agent(
                 model,
                 name=name,
                 instructions=cfg.instructions,
                 tools=tools,
-                model_settings=cfg.model_settings or None,
+                model_settings=sampling or None,
                 max_iterations=cfg.max_iterations,
                 run_timeout=cfg.run_timeout,
                 history=history,
+                checkpointer=checkpointer,
             )
         except ConfigError as exc:
             raise self.error(["agents", name], str(exc)) from None
@@ -320,16 +449,27 @@ class Config:
         )
 
 
-def _import_object(ref: str) -> Any:
+def _import_object(ref: str, folder: Path | None = None, *, fresh: bool = False) -> Any:
+    """Import ``module:attribute``; ``folder`` is the config file's (searched last).
+
+    A module in ``folder`` whose name an installed module already takes is
+    refused (the installed one would be imported instead). ``fresh=True``
+    forgets the modules imported from ``folder`` first, so edited code loads.
+    """
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"{ref!r} must be 'module:attribute'")
+    if folder is not None:
+        _add_to_path(folder)
+        if fresh:
+            forget_modules(folder)
+        _refuse_shadowed(module_name.partition(".")[0], folder)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        where = f"the config file's folder {folder}" if folder is not None else "PYTHONPATH"
         raise ConfigError(
-            f"cannot import module {module_name!r} ({exc}); is it on PYTHONPATH "
-            "(the config file's directory is added)?"
+            f"cannot import module {module_name!r} ({exc}); is it in {where}?"
         ) from None
     obj: Any = module
     for part in attr.split("."):
@@ -338,6 +478,78 @@ def _import_object(ref: str) -> Any:
         except AttributeError:
             raise ConfigError(f"module {module_name!r} has no attribute {attr!r}") from None
     return obj
+
+
+def _add_to_path(folder: Path) -> None:
+    # Appended, not prepended: a json.py or sqlite3.py beside the config must not
+    # replace the installed module of that name for the whole process.
+    entry = str(folder)
+    if entry not in sys.path:
+        sys.path.append(entry)
+
+
+def _refuse_shadowed(top: str, folder: Path) -> None:
+    local = folder / f"{top}.py"
+    if not local.is_file():
+        local = folder / top / "__init__.py"
+        if not local.is_file():
+            return
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return
+    if spec is None:
+        return
+    origin = spec.origin
+    places = [origin] if origin is not None and origin not in ("built-in", "frozen") else []
+    places += list(spec.submodule_search_locations or [])
+    if any(Path(place).resolve().is_relative_to(folder) for place in places):
+        return
+    if places and not any(_is_installed(Path(place)) for place in places):
+        return  # found first elsewhere on PYTHONPATH (not an installed module): allowed
+    raise ConfigError(
+        f"{local} has the name of the installed module {top!r} ({origin or 'built-in'}), "
+        f"which is imported instead; rename it (e.g. to {top}_tools.py) and its references"
+    )
+
+
+def _is_installed(place: Path) -> bool:
+    """Whether ``place`` is in the standard library or a site-packages folder."""
+    paths = sysconfig.get_paths()
+    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    resolved = place.resolve()
+    return any(resolved.is_relative_to(Path(root).resolve()) for root in roots)
+
+
+def forget_modules(folder: Path) -> list[str]:
+    """Drop from ``sys.modules`` every module loaded from ``folder`` (and their bytecode)."""
+    importlib.invalidate_caches()
+    dropped: list[str] = []
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if not file:
+            continue
+        try:
+            first = Path(file).resolve().relative_to(folder).parts[0]
+        except (OSError, ValueError, IndexError):
+            continue
+        # Imported through the folder's sys.path entry: its top-level name is a file or
+        # package right there (a venv or checkout below the folder is not the folder's).
+        top = name.partition(".")[0]
+        if first in (top, f"{top}.py"):
+            del sys.modules[name]
+            dropped.append(name)
+            # The bytecode cache trusts mtime+size; an edit in the same second could reuse it.
+            with contextlib.suppress(OSError, NotImplementedError, ValueError):
+                os.unlink(importlib.util.cache_from_source(file))
+    return dropped
+
+
+def default_store_url(config_path: Path | None) -> str:
+    """``.openheim/state.db`` beside the config file, or the user-wide default without one."""
+    if config_path is None:
+        return DEFAULT_STORE
+    return f"sqlite://{config_path.resolve().parent}/.openheim/state.db"
 
 
 def default_config_path() -> Path | None:
@@ -392,9 +604,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             [key], f"unknown key {key!r}; the tables are providers, agents, store and server"
         )
     # Tools modules next to the config file import without PYTHONPATH tweaks.
-    folder = str(p.resolve().parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+    _add_to_path(p.resolve().parent)
     config = Config(data, p, text)
     _validate(config)
     return config
@@ -448,6 +658,7 @@ def _validate(config: Config) -> None:
                 f"unknown provider {provider!r} (configured: "
                 f"{', '.join([*config.providers, *_BUILTIN_PROVIDERS])})",
             )
+        _validate_settings(config, name, agent, local=provider == "llama")
     seen: set[str] = set()
     for i, entry in enumerate(config.server.api_keys):
         if (entry.key_env is None) == (entry.key_sha256 is None):
@@ -468,9 +679,46 @@ def _validate(config: Config) -> None:
         ("max_body_bytes", s.max_body_bytes),
         ("max_concurrent_runs_per_tenant", s.max_concurrent_runs_per_tenant),
         ("port", s.port + 1),
+        ("max_run_events", s.max_run_events),
+        ("max_runs", s.max_runs),
     ):
         if value < 1:
             raise config.error(["server", key], f"must be positive, got {value}")
+    for key, seconds in (("run_retention", s.run_retention), ("run_lease_ttl", s.run_lease_ttl)):
+        if not seconds > 0:
+            raise config.error(
+                ["server", key], f"must be a positive number of seconds, got {seconds}"
+            )
+
+
+def _validate_settings(config: Config, name: str, agent: AgentConfig, *, local: bool) -> None:
+    from openheim.models.base import ModelSettings
+
+    sampling = ModelSettings.__struct_fields__
+    for key, value in agent.model_settings.items():
+        where: list[str | int] = ["agents", name, "model_settings", key]
+        kind = LLAMA_OPTIONS.get(key)
+        if kind is not None:
+            if not local:
+                raise config.error(
+                    where,
+                    f"{key} is a setting of local llama: models; agent {name!r} runs "
+                    f"{agent.model!r}",
+                )
+            if type(value) is not kind:
+                raise config.error(where, f"{key} must be {kind.__name__}, got {value!r}")
+            continue
+        if key not in sampling:
+            extra = f"; llama: models also take {', '.join(LLAMA_OPTIONS)}"
+            raise config.error(
+                where,
+                f"unknown model setting {key!r}; the settings are {', '.join(sampling)}" + extra,
+            )
+        try:
+            msgspec.convert({key: value}, ModelSettings)
+        except msgspec.ValidationError as exc:
+            message = re.sub(r"\s*-\s*at `\$.*?`", "", str(exc))
+            raise config.error(where, message) from None
 
 
 def _find_spec_safe(name: str) -> Any:
@@ -480,53 +728,15 @@ def _find_spec_safe(name: str) -> Any:
         return None
 
 
-# ---- sessions: the seam to the persistence layer ---------------------------------------
+# ---- sessions ---------------------------------------------------------------------------
 
 
-class SessionStore:
-    """An in-memory HistoryStore with listing and deletion, per namespace (tenant).
+def open_history(store_url: str | None, namespace: str = "default") -> StoreHistory:
+    """The session history of tenant ``namespace`` in the store at ``store_url``.
 
-    Used until ``openheim.stores`` is installed; the server and the CLI only
-    call ``load``/``append``/``usage``/``clear`` and ``list_sessions``/``delete``.
+    ``None`` means the default store (:data:`openheim.stores.DEFAULT_STORE_URL`);
+    a loaded :class:`Config` has resolved its own already (``config.store.url``).
     """
+    from openheim.stores import open_history as open_store_history
 
-    _shared: ClassVar[dict[str, dict[str, tuple[list[Message], Usage]]]] = {}
-
-    def __init__(self, namespace: str = "default") -> None:
-        self._data = SessionStore._shared.setdefault(namespace, {})
-
-    async def load(self, session: str) -> list[Message]:
-        entry = self._data.get(session)
-        return list(entry[0]) if entry else []
-
-    async def append(
-        self, session: str, messages: Sequence[Message], usage: Usage | None = None
-    ) -> None:
-        old, total = self._data.get(session, ([], Usage()))
-        self._data[session] = ([*old, *messages], total + usage if usage else total)
-
-    async def usage(self, session: str) -> Usage:
-        entry = self._data.get(session)
-        return entry[1] if entry else Usage()
-
-    async def clear(self, session: str) -> None:
-        self._data.pop(session, None)
-
-    async def list_sessions(self) -> list[str]:
-        return list(self._data)
-
-    async def delete(self, session: str) -> bool:
-        return self._data.pop(session, None) is not None
-
-
-def open_history(store_url: str | None, namespace: str = "default") -> Any:
-    """The session store for ``store_url`` and tenant ``namespace``.
-
-    Uses ``openheim.stores.open_history`` when the persistence layer is
-    installed; otherwise an in-process store (sessions last as long as the process).
-    """
-    try:
-        stores = importlib.import_module("openheim.stores")
-    except ImportError:
-        return SessionStore(namespace)
-    return stores.open_history(store_url or DEFAULT_STORE, namespace=namespace)
+    return open_store_history(store_url or DEFAULT_STORE, namespace=namespace)

@@ -51,6 +51,17 @@ working::
         ├── ToolError                         raised by a tool: its message goes to the model
         ├── MCPConnectionError (ConnectionError)  an MCP server could not be started or reached
         └── StopRun                           raised by a tool: ends the run, re-raised to the caller
+
+    OpenheimError (workflows)
+    └── WorkflowError                         a workflow could not be defined or run
+        ├── WorkflowDefinitionError (ValueError)  the graph or its state is invalid (before any run)
+        ├── WorkflowStateError (ValueError)   a node returned updates the state cannot take
+        ├── WorkflowStepError                 a node failed after its retries (cause attached)
+        ├── WorkflowTimeout (TimeoutError)    a node or a run took longer than its timeout
+        ├── WorkflowCancelled                 the run was cancelled
+        ├── BudgetExceededError               a run used up its token, step or time budget
+        ├── RunNotFoundError (KeyError)       no run (or approval) with this id in the store
+        └── WorkflowApprovalError             deciding an unknown or already decided approval
 """
 
 from __future__ import annotations
@@ -61,6 +72,7 @@ __all__ = [
     "ApprovalError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceededError",
     "ConfigError",
     "ContextLengthError",
     "CoreMissingError",
@@ -84,6 +96,7 @@ __all__ = [
     "OpenheimError",
     "OutputValidationError",
     "RateLimitError",
+    "RunNotFoundError",
     "RunTimeout",
     "SchedulerClosed",
     "SchedulerError",
@@ -102,6 +115,13 @@ __all__ = [
     "ToolError",
     "ToolTimeout",
     "VersionConflictError",
+    "WorkflowApprovalError",
+    "WorkflowCancelled",
+    "WorkflowDefinitionError",
+    "WorkflowError",
+    "WorkflowStateError",
+    "WorkflowStepError",
+    "WorkflowTimeout",
 ]
 
 
@@ -330,3 +350,55 @@ class StopRun(AgentError):
     stream) re-raises this exception; nothing of the run is added to the
     session's history.
     """
+
+
+# -- workflows -----------------------------------------------------------------------------
+
+
+class WorkflowError(OpenheimError):
+    """Base class of the errors of :mod:`openheim.workflow`."""
+
+
+class WorkflowDefinitionError(WorkflowError, ValueError):
+    """A workflow's graph or state type is invalid; raised before anything runs."""
+
+
+class WorkflowStateError(WorkflowError, ValueError):
+    """A node returned updates the workflow state cannot take (unknown field, wrong type,
+    or two parallel nodes writing one field that has no reducer)."""
+
+
+class WorkflowStepError(WorkflowError):
+    """A node failed after all its retries; ``__cause__`` is its last exception.
+
+    ``run_id`` and ``node`` say where; the run is recorded as failed and
+    ``resume(run_id)`` tries the node again (finished nodes are not re-run).
+    """
+
+    def __init__(self, message: str, *, run_id: str = "", node: str = "") -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.node = node
+
+
+class WorkflowTimeout(WorkflowError, TimeoutError):
+    """A workflow node or a whole run took longer than its timeout."""
+
+
+class WorkflowCancelled(WorkflowError):
+    """The workflow run was cancelled (``cancel(run_id)``); it cannot be resumed."""
+
+
+class BudgetExceededError(WorkflowError):
+    """A run used up its budget (model tokens, steps or active seconds)."""
+
+
+class RunNotFoundError(WorkflowError, KeyError):
+    """No workflow run or approval with this id exists in the workflow's store."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class WorkflowApprovalError(WorkflowError):
+    """Deciding an approval that is not pending (already decided or expired)."""

@@ -56,10 +56,10 @@ class Repl:
         self.config = config
         self.store = open_history(config.store.url, "default")
         self.agent_name = agent or next(iter(config.agents))
-        self.agent = config.build_agent(self.agent_name, history=self.store)
+        self.console = Console(highlight=False, soft_wrap=True)
+        self.agent = self._build(self.agent_name)
         self.session = session or _new_session()
         self.always: set[str] = set()
-        self.console = Console(highlight=False, soft_wrap=True)
         path = Path(history_file or Path.home() / ".openheim" / "history").expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         keys = KeyBindings()
@@ -75,8 +75,16 @@ class Repl:
     def say(self, text: str) -> None:
         self.console.print(text)
 
+    def _build(self, name: str) -> Any:
+        return self.config.build_agent(
+            name,
+            history=self.store,
+            checkpointer=True,
+            announce=lambda text: self.say(f"[dim]{escape(text)}[/]"),
+        )
+
     async def read(self) -> str:
-        lines = [await self.prompt.prompt_async(f"{self.agent_name}> ")]
+        lines = [await self.prompt.prompt_async("you> ")]
         while lines[-1].endswith("\\"):
             lines[-1] = lines[-1][:-1]
             lines.append(await self.prompt.prompt_async("... "))
@@ -125,7 +133,7 @@ class Repl:
             else:
                 await self.agent.aclose()
                 self.agent_name = arg
-                self.agent = self.config.build_agent(arg, history=self.store)
+                self.agent = self._build(arg)
                 self.say(f"agent: {escape(arg)}")
         elif name == "/model":
             self.say(f"model: {escape(self.config.agents[self.agent_name].model)}")
@@ -230,6 +238,8 @@ class Repl:
         async for event in self.agent.stream(kwargs.pop("prompt", None), session=session, **kwargs):
             kind = type(event)
             if kind is TextDelta:
+                if not wrote:  # replies are labelled with the agent's name
+                    sys.stdout.write(f"{self.agent_name}> ")
                 sys.stdout.write(event.text)
                 sys.stdout.flush()
                 wrote = True

@@ -1,11 +1,8 @@
-"""Conversation history per session, and trimming it to a model's context window.
+"""Trimming a conversation to a model's context window.
 
-:class:`HistoryStore` is the seam the persistence layer fills (SQLite, Redis,
-Postgres); :class:`InMemoryHistory` is the default. An agent loads a session's
-history when a run starts and appends the run's messages (and usage) when the
-run finishes, in one call: a run that fails, is cancelled or is paused for an
-approval adds nothing, so a stored history never holds half a turn (a tool
-call without its result).
+The histories themselves (:class:`HistoryStore`, :class:`InMemoryHistory`,
+``StoreHistory``) are in :mod:`openheim.stores.history`; the first two are
+re-exported here.
 
 Trimming works on whole *turns*: a user message and everything after it up to
 the next user message. The oldest turns are dropped first; leading system
@@ -15,11 +12,11 @@ messages and the current turn are always kept.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from openheim.messages import Message, Usage
+from openheim.messages import Message
+from openheim.stores.history import HistoryStore, InMemoryHistory
 
 __all__ = [
     "HistoryStore",
@@ -32,58 +29,6 @@ __all__ = [
 
 TokenCounter = Callable[[Message], int]
 _encode = msgspec.json.encode
-
-
-@runtime_checkable
-class HistoryStore(Protocol):
-    """Where sessions' conversations and usage are kept."""
-
-    async def load(self, session: str) -> list[Message]:
-        """The session's messages, oldest first (empty for a new session)."""
-        ...
-
-    async def append(
-        self, session: str, messages: Sequence[Message], usage: Usage | None = None
-    ) -> None:
-        """Add one finished run's messages and the usage they cost, atomically."""
-        ...
-
-    async def usage(self, session: str) -> Usage:
-        """Tokens and requests the session has used so far."""
-        ...
-
-    async def clear(self, session: str) -> None:
-        """Forget the session."""
-        ...
-
-
-class InMemoryHistory:
-    """A :class:`HistoryStore` in process memory (lost when the process ends)."""
-
-    def __init__(self) -> None:
-        self._messages: dict[str, list[Message]] = {}
-        self._usage: dict[str, Usage] = {}
-
-    async def load(self, session: str) -> list[Message]:
-        return list(self._messages.get(session, ()))
-
-    async def append(
-        self, session: str, messages: Sequence[Message], usage: Usage | None = None
-    ) -> None:
-        self._messages.setdefault(session, []).extend(messages)
-        if usage is not None:
-            self._usage[session] = self._usage.get(session, Usage()) + usage
-
-    async def usage(self, session: str) -> Usage:
-        return self._usage.get(session, Usage())
-
-    async def clear(self, session: str) -> None:
-        self._messages.pop(session, None)
-        self._usage.pop(session, None)
-
-    @property
-    def sessions(self) -> list[str]:
-        return list(self._messages)
 
 
 def estimate_tokens(message: Message) -> int:

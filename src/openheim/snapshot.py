@@ -1,4 +1,9 @@
-"""Checkpoint and session records: msgspec structs in the native codec's frames.
+"""The records the state layer stores: run state, approvals, sessions, checkpoints.
+
+:class:`RunState` (with :class:`PendingApproval` and :class:`Approval`) is
+everything a run needs to continue; the agent loop fills it, the checkpointer
+stores it. These records live here, below the agents, so that the state
+layer never imports the agent layer.
 
 Every record is a frame (magic, frame version, kind, length, CRC32C; see
 :func:`openheim._core.encode_frame`) around a msgspec-msgpack body that
@@ -10,13 +15,16 @@ current struct. Nothing here uses pickle: a record decodes to plain data.
 A run's checkpoints are a log of :class:`RunCheckpoint` records: a *snapshot*
 (``KIND_SNAPSHOT``, every message of the run) or a *delta* (``KIND_DELTA``,
 only the messages added since the previous record, with ``base`` = how many
-came before them). The run's scalar state (usage, counters, pending approvals,
+came before them). Each record embeds the run's :class:`RunState`, holding
+only those messages; the scalar state (usage, counters, pending approvals,
 completed tool results) is small and is repeated in full in every record.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -24,8 +32,12 @@ from typing import Any, Literal
 import msgspec
 
 from openheim._core import atomic_write, decode_frame, encode_frame, frame_header
-from openheim.agent.result import Approval, PendingApproval, RunState
-from openheim.errors import CorruptStateError, IncompatibleStateError
+from openheim.errors import (
+    ApprovalError,
+    ConfigError,
+    CorruptStateError,
+    IncompatibleStateError,
+)
 from openheim.messages import Message, Usage
 
 __all__ = [
@@ -34,7 +46,10 @@ __all__ = [
     "KIND_SESSION",
     "KIND_SNAPSHOT",
     "MIGRATIONS",
+    "Approval",
+    "PendingApproval",
     "RunCheckpoint",
+    "RunState",
     "RunStatus",
     "SessionRecord",
     "checkpoint_of",
@@ -42,13 +57,15 @@ __all__ = [
     "decode_session",
     "encode_checkpoint",
     "encode_session",
+    "new_run_id",
     "read_snapshot_file",
     "replay",
     "state_of",
+    "valid_run_id",
     "write_snapshot_file",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The body format this build writes; older ones are migrated when read."""
 
 # Frame kinds: "OH" + a small number, so a stray frame of another kind is recognised.
@@ -58,32 +75,117 @@ KIND_SESSION = 0x4F480201
 
 RunStatus = Literal["running", "paused", "done"]
 
+# Run ids: random per process (so ids from different processes do not collide),
+# then a counter (a syscall per run would cost more than the rest of the id).
+_RUN_PREFIX = "run-" + os.urandom(6).hex() + "-"
+_run_numbers = itertools.count(1)
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
-class RunCheckpoint(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One checkpoint of a run: a full snapshot or a delta (see the module docstring)."""
 
-    v: int = FORMAT_VERSION
-    run_id: str = ""
-    agent: str = ""
+def new_run_id() -> str:
+    """A fresh run id, unique across processes: ``run-<12 hex digits>-<counter>``.
+
+    The one scheme for every run: the agent's, its checkpoints' and the server's.
+    """
+    return _RUN_PREFIX + str(next(_run_numbers))
+
+
+def valid_run_id(run_id: str) -> str:
+    """``run_id`` if it can name a run (ConfigError saying what is allowed otherwise).
+
+    1 to 128 characters: letters, digits and ``. _ : -``, starting with a
+    letter or digit; so it is safe in store keys, log names and URL paths.
+    """
+    if not isinstance(run_id, str) or _RUN_ID.fullmatch(run_id) is None:
+        raise ConfigError(
+            f"invalid run id {run_id!r}: use 1 to 128 letters, digits, '.', '_', ':' or '-', "
+            "starting with a letter or digit (or leave run_id out for a generated one)"
+        )
+    return run_id
+
+
+class PendingApproval(msgspec.Struct, frozen=True):
+    """A tool call waiting for approval: its call ``id``, ``tool`` name and ``arguments``."""
+
+    id: str
+    tool: str
+    arguments: dict[str, Any]
+
+
+class Approval(msgspec.Struct, frozen=True):
+    """A decision on a pending call; a rejection's ``reason`` is shown to the model."""
+
+    approved: bool
+    reason: str | None = None
+
+
+class RunState(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Everything a paused or interrupted run needs to continue (encodable with msgspec)."""
+
+    run_id: str
+    agent: str
     session: str | None = None
-    status: RunStatus = "running"
-    base: int = 0
-    messages: list[Message] = msgspec.field(default_factory=list)
+    messages: list[Message] = msgspec.field(default_factory=list)  # this run's, prompt first
     usage: Usage = msgspec.field(default_factory=Usage)
     iterations: int = 0
     output_retries: int = 0
     tool_retries: dict[str, int] = msgspec.field(default_factory=dict)
     pending: list[PendingApproval] = msgspec.field(default_factory=list)
+    # Results of the paused turn's calls that did not need approval, by call id.
     completed: dict[str, Message] = msgspec.field(default_factory=dict)
     decisions: dict[str, Approval] = msgspec.field(default_factory=dict)
+    # The conversation a run without a session continues (``message_history=``).
+    history: list[Message] = msgspec.field(default_factory=list)
+
+    def decide(self, call_id: str, approval: Approval) -> None:
+        """Record a decision on a pending call (ApprovalError if unknown or already decided)."""
+        if not any(p.id == call_id for p in self.pending):
+            known = ", ".join(p.id for p in self.pending) or "none"
+            raise ApprovalError(
+                f"no pending tool call {call_id!r} in run {self.run_id!r} (pending: {known})"
+            )
+        if call_id in self.decisions:
+            verb = "approved" if self.decisions[call_id].approved else "rejected"
+            raise ApprovalError(f"tool call {call_id!r} was already {verb}")
+        self.decisions[call_id] = approval
+
+
+class RunCheckpoint(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One checkpoint of a run: a full snapshot or a delta (see the module docstring).
+
+    ``state`` is the run's :class:`RunState` with its messages from index
+    ``base`` on (all of them in a snapshot); a delta leaves the run's id,
+    agent and session empty, the snapshot before it holds them.
+    """
+
+    v: int  # required, so it is always written (format 2 left it out: see _decode)
+    state: RunState
+    status: RunStatus = "running"
+    base: int = 0
     user_state: Any = None
     at: float = 0.0  # wall-clock time of the checkpoint (epoch seconds)
+
+    @property
+    def run_id(self) -> str:
+        return self.state.run_id
+
+    @property
+    def agent(self) -> str:
+        return self.state.agent
+
+    @property
+    def session(self) -> str | None:
+        return self.state.session
+
+    @property
+    def messages(self) -> list[Message]:
+        return self.state.messages
 
 
 class SessionRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A session's conversation, its usage, and the ids of the runs already added."""
 
-    v: int = FORMAT_VERSION
+    v: int  # required, so it is always written (format 2 left it out: see _decode)
     messages: list[Message] = msgspec.field(default_factory=list)
     usage: Usage = msgspec.field(default_factory=Usage)
     runs: list[str] = msgspec.field(default_factory=list)  # newest last, bounded
@@ -115,11 +217,41 @@ def _session_v1_to_v2(body: dict[str, Any]) -> dict[str, Any]:
     return {"v": 2, "messages": body.get("msgs") or [], "runs": [], "updated": 0.0}
 
 
+_RUN_STATE_FIELDS = (
+    "run_id",
+    "agent",
+    "session",
+    "messages",
+    "usage",
+    "iterations",
+    "output_retries",
+    "tool_retries",
+    "pending",
+    "completed",
+    "decisions",
+)
+
+
+def _run_v2_to_v3(body: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 copied the run state's fields into the checkpoint; format 3 embeds a RunState."""
+    state = {k: body[k] for k in _RUN_STATE_FIELDS if k in body}
+    state.setdefault("run_id", "")
+    state.setdefault("agent", "")
+    out = {k: v for k, v in body.items() if k not in _RUN_STATE_FIELDS}
+    out["v"] = 3
+    out["state"] = state
+    return out
+
+
+def _session_v2_to_v3(body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "v": 3}  # the session layout did not change
+
+
 # MIGRATIONS[kind][v] turns a format-v body (a dict) into a format v+1 body.
 MIGRATIONS: dict[int, dict[int, Callable[[dict[str, Any]], dict[str, Any]]]] = {
-    KIND_SNAPSHOT: {1: _run_v1_to_v2},
-    KIND_DELTA: {1: _run_v1_to_v2},
-    KIND_SESSION: {1: _session_v1_to_v2},
+    KIND_SNAPSHOT: {1: _run_v1_to_v2, 2: _run_v2_to_v3},
+    KIND_DELTA: {1: _run_v1_to_v2, 2: _run_v2_to_v3},
+    KIND_SESSION: {1: _session_v1_to_v2, 2: _session_v2_to_v3},
 }
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -153,6 +285,9 @@ def _decode(data: bytes, where: str, kinds: tuple[int, ...], tp: type[Any]) -> t
     except IncompatibleStateError as exc:
         raise IncompatibleStateError(f"{where}: {exc}") from None
     # The typed decode failed: an older format, or a body of an unknown layout.
+    # Format 2 had ``v`` default to 2 and omitted defaults, so its bodies carry no ``v``.
+    if isinstance(body, dict) and "v" not in body:
+        body["v"] = 2
     if not isinstance(body, dict) or not isinstance(body.get("v"), int):
         raise CorruptStateError(f"{where} holds a frame whose body is not a versioned record")
     version = body["v"]
@@ -206,14 +341,15 @@ def replay(records: list[tuple[bool, RunCheckpoint]]) -> RunCheckpoint:
         messages.extend(cp.messages)
         last = cp
     # Deltas leave out the run's identity; the snapshot has it.
-    return msgspec.structs.replace(
-        last,
+    state = msgspec.structs.replace(
+        last.state,
         run_id=snapshot.run_id,
         agent=snapshot.agent,
         session=snapshot.session,
-        base=0,
         messages=messages,
+        history=snapshot.state.history,
     )
+    return msgspec.structs.replace(last, state=state, base=0)
 
 
 def checkpoint_of(
@@ -221,44 +357,45 @@ def checkpoint_of(
 ) -> RunCheckpoint:
     """The checkpoint of ``state`` holding its messages from index ``base`` on.
 
-    A delta (``base > 0``) leaves out the run id, agent and session: the
+    A delta (``base > 0``) leaves out the run id, agent, session and history: the
     snapshot it follows holds them, and every delta stays a few bytes more
     than the messages it adds.
     """
     delta = base > 0
     return RunCheckpoint(
-        run_id="" if delta else state.run_id,
-        agent="" if delta else state.agent,
-        session=None if delta else state.session,
+        v=FORMAT_VERSION,
+        state=RunState(
+            run_id="" if delta else state.run_id,
+            agent="" if delta else state.agent,
+            session=None if delta else state.session,
+            messages=state.messages[base:],
+            usage=state.usage,
+            iterations=state.iterations,
+            output_retries=state.output_retries,
+            tool_retries=dict(state.tool_retries),
+            pending=list(state.pending),
+            completed=dict(state.completed),
+            decisions=dict(state.decisions),
+            history=[] if delta else state.history,
+        ),
         status=status,
         base=base,
-        messages=state.messages[base:],
-        usage=state.usage,
-        iterations=state.iterations,
-        output_retries=state.output_retries,
-        tool_retries=dict(state.tool_retries),
-        pending=list(state.pending),
-        completed=dict(state.completed),
-        decisions=dict(state.decisions),
         user_state=user_state,
         at=time.time(),
     )
 
 
 def state_of(cp: RunCheckpoint) -> RunState:
-    """The :class:`RunState` a full checkpoint describes."""
-    return RunState(
-        run_id=cp.run_id,
-        agent=cp.agent,
-        session=cp.session,
-        messages=list(cp.messages),
-        usage=cp.usage,
-        iterations=cp.iterations,
-        output_retries=cp.output_retries,
-        tool_retries=dict(cp.tool_retries),
-        pending=list(cp.pending),
-        completed=dict(cp.completed),
-        decisions=dict(cp.decisions),
+    """A copy of the :class:`RunState` a full checkpoint describes (safe to continue)."""
+    s = cp.state
+    return msgspec.structs.replace(
+        s,
+        messages=list(s.messages),
+        tool_retries=dict(s.tool_retries),
+        pending=list(s.pending),
+        completed=dict(s.completed),
+        decisions=dict(s.decisions),
+        history=list(s.history),
     )
 
 

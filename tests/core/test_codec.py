@@ -10,6 +10,8 @@ import struct
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +90,6 @@ def test_crc32c_hardware_and_tables_agree(data: bytes, skip: int, seed: int) -> 
 def test_crc32c_continues(a: bytes, b: bytes) -> None:
     assert crc32c(b, crc32c(a)) == crc32c(a + b)
     assert _core._crc32c_sw(b, _core._crc32c_sw(a)) == crc32c(a + b)
-
-
-def test_crc32c_large_buffer_releases_the_gil_path() -> None:
-    data = os.urandom(1 << 20)
-    assert crc32c(data) == _core._crc32c_sw(data)
-    assert crc32c(bytearray(data)) == crc32c(memoryview(data))
 
 
 def test_crc32c_rejects_text_and_bad_seed() -> None:
@@ -421,3 +417,70 @@ def test_fuzz_decode_frame_and_log_reader(tmp_path: Path) -> None:
     tail = (proc.stdout + proc.stderr)[-4000:]
     assert proc.returncode == 0, tail
     assert "Done" in tail
+
+
+# -- the GIL: released around large checksums and file writes ---------------------------------
+
+
+def _other_thread_runs_during(call: Callable[[], object], attempts: int) -> bool:
+    """Whether another Python thread ran bytecode while ``call()`` was executing.
+
+    A counter thread wakes every half millisecond to count. With the switch
+    interval at 1000 s this thread never hands over the GIL between bytecodes,
+    so the counter can move between ``before`` and ``after`` only if ``call``
+    itself released the GIL. Tried ``attempts`` times (the OS may not schedule
+    the counter thread during one short call); no timing is asserted.
+    """
+    count = 0
+    stop = threading.Event()
+
+    def counter() -> None:
+        nonlocal count
+        while not stop.is_set():
+            count += 1
+            time.sleep(0.0005)
+
+    thread = threading.Thread(target=counter, daemon=True)
+    old = sys.getswitchinterval()
+    thread.start()
+    sys.setswitchinterval(1000.0)
+    try:
+        for _ in range(attempts):
+            time.sleep(0.002)  # releases the GIL: the counter thread gets going
+            before = count
+            call()
+            if count != before:
+                return True
+        return False
+    finally:
+        sys.setswitchinterval(old)
+        stop.set()
+        thread.join()
+
+
+def test_the_gil_probe_sees_a_call_that_holds_the_gil() -> None:
+    # The control: the portable CRC path never releases the GIL, so the probe must say so.
+    data = os.urandom(8 << 20)
+    assert not _other_thread_runs_during(lambda: _core._crc32c_sw(data), attempts=3)
+
+
+def test_crc32c_large_buffer_releases_the_gil() -> None:
+    data = os.urandom(64 << 20)
+    assert _other_thread_runs_during(lambda: crc32c(data), attempts=50)
+    assert crc32c(data) == _core._crc32c_sw(data)
+    assert crc32c(bytearray(data[: 1 << 20])) == crc32c(memoryview(data)[: 1 << 20])
+
+
+def test_frames_check_large_bodies_without_the_gil() -> None:
+    payload = os.urandom(32 << 20)
+    frame = encode_frame(payload)
+    assert _other_thread_runs_during(lambda: encode_frame(payload), attempts=50)
+    assert _other_thread_runs_during(lambda: decode_frame(frame), attempts=50)
+    assert decode_frame(frame) == payload
+
+
+def test_atomic_write_releases_the_gil(tmp_path: Path) -> None:
+    data = os.urandom(8 << 20)
+    target = tmp_path / "big"
+    assert _other_thread_runs_during(lambda: atomic_write(target, data), attempts=20)
+    assert target.read_bytes() == data

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from openheim import Mailbox
+from openheim import Mailbox, _core
 from openheim.errors import (
     ConfigError,
     MailboxClosed,
@@ -180,6 +183,25 @@ def test_threads_to_threads_no_loss_no_dup() -> None:
     assert sorted(seen) == [(p, i) for p in range(producers) for i in range(per)]
 
 
+@contextlib.contextmanager
+def _signalled_wakeups_only() -> Iterator[None]:
+    """Blocked threads wake only when signalled (not every 0.1 s to check for Ctrl-C)."""
+    old = _core._set_wait_slice(3600.0)
+    try:
+        yield
+    finally:
+        _core._set_wait_slice(old)
+
+
+def _until_blocked(box: Mailbox[Any], getters: int, putters: int) -> None:
+    """Wait until the C queue counts these threads asleep on its condition variables."""
+    for _ in range(30_000):
+        if box._blocked_threads() == (getters, putters):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"threads never blocked: {box._blocked_threads()}")
+
+
 def test_close_wakes_blocked_thread_getter() -> None:
     box: Mailbox[int] = Mailbox(1)
     errors: list[BaseException] = []
@@ -190,12 +212,15 @@ def test_close_wakes_blocked_thread_getter() -> None:
         except BaseException as exc:
             errors.append(exc)
 
-    t = threading.Thread(target=reader)
-    t.start()
-    time.sleep(0.05)
-    box.close()
-    t.join(timeout=10)
+    with _signalled_wakeups_only():
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        _until_blocked(box, getters=1, putters=0)  # really asleep before close()
+        box.close()
+        # Only close()'s wake-up can end a wait of 3600 s within the join.
+        t.join(timeout=60)
     assert not t.is_alive()
+    assert box._blocked_threads() == (0, 0)
     assert len(errors) == 1
     assert isinstance(errors[0], MailboxClosed)
 
@@ -211,13 +236,31 @@ def test_close_wakes_blocked_thread_putter() -> None:
         except BaseException as exc:
             errors.append(exc)
 
-    t = threading.Thread(target=writer)
-    t.start()
-    time.sleep(0.05)
-    box.close()
-    t.join(timeout=10)
+    with _signalled_wakeups_only():
+        t = threading.Thread(target=writer, daemon=True)
+        t.start()
+        _until_blocked(box, getters=0, putters=1)
+        box.close()
+        t.join(timeout=60)
+    assert not t.is_alive()
     assert [type(e) for e in errors] == [MailboxClosed]
     assert box.get_nowait() == 0
+
+
+def test_blocked_thread_stays_blocked_without_a_wakeup() -> None:
+    # The control for the two tests above: with no close() and no item, the
+    # thread is still asleep after the same join, so they can fail.
+    box: Mailbox[int] = Mailbox(1)
+    with _signalled_wakeups_only():
+        t = threading.Thread(target=box.get_blocking, daemon=True)
+        t.start()
+        _until_blocked(box, getters=1, putters=0)
+        t.join(timeout=0.2)
+        assert t.is_alive()
+        box.put_nowait(7)  # a put wakes it too
+        t.join(timeout=60)
+    assert not t.is_alive()
+    assert box.empty()
 
 
 async def test_async_put_get_in_order() -> None:

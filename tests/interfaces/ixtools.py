@@ -73,3 +73,12 @@ def get_weather(city: str) -> str:
 def delete_file(path: str) -> str:
     """Delete a file (needs approval)."""
     return f"deleted {path}"
+
+
+def _crash(request: ModelRequest) -> Any:
+    raise RuntimeError("a bug in the model code")
+
+
+def crashing_model() -> ScriptedModel:
+    """Raises a plain RuntimeError (not an OpenheimError), as a buggy model would."""
+    return ScriptedModel(_crash, name="crash")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-import types
 from pathlib import Path
 
 import pytest
 from ixhelpers import write_project
 
-from openheim.config import SessionStore, load_config, open_history
+from openheim.config import load_config, open_history
 from openheim.errors import ConfigError
 from openheim.messages import Message, Usage
 
@@ -86,31 +85,64 @@ def test_missing_default_config_is_empty(tmp_path: Path, monkeypatch: pytest.Mon
     assert config.agents == {}
 
 
-async def test_open_history_falls_back_to_memory_with_listing(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setitem(sys.modules, "openheim.stores", None)  # as if not installed
-    store = open_history("memory://", "tenant-x")
-    assert isinstance(store, SessionStore)
+async def test_open_history_is_the_stores_history_per_tenant(tmp_path: Path) -> None:
+    from openheim.stores.history import StoreHistory
+
+    url = f"sqlite:///{tmp_path}/state.db"
+    store = open_history(url, "tenant-x")
+    assert isinstance(store, StoreHistory)
     await store.append("s", [Message.user("hi")], Usage(1, 2, 1))
-    assert await open_history("memory://", "tenant-x").list_sessions() == ["s"]
-    assert await open_history("memory://", "tenant-y").list_sessions() == []
+    assert await open_history(url, "tenant-x").list_sessions() == ["s"]
+    assert await open_history(url, "tenant-y").list_sessions() == []
     assert (await store.usage("s")).requests == 1
     assert await store.delete("s")
     assert await store.load("s") == []
+    await store.aclose()
 
 
-def test_open_history_uses_the_persistence_layer_when_installed(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    calls: list[tuple[str, str]] = []
-    fake = types.ModuleType("openheim.stores")
+def test_reload_modules_picks_up_edited_tool_code(tmp_path: Path) -> None:
+    # The server calls Config.reload_modules() on SIGHUP; the edit below keeps the file's
+    # size and lands within the same second, which the bytecode cache alone would miss.
+    tools = tmp_path / "reload_tools_mod.py"
+    source = "import openheim as oh\n\n@oh.tool\ndef version() -> str:\n    return 'v1'\n"
+    tools.write_text(source)
+    path = write_project(
+        tmp_path, '[agents.a]\nmodel = "ixtools:echo_model"\ntools = ["reload_tools_mod:version"]\n'
+    )
+    config = load_config(path)
+    first = config.build_agent("a")
+    assert first.tools[0]() == "v1"
+    tools.write_text(source.replace("v1", "v2"))
+    # Without a reload the cached module stays.
+    assert config.build_agent("a").tools[0]() == "v1"
+    dropped = config.reload_modules()
+    assert "reload_tools_mod" in dropped
+    assert config.build_agent("a").tools[0]() == "v2"
+    tools.write_text(source.replace("v1", "v3"))
+    from openheim.config import _import_object
 
-    def fake_open(url: str, namespace: str = "default") -> object:
-        calls.append((url, namespace))
-        return "durable"
+    fresh = _import_object("reload_tools_mod:version", config.folder, fresh=True)
+    assert fresh() == "v3"
 
-    fake.open_history = fake_open  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "openheim.stores", fake)
-    assert open_history("sqlite:///x.db", "acme") == "durable"
-    assert calls == [("sqlite:///x.db", "acme")]
+
+def test_config_folder_is_searched_after_installed_modules(tmp_path: Path) -> None:
+    path = write_project(tmp_path, '[agents.a]\nmodel = "ixtools:echo_model"\n')
+    load_config(path)
+    assert str(tmp_path.resolve()) in sys.path
+    assert sys.path.index(str(tmp_path.resolve())) > 0
+    (tmp_path / "json.py").write_text("X = 1\n")
+    with pytest.raises(ConfigError, match="has the name of the installed module 'json'"):
+        load_config(path).import_object("json:X")
+
+
+def test_forget_modules_leaves_installed_packages_below_the_folder_alone() -> None:
+    # A config file at the top of a checkout has the venv and src/ below its folder.
+    import msgspec as before_msgspec
+
+    import openheim.config as before_config
+    from openheim.config import forget_modules
+
+    folder = Path(before_config.__file__).resolve().parents[2]  # the checkout (src/..)
+    assert forget_modules(folder) == []
+    assert sys.modules["msgspec"] is before_msgspec
+    assert sys.modules["openheim.config"] is before_config

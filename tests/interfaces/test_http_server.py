@@ -317,6 +317,8 @@ def test_health_ready_metrics(server: Served) -> None:
 def test_openapi_covers_every_route(server: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     doc = httpx.get(f"{server.url}/openapi.json").json()
     expected = {
+        ("get", "/"),
+        ("get", "/docs"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),
@@ -326,6 +328,8 @@ def test_openapi_covers_every_route(server: Served, monkeypatch: pytest.MonkeyPa
         ("post", "/v1/agents/{name}/runs"),
         ("get", "/v1/runs/{run_id}"),
         ("get", "/v1/runs/{run_id}/events"),
+        ("get", "/v1/runs/{run_id}/approvals"),
+        ("post", "/v1/runs/{run_id}/approvals"),
         ("get", "/v1/sessions"),
         ("get", "/v1/sessions/{session_id}"),
         ("delete", "/v1/sessions/{session_id}"),
@@ -406,7 +410,8 @@ async def test_provider_models_are_proxied(server: Served, monkeypatch: pytest.M
     folder = server.config.parent / "chain"
     config = write_project(
         folder,
-        f'[providers.up]\nbase_url = "{server.url}/v1"\napi_key_env = "IX_ACME_KEY"\n',
+        f'[providers.up]\nbase_url = "{server.url}/v1"\napi_key_env = "IX_ACME_KEY"\n'
+        'models = ["echo"]\n',
     )
     app = create_app(load_config(config))
     transport = httpx.ASGITransport(app=app)
@@ -418,3 +423,27 @@ async def test_provider_models_are_proxied(server: Served, monkeypatch: pytest.M
         body["model"] = "elsewhere:echo"
         assert (await c.post("/v1/chat/completions", json=body)).status_code == 404
     await app.state.aclose()
+
+
+def test_openapi_schemas_describe_real_answers(server: Served) -> None:
+    # The document is generated from the wire structs: real answers validate against it.
+    from jsonschema import Draft202012Validator
+
+    doc = httpx.get(f"{server.url}/openapi.json").json()
+    assert doc["openapi"].startswith("3.1")
+
+    def check(name: str, instance: object) -> None:
+        schema = {"$ref": f"#/components/schemas/{name}", "components": doc["components"]}
+        Draft202012Validator(schema).validate(instance)
+
+    with server.client() as c:
+        body = {"model": "echo", "messages": [{"role": "user", "content": "doc"}]}
+        check("ChatCompletion", c.post("/v1/chat/completions", json=body).json())
+        check("Run", c.post("/v1/agents/echo/runs", json={"input": "x", "session": "doc"}).json())
+        check("Run", c.post("/v1/agents/broken/runs", json={"input": "x"}).json())
+        check("Session", c.get("/v1/sessions/doc").json())
+        check("SessionList", c.get("/v1/sessions").json())
+        check("ModelList", c.get("/v1/models").json())
+        check("ErrorBody", c.get("/v1/sessions/none-such").json())
+    with pytest.raises(Exception, match="is a required property"):
+        check("ChatCompletion", {"id": "x"})

@@ -28,7 +28,7 @@ def chat(project: Path, tmp_path: Path) -> Iterator[object]:
         encoding="utf-8",
         timeout=30,
     )
-    child.expect("slow> ")
+    child.expect("you> ")
     yield child
     if child.isalive():
         child.terminate(force=True)
@@ -43,12 +43,12 @@ def send(child: object, line: str) -> None:
 
 def test_streams_the_answer_and_keeps_history(chat: object, tmp_path: Path) -> None:
     send(chat, "hello")
-    chat.expect("slow answer to hello word0")  # type: ignore[attr-defined]
+    chat.expect("slow> slow answer to hello word0")  # type: ignore[attr-defined]
     chat.expect("word19")  # type: ignore[attr-defined]
-    chat.expect("slow> ")  # type: ignore[attr-defined]
+    chat.expect("you> ")  # type: ignore[attr-defined]
     send(chat, "/sessions")
     chat.expect(r"chat-\w+ \*")  # type: ignore[attr-defined]
-    chat.expect("slow> ")  # type: ignore[attr-defined]
+    chat.expect("you> ")  # type: ignore[attr-defined]
     time.sleep(0.3)
     chat.sendcontrol("d")  # type: ignore[attr-defined]
     chat.expect(pexpect.EOF)  # type: ignore[attr-defined]
@@ -58,18 +58,18 @@ def test_streams_the_answer_and_keeps_history(chat: object, tmp_path: Path) -> N
 def test_ctrl_c_cancels_the_turn_and_keeps_the_session(chat: object) -> None:
     send(chat, "/session mine")
     chat.expect("session: mine")  # type: ignore[attr-defined]
-    chat.expect("slow> ")  # type: ignore[attr-defined]
+    chat.expect("you> ")  # type: ignore[attr-defined]
     send(chat, "sleep 30")
     time.sleep(0.5)
     chat.sendintr()  # type: ignore[attr-defined]
     chat.expect("cancelled")  # type: ignore[attr-defined]
-    chat.expect("slow> ")  # type: ignore[attr-defined]
+    chat.expect("you> ")  # type: ignore[attr-defined]
     send(chat, "/session")
     chat.expect("session: mine")  # type: ignore[attr-defined]
-    chat.expect("slow> ")  # type: ignore[attr-defined]
+    chat.expect("you> ")  # type: ignore[attr-defined]
     send(chat, "after")
     chat.expect("slow answer to after")  # type: ignore[attr-defined]
-    chat.expect("slow> ")  # type: ignore[attr-defined]
+    chat.expect("you> ")  # type: ignore[attr-defined]
     send(chat, "/exit")
     chat.expect(pexpect.EOF)  # type: ignore[attr-defined]
 
@@ -79,12 +79,12 @@ def test_approval_prompt_once_always_and_reject(chat: object) -> None:
     chat.expect(r"approve delete_file\(\{'path': '/tmp/a'\}\)\?")  # type: ignore[attr-defined]
     send(chat, "n")
     chat.expect("done: .*rejected")  # type: ignore[attr-defined]
-    chat.expect("slow> ")  # type: ignore[attr-defined]
+    chat.expect("you> ")  # type: ignore[attr-defined]
     send(chat, "delete /tmp/b")
     chat.expect("approve delete_file")  # type: ignore[attr-defined]
     send(chat, "a")
     chat.expect("done: deleted /tmp/b")  # type: ignore[attr-defined]
-    chat.expect("slow> ")  # type: ignore[attr-defined]
+    chat.expect("you> ")  # type: ignore[attr-defined]
     send(chat, "delete /tmp/c")  # "always" remembers: no prompt this time
     idx = chat.expect(["approve delete_file", "done: deleted /tmp/c"])  # type: ignore[attr-defined]
     assert idx == 1
@@ -97,11 +97,11 @@ def test_slash_commands_and_multiline_input(chat: object) -> None:
     chat.expect("model: ixtools:slow_model")  # type: ignore[attr-defined]
     send(chat, "/agent echo")
     chat.expect("agent: echo")  # type: ignore[attr-defined]
-    chat.expect("echo> ")  # type: ignore[attr-defined]
+    chat.expect("you> ")  # type: ignore[attr-defined]
     send(chat, "first line\\")
     chat.expect(r"\.\.\. ")  # type: ignore[attr-defined]
     send(chat, "second line")
-    chat.expect(r"echo: first line\s+second line \(turn 1\)")  # type: ignore[attr-defined]
+    chat.expect(r"echo> echo: first line\s+second line \(turn 1\)")  # type: ignore[attr-defined]
     send(chat, "/nope")
     chat.expect("unknown command /nope")  # type: ignore[attr-defined]
     send(chat, "/help")

@@ -59,3 +59,26 @@ async def store(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterat
             await _cleanup(s.namespace(ns + "-other"))
         finally:
             await s.aclose()
+
+
+@pytest.fixture
+async def other(store: Store) -> AsyncIterator[Store]:
+    """A second connection to ``store``'s data and namespace, as another process would have.
+
+    (On ``memory://`` there is only one process: the same data seen from a second handle.)
+    """
+    kind = type(store).__name__
+    if kind == "MemoryStore":
+        yield store.namespace(store.ns)
+        return
+    if kind == "RedisStore":
+        from openheim.stores.redis import RedisStore
+
+        assert isinstance(store, RedisStore)
+        s: Store = RedisStore(store.url, store.ns, prefix=store.prefix)
+    else:
+        s = open_store(store.url, namespace=store.ns)
+    try:
+        yield s
+    finally:
+        await s.aclose()

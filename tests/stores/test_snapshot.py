@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
-from openheim.agent import PendingApproval, RunState
+from openheim.agent import Approval, PendingApproval, RunState
 from openheim.errors import CorruptStateError, IncompatibleStateError
 from openheim.messages import Message, ToolCall, Usage
 from openheim.snapshot import (
@@ -20,6 +21,7 @@ from openheim.snapshot import (
     decode_session,
     encode_checkpoint,
     replay,
+    state_of,
 )
 from openheim.stores import Checkpointer, Store, open_store
 
@@ -65,10 +67,54 @@ def test_replay_folds_deltas_and_detects_gaps() -> None:
         replay(records[1:])
 
 
-def test_never_pickle() -> None:
-    data = encode_checkpoint(checkpoint_of(_state(1), "running", 0), snapshot=True)
-    assert b"\x80\x04" not in data[:32]  # no pickle protocol header
-    assert data[:4] == b"OHSF"
+def _plain(value: Any, path: str = "body") -> None:
+    """Fail unless ``value`` is plain msgpack data (no extension types, no opaque blobs)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            assert isinstance(k, str), f"{path}: key {k!r}"
+            _plain(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _plain(v, f"{path}[{i}]")
+    else:
+        assert value is None or type(value) in (str, int, float, bool), f"{path}: {value!r}"
+
+
+def test_never_pickle(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    from openheim._core import FRAME_HEADER_SIZE
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("pickle was used")
+
+    for name in ("dumps", "dump", "loads", "load", "Pickler", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse)
+    state = _state(2)
+    state.pending = [PendingApproval("c9", "rm", {"path": "/x"})]
+    state.decisions = {"c9": Approval(False, "no")}
+    state.history = [Message.user("earlier")]
+    cp = checkpoint_of(state, "paused", 0, user_state={"step": 3, "tags": ["a"], "ratio": 0.5})
+    cp = msgspec.structs.replace(cp, at=1700000000.0)  # fixed bytes: the scan below is exact
+    data = encode_checkpoint(cp, snapshot=True)
+    # The body is plain msgpack: exactly the record's fields as maps, lists and scalars.
+    body = msgspec.msgpack.decode(data[FRAME_HEADER_SIZE:])
+    _plain(body)
+    assert body == msgspec.to_builtins(cp)
+    assert body["state"]["messages"][1]["tool_calls"][0] == {
+        "name": "t",
+        "arguments": {"i": 0},
+        "id": "c0",
+    }
+    assert decode_checkpoint(data) == (True, cp)
+    # No pickle stream anywhere: one starts with PROTO (0x80) and a protocol number.
+    for proto in range(2, 6):
+        assert bytes([0x80, proto]) not in data
+    # State that only pickle could store is refused, not pickled.
+    for opaque in (object(), lambda: None, Path("/tmp")):
+        bad = checkpoint_of(_state(0), "running", 0, user_state=opaque)
+        with pytest.raises(TypeError):
+            encode_checkpoint(bad, snapshot=True)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])
@@ -106,11 +152,42 @@ def test_migrates_the_checked_in_v1_run_snapshot() -> None:
     assert cp.agent == "calc"
     assert cp.session == "s1"
     assert cp.status == "running"
-    assert cp.usage == Usage(30, 7, 2)
-    assert cp.iterations == 2
+    assert cp.state.usage == Usage(30, 7, 2)
+    assert cp.state.iterations == 2
     assert [m.role for m in cp.messages] == ["user", "assistant", "tool"]
     assert cp.messages[1].tool_calls == [ToolCall("add", {"a": 2, "b": 3}, "c1")]
     assert cp.messages[2].tool_call_id == "c1"
+
+
+def test_migrates_the_checked_in_v2_snapshot_and_delta() -> None:
+    """Format 2 copied the run state's fields; format 3 embeds the RunState."""
+    with open(os.path.join(FIXTURES, "run_snapshot_v2.ohsf"), "rb") as f:
+        snap_bytes = f.read()
+    with open(os.path.join(FIXTURES, "run_delta_v2.ohsf"), "rb") as f:
+        delta_bytes = f.read()
+    snap, cp = decode_checkpoint(snap_bytes, "fixture")
+    assert snap is True
+    assert cp.v == FORMAT_VERSION
+    assert cp.status == "paused"
+    assert cp.user_state == {"step": 1}
+    assert cp.at == 1700000000.0
+    state = cp.state
+    assert (state.run_id, state.agent, state.session) == ("run-v2", "ops", "s2")
+    assert state.usage == Usage(12, 4, 1)
+    assert state.iterations == 1
+    assert state.tool_retries == {"rm": 1}
+    assert state.pending == [PendingApproval("c1", "rm", {"path": "/tmp/x"})]
+    assert state.decisions == {"c1": Approval(False, "not now")}
+    assert state.messages[1].tool_calls == [ToolCall("rm", {"path": "/tmp/x"}, "c1")]
+    is_snap, delta = decode_checkpoint(delta_bytes, "fixture delta")
+    assert is_snap is False
+    assert delta.base == 2
+    assert delta.state.run_id == ""
+    full = replay([(snap, cp), (is_snap, delta)])
+    assert full.state.run_id == "run-v2"
+    assert [m.role for m in full.state.messages] == ["user", "assistant", "tool"]
+    assert full.state.messages[2].content == "rejected"
+    assert state_of(full).pending == []  # the delta's own (settled) scalar state wins
 
 
 def test_migrates_the_checked_in_v1_session() -> None:
@@ -180,7 +257,27 @@ async def test_a_corrupt_checkpoint_row_names_its_run_and_others_load(store: Sto
 
 
 def test_checkpoint_struct_has_a_version_field() -> None:
+    from openheim._core import decode_frame
+
     assert "v" in RunCheckpoint.__struct_fields__
+    # Written in every record, even at its default (format 2 left it out).
+    for snap, base in ((True, 0), (False, 1)):
+        body = decode_frame(
+            encode_checkpoint(checkpoint_of(_state(1), "running", base), snapshot=snap)
+        )
+        assert body["v"] == FORMAT_VERSION
+
+
+def test_checkpoints_embed_the_run_state_and_the_records_live_in_the_state_layer() -> None:
+    import openheim.agent.result as result
+    import openheim.snapshot as snapshot
+
+    assert RunCheckpoint.__struct_fields__ == ("v", "state", "status", "base", "user_state", "at")
+    assert RunState is snapshot.RunState is result.RunState
+    assert PendingApproval is snapshot.PendingApproval
+    assert Approval is snapshot.Approval
+    cp = checkpoint_of(_state(2), "running", 0)
+    assert cp.state == _state(2)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty"])

@@ -1,13 +1,16 @@
 """Agents: a model, instructions and tools, run as a tool loop.
 
 ``Agent.run`` returns a :class:`RunResult`; ``Agent.stream`` yields the
-events of :mod:`openheim.agent.events`; ``Agent.run_sync`` runs from
-synchronous code; ``Agent.resume`` continues a run paused for approvals.
+events of :mod:`openheim.agent.events` (:func:`result_of` drains them to the
+result); ``Agent.run_sync`` runs from synchronous code; ``Agent.resume``
+continues a run paused for approvals. Each run executes with one frozen
+:class:`RunSettings`.
 """
 
 from __future__ import annotations
 
 from openheim.agent._agent import Agent
+from openheim.agent._settings import RunSettings
 from openheim.agent.events import (
     AgentEvent,
     ApprovalRequired,
@@ -18,6 +21,7 @@ from openheim.agent.events import (
     ToolCallStarted,
     ToolResult,
     UsageEvent,
+    result_of,
 )
 from openheim.agent.result import Approval, PendingApproval, RunResult, RunState, StopReason
 
@@ -29,6 +33,7 @@ __all__ = [
     "Done",
     "PendingApproval",
     "RunResult",
+    "RunSettings",
     "RunState",
     "StopReason",
     "TextDelta",
@@ -37,4 +42,5 @@ __all__ = [
     "ToolCalled",
     "ToolResult",
     "UsageEvent",
+    "result_of",
 ]

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import importlib.util
 import inspect
-import itertools
 import logging
 import os
 import time
@@ -17,12 +16,16 @@ import msgspec
 
 from openheim.agent._loop import _Run
 from openheim.agent._output import OutputSpec
-from openheim.agent.events import AgentEvent, Done
-from openheim.agent.result import Approval, RunResult, RunState
+from openheim.agent._settings import RunSettings, as_model_settings
+from openheim.agent._sync import run_in_thread_loop
+from openheim.agent.events import AgentEvent, Done, result_of
+from openheim.agent.result import RunResult
 from openheim.errors import ApprovalError, ConfigError
 from openheim.messages import Message
 from openheim.models.base import Model, ModelSettings, ToolDefinition
-from openheim.sessions import HistoryStore, InMemoryHistory, TokenCounter, estimate_tokens
+from openheim.sessions import TokenCounter, estimate_tokens
+from openheim.snapshot import Approval, RunState, new_run_id, state_of, valid_run_id
+from openheim.stores.history import HistoryStore, InMemoryHistory
 from openheim.tools._context import RunContext
 from openheim.tools._tool import Tool
 from openheim.tools._toolset import Toolset
@@ -33,11 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["Agent"]
 
 logger = logging.getLogger("openheim.agent")
-
-# Run ids: random per process (so ids from different processes do not collide),
-# then a counter (a syscall per run would cost more than the rest of the id).
-_RUN_PREFIX = os.urandom(6).hex()
-_run_numbers = itertools.count(1)
 
 Instructions = str | Callable[..., Any]
 
@@ -50,27 +48,6 @@ _UNSET: Any = _Unset()
 ApprovalDecision = bool | Approval
 
 
-def _as_settings(value: ModelSettings | Mapping[str, Any] | None) -> ModelSettings:
-    if value is None:
-        return ModelSettings()
-    if isinstance(value, ModelSettings):
-        return value
-    if isinstance(value, Mapping):
-        unknown = set(value) - set(ModelSettings.__struct_fields__)
-        if unknown:
-            raise ConfigError(
-                f"unknown model settings {sorted(unknown)}; the settings are "
-                f"{', '.join(ModelSettings.__struct_fields__)}"
-            )
-        try:
-            return msgspec.convert(dict(value), ModelSettings)
-        except msgspec.ValidationError as exc:
-            raise ConfigError(f"invalid model settings: {exc}") from None
-    raise ConfigError(
-        f"model_settings must be a ModelSettings or a dict, got {type(value).__name__}"
-    )
-
-
 def _check_model(model: Any) -> None:
     """Fail at construction on a model string no provider accepts (without importing it)."""
     from openheim.models import _PROVIDERS
@@ -81,11 +58,6 @@ def _check_model(model: Any) -> None:
             f"unknown model {model!r}: use 'openai:<model>', 'anthropic:<model>' or "
             "'llama:/path/to/model.gguf', or pass a Model instance"
         )
-
-
-def _positive(name: str, value: float | None) -> None:
-    if value is not None and not value > 0:
-        raise ConfigError(f"{name} must be a positive number of seconds or None, got {value!r}")
 
 
 class Agent:
@@ -139,30 +111,24 @@ class Agent:
         checkpointer: Checkpointer | bool | None = None,
     ) -> None:
         self._set_model(model)
-        if max_iterations < 1:
-            raise ConfigError(f"max_iterations must be >= 1, got {max_iterations!r}")
-        if tool_concurrency < 1:
-            raise ConfigError(f"tool_concurrency must be >= 1, got {tool_concurrency!r}")
-        if output_retries < 0:
-            raise ConfigError(f"output_retries must be >= 0, got {output_retries!r}")
-        _positive("model_timeout", model_timeout)
-        _positive("tool_timeout", tool_timeout)
-        _positive("run_timeout", run_timeout)
-        self.name = name
-        self.max_iterations = max_iterations
-        self.tool_concurrency = tool_concurrency
-        self.model_timeout = model_timeout
-        self.tool_timeout = tool_timeout
-        self.run_timeout = run_timeout
-        self.output_retries = output_retries
-        self.model_settings = _as_settings(model_settings)
+        self.settings = RunSettings(
+            agent=name,
+            max_iterations=max_iterations,
+            tool_concurrency=tool_concurrency,
+            model_timeout=model_timeout,
+            tool_timeout=tool_timeout,
+            run_timeout=run_timeout,
+            output_retries=output_retries,
+            model_settings=as_model_settings(model_settings),
+        )
         if isinstance(history, str):
             from openheim.stores import open_history
 
-            history = open_history(history)
-        self.history: HistoryStore = history if history is not None else InMemoryHistory()
+            self.history: HistoryStore = open_history(history)
+        else:
+            self.history = history if history is not None else InMemoryHistory()
         if checkpointer is True:
-            store = getattr(self.history, "store", None)
+            store = self.history.store
             if store is None:
                 raise ConfigError(
                     "checkpointer=True keeps checkpoints in the history's store, but this "
@@ -178,6 +144,87 @@ class Agent:
         self.output_type = output_type
         self._set_instructions(instructions)
         self._set_tools(tools)
+
+    # The run settings, one attribute each (setting one validates it).
+
+    @property
+    def settings(self) -> RunSettings:
+        """The settings every run starts from (frozen; runs may override ``model_settings``)."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: RunSettings) -> None:
+        if not isinstance(value, RunSettings):
+            raise ConfigError(f"settings must be a RunSettings, got {type(value).__name__}")
+        self._settings = value
+        self._streaming = msgspec.structs.replace(value, streaming=True)
+
+    def _replace(self, **changes: Any) -> None:
+        self.settings = RunSettings(**{**msgspec.structs.asdict(self._settings), **changes})
+
+    @property
+    def name(self) -> str:
+        return self._settings.agent
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._replace(agent=value)
+
+    @property
+    def max_iterations(self) -> int:
+        return self._settings.max_iterations
+
+    @max_iterations.setter
+    def max_iterations(self, value: int) -> None:
+        self._replace(max_iterations=value)
+
+    @property
+    def tool_concurrency(self) -> int:
+        return self._settings.tool_concurrency
+
+    @tool_concurrency.setter
+    def tool_concurrency(self, value: int) -> None:
+        self._replace(tool_concurrency=value)
+
+    @property
+    def model_timeout(self) -> float | None:
+        return self._settings.model_timeout
+
+    @model_timeout.setter
+    def model_timeout(self, value: float | None) -> None:
+        self._replace(model_timeout=value)
+
+    @property
+    def tool_timeout(self) -> float | None:
+        return self._settings.tool_timeout
+
+    @tool_timeout.setter
+    def tool_timeout(self, value: float | None) -> None:
+        self._replace(tool_timeout=value)
+
+    @property
+    def run_timeout(self) -> float | None:
+        return self._settings.run_timeout
+
+    @run_timeout.setter
+    def run_timeout(self, value: float | None) -> None:
+        self._replace(run_timeout=value)
+
+    @property
+    def output_retries(self) -> int:
+        return self._settings.output_retries
+
+    @output_retries.setter
+    def output_retries(self, value: int) -> None:
+        self._replace(output_retries=value)
+
+    @property
+    def model_settings(self) -> ModelSettings:
+        return self._settings.model_settings
+
+    @model_settings.setter
+    def model_settings(self, value: ModelSettings | Mapping[str, Any] | None) -> None:
+        self._replace(model_settings=as_model_settings(value))
 
     def _set_model(self, model: str | Model) -> None:
         if isinstance(model, str):
@@ -267,7 +314,7 @@ class Agent:
         settings = (
             self.model_settings
             if isinstance(model_settings, _Unset)
-            else _as_settings(model_settings)
+            else as_model_settings(model_settings)
         )
         output = self._output if output_type is _UNSET else OutputSpec(output_type)
         # Swap in one step (no await in between: a run starting now sees old or new, not a mix).
@@ -308,25 +355,35 @@ class Agent:
         prompt: str | None = None,
         *,
         session: str | None = None,
+        message_history: Sequence[Message] | None = None,
         deps: Any = None,
         model_settings: ModelSettings | Mapping[str, Any] | None = None,
         resume: RunResult | RunState | None = None,
         approvals: Mapping[str, ApprovalDecision] | None = None,
+        run_id: str | None = None,
     ) -> RunResult:
         """Run the agent on ``prompt`` until it answers (or pauses for an approval).
 
-        ``session`` names a conversation: its history is loaded first and this
-        run's messages are added when it finishes. ``deps`` reaches tools and
-        instructions as ``ctx.deps``. ``model_settings`` override the agent's
-        for this run. ``resume`` continues a paused run (see :meth:`resume`).
+        ``session`` names a stored conversation: its history is loaded first
+        and this run's messages are added when it finishes. Or
+        ``message_history`` gives the conversation this run continues (a list
+        of :class:`Message`, e.g. a client's chat so far), stored nowhere; not
+        both. ``deps`` reaches tools and instructions as ``ctx.deps``.
+        ``model_settings`` override the agent's for this run. ``run_id`` names
+        the run (letters, digits, ``. _ : -``; generated if left out), also in
+        its checkpoints. ``resume`` continues a paused run (see :meth:`resume`).
         """
-        run = await self._start(prompt, session, deps, model_settings, resume, approvals, False)
-        result: RunResult | None = None
-        async for event in run.events():
-            if type(event) is Done:
-                result = event.result
-        assert result is not None
-        return result
+        run = await self._start(
+            prompt,
+            self._run_settings(model_settings, False),
+            session=session,
+            message_history=message_history,
+            deps=deps,
+            resume=resume,
+            approvals=approvals,
+            run_id=run_id,
+        )
+        return await result_of(run.events())
 
     async def resume(
         self,
@@ -353,27 +410,31 @@ class Agent:
         prompt: str | None = None,
         *,
         session: str | None = None,
+        message_history: Sequence[Message] | None = None,
         deps: Any = None,
         model_settings: ModelSettings | Mapping[str, Any] | None = None,
         resume: RunResult | RunState | None = None,
         approvals: Mapping[str, ApprovalDecision] | None = None,
+        run_id: str | None = None,
     ) -> RunResult:
-        """:meth:`run` from synchronous code (in a new event loop)."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(
-                self.run(
-                    prompt,
-                    session=session,
-                    deps=deps,
-                    model_settings=model_settings,
-                    resume=resume,
-                    approvals=approvals,
-                )
-            )
-        raise RuntimeError(
-            "Agent.run_sync() was called from a running event loop; use `await agent.run(...)` there"
+        """:meth:`run` from synchronous code.
+
+        Each thread keeps one event loop for all its ``run_sync`` calls (closed
+        when the thread ends); RuntimeError if called where an event loop is
+        running (``await agent.run(...)`` there).
+        """
+        return run_in_thread_loop(
+            self.run(
+                prompt,
+                session=session,
+                message_history=message_history,
+                deps=deps,
+                model_settings=model_settings,
+                resume=resume,
+                approvals=approvals,
+                run_id=run_id,
+            ),
+            "Agent.run_sync()",
         )
 
     async def stream(
@@ -381,17 +442,29 @@ class Agent:
         prompt: str | None = None,
         *,
         session: str | None = None,
+        message_history: Sequence[Message] | None = None,
         deps: Any = None,
         model_settings: ModelSettings | Mapping[str, Any] | None = None,
         resume: RunResult | RunState | None = None,
         approvals: Mapping[str, ApprovalDecision] | None = None,
+        run_id: str | None = None,
     ) -> AsyncGenerator[AgentEvent, None]:
         """Run like :meth:`run`, yielding events as they happen; the last is ``Done``.
 
         Stopping the iteration early abandons the run: nothing is added to the
-        session's history.
+        session's history. ``await result_of(agent.stream(...))`` returns the
+        run's result once the events are drained.
         """
-        run = await self._start(prompt, session, deps, model_settings, resume, approvals, True)
+        run = await self._start(
+            prompt,
+            self._run_settings(model_settings, True),
+            session=session,
+            message_history=message_history,
+            deps=deps,
+            resume=resume,
+            approvals=approvals,
+            run_id=run_id,
+        )
         async with contextlib.aclosing(run.events()) as events:
             async for event in events:
                 yield event
@@ -470,6 +543,31 @@ class Agent:
         A paused run needs ``approvals`` for its pending calls, else it is
         returned paused again. ConfigError if the store has no such run.
         """
+        return await result_of(
+            self._resumed(run_id, approvals, deps, model_settings, streaming=False)
+        )
+
+    def stream_resumed(
+        self,
+        run_id: str,
+        approvals: Mapping[str, ApprovalDecision] | None = None,
+        *,
+        deps: Any = None,
+        model_settings: ModelSettings | Mapping[str, Any] | None = None,
+    ) -> AsyncGenerator[AgentEvent, None]:
+        """:meth:`resume_run`, yielding the continued run's events as they happen (the last
+        is ``Done``)."""
+        return self._resumed(run_id, approvals, deps, model_settings, streaming=True)
+
+    async def _resumed(
+        self,
+        run_id: str,
+        approvals: Mapping[str, ApprovalDecision] | None,
+        deps: Any,
+        model_settings: ModelSettings | Mapping[str, Any] | None,
+        *,
+        streaming: bool,
+    ) -> AsyncGenerator[AgentEvent, None]:
         ckpt = self._checkpointer()
         cp = await ckpt.load(run_id)
         if cp is None:
@@ -479,70 +577,113 @@ class Agent:
             )
         if cp.agent != self.name:
             raise ConfigError(f"run {run_id!r} belongs to agent {cp.agent!r}, not {self.name!r}")
-        from openheim.snapshot import state_of
-
         state = state_of(cp)
-        if state.session is not None:
-            get = getattr(self.history, "get", None)
-            record = await get(state.session) if get is not None else None
-            if record is not None and run_id in record.runs:
-                # It finished and reached its session; only dropping its log was cut short.
-                await ckpt.discard(run_id)
-                output = self._output.parse(state.messages[-1].content) if state.messages else None
-                return RunResult(output, state, "final", [])
+        if state.session is not None and await self.history.has_run(state.session, run_id):
+            # It finished and reached its session; only dropping its log was cut short.
+            await ckpt.discard(run_id)
+            output = self._output.parse(state.messages[-1].content) if state.messages else None
+            yield Done(RunResult(output, state, "final", []))
+            return
         if state.pending:
             if approvals is None and not all(p.id in state.decisions for p in state.pending):
-                return RunResult(None, state, "approval_required", [])
-            run = await self._start(None, None, deps, model_settings, state, approvals, False)
+                yield Done(RunResult(None, state, "approval_required", []))
+                return
+            run = await self._start(
+                None,
+                self._run_settings(model_settings, streaming),
+                deps=deps,
+                resume=state,
+                approvals=approvals,
+            )
         else:
             last = state.messages[-1] if state.messages else None
             mid_turn = last is not None and last.role == "assistant" and bool(last.tool_calls)
             run = await self._start(
-                None, None, deps, model_settings, None, None, False, recovered=(state, mid_turn)
+                None,
+                self._run_settings(model_settings, streaming),
+                deps=deps,
+                recovered=(state, mid_turn),
             )
-        result: RunResult | None = None
-        async for event in run.events():
-            if type(event) is Done:
-                result = event.result
-        assert result is not None
-        return result
+        async with contextlib.aclosing(run.events()) as events:
+            async for event in events:
+                yield event
 
     # ---- internals --------------------------------------------------------------------
+
+    def _run_settings(
+        self, model_settings: ModelSettings | Mapping[str, Any] | None, streaming: bool
+    ) -> RunSettings:
+        """The frozen settings of one run: the agent's, with this run's overrides."""
+        base = self._streaming if streaming else self._settings
+        if model_settings is None:
+            return base
+        merged = base.model_settings.merged(as_model_settings(model_settings))
+        return msgspec.structs.replace(base, model_settings=merged)
 
     async def _start(
         self,
         prompt: str | None,
-        session: str | None,
-        deps: Any,
-        model_settings: ModelSettings | Mapping[str, Any] | None,
-        resume: RunResult | RunState | None,
-        approvals: Mapping[str, ApprovalDecision] | None,
-        streaming: bool,
+        settings: RunSettings,
+        *,
+        session: str | None = None,
+        message_history: Sequence[Message] | None = None,
+        deps: Any = None,
+        resume: RunResult | RunState | None = None,
+        approvals: Mapping[str, ApprovalDecision] | None = None,
+        run_id: str | None = None,
         recovered: tuple[RunState, bool] | None = None,
     ) -> _Run:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.run_timeout if self.run_timeout is not None else None
+        timeout = settings.run_timeout
+        deadline = loop.time() + timeout if timeout is not None else None
         model = self._model if self._model is not None else self.model
-        settings = self.model_settings
-        if model_settings is not None:
-            settings = settings.merged(_as_settings(model_settings))
         if recovered is not None:
             state = recovered[0]
         elif resume is not None:
             if prompt is not None:
                 raise ConfigError("give either a prompt or resume=, not both")
+            if session is not None or message_history is not None or run_id is not None:
+                raise ConfigError(
+                    "resume= continues the paused run in its own session, history and run id; "
+                    "leave out session=, message_history= and run_id="
+                )
             state = self._resumable(resume, approvals)
         else:
             if not isinstance(prompt, str):
                 raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}")
+            if message_history is not None:
+                if session is not None:
+                    raise ConfigError(
+                        "give either session= (a stored conversation) or message_history= (a "
+                        "conversation to continue, stored nowhere), not both"
+                    )
+                earlier = _checked_history(message_history)
+            else:
+                earlier = []
+            if run_id is None:
+                run_id = new_run_id()
+            else:
+                valid_run_id(run_id)
+                ckpt = self.checkpointer
+                if ckpt is not None and run_id in ckpt.active:
+                    raise ConfigError(
+                        f"run {run_id!r} is already running in this process; give each run "
+                        "its own run_id"
+                    )
             state = RunState(
-                run_id=f"run-{_RUN_PREFIX}-{next(_run_numbers)}",
-                agent=self.name,
+                run_id=run_id,
+                agent=settings.agent,
                 session=session,
                 messages=[Message("user", prompt)],
+                history=earlier,
             )
         session = state.session
-        history = await self.history.load(session) if session is not None else []
+        if state.history:
+            history = state.history
+        elif session is not None:
+            history = await self.history.load(session)
+        else:
+            history = []
         if self._providers:
             tools, definitions = await self._all_tools()
         else:
@@ -552,7 +693,7 @@ class Agent:
         if self._instructions is not None and not isinstance(self._instructions, str):
             ctx = RunContext(
                 deps,
-                agent=self.name,
+                agent=settings.agent,
                 run_id=state.run_id,
                 session=session,
                 messages=state.messages,
@@ -560,21 +701,23 @@ class Agent:
             )
             system = await self._render_instructions(ctx)
         return _Run(
-            self,
-            model,
-            state,
-            deps,
-            ctx,
             settings,
-            history,
-            system,
-            tools,
-            definitions,
-            streaming,
-            resume is not None or (recovered is not None and recovered[1]),
-            deadline,
-            loop,
-            recovered is not None,
+            model=model,
+            state=state,
+            deps=deps,
+            ctx=ctx,
+            history=history,
+            system=system,
+            tools=tools,
+            definitions=definitions,
+            output=self._output,
+            count_tokens=self._count_tokens,
+            sessions=self.history,
+            checkpointer=self.checkpointer,
+            resuming=resume is not None or (recovered is not None and recovered[1]),
+            recovered=recovered is not None,
+            run_deadline=deadline,
+            loop=loop,
         )
 
     async def _render_instructions(self, ctx: RunContext[Any]) -> Message | None:
@@ -645,6 +788,24 @@ class Agent:
         )
         original.pending = []
         return state
+
+
+def _checked_history(messages: Sequence[Message]) -> list[Message]:
+    """``message_history`` as a new list (ConfigError naming the first item that is no Message)."""
+    value: object = messages
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ConfigError(
+            f"message_history must be a list of openheim Message objects, got "
+            f"{type(value).__name__}"
+        )
+    history = list(messages)
+    for i, m in enumerate(history):
+        if type(m) is not Message:
+            raise ConfigError(
+                f"message_history[{i}] is a {type(m).__name__}, not an openheim Message; "
+                "build the conversation with Message.user(...), Message.assistant(...), ..."
+            )
+    return history
 
 
 def _load_agent(source: str) -> Agent:

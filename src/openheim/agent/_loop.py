@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from openheim.agent._output import InvalidOutput, OutputSpec
+from openheim.agent._settings import RunSettings
 from openheim.agent.events import (
     AgentEvent,
     ApprovalRequired,
@@ -37,7 +38,7 @@ from openheim.agent.events import (
     ToolResult,
     UsageEvent,
 )
-from openheim.agent.result import PendingApproval, RunResult, RunState
+from openheim.agent.result import RunResult
 from openheim.errors import (
     MaxIterationsError,
     ModelResponseError,
@@ -58,11 +59,13 @@ from openheim.models.base import (
     ToolCallDelta,
     ToolDefinition,
 )
-from openheim.sessions import HistoryWindow
+from openheim.sessions import HistoryWindow, TokenCounter
+from openheim.snapshot import PendingApproval, RunState
+from openheim.stores.history import HistoryStore
 from openheim.tools._context import RunContext
 
 if TYPE_CHECKING:
-    from openheim.agent._agent import Agent
+    from openheim.stores.checkpoint import Checkpointer
     from openheim.tools._tool import Tool
 
 __all__ = ["_Run"]
@@ -129,41 +132,52 @@ def _error_text(exc: BaseException) -> str:
 
 
 class _Run:
-    """One run of an agent (or the continuation of a paused one)."""
+    """One run of an agent (or the continuation of a paused one).
+
+    Everything it needs is given here: the run's frozen :class:`RunSettings`,
+    the resolved model, tools and system message, the session's history, and
+    where to record the run (``sessions``, ``checkpointer``); it never reads
+    the agent that started it.
+    """
 
     def __init__(
         self,
-        agent: Agent,
+        settings: RunSettings,
+        *,
         model: Model,
         state: RunState,
         deps: Any,
         ctx: RunContext[Any] | None,
-        settings: ModelSettings,
         history: list[Message],
         system: Message | None,
         tools: dict[str, Tool],
         definitions: list[ToolDefinition],
-        streaming: bool,
+        output: OutputSpec,
+        count_tokens: TokenCounter,
+        sessions: HistoryStore | None,
+        checkpointer: Checkpointer | None,
         resuming: bool,
+        recovered: bool,
         run_deadline: float | None,
         loop: asyncio.AbstractEventLoop,
-        recovered: bool = False,
     ) -> None:
-        self.agent = agent
+        self.settings = settings
         self.model = model
         self.state = state
         self.deps = deps
         self._ctx = ctx  # made on first need: most tools take no context
-        self.settings = settings
+        self.model_settings: ModelSettings = settings.model_settings
         self.history = history
         self.system = system
         self.tools = tools
         self.definitions = definitions
-        self.streaming = streaming
         self.resuming = resuming
         self.recovered = recovered  # continuing from a checkpoint: the start is recorded
         self.run_deadline = run_deadline
-        self.output: OutputSpec = agent._output
+        self.output = output
+        self.count_tokens = count_tokens
+        self.sessions = sessions
+        self.checkpointer = checkpointer
         self.loop = loop
         self._pending: list[PendingApproval] = []
         self._results: dict[str, Message] = {}
@@ -172,10 +186,11 @@ class _Run:
         self._window: HistoryWindow | None = None
         window = model.context_window
         if history and window is not None:
-            count = agent._count_tokens
-            self._window = HistoryWindow(history, count)
+            self._window = HistoryWindow(history, count_tokens)
             self._budget = (
-                window - (settings.max_tokens or 0) - (count(system) if system is not None else 0)
+                window
+                - (self.model_settings.max_tokens or 0)
+                - (count_tokens(system) if system is not None else 0)
             )
         else:
             self._prefix.extend(history)
@@ -186,7 +201,7 @@ class _Run:
             state = self.state
             ctx = self._ctx = RunContext(
                 self.deps,
-                agent=self.agent.name,
+                agent=self.settings.agent,
                 run_id=state.run_id,
                 session=state.session,
                 messages=state.messages,
@@ -208,14 +223,14 @@ class _Run:
 
     def _run_timeout(self) -> RunTimeout:
         return RunTimeout(
-            f"agent {self.agent.name!r}: run {self.state.run_id!r} exceeded its run_timeout of "
-            f"{self.agent.run_timeout:g} s; raise run_timeout or make the model and tools faster"
+            f"agent {self.settings.agent!r}: run {self.state.run_id!r} exceeded its run_timeout "
+            f"of {self.settings.run_timeout:g} s; raise run_timeout or make the model and tools faster"
         )
 
     # ---- the loop ---------------------------------------------------------------------
 
     async def events(self) -> AsyncGenerator[AgentEvent, None]:
-        ckpt = self.agent.checkpointer
+        ckpt = self.checkpointer
         if ckpt is None:
             async for event in self._events():
                 yield event
@@ -247,10 +262,13 @@ class _Run:
         ]
 
     async def _events(self) -> AsyncGenerator[AgentEvent, None]:
-        agent = self.agent
+        settings = self.settings
         state = self.state
-        ckpt = agent.checkpointer
+        ckpt = self.checkpointer
         if self.resuming:
+            if ckpt is not None and state.decisions and not self.recovered:
+                # Decisions first: a crash inside an approved tool resumes, not asks again.
+                await ckpt.save(state)
             async for event in self._tool_phase(state.messages[-1].tool_calls):
                 yield event
             if self._pending:  # recovered mid-turn: calls that still need a decision
@@ -266,19 +284,19 @@ class _Run:
         elif ckpt is not None and not self.recovered:
             await ckpt.save(state)
         while True:
-            if state.iterations >= agent.max_iterations:
+            if state.iterations >= settings.max_iterations:
                 raise self._max_iterations()
             if self.run_deadline is not None and self.loop.time() >= self.run_deadline:
                 raise self._run_timeout()
             request = ModelRequest(
                 self._request_messages(),
                 self.definitions,
-                self.settings,
+                self.model_settings,
                 self.output.schema,
                 self.output.name,
             )
             state.iterations += 1
-            if self.streaming:
+            if settings.streaming:
                 response: ModelResponse | None = None
                 async for item in self._stream_model(request):
                     if type(item) is ModelResponse:
@@ -321,11 +339,11 @@ class _Run:
             try:
                 output = self.output.parse(message.content)
             except InvalidOutput as exc:
-                if state.output_retries >= agent.output_retries:
+                if state.output_retries >= settings.output_retries:
                     raise OutputValidationError(
-                        f"agent {agent.name!r}: the model's final answer failed validation "
+                        f"agent {settings.agent!r}: the model's final answer failed validation "
                         f"{state.output_retries + 1} time(s) (output_retries="
-                        f"{agent.output_retries}); last error: {exc}"
+                        f"{settings.output_retries}); last error: {exc}"
                     ) from None
                 state.output_retries += 1
                 state.messages.append(
@@ -338,16 +356,18 @@ class _Run:
                 continue
             result = RunResult(output, state, "final", self.history)
             if ckpt is not None:
-                await ckpt.finish(state, agent.history)
-            elif state.session is not None:
-                await agent.history.append(state.session, state.messages, state.usage)
+                await ckpt.finish(state, self.sessions)
+            elif state.session is not None and self.sessions is not None:
+                await self.sessions.append(
+                    state.session, state.messages, state.usage, run_id=state.run_id
+                )
             yield Done(result)
             return
 
     def _request_messages(self) -> list[Message]:
         if self._window is None:
             return self._prefix + self.state.messages
-        count = self.agent._count_tokens
+        count = self.count_tokens
         budget = self._budget - sum(count(m) for m in self.state.messages)
         return self._prefix + self._window.fit(budget) + self.state.messages
 
@@ -359,8 +379,8 @@ class _Run:
                 break
         called = f"; the last turn called {', '.join(last)}" if last else ""
         return MaxIterationsError(
-            f"agent {self.agent.name!r} made {self.state.iterations} model requests "
-            f"(max_iterations={self.agent.max_iterations}) without a final answer{called}. "
+            f"agent {self.settings.agent!r} made {self.state.iterations} model requests "
+            f"(max_iterations={self.settings.max_iterations}) without a final answer{called}. "
             "Raise max_iterations, or check that the tools' results let the model finish."
         )
 
@@ -371,12 +391,12 @@ class _Run:
             return self._run_timeout()
         return ModelTimeout(
             f"model {self.model.name!r} did not answer within model_timeout="
-            f"{self.agent.model_timeout:g} s",
+            f"{self.settings.model_timeout:g} s",
             provider=self.model.name.partition(":")[0],
         )
 
     async def _request_model(self, request: ModelRequest) -> ModelResponse:
-        deadline, run_binding = self._deadline(self.agent.model_timeout)
+        deadline, run_binding = self._deadline(self.settings.model_timeout)
         if deadline is None:
             return await self.model.request(request)
         try:
@@ -387,7 +407,7 @@ class _Run:
     async def _stream_model(
         self, request: ModelRequest
     ) -> AsyncGenerator[TextDelta | ToolCallStarted | ToolCallArgsDelta | ModelResponse, None]:
-        deadline, run_binding = self._deadline(self.agent.model_timeout)
+        deadline, run_binding = self._deadline(self.settings.model_timeout)
         stream: AsyncIterator[Any] = self.model.stream(request)
         ids: dict[int, str] = {}
         got_response = False
@@ -474,7 +494,7 @@ class _Run:
             results[call.id] = message
             yield ToolResult(call.id, call.name, message.content or "", True)
 
-        ckpt = self.agent.checkpointer
+        ckpt = self.checkpointer
         if len(runnable) == 1:
             tool, call, arguments = runnable[0]
             yield ToolCalled(call.id, call.name, arguments)
@@ -513,7 +533,7 @@ class _Run:
         self.state.tool_retries[tool.name] = count
         if count > tool.retries:
             raise ToolArgumentsError(
-                f"agent {self.agent.name!r}: the model sent invalid arguments to tool "
+                f"agent {self.settings.agent!r}: the model sent invalid arguments to tool "
                 f"{tool.name!r} {count} time(s) (retries={tool.retries}); last error: {details}"
             )
         return Message(
@@ -527,7 +547,7 @@ class _Run:
 
     async def _call_tool(self, tool: Tool, call: ToolCall, arguments: dict[str, Any]) -> Message:
         ctx = self._context().for_call(call, self.state.usage) if tool.takes_ctx else None
-        timeout = tool.timeout if tool.timeout is not None else self.agent.tool_timeout
+        timeout = tool.timeout if tool.timeout is not None else self.settings.tool_timeout
         deadline, run_binding = self._deadline(timeout)
         is_error = False
         try:
@@ -550,7 +570,7 @@ class _Run:
         except Exception as exc:
             logger.warning(
                 "agent %r: tool %r (call %s) raised %s; the error goes back to the model",
-                self.agent.name,
+                self.settings.agent,
                 call.name,
                 call.id,
                 type(exc).__name__,
@@ -564,7 +584,7 @@ class _Run:
         self, runnable: list[tuple[Tool, ToolCall, dict[str, Any]]]
     ) -> AsyncGenerator[Message, None]:
         """Results in completion order, at most ``tool_concurrency`` calls in flight."""
-        limit = self.agent.tool_concurrency
+        limit = self.settings.tool_concurrency
         gate = asyncio.Semaphore(limit) if limit < len(runnable) else None
         done: asyncio.Queue[Message | BaseException] = asyncio.Queue()
 

@@ -6,15 +6,18 @@ fragments of its JSON arguments (they join to the arguments text); then one
 :class:`UsageEvent`. Each tool call the agent then runs: :class:`ToolCalled`
 (the parsed arguments, just before the call) and later its
 :class:`ToolResult`. A run paused for approvals yields :class:`ApprovalRequired`.
-The last event is always :class:`Done`, which carries the :class:`RunResult`.
+The last event is always :class:`Done`, which carries the :class:`RunResult`;
+:func:`result_of` drains a stream to it.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from openheim.errors import AgentError
 from openheim.messages import Usage
 from openheim.models.base import TextDelta
 
@@ -31,6 +34,7 @@ __all__ = [
     "ToolCalled",
     "ToolResult",
     "UsageEvent",
+    "result_of",
 ]
 
 
@@ -94,3 +98,23 @@ AgentEvent = (
     | ApprovalRequired
     | Done
 )
+
+
+async def result_of(events: AsyncIterable[AgentEvent]) -> RunResult:
+    """Drain a run's events and return the :class:`RunResult` its :class:`Done` carries.
+
+    ``await result_of(agent.stream(prompt))`` is ``await agent.run(prompt)``.
+    A consumer that handles some events itself (prints text, forwards
+    events) passes the events on to finish with the result. Raises
+    :class:`~openheim.errors.AgentError` if the stream ends without ``Done``.
+    """
+    result: RunResult | None = None
+    async for event in events:
+        if type(event) is Done:
+            result = event.result
+    if result is None:
+        raise AgentError(
+            "the run's event stream ended without a Done event; give result_of the whole "
+            "stream of one run (agent.stream(...)), not one already consumed"
+        )
+    return result

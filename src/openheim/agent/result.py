@@ -13,65 +13,20 @@ decision::
 :class:`RunState` is a msgspec Struct holding everything needed to resume
 (the run's messages, usage, decisions), so it can be encoded, stored and
 resumed later (``msgspec.msgpack.encode(res.state)``); ``deps`` are given
-again to ``resume``.
+again to ``resume``. The records themselves belong to the state layer
+(:mod:`openheim.snapshot`); they are re-exported here.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-import msgspec
-
-from openheim.errors import ApprovalError
 from openheim.messages import Message, Usage
+from openheim.snapshot import Approval, PendingApproval, RunState
 
 __all__ = ["Approval", "PendingApproval", "RunResult", "RunState", "StopReason"]
 
 StopReason = Literal["final", "approval_required"]
-
-
-class PendingApproval(msgspec.Struct, frozen=True):
-    """A tool call waiting for approval: its call ``id``, ``tool`` name and ``arguments``."""
-
-    id: str
-    tool: str
-    arguments: dict[str, Any]
-
-
-class Approval(msgspec.Struct, frozen=True):
-    """A decision on a pending call; a rejection's ``reason`` is shown to the model."""
-
-    approved: bool
-    reason: str | None = None
-
-
-class RunState(msgspec.Struct, kw_only=True):
-    """Everything a paused run needs to continue (encodable with msgspec)."""
-
-    run_id: str
-    agent: str
-    session: str | None = None
-    messages: list[Message] = msgspec.field(default_factory=list)  # this run's, prompt first
-    usage: Usage = msgspec.field(default_factory=Usage)
-    iterations: int = 0
-    output_retries: int = 0
-    tool_retries: dict[str, int] = msgspec.field(default_factory=dict)
-    pending: list[PendingApproval] = msgspec.field(default_factory=list)
-    # Results of the paused turn's calls that did not need approval, by call id.
-    completed: dict[str, Message] = msgspec.field(default_factory=dict)
-    decisions: dict[str, Approval] = msgspec.field(default_factory=dict)
-
-    def decide(self, call_id: str, approval: Approval) -> None:
-        """Record a decision on a pending call (ApprovalError if unknown or already decided)."""
-        if not any(p.id == call_id for p in self.pending):
-            known = ", ".join(p.id for p in self.pending) or "none"
-            raise ApprovalError(
-                f"no pending tool call {call_id!r} in run {self.run_id!r} (pending: {known})"
-            )
-        if call_id in self.decisions:
-            verb = "approved" if self.decisions[call_id].approved else "rejected"
-            raise ApprovalError(f"tool call {call_id!r} was already {verb}")
-        self.decisions[call_id] = approval
 
 
 class RunResult:

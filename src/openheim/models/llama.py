@@ -171,6 +171,7 @@ class LlamaModel:
         self.engine.submit(gen)
         reader = buffer.reader()
         text_parts: list[str] = []
+        answer_parts: list[str] = []  # the answer text a constrained reply has streamed
         try:
             async for chunk in reader:
                 text_parts.append(chunk)
@@ -178,6 +179,8 @@ class LlamaModel:
                     yield TextDelta(chunk)
                 else:
                     for ev in parser.feed(chunk):
+                        if isinstance(ev, TextDelta):
+                            answer_parts.append(ev.text)
                         yield ev
         except BaseException:
             gen.cancel()
@@ -191,6 +194,11 @@ class LlamaModel:
         try:
             kind, value = parse_reply(text)
         except ValueError as exc:
+            if finish == "length":
+                # Cut by max_tokens: the answer so far, as the OpenAI API gives it.
+                partial = Message.assistant("".join(answer_parts))
+                yield ModelResponse(partial, usage, "length", self._name)
+                return
             raise ModelResponseError(
                 f"the constrained reply did not complete ({gen.finish_reason}): "
                 f"{text[:200]!r}; raise max_tokens",

@@ -1,4 +1,5 @@
-"""The gRPC service (``openheim.proto``): RunAgent streams a run's events, GetSession reads one.
+"""The gRPC service (``openheim.proto``): RunAgent streams a run's events, GetSession reads one,
+ListApprovals and DecideApprovals list and decide a paused run's tool calls.
 
 It shares the HTTP server's state: the same tenants (``authorization: Bearer
 KEY`` metadata), agents, runs, limits and session stores.
@@ -7,15 +8,19 @@ KEY`` metadata), agents, runs, limits and session stores.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import msgspec
 
-from openheim.errors import ConfigError
+from openheim.config import Config
+from openheim.errors import ApprovalError, ConfigError
 from openheim.server import openheim_pb2 as pb
 from openheim.server import openheim_pb2_grpc as pb_grpc
-from openheim.server._state import ServerState, TooManyRuns, json_encode
+from openheim.server._runlog import RunRecord
+from openheim.server._state import ServerState, TooManyRuns
+from openheim.server._wire import BadRequest, check_session_id, json_encode, shown
 
 
 class _Service(pb_grpc.OpenheimServicer):
@@ -36,12 +41,28 @@ class _Service(pb_grpc.OpenheimServicer):
         assert tenant is not None
         return tenant
 
+    async def _check_session(self, session: str, context: Any) -> None:
+        try:
+            check_session_id(session)
+        except BadRequest as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
     async def RunAgent(self, request: Any, context: Any) -> AsyncIterator[Any]:
         tenant = await self._tenant(context)
+        if not self.state.accepting:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry on another"
+            )
+        if self.state.loading:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the server is still loading its agents; retry"
+            )
         if request.agent not in self.state.config.agents:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no agent {request.agent!r}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no agent {shown(request.agent)}")
+        if request.session:
+            await self._check_session(request.session, context)
         try:
-            record = self.state.start_run(
+            record = self.state.runs.start(
                 tenant, request.agent, request.input, request.session or None
             )
         except TooManyRuns:
@@ -52,18 +73,81 @@ class _Service(pb_grpc.OpenheimServicer):
         except ConfigError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             return
-        seen = 0
-        while True:
-            await record.wait(seen)
-            while seen < len(record.events):
-                kind, data = record.events[seen]
-                yield pb.AgentEvent(id=seen, type=kind, data=data.decode(), run_id=record.id)
-                seen += 1
-            if record.finished and seen >= len(record.events):
-                return
+        async for event in self._follow(record, -1):
+            yield event
+
+    async def _follow(self, record: RunRecord, after: int) -> AsyncIterator[Any]:
+        async for ident, kind, data in record.follow(after):
+            yield pb.AgentEvent(id=ident, type=kind, data=data.decode(), run_id=record.id)
+
+    async def ListApprovals(self, request: Any, context: Any) -> Any:
+        from openheim.agent.approvals import paused_run
+        from openheim.server.routes.runs import run_status
+
+        tenant = await self._tenant(context)
+        paused = await paused_run(self.state.checkpointer(tenant), request.run_id)
+        if paused is not None:
+            return pb.Approvals(
+                run_id=paused.run_id,
+                status="paused",
+                agent=paused.agent,
+                session=paused.session or "",
+                pending=[
+                    pb.PendingCall(
+                        id=p.id, tool=p.tool, arguments=json_encode(p.arguments).decode()
+                    )
+                    for p in paused.pending
+                ],
+            )
+        status = await run_status(self.state, tenant, request.run_id)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {request.run_id!r}")
+        assert status is not None
+        return pb.Approvals(run_id=request.run_id, status=str(status["status"]))
+
+    async def DecideApprovals(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        from openheim.agent.approvals import check_decisions, paused_run
+        from openheim.server.routes.runs import run_status
+        from openheim.snapshot import Approval
+
+        tenant = await self._tenant(context)
+        run_id = request.run_id
+        paused = await paused_run(self.state.checkpointer(tenant), run_id)
+        if paused is None:
+            if await run_status(self.state, tenant, run_id) is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {run_id!r}")
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"run {run_id!r} is not waiting for approvals",
+            )
+        assert paused is not None
+        decisions: dict[str, Approval] = {}
+        for d in request.decisions:
+            if d.id in decisions:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"call {d.id!r} is decided twice"
+                )
+            decisions[d.id] = Approval(d.approved, d.reason or None)
+        try:
+            check_decisions(paused, decisions)
+        except (ApprovalError, ConfigError) as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            record = await self.state.runs.decide(tenant, run_id, decisions)
+        except TooManyRuns:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, "too many concurrent runs for this tenant"
+            )
+            return
+        except ApprovalError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            return
+        async for event in self._follow(record, record.first - 1):
+            yield event
 
     async def GetSession(self, request: Any, context: Any) -> Any:
         tenant = await self._tenant(context)
+        await self._check_session(request.id, context)
         store = self.state.history(tenant).store
         messages = await store.load(request.id)
         if not messages:
@@ -81,13 +165,49 @@ class _Service(pb_grpc.OpenheimServicer):
         )
 
 
+def _read_pem(config: Config, key: str, value: str) -> bytes:
+    path = Path(value).expanduser()
+    if not path.is_absolute() and config.path is not None:
+        path = config.path.resolve().parent / path
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise config.error(
+            ["server", "grpc", key], f"cannot read {path}: {exc.strerror or exc}"
+        ) from None
+
+
+def credentials(config: Config) -> grpc.ServerCredentials | None:
+    """TLS credentials from ``[server.grpc]`` (None: plaintext)."""
+    g = config.server.grpc
+    if g.cert_file is None and g.key_file is None:
+        return None
+    if g.cert_file is None or g.key_file is None:
+        missing = "cert_file" if g.cert_file is None else "key_file"
+        raise config.error(
+            ["server", "grpc"], f"TLS needs both cert_file and key_file; {missing} is missing"
+        )
+    cert = _read_pem(config, "cert_file", g.cert_file)
+    key = _read_pem(config, "key_file", g.key_file)
+    return grpc.ssl_server_credentials([(key, cert)])
+
+
 async def start_grpc(state: ServerState, host: str, port: int) -> Any:
-    """Start the gRPC server on ``host:port`` (in the running event loop)."""
+    """Start the gRPC server on ``host:port`` (in the running event loop), over TLS when
+    ``[server.grpc]`` names a certificate and key."""
+    creds = credentials(state.config)
     server = grpc.aio.server()
     pb_grpc.add_OpenheimServicer_to_server(_Service(state), server)  # type: ignore[no-untyped-call]
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    try:
+        if creds is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, creds)
+    except RuntimeError:
+        bound = 0
     if bound == 0:
-        raise ConfigError(f"cannot listen for gRPC on {host}:{port}")
+        raise ConfigError(f"cannot listen for gRPC on {address}")
     await server.start()
     return server
 

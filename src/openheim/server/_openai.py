@@ -1,4 +1,4 @@
-"""``POST /v1/chat/completions``: the OpenAI Chat Completions API over configured agents.
+"""The OpenAI Chat Completions wire format: requests to messages and model requests, answers back.
 
 ``model`` names a configured agent. Two modes:
 
@@ -14,145 +14,127 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from openheim.messages import Message, ToolCall
-from openheim.models.base import ModelRequest, ModelSettings, ToolDefinition
-from openheim.server._state import json_encode
+from openheim.models.base import (
+    ModelRequest,
+    ModelResponse,
+    ModelSettings,
+    TextDelta,
+    ToolCallDelta,
+    ToolDefinition,
+)
+from openheim.server._schemas import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatMessage,
+    ChatToolCall,
+    Choice,
+    CompletionMessage,
+    CompletionUsage,
+    ContentPart,
+    FunctionCall,
+)
+from openheim.server._wire import BadRequest, decode_body, json_encode
 
+if TYPE_CHECKING:
+    from openheim.models import Model
 
-class BadRequest(Exception):
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
-
-
-class ChatRequest(msgspec.Struct):
-    model: str
-    messages: list[dict[str, Any]]
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    seed: int | None = None
-    stop: str | list[str] | None = None
+ChatRequest = ChatCompletionRequest
 
 
 def parse_request(body: bytes) -> ChatRequest:
-    try:
-        req = msgspec.json.decode(body, type=ChatRequest)
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"invalid request body: {exc}") from None
+    req = decode_body(body, ChatRequest)
     if not req.messages:
         raise BadRequest("messages must not be empty", "messages")
     return req
 
 
-def _text(content: Any, where: str) -> str | None:
+def _text(content: str | list[ContentPart] | None, where: str) -> str | None:
     if content is None or isinstance(content, str):
         return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text":
-                raise BadRequest(f"{where}: only text content parts are supported", where)
-            parts.append(str(part.get("text", "")))
-        return "".join(parts)
-    raise BadRequest(f"{where}: content must be a string or a list of parts", where)
+    parts = []
+    for part in content:
+        if part.type != "text":
+            raise BadRequest(f"{where}: only text content parts are supported", where)
+        parts.append(part.text)
+    return "".join(parts)
 
 
-def to_messages(raw: list[dict[str, Any]]) -> list[Message]:
+def to_messages(raw: list[ChatMessage]) -> list[Message]:
     out: list[Message] = []
     for i, m in enumerate(raw):
         where = f"messages[{i}]"
-        role = m.get("role")
-        content = _text(m.get("content"), where)
-        if role in ("system", "developer"):
+        content = _text(m.content, where)
+        if m.role in ("system", "developer"):
             out.append(Message("system", content or ""))
-        elif role == "user":
+        elif m.role == "user":
             out.append(Message("user", content or ""))
-        elif role == "assistant":
+        elif m.role == "assistant":
             calls = []
-            for c in m.get("tool_calls") or []:
-                fn = c.get("function") if isinstance(c, dict) else None
-                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                    raise BadRequest(f"{where}: tool_calls need function.name", where)
+            for c in m.tool_calls or []:
                 try:
-                    args = msgspec.json.decode(fn.get("arguments") or "{}")
+                    args = msgspec.json.decode(c.function.arguments or "{}")
                 except msgspec.DecodeError:
-                    args = {"__raw__": fn.get("arguments")}
+                    args = {"__raw__": c.function.arguments}
                 if not isinstance(args, dict):
-                    args = {"__raw__": fn.get("arguments")}
-                calls.append(ToolCall(fn["name"], args, str(c.get("id") or "")))
+                    args = {"__raw__": c.function.arguments}
+                calls.append(ToolCall(c.function.name, args, c.id))
             out.append(Message("assistant", content, calls))
-        elif role == "tool":
-            call_id = m.get("tool_call_id")
-            if not isinstance(call_id, str):
-                raise BadRequest(f"{where}: tool messages need tool_call_id", where)
-            out.append(Message("tool", content or "", tool_call_id=call_id, name=m.get("name")))
         else:
-            raise BadRequest(f"{where}: unknown role {role!r}", where)
+            if m.tool_call_id is None:
+                raise BadRequest(f"{where}: tool messages need tool_call_id", where)
+            out.append(Message("tool", content or "", tool_call_id=m.tool_call_id, name=m.name))
     return out
 
 
-def to_model_request(req: ChatRequest) -> ModelRequest:
-    tools = []
-    for i, t in enumerate(req.tools or []):
-        fn = t.get("function") if isinstance(t, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise BadRequest(f"tools[{i}] needs function.name", f"tools[{i}]")
-        params = fn.get("parameters") or {"type": "object", "properties": {}}
-        if not isinstance(params, dict):
-            raise BadRequest(f"tools[{i}].function.parameters must be an object", "tools")
-        tools.append(ToolDefinition(fn["name"], str(fn.get("description") or ""), params))
-    choice = "auto"
-    if isinstance(req.tool_choice, str):
-        if req.tool_choice not in ("auto", "none", "required"):
-            raise BadRequest(
-                "tool_choice must be auto, none, required or a function", "tool_choice"
-            )
-        choice = req.tool_choice
-    elif isinstance(req.tool_choice, dict):
-        fn = req.tool_choice.get("function")
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise BadRequest("tool_choice.function.name is required", "tool_choice")
-        choice = fn["name"]
-    schema = None
-    name = "final_result"
-    rf = req.response_format
-    if rf is not None:
-        kind = rf.get("type")
-        if kind == "json_schema":
-            js = rf.get("json_schema")
-            if not isinstance(js, dict) or not isinstance(js.get("schema", {}), dict):
-                raise BadRequest(
-                    "response_format.json_schema.schema is required", "response_format"
-                )
-            schema = js.get("schema") or {"type": "object"}
-            name = str(js.get("name") or name)
-        elif kind == "json_object":
-            schema = {"type": "object"}
-        elif kind != "text":
-            raise BadRequest(f"unknown response_format type {kind!r}", "response_format")
+def settings(req: ChatRequest) -> ModelSettings:
+    """The request's sampling settings (what it leaves out stays the agent's or the model's)."""
     stop = [req.stop] if isinstance(req.stop, str) else req.stop
-    settings = ModelSettings(
+    return ModelSettings(
         max_tokens=req.max_completion_tokens or req.max_tokens,
         temperature=req.temperature,
         top_p=req.top_p,
         seed=req.seed,
         stop=stop,
     )
+
+
+def to_model_request(req: ChatRequest) -> ModelRequest:
+    tools = [
+        ToolDefinition(
+            t.function.name,
+            t.function.description,
+            t.function.parameters or {"type": "object", "properties": {}},
+        )
+        for t in req.tools or []
+    ]
+    choice = "auto"
+    if isinstance(req.tool_choice, str):
+        choice = req.tool_choice
+    elif req.tool_choice is not None:
+        choice = req.tool_choice.function.name
+    schema = None
+    name = "final_result"
+    rf = req.response_format
+    if rf is not None:
+        if rf.type == "json_schema":
+            if rf.json_schema is None:
+                raise BadRequest(
+                    "response_format.json_schema is required for type json_schema",
+                    "response_format",
+                )
+            schema = rf.json_schema.schema or {"type": "object"}
+            name = rf.json_schema.name
+        elif rf.type == "json_object":
+            schema = {"type": "object"}
     return ModelRequest(
         to_messages(req.messages),
         tools,
-        settings,
+        settings(req),
         output_schema=schema,
         output_name=name,
         tool_choice=choice,
@@ -161,7 +143,7 @@ def to_model_request(req: ChatRequest) -> ModelRequest:
 
 def proxy_mode(req: ChatRequest) -> bool:
     rf = req.response_format
-    return bool(req.tools) or (rf is not None and rf.get("type") != "text")
+    return bool(req.tools) or (rf is not None and rf.type != "text")
 
 
 # ---- responses ----------------------------------------------------------------------
@@ -171,37 +153,31 @@ def new_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex[:24]
 
 
-def _wire_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
+def _wire_calls(calls: list[ToolCall]) -> list[ChatToolCall]:
     return [
-        {
-            "id": c.id,
-            "type": "function",
-            "function": {"name": c.name, "arguments": json_encode(c.arguments).decode()},
-        }
-        for c in calls
+        ChatToolCall(c.id, FunctionCall(c.name, json_encode(c.arguments).decode())) for c in calls
     ]
 
 
-def completion(cid: str, model: str, message: Message, finish: str, usage: Any) -> dict[str, Any]:
-    msg: dict[str, Any] = {"role": "assistant", "content": message.content}
+def completion(cid: str, model: str, message: Message, finish: str, usage: Any) -> ChatCompletion:
+    msg = CompletionMessage(message.content)
     if message.tool_calls:
-        msg["tool_calls"] = _wire_calls(message.tool_calls)
-    return {
-        "id": cid,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": msg, "finish_reason": finish, "logprobs": None}],
-        "usage": wire_usage(usage),
-    }
+        msg.tool_calls = _wire_calls(message.tool_calls)
+    return ChatCompletion(
+        id=cid,
+        created=int(time.time()),
+        model=model,
+        choices=[Choice(0, msg, finish)],
+        usage=wire_usage(usage),
+    )
 
 
-def wire_usage(usage: Any) -> dict[str, int]:
-    return {
-        "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.input_tokens + usage.output_tokens,
-    }
+def wire_usage(usage: Any) -> CompletionUsage:
+    return CompletionUsage(
+        prompt_tokens=usage.input_tokens,
+        completion_tokens=usage.output_tokens,
+        total_tokens=usage.input_tokens + usage.output_tokens,
+    )
 
 
 def chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -231,16 +207,13 @@ DONE = b"data: [DONE]\n\n"
 
 
 async def proxy_stream(
-    model: Any, request: ModelRequest, cid: str, name: str, include_usage: bool
+    model: Model, request: ModelRequest, cid: str, name: str, include_usage: bool
 ) -> AsyncIterator[bytes]:
-    from openheim.models.base import ModelResponse, TextDelta, ToolCallDelta
-
     yield chunk(cid, name, {"role": "assistant", "content": ""})
     async for ev in model.stream(request):
-        kind = type(ev)
-        if kind is TextDelta:
+        if isinstance(ev, TextDelta):
             yield chunk(cid, name, {"content": ev.text})
-        elif kind is ToolCallDelta:
+        elif isinstance(ev, ToolCallDelta):
             call: dict[str, Any] = {"index": ev.index}
             if ev.id is not None or ev.name is not None:
                 call.update(id=ev.id, type="function")
@@ -248,12 +221,8 @@ async def proxy_stream(
             else:
                 call["function"] = {"arguments": ev.arguments_delta}
             yield chunk(cid, name, {"tool_calls": [call]})
-        elif kind is ModelResponse:
+        elif isinstance(ev, ModelResponse):
             yield chunk(cid, name, {}, ev.finish_reason)
             if include_usage:
                 yield usage_chunk(cid, name, ev.usage)
     yield DONE
-
-
-def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> bytes:
-    return json_encode({"error": {"message": message, "type": kind, "param": param, "code": code}})

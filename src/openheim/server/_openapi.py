@@ -1,413 +1,270 @@
-"""The OpenAPI 3.0 document served at ``/openapi.json`` (written by hand, checked by tests)."""
+"""``/openapi.json``, generated from the wire structs (``server/_schemas.py``).
+
+:data:`OPERATIONS` says which struct each route takes and answers with; the
+schemas themselves come from ``msgspec.json.schema_components``, so the
+document cannot drift from what the routes decode and encode.
+"""
 
 from __future__ import annotations
 
 import copy
 import functools
-from typing import Any
+from typing import Any, NamedTuple
+
+import msgspec
 
 from openheim._version import __version__
+from openheim.server import _schemas as s
 
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
+_REF = "#/components/schemas/{name}"
 # Server-sent events: each event's data is JSON (an agent event or a completion chunk) or
-# the literal [DONE], so its schema is left open.
-_EVENTS: dict[str, Any] = {"schema": {}}
+# the literal [DONE], so their schema is left open.
+SSE = "text/event-stream"
+TEXT = "text/plain"
 
 
-def _sse(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"text/event-stream": _EVENTS}}
+class Param(NamedTuple):
+    name: str
+    where: str  # "path", "query" or "header"
+    description: str
 
 
-_ERR = _ref("Error")
+class Operation(NamedTuple):
+    method: str
+    path: str
+    summary: str
+    # status -> (description, {media type: struct type, or None for an open schema})
+    responses: dict[int, tuple[str, dict[str, Any]]]
+    body: type[Any] | None = None
+    params: tuple[Param, ...] = ()
+    public: bool = False
+
+
+def _json(description: str, kind: Any = s.ErrorBody) -> tuple[str, dict[str, Any]]:
+    return description, {"application/json": kind}
+
+
+_NOT_FOUND = {404: _json("not found, or owned by another tenant")}
+_BUSY = {429: _json("too many concurrent runs for the tenant (see Retry-After)")}
+_BAD = {400: _json("invalid request")}
+_DOWN = {503: _json("shutting down")}
+_RUN_ID = Param("run_id", "path", "run id")
+_SESSION_ID = Param("session_id", "path", "session id")
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "get", "/", "Where the API is described", {200: _json("links", s.Index)}, public=True
+    ),
+    Operation(
+        "get",
+        "/docs",
+        "The routes, as a web page linking this document",
+        {200: ("an HTML page", {"text/html": str})},
+        public=True,
+    ),
+    Operation("get", "/healthz", "Liveness", {200: _json("alive", s.Status)}, public=True),
+    Operation(
+        "get",
+        "/readyz",
+        "Readiness",
+        {200: _json("ready", s.Status), 503: _json("not ready or shutting down", s.Status)},
+        public=True,
+    ),
+    Operation(
+        "get", "/metrics", "Prometheus metrics", {200: ("metrics", {TEXT: str})}, public=True
+    ),
+    Operation(
+        "get",
+        "/openapi.json",
+        "This document",
+        {200: _json("OpenAPI 3.1", dict[str, Any])},
+        public=True,
+    ),
+    Operation(
+        "get",
+        "/v1/models",
+        "Configured agents (and listed provider models), as OpenAI models",
+        {200: _json("models", s.ModelList)},
+    ),
+    Operation(
+        "post",
+        "/v1/chat/completions",
+        "OpenAI-compatible chat completion",
+        {
+            200: (
+                "the completion (JSON), or SSE chunks ending with `data: [DONE]` when stream=true",
+                {"application/json": s.ChatCompletion, SSE: None},
+            ),
+            **_BAD,
+            **_NOT_FOUND,
+            **_BUSY,
+            422: _json("the agent could not finish (max_iterations, invalid output, ...)"),
+            500: _json("a fault of this server (logged with its traceback)"),
+            502: _json("the upstream model failed"),
+            **_DOWN,
+        },
+        body=s.ChatCompletionRequest,
+    ),
+    Operation(
+        "post",
+        "/v1/agents/{name}/runs",
+        "Run an agent",
+        {
+            200: (
+                "the finished run (JSON), or its events as SSE when stream=true",
+                {"application/json": s.Run, SSE: None},
+            ),
+            **_BAD,
+            **_NOT_FOUND,
+            **_BUSY,
+            **_DOWN,
+        },
+        body=s.RunRequest,
+        params=(Param("name", "path", "agent name"),),
+    ),
+    Operation(
+        "get",
+        "/v1/runs/{run_id}",
+        "A run's status",
+        {200: _json("the run", s.Run), **_NOT_FOUND},
+        params=(_RUN_ID,),
+    ),
+    Operation(
+        "get",
+        "/v1/runs/{run_id}/events",
+        "A run's events as SSE (from the store: also after a restart), after Last-Event-ID",
+        {
+            200: ("agent events", {SSE: None}),
+            400: _json("Last-Event-ID / after is not an event id of the run"),
+            **_NOT_FOUND,
+        },
+        params=(
+            _RUN_ID,
+            Param("Last-Event-ID", "header", "the id of the last event received"),
+            Param("after", "query", "the same as Last-Event-ID, for clients that cannot send it"),
+        ),
+    ),
+    Operation(
+        "get",
+        "/v1/runs/{run_id}/approvals",
+        "The tool calls a paused run waits for",
+        {200: _json("the run's pending calls", s.Approvals), **_NOT_FOUND},
+        params=(_RUN_ID,),
+    ),
+    Operation(
+        "post",
+        "/v1/runs/{run_id}/approvals",
+        "Approve or reject every pending call; the run goes on",
+        {
+            200: (
+                "the continued run (JSON), or its events as SSE when stream=true",
+                {"application/json": s.Run, SSE: None},
+            ),
+            400: _json("invalid decisions (unknown, missing or repeated call ids)"),
+            **_NOT_FOUND,
+            409: _json("the run is not waiting for approvals, or is being continued"),
+            **_BUSY,
+            **_DOWN,
+        },
+        body=s.ApprovalsRequest,
+        params=(_RUN_ID,),
+    ),
+    Operation(
+        "get",
+        "/v1/sessions",
+        "The tenant's sessions",
+        {200: _json("session ids", s.SessionList)},
+    ),
+    Operation(
+        "get",
+        "/v1/sessions/{session_id}",
+        "A session's messages and usage",
+        {200: _json("the session", s.Session), 400: _json("invalid session id"), **_NOT_FOUND},
+        params=(_SESSION_ID,),
+    ),
+    Operation(
+        "delete",
+        "/v1/sessions/{session_id}",
+        "Delete a session",
+        {204: ("deleted", {}), 400: _json("invalid session id"), **_NOT_FOUND},
+        params=(_SESSION_ID,),
+    ),
+)
+
 _AUTH_ERRORS = {
-    "401": _json(_ERR, "missing or unknown API key"),
-    "413": _json(_ERR, "request body too large"),
-}
-_NULL_STR = {"type": "string", "nullable": True}
-
-_SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["message", "type"],
-                "properties": {
-                    "message": {"type": "string"},
-                    "type": {"type": "string"},
-                    "param": _NULL_STR,
-                    "code": _NULL_STR,
-                },
-            }
-        },
-    },
-    "ChatMessage": {
-        "type": "object",
-        "required": ["role"],
-        "properties": {
-            "role": {
-                "type": "string",
-                "enum": ["system", "developer", "user", "assistant", "tool"],
-            },
-            "content": {"type": "string", "nullable": True},
-            "tool_calls": {"type": "array", "items": _ref("ToolCall")},
-            "tool_call_id": {"type": "string"},
-            "name": {"type": "string"},
-        },
-    },
-    "ToolCall": {
-        "type": "object",
-        "required": ["id", "type", "function"],
-        "properties": {
-            "id": {"type": "string"},
-            "type": {"type": "string", "enum": ["function"]},
-            "function": {
-                "type": "object",
-                "required": ["name", "arguments"],
-                "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}},
-            },
-        },
-    },
-    "ChatCompletionRequest": {
-        "type": "object",
-        "required": ["model", "messages"],
-        "properties": {
-            "model": {
-                "type": "string",
-                "description": "a configured agent's name, or <provider>:<model> for a [providers.NAME]",
-            },
-            "messages": {"type": "array", "minItems": 1, "items": _ref("ChatMessage")},
-            "tools": {
-                "type": "array",
-                "description": "when given, tool calls are returned to the client to run",
-                "items": {
-                    "type": "object",
-                    "required": ["type", "function"],
-                    "properties": {
-                        "type": {"type": "string", "enum": ["function"]},
-                        "function": {
-                            "type": "object",
-                            "required": ["name"],
-                            "properties": {
-                                "name": {"type": "string"},
-                                "description": {"type": "string"},
-                                "parameters": {"type": "object"},
-                            },
-                        },
-                    },
-                },
-            },
-            "tool_choice": {"type": "string", "enum": ["auto", "none", "required"]},
-            "response_format": {
-                "type": "object",
-                "required": ["type"],
-                "properties": {
-                    "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
-                    "json_schema": {
-                        "type": "object",
-                        "properties": {
-                            "name": {"type": "string"},
-                            "schema": {"type": "object"},
-                            "strict": {"type": "boolean"},
-                        },
-                    },
-                },
-            },
-            "stream": {"type": "boolean"},
-            "stream_options": {
-                "type": "object",
-                "properties": {"include_usage": {"type": "boolean"}},
-            },
-            "temperature": {"type": "number"},
-            "top_p": {"type": "number"},
-            "max_tokens": {"type": "integer"},
-            "seed": {"type": "integer"},
-        },
-    },
-    "ChatCompletion": {
-        "type": "object",
-        "required": ["id", "object", "created", "model", "choices", "usage"],
-        "properties": {
-            "id": {"type": "string"},
-            "object": {"type": "string", "enum": ["chat.completion"]},
-            "created": {"type": "integer"},
-            "model": {"type": "string"},
-            "choices": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["index", "message", "finish_reason"],
-                    "properties": {
-                        "index": {"type": "integer"},
-                        "message": _ref("ChatMessage"),
-                        "finish_reason": {"type": "string"},
-                    },
-                },
-            },
-            "usage": _ref("CompletionUsage"),
-        },
-    },
-    "CompletionUsage": {
-        "type": "object",
-        "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
-        "properties": {
-            "prompt_tokens": {"type": "integer"},
-            "completion_tokens": {"type": "integer"},
-            "total_tokens": {"type": "integer"},
-        },
-    },
-    "ModelList": {
-        "type": "object",
-        "required": ["object", "data"],
-        "properties": {
-            "object": {"type": "string", "enum": ["list"]},
-            "data": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["id", "object"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "object": {"type": "string"},
-                        "created": {"type": "integer"},
-                        "owned_by": {"type": "string"},
-                    },
-                },
-            },
-        },
-    },
-    "RunRequest": {
-        "type": "object",
-        "required": ["input"],
-        "properties": {
-            "input": {"type": "string"},
-            "session": {"type": "string", "nullable": True},
-            "stream": {"type": "boolean", "description": "answer as SSE agent events"},
-        },
-    },
-    "Usage": {
-        "type": "object",
-        "properties": {
-            "input_tokens": {"type": "integer"},
-            "output_tokens": {"type": "integer"},
-            "requests": {"type": "integer"},
-        },
-    },
-    "Run": {
-        "type": "object",
-        "required": ["status", "run_id"],
-        "properties": {
-            "status": {"type": "string", "enum": ["running", "finished", "failed"]},
-            "run_id": {"type": "string"},
-            "output": {"nullable": True},
-            "stop_reason": {"type": "string", "enum": ["final", "approval_required"]},
-            "usage": _ref("Usage"),
-            "session": _NULL_STR,
-            "pending": {"type": "array", "items": {"type": "object"}},
-            "error": {"type": "object", "nullable": True},
-        },
-    },
-    "Session": {
-        "type": "object",
-        "required": ["id", "messages", "usage"],
-        "properties": {
-            "id": {"type": "string"},
-            "messages": {"type": "array", "items": {"type": "object"}},
-            "usage": _ref("Usage"),
-        },
-    },
-    "SessionList": {
-        "type": "object",
-        "required": ["sessions"],
-        "properties": {"sessions": {"type": "array", "items": {"type": "string"}}},
-    },
-    "Status": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {"status": {"type": "string"}},
-    },
+    401: _json("missing or unknown API key"),
+    413: _json("request body too large"),
 }
 
 
-def _op(
-    summary: str,
-    responses: dict[str, Any],
-    *,
-    body: str | None = None,
-    params: list[dict[str, Any]] | None = None,
-    public: bool = False,
-) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": responses}
-    if params:
-        op["parameters"] = params
-    if body is not None:
-        op["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": _ref(body)}},
-        }
-    if public:
-        op["security"] = []
-    else:
-        op["responses"] = {**_AUTH_ERRORS, **responses}
-    return op
+def _types() -> list[Any]:
+    found: list[Any] = [s.ErrorBody]
+    for op in OPERATIONS:
+        if op.body is not None:
+            found.append(op.body)
+        for _desc, content in op.responses.values():
+            found.extend(t for t in content.values() if t is not None)
+    return list(dict.fromkeys(found))
 
 
-def _path(name: str, description: str) -> dict[str, Any]:
+@functools.lru_cache(maxsize=1)
+def _components() -> tuple[dict[Any, dict[str, Any]], dict[str, Any]]:
+    types = _types()
+    refs, schemas = msgspec.json.schema_components(types, ref_template=_REF)
+    return dict(zip(types, refs, strict=True)), schemas
+
+
+def _parameter(p: Param, names: tuple[str, ...]) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if p.name == "name" and names:
+        schema["enum"] = list(names)
     return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string"},
-        "description": description,
+        "name": p.name,
+        "in": p.where,
+        "required": p.where == "path",
+        "schema": schema,
+        "description": p.description,
     }
 
 
-_NOT_FOUND = {"404": _json(_ERR, "not found, or owned by another tenant")}
-_BUSY = {"429": _json(_ERR, "too many concurrent runs for the tenant (see Retry-After)")}
+def _operation(op: Operation, refs: dict[Any, Any], agents: tuple[str, ...]) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    all_responses = op.responses if op.public else {**_AUTH_ERRORS, **op.responses}
+    for status, (description, content) in sorted(all_responses.items()):
+        entry: dict[str, Any] = {"description": description}
+        if content:
+            entry["content"] = {
+                media: {"schema": refs[kind] if kind is not None else {}}
+                for media, kind in content.items()
+            }
+        responses[str(status)] = entry
+    out: dict[str, Any] = {"summary": op.summary, "responses": responses}
+    if op.params:
+        out["parameters"] = [_parameter(p, agents) for p in op.params]
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": refs[op.body]}},
+        }
+    if op.public:
+        out["security"] = []
+    return out
 
 
 @functools.lru_cache(maxsize=4)
-def openapi_document(agents: tuple[str, ...] = (), providers: bool = False) -> dict[str, Any]:
-    """The document; ``agents`` (the configured names) become the enum of agent names.
-
-    With ``providers`` configured, ``model`` may also be ``"<provider>:<model>"``, so
-    it is left a free string there.
-    """
-    schemas = copy.deepcopy(_SCHEMAS)
-    name_param = _path("name", "agent name")
-    if agents:
-        if not providers:
-            schemas["ChatCompletionRequest"]["properties"]["model"]["enum"] = list(agents)
-        name_param["schema"]["enum"] = list(agents)
-    completion_ok = {
-        "description": "the completion (JSON), or SSE chunks ending with `data: [DONE]` when stream=true",
-        "content": {
-            "application/json": {"schema": _ref("ChatCompletion")},
-            "text/event-stream": _EVENTS,
-        },
-    }
-    run_ok = {
-        "description": "the finished run (JSON), or its events as SSE when stream=true",
-        "content": {
-            "application/json": {"schema": _ref("Run")},
-            "text/event-stream": _EVENTS,
-        },
-    }
-    paths = {
-        "/healthz": {"get": _op("Liveness", {"200": _json(_ref("Status"), "alive")}, public=True)},
-        "/readyz": {
-            "get": _op(
-                "Readiness",
-                {
-                    "200": _json(_ref("Status"), "ready"),
-                    "503": _json(_ref("Status"), "shutting down"),
-                },
-                public=True,
-            )
-        },
-        "/metrics": {
-            "get": _op(
-                "Prometheus metrics",
-                {
-                    "200": {
-                        "description": "metrics",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-                public=True,
-            )
-        },
-        "/openapi.json": {
-            "get": _op(
-                "This document", {"200": _json({"type": "object"}, "OpenAPI 3.0")}, public=True
-            )
-        },
-        "/v1/models": {
-            "get": _op(
-                "Configured agents, as OpenAI models", {"200": _json(_ref("ModelList"), "models")}
-            )
-        },
-        "/v1/chat/completions": {
-            "post": _op(
-                "OpenAI-compatible chat completion",
-                {
-                    "200": completion_ok,
-                    "400": _json(_ERR, "invalid request"),
-                    **_NOT_FOUND,
-                    **_BUSY,
-                    "502": _json(_ERR, "the model or agent failed"),
-                    "503": _json(_ERR, "shutting down"),
-                },
-                body="ChatCompletionRequest",
-            )
-        },
-        "/v1/agents/{name}/runs": {
-            "post": _op(
-                "Run an agent",
-                {
-                    "200": run_ok,
-                    "400": _json(_ERR, "invalid request"),
-                    **_NOT_FOUND,
-                    **_BUSY,
-                    "503": _json(_ERR, "shutting down"),
-                },
-                body="RunRequest",
-                params=[name_param],
-            )
-        },
-        "/v1/runs/{run_id}": {
-            "get": _op(
-                "A run's status",
-                {"200": _json(_ref("Run"), "the run"), **_NOT_FOUND},
-                params=[_path("run_id", "run id")],
-            )
-        },
-        "/v1/runs/{run_id}/events": {
-            "get": _op(
-                "A run's events as SSE, replayed after Last-Event-ID",
-                {
-                    "200": _sse("agent events"),
-                    "400": _json(_ERR, "bad Last-Event-ID"),
-                    **_NOT_FOUND,
-                },
-                params=[
-                    _path("run_id", "run id"),
-                    {
-                        "name": "Last-Event-ID",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string"},
-                    },
-                ],
-            )
-        },
-        "/v1/sessions": {
-            "get": _op("The tenant's sessions", {"200": _json(_ref("SessionList"), "session ids")})
-        },
-        "/v1/sessions/{session_id}": {
-            "get": _op(
-                "A session's messages and usage",
-                {"200": _json(_ref("Session"), "the session"), **_NOT_FOUND},
-                params=[_path("session_id", "session id")],
-            ),
-            "delete": _op(
-                "Delete a session",
-                {"204": {"description": "deleted"}, **_NOT_FOUND},
-                params=[_path("session_id", "session id")],
-            ),
-        },
-    }
+def openapi_document(agents: tuple[str, ...] = (), models: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The document; the configured agent names (and ``models``, the listed
+    ``<provider>:<model>`` names) become the enums of ``model`` and ``{name}``."""
+    refs, schemas = _components()
+    schemas = copy.deepcopy(schemas)
+    if agents or models:
+        props = schemas["ChatCompletionRequest"]["properties"]
+        props["model"]["enum"] = [*agents, *models]
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op, refs, agents)
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "openheim", "version": __version__},
         "paths": paths,
         "components": {

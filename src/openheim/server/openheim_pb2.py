@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eopenheim/server/openheim.proto\x12\x0bopenheim.v1\"@\n\x0fRunAgentRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\t\x12\x0f\n\x07session\x18\x03 \x01(\t\"D\n\nAgentEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\x12\x0e\n\x06run_id\x18\x04 \x01(\t\"\x1f\n\x11GetSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\":\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\"\x80\x01\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.openheim.v1.ChatMessage\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x03\x12\x15\n\routput_tokens\x18\x04 \x01(\x03\x12\x10\n\x08requests\x18\x05 \x01(\x03\x32\x93\x01\n\x08Openheim\x12\x43\n\x08RunAgent\x12\x1c.openheim.v1.RunAgentRequest\x1a\x17.openheim.v1.AgentEvent0\x01\x12\x42\n\nGetSession\x12\x1e.openheim.v1.GetSessionRequest\x1a\x14.openheim.v1.Sessionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eopenheim/server/openheim.proto\x12\x0bopenheim.v1\"@\n\x0fRunAgentRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\t\x12\x0f\n\x07session\x18\x03 \x01(\t\"D\n\nAgentEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\x12\x0e\n\x06run_id\x18\x04 \x01(\t\"\x1f\n\x11GetSessionRequest\x12\n\n\x02id\x18\x01 \x01(\t\":\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\"\x80\x01\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.openheim.v1.ChatMessage\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x03\x12\x15\n\routput_tokens\x18\x04 \x01(\x03\x12\x10\n\x08requests\x18\x05 \x01(\x03\"&\n\x14ListApprovalsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\":\n\x0bPendingCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\"v\n\tApprovals\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x0f\n\x07session\x18\x04 \x01(\t\x12)\n\x07pending\x18\x05 \x03(\x0b\x32\x18.openheim.v1.PendingCall\"@\n\x10\x41pprovalDecision\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x61pproved\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"Z\n\x16\x44\x65\x63ideApprovalsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x30\n\tdecisions\x18\x02 \x03(\x0b\x32\x1d.openheim.v1.ApprovalDecision2\xb2\x02\n\x08Openheim\x12\x43\n\x08RunAgent\x12\x1c.openheim.v1.RunAgentRequest\x1a\x17.openheim.v1.AgentEvent0\x01\x12\x42\n\nGetSession\x12\x1e.openheim.v1.GetSessionRequest\x1a\x14.openheim.v1.Session\x12J\n\rListApprovals\x12!.openheim.v1.ListApprovalsRequest\x1a\x16.openheim.v1.Approvals\x12Q\n\x0f\x44\x65\x63ideApprovals\x12#.openheim.v1.DecideApprovalsRequest\x1a\x17.openheim.v1.AgentEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATMESSAGE']._serialized_end=274
   _globals['_SESSION']._serialized_start=277
   _globals['_SESSION']._serialized_end=405
-  _globals['_OPENHEIM']._serialized_start=408
-  _globals['_OPENHEIM']._serialized_end=555
+  _globals['_LISTAPPROVALSREQUEST']._serialized_start=407
+  _globals['_LISTAPPROVALSREQUEST']._serialized_end=445
+  _globals['_PENDINGCALL']._serialized_start=447
+  _globals['_PENDINGCALL']._serialized_end=505
+  _globals['_APPROVALS']._serialized_start=507
+  _globals['_APPROVALS']._serialized_end=625
+  _globals['_APPROVALDECISION']._serialized_start=627
+  _globals['_APPROVALDECISION']._serialized_end=691
+  _globals['_DECIDEAPPROVALSREQUEST']._serialized_start=693
+  _globals['_DECIDEAPPROVALSREQUEST']._serialized_end=783
+  _globals['_OPENHEIM']._serialized_start=786
+  _globals['_OPENHEIM']._serialized_end=1092
 # @@protoc_insertion_point(module_scope)

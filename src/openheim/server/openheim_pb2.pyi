@@ -57,3 +57,51 @@ class Session(_message.Message):
     output_tokens: int
     requests: int
     def __init__(self, id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., requests: _Optional[int] = ...) -> None: ...
+
+class ListApprovalsRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class PendingCall(_message.Message):
+    __slots__ = ("id", "tool", "arguments")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    tool: str
+    arguments: str
+    def __init__(self, id: _Optional[str] = ..., tool: _Optional[str] = ..., arguments: _Optional[str] = ...) -> None: ...
+
+class Approvals(_message.Message):
+    __slots__ = ("run_id", "status", "agent", "session", "pending")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    status: str
+    agent: str
+    session: str
+    pending: _containers.RepeatedCompositeFieldContainer[PendingCall]
+    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[str] = ..., agent: _Optional[str] = ..., session: _Optional[str] = ..., pending: _Optional[_Iterable[_Union[PendingCall, _Mapping]]] = ...) -> None: ...
+
+class ApprovalDecision(_message.Message):
+    __slots__ = ("id", "approved", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    approved: bool
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., approved: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DecideApprovalsRequest(_message.Message):
+    __slots__ = ("run_id", "decisions")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    decisions: _containers.RepeatedCompositeFieldContainer[ApprovalDecision]
+    def __init__(self, run_id: _Optional[str] = ..., decisions: _Optional[_Iterable[_Union[ApprovalDecision, _Mapping]]] = ...) -> None: ...

@@ -44,6 +44,16 @@ class OpenheimStub:
                 request_serializer=openheim_dot_server_dot_openheim__pb2.GetSessionRequest.SerializeToString,
                 response_deserializer=openheim_dot_server_dot_openheim__pb2.Session.FromString,
                 _registered_method=True)
+        self.ListApprovals = channel.unary_unary(
+                '/openheim.v1.Openheim/ListApprovals',
+                request_serializer=openheim_dot_server_dot_openheim__pb2.ListApprovalsRequest.SerializeToString,
+                response_deserializer=openheim_dot_server_dot_openheim__pb2.Approvals.FromString,
+                _registered_method=True)
+        self.DecideApprovals = channel.unary_stream(
+                '/openheim.v1.Openheim/DecideApprovals',
+                request_serializer=openheim_dot_server_dot_openheim__pb2.DecideApprovalsRequest.SerializeToString,
+                response_deserializer=openheim_dot_server_dot_openheim__pb2.AgentEvent.FromString,
+                _registered_method=True)
 
 
 class OpenheimServicer:
@@ -63,6 +73,22 @@ class OpenheimServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListApprovals(self, request, context):
+        """The tool calls a run waits for (NOT_FOUND when the tenant has no such run).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideApprovals(self, request, context):
+        """Approve or reject every pending call of a paused run; the stream carries the
+        continued run's events (INVALID_ARGUMENT for decisions that do not match,
+        FAILED_PRECONDITION when the run is not waiting for approvals).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OpenheimServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +101,16 @@ def add_OpenheimServicer_to_server(servicer, server):
                     servicer.GetSession,
                     request_deserializer=openheim_dot_server_dot_openheim__pb2.GetSessionRequest.FromString,
                     response_serializer=openheim_dot_server_dot_openheim__pb2.Session.SerializeToString,
+            ),
+            'ListApprovals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApprovals,
+                    request_deserializer=openheim_dot_server_dot_openheim__pb2.ListApprovalsRequest.FromString,
+                    response_serializer=openheim_dot_server_dot_openheim__pb2.Approvals.SerializeToString,
+            ),
+            'DecideApprovals': grpc.unary_stream_rpc_method_handler(
+                    servicer.DecideApprovals,
+                    request_deserializer=openheim_dot_server_dot_openheim__pb2.DecideApprovalsRequest.FromString,
+                    response_serializer=openheim_dot_server_dot_openheim__pb2.AgentEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +167,60 @@ class Openheim:
             '/openheim.v1.Openheim/GetSession',
             openheim_dot_server_dot_openheim__pb2.GetSessionRequest.SerializeToString,
             openheim_dot_server_dot_openheim__pb2.Session.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApprovals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/openheim.v1.Openheim/ListApprovals',
+            openheim_dot_server_dot_openheim__pb2.ListApprovalsRequest.SerializeToString,
+            openheim_dot_server_dot_openheim__pb2.Approvals.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideApprovals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/openheim.v1.Openheim/DecideApprovals',
+            openheim_dot_server_dot_openheim__pb2.DecideApprovalsRequest.SerializeToString,
+            openheim_dot_server_dot_openheim__pb2.AgentEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,14 +3,17 @@
 ``open_store(url)`` picks a backend by URL:
 
 - ``memory://``: in process memory (lost on exit);
-- ``sqlite:///path/state.db`` (``sqlite://`` alone: ``~/.openheim/state.db``):
-  the embedded default, WAL mode, fsync on every commit;
+- ``sqlite:///path/state.db`` (:data:`DEFAULT_STORE_URL`,
+  ``sqlite:///~/.openheim/state.db``, is the default; ``sqlite://`` alone
+  means the same file): the embedded store, WAL mode, fsync on every commit;
 - ``redis://host:6379/0``: Redis (needs the ``redis`` extra);
 - ``postgresql://user@host/db``: PostgreSQL (needs the ``postgres`` extra);
   openheim creates and migrates its tables.
 
 ``open_history(url, namespace=...)`` gives the :class:`StoreHistory` an
-``Agent(history=...)`` (or the CLI and server) keeps sessions in;
+``Agent(history=...)`` (or the CLI and server) keeps sessions in; every
+history follows the :class:`HistoryStore` protocol (:class:`InMemoryHistory`
+is the in-process one);
 :class:`Checkpointer` makes agent runs crash-safe and resumable.
 Backends are imported only when a URL asks for them.
 """
@@ -24,11 +27,13 @@ from openheim.stores._base import LogRecord, Store
 
 if TYPE_CHECKING:
     from openheim.stores.checkpoint import Checkpointer
-    from openheim.stores.history import SessionInfo, StoreHistory
+    from openheim.stores.history import HistoryStore, InMemoryHistory, SessionInfo, StoreHistory
 
 __all__ = [
-    "DEFAULT_URL",
+    "DEFAULT_STORE_URL",
     "Checkpointer",
+    "HistoryStore",
+    "InMemoryHistory",
     "LogRecord",
     "SessionInfo",
     "Store",
@@ -37,11 +42,13 @@ __all__ = [
     "open_store",
 ]
 
-DEFAULT_URL = "sqlite://"
-"""The embedded default: SQLite at ``~/.openheim/state.db``."""
+DEFAULT_STORE_URL = "sqlite:///~/.openheim/state.db"
+"""The one default store of openheim (library, CLI, REPL, server): SQLite in the home directory."""
 
 _LAZY = {
     "Checkpointer": "openheim.stores.checkpoint",
+    "HistoryStore": "openheim.stores.history",
+    "InMemoryHistory": "openheim.stores.history",
     "SessionInfo": "openheim.stores.history",
     "StoreHistory": "openheim.stores.history",
 }
@@ -63,7 +70,7 @@ def _missing(extra: str, exc: ImportError) -> ConfigError:
     )
 
 
-def open_store(url: str = DEFAULT_URL, *, namespace: str = "default") -> Store:
+def open_store(url: str = DEFAULT_STORE_URL, *, namespace: str = "default") -> Store:
     """The store at ``url`` (see the module docstring), seen from ``namespace``.
 
     Connections open on first use; ``await store.aclose()`` releases them.
@@ -97,7 +104,7 @@ def open_store(url: str = DEFAULT_URL, *, namespace: str = "default") -> Store:
     )
 
 
-def open_history(url: str = DEFAULT_URL, *, namespace: str = "default") -> StoreHistory:
+def open_history(url: str = DEFAULT_STORE_URL, *, namespace: str = "default") -> StoreHistory:
     """A :class:`StoreHistory` on the store at ``url``, for tenant ``namespace``."""
     from openheim.stores.history import StoreHistory
 

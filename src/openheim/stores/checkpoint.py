@@ -18,11 +18,14 @@ thus stay within a small multiple of the run's own messages.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from openheim.errors import ConfigError, CorruptStateError
 from openheim.snapshot import (
     RunCheckpoint,
+    RunState,
     RunStatus,
     checkpoint_of,
     decode_checkpoint,
@@ -32,10 +35,11 @@ from openheim.snapshot import (
 from openheim.stores._base import Store
 
 if TYPE_CHECKING:
-    from openheim.agent.result import RunState
-    from openheim.sessions import HistoryStore
+    from openheim.stores.history import HistoryStore
 
 __all__ = ["Checkpointer"]
+
+logger = logging.getLogger("openheim.stores")
 
 _LOG = "run/"
 
@@ -54,8 +58,59 @@ class _Track:
         self.last_snapshot = 0  # index in records of the newest snapshot
 
 
+class _LeasedRuns(set[str]):
+    """The runs executing here, each holding its lease (``lease/run/<id>``) until discarded.
+
+    A process that resumes interrupted runs (``openheim serve``) takes a run's
+    lease first, so it leaves alone a run that is alive in another process,
+    and takes over one whose process died once the lease has expired.
+    """
+
+    def __init__(self, store: Store, ttl: float) -> None:
+        super().__init__()
+        self.store = store
+        self.ttl = ttl
+        self._stops: dict[str, asyncio.Event] = {}
+
+    def add(self, run_id: str) -> None:
+        super().add(run_id)
+        if run_id not in self._stops:
+            stop = self._stops[run_id] = asyncio.Event()
+            task = asyncio.get_running_loop().create_task(self._hold(run_id, stop))
+            _HOLDERS.add(task)
+            task.add_done_callback(_HOLDERS.discard)
+
+    def discard(self, run_id: object) -> None:
+        super().discard(run_id)
+        stop = self._stops.pop(run_id, None) if isinstance(run_id, str) else None
+        if stop is not None:
+            stop.set()
+
+    async def _hold(self, run_id: str, stop: asyncio.Event) -> None:
+        from openheim.stores.lease import Lease
+
+        lease = Lease(self.store, "run/" + run_id, ttl=self.ttl)
+        try:
+            if not await lease.acquire():
+                logger.warning("run %r is also executing in another process", run_id)
+                return
+            async with lease.kept():
+                await stop.wait()
+        except Exception:
+            logger.warning("holding the lease of run %r failed", run_id, exc_info=True)
+
+
+_HOLDERS: set[asyncio.Task[None]] = set()
+
+
 class Checkpointer:
-    """Writes and reads agent-run checkpoints in ``store`` (see the module docstring)."""
+    """Writes and reads agent-run checkpoints in ``store`` (see the module docstring).
+
+    ``lease_ttl`` (seconds): each run executing here holds its lease in the
+    store, renewed every ``lease_ttl / 3``, so that a server resuming
+    interrupted runs on the same store leaves it alone (see
+    :mod:`openheim.stores.lease`).
+    """
 
     def __init__(
         self,
@@ -65,6 +120,7 @@ class Checkpointer:
         snapshot_every: int = 64,
         snapshot_bytes: int = 64 * 1024,
         keep: int = 2,
+        lease_ttl: float | None = None,
     ) -> None:
         if snapshot_every < 1:
             raise ConfigError(f"snapshot_every must be >= 1, got {snapshot_every!r}")
@@ -75,7 +131,8 @@ class Checkpointer:
         self.snapshot_bytes = snapshot_bytes
         self.keep = keep
         self._tracks: dict[str, _Track] = {}
-        self.active: set[str] = set()  # runs executing in this process right now
+        # Runs executing in this process right now; with ``lease_ttl``, each holds its lease.
+        self.active: set[str] = set() if lease_ttl is None else _LeasedRuns(self.store, lease_ttl)
 
     def __repr__(self) -> str:
         return f"Checkpointer({self.store!r})"
@@ -156,14 +213,7 @@ class Checkpointer:
     async def finish(self, state: RunState, history: HistoryStore | None) -> None:
         """Add a finished run to its session (once, by run id), then drop its checkpoints."""
         if state.session is not None and history is not None:
-            from openheim.stores.history import StoreHistory
-
-            if isinstance(history, StoreHistory):
-                await history.append(
-                    state.session, state.messages, state.usage, run_id=state.run_id
-                )
-            else:
-                await history.append(state.session, state.messages, state.usage)
+            await history.append(state.session, state.messages, state.usage, run_id=state.run_id)
         await self.discard(state.run_id)
 
     async def discard(self, run_id: str) -> None:

@@ -194,7 +194,14 @@ def write_tiny_gguf(
     ``vocab`` counts every token (at least 259: three specials and 256 bytes).
     The same arguments always give the same bytes.
     """
-    import gguf
+    try:
+        import gguf
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            "write_tiny_gguf needs the gguf package, from the 'local' extra: "
+            "pip install 'openheim[local]'",
+            name="gguf",
+        ) from exc
     import numpy as np
 
     if vocab < 300:

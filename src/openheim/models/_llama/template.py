@@ -22,26 +22,14 @@ __all__ = ["PromptRenderer", "tool_instructions"]
 PLAIN_TEMPLATE = "plain"
 
 
-def _example_value(schema: dict[str, Any]) -> Any:
-    kind = schema.get("type")
-    if schema.get("enum"):
-        return schema["enum"][0]
-    if kind == "integer":
-        return 3
-    if kind == "number":
-        return 2.5
-    if kind == "boolean":
-        return True
-    if kind == "array":
-        return [_example_value(schema.get("items", {"type": "string"}))]
-    if kind == "object":
-        props = schema.get("properties", {})
-        return {k: _example_value(v) for k, v in props.items()}
-    return "..."
-
-
 def tool_instructions(tools: list[ToolDefinition], output_schema: dict[str, Any] | None) -> str:
-    """How to reply in the constrained JSON format, with a worked example."""
+    """How to reply in the constrained JSON format, with a worked example.
+
+    The example uses a tool of its own, which the grammar never lets the model
+    call, with concrete values: a small base model copies what it sees, and a
+    placeholder such as "(the answer)" or an example with a real tool would be
+    copied into its answers as if it had happened in this conversation.
+    """
     lines: list[str] = []
     if tools:
         lines.append(
@@ -54,15 +42,20 @@ def tool_instructions(tools: list[ToolDefinition], output_schema: dict[str, Any]
             props = t.parameters.get("properties", {})
             args = ", ".join(f"{k}: {v.get('type', 'any')}" for k, v in props.items())
             lines.append(f"- {t.name}({args}): {t.description}".rstrip(": "))
+        names = {t.name for t in tools}
+        other = next(
+            n for n in ("weather", "weather_report", "oh_example_weather") if n not in names
+        )
         first = tools[0]
-        example_args = _example_value({"type": "object", **first.parameters})
-        call = json.dumps({"tool": first.name, "arguments": example_args})
+        shape = {k: "..." for k in first.parameters.get("properties", {})}
+        call = json.dumps({"tool": first.name, "arguments": shape})
+        lines.append(f"A call of {first.name} reads: {call}")
         lines.append(
-            "Example:\n"
-            f"User: (a question that needs {first.name})\n"
-            f"Assistant: {call}\n"
-            f"User: Result of {first.name}: (the result)\n"
-            'Assistant: {"answer": "(the answer, using the result)"}'
+            "How a reply goes, shown with a tool of another conversation:\n"
+            "  question: What is the weather in Oslo?\n"
+            f'  reply: {{"tool": "{other}", "arguments": {{"city": "Oslo"}}}}\n'
+            f"  then: Result of {other}: 12 C, light rain\n"
+            '  reply: {"answer": "It is 12 C with light rain in Oslo."}'
         )
     else:
         lines.append('Reply with exactly one JSON object: {"answer": ...}.')

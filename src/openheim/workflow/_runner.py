@@ -1,0 +1,537 @@
+"""The real-time executor: drives a :class:`RunView` in this process, node by node.
+
+``drive`` repeats: take the view's ready nodes, run them (concurrently when
+there are several), commit each result as a record, until the frontier is
+empty (done), only approvals remain (waiting: the coroutine returns and holds
+nothing), the budget is used up, or a node fails after its retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from openheim.errors import (
+    BudgetExceededError,
+    WorkflowCancelled,
+    WorkflowError,
+    WorkflowStateError,
+    WorkflowStepError,
+    WorkflowTimeout,
+)
+from openheim.workflow._nodes import END, Node
+from openheim.workflow._records import (
+    ApprovalRecord,
+    Ended,
+    ItemDone,
+    Record,
+    StepDone,
+    Waiting,
+)
+from openheim.workflow._view import RunView
+from openheim.workflow.events import (
+    ApprovalRequested,
+    NodeFinished,
+    NodeRetrying,
+    NodeStarted,
+    TokenDelta,
+    WorkflowResult,
+)
+
+if TYPE_CHECKING:
+    from openheim.workflow._graph import Graph
+    from openheim.workflow._workflow import Workflow
+
+__all__ = ["Ctx", "execute", "result_of"]
+
+Emit = Callable[[Any], None]
+_perf = time.perf_counter
+
+
+class Ctx:
+    """One run being driven in this process."""
+
+    __slots__ = (
+        "base",
+        "cancelled",
+        "durable",
+        "emit",
+        "graph",
+        "owner",
+        "root",
+        "t0",
+        "task",
+        "view",
+    )
+
+    def __init__(
+        self, owner: Workflow, graph: Graph, view: RunView, emit: Emit | None, root: str
+    ) -> None:
+        self.owner = owner
+        self.graph = graph
+        self.view = view
+        self.emit = emit
+        self.root = root
+        self.durable = owner.journal.durable
+        self.base = view.usage.seconds
+        self.t0 = _perf()
+        self.cancelled = False
+        self.task: asyncio.Task[Any] | None = None
+
+    def active(self) -> float:
+        return self.base + (_perf() - self.t0)
+
+    async def commit(self, rec: Record, stored: Record | None = None) -> None:
+        if self.durable:
+            self.view.seq = await self.owner.journal.append(self.view.run_id, stored or rec)
+        self.view.apply(rec)
+
+
+def result_of(view: RunView) -> WorkflowResult:
+    return WorkflowResult(
+        view.run_id, view.state, view.status, view.pending(), view.usage, view.error
+    )
+
+
+def execute(
+    owner: Workflow, graph: Graph, view: RunView, emit: Emit | None, root: str | None = None
+) -> Coroutine[Any, Any, WorkflowResult]:
+    """Drive ``view`` until it ends or waits; the run's failure is raised."""
+    ctx = Ctx(owner, graph, view, emit, root or view.run_id)
+    if graph.timeout is None:
+        return _execute(ctx)
+    return _execute_within(ctx, graph.timeout)
+
+
+async def _execute_within(ctx: Ctx, timeout: float) -> WorkflowResult:
+    try:
+        return await asyncio.wait_for(_execute(ctx), timeout)
+    except asyncio.TimeoutError:
+        if ctx.cancelled:
+            raise
+        msg = f"run {ctx.view.run_id!r} took longer than its timeout of {timeout:g}s"
+        await _fail(ctx, msg)
+        raise WorkflowTimeout(msg) from None
+
+
+async def _execute(ctx: Ctx) -> WorkflowResult:
+    view = ctx.view
+    owner = ctx.owner
+    run_id = view.run_id
+    live = owner._live
+    if run_id in live:
+        raise WorkflowError(
+            f"run {run_id!r} is already running in this process; wait for it to stop"
+        )
+    live[run_id] = ctx
+    if view.blocked:
+        view.blocked = {}  # their child runs may have been decided since: try them again
+    ctx.task = asyncio.current_task()
+    try:
+        # The loop lives here, not in a coroutine of its own: one frame less per run in flight.
+        graph = ctx.graph
+        while True:
+            if view.ended is not None or view.budget_wait is not None:
+                break
+            ready = view.ready()
+            if not ready:
+                if view.frontier:
+                    break  # only approvals (or waiting child runs) left
+                view.ended = "done"  # (the fold already says so, unless nothing ever ran)
+                break
+            if view.step >= graph.max_steps:
+                msg = (
+                    f"run {run_id!r} reached the step limit of workflow {graph.name!r} "
+                    f"({graph.max_steps} supersteps; a cycle that does not end?); raise "
+                    "max_steps if it is expected"
+                )
+                await _fail(ctx, msg)
+                raise WorkflowError(msg)
+            if view.budget is not None:
+                over = view.exceeded()
+                if over is not None:
+                    if view.budget.on_exceed == "pause":
+                        await _budget_pause(ctx, over)
+                        break
+                    msg = f"run {run_id!r} used up its budget: {over}"
+                    await _fail(ctx, msg)
+                    raise BudgetExceededError(msg)
+            try:
+                if len(ready) == 1:
+                    await _run_node(ctx, ready[0])
+                else:
+                    results = await asyncio.gather(
+                        *(_run_node(ctx, n) for n in ready), return_exceptions=True
+                    )
+                    for r in results:
+                        if isinstance(r, BaseException):
+                            raise r
+            except (WorkflowStepError, WorkflowStateError) as exc:
+                await _fail(ctx, str(exc))
+                raise
+    except asyncio.CancelledError:
+        if not ctx.cancelled:
+            raise
+        task = asyncio.current_task()
+        uncancel = getattr(task, "uncancel", None)
+        if uncancel is not None:
+            uncancel()
+        raise WorkflowCancelled(f"run {run_id!r} was cancelled") from None
+    finally:
+        del live[run_id]
+    if not ctx.durable:
+        views = owner.journal.views  # type: ignore[attr-defined]
+        if view.status == "waiting":
+            views[run_id] = view
+        elif views:
+            views.pop(run_id, None)
+    return result_of(view)
+
+
+async def _fail(ctx: Ctx, msg: str) -> None:
+    if ctx.view.ended is None:
+        await ctx.commit(Ended(status="failed", error=msg, active=ctx.active(), at=time.time()))
+
+
+async def _run_node(ctx: Ctx, name: str) -> None:
+    graph = ctx.graph
+    node = graph.nodes[name]
+    view = ctx.view
+    emit = ctx.emit
+    task = view.task_id(name) if emit is not None or ctx.durable or node.kind != "step" else ""
+    state = view.state
+    if emit is not None:
+        emit(NodeStarted(view.run_id, name, task))
+    kind = node.kind
+    if kind == "approval":
+        await _request_approval(ctx, node, task, state)
+        return
+    if kind == "workflow":
+        await _run_sub(ctx, node, task, state)
+        return
+    retry = node.retry
+    failures = 0
+    while True:
+        try:
+            if node.fast:
+                r = node.fn(state)  # type: ignore[misc]
+                updates = graph.spec.check(r, f"step {name!r}") if r else {}
+                routes = None
+                tokens = 0
+                break
+            if node.fast_async:  # awaited here: no coroutine of our own in between
+                r = await node.fn(state)  # type: ignore[misc]
+                updates = graph.spec.check(r, f"step {name!r}") if r else {}
+                routes = None
+                tokens = 0
+                break
+            coro = _map(ctx, node, task, state) if kind == "map" else _call(ctx, node, state)
+            if node.timeout is not None and kind != "map":
+                updates, routes, tokens = await asyncio.wait_for(coro, node.timeout)
+            else:
+                updates, routes, tokens = await coro
+            break
+        except asyncio.CancelledError:
+            raise
+        except WorkflowStateError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, asyncio.TimeoutError) and node.timeout is not None:
+                exc = WorkflowTimeout(f"node {name!r} took longer than {node.timeout:g}s")
+            failures += 1
+            # A map retries each item by itself (finished items are kept): not the whole map.
+            if failures >= retry.attempts or not isinstance(exc, retry.on) or kind == "map":
+                raise WorkflowStepError(
+                    f"node {name!r} of run {view.run_id!r} failed after {failures} attempt(s): "
+                    f"{type(exc).__name__}: {exc}",
+                    run_id=view.run_id,
+                    node=name,
+                ) from exc
+            delay = retry.delay(failures)
+            if emit is not None:
+                emit(NodeRetrying(view.run_id, name, failures, repr(exc), delay))
+            await asyncio.sleep(delay)
+    if not ctx.durable:
+        view.complete(name, updates, routes, tokens, ctx.active() if view.budget else 0.0)
+        if emit is not None:
+            emit(NodeFinished(view.run_id, name, task, updates))
+        return
+    rec = StepDone(
+        task=task,
+        updates=updates,
+        routes=routes,
+        tokens=tokens,
+        active=ctx.active(),
+        attempt=failures + 1,
+        at=time.time(),
+    )
+    stored = None
+    if ctx.durable and graph.spec.is_pydantic and updates:
+        stored = StepDone(
+            task=task,
+            updates=graph.spec.dump_updates(updates),
+            routes=routes,
+            tokens=tokens,
+            active=rec.active,
+            attempt=rec.attempt,
+            at=rec.at,
+        )
+    await ctx.commit(rec, stored)
+    if emit is not None:
+        emit(NodeFinished(view.run_id, name, task, updates))
+
+
+def _routes(graph: Graph, node: Node, value: Any) -> list[str]:
+    if value is None:
+        return [END]
+    values = [value] if isinstance(value, str) else list(value)
+    targets = node.targets
+    out = []
+    for v in values:
+        if targets is not None:
+            t = targets.get(v)
+            if t is None and v in targets.values():
+                t = v
+            if t is None and v != END:
+                raise WorkflowStateError(
+                    f"the condition of node {node.name!r} returned {v!r}, which is not one of "
+                    f"its targets ({', '.join(targets)})"
+                )
+            out.append(t or END)
+        else:
+            if not isinstance(v, str) or (v != END and v not in graph.nodes):
+                raise WorkflowStateError(
+                    f"the condition of node {node.name!r} returned {v!r}, which is not a node "
+                    f"of workflow {graph.name!r} (nodes: {', '.join(graph.nodes)}) nor oh.END"
+                )
+            out.append(v)
+    return out
+
+
+async def _call(ctx: Ctx, node: Node, state: Any) -> tuple[dict[str, Any], list[str] | None, int]:
+    spec = ctx.graph.spec
+    kind = node.kind
+    tokens = 0
+    updates: dict[str, Any]
+    if kind == "step":
+        fn: Any = node.fn
+        if node.is_async:
+            r = await fn(state)
+        elif node.thread:
+            call = contextvars.copy_context().run
+            r = await asyncio.get_running_loop().run_in_executor(None, call, fn, state)
+        else:
+            r = fn(state)
+        updates = spec.check(r, f"step {node.name!r}") if r else {}
+    elif kind == "branch":
+        updates = {}
+    elif kind == "agent":
+        prompt = node.prompt(state) if node.prompt is not None else str(state)
+        output, tokens = await _agent(ctx, node, node.agent, prompt)
+        updates = (
+            spec.check({node.output: output}, f"agent node {node.name!r}") if node.output else {}
+        )
+    elif kind == "tool":
+        tool: Any = node.fn
+        args = dict(node.args(state)) if node.args is not None else {}
+        value = await tool.invoke(tool.validate(args), None)
+        updates = (
+            spec.check({node.output: value}, f"tool node {node.name!r}") if node.output else {}
+        )
+    else:  # pragma: no cover - the kinds above are all there are
+        raise WorkflowError(f"node {node.name!r} of unknown kind {kind!r}")
+    routes = None
+    if node.router is not None:
+        local = spec.apply(state, updates) if updates else state
+        choice = node.router(local)
+        if inspect.isawaitable(choice):
+            choice = await choice
+        routes = _routes(ctx.graph, node, choice)
+    return updates, routes, tokens
+
+
+async def _agent(ctx: Ctx, node: Node, agent: Any, prompt: str) -> tuple[Any, int]:
+    emit = ctx.emit
+    if emit is None:
+        result = await agent.run(prompt)
+    else:
+        from openheim.agent.events import Done
+        from openheim.models.base import TextDelta
+
+        result = None
+        run_id = ctx.view.run_id
+        async for ev in agent.stream(prompt):
+            if type(ev) is TextDelta:
+                emit(TokenDelta(run_id, node.name, ev.text))
+            elif type(ev) is Done:
+                result = ev.result
+        assert result is not None
+    if result.stop_reason != "final":
+        raise WorkflowStepError(
+            f"agent node {node.name!r}: the agent paused for a tool approval; inside a workflow "
+            "use an approval node instead of requires_approval tools",
+            run_id=ctx.view.run_id,
+            node=node.name,
+        )
+    usage = result.usage
+    return result.output, usage.input_tokens + usage.output_tokens
+
+
+async def _map(
+    ctx: Ctx, node: Node, task: str, state: Any
+) -> tuple[dict[str, Any], list[str] | None, int]:
+    items = list(node.over(state))  # type: ignore[misc]
+    have = ctx.view.items.get(node.name, {})
+    values: list[Any] = [have.get(i) for i in range(len(items))]
+    todo = [i for i in range(len(items)) if i not in have]
+    tokens = 0
+    do = node.do
+    is_agent = node.fn is None
+    durable = ctx.durable
+
+    async def one(i: int) -> None:
+        nonlocal tokens
+        retry = node.retry
+        failures = 0
+        while True:
+            try:
+                t = 0
+                if is_agent:
+                    coro = _agent(ctx, node, do, str(items[i]))
+                    v, t = await (asyncio.wait_for(coro, node.timeout) if node.timeout else coro)
+                else:
+                    args = (items[i], state) if node.takes_state else (items[i],)
+                    if node.is_async:
+                        c = do(*args)
+                        v = await (asyncio.wait_for(c, node.timeout) if node.timeout else c)
+                    else:
+                        v = do(*args)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                if failures >= retry.attempts or not isinstance(exc, retry.on):
+                    raise
+                await asyncio.sleep(retry.delay(failures))
+        values[i] = v
+        tokens += t
+        if durable:
+            await ctx.commit(ItemDone(task=task, index=i, value=v, tokens=t, active=ctx.active()))
+
+    if todo:
+        if node.is_async or is_agent:
+            results = await asyncio.gather(*(one(i) for i in todo), return_exceptions=True)
+            for r in results:
+                if isinstance(r, BaseException):
+                    raise r
+        else:
+            for i in todo:
+                await one(i)
+    joined = node.reduce(values) if node.reduce is not None else values
+    return ctx.graph.spec.check({node.output: joined}, f"map {node.name!r}"), None, tokens
+
+
+async def _request_approval(ctx: Ctx, node: Node, task: str, state: Any) -> None:
+    view = ctx.view
+    now = time.time()
+    payload = node.payload(state) if node.payload is not None else None
+    rec = ApprovalRecord(
+        id=f"{view.run_id}:{task}",
+        run_id=view.run_id,
+        root=ctx.root,
+        workflow=ctx.graph.name,
+        node=node.name,
+        task=task,
+        payload=payload,
+        requested_at=now,
+        deadline=now + node.deadline if node.deadline is not None else None,
+        on_deadline=node.on_deadline,
+    )
+    await ctx.commit(Waiting(task=task, approval=rec, active=ctx.active()))
+    await ctx.owner.journal.put_approval(rec, 0)
+    if ctx.emit is not None:
+        ctx.emit(ApprovalRequested(rec))
+    if rec.deadline is not None:
+        ctx.owner._arm(rec)
+
+
+async def _budget_pause(ctx: Ctx, over: str) -> None:
+    import msgspec
+
+    view = ctx.view
+    task = f"budget:{view.step}:{view.usage.steps}"
+    rec = ApprovalRecord(
+        id=f"{view.run_id}:{task}",
+        run_id=view.run_id,
+        root=ctx.root,
+        workflow=ctx.graph.name,
+        node="",
+        task=task,
+        kind="budget",
+        payload={
+            "exceeded": over,
+            "usage": msgspec.to_builtins(view.usage),
+            "budget": msgspec.to_builtins(view.budget),
+        },
+        requested_at=time.time(),
+    )
+    await ctx.commit(Waiting(task=task, approval=rec, active=ctx.active()))
+    await ctx.owner.journal.put_approval(rec, 0)
+    if ctx.emit is not None:
+        ctx.emit(ApprovalRequested(rec))
+
+
+async def _run_sub(ctx: Ctx, node: Node, task: str, state: Any) -> None:
+    owner = ctx.owner
+    child: Graph = node.sub
+    child_id = f"{ctx.view.run_id}/{task}"
+    view = await owner._load(child, child_id, missing_ok=True)
+    if view is None:
+        view = await owner._start(
+            child, child_id, node.input(state) if node.input else None, budget=None
+        )
+    if view.ended != "done":
+        await execute(owner, child, view, ctx.emit, ctx.root)
+    if view.status == "waiting":
+        ctx.view.block(node.name, view.pending())
+        return
+    if view.ended != "done":
+        raise WorkflowStepError(
+            f"sub-workflow node {node.name!r}: child run {child_id!r} ended {view.ended}: "
+            f"{view.error}",
+            run_id=ctx.view.run_id,
+            node=node.name,
+        )
+    spec = ctx.graph.spec
+    updates = spec.check(node.fn(view.state), f"sub-workflow {node.name!r}") if node.fn else {}
+    routes = None
+    if node.router is not None:
+        routes = _routes(
+            ctx.graph, node, node.router(spec.apply(state, updates) if updates else state)
+        )
+    rec = StepDone(
+        task=task,
+        updates=updates,
+        routes=routes,
+        tokens=view.usage.tokens,
+        active=ctx.active(),
+        at=time.time(),
+    )
+    stored = None
+    if ctx.durable and spec.is_pydantic and updates:
+        stored = StepDone(
+            task=task,
+            updates=spec.dump_updates(updates),
+            routes=routes,
+            tokens=rec.tokens,
+            active=rec.active,
+            at=rec.at,
+        )
+    await ctx.commit(rec, stored)
+    if ctx.emit is not None:
+        ctx.emit(NodeFinished(ctx.view.run_id, node.name, task, updates))

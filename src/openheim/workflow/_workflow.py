@@ -1,0 +1,661 @@
+"""``Workflow``: define a graph once, then run, stream, resume, fork, approve and cancel it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import itertools
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import msgspec
+
+from openheim.errors import (
+    RunNotFoundError,
+    WorkflowApprovalError,
+    WorkflowCancelled,
+    WorkflowError,
+    WorkflowStateError,
+)
+from openheim.workflow._graph import Graph
+from openheim.workflow._journal import Journal, open_journal
+from openheim.workflow._records import (
+    ApprovalRecord,
+    Budget,
+    Decided,
+    Decision,
+    Ended,
+    ItemDone,
+    Lineage,
+    Record,
+    Started,
+    StepDone,
+    Usage,
+    Waiting,
+)
+from openheim.workflow._runner import Ctx, execute, result_of
+from openheim.workflow._view import RunView
+from openheim.workflow.events import Checkpoint, RunFinished, RunStarted, WorkflowResult
+
+__all__ = ["Workflow"]
+
+_RUN_PREFIX = "wf-" + os.urandom(5).hex()
+_run_numbers = itertools.count(1)
+
+
+def new_run_id() -> str:
+    return f"{_RUN_PREFIX}-{next(_run_numbers)}"
+
+
+class _Failure:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class Workflow(Graph):
+    """A typed graph of nodes run as a workflow, in this process (real-time mode).
+
+    ``state`` is a msgspec Struct or pydantic model class; nodes read it and
+    return the fields they update. ``store`` (a URL such as
+    ``"sqlite:///state.db"``, or a :class:`~openheim.stores.Store`) makes every
+    run durable: a checkpoint after every node, ``resume`` after a crash,
+    ``fork``, ``history``, approvals that survive restarts. Without a store,
+    runs live in this process only. ``budget`` limits every run (``run``
+    may give another), ``timeout`` bounds one call of ``run``/``resume`` in
+    seconds, and ``max_steps`` bounds the supersteps of a run (cycles).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        state: Any,
+        *,
+        store: Any = None,
+        namespace: str | None = None,
+        reducers: Mapping[str, Callable[[Any, Any], Any]] | None = None,
+        max_steps: int = 1000,
+        budget: Budget | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(
+            name, state, reducers=reducers, max_steps=max_steps, budget=budget, timeout=timeout
+        )
+        self.journal: Journal = open_journal(store, namespace)
+        self._store_args = (store, namespace)
+        self._live: dict[str, Ctx] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._firing: set[asyncio.Task[None]] = set()
+
+    def scoped(self, namespace: str) -> Workflow:
+        """This workflow (the same definition) with its runs kept in the store's
+        ``namespace``: one per tenant, so tenants never see each other's runs."""
+        from openheim.workflow._journal import StoreJournal
+
+        if not isinstance(self.journal, StoreJournal):
+            raise WorkflowError(
+                f"workflow {self.name!r} has no store, so it has no namespaces to scope to"
+            )
+        other = copy.copy(self)
+        other.journal = StoreJournal(self.journal.store.namespace(namespace), owned=False)
+        other._store_args = (other.journal.store, None)
+        other._live = {}
+        other._timers = {}
+        other._firing = set()
+        return other
+
+    def __repr__(self) -> str:
+        return f"Workflow({self.name!r}, state={self.spec.name}, nodes={list(self.nodes)})"
+
+    # -- starting and loading runs -----------------------------------------------------
+
+    async def _start(self, graph: Graph, run_id: str, input: Any, budget: Budget | None) -> RunView:
+        view = self._new_view(graph, run_id, input, budget)
+        if self.journal.durable:
+            await self._record_start(view)
+        return view
+
+    def _new_view(self, graph: Graph, run_id: str, input: Any, budget: Budget | None) -> RunView:
+        if not graph._validated:
+            graph.validate()
+        state = graph.spec.new(input)
+        assert graph.start is not None
+        return RunView(graph, run_id, state, [graph.start], budget=budget)
+
+    async def _record_start(self, view: RunView) -> None:
+        graph = view.graph
+        view.seq = await self.journal.append(
+            view.run_id,
+            Started(
+                run_id=view.run_id,
+                workflow=graph.name,
+                state=graph.spec.dump(view.state),
+                frontier=view.frontier,
+                budget=view.budget,
+                at=time.time(),
+            ),
+        )
+
+    async def _load(
+        self, graph: Graph, run_id: str, missing_ok: bool = False, others_ok: bool = False
+    ) -> RunView | None:
+        journal = self.journal
+        view: RunView | None
+        if not journal.durable:
+            view = journal.views.get(run_id)  # type: ignore[attr-defined]
+        else:
+            records = await journal.read(run_id)
+            start = records[0][1] if records else None
+            if isinstance(start, Started) and start.workflow != graph.name:
+                if others_ok:
+                    return None
+                raise RunNotFoundError(
+                    f"run {run_id!r} is a run of workflow {start.workflow!r}, not {graph.name!r}"
+                )
+            view = RunView.replay(graph, records, typed=False) if records else None
+        if view is None and not missing_ok:
+            where = "this process" if not journal.durable else "the workflow's store"
+            raise RunNotFoundError(
+                f"no run {run_id!r} of workflow {graph.name!r} in {where}"
+                + ("" if journal.durable else " (without a store, only waiting runs are kept)")
+            )
+        return view
+
+    # -- real-time mode ----------------------------------------------------------------
+
+    async def run(
+        self,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        budget: Budget | None = None,
+        _emit: Callable[[Any], None] | None = None,
+    ) -> WorkflowResult:
+        """Run the workflow on ``input`` (a state instance or a dict of its fields).
+
+        Returns when the run is done, or waits for approvals (``status ==
+        "waiting"``); raises :class:`WorkflowStepError` if a node fails after
+        its retries (the run is recorded as failed; ``resume`` retries it).
+        """
+        if not self._validated:
+            self.validate()
+        if run_id is None:
+            run_id = new_run_id()
+        elif self.journal.durable and await self.journal.read(run_id):
+            raise WorkflowError(f"run {run_id!r} already exists; resume it, or choose a new run id")
+        view = self._new_view(self, run_id, input, budget or self.budget)
+        if self.journal.durable:
+            await self._record_start(view)
+        if _emit is not None:
+            _emit(RunStarted(run_id, self.name))
+        return await execute(self, self, view, _emit)
+
+    def run_sync(self, input: Any = None, **kwargs: Any) -> WorkflowResult:
+        """:meth:`run` from synchronous code (in a new event loop)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self._run_and_close(input, kwargs))
+        raise RuntimeError(
+            "Workflow.run_sync() was called from a running event loop; use `await wf.run(...)`"
+        )
+
+    async def _run_and_close(self, input: Any, kwargs: dict[str, Any]) -> WorkflowResult:
+        try:
+            return await self.run(input, **kwargs)
+        finally:
+            # The store's connections belong to this event loop: close them, and open
+            # the store again (lazily, on the next loop) if the workflow opened it.
+            if isinstance(self._store_args[0], str):
+                await self.aclose()
+                self.journal = open_journal(*self._store_args)
+
+    async def stream(
+        self, input: Any = None, *, run_id: str | None = None, resume: str | None = None
+    ) -> AsyncIterator[Any]:
+        """Run like :meth:`run` (or continue run ``resume``), yielding events as they
+        happen; the last is :class:`RunFinished`. Breaking out cancels the run."""
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        emit = queue.put_nowait
+
+        async def go() -> None:
+            try:
+                if resume is not None:
+                    emit(RunStarted(resume, self.name))
+                    res = await self.resume(resume, _emit=emit)
+                else:
+                    res = await self.run(input, run_id=run_id, _emit=emit)
+                emit(RunFinished(res))
+            except BaseException as exc:  # handed to the reader
+                emit(_Failure(exc))
+
+        task = asyncio.ensure_future(go())
+        try:
+            while True:
+                ev = await queue.get()
+                if type(ev) is _Failure:
+                    raise ev.exc
+                yield ev
+                if type(ev) is RunFinished:
+                    return
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def resume(
+        self, run_id: str, *, _emit: Callable[[Any], None] | None = None
+    ) -> WorkflowResult:
+        """Continue run ``run_id`` from its last checkpoint (after a crash, a failure or
+        an approval). Nodes with a recorded result are not run again."""
+        if run_id in self._live:
+            raise WorkflowError(f"run {run_id!r} is running in this process right now")
+        view = await self._load(self, run_id)
+        assert view is not None
+        if view.ended == "cancelled":
+            raise WorkflowCancelled(f"run {run_id!r} was cancelled; fork it to run it again")
+        if view.ended == "done":
+            return result_of(view)
+        if self.journal.durable:
+            await self._settle(view)
+        if view.ended == "failed":
+            view.ended = view.error = None  # try the failed node again
+        return await execute(self, self, view, _emit)
+
+    async def _settle(self, view: RunView) -> None:
+        """Bring the run's approvals in line with their keys (a crash may have come
+        between the two writes) and apply the deadlines that passed."""
+        for rec in view.pending():
+            got = await self.journal.get_approval(rec.id)
+            if got is None:
+                await self.journal.put_approval(rec, 0)
+                got = (rec, 1)
+            current, _ = got
+            if current.status != "pending" and current.decision is not None:
+                drec = self._decided(current, current.decision)
+                await self.journal.append(view.run_id, drec)
+                view.apply(self.definitions()[current.workflow].load_record(drec))
+            elif current.deadline is not None and current.deadline <= time.time():
+                await self._expire_one(current.id, resume=False)
+                records = await self.journal.read(view.run_id)
+                fresh = RunView.replay(view.graph, records, typed=False)
+                for slot in RunView.__slots__:
+                    setattr(view, slot, getattr(fresh, slot))
+
+    async def recover(self) -> list[WorkflowResult]:
+        """Resume every unfinished run of this workflow in the store (after a restart)
+        and arm the deadlines of its pending approvals; returns what the resumed runs did."""
+        out = []
+        for run_id in await self.journal.runs():
+            if "/" in run_id or run_id in self._live:
+                continue  # child runs are resumed by their parent
+            view = await self._load(self, run_id, missing_ok=True, others_ok=True)
+            if view is None:
+                continue
+            if view.status == "running":
+                out.append(await self.resume(run_id))
+            elif view.status == "waiting":
+                for rec in view.pending():
+                    if rec.deadline is not None:
+                        self._arm(rec)
+        return out
+
+    # -- approvals ---------------------------------------------------------------------
+
+    def _decided(self, rec: ApprovalRecord, d: Decision) -> Decided:
+        graph = self.definitions().get(rec.workflow)
+        if graph is None:
+            raise WorkflowError(f"approval {rec.id!r} belongs to unknown workflow {rec.workflow!r}")
+        if rec.kind == "budget":
+            return Decided(
+                task=rec.task, approval_id=rec.id, decision=d, budget=_raised(rec, d, self.budget)
+            )
+        node = graph.nodes[rec.node]
+        updates: dict[str, Any] = {}
+        if node.output:
+            where = f"approval {rec.node!r}"
+            try:
+                updates = graph.spec.check({node.output: d}, where)
+            except WorkflowStateError:  # a field typed as a dict (or a model) takes plain data
+                updates = graph.spec.check({node.output: msgspec.to_builtins(d)}, where)
+        routes = None
+        targets = node.targets or {}
+        if d.escalated and node.escalate_to is not None:
+            routes = [node.escalate_to]
+        elif d.approved and "approve" in targets:
+            routes = [targets["approve"]]
+        elif not d.approved and "reject" in targets:
+            routes = [targets["reject"]]
+        return Decided(
+            task=rec.task,
+            approval_id=rec.id,
+            decision=d,
+            updates=graph.spec.dump_updates(updates),
+            routes=routes,
+        )
+
+    async def approve(
+        self,
+        approval_id: str,
+        decision: bool = True,
+        *,
+        by: str | None = None,
+        reason: str | None = None,
+        edits: Mapping[str, Any] | None = None,
+        resume: bool = True,
+        _escalated: bool = False,
+    ) -> WorkflowResult | None:
+        """Decide approval ``approval_id`` (True approves, False rejects) and, with
+        ``resume``, continue its run here until it ends or waits again (returned).
+
+        ``edits`` (field -> value) are applied to the state when approved; for a
+        budget approval they are the new limits. The approval node and the nodes
+        before it are not run again.
+        """
+        got = await self.journal.get_approval(approval_id)
+        if got is None:
+            raise RunNotFoundError(
+                f"no approval {approval_id!r}; list the pending ones with wf.approvals()"
+            )
+        rec, version = got
+        if rec.status != "pending":
+            by_whom = f" by {rec.decision.by}" if rec.decision and rec.decision.by else ""
+            raise WorkflowApprovalError(
+                f"approval {approval_id!r} was already {rec.status}{by_whom}"
+            )
+        if edits and rec.kind == "node":
+            graph = self.definitions().get(rec.workflow, self)
+            graph.spec.check(dict(edits), f"the edits of approval {approval_id!r}")
+        d = Decision(
+            approved=bool(decision),
+            by=by,
+            reason=reason,
+            edits=dict(edits) if edits else None,
+            escalated=_escalated,
+            at=time.time(),
+        )
+        drec = self._decided(rec, d)
+        status = "escalated" if _escalated else ("approved" if d.approved else "rejected")
+        await self.journal.put_approval(
+            msgspec.structs.replace(rec, status=status, decision=d), version
+        )
+        timer = self._timers.pop(approval_id, None)
+        if timer is not None:
+            timer.cancel()
+        graph = self.definitions()[rec.workflow]
+        typed = graph.load_record(msgspec.structs.replace(drec)) if self.journal.durable else drec
+        if self.journal.durable:
+            await self.journal.append(rec.run_id, drec)
+        live = self._live.get(rec.run_id)
+        if live is not None:
+            live.view.apply(typed)  # a driver of this run is still busy here: it carries on
+            return None
+        if not self.journal.durable:
+            view = self.journal.views.get(rec.run_id)  # type: ignore[attr-defined]
+            if view is not None:
+                view.apply(typed)
+        if rec.run_id != rec.root:
+            # A child run: if its parent is still being driven here, let it try the
+            # sub-workflow node again (the parent's loop picks it up).
+            parent_id, _, task = rec.run_id.rpartition("/")
+            parent = self._live.get(parent_id)
+            if parent is not None:
+                parent.view.blocked.pop(task.partition(":")[2], None)
+        if not resume or rec.root in self._live:
+            return None
+        return await self.resume(rec.root)
+
+    async def reject(
+        self, approval_id: str, reason: str | None = None, *, by: str | None = None
+    ) -> WorkflowResult | None:
+        """``approve(approval_id, False, reason=..., by=...)``."""
+        return await self.approve(approval_id, False, by=by, reason=reason)
+
+    async def approvals(self, *, pending: bool = True) -> list[ApprovalRecord]:
+        """The approval requests of this workflow's store (only pending ones by default)."""
+        names = set(self.definitions())
+        return sorted(
+            (
+                a
+                for a in await self.journal.approvals()
+                if a.workflow in names and (a.status == "pending" or not pending)
+            ),
+            key=lambda a: (a.requested_at, a.id),
+        )
+
+    async def expire(self, now: float | None = None) -> list[str]:
+        """Apply every passed deadline (reject, or escalate); returns the approval ids."""
+        now = time.time() if now is None else now
+        out = []
+        for a in await self.approvals():
+            if a.deadline is not None and a.deadline <= now:
+                await self._expire_one(a.id)
+                out.append(a.id)
+        return out
+
+    async def _expire_one(self, approval_id: str, resume: bool = True) -> None:
+        got = await self.journal.get_approval(approval_id)
+        if got is None or got[0].status != "pending":
+            return
+        rec = got[0]
+        with contextlib.suppress(WorkflowApprovalError):
+            await self.approve(
+                approval_id,
+                False,
+                by="deadline",
+                reason="the approval's deadline passed",
+                _escalated=rec.on_deadline == "escalate",
+                resume=resume,
+            )
+
+    def _arm(self, rec: ApprovalRecord) -> None:
+        """Decide ``rec`` at its deadline if this process still runs then (a timer, no task)."""
+        assert rec.deadline is not None
+        if rec.id in self._timers:
+            return
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.pop(rec.id, None)
+            task = loop.create_task(self._expire_one(rec.id))
+            self._firing.add(task)
+            task.add_done_callback(self._firing.discard)
+
+        self._timers[rec.id] = loop.call_later(max(0.0, rec.deadline - time.time()), fire)
+
+    # -- control -----------------------------------------------------------------------
+
+    async def cancel(self, run_id: str) -> None:
+        """Cancel run ``run_id``: it stops (here, if it runs here) and cannot be resumed."""
+        view = await self._load(self, run_id)
+        assert view is not None
+        if view.ended in ("done", "cancelled"):
+            return
+        rec = Ended(status="cancelled", active=view.usage.seconds, at=time.time())
+        if self.journal.durable:
+            await self.journal.append(run_id, rec)
+        else:
+            self.journal.views.pop(run_id, None)  # type: ignore[attr-defined]
+        live = self._live.get(run_id)
+        if live is not None:
+            live.view.apply(rec)
+            live.cancelled = True
+            if live.task is not None and not live.task.done():
+                live.task.cancel()
+
+    async def status(self, run_id: str) -> WorkflowResult:
+        """Where run ``run_id`` stands (its state, status and pending approvals)."""
+        live = self._live.get(run_id)
+        if live is not None:
+            return result_of(live.view)
+        view = await self._load(self, run_id)
+        assert view is not None
+        return result_of(view)
+
+    async def history(self, run_id: str) -> list[Checkpoint]:
+        """The run's checkpoints, oldest first: what each node changed."""
+        records = await self._records(run_id)
+        return [_checkpoint(seq, rec) for seq, rec in records]
+
+    async def lineage(self, run_id: str) -> Lineage | None:
+        """The run and checkpoint ``run_id`` was forked from (None if not a fork)."""
+        records = await self._records(run_id)
+        start = records[0][1]
+        assert isinstance(start, Started)
+        return start.fork_of
+
+    async def _records(self, run_id: str) -> list[tuple[int, Record]]:
+        if not self.journal.durable:
+            raise WorkflowError(
+                f"workflow {self.name!r} has no store, so its runs have no history; "
+                "give it one: Workflow(..., store='sqlite:///state.db')"
+            )
+        records = await self.journal.read(run_id)
+        if not records:
+            raise RunNotFoundError(f"no run {run_id!r} in the store of workflow {self.name!r}")
+        return records
+
+    async def fork(
+        self,
+        run_id: str,
+        checkpoint_id: int | None = None,
+        state_patch: Mapping[str, Any] | None = None,
+    ) -> str:
+        """A new run that starts where ``run_id`` stood at ``checkpoint_id`` (the latest
+        if None), with ``state_patch`` applied; the original run is left as it is.
+        Returns the new run id; ``resume(new_id)`` runs it. Usage and budget carry over."""
+        records = await self._records(run_id)
+        if checkpoint_id is not None:
+            if not any(seq == checkpoint_id for seq, _ in records):
+                raise RunNotFoundError(
+                    f"run {run_id!r} has no checkpoint {checkpoint_id}; "
+                    "history(run_id) lists its checkpoints"
+                )
+            records = [(s, r) for s, r in records if s <= checkpoint_id]
+        view = RunView.replay(self, records, typed=False)
+        state = self.spec.replace(view.state, state_patch) if state_patch else view.state
+        new_id = new_run_id()
+        usage = Usage(
+            steps=view.usage.steps - len(view.done),
+            tokens=view.usage.tokens,
+            seconds=view.usage.seconds,
+        )
+        await self.journal.append(
+            new_id,
+            Started(
+                run_id=new_id,
+                workflow=self.name,
+                state=self.spec.dump(state),
+                frontier=view.frontier,
+                step=view.step,
+                usage=usage,
+                budget=view.budget,
+                joins={k: sorted(v) for k, v in view.joins.items()},
+                fork_of=Lineage(run_id=run_id, checkpoint=records[-1][0]),
+                at=time.time(),
+            ),
+        )
+        for node, (updates, routes, edits) in view.done.items():
+            merged = {**updates, **(edits or {})}
+            await self.journal.append(
+                new_id,
+                StepDone(
+                    task=view.task_id(node),
+                    updates=self.spec.dump_updates(merged),
+                    routes=routes,
+                    at=time.time(),
+                ),
+            )
+        for node, items in view.items.items():
+            for index, value in items.items():
+                await self.journal.append(
+                    new_id, ItemDone(task=view.task_id(node), index=index, value=value)
+                )
+        return new_id
+
+    async def delete(self, run_id: str) -> None:
+        """Drop a finished run's records (its checkpoints and history)."""
+        await self.journal.delete_run(run_id)
+
+    async def aclose(self) -> None:
+        """Cancel pending deadline timers and close the store if the workflow opened it."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        await self.journal.aclose()
+
+
+def _raised(rec: ApprovalRecord, d: Decision, default: Budget | None) -> Budget | None:
+    payload = rec.payload if isinstance(rec.payload, dict) else {}
+    current = msgspec.convert(payload.get("budget") or {}, Budget)
+    if not d.approved:
+        return current
+    if d.edits:
+        return msgspec.structs.replace(current, **d.edits)
+    base = default or current
+    usage = msgspec.convert(payload.get("usage") or {}, Usage)
+    tokens, steps, seconds = current.tokens, current.steps, current.seconds
+    if tokens is not None and usage.tokens >= tokens:
+        tokens += base.tokens or tokens
+    if steps is not None and usage.steps >= steps:
+        steps += base.steps or steps
+    if seconds is not None and usage.seconds >= seconds:
+        seconds += base.seconds or seconds
+    return msgspec.structs.replace(current, tokens=tokens, steps=steps, seconds=seconds)
+
+
+def _checkpoint(seq: int, rec: Record) -> Checkpoint:
+    if isinstance(rec, Started):
+        detail = (
+            f"forked from {rec.fork_of.run_id}@{rec.fork_of.checkpoint}" if rec.fork_of else None
+        )
+        return Checkpoint(id=seq, kind="start", changed=rec.state, detail=detail, at=rec.at)
+    if isinstance(rec, StepDone):
+        node = rec.task.partition(":")[2]
+        return Checkpoint(
+            id=seq,
+            kind="step",
+            node=node,
+            task=rec.task,
+            changed=rec.updates,
+            detail=f"-> {', '.join(rec.routes)}" if rec.routes else None,
+            at=rec.at,
+        )
+    if isinstance(rec, ItemDone):
+        return Checkpoint(
+            id=seq,
+            kind="item",
+            node=rec.task.partition(":")[2],
+            task=rec.task,
+            detail=f"item {rec.index}",
+        )
+    if isinstance(rec, Waiting):
+        return Checkpoint(
+            id=seq,
+            kind="approval",
+            node=rec.approval.node or None,
+            task=rec.task,
+            detail=f"waiting for approval {rec.approval.id}",
+            at=rec.approval.requested_at,
+        )
+    if isinstance(rec, Decided):
+        verdict = "approved" if rec.decision.approved else "rejected"
+        who = f" by {rec.decision.by}" if rec.decision.by else ""
+        return Checkpoint(
+            id=seq,
+            kind="decision",
+            node=rec.task.partition(":")[2] or None,
+            task=rec.task,
+            changed=rec.updates,
+            detail=f"{rec.approval_id} {verdict}{who}",
+            at=rec.decision.at,
+        )
+    assert isinstance(rec, Ended)
+    return Checkpoint(
+        id=seq, kind="end", detail=rec.status + (f": {rec.error}" if rec.error else ""), at=rec.at
+    )

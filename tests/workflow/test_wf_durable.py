@@ -1,0 +1,481 @@
+"""Durable runs on every store: resume, history, fork, cancel, budgets and approvals."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+from typing import Annotated, Any
+
+import msgspec
+import pydantic
+import pytest
+from wfhelpers import Counter, cleanup
+
+import openheim as oh
+from openheim.errors import (
+    BudgetExceededError,
+    RunNotFoundError,
+    WorkflowApprovalError,
+    WorkflowCancelled,
+    WorkflowStepError,
+)
+from openheim.stores import Store
+from openheim.workflow import ApprovalRequested, Budget, Decision, RunFinished, Workflow
+
+
+class Job(msgspec.Struct):
+    text: str = ""
+    log: Annotated[list[str], oh.reducer(operator.add)] = msgspec.field(default_factory=list)
+    legal: Decision | None = None
+    finance: Decision | None = None
+
+
+def chain(store: Store, calls: Counter, broken: set[str] | None = None, **kw: Any) -> Workflow:
+    """a -> b -> c, where b fails while "b" is in ``broken``."""
+    broken = broken if broken is not None else {"b"}
+    wf = Workflow("chain", state=Job, store=store, **kw)
+
+    @wf.step
+    def a(j: Job) -> dict[str, Any]:
+        calls.hit("a")
+        return {"log": ["a"]}
+
+    @wf.step
+    async def b(j: Job) -> dict[str, Any]:
+        calls.hit("b")
+        if "b" in broken:
+            raise RuntimeError("b is broken")
+        return {"log": ["b"]}
+
+    @wf.step
+    def c(j: Job) -> dict[str, Any]:
+        calls.hit("c")
+        return {"log": ["c"]}
+
+    wf.edge("a", "b")
+    wf.edge("b", "c")
+    return wf
+
+
+async def test_failed_run_resumes_without_rerunning_finished_steps(store: Store) -> None:
+    calls = Counter()
+    wf = chain(store, calls)
+    with pytest.raises(WorkflowStepError, match="b is broken") as err:
+        await wf.run()
+    run_id = err.value.run_id
+    status = await wf.status(run_id)
+    assert status.status == "failed"
+    assert "b is broken" in (status.error or "")
+    assert calls.counts == {"a": 1, "b": 1}
+
+    # Another definition object (as after a restart), with b fixed: a is not run again.
+    calls2 = Counter()
+    fixed = chain(store, calls2, broken=set())
+    res = await fixed.resume(run_id)
+    assert res.status == "done"
+    assert res.state.log == ["a", "b", "c"]
+    assert calls2.counts == {"b": 1, "c": 1}
+    # A finished run resumes to its result, running nothing.
+    again = await fixed.resume(run_id)
+    assert again.state.log == ["a", "b", "c"]
+    assert calls2.counts == {"b": 1, "c": 1}
+
+
+async def test_history_lists_what_each_step_changed(store: Store) -> None:
+    calls = Counter()
+    wf = chain(store, calls)
+    res = await chain(store, calls, broken=set()).run({"text": "x"})
+    history = await wf.history(res.run_id)
+    assert [(c.kind, c.node) for c in history] == [
+        ("start", None),
+        ("step", "a"),
+        ("step", "b"),
+        ("step", "c"),
+    ]  # the run is done because nothing follows c: no record says so
+    assert history[0].changed["text"] == "x"
+    assert [c.changed for c in history[1:4]] == [{"log": ["a"]}, {"log": ["b"]}, {"log": ["c"]}]
+    assert [c.id for c in history] == sorted(c.id for c in history)
+    with pytest.raises(RunNotFoundError, match="no run 'nope'"):
+        await wf.history("nope")
+
+
+async def test_fork_leaves_the_original_intact_and_records_lineage(store: Store) -> None:
+    calls = Counter()
+    wf = chain(store, calls, broken=set())
+    res = await wf.run({"text": "original"})
+    before = await wf.history(res.run_id)
+    after_a = before[1]
+    assert after_a.node == "a"
+
+    forked = await wf.fork(res.run_id, after_a.id, {"text": "edited"})
+    assert forked != res.run_id
+    assert await wf.lineage(forked) == oh.workflow.Lineage(run_id=res.run_id, checkpoint=after_a.id)
+    out = await wf.resume(forked)
+    assert out.state.text == "edited"
+    assert out.state.log == ["a", "b", "c"]  # a's result carried over, b and c ran again
+    assert calls.counts == {"a": 1, "b": 2, "c": 2}
+    # The original's records and state are untouched.
+    assert await wf.history(res.run_id) == before
+    assert (await wf.status(res.run_id)).state.text == "original"
+    assert await wf.lineage(res.run_id) is None
+    with pytest.raises(RunNotFoundError, match="no checkpoint 999"):
+        await wf.fork(res.run_id, 999)
+
+
+async def test_cancel(store: Store) -> None:
+    wf = Workflow("cancel", state=Job, store=store)
+    started = asyncio.Event()
+    ran_after = Counter()
+
+    @wf.step
+    async def slow(j: Job) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    wf.step(lambda j: ran_after.hit("after"), name="after")
+    wf.edge("slow", "after")
+    task = asyncio.ensure_future(wf.run())
+    await started.wait()
+    (run_id,) = list(wf._live)
+    await wf.cancel(run_id)
+    with pytest.raises(WorkflowCancelled):
+        await task
+    assert (await wf.status(run_id)).status == "cancelled"
+    with pytest.raises(WorkflowCancelled, match="fork it"):
+        await wf.resume(run_id)
+    assert ran_after["after"] == 0
+
+
+def approvals_flow(store: Store, calls: Counter, **kw: Any) -> Workflow:
+    """prepare -> (legal, finance) in parallel -> each its own follow-up -> report."""
+    wf = Workflow("review", state=Job, store=store, **kw)
+    wf.step(lambda j: calls.hit("prepare") or {"log": ["prepared"]}, name="prepare")
+    wf.approval("legal", payload=lambda j: {"doc": j.text}, output="legal", **kw.pop("_legal", {}))
+    wf.approval("finance", output="finance", on_reject="refund")
+    wf.step(lambda j: calls.hit("sign") or {"log": ["signed"]}, name="sign")
+    wf.step(lambda j: calls.hit("pay") or {"log": ["paid"]}, name="pay")
+    wf.step(lambda j: calls.hit("refund") or {"log": ["refunded"]}, name="refund")
+    wf.edge("prepare", "legal")
+    wf.edge("prepare", "finance")
+    wf.edge("legal", "sign")
+    wf.edge("finance", "pay")
+    return wf
+
+
+async def test_parallel_approvals_are_independent(store: Store) -> None:
+    calls = Counter()
+    wf = approvals_flow(store, calls)
+    res = await wf.run({"text": "contract"})
+    assert res.status == "waiting"
+    by_node = {p.node: p for p in res.pending}
+    assert set(by_node) == {"legal", "finance"}
+    assert by_node["legal"].payload == {"doc": "contract"}
+    assert by_node["legal"].deadline is None
+
+    partial = await wf.approve(by_node["legal"].id, True, by="lee", edits={"text": "v2"})
+    assert partial is not None
+    assert partial.status == "waiting"
+    assert [p.node for p in partial.pending] == ["finance"]
+    with pytest.raises(WorkflowApprovalError, match="already approved by lee"):
+        await wf.approve(by_node["legal"].id, False)
+
+    done = await wf.approve(by_node["finance"].id, False, by="fin", reason="too dear")
+    assert done is not None
+    assert done.status == "done"
+    assert done.state.text == "v2"
+    assert done.state.legal is not None
+    assert done.state.legal.approved
+    assert done.state.finance is not None
+    assert not done.state.finance.approved
+    assert done.state.finance.reason == "too dear"
+    assert sorted(done.state.log) == ["prepared", "refunded", "signed"]
+    assert calls.counts == {"prepare": 1, "sign": 1, "refund": 1}
+    with pytest.raises(RunNotFoundError, match="no approval 'nope'"):
+        await wf.approve("nope")
+
+
+async def test_approval_decided_through_a_second_workflow_object(store: Store) -> None:
+    """As another process would: a new definition object on the same store."""
+    calls = Counter()
+    wf = approvals_flow(store, calls)
+    res = await wf.run({"text": "c"})
+    other = approvals_flow(store, calls)
+    pending = await other.approvals()
+    assert {p.node for p in pending} == {"legal", "finance"}
+    for p in pending:
+        await other.approve(p.id, True, resume=False)
+    # Decided, not resumed yet: ready to continue, nothing ran.
+    assert (await other.status(res.run_id)).status == "running"
+    assert calls.counts == {"prepare": 1}
+    done = await other.resume(res.run_id)
+    assert done.status == "done"
+    assert sorted(done.state.log) == ["paid", "prepared", "signed"]
+    assert calls.counts == {"prepare": 1, "sign": 1, "pay": 1}
+
+
+async def test_deadline_rejects_or_escalates(store: Store) -> None:
+    calls = Counter()
+    wf = Workflow("deadline", state=Job, store=store)
+    wf.step(lambda j: calls.hit("start"), name="start")
+    wf.approval("quick", output="legal", deadline=60, on_reject="rejected")
+    wf.approval(
+        "boss", output="finance", deadline=60, on_deadline="escalate", escalate_to="escalated"
+    )
+    wf.step(lambda j: calls.hit("rejected") or {"log": ["rejected"]}, name="rejected")
+    wf.step(lambda j: calls.hit("escalated") or {"log": ["escalated"]}, name="escalated")
+    wf.edge("start", "quick")
+    wf.edge("start", "boss")
+    res = await wf.run()
+    assert res.status == "waiting"
+    assert all(p.deadline is not None for p in res.pending)
+    assert await wf.expire() == []  # nothing is due yet
+    expired = await wf.expire(now=res.pending[0].requested_at + 61)
+    assert len(expired) == 2
+    final = await wf.status(res.run_id)
+    assert final.status == "done"
+    assert sorted(final.state.log) == ["escalated", "rejected"]
+    assert final.state.legal is not None
+    assert final.state.legal.by == "deadline"
+    assert final.state.finance is not None
+    assert final.state.finance.escalated
+    decided = await wf.approvals(pending=False)
+    assert sorted(a.status for a in decided) == ["escalated", "rejected"]
+    await wf.aclose()
+
+
+async def test_deadline_timer_fires_in_process(store: Store) -> None:
+    wf = Workflow("timer", state=Job, store=store)
+    wf.approval("quick", output="legal", deadline=0.05)
+    wf.step(lambda j: {"log": ["after"]}, name="after")
+    wf.edge("quick", "after")
+    res = await wf.run()
+    assert res.status == "waiting"
+    for _ in range(500):
+        status = await wf.status(res.run_id)
+        if status.status == "done":
+            break
+        await asyncio.sleep(0.01)
+    assert status.status == "done"
+    assert status.state.legal is not None
+    assert not status.state.legal.approved
+    await wf.aclose()
+
+
+async def test_step_budget_fails_and_survives_resume_and_fork(store: Store) -> None:
+    calls = Counter()
+    broken = {"b"}
+    wf = chain(store, calls, broken, budget=Budget(steps=2))
+    with pytest.raises(WorkflowStepError) as err:
+        await wf.run()  # a ran (1 step), b failed
+    run_id = err.value.run_id
+    assert (await wf.status(run_id)).usage.steps == 1
+    broken.clear()
+    with pytest.raises(BudgetExceededError, match=r"steps \(2 of 2\)"):
+        await wf.resume(run_id)  # b ran: 2 steps used, c would be the third
+    assert calls.counts == {"a": 1, "b": 2}
+    # A fork inherits both the budget and what was used: it cannot run c either.
+    history = await wf.history(run_id)
+    forked = await wf.fork(run_id, history[-2].id)
+    with pytest.raises(BudgetExceededError):
+        await wf.resume(forked)
+    assert calls["c"] == 0
+
+
+async def test_token_budget_pauses_for_approval(store: Store) -> None:
+    from openheim.models import ScriptedModel
+
+    agent = oh.Agent(ScriptedModel(lambda req: "a fairly long answer " * 10))
+    wf = Workflow("tokens", state=Job, store=store, budget=Budget(tokens=10, on_exceed="pause"))
+    wf.agent("first", agent, prompt=lambda j: "go", output="text")
+    wf.agent("second", agent, prompt=lambda j: "again", output="text")
+    wf.edge("first", "second")
+    res = await wf.run()
+    assert res.status == "waiting"
+    (pending,) = res.pending
+    assert pending.kind == "budget"
+    assert "tokens" in pending.payload["exceeded"]
+    used = res.usage.tokens
+    assert used >= 10
+    done = await wf.approve(pending.id, True, edits={"tokens": 10_000})
+    assert done is not None
+    assert done.status == "done"
+    assert done.usage.tokens > used
+    # The raised budget is part of the run: a fork from the end keeps it.
+    status = await wf.status(res.run_id)
+    assert status.usage.tokens == done.usage.tokens
+
+
+async def test_map_items_are_checkpointed_one_by_one(store: Store) -> None:
+    calls = Counter()
+    broken = {3}
+
+    class Nums(msgspec.Struct):
+        items: list[int] = msgspec.field(default_factory=list)
+        squares: list[int] = msgspec.field(default_factory=list)
+
+    async def square(i: int) -> int:
+        calls.hit(str(i))
+        if i in broken:
+            raise RuntimeError(f"item {i} failed")
+        return i * i
+
+    wf = Workflow("squares", state=Nums, store=store)
+    wf.map("square", "items", square, output="squares")
+    with pytest.raises(WorkflowStepError, match="item 3 failed") as err:
+        await wf.run({"items": [0, 1, 2, 3, 4]})
+    assert calls.counts == {"0": 1, "1": 1, "2": 1, "3": 1, "4": 1}
+    items = [c for c in await wf.history(err.value.run_id) if c.kind == "item"]
+    assert sorted(c.detail or "" for c in items) == [f"item {i}" for i in (0, 1, 2, 4)]
+    broken.clear()
+    res = await wf.resume(err.value.run_id)
+    assert res.state.squares == [0, 1, 4, 9, 16]
+    assert calls.counts == {"0": 1, "1": 1, "2": 1, "3": 2, "4": 1}
+
+
+class Draft(msgspec.Struct):
+    text: str = ""
+
+
+async def test_recover_finishes_runs_interrupted_in_this_process(store: Store) -> None:
+    calls = Counter()
+    gate = asyncio.Event()
+    wf = Workflow("recover", state=Job, store=store)
+    wf.step(lambda j: calls.hit("a") or {"log": ["a"]}, name="a")
+
+    in_b = asyncio.Event()
+
+    @wf.step
+    async def b(j: Job) -> dict[str, Any]:
+        calls.hit("b")
+        in_b.set()
+        await gate.wait()
+        return {"log": ["b"]}
+
+    wf.edge("a", "b")
+    task = asyncio.ensure_future(wf.run())
+    await in_b.wait()
+    task.cancel()  # as if the process died: nothing records the end
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    gate.set()
+    other = Workflow("recover", state=Job, store=store)
+    other.step(lambda j: calls.hit("a") or {"log": ["a"]}, name="a")
+    other.step(b)
+    other.edge("a", "b")
+    unrelated = Workflow("unrelated", state=Draft, store=store)
+    unrelated.step(lambda d: None, name="x")
+    await unrelated.run()
+    (res,) = await other.recover()
+    assert res.status == "done"
+    assert res.state.log == ["a", "b"]
+    assert calls.counts == {"a": 1, "b": 2}
+    assert await other.recover() == []
+    with pytest.raises(RunNotFoundError, match="is a run of workflow 'recover'"):
+        await unrelated.resume(res.run_id)
+
+
+async def test_seconds_budget_counts_active_time_only(store: Store) -> None:
+    wf = Workflow("slow", state=Job, store=store, budget=Budget(seconds=1.0))
+
+    @wf.step
+    async def nap(j: Job) -> None:
+        await asyncio.sleep(0.05)
+
+    wf.approval("wait")
+    wf.step(lambda j: {"log": ["after"]}, name="after")
+    wf.edge("nap", "wait")
+    wf.edge("wait", "after")
+    res = await wf.run()
+    assert res.status == "waiting"
+    assert 0.05 <= res.usage.seconds < 1.0
+    await asyncio.sleep(1.1)  # waiting for an approval is not active time
+    done = await wf.approve(res.pending[0].id, True)
+    assert done is not None
+    assert done.status == "done"
+    assert done.usage.seconds < 1.0
+
+    strict = Workflow("strict", state=Job, store=store, budget=Budget(seconds=0.01))
+    strict.step(nap)
+    strict.step(lambda j: {"log": ["never"]}, name="after")
+    strict.edge("nap", "after")
+    with pytest.raises(BudgetExceededError, match=r"seconds \(0\.0"):
+        await strict.run()
+
+
+@pytest.mark.parametrize("durable", [False, True])
+async def test_approval_decided_while_a_sibling_branch_still_runs(
+    store: Store, durable: bool
+) -> None:
+    release = asyncio.Event()
+    wf = Workflow("siblings", state=Job, store=store if durable else None)
+    wf.step(lambda j: None, name="start")
+    wf.approval("ok", output="legal")
+
+    @wf.step
+    async def slow(j: Job) -> dict[str, Any]:
+        await release.wait()
+        return {"log": ["slow"]}
+
+    wf.step(lambda j: {"log": ["after"]}, name="after")
+    wf.edge("start", "ok")
+    wf.edge("start", "slow")
+    wf.edge(("ok", "slow"), "after")
+    res = None
+    async for ev in wf.stream():
+        if isinstance(ev, ApprovalRequested):
+            # The live run carries on by itself: approve() does not resume it.
+            assert await wf.approve(ev.approval.id, True) is None
+            release.set()
+        elif isinstance(ev, RunFinished):
+            res = ev.result
+    assert res is not None
+    assert res.status == "done"
+    assert res.state.log == ["slow", "after"]
+    assert res.state.legal is not None
+    assert res.state.legal.approved
+
+
+class Note(pydantic.BaseModel):
+    title: str = ""
+    tags: Annotated[list[str], oh.reducer(operator.add)] = []
+    ok: dict[str, Any] | None = None
+
+
+async def test_pydantic_state_is_durable(store: Store) -> None:
+    wf = Workflow("pyd", state=Note, store=store)
+    wf.step(lambda n: {"tags": ["a"], "title": n.title.title()}, name="a")
+    wf.approval("check", output="ok")
+    wf.step(lambda n: {"tags": ["b"]}, name="b")
+    wf.edge("a", "check")
+    wf.edge("check", "b")
+    res = await wf.run({"title": "hello world"})
+    other = Workflow("pyd", state=Note, store=store)
+    other.step(lambda n: {"tags": ["a"], "title": n.title.title()}, name="a")
+    other.approval("check", output="ok")
+    other.step(lambda n: {"tags": ["b"]}, name="b")
+    other.edge("a", "check")
+    other.edge("check", "b")
+    done = await other.approve(res.pending[0].id, True, edits={"title": "Edited"})
+    assert done is not None
+    assert done.state.title == "Edited"
+    assert done.state.tags == ["a", "b"]
+    assert done.state.ok is not None
+    assert done.state.ok["approved"] is True
+
+
+async def test_scoped_workflows_keep_tenants_apart(store: Store) -> None:
+    calls = Counter()
+    wf = approvals_flow(store, calls)
+    acme, globex = wf.scoped("acme"), wf.scoped("globex")
+    res = await acme.run({"text": "acme deal"})
+    assert {p.node for p in await acme.approvals()} == {"legal", "finance"}
+    assert await globex.approvals() == []
+    with pytest.raises(RunNotFoundError):
+        await globex.status(res.run_id)
+    with pytest.raises(RunNotFoundError):
+        await globex.approve(res.pending[0].id)
+    assert (await acme.status(res.run_id)).status == "waiting"
+    for ns in ("acme", "globex"):
+        await cleanup(store.namespace(ns))
+    with pytest.raises(oh.errors.WorkflowError, match="no store"):
+        Workflow("local", state=Job).scoped("x")
