@@ -72,7 +72,6 @@ __all__ = [
     "ApprovalError",
     "AuthenticationError",
     "BadRequestError",
-    # workflows
     "BudgetExceededError",
     "ConfigError",
     "ContextLengthError",

@@ -1,4 +1,4 @@
-"""A process running a durable workflow, for the crash tests (test_crash.py).
+"""A process running a durable workflow, for the crash tests (test_wf_crash.py).
 
 ``python _wf_crash_child.py STORE_URL NAMESPACE EFFECTS MODE RUN_ID [APPROVAL_ID]``
 

@@ -1,4 +1,4 @@
-"""State and node functions that test_declare.py names as ``module:function``."""
+"""State and node functions that test_wf_declare.py names as ``module:function``."""
 
 from __future__ import annotations
 

@@ -36,14 +36,15 @@ what the configuration loader calls.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from openheim.errors import WorkflowDefinitionError
 from openheim.workflow._graph import Graph
 from openheim.workflow._records import Budget
 
-__all__ = ["from_config", "resolve"]
+__all__ = ["from_config"]
+
 
 _KINDS = ("step", "branch", "map", "approval", "agent", "tool", "workflow")
 _TOP = {
@@ -60,10 +61,20 @@ _TOP = {
 }
 
 
-def resolve(ref: Any, where: str) -> Any:
+Importer = Callable[[str], Any]
+
+
+def _resolve(ref: Any, where: str, importer: Importer | None = None) -> Any:
     """The object ``"package.module:attr"`` names (or ``ref`` itself if not a string)."""
     if not isinstance(ref, str):
         return ref
+    if importer is not None:
+        try:
+            return importer(ref)
+        except WorkflowDefinitionError:
+            raise
+        except Exception as exc:
+            raise WorkflowDefinitionError(f"{where}: {exc}") from None
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
         raise WorkflowDefinitionError(f"{where}: {ref!r} is not of the form 'module:attribute'")
@@ -81,12 +92,20 @@ def resolve(ref: Any, where: str) -> Any:
     return obj
 
 
-def from_config(name: str, table: Mapping[str, Any], *, store: Any = None) -> Any:
+def from_config(
+    name: str, table: Mapping[str, Any], *, store: Any = None, importer: Importer | None = None
+) -> Any:
     """The :class:`Workflow` a ``[workflows.NAME]`` table describes (validated).
 
-    ``store`` is used when the table gives none (the configuration's default store).
+    ``store`` is used when the table gives none (the configuration's default
+    store); ``importer`` turns a ``module:attr`` string into the object (the
+    configuration's own, which also looks beside the file); by default
+    ``importlib``.
     """
     from openheim.workflow._workflow import Workflow
+
+    def resolve(ref: Any, where: str) -> Any:
+        return _resolve(ref, where, importer)
 
     where = f"[workflows.{name}]"
     unknown = set(table) - _TOP
@@ -119,7 +138,7 @@ def from_config(name: str, table: Mapping[str, Any], *, store: Any = None) -> An
     )
     nodes = table.get("nodes") or []
     for i, node in enumerate(nodes):
-        _add_node(wf, node, f"{where} nodes[{i}]")
+        _add_node(wf, node, f"{where} nodes[{i}]", resolve)
     for j, edge in enumerate(table.get("edges") or []):
         if not isinstance(edge, (list, tuple)) or len(edge) != 2:
             raise WorkflowDefinitionError(
@@ -133,7 +152,7 @@ def from_config(name: str, table: Mapping[str, Any], *, store: Any = None) -> An
     return wf
 
 
-def _add_node(wf: Graph, node: Any, where: str) -> None:
+def _add_node(wf: Graph, node: Any, where: str, resolve: Callable[[Any, str], Any]) -> None:
     if not isinstance(node, Mapping) or not isinstance(node.get("name"), str):
         raise WorkflowDefinitionError(f"{where}: a node is a table with a name")
     name = node["name"]

@@ -498,7 +498,7 @@ async def _run_sub(ctx: Ctx, node: Node, task: str, state: Any) -> None:
     if view.ended != "done":
         await execute(owner, child, view, ctx.emit, ctx.root)
     if view.status == "waiting":
-        ctx.view.blocked[node.name] = view.pending()
+        ctx.view.block(node.name, view.pending())
         return
     if view.ended != "done":
         raise WorkflowStepError(

@@ -16,6 +16,7 @@ and the batch executor drive the same ``RunView``.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from openheim.errors import CorruptStateError, WorkflowStateError
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
     from openheim.workflow._graph import Graph
 
 __all__ = ["RunView", "split_task"]
+
+# Shared by every view until it needs a dict of its own (most runs never do): a
+# read-only mapping, so a write that forgot to make its own dict fails loudly.
+_NONE: Any = MappingProxyType({})
 
 
 def split_task(task: str) -> tuple[int, str]:
@@ -88,15 +93,15 @@ class RunView:
         self.step = step
         self.usage = usage if usage is not None else Usage()
         self.budget = budget
-        self.joins: dict[str, set[str]] = {k: set(v) for k, v in (joins or {}).items()}
+        self.joins: dict[str, set[str]] = {k: set(v) for k, v in joins.items()} if joins else {}
         self.fork_of = fork_of
         # node -> (updates, routes, replacements) of the current superstep
         self.done: dict[str, tuple[dict[str, Any], list[str] | None, dict[str, Any] | None]] = {}
-        self.items: dict[str, dict[int, Any]] = {}  # map node -> results by item index
-        self.waiting: dict[str, ApprovalRecord] = {}  # node -> its pending approval
+        self.items: dict[str, dict[int, Any]] = _NONE  # map node -> results by item index
+        self.waiting: dict[str, ApprovalRecord] = _NONE  # node -> its pending approval
         self.budget_wait: ApprovalRecord | None = None
         # sub-workflow nodes whose child run waits (in this process; not recorded)
-        self.blocked: dict[str, list[ApprovalRecord]] = {}
+        self.blocked: dict[str, list[ApprovalRecord]] = _NONE
         self.ended: str | None = None  # "done" | "failed" | "cancelled"
         self.error: str | None = None
         self.seq = 0  # the last record folded in
@@ -133,6 +138,12 @@ class RunView:
 
     def task_id(self, node: str) -> str:
         return f"{self.step}:{node}"
+
+    def block(self, node: str, pending: list[ApprovalRecord]) -> None:
+        """Sub-workflow node ``node`` waits for its child run's approvals (``pending``)."""
+        if self.blocked is _NONE:
+            self.blocked = {}
+        self.blocked[node] = pending
 
     def ready(self) -> list[str]:
         """The frontier's nodes without a result and not waiting for an approval."""
@@ -191,6 +202,8 @@ class RunView:
             assert isinstance(rec, ItemDone)
             node = self._current(rec.task)
             if node is not None:
+                if self.items is _NONE:
+                    self.items = {}
                 self.items.setdefault(node, {}).setdefault(rec.index, rec.value)
                 self.usage.tokens += rec.tokens
                 if rec.active > self.usage.seconds:
@@ -202,6 +215,8 @@ class RunView:
             else:
                 node = self._current(rec.task)
                 if node is not None and node not in self.done:
+                    if self.waiting is _NONE:
+                        self.waiting = {}
                     self.waiting[node] = rec.approval
             if rec.active > self.usage.seconds:
                 self.usage.seconds = rec.active
@@ -264,11 +279,31 @@ class RunView:
 
     def _advance(self) -> None:
         graph = self.graph
+        if len(self.frontier) == 1 and not graph.joins:
+            # One node (a chain): no merge to order, no join to wait for.
+            node = self.frontier[0]
+            updates, routes, edits = self.done[node]
+            state = graph.spec.apply(self.state, updates)
+            if edits:
+                state = graph.spec.replace(state, edits)
+            targets = routes if routes is not None else graph.edges.get(node, ())
+            nxt: list[str] = [t for t in targets if t != END]
+            if len(nxt) > 1:
+                nxt = list(dict.fromkeys(nxt))
+            self.state = state
+            self.frontier = nxt
+            self.done = {}
+            self.step += 1
+            if self.items:
+                self.items = _NONE
+            if not nxt:
+                self.ended = "done"
+            return
         spec = graph.spec
         state = self.state
         parallel = len(self.frontier) > 1
         writers: dict[str, str] = {}
-        nxt: list[str] = []
+        nxt = []
         seen: set[str] = set()
         for node in self.frontier:
             updates, routes, edits = self.done[node]
@@ -306,5 +341,5 @@ class RunView:
             self.ended = "done"  # follows from the records: no record of its own
         self.done = {}
         if self.items:
-            self.items = {}
+            self.items = _NONE
         self.step += 1

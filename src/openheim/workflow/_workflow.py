@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import itertools
 import os
 import time
@@ -89,6 +90,23 @@ class Workflow(Graph):
         self._live: dict[str, Ctx] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._firing: set[asyncio.Task[None]] = set()
+
+    def scoped(self, namespace: str) -> Workflow:
+        """This workflow (the same definition) with its runs kept in the store's
+        ``namespace``: one per tenant, so tenants never see each other's runs."""
+        from openheim.workflow._journal import StoreJournal
+
+        if not isinstance(self.journal, StoreJournal):
+            raise WorkflowError(
+                f"workflow {self.name!r} has no store, so it has no namespaces to scope to"
+            )
+        other = copy.copy(self)
+        other.journal = StoreJournal(self.journal.store.namespace(namespace), owned=False)
+        other._store_args = (other.journal.store, None)
+        other._live = {}
+        other._timers = {}
+        other._firing = set()
+        return other
 
     def __repr__(self) -> str:
         return f"Workflow({self.name!r}, state={self.spec.name}, nodes={list(self.nodes)})"

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import msgspec
 import pydantic
 import pytest
-from wfhelpers import Counter
+from wfhelpers import Counter, cleanup
 
 import openheim as oh
 from openheim.errors import (
@@ -461,3 +461,21 @@ async def test_pydantic_state_is_durable(store: Store) -> None:
     assert done.state.tags == ["a", "b"]
     assert done.state.ok is not None
     assert done.state.ok["approved"] is True
+
+
+async def test_scoped_workflows_keep_tenants_apart(store: Store) -> None:
+    calls = Counter()
+    wf = approvals_flow(store, calls)
+    acme, globex = wf.scoped("acme"), wf.scoped("globex")
+    res = await acme.run({"text": "acme deal"})
+    assert {p.node for p in await acme.approvals()} == {"legal", "finance"}
+    assert await globex.approvals() == []
+    with pytest.raises(RunNotFoundError):
+        await globex.status(res.run_id)
+    with pytest.raises(RunNotFoundError):
+        await globex.approve(res.pending[0].id)
+    assert (await acme.status(res.run_id)).status == "waiting"
+    for ns in ("acme", "globex"):
+        await cleanup(store.namespace(ns))
+    with pytest.raises(oh.errors.WorkflowError, match="no store"):
+        Workflow("local", state=Job).scoped("x")

@@ -106,3 +106,25 @@ def test_declaration_errors_name_the_table(table: dict[str, object], message: st
     with pytest.raises(WorkflowDefinitionError, match=message) as err:
         from_config("t", table)
     assert "[workflows.t" in str(err.value) or "workflow 't'" in str(err.value)
+
+
+def test_an_importer_resolves_references() -> None:
+    import wfdeclared
+
+    seen: list[str] = []
+
+    def importer(ref: str) -> object:
+        seen.append(ref)
+        if ref == "missing:thing":
+            raise LookupError("no such thing beside the config file")
+        return getattr(wfdeclared, ref.partition(":")[2])
+
+    wf = from_config(
+        "t",
+        {"state": "cfg:Ticket", "nodes": [{"name": "a", "step": "cfg:fix"}]},
+        importer=importer,
+    )
+    assert seen == ["cfg:Ticket", "cfg:fix"]
+    assert list(wf.nodes) == ["a"]
+    with pytest.raises(WorkflowDefinitionError, match=r"state: no such thing beside"):
+        from_config("t", {"state": "missing:thing"}, importer=importer)

@@ -1,0 +1,197 @@
+"""``openheim workflow ...``: run, inspect and steer durable workflow runs from a shell.
+
+Every command names the workflow as ``module:attribute`` (an ``oh.Workflow``
+built with a store, importable from the current directory)::
+
+    python -m openheim.cli_workflow run myapp.flows:triage --input '{"text": "it crashes"}'
+    python -m openheim.cli_workflow approvals myapp.flows:triage
+    python -m openheim.cli_workflow approve myapp.flows:triage <approval id> --by alice
+    python -m openheim.cli_workflow history myapp.flows:triage <run id>
+    python -m openheim.cli_workflow fork myapp.flows:triage <run id> --checkpoint 3 --set '{...}'
+
+``add_parser(subparsers)`` and ``run(args)`` plug the same commands into the
+``openheim`` CLI. Results are printed as JSON (one object per line), errors
+as ``error: ...`` on stderr with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+__all__ = ["add_parser", "main", "run"]
+
+_COMMANDS = ("run", "status", "resume", "cancel", "history", "fork", "approvals", "approve")
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add ``workflow`` and its commands to an argparse subparsers object."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "workflow", help="run and steer durable workflow runs"
+    )
+    _fill(parser)
+    return parser
+
+
+def _fill(parser: argparse.ArgumentParser) -> None:
+    cmds = parser.add_subparsers(dest="wf_command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, run_id: bool = True) -> argparse.ArgumentParser:
+        p = cmds.add_parser(name, help=help)
+        p.add_argument("workflow", help="the workflow, as module:attribute")
+        p.add_argument("--namespace", help="the tenant namespace of the runs")
+        if run_id:
+            p.add_argument("run_id", help="the run id")
+        return p
+
+    p = command("run", "run the workflow on an input until it ends or waits", run_id=False)
+    p.add_argument("--input", default="{}", help="the input state fields, as JSON")
+    p.add_argument("--run-id", dest="new_run_id", help="the id of the new run")
+    command("status", "the state, status and pending approvals of a run")
+    command("resume", "continue a run from its last checkpoint")
+    command("cancel", "cancel a run")
+    command("history", "the checkpoints of a run: what each step changed")
+    p = command("fork", "start a new run from a checkpoint of a run, with edited state")
+    p.add_argument("--checkpoint", type=int, help="the checkpoint id (default: the last)")
+    p.add_argument("--set", dest="patch", default=None, help="state fields to change, as JSON")
+    p.add_argument("--run", action="store_true", help="also run the fork")
+    command("approvals", "the pending approvals", run_id=False)
+    p = command("approve", "decide an approval and continue its run", run_id=False)
+    p.add_argument("approval_id")
+    p.add_argument("--reject", action="store_true", help="reject instead of approving")
+    p.add_argument("--by", help="who decides")
+    p.add_argument("--reason", help="why (shown in the decision)")
+    p.add_argument("--edits", default=None, help="state fields to change, as JSON")
+
+
+class _Usage(Exception):
+    pass
+
+
+def _load(ref: str) -> Any:
+    from openheim.workflow import Workflow
+
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise _Usage(f"name the workflow as module:attribute, got {ref!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise _Usage(f"cannot load workflow {ref!r}: {exc}") from None
+    if not isinstance(obj, Workflow):
+        raise _Usage(f"{ref!r} is a {type(obj).__name__}, not an oh.Workflow")
+    return obj
+
+
+def _json_arg(text: str | None, what: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise _Usage(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise _Usage(f"{what} must be a JSON object of state fields, got {text!r}")
+    return value
+
+
+def _plain(obj: Any) -> Any:
+    dump = getattr(obj, "model_dump", None)
+    if dump is not None:
+        return dump(mode="json")
+    return msgspec.to_builtins(obj)
+
+
+def _result(res: Any) -> dict[str, Any]:
+    return {
+        "run_id": res.run_id,
+        "status": res.status,
+        "state": _plain(res.state),
+        "pending": [_plain(p) for p in res.pending],
+        "usage": _plain(res.usage),
+        "error": res.error,
+    }
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, default=str), flush=True)
+
+
+async def _dispatch(args: argparse.Namespace) -> None:
+    wf = _load(args.workflow)
+    if args.namespace:
+        wf = wf.scoped(args.namespace)
+    try:
+        cmd = args.wf_command
+        if cmd == "run":
+            res = await wf.run(_json_arg(args.input, "--input"), run_id=args.new_run_id)
+            _print(_result(res))
+        elif cmd == "status":
+            _print(_result(await wf.status(args.run_id)))
+        elif cmd == "resume":
+            _print(_result(await wf.resume(args.run_id)))
+        elif cmd == "cancel":
+            await wf.cancel(args.run_id)
+            _print({"run_id": args.run_id, "status": "cancelled"})
+        elif cmd == "history":
+            for cp in await wf.history(args.run_id):
+                _print(_plain(cp))
+        elif cmd == "fork":
+            new_id = await wf.fork(args.run_id, args.checkpoint, _json_arg(args.patch, "--set"))
+            if args.run:
+                _print(_result(await wf.resume(new_id)))
+            else:
+                _print({"run_id": new_id, "forked_from": args.run_id})
+        elif cmd == "approvals":
+            for a in await wf.approvals():
+                _print(_plain(a))
+        elif cmd == "approve":
+            res = await wf.approve(
+                args.approval_id,
+                not args.reject,
+                by=args.by,
+                reason=args.reason,
+                edits=_json_arg(args.edits, "--edits"),
+            )
+            _print(_result(res) if res is not None else {"approval_id": args.approval_id})
+    finally:
+        await wf.aclose()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed ``workflow`` command; the exit status."""
+    from openheim.errors import OpenheimError
+
+    try:
+        asyncio.run(_dispatch(args))
+    except _Usage as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OpenheimError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="openheim workflow", description="run and steer durable workflow runs"
+    )
+    _fill(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
