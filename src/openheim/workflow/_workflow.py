@@ -89,7 +89,7 @@ class Workflow(Graph):
         self._store_args = (store, namespace)
         self._live: dict[str, Ctx] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._firing: set[asyncio.Task[None]] = set()
+        self._firing: set[asyncio.Task[Any]] = set()  # deadline timers, background runs
 
     def scoped(self, namespace: str) -> Workflow:
         """This workflow (the same definition) with its runs kept in the store's
@@ -193,6 +193,33 @@ class Workflow(Graph):
         if _emit is not None:
             _emit(RunStarted(run_id, self.name))
         return await execute(self, self, view, _emit)
+
+    async def launch(
+        self, input: Any = None, *, run_id: str | None = None, budget: Budget | None = None
+    ) -> str:
+        """Start a run in the background of this process and return its id as soon as
+        its start is recorded (``status``/``history`` see it at once); failures are
+        recorded in the run, not raised."""
+        if not self._validated:
+            self.validate()
+        if run_id is None:
+            run_id = new_run_id()
+        elif self.journal.durable and await self.journal.read(run_id):
+            raise WorkflowError(f"run {run_id!r} already exists; resume it, or choose a new run id")
+        view = self._new_view(self, run_id, input, budget or self.budget)
+        if self.journal.durable:
+            await self._record_start(view)
+        self._background(execute(self, self, view, None))
+        return run_id
+
+    def _background(self, coro: Any) -> None:
+        async def guarded() -> None:
+            with contextlib.suppress(WorkflowError):  # recorded in the run
+                await coro
+
+        task = asyncio.ensure_future(guarded())
+        self._firing.add(task)
+        task.add_done_callback(self._firing.discard)
 
     def run_sync(self, input: Any = None, **kwargs: Any) -> WorkflowResult:
         """:meth:`run` from synchronous code (in a new event loop)."""
