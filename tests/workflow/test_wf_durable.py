@@ -479,3 +479,36 @@ async def test_scoped_workflows_keep_tenants_apart(store: Store) -> None:
         await cleanup(store.namespace(ns))
     with pytest.raises(oh.errors.WorkflowError, match="no store"):
         Workflow("local", state=Job).scoped("x")
+
+
+async def test_two_processes_cannot_resume_one_run_at_once(store: Store) -> None:
+    calls = Counter()
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    def build() -> Workflow:
+        wf = Workflow("leased", state=Job, store=store)
+        wf.approval("go")
+
+        @wf.step
+        async def work(j: Job) -> dict[str, Any]:
+            calls.hit("work")
+            entered.set()
+            await release.wait()
+            return {"log": ["work"]}
+
+        wf.edge("go", "work")
+        return wf
+
+    first, second = build(), build()  # as two processes would hold them
+    res = await first.run()
+    await first.approve(res.pending[0].id, True, resume=False)
+    task = asyncio.ensure_future(first.resume(res.run_id))
+    await entered.wait()
+    with pytest.raises(oh.errors.WorkflowBusyError, match="being resumed by another process"):
+        await second.resume(res.run_id)
+    assert await second.recover() == []  # skipped: someone is on it
+    release.set()
+    assert (await task).status == "done"
+    assert calls["work"] == 1
+    assert (await second.resume(res.run_id)).status == "done"  # the lease was released
