@@ -78,10 +78,13 @@ pytest: $(VENV)/.installed-dev
 test: $(VENV)/.installed-dev services lint typecheck pytest
 
 # ---- native core under sanitizers ---------------------------------------------
+# The native llama loop (lengine.c) runs there too, on the tiny generated GGUF,
+# against the llama-cpp-python wheel built once for this machine.
 ASAN_VENV := .venv-asan
-asan: $(VENV)/.build-deps
+asan: $(VENV)/.build-deps $(VENV)/.llama
 	test -x $(ASAN_VENV)/bin/python || $(PYTHON) -m venv $(ASAN_VENV)
-	$(ASAN_VENV)/bin/pip install -q --disable-pip-version-check "scikit-build-core>=0.10" "cython>=3.0.11" "cython-cmake>=0.2" ninja pytest pytest-asyncio hypothesis msgspec
+	$(ASAN_VENV)/bin/pip install -q --disable-pip-version-check "scikit-build-core>=0.10" "cython>=3.0.11" "cython-cmake>=0.2" ninja pytest pytest-asyncio hypothesis msgspec \
+	  "$$(ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl | head -1)" "gguf>=0.10" numpy jinja2
 	OPENHEIM_DEBUG=1 $(ASAN_VENV)/bin/pip install -q --disable-pip-version-check --no-build-isolation --no-deps --force-reinstall .
 	cd tests && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_init_order=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

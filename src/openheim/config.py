@@ -3,9 +3,9 @@
 :func:`load_config` reads and validates the file; every error names the file,
 the line and the key (``openheim.toml:12: agents.support.model: unknown
 provider 'opena'``). :meth:`Config.build_agent` makes an :class:`Agent` from an
-``[agents.NAME]`` table. :func:`open_history` is the one seam to the
-persistence layer: it uses ``openheim.stores.open_history`` when that module
-is installed and an in-memory store (with session listing) otherwise.
+``[agents.NAME]`` table. :func:`open_history` opens a tenant's sessions in
+the configured store (``[store].url``, by default ``.openheim/state.db``
+beside the config file).
 
 An agent's ``model`` is a model string (``"openai:gpt-4o-mini"``), a
 configured provider and a model name (``"local:qwen"`` for
@@ -26,13 +26,15 @@ import sysconfig
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from openheim.errors import ConfigError
-from openheim.messages import Message, Usage
 from openheim.stores import DEFAULT_STORE_URL
+
+if TYPE_CHECKING:
+    from openheim.stores.history import StoreHistory
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,7 +49,6 @@ __all__ = [
     "MCPConfig",
     "ProviderConfig",
     "ServerConfig",
-    "SessionStore",
     "StoreConfig",
     "default_config_path",
     "load_config",
@@ -727,58 +728,15 @@ def _find_spec_safe(name: str) -> Any:
         return None
 
 
-# ---- sessions: the seam to the persistence layer ---------------------------------------
+# ---- sessions ---------------------------------------------------------------------------
 
 
-class SessionStore:
-    """An in-memory HistoryStore with listing and deletion, per namespace (tenant).
+def open_history(store_url: str | None, namespace: str = "default") -> StoreHistory:
+    """The session history of tenant ``namespace`` in the store at ``store_url``.
 
-    Used until ``openheim.stores`` is installed; the server and the CLI only
-    call ``load``/``append``/``usage``/``clear`` and ``list_sessions``/``delete``.
+    ``None`` means the default store (:data:`openheim.stores.DEFAULT_STORE_URL`);
+    a loaded :class:`Config` has resolved its own already (``config.store.url``).
     """
+    from openheim.stores import open_history as open_store_history
 
-    _shared: ClassVar[dict[str, dict[str, tuple[list[Message], Usage]]]] = {}
-
-    def __init__(self, namespace: str = "default") -> None:
-        self._data = SessionStore._shared.setdefault(namespace, {})
-
-    async def load(self, session: str) -> list[Message]:
-        entry = self._data.get(session)
-        return list(entry[0]) if entry else []
-
-    async def append(
-        self,
-        session: str,
-        messages: Sequence[Message],
-        usage: Usage | None = None,
-        *,
-        run_id: str | None = None,
-    ) -> None:
-        old, total = self._data.get(session, ([], Usage()))
-        self._data[session] = ([*old, *messages], total + usage if usage else total)
-
-    async def usage(self, session: str) -> Usage:
-        entry = self._data.get(session)
-        return entry[1] if entry else Usage()
-
-    async def clear(self, session: str) -> None:
-        self._data.pop(session, None)
-
-    async def list_sessions(self) -> list[str]:
-        return list(self._data)
-
-    async def delete(self, session: str) -> bool:
-        return self._data.pop(session, None) is not None
-
-
-def open_history(store_url: str | None, namespace: str = "default") -> Any:
-    """The session store for ``store_url`` and tenant ``namespace``.
-
-    Uses ``openheim.stores.open_history`` when the persistence layer is
-    installed; otherwise an in-process store (sessions last as long as the process).
-    """
-    try:
-        stores = importlib.import_module("openheim.stores")
-    except ImportError:
-        return SessionStore(namespace)
-    return stores.open_history(store_url or DEFAULT_STORE, namespace=namespace)
+    return open_store_history(store_url or DEFAULT_STORE, namespace=namespace)

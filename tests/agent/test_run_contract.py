@@ -242,12 +242,12 @@ async def test_result_of_a_stream_without_done_raises() -> None:
 
 
 def test_one_default_store_url() -> None:
-    from openheim.config import DEFAULT_STORE, StoreConfig
+    from openheim.config import DEFAULT_STORE, default_store_url
     from openheim.stores.sqlite import _path_from_url
 
     assert DEFAULT_STORE_URL == "sqlite:///~/.openheim/state.db"
     assert DEFAULT_STORE == DEFAULT_STORE_URL
-    assert StoreConfig().url == DEFAULT_STORE_URL
+    assert default_store_url(None) == DEFAULT_STORE_URL  # no config file: the user-wide one
     assert _path_from_url(DEFAULT_STORE_URL) == _path_from_url("sqlite://")
 
 

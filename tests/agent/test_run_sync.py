@@ -7,6 +7,7 @@ import gc
 import subprocess
 import sys
 import threading
+import warnings
 import weakref
 from typing import Any
 
@@ -164,3 +165,30 @@ def test_an_interrupted_run_sync_unwinds_and_does_not_resume_later() -> None:
     assert events == ["tool started", "tool unwound"]
     assert agent.run_sync("next").output == "after"
     assert events == ["tool started", "tool unwound"]  # the interrupted run stayed dead
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_its_own_loop() -> None:
+    import os
+
+    agent = _loop_reporting_agent()
+    parent = agent.run_sync("where?").output
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads alive
+        pid = os.fork()
+    if pid == 0:  # the child: report its loop, then leave without running atexit hooks
+        try:
+            inherited: list[asyncio.AbstractEventLoop] = agent.loops  # type: ignore[attr-defined]
+            child = agent.run_sync("where?").output
+            # The parent's loop was left alone (marked closed, never run or closed here).
+            os.write(write, f"{child} {inherited[0].is_closed()}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    child, inherited_closed = os.read(read, 200).decode().split()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child != parent
+    assert inherited_closed == "True"
+    assert agent.run_sync("where?").output == parent  # the parent keeps its loop

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -89,11 +90,12 @@ class Served:
         )
 
 
-def start_server(config: Path, grpc: bool = True) -> Served:
+def start_server(config: Path, grpc: bool = True, args: Sequence[str] = ()) -> Served:
     port, gport = free_port(), free_port()
     cmd = [sys.executable, "-m", "openheim", "serve", "--config", str(config), "--port", str(port)]
     if grpc:
         cmd += ["--grpc-port", str(gport)]
+    cmd += args
     # stderr to a file, not a pipe nobody reads (a full pipe would stall the server).
     log = config.parent / f"serve-{port}.log"
     with log.open("wb") as err:
@@ -103,7 +105,8 @@ def start_server(config: Path, grpc: bool = True) -> Served:
         if proc.poll() is not None:
             raise RuntimeError(f"openheim serve exited with {proc.returncode}: {log.read_text()}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            # Ready: every agent is built and every model loaded.
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 break
         except httpx.TransportError:
             pass

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-import types
 from pathlib import Path
 
 import pytest
 from ixhelpers import write_project
 
-from openheim.config import SessionStore, load_config, open_history
+from openheim.config import load_config, open_history
 from openheim.errors import ConfigError
 from openheim.messages import Message, Usage
 
@@ -86,34 +85,19 @@ def test_missing_default_config_is_empty(tmp_path: Path, monkeypatch: pytest.Mon
     assert config.agents == {}
 
 
-async def test_open_history_falls_back_to_memory_with_listing(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setitem(sys.modules, "openheim.stores", None)  # as if not installed
-    store = open_history("memory://", "tenant-x")
-    assert isinstance(store, SessionStore)
+async def test_open_history_is_the_stores_history_per_tenant(tmp_path: Path) -> None:
+    from openheim.stores.history import StoreHistory
+
+    url = f"sqlite:///{tmp_path}/state.db"
+    store = open_history(url, "tenant-x")
+    assert isinstance(store, StoreHistory)
     await store.append("s", [Message.user("hi")], Usage(1, 2, 1))
-    assert await open_history("memory://", "tenant-x").list_sessions() == ["s"]
-    assert await open_history("memory://", "tenant-y").list_sessions() == []
+    assert await open_history(url, "tenant-x").list_sessions() == ["s"]
+    assert await open_history(url, "tenant-y").list_sessions() == []
     assert (await store.usage("s")).requests == 1
     assert await store.delete("s")
     assert await store.load("s") == []
-
-
-def test_open_history_uses_the_persistence_layer_when_installed(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    calls: list[tuple[str, str]] = []
-    fake = types.ModuleType("openheim.stores")
-
-    def fake_open(url: str, namespace: str = "default") -> object:
-        calls.append((url, namespace))
-        return "durable"
-
-    fake.open_history = fake_open  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "openheim.stores", fake)
-    assert open_history("sqlite:///x.db", "acme") == "durable"
-    assert calls == [("sqlite:///x.db", "acme")]
+    await store.aclose()
 
 
 def test_reload_modules_picks_up_edited_tool_code(tmp_path: Path) -> None:

@@ -187,3 +187,26 @@ def test_error_messages_do_not_echo_long_or_control_input(proxy: Served) -> None
         message = str(e["message"])
         assert len(message) < 300
         assert "\x1b" not in message
+
+
+# ---- the root, the docs and unknown routes ---------------------------------------------
+
+
+def test_root_and_docs_need_no_key_and_point_to_the_openapi_document(server: Served) -> None:
+    root = httpx.get(f"{server.url}/")
+    assert root.status_code == 200
+    assert root.json()["openapi"] == "/openapi.json"
+    docs = httpx.get(f"{server.url}/docs")
+    assert docs.status_code == 200
+    assert docs.headers["content-type"].startswith("text/html")
+    assert 'href="/openapi.json"' in docs.text
+    assert "/v1/chat/completions" in docs.text
+
+
+def test_unknown_routes_and_methods_answer_the_json_error_shape(server: Served) -> None:
+    with server.client() as c:
+        error = is_json_error(c.get("/v1/nothing-here"), 404)
+        assert "/openapi.json" in str(error["message"])
+        is_json_error(c.post("/healthz"), 405)
+        is_json_error(c.put("/v1/models"), 405)
+    is_json_error(httpx.get(f"{server.url}/v1/nothing-here"), 401)

@@ -317,6 +317,8 @@ def test_health_ready_metrics(server: Served) -> None:
 def test_openapi_covers_every_route(server: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     doc = httpx.get(f"{server.url}/openapi.json").json()
     expected = {
+        ("get", "/"),
+        ("get", "/docs"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),

@@ -4,6 +4,7 @@ and an answer cut by max_tokens is partial text with finish_reason "length", not
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import openai
@@ -35,6 +36,10 @@ url = "memory://"
 [[server.api_keys]]
 tenant = "acme"
 key_env = "IX_ACME_KEY"
+
+[[server.api_keys]]
+tenant = "globex"
+key_sha256 = "{hashlib.sha256(KEYS["globex"].encode()).hexdigest()}"
 """
     served = start_server(write_project(folder, config), grpc=False)
     yield served
@@ -117,3 +122,20 @@ def test_stop_ends_the_answer_before_the_stop_string(local: Served) -> None:
     stop = text[2:4]
     cut = ask(local, stop=[stop])
     assert cut == text[: text.index(stop)]
+
+
+def test_each_model_is_loaded_once_at_start_up_for_every_tenant(local: Served) -> None:
+    log = (local.config.parent / f"serve-{local.port}.log").read_text()
+    # Two agents, two tenants: each agent's model is loaded once, before the server is ready.
+    assert log.count("loaded tiny.gguf") == 2, log
+    assert "built for 2 tenant(s)" in log
+    for tenant in ("acme", "globex"):
+        res = openai.OpenAI(
+            base_url=f"{local.url}/v1", api_key=KEYS[tenant]
+        ).chat.completions.create(
+            model="plain", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
+        assert res.usage is not None
+        assert res.usage.completion_tokens == 2
+    log = (local.config.parent / f"serve-{local.port}.log").read_text()
+    assert log.count("loaded tiny.gguf") == 2  # nothing loaded lazily afterwards

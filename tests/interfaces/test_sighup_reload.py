@@ -133,3 +133,36 @@ def test_reload_picks_up_changed_tool_code(served: Served) -> None:
         reload(served, 1)
         after = c.post("/v1/agents/weather/runs", json={"input": "weather Oslo"}).json()
         assert after["output"] == "tool said: rainy in Oslo"
+
+
+async def test_reload_closes_the_replaced_agents_provider_connections(
+    server: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from ixhelpers import KEYS
+
+    from openheim.config import load_config
+    from openheim.server._state import ServerState
+
+    monkeypatch.setenv("IX_ACME_KEY", KEYS["acme"])
+    config = write_project(
+        server.config.parent / "upstream-agent",
+        f'[providers.up]\nbase_url = "{server.url}/v1"\napi_key_env = "IX_ACME_KEY"\n\n'
+        '[agents.relay]\nmodel = "up:echo"\n\n[store]\nurl = "memory://"\n',
+    )
+    state = ServerState(load_config(config))
+    await state.load(lambda line: None)
+    old = state.agent("default", "relay")
+    assert (await old.run("hello")).output == "echo: hello (turn 1)"
+    assert old.model._http._client is not None  # type: ignore[attr-defined]  # a pool is open
+    await state.reload(load_config(config))
+    new = state.agent("default", "relay")
+    assert new is not old
+    for _ in range(200):  # closed once nothing is in flight (at once here)
+        if old.model._http._client is None:  # type: ignore[attr-defined]
+            break
+        await asyncio.sleep(0.01)
+    assert old.model._http._client is None  # type: ignore[attr-defined]
+    assert (await new.run("again")).output == "echo: again (turn 1)"
+    await state.aclose()

@@ -9,7 +9,8 @@ loop itself). A call interrupted from outside (Ctrl-C) cancels its task and
 lets it unwind before the exception propagates, so nothing of it is left to
 continue in a later call. The loop is closed (pending tasks cancelled,
 async generators and the default executor shut down first) when its thread
-ends, and the main thread's at interpreter exit.
+ends, and the main thread's at interpreter exit. A process forked from one that used
+``run_sync`` gets a loop of its own on its first call.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import os
 import threading
 import weakref
 from collections.abc import Coroutine
@@ -77,6 +79,25 @@ _live: weakref.WeakSet[_ThreadLoop] = weakref.WeakSet()
 def _close_all() -> None:
     for holder in list(_live):
         holder.close()
+
+
+def _forget_inherited() -> None:
+    """In a forked child: leave the parent's loops alone and start afresh.
+
+    A loop's selector (epoll) is shared with the parent after a fork, so the
+    child must neither run nor close those loops (closing one unregisters the
+    parent's wake-up pipe). They are marked closed, which makes ``close()``
+    and the loop's finalizer do nothing; the child's next ``run_sync`` makes
+    a loop of its own.
+    """
+    for holder in list(_live):
+        holder.loop._closed = True  # type: ignore[attr-defined]  # BaseEventLoop's flag
+    _live.clear()
+    _local.__dict__.pop("holder", None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited)
 
 
 def run_in_thread_loop(coro: Coroutine[Any, Any, T], what: str) -> T:

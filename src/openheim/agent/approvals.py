@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from openheim.agent.events import AgentEvent, Done
+from openheim.agent.events import AgentEvent, result_of
 from openheim.agent.result import Approval, PendingApproval, RunResult
 from openheim.errors import ApprovalError, ConfigError
 from openheim.stores.lease import Lease
@@ -183,9 +183,4 @@ async def resume_paused(
 
 async def decide(agent: Agent, run_id: str, approvals: Mapping[str, Decision]) -> RunResult:
     """:func:`resume_paused` to the end: the continued run's result."""
-    result: RunResult | None = None
-    async for event in resume_paused(agent, run_id, approvals):
-        if type(event) is Done:
-            result = event.result
-    assert result is not None
-    return result
+    return await result_of(resume_paused(agent, run_id, approvals))

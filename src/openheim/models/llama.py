@@ -1,10 +1,11 @@
 """Local GGUF models on llama.cpp: ``LlamaModel`` (``"llama:/path/model.gguf"``).
 
 One loaded model serves many concurrent agents: requests become sequences of
-one shared context and decode together (continuous batching, see
-``_llama/engine.py``). Tool calls and structured output are constrained to a
-JSON reply format by grammar, checked lazily so they decode at nearly the speed
-of free text (``_llama/grammar.py``). Text streams through the native
+one shared context and decode together in a native step loop that runs
+without the GIL (continuous batching, see ``_llama/engine.py``). Tool calls and structured output are constrained to a
+JSON reply format by grammar, checked lazily inside the native loop (the one
+sampled token first; candidates are masked only when it is refused) so they
+decode at nearly the speed of free text (``_llama/grammar.py``). Text streams through the native
 TokenBuffer: never half a UTF-8 character, stop strings caught across tokens.
 
 GPU: pass ``n_gpu_layers`` (``-1`` = all) with a CUDA/Metal build of
@@ -35,29 +36,15 @@ __all__ = ["LlamaModel"]
 _DEFAULT_MAX_TOKENS = 512
 
 
-class _BufferSink:
-    """What the decode thread writes into: a native TokenBuffer."""
-
-    def __init__(self, stop: list[str] | None) -> None:
-        from openheim._core import TokenBuffer
-
-        self.buffer = TokenBuffer(stop=tuple(stop or ()))
-
-    def push(self, token: int, piece: bytes) -> bool:
-        return bool(self.buffer.append(token, piece))
-
-    def finish(self, reason: str) -> None:
-        self.buffer.finish(reason)
-
-    def fail(self, error: BaseException) -> None:
-        self.buffer.fail(error)
-
-
 class LlamaModel:
     """A GGUF model run in-process by llama.cpp, shared by every agent that uses it.
 
     ``n_parallel`` sequences decode together; ``n_ctx`` tokens of KV cache are
-    shared by them (any one sequence may use all of it).
+    shared by them (any one sequence may use all of it). ``sample_threads``
+    native threads sample the sequences of a step (default: the cores left
+    over by ``n_threads``, at least one). Up to ``kv_cache_mb`` MiB of host
+    memory keep the KV state of sequences whose slot was reused, so a session
+    that returns later does not re-read its history (0 turns this off).
     """
 
     def __init__(
@@ -72,6 +59,8 @@ class LlamaModel:
         chat_template: str | None = None,
         prefill_chunk: int = 256,
         context_window: int | None = None,
+        sample_threads: int | None = None,
+        kv_cache_mb: int = 256,
     ) -> None:
         from openheim.models._llama.bindings import LlamaHandle
         from openheim.models._llama.engine import Engine
@@ -96,7 +85,17 @@ class LlamaModel:
         bos = h.token_text(h.bos) if h.bos >= 0 else ""
         eos = h.token_text(h.eos) if h.eos >= 0 else ""
         self.renderer = PromptRenderer(template, bos=bos, eos=eos)
-        self.engine = Engine(h, prefill_chunk=prefill_chunk)
+        if sample_threads is None:
+            # Sampling threads use the cores llama.cpp's own threads leave free
+            # (its threads keep spinning for a while after each decode).
+            threads = n_threads or os.cpu_count() or 1
+            sample_threads = max(1, min(8, (os.cpu_count() or 1) - threads + 1))
+        self.engine = Engine(
+            h,
+            prefill_chunk=prefill_chunk,
+            sample_threads=sample_threads,
+            kv_cache_bytes=kv_cache_mb << 20,
+        )
         self._context_window = context_window or h.n_ctx
         self._name = f"llama:{os.path.basename(self.path)}"
 
@@ -154,11 +153,13 @@ class LlamaModel:
 
         loop = asyncio.get_running_loop()
         tokens, gbnf = await loop.run_in_executor(None, self._prepare, request)
+        from openheim._core import TokenBuffer
+
         s = request.settings
-        sink = _BufferSink(s.stop)
+        buffer = TokenBuffer(stop=tuple(s.stop or ()))
         gen = GenRequest(
             tokens,
-            sink=sink,
+            buffer=buffer,
             max_tokens=s.max_tokens or _DEFAULT_MAX_TOKENS,
             temperature=0.0 if s.temperature is None else s.temperature,
             top_p=s.top_p,
@@ -168,7 +169,7 @@ class LlamaModel:
         call_id = f"call_{uuid.uuid4().hex[:16]}"
         parser = ReplyParser(call_id) if gbnf else None
         self.engine.submit(gen)
-        reader = sink.buffer.reader()
+        reader = buffer.reader()
         text_parts: list[str] = []
         answer_parts: list[str] = []  # the answer text a constrained reply has streamed
         try:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 
 from openheim.config import Config
 from openheim.server._http import error_response, failure, log
@@ -15,6 +20,8 @@ from openheim.server._state import ServerState
 from openheim.server._wire import shown
 from openheim.server.routes import ROUTES
 from openheim.server.routes.health import PUBLIC
+
+access = logging.getLogger("openheim.server.access")
 
 Scope = MutableMapping[str, Any]
 Message_ = MutableMapping[str, Any]
@@ -36,10 +43,15 @@ class Guard:
             await self.app(scope, receive, send)
             return
         status_box = [0]
+        run_box = [""]
+        started = time.perf_counter()
 
         async def send_(message: Message_) -> None:
             if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
+                for key, value in message.get("headers", ()):
+                    if key.lower() == b"openheim-run-id":
+                        run_box[0] = value.decode("latin-1")
             await send(message)
 
         try:
@@ -55,8 +67,37 @@ class Guard:
         finally:
             endpoint = scope.get("endpoint")
             label = getattr(endpoint, "__name__", "unmatched")
-            status = str(status_box[0] or 500)
-            self.metrics.requests.labels(scope["method"], label, status).inc()
+            status = status_box[0] or 500
+            self.metrics.requests.labels(scope["method"], label, str(status)).inc()
+            if access.isEnabledFor(logging.INFO):
+                self._log(scope, status, started, run_box[0])
+
+    def _log(self, scope: Scope, status: int, started: float, run_id: str) -> None:
+        # The raw path: still percent-encoded, so no control characters reach the log.
+        raw = scope.get("raw_path")
+        path = raw.decode("latin-1") if raw else shown(scope["path"])
+        path = path.partition("?")[0]
+        if not run_id:
+            run_id = scope.get("path_params", {}).get("run_id", "")
+        tenant = scope.get("state", {}).get("tenant", "")
+        duration = round((time.perf_counter() - started) * 1000, 3)
+        access.info(
+            "%s %s %d %.1f ms tenant=%s run=%s",
+            scope["method"],
+            path,
+            status,
+            duration,
+            tenant or "-",
+            run_id or "-",
+            extra={
+                "method": scope["method"],
+                "path": path,
+                "status": status,
+                "duration_ms": duration,
+                "tenant": tenant or None,
+                "run_id": run_id or None,
+            },
+        )
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -120,6 +161,23 @@ class Guard:
         return self.state.tenant_for(key.strip())
 
 
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    """Starlette's own answers (unknown route, wrong method) in the JSON error shape."""
+    if exc.status_code == 404:
+        message = (
+            f"no route {request.method} {shown(request.url.path)}; GET /openapi.json lists them"
+        )
+        return error_response(404, message, code="not_found")
+    if exc.status_code == 405:
+        return error_response(
+            405,
+            f"{request.method} is not allowed on {shown(request.url.path)}",
+            code="method_not_allowed",
+            headers=dict(exc.headers or {}),
+        )
+    return error_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+
+
 def create_app(config: Config, state: ServerState | None = None) -> Guard:
     """The ASGI app serving ``config`` (``app.state`` is the ServerState)."""
     state = state or ServerState(config)
@@ -127,13 +185,19 @@ def create_app(config: Config, state: ServerState | None = None) -> Guard:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # Resume the runs a killed server left unfinished (under their leases) before serving.
-        await state.runs.start_background()
+        # Resume the runs a killed server left unfinished (under their leases) before serving;
+        # `openheim serve` does it once its agents are built (ServerState.load).
+        if not state.loading:
+            await state.runs.start_background()
         yield
         await state.drain(state.config.server.shutdown_grace)
         await state.aclose()
 
-    inner = Starlette(routes=ROUTES, lifespan=lifespan)
+    inner = Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},  # type: ignore[dict-item]
+    )
     inner.state.openheim = state
     inner.state.metrics = metrics
     return Guard(inner, state, metrics)

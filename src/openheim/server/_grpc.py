@@ -53,6 +53,10 @@ class _Service(pb_grpc.OpenheimServicer):
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry on another"
             )
+        if self.state.loading:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the server is still loading its agents; retry"
+            )
         if request.agent not in self.state.config.agents:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no agent {shown(request.agent)}")
         if request.session:

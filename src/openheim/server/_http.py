@@ -75,6 +75,21 @@ def shutting_down() -> Response:
     return error_response(503, "the server is shutting down", "unavailable")
 
 
+def unavailable(state: ServerState) -> Response | None:
+    """A 503 while the server is loading its agents or shutting down (else None)."""
+    if not state.accepting:
+        return shutting_down()
+    if state.loading:
+        return error_response(
+            503,
+            "the server is still building its agents and loading models; retry shortly",
+            "unavailable",
+            code="loading",
+            headers={"Retry-After": "1"},
+        )
+    return None
+
+
 def event_stream(body: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> Response:
     return StreamingResponse(
         body, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})}

@@ -52,6 +52,16 @@ _RUN_ID = Param("run_id", "path", "run id")
 _SESSION_ID = Param("session_id", "path", "session id")
 
 OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "get", "/", "Where the API is described", {200: _json("links", s.Index)}, public=True
+    ),
+    Operation(
+        "get",
+        "/docs",
+        "The routes, as a web page linking this document",
+        {200: ("an HTML page", {"text/html": str})},
+        public=True,
+    ),
     Operation("get", "/healthz", "Liveness", {200: _json("alive", s.Status)}, public=True),
     Operation(
         "get",

@@ -28,6 +28,7 @@ __all__ = [
     "ErrorDetail",
     "FunctionCall",
     "FunctionDefinition",
+    "Index",
     "JsonSchemaFormat",
     "ModelCard",
     "ModelList",
@@ -60,6 +61,15 @@ class ErrorBody(msgspec.Struct):
 
 class Status(msgspec.Struct):
     status: str
+
+
+class Index(msgspec.Struct):
+    """What ``GET /`` answers: where the API is described."""
+
+    version: str
+    name: str = "openheim"
+    openapi: str = "/openapi.json"
+    docs: str = "/docs"
 
 
 # ---- chat completions: the request -------------------------------------------------------

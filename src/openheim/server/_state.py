@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import hashlib
 import hmac
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, cast
 
 from openheim.config import Config, open_history
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger("openheim.server")
+
+Announce = Callable[[str], None]
 
 
 class SessionStore(HistoryStore, Protocol):
@@ -81,6 +84,11 @@ class EphemeralHistory:
     async def usage(self, session: str) -> Usage:
         return await self.store.usage(session)
 
+    async def has_run(self, session: str, run_id: str) -> bool:
+        if session in self._scratch:
+            return False
+        return await self.store.has_run(session, run_id)
+
     async def clear(self, session: str) -> None:
         await self.store.clear(session)
 
@@ -108,6 +116,7 @@ class ServerState:
         self.runs = RunRegistry(self)
         self.active: dict[str, int] = {}
         self.accepting = True
+        self.loading = False  # True while load() builds the agents (not ready yet)
         self._load_keys()
 
     def _load_keys(self) -> None:
@@ -117,28 +126,118 @@ class ServerState:
     def auth_enabled(self) -> bool:
         return bool(self.config.server.api_keys)
 
-    async def reload(self, config: Config) -> None:
-        """Use a new config, then close what it replaced.
+    # ---- building agents ------------------------------------------------------------
+
+    def tenants(self, config: Config | None = None) -> list[str]:
+        """The tenants of ``config``'s API keys (``default`` when there are none)."""
+        keys = (config or self.config).server.api_keys
+        return sorted({k.tenant for k in keys}) or ["default"]
+
+    def _make_agent(
+        self,
+        config: Config,
+        name: str,
+        history: EphemeralHistory,
+        checkpointer: Checkpointer,
+        announce: Announce | None = None,
+    ) -> Agent:
+        """Agent ``name`` of ``config`` for one tenant (may block: imports, model loading).
+
+        Every step is checkpointed in the tenant's store: its runs survive a restart.
+        """
+        agent = config.build_agent(
+            name, history=history, checkpointer=checkpointer, announce=announce
+        )
+        return cast("Agent", agent)
+
+    async def _build_all(
+        self, config: Config, histories: dict[str, EphemeralHistory], announce: Announce
+    ) -> dict[tuple[str, str], Agent]:
+        """Every agent of ``config`` for every tenant, built in a worker thread (the event
+        loop keeps answering ``/healthz`` and ``/readyz`` meanwhile). On a failure the
+        agents built so far are closed and the error is raised."""
+        loop = asyncio.get_running_loop()
+        tenants = self.tenants(config)
+        built: dict[tuple[str, str], Agent] = {}
+        try:
+            for name, agent_config in config.agents.items():
+                started = time.perf_counter()
+                await loop.run_in_executor(None, config.check_agent, name)
+                first: Agent | None = None
+                for tenant in tenants:
+                    history = histories.get(tenant)
+                    if history is None:
+                        store = cast(SessionStore, open_history(config.store.url, tenant))
+                        history = histories[tenant] = EphemeralHistory(store)
+                    ckpt = self._checkpointer_of(tenant, history)
+                    if first is not None:
+                        # The other tenants' agents share the first one's model (loaded
+                        # once), tools and MCP servers; only their stores differ.
+                        twin = copy.copy(first)
+                        twin.history = cast("HistoryStore", history)
+                        twin.checkpointer = ckpt
+                        built[(tenant, name)] = twin
+                        continue
+                    build = functools.partial(
+                        self._make_agent, config, name, history, ckpt, announce
+                    )
+                    first = built[(tenant, name)] = await loop.run_in_executor(None, build)
+                took = time.perf_counter() - started
+                tools = len(agent_config.tools) + len(agent_config.mcp)
+                announce(
+                    f"agent {name!r}: model {agent_config.model}, {tools} tool source(s), "
+                    f"built for {len(tenants)} tenant(s) in {took:.2f} s"
+                )
+        except BaseException:
+            await _close_all(list(built.values()), [], [])
+            raise
+        return built
+
+    async def load(self, announce: Announce) -> None:
+        """Build every agent for every tenant and load every model, then resume the runs
+        a killed server left; ready when it returns.
+
+        While it runs, :attr:`loading` is True (``/readyz`` answers 503).
+        """
+        self.loading = True
+        built = await self._build_all(self.config, self._histories, announce)
+        # An agent something built lazily meanwhile may be in use: keep it, drop the twin.
+        twins = [agent for key, agent in built.items() if key in self._agents]
+        for key, agent in built.items():
+            self._agents.setdefault(key, agent)
+        await _close_all(twins, [], [])
+        # Interrupted runs resume on the agents just built (under their leases).
+        await self.runs.start_background()
+        self.loading = False
+
+    async def reload(self, config: Config, announce: Announce | None = None) -> None:
+        """Build everything ``config`` defines, switch to it, then close what it replaced.
 
         Modules imported from the config's folder (tools, models) are imported
-        again from disk when the agents are next built, so edited code is used.
-        Runs and requests in flight finish on the old agents (for up to
-        ``shutdown_grace`` seconds); then the old agents (their models'
-        connections, their MCP servers), the cached proxied models and, when
-        ``[store].url`` changed, the old session stores are closed. Sessions
-        stay in the store.
+        again from disk, so edited code is used. If an agent fails to build, the
+        error is raised and the old config stays in use. Runs and requests in
+        flight finish on the old agents (for up to ``shutdown_grace`` seconds);
+        then the old agents (their models' connections, their MCP servers), the
+        cached proxied models and, when ``[store].url`` changed, the old session
+        stores are closed. Sessions stay in the store.
         """
         keys = {bytes.fromhex(h): t for h, t in config.tenant_keys().items()}
         config.reload_modules()  # tool and model modules beside the config: afresh from disk
+        same_store = config.store.url == self.config.store.url
+        histories = self._histories if same_store else {}
+        try:
+            agents = await self._build_all(config, histories, announce or log.info)
+        except BaseException:
+            if not same_store:
+                await _close_all([], [], [h.store for h in histories.values()])
+            raise
         old_agents = list(self._agents.values())
         old_models = list(self._models.values())
-        old_stores: list[SessionStore] = []
-        if config.store.url != self.config.store.url:
-            old_stores = [h.store for h in self._histories.values()]
-            self._histories = {}
+        old_stores = [] if same_store else [h.store for h in self._histories.values()]
         self.config = config
         self._keys = keys
-        self._agents = {}
+        self._histories = histories
+        self._agents = agents
         self._models = OrderedDict()
         in_flight = self.runs.in_flight()
         for model in [m for m in old_models if id(m) in self._uses]:
@@ -196,9 +295,16 @@ class ServerState:
 
     def checkpointer(self, tenant: str) -> Checkpointer:
         """The one Checkpointer of the tenant's agents (their runs survive a restart)."""
+        return self._checkpointer_of(tenant, self.history(tenant))
+
+    def _checkpointer_of(self, tenant: str, history: EphemeralHistory) -> Checkpointer:
+        from openheim.errors import ConfigError
+        from openheim.stores import Store
         from openheim.stores.checkpoint import Checkpointer
 
-        store = self.store(tenant)
+        store = getattr(history.store, "store", None)
+        if not isinstance(store, Store):
+            raise ConfigError("the server needs openheim.stores for durable runs")
         ckpt = self._checkpointers.get(tenant)
         if ckpt is None or ckpt.store is not store:
             ckpt = self._checkpointers[tenant] = Checkpointer(store)

@@ -1,29 +1,32 @@
-"""The llama.cpp C API as openheim uses it, through llama-cpp-python's ctypes layer.
+"""The llama.cpp C API as openheim uses it.
 
-llama-cpp-python loads ``libllama`` and declares its functions with ctypes,
-which releases the GIL for the duration of every call, so a decode step runs
-while the event loop keeps serving. This module is the one place that touches
-those functions: the rest of the connector talks to :class:`LlamaHandle`.
+Loading, tokenizing and building samplers go through llama-cpp-python's ctypes
+layer (ctypes releases the GIL for the duration of every call). The decode
+loop itself is native (``openheim._core.LlamaEngine``): it looks up the few
+functions it calls with ``dlsym`` in the very libllama llama-cpp-python loaded,
+and :func:`check_native_abi` compares the structs and signatures it was
+compiled with against llama-cpp-python's ctypes declarations before it starts.
 
-Checked against llama-cpp-python 0.3.x (the ``local`` extra pins ``<0.4``).
+Checked against llama-cpp-python 0.3.36 (``LLAMA_CPP_PYTHON_VERSION``, the
+``local`` extra pins ``<0.4``); another version runs only if every checked
+layout and signature still matches.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import threading
 from typing import Any
 
 import llama_cpp as lc
-import numpy as np
 
 from openheim.errors import ConfigError, ModelError
 
-__all__ = ["TOKEN_DATA", "LlamaHandle"]
+__all__ = ["LlamaHandle", "check_native_abi"]
 
-# One llama_token_data as numpy sees it (id, logit, p), for whole-vocabulary masks.
-TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+log = logging.getLogger("openheim.llama")
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -107,7 +110,6 @@ class LlamaHandle:
         self.n_ctx = lc.llama_n_ctx(self.ctx)
         self.n_batch = n_batch
         self.n_seq_max = n_seq_max
-        self.batch = lc.llama_batch_init(n_batch, 0, 1)
         self._piece_cache: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
 
@@ -144,24 +146,6 @@ class LlamaHandle:
         self._piece_cache[token] = out
         return out
 
-    def complete_utf8(self) -> Any:
-        """Bool per token: its bytes are whole UTF-8 characters on their own.
-
-        Constrained replies use only these, so a reply is valid UTF-8 and every
-        length the schema counts is a length in characters. Computed once per
-        model, on first use.
-        """
-        mask = getattr(self, "_complete_utf8", None)
-        if mask is None:
-            from openheim._core import whole_utf8_mask
-
-            fn = ctypes.cast(lc.llama_token_to_piece, ctypes.c_void_p).value or 0
-            vocab = ctypes.cast(self.vocab, ctypes.c_void_p).value or 0
-            raw = whole_utf8_mask(fn, vocab, self.n_vocab)
-            mask = np.frombuffer(raw, dtype=np.uint8).astype(bool)
-            self._complete_utf8 = mask
-        return mask
-
     def token_text(self, token: int) -> str:
         buf = ctypes.create_string_buffer(256)
         n = lc.llama_token_to_piece(self.vocab, token, buf, 256, 0, True)
@@ -183,67 +167,60 @@ class LlamaHandle:
     def seq_rm(self, seq: int, p0: int, p1: int = -1) -> bool:
         return bool(lc.llama_memory_seq_rm(self.memory, seq, p0, p1))
 
-    # -- batches ------------------------------------------------------------------
+    # -- the native loop ---------------------------------------------------------
 
-    def batch_addresses(self) -> tuple[int, int, int, int, int]:
-        b = self.batch
-        return (
-            ctypes.cast(b.token, ctypes.c_void_p).value or 0,
-            ctypes.cast(b.pos, ctypes.c_void_p).value or 0,
-            ctypes.cast(b.n_seq_id, ctypes.c_void_p).value or 0,
-            ctypes.cast(b.seq_id, ctypes.c_void_p).value or 0,
-            ctypes.cast(b.logits, ctypes.c_void_p).value or 0,
-        )
+    def addresses(self) -> tuple[int, int, int, int]:
+        """(libllama dlopen handle, llama_context *, llama_vocab *, llama_memory_t)."""
+        lib = lc.llama_cpp._lib._handle
 
-    def decode(self, n_tokens: int) -> int:
-        self.batch.n_tokens = n_tokens
-        return int(lc.llama_decode(self.ctx, self.batch))
+        def addr(p: Any) -> int:
+            return ctypes.cast(p, ctypes.c_void_p).value or 0
 
-    def logits(self, idx: int) -> Any:
-        ptr = lc.llama_get_logits_ith(self.ctx, idx)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        return int(lib), addr(self.ctx), addr(self.vocab), addr(self.memory)
 
     # -- sampling -------------------------------------------------------------------
 
     def make_chain(
-        self, *, temperature: float, top_p: float | None, top_k: int, seed: int | None
-    ) -> Any:
-        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        self,
+        *,
+        temperature: float,
+        top_p: float | None,
+        top_k: int,
+        seed: int | None,
+        min_p: float | None = None,
+    ) -> int:
+        """A llama.cpp sampler chain, as llama-cpp-python's ``Llama`` orders it:
+        top-k, top-p, min-p, temperature, dist (its no-op stages left out).
+        Returns the address (the native loop frees it)."""
+        params = lc.llama_sampler_chain_default_params()
+        params.no_perf = True
+        chain = lc.llama_sampler_chain_init(params)
         if temperature <= 0:
             lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
-            return chain
+            return _addr(chain)
         if top_k > 0:
             lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(top_k))
         if top_p is not None and top_p < 1.0:
             lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(top_p, 1))
+        if min_p is not None and min_p > 0.0:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_min_p(min_p, 1))
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(temperature))
         s = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(s & 0xFFFFFFFF))
-        return chain
+        return _addr(chain)
 
-    def make_grammar(self, gbnf: str) -> Any:
+    def make_grammar(self, gbnf: str) -> int:
         smpl = lc.llama_sampler_init_grammar(self.vocab, gbnf.encode(), b"root")
         if not smpl:
             raise ModelError("llama.cpp rejected the grammar built from the JSON schema")
-        return smpl
+        return _addr(smpl)
 
-    def sample(self, chain: Any, idx: int) -> int:
-        return int(lc.llama_sampler_sample(chain, self.ctx, idx))
-
-    def apply(self, smpl: Any, arr: Any) -> None:
-        lc.llama_sampler_apply(smpl, ctypes.byref(arr))
-
-    def accept(self, smpl: Any, token: int) -> None:
-        lc.llama_sampler_accept(smpl, token)
-
-    def free_sampler(self, smpl: Any) -> None:
-        if smpl:
-            lc.llama_sampler_free(smpl)
+    @staticmethod
+    def free_sampler(addr: int) -> None:
+        if addr:
+            lc.llama_sampler_free(ctypes.c_void_p(addr))
 
     def close(self) -> None:
-        if getattr(self, "batch", None) is not None:
-            lc.llama_batch_free(self.batch)
-            self.batch = None
         if getattr(self, "ctx", None):
             lc.llama_free(self.ctx)
             self.ctx = None
@@ -252,11 +229,85 @@ class LlamaHandle:
             self.model = None
 
 
-def token_data_array(data: Any) -> Any:
-    """A llama_token_data_array over a numpy TOKEN_DATA buffer (no copy)."""
-    arr = lc.llama_token_data_array()
-    arr.data = data.ctypes.data_as(lc.llama_token_data_p)
-    arr.size = len(data)
-    arr.selected = -1
-    arr.sorted = False
-    return arr
+def _addr(p: Any) -> int:
+    return ctypes.cast(p, ctypes.c_void_p).value or 0
+
+
+# What the native loop was compiled with: ctypes sizes of each function's
+# result (None: void) and arguments, as llama-cpp-python 0.3.36 declares them.
+_SIGNATURES: dict[str, tuple[int | None, tuple[int, ...]]] = {
+    "llama_decode": (4, (8, 56)),
+    "llama_get_logits_ith": (8, (8, 4)),
+    "llama_sampler_apply": (None, (8, 8)),
+    "llama_sampler_accept": (None, (8, 4)),
+    "llama_sampler_free": (None, (8,)),
+    "llama_memory_seq_rm": (1, (8, 4, 4, 4)),
+    "llama_token_to_piece": (4, (8, 4, 8, 4, 4, 1)),
+    "llama_vocab_is_eog": (1, (8, 4)),
+    "llama_batch_init": (56, (4, 4, 4)),
+    "llama_batch_free": (None, (56,)),
+    "llama_state_seq_get_size": (8, (8, 4)),
+    "llama_state_seq_get_data": (8, (8, 8, 8, 4)),
+    "llama_state_seq_set_data": (8, (8, 8, 8, 4)),
+}
+_STRUCTS = {
+    "llama_batch": "llama_batch",
+    "llama_token_data": "llama_token_data",
+    "llama_token_data_array": "llama_token_data_array",
+}
+_abi_checked = False
+
+
+def _size(t: Any) -> int | None:
+    return None if t is None else ctypes.sizeof(t)
+
+
+def check_native_abi() -> None:
+    """Refuse to start the native loop if llama-cpp-python's C API differs from its build.
+
+    Compares the size and every field offset of the structs the loop shares
+    with libllama, and the argument and result sizes of every function it
+    calls, with llama-cpp-python's ctypes declarations.
+    """
+    global _abi_checked
+    if _abi_checked:
+        return
+    from openheim._core import LLAMA_CPP_PYTHON_VERSION, llama_api_names, llama_layout
+
+    installed = getattr(lc, "__version__", "?")
+    hint = (
+        f"openheim's native llama loop was checked against llama-cpp-python "
+        f"{LLAMA_CPP_PYTHON_VERSION}, the installed one is {installed}: "
+        f"pip install llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"
+    )
+    problems: list[str] = []
+    for name, ours in _STRUCTS.items():
+        ct = getattr(lc, ours, None)
+        if ct is None:
+            problems.append(f"llama_cpp has no {ours}")
+            continue
+        if ctypes.sizeof(ct) != llama_layout(name):
+            problems.append(
+                f"sizeof({name}) is {ctypes.sizeof(ct)} in llama_cpp, {llama_layout(name)} in openheim"
+            )
+        fields = [f[0] for f in ct._fields_]
+        for field in fields:
+            theirs, mine = getattr(ct, field).offset, llama_layout(name, field)
+            if theirs != mine:
+                problems.append(
+                    f"{name}.{field} is at offset {theirs} in llama_cpp, {mine} in openheim"
+                )
+    for fname in llama_api_names():
+        fn = getattr(lc, fname, None)
+        if fn is None or not hasattr(fn, "argtypes"):
+            problems.append(f"llama_cpp does not declare {fname}")
+            continue
+        want = _SIGNATURES[fname]
+        got = (_size(fn.restype), tuple(ctypes.sizeof(a) for a in fn.argtypes))
+        if got != want:
+            problems.append(f"{fname} takes/returns sizes {got} in llama_cpp, {want} in openheim")
+    if problems:
+        raise ModelError(f"{hint}; mismatches: " + "; ".join(problems), provider="llama")
+    if installed != LLAMA_CPP_PYTHON_VERSION:
+        log.warning("%s (layouts and signatures still match, continuing)", hint)
+    _abi_checked = True

@@ -1,380 +1,266 @@
 """Continuous batching: one llama context decoding many requests at once.
 
-A dedicated thread owns the context. Each request gets a sequence slot (a
-``seq_id`` in the shared, unified KV cache). Every step the engine forms ONE
-batch from all active sequences: the last sampled token of each generating
-sequence, plus chunks of pending prompts within the batch budget (chunked
-prefill, so a long prompt never stalls the others). New requests join between
-steps, finished or cancelled ones leave at once. ``llama_decode`` and the
-samplers run through ctypes, which releases the GIL, so the event loop keeps
-serving while the model computes. Tokens go into each request's native
-TokenBuffer, which hands text to async readers on the loop.
+The decode loop is native (``openheim._core.LlamaEngine``, C in
+``src/_core/lengine.c``) and runs on its own thread without the GIL. Each
+request gets a sequence slot (a ``seq_id`` in the shared, unified KV cache);
+every step the loop forms ONE batch from all active sequences (the last
+sampled token of each generating sequence, plus chunks of pending prompts
+within the batch budget, so a long prompt never stalls the others), calls
+``llama_decode``, samples every sequence (greedy by argmax, top-k / min-p
+candidates pruned before llama.cpp's own sampler chain, several sequences at
+once on native threads), detokenizes, and appends to each request's native
+TokenBuffer. New requests join between steps; finished or cancelled ones leave
+at once.
+
+Python only submits, cancels and reads: :class:`Engine` builds the sampler
+chain and grammar with llama.cpp's constructors, hands them to the loop, and a
+small pump thread wakes asyncio readers of the TokenBuffers and ends each
+stream when its request is done.
 
 Prompt caching: a slot keeps its KV cache after its request ends; the next
 request goes to the idle slot sharing the longest prefix with its prompt and
-evaluates only the rest (a session's next turn re-reads nothing it already read).
+evaluates only the rest (a session's next turn re-reads nothing it already
+read). When a slot is reused for another prompt, or the context needs the room,
+the sequence it held (32 tokens or more) is saved with llama.cpp's per-sequence
+state API into a bounded session cache keyed by its tokens, and restored into a
+slot when a prompt returns that shares a longer prefix with it than with any
+slot: a session keeps its KV cache even after its slot served others.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
-from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from openheim._core import Mailbox, fill_batch
+from openheim._core import LlamaEngine, LlamaRequest, TokenBuffer
 from openheim.errors import ContextLengthError, ModelError, OpenheimError
-from openheim.models._llama.bindings import LlamaHandle
-from openheim.models._llama.grammar import LazyGrammar
+from openheim.models._llama.bindings import LlamaHandle, check_native_abi
+
+if TYPE_CHECKING:
+    from openheim._core import LlamaEngineStats
 
 __all__ = ["Engine", "GenRequest"]
 
 log = logging.getLogger("openheim.llama")
 
+_ERRORS = {
+    "context": "the shared context of {n_ctx} tokens is full; load the model with a larger "
+    "n_ctx or fewer parallel sequences",
+    "nomem": "out of memory in the llama decode loop",
+    "closed": "the model was closed",
+}
+
 
 class GenRequest:
-    """One generation: prompt tokens in, tokens out into ``sink``."""
+    """One generation: prompt tokens in, text out into ``buffer`` (a TokenBuffer)."""
 
     def __init__(
         self,
         tokens: list[int],
         *,
-        sink: Any,
+        buffer: TokenBuffer,
         max_tokens: int,
         temperature: float = 0.0,
         top_p: float | None = None,
         top_k: int = 40,
+        min_p: float | None = None,
         seed: int | None = None,
         gbnf: str | None = None,
         ignore_eos: bool = False,
         on_done: Callable[[GenRequest], None] | None = None,
     ) -> None:
         self.tokens = tokens
-        self.sink = sink
+        self.buffer = buffer
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.top_p = top_p
         self.top_k = top_k
+        self.min_p = min_p
         self.seed = seed
         self.gbnf = gbnf
         self.ignore_eos = ignore_eos  # benchmarks: always generate max_tokens
         self.on_done = on_done
         self.cancelled = False
-        # Filled in by the engine.
+        self._native: LlamaRequest | None = None
+        # Filled in when the request is done.
         self.n_cached = 0
         self.n_generated = 0
         self.finish_reason = ""
         self.error: OpenheimError | None = None
         self.full_masks = 0
+        self.partial_masks = 0
         self.grammar_checks = 0
 
     def cancel(self) -> None:
         self.cancelled = True
-
-
-class _Slot:
-    __slots__ = (
-        "chain",
-        "depth",
-        "escape",
-        "grammar",
-        "id",
-        "in_str",
-        "last_used",
-        "pending",
-        "prefill_done",
-        "req",
-        "started",
-        "tokens",
-    )
-
-    def __init__(self, seq_id: int) -> None:
-        self.id = seq_id
-        self.tokens: list[int] = []  # what this sequence's KV cache holds
-        self.req: GenRequest | None = None
-        self.pending: list[int] = []
-        self.prefill_done = False
-        self.chain: Any = None
-        self.grammar: LazyGrammar | None = None
-        self.last_used = 0
-        # JSON scanner state: the constrained reply ends when its object closes.
-        self.depth = 0
-        self.in_str = False
-        self.escape = False
-        self.started = False
-
-
-_STOP = object()
+        if self._native is not None:
+            self._native.cancel()
 
 
 class Engine:
-    """The decode thread of one loaded model."""
+    """The native decode loop of one loaded model, and its pump thread."""
 
-    def __init__(self, handle: LlamaHandle, *, prefill_chunk: int = 256) -> None:
+    def __init__(
+        self,
+        handle: LlamaHandle,
+        *,
+        prefill_chunk: int = 256,
+        sample_threads: int | None = None,
+        kv_cache_bytes: int = 0,
+    ) -> None:
+        check_native_abi()
         self.h = handle
-        self.prefill_chunk = max(1, min(prefill_chunk, handle.n_batch))
-        self.slots = [_Slot(i) for i in range(handle.n_seq_max)]
-        self._inbox: Mailbox[Any] = Mailbox(65536)
-        self._waiting: deque[GenRequest] = deque()
-        self._clock = itertools.count(1)
-        self._addr = handle.batch_addresses()
-        self.steps = 0
-        self.max_batch_seqs = 0  # most sequences seen in one decode step
-        self.prompt_cached = 0  # prompt tokens served from a slot's KV cache
-        self.prompt_evaluated = 0  # prompt tokens that had to be decoded
-        self._thread = threading.Thread(target=self._run, name="openheim-llama", daemon=True)
-        self._thread.start()
+        lib, ctx, vocab, memory = handle.addresses()
+        threads = sample_threads or 1
+        self.native = LlamaEngine(
+            lib,
+            ctx,
+            vocab,
+            memory,
+            handle.n_vocab,
+            handle.n_ctx,
+            handle.n_batch,
+            handle.n_seq_max,
+            prefill_chunk=max(1, min(prefill_chunk, handle.n_batch)),
+            sample_threads=threads,
+            kv_cache_bytes=max(0, kv_cache_bytes),
+        )
+        self._closed = False
+        self._pump = threading.Thread(
+            target=self._pump_loop, name="openheim-llama-pump", daemon=True
+        )
+        self._pump.start()
+
+    # -- counters (read by tests and benchmarks) ---------------------------------------
+
+    def stats(self) -> LlamaEngineStats:
+        return self.native.stats()
+
+    @property
+    def steps(self) -> int:
+        return self.stats()["steps"]
+
+    @property
+    def max_batch_seqs(self) -> int:
+        """Most sequences seen in one decode step (since :meth:`reset_peak`)."""
+        return self.stats()["max_batch_seqs"]
+
+    def reset_peak(self) -> None:
+        self.native.reset_peak()
+
+    @property
+    def prompt_cached(self) -> int:
+        """Prompt tokens served from a slot's KV cache."""
+        return self.stats()["prompt_cached"]
+
+    @property
+    def prompt_evaluated(self) -> int:
+        """Prompt tokens that had to be decoded."""
+        return self.stats()["prompt_evaluated"]
+
+    @property
+    def n_active(self) -> int:
+        """Requests holding a sequence slot right now."""
+        return self.stats()["n_active"]
 
     # -- called from any thread ----------------------------------------------------
 
     def submit(self, req: GenRequest) -> None:
-        if len(req.tokens) >= self.h.n_ctx:
+        h = self.h
+        if len(req.tokens) >= h.n_ctx:
             raise ContextLengthError(
-                f"the prompt is {len(req.tokens)} tokens but the context holds {self.h.n_ctx}; "
+                f"the prompt is {len(req.tokens)} tokens but the context holds {h.n_ctx}; "
                 "shorten the conversation or load the model with a larger n_ctx",
                 provider="llama",
             )
-        self._inbox.put_blocking(req)
+        if self._closed:
+            raise ModelError("the model was closed", provider="llama")
+        greedy = req.temperature <= 0
+        chain = grammar = 0
+        try:
+            if not greedy:
+                chain = h.make_chain(
+                    temperature=req.temperature,
+                    top_p=req.top_p,
+                    top_k=req.top_k,
+                    seed=req.seed,
+                    min_p=req.min_p,
+                )
+            if req.gbnf:
+                grammar = h.make_grammar(req.gbnf)
+            req._native = self.native.submit(
+                req,
+                req.tokens,
+                req.buffer,
+                max_tokens=req.max_tokens,
+                temperature=max(req.temperature, 0.0),
+                top_k=0 if greedy else max(req.top_k, 0),
+                min_p=0.0 if greedy else (req.min_p or 0.0),
+                has_top_p=req.top_p is not None and req.top_p < 1.0,
+                ignore_eos=req.ignore_eos,
+                json_stop=bool(req.gbnf),
+                chain=chain,
+                grammar=grammar,
+            )
+        except BaseException:
+            h.free_sampler(chain)
+            h.free_sampler(grammar)
+            raise
+        if req.cancelled:
+            req._native.cancel()
 
     def close(self) -> None:
-        if self._thread.is_alive():
-            self._inbox.put_blocking(_STOP)
-            self._thread.join()
-        self._inbox.close()
+        if self._closed:
+            return
+        self._closed = True
+        self.native.stop()  # running and queued requests finish as "closed"
+        self._pump.join()
 
-    # -- the decode thread -----------------------------------------------------------
+    # -- the pump thread -----------------------------------------------------------------
 
-    def _active(self) -> list[_Slot]:
-        return [s for s in self.slots if s.req is not None]
-
-    def _run(self) -> None:
-        try:
-            while True:
-                if not self._active() and not self._waiting:
-                    item = self._inbox.get_blocking()  # GIL released while idle
-                    if item is _STOP:
-                        break
-                    self._waiting.append(item)
-                stop = False
-                for item in self._inbox.get_many(1024):
-                    if item is _STOP:
-                        stop = True
-                    else:
-                        self._waiting.append(item)
-                self._admit()
-                if self._active():
-                    self._step()
-                if stop:
-                    break
-        except BaseException as exc:  # pragma: no cover - last-resort: fail everyone loudly
-            log.exception("llama decode thread crashed")
-            err = ModelError(f"the llama decode thread crashed: {exc!r}", provider="llama")
-            for s in self.slots:
-                if s.req is not None:
-                    self._finish(s, "error", err)
-            while self._waiting:
-                self._fail(self._waiting.popleft(), err)
-        finally:
-            for s in self.slots:
-                if s.req is not None:
-                    self._finish(s, "cancelled")
-            while self._waiting:
-                self._fail(
-                    self._waiting.popleft(), ModelError("the model was closed", provider="llama")
-                )
-
-    def _admit(self) -> None:
-        while self._waiting:
-            req = self._waiting[0]
-            if req.cancelled:
-                self._waiting.popleft()
-                self._fail(req, None, reason="cancelled")
-                continue
-            idle = [s for s in self.slots if s.req is None]
-            if not idle:
+    def _pump_loop(self) -> None:
+        while True:
+            done = self.native.pump()
+            if done is None:
                 return
-            self._waiting.popleft()
-            slot = max(idle, key=lambda s: (_common_prefix(s.tokens, req.tokens), -s.last_used))
-            self._start(slot, req)
+            for nreq in done:
+                try:
+                    self._finish(nreq)
+                except Exception:  # pragma: no cover - a callback failed; keep pumping
+                    log.exception("finishing a llama request failed")
 
-    def _start(self, slot: _Slot, req: GenRequest) -> None:
-        keep = min(_common_prefix(slot.tokens, req.tokens), len(req.tokens) - 1)
-        if keep < len(slot.tokens) and not self.h.seq_rm(slot.id, keep, -1):
-            self.h.seq_rm(slot.id, 0, -1)
-            keep = 0
-        del slot.tokens[keep:]
-        slot.req = req
-        slot.pending = req.tokens[keep:]
-        slot.prefill_done = False
-        slot.depth, slot.in_str, slot.escape, slot.started = 0, False, False, False
-        req.n_cached = keep
-        self.prompt_cached += keep
-        self.prompt_evaluated += len(req.tokens) - keep
-        try:
-            slot.chain = self.h.make_chain(
-                temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, seed=req.seed
+    def _finish(self, nreq: LlamaRequest) -> None:
+        req: Any = nreq.owner
+        assert isinstance(req, GenRequest)
+        req.n_cached = nreq.n_cached
+        req.n_generated = nreq.n_generated
+        req.full_masks = nreq.full_masks
+        req.partial_masks = nreq.partial_masks
+        req.grammar_checks = nreq.grammar_checks
+        reason = nreq.finish
+        error: OpenheimError | None = None
+        if reason == "error":
+            msg = (
+                "the grammar allowed no token"
+                if nreq.status == -100
+                else f"llama_decode failed with status {nreq.status}"
             )
-            slot.grammar = LazyGrammar(self.h, req.gbnf) if req.gbnf else None
-        except OpenheimError as exc:
-            self._finish(slot, "error", exc)
-
-    def _make_room(self, need: int, active: list[_Slot]) -> None:
-        used = sum(len(s.tokens) for s in self.slots)
-        if used + need <= self.h.n_ctx:
-            return
-        for s in sorted(
-            (s for s in self.slots if s.req is None and s.tokens), key=lambda s: s.last_used
-        ):
-            self.h.seq_rm(s.id, 0, -1)
-            used -= len(s.tokens)
-            s.tokens.clear()
-            if used + need <= self.h.n_ctx:
-                return
-        # Still full: the longest active sequence gives way.
-        victim = max(active, key=lambda s: len(s.tokens) + len(s.pending))
-        self._finish(
-            victim,
-            "error",
-            ContextLengthError(
-                f"the shared context of {self.h.n_ctx} tokens is full; load the model with a "
-                "larger n_ctx or fewer parallel sequences",
-                provider="llama",
-            ),
-        )
-
-    def _step(self) -> None:
-        h = self.h
-        for s in self._active():
-            if s.req is not None and s.req.cancelled:
-                self._finish(s, "cancelled")
-        active = self._active()
-        if not active:
-            return
-        plan: list[tuple[_Slot, int]] = []  # slot, tokens it feeds this step
-        n = 0
-        for s in active:  # generating sequences: one token each
-            if s.prefill_done:
-                plan.append((s, 1))
-                n += 1
-        budget = h.n_batch - n
-        for s in active:  # prompts: chunks, within what is left of the batch
-            if s.prefill_done or budget <= 0:
-                continue
-            take = min(len(s.pending), self.prefill_chunk, budget)
-            plan.append((s, take))
-            n += take
-            budget -= take
-        self._make_room(n, active)
-        plan = [p for p in plan if p[0].req is not None]
-        n = 0
-        for s, take in plan:
-            want_logits = (not s.prefill_done and take == len(s.pending)) or s.prefill_done
-            fill_batch(self._addr, n, s.pending[:take], len(s.tokens), s.id, want_logits, h.n_batch)
-            n += take
-        if n == 0:
-            return
-        rc = h.decode(n)
-        self.steps += 1
-        self.max_batch_seqs = max(self.max_batch_seqs, len(plan))
-        if rc != 0:
-            err = ModelError(f"llama_decode failed with status {rc}", provider="llama")
-            for s, _ in plan:
-                self._finish(s, "error", err)
-            return
-        idx = 0
-        for s, take in plan:
-            fed = s.pending[:take]
-            s.tokens.extend(fed)
-            del s.pending[:take]
-            idx += take
-            if s.pending:  # prompt not finished: no sampling yet
-                continue
-            s.prefill_done = True
-            self._sample(s, idx - 1)
-
-    def _sample(self, s: _Slot, idx: int) -> None:
-        req = s.req
-        assert req is not None
-        h = self.h
-        tok = h.sample(s.chain, idx)
-        g = s.grammar
-        if g is not None:
-            if not g.allows(tok):
-                tok = g.sample_masked(s.chain, idx)
-            g.accept(tok)
-        if h.is_eog(tok) and not req.ignore_eos:
-            self._finish(s, "stop")
-            return
-        piece = h.piece(tok)
-        req.n_generated += 1
-        if not req.sink.push(tok, piece):
-            self._finish(s, "stop")
-            return
-        if g is not None and self._json_closed(s, piece):
-            self._finish(s, "stop")
-            return
-        if req.n_generated >= req.max_tokens:
-            self._finish(s, "length")
-            return
-        s.pending = [tok]
-
-    @staticmethod
-    def _json_closed(s: _Slot, piece: bytes) -> bool:
-        for c in piece:
-            if s.in_str:
-                if s.escape:
-                    s.escape = False
-                elif c == 0x5C:  # backslash
-                    s.escape = True
-                elif c == 0x22:
-                    s.in_str = False
-            elif c == 0x22:
-                s.in_str = True
-            elif c in (0x7B, 0x5B):
-                s.depth += 1
-                s.started = True
-            elif c in (0x7D, 0x5D):
-                s.depth -= 1
-                if s.started and s.depth == 0:
-                    return True
-        return False
-
-    def _finish(self, s: _Slot, reason: str, error: OpenheimError | None = None) -> None:
-        req = s.req
-        s.req = None
-        s.pending = []
-        s.last_used = next(self._clock)
-        if s.chain is not None:
-            self.h.free_sampler(s.chain)
-            s.chain = None
-        if s.grammar is not None:
-            if req is not None:
-                req.full_masks = s.grammar.full_masks
-                req.grammar_checks = s.grammar.checks
-            s.grammar.close()
-            s.grammar = None
-        if req is not None:
-            self._fail(req, error, reason=reason)
-
-    @staticmethod
-    def _fail(req: GenRequest, error: OpenheimError | None, reason: str = "error") -> None:
-        req.finish_reason = reason
+            error = ModelError(msg, provider="llama")
+        elif reason == "context":
+            error = ContextLengthError(
+                _ERRORS["context"].format(n_ctx=self.h.n_ctx), provider="llama"
+            )
+        elif reason in _ERRORS:
+            error = ModelError(_ERRORS[reason], provider="llama")
+        req.finish_reason = "error" if error is not None else reason
         req.error = error
         try:
             if error is not None:
-                req.sink.fail(error)
+                req.buffer.fail(error)
             else:
-                req.sink.finish(reason)
+                req.buffer.finish(reason)
         finally:
             if req.on_done is not None:
                 req.on_done(req)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from openheim.server.routes import approvals, health, models, openai, runs, sessions
+from openheim.server.routes import approvals, docs, health, models, openai, runs, sessions
 
 __all__ = ["ROUTES"]
 
 ROUTES: list[Route] = [
+    *docs.ROUTES,
     *health.ROUTES,
     *models.ROUTES,
     *openai.ROUTES,

@@ -10,7 +10,7 @@ from openheim.server._http import json_response, metrics_of, state_of
 from openheim.server._openapi import openapi_document
 from openheim.server._schemas import Status
 
-PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+PUBLIC = frozenset({"/", "/docs", "/healthz", "/readyz", "/metrics", "/openapi.json"})
 
 
 async def healthz(request: Request) -> Response:
@@ -18,8 +18,11 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    if not state_of(request).accepting:
+    state = state_of(request)
+    if not state.accepting:
         return json_response(Status("shutting down"), 503)
+    if state.loading:
+        return json_response(Status("loading"), 503)
     return json_response(Status("ready"))
 
 

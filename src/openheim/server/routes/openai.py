@@ -21,10 +21,10 @@ from openheim.server._http import (
     error_response,
     failure,
     json_response,
-    shutting_down,
     state_of,
     tenant_of,
     too_many,
+    unavailable,
 )
 from openheim.server._state import ServerState, TooManyRuns
 from openheim.server._wire import BadRequest, json_encode, shown
@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 async def chat_completions(request: Request) -> Response:
     state = state_of(request)
     tenant = tenant_of(request)
-    if not state.accepting:
-        return shutting_down()
+    busy = unavailable(state)
+    if busy is not None:
+        return busy
     try:
         req = oa.parse_request(await request.body())
         if state.is_proxied(req.model):

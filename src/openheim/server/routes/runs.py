@@ -23,10 +23,10 @@ from openheim.server._http import (
     error_response,
     event_stream,
     json_response,
-    shutting_down,
     state_of,
     tenant_of,
     too_many,
+    unavailable,
 )
 from openheim.server._runlog import RunRecord, parse_event_id, sse
 from openheim.server._runs import run_body
@@ -80,8 +80,9 @@ async def start_run(request: Request) -> Response:
             check_session_id(body.session)
     except BadRequest as exc:
         return error_response(400, str(exc), param=exc.param)
-    if not state.accepting:
-        return shutting_down()
+    busy = unavailable(state)
+    if busy is not None:
+        return busy
     try:
         record = state.runs.start(tenant, name, body.input, body.session)
     except TooManyRuns:

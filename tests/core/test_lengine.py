@@ -1,0 +1,183 @@
+"""The native llama step loop's C pieces: candidate scans, and the loop itself.
+
+The scans are checked against plain Python definitions; the loop runs on a
+tiny random-weight GGUF (llama tests: skipped without llama-cpp-python), which
+``make asan`` also runs under AddressSanitizer.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from openheim._core import TokenBuffer, argmax, top_k
+from openheim.errors import ConfigError
+
+logit = st.floats(min_value=-50, max_value=50, width=32, allow_nan=False)
+small_ints = st.integers(min_value=-4, max_value=4).map(float)  # many ties
+
+
+def _f32(xs: list[float]) -> array.array[float]:
+    return array.array("f", xs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(logit, small_ints), min_size=1, max_size=300))
+def test_argmax_is_the_first_largest(xs: list[float]) -> None:
+    a = _f32(xs)
+    best = max(a)
+    assert argmax(a) == list(a).index(best)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(logit, small_ints), min_size=1, max_size=300), st.integers(1, 80))
+def test_top_k_is_the_k_best_lower_token_first(xs: list[float], k: int) -> None:
+    a = _f32(xs)
+    want = sorted(range(len(a)), key=lambda i: (-a[i], i))[:k]
+    got = top_k(a, k)
+    assert [t for t, _ in got] == want
+    assert [v for _, v in got] == [a[i] for i in want]
+
+
+def test_scans_handle_infinities_and_long_inputs() -> None:
+    xs = [float("-inf")] * 1000
+    assert argmax(_f32(xs)) == 0  # llama.cpp's greedy keeps the first
+    xs[777] = float("inf")
+    xs[5] = 3.0
+    assert argmax(_f32(xs)) == 777
+    assert [t for t, _ in top_k(_f32(xs), 2)] == [777, 5]
+    with pytest.raises(ConfigError):
+        argmax(_f32([]))
+    assert top_k(_f32([1.0]), 0) == []
+
+
+# -- the loop on a real llama.cpp context --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def handle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gguf")
+    from openheim.models._llama.bindings import LlamaHandle
+    from openheim.testing.tiny_gguf import write_tiny_gguf
+
+    path = write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")
+    h = LlamaHandle(str(path), n_ctx=256, n_batch=64, n_seq_max=3, n_threads=1, n_gpu_layers=0)
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def engine(handle: Any) -> Iterator[Any]:
+    from openheim.models._llama.engine import Engine
+
+    e = Engine(handle, prefill_chunk=16, sample_threads=2)
+    yield e
+    e.close()
+
+
+def _run(engine: Any, handle: Any, text: str, **kw: Any) -> tuple[Any, TokenBuffer]:
+    from openheim.models._llama.engine import GenRequest
+
+    done = threading.Event()
+    buf = TokenBuffer()
+    kw.setdefault("max_tokens", 12)
+    req = GenRequest(handle.tokenize(text), buffer=buf, on_done=lambda r: done.set(), **kw)
+    engine.submit(req)
+    assert done.wait(120)
+    return req, buf
+
+
+@pytest.mark.llama
+def test_loop_generates_samples_and_retires(engine: Any, handle: Any) -> None:
+    greedy, gbuf = _run(engine, handle, "hello", ignore_eos=True)
+    assert greedy.finish_reason == "length"
+    assert len(gbuf.tokens()) == 12
+    again, abuf = _run(engine, handle, "hello", ignore_eos=True)
+    assert abuf.tokens() == gbuf.tokens()  # greedy, and the prefix came from the cache
+    assert again.n_cached > 0
+    # several sequences per step, sampled on the pool, a long prompt in chunks
+    from openheim.models._llama.engine import GenRequest
+
+    events = [threading.Event() for _ in range(5)]
+    bufs = [TokenBuffer() for _ in range(5)]
+    for i in range(5):
+        engine.submit(
+            GenRequest(
+                handle.tokenize(("word " * 40) if i == 0 else f"prompt {i}"),
+                buffer=bufs[i],
+                max_tokens=10,
+                temperature=0.9,
+                top_k=[40, 0, 20, 0, 5][i],
+                min_p=[None, 0.05, None, None, 0.2][i],
+                top_p=[None, None, 0.8, 0.9, None][i],
+                seed=i,
+                ignore_eos=True,
+                on_done=lambda r, ev=events[i]: ev.set(),
+            )
+        )
+    for ev in events:
+        assert ev.wait(120)
+    assert all(len(b.tokens()) == 10 for b in bufs)
+    assert engine.max_batch_seqs >= 2
+
+
+@pytest.mark.llama
+def test_loop_constrained_and_cancelled(engine: Any, handle: Any) -> None:
+    from openheim.models._llama.grammar import schema_to_gbnf
+
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "string", "maxLength": 5}, "b": {"enum": [1, 2, 3]}},
+        "required": ["a", "b"],
+        "additionalProperties": False,
+    }
+    for temperature in (0.0, 1.0):
+        req, buf = _run(
+            engine,
+            handle,
+            "json please",
+            gbnf=schema_to_gbnf(schema),
+            temperature=temperature,
+            seed=1,
+            max_tokens=64,
+        )
+        assert req.finish_reason == "stop"
+        doc = json.loads(buf.getvalue())
+        assert doc["b"] in (1, 2, 3)
+        assert len(doc["a"]) <= 5
+    from openheim.models._llama.engine import GenRequest
+
+    done = threading.Event()
+    buf = TokenBuffer()
+    req = GenRequest(
+        handle.tokenize("endless"),
+        buffer=buf,
+        max_tokens=1_000_000,
+        ignore_eos=True,
+        on_done=lambda r: done.set(),
+    )
+    engine.submit(req)
+    while buf.n_tokens < 3:
+        pass
+    req.cancel()
+    assert done.wait(120)
+    assert req.finish_reason == "cancelled"
+    assert buf.finish_reason == "cancelled"
+
+
+@pytest.mark.llama
+def test_loop_refuses_bad_submissions(engine: Any, handle: Any) -> None:
+    with pytest.raises(ConfigError, match="outside the vocabulary"):
+        engine.native.submit(None, [handle.n_vocab + 5], TokenBuffer(), max_tokens=1)
+    with pytest.raises(ConfigError, match="at least one prompt token"):
+        engine.native.submit(None, [], TokenBuffer(), max_tokens=1)
+    with pytest.raises(ConfigError, match="sampler chain"):
+        engine.native.submit(None, [1], TokenBuffer(), max_tokens=1, temperature=0.5)
