@@ -189,6 +189,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         took = time.perf_counter() - started
         listed = ", ".join(tools) or "no tools"
         print(f"agent {name}: ok (model {cfg.model}{local}; {listed}; built in {took:.1f} s)")
+    for name in config.workflow_names():
+        try:
+            wf = config.build_workflow(name)
+            asyncio.run(wf.aclose())
+        except Exception as exc:
+            failed(f"workflow {name}", exc)
+            continue
+        print(f"workflow {name}: ok ({len(wf.nodes)} node(s): {', '.join(wf.nodes)})")
     if failures:
         print(f"{failures} problem(s) found", file=sys.stderr)
         return EXIT_USAGE

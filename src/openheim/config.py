@@ -137,6 +137,8 @@ class _File(msgspec.Struct, forbid_unknown_fields=True):
     agents: dict[str, AgentConfig] = msgspec.field(default_factory=dict)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    # [workflows.NAME] tables, as written: openheim.workflow.from_config reads them.
+    workflows: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
 
 
 # ---- locating keys in the TOML text ---------------------------------------------------
@@ -223,6 +225,7 @@ class Config:
         self.agents = data.agents
         self.store = data.store
         self.server = data.server
+        self.workflow_tables = data.workflows
         self.path = path
         # Where tools modules named in the file live (searched after installed modules).
         self.folder = path.resolve().parent if path is not None else None
@@ -241,6 +244,38 @@ class Config:
 
     def agent_names(self) -> list[str]:
         return list(self.agents)
+
+    def workflow_names(self) -> list[str]:
+        return list(self.workflow_tables)
+
+    def build_workflow(self, name: str) -> Any:
+        """The :class:`~openheim.workflow.Workflow` of ``[workflows.NAME]`` (validated).
+
+        Its runs live in the configured store (``[store].url``) unless the
+        table names its own; ``module:function`` references import like
+        tools do (beside the file, never shadowing an installed module).
+        """
+        if name not in self.workflow_tables:
+            known = ", ".join(self.workflow_tables) or "none"
+            where = str(self.path) if self.path else "the configuration"
+            raise ConfigError(f"no workflow {name!r} in {where} (workflows: {known})")
+        from openheim.errors import WorkflowDefinitionError
+        from openheim.workflow import from_config
+
+        try:
+            return from_config(
+                name,
+                self.workflow_tables[name],
+                store=self.store_url,
+                importer=self.import_object,
+            )
+        except WorkflowDefinitionError as exc:
+            path, message = _workflow_error_path(name, str(exc))
+            raise self.error(path, message) from None
+
+    def build_workflows(self) -> dict[str, Any]:
+        """Every ``[workflows.NAME]`` of the file, built (name -> Workflow)."""
+        return {name: self.build_workflow(name) for name in self.workflow_tables}
 
     def tenant_keys(self) -> dict[str, str]:
         """sha256 hex digest of each API key -> tenant (keys from the environment)."""
@@ -543,6 +578,24 @@ def forget_modules(folder: Path) -> list[str]:
     return dropped
 
 
+_WF_WHERE = re.compile(r"^\[workflows\.(?P<name>[^\]]+)\](?P<keys>(?: [A-Za-z_][\w\[\]]*)*)")
+
+
+def _workflow_error_path(name: str, message: str) -> tuple[list[str | int], str]:
+    """The key path and the text of a from_config error (``[workflows.x] nodes[1] step: ...``)."""
+    path: list[str | int] = ["workflows", name]
+    m = _WF_WHERE.match(message)
+    if m is None or m.group("name") != name:
+        return path, message
+    for token in m.group("keys").split():
+        key, _, rest = token.partition("[")
+        path.append(key)
+        path.extend(int(i) for i in re.findall(r"(\d+)\]", "[" + rest) if rest)
+    text = message[m.end() :]
+    text = re.sub(r"^ \([^)]*\)", "", text).lstrip(": ").strip()
+    return path, text or message
+
+
 def default_store_url(config_path: Path | None) -> str:
     """``.openheim/state.db`` beside the config file, or the user-wide default without one."""
     if config_path is None:
@@ -594,15 +647,17 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         },
         store=_convert(shell, raw.get("store", {}), StoreConfig, ["store"]),
         server=_convert(shell, raw.get("server", {}), ServerConfig, ["server"]),
+        workflows=_workflow_tables(shell, raw),
     )
     store = raw.get("store", {})
     if isinstance(store, dict) and "url" not in store:
         data.store = StoreConfig(url=default_store_url(p))  # two projects never share one
-    unknown = set(raw) - {"providers", "agents", "store", "server"}
+    unknown = set(raw) - {"providers", "agents", "store", "server", "workflows"}
     if unknown:
         key = sorted(unknown)[0]
         raise shell.error(
-            [key], f"unknown key {key!r}; the tables are providers, agents, store and server"
+            [key],
+            f"unknown key {key!r}; the tables are providers, agents, store, server and workflows",
         )
     # Tools modules next to the config file import without PYTHONPATH tweaks.
     _add_to_path(p.resolve().parent)
@@ -616,6 +671,30 @@ def _table(shell: Config, raw: dict[str, Any], key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise shell.error([key], f"{key} must be a table ([{key}.NAME])")
     return value
+
+
+def _workflow_tables(shell: Config, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``[workflows.NAME]`` tables, their shape checked (built by Config.build_workflow)."""
+    tables = _table(shell, raw, "workflows")
+    if not tables:
+        return {}
+    from openheim.workflow._declare import TABLE_KEYS
+
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise shell.error(["workflows", name], "a workflow is a table ([workflows.NAME])")
+        for key in table:
+            if key not in TABLE_KEYS:
+                raise shell.error(
+                    ["workflows", name, key],
+                    f"unknown key {key!r}; the keys are {', '.join(sorted(TABLE_KEYS))}",
+                )
+        if "workflow" not in table and "state" not in table:
+            raise shell.error(
+                ["workflows", name],
+                "give either workflow = 'module:wf' or state = 'module:StateClass' with nodes",
+            )
+    return tables
 
 
 def _convert(shell: Config, value: Any, kind: type[Any], prefix: list[str | int]) -> Any:

@@ -47,7 +47,7 @@ __all__ = ["from_config"]
 
 
 _KINDS = ("step", "branch", "map", "approval", "agent", "tool", "workflow")
-_TOP = {
+TABLE_KEYS = _TOP = {
     "workflow",
     "state",
     "store",
