@@ -150,11 +150,21 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
         help="validate the config, build every agent and load every model",
     )
 
+    from openheim import cli_workflow
+
+    _, workflow_commands = cli_workflow.add_parser(sub, [common])
+    _WORKFLOW_COMMANDS.clear()
+    _WORKFLOW_COMMANDS.update(workflow_commands)
+
     bench = sub.add_parser("bench", help="run the benchmark suite (from a source checkout)")
     bench.add_argument(
         "group", nargs="?", default="all", help="core, agent, local, state or all (default)"
     )
     return parser, dict(sub.choices)
+
+
+# `openheim workflow COMMAND`'s own parsers (filled by _build_parser).
+_WORKFLOW_COMMANDS: dict[str, argparse.ArgumentParser] = {}
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -168,8 +178,20 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     at = next((i for i, arg in enumerate(argv) if arg in commands), None)
     if at is None or any(a in ("-h", "--help", "--version") for a in argv[:at]):
         return parser.parse_args(argv)
-    args = commands[argv[at]].parse_intermixed_args(argv[:at] + argv[at + 1 :])
-    args.command = argv[at]
+    command, rest = argv[at], argv[:at] + argv[at + 1 :]
+    if command == "workflow":
+        # One level deeper: `openheim workflow run NAME --input ...`, options anywhere.
+        inner = next((i for i, arg in enumerate(rest) if arg in _WORKFLOW_COMMANDS), None)
+        if inner is None or any(a in ("-h", "--help") for a in rest[:inner]):
+            commands[command].parse_args(rest)  # its usage, or its help
+            raise SystemExit(2)
+        args = _WORKFLOW_COMMANDS[rest[inner]].parse_intermixed_args(
+            rest[:inner] + rest[inner + 1 :]
+        )
+        args.wf_command = rest[inner]
+    else:
+        args = commands[command].parse_intermixed_args(rest)
+    args.command = command
     return args
 
 
@@ -279,6 +301,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_USAGE
 
 
+def _cmd_workflow(args: argparse.Namespace) -> int:
+    from openheim import cli_workflow
+
+    return cli_workflow.run(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from openheim.demo import main as demo_main
 
@@ -305,6 +333,7 @@ _COMMANDS = {
     "approvals": _admin("cmd_approvals"),
     "models": _admin("cmd_models"),
     "check": _admin("cmd_check"),
+    "workflow": _cmd_workflow,
     "bench": _cmd_bench,
 }
 

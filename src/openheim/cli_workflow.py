@@ -1,7 +1,15 @@
 """``openheim workflow ...``: run, inspect and steer durable workflow runs from a shell.
 
-Every command names the workflow as ``module:attribute`` (an ``oh.Workflow``
-built with a store, importable from the current directory)::
+Every command names the workflow: a ``[workflows.NAME]`` of the config file
+(``--config``; by default ./openheim.toml), whose runs live in the configured
+store, or ``module:attribute`` (an ``oh.Workflow`` built with a store,
+importable from the current directory)::
+
+    openheim workflow run triage --input '{"text": "it crashes"}'
+    openheim workflow approvals triage
+    openheim workflow approve triage <approval id> --by alice
+    openheim workflow history triage <run id>
+    openheim workflow status triage <run id> --tenant acme
 
     python -m openheim.cli_workflow run myapp.flows:triage --input '{"text": "it crashes"}'
     python -m openheim.cli_workflow approvals myapp.flows:triage
@@ -32,22 +40,42 @@ __all__ = ["add_parser", "main", "run"]
 _COMMANDS = ("run", "status", "resume", "cancel", "history", "fork", "approvals", "approve")
 
 
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    """Add ``workflow`` and its commands to an argparse subparsers object."""
+def add_parser(
+    sub: Any, parents: Sequence[argparse.ArgumentParser] = ()
+) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """Add ``workflow`` and its commands to an argparse subparsers object.
+
+    Returns the ``workflow`` parser and each command's own parser (``parents``
+    add their options to every command, e.g. ``--config``).
+    """
     parser: argparse.ArgumentParser = sub.add_parser(
-        "workflow", help="run and steer durable workflow runs"
+        "workflow",
+        help="run and steer durable workflow runs ([workflows.NAME] of the config)",
+        description="run and steer durable workflow runs",
     )
-    _fill(parser)
-    return parser
+    return parser, _fill(parser, parents)
 
 
-def _fill(parser: argparse.ArgumentParser) -> None:
-    cmds = parser.add_subparsers(dest="wf_command", required=True, metavar="COMMAND")
+def _fill(
+    parser: argparse.ArgumentParser, parents: Sequence[argparse.ArgumentParser] = ()
+) -> dict[str, argparse.ArgumentParser]:
+    cmds = parser.add_subparsers(
+        dest="wf_command",
+        required=True,
+        metavar="COMMAND",
+        help="`openheim workflow COMMAND --help` describes one",
+    )
 
     def command(name: str, help: str, run_id: bool = True) -> argparse.ArgumentParser:
-        p = cmds.add_parser(name, help=help)
-        p.add_argument("workflow", help="the workflow, as module:attribute")
-        p.add_argument("--namespace", help="the tenant namespace of the runs")
+        p = cmds.add_parser(name, help=help, parents=list(parents))
+        p.add_argument(
+            "workflow", help="the workflow: a [workflows.NAME] of the config, or module:attribute"
+        )
+        p.add_argument(
+            "--tenant",
+            help="the tenant whose runs these are (as `openheim serve` keeps them for its API key)",
+        )
+        p.add_argument("--namespace", help="the store namespace of the runs (instead of --tenant)")
         if run_id:
             p.add_argument("run_id", help="the run id")
         return p
@@ -65,20 +93,33 @@ def _fill(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--run", action="store_true", help="also run the fork")
     command("approvals", "the pending approvals", run_id=False)
     p = command("approve", "decide an approval and continue its run", run_id=False)
-    p.add_argument("approval_id")
+    p.add_argument("approval_id", help="the approval id (see `approvals`)")
     p.add_argument("--reject", action="store_true", help="reject instead of approving")
     p.add_argument("--by", help="who decides")
     p.add_argument("--reason", help="why (shown in the decision)")
     p.add_argument("--edits", default=None, help="state fields to change, as JSON")
+    return dict(cmds.choices)
 
 
 class _Usage(Exception):
     pass
 
 
-def _load(ref: str) -> Any:
+def _load(ref: str, args: argparse.Namespace) -> Any:
     from openheim.workflow import Workflow
 
+    if ":" not in ref:
+        from openheim.config import load_config
+
+        config = load_config(getattr(args, "config", None))
+        if ref not in config.workflow_tables:
+            where = str(config.path) if config.path is not None else "no config file"
+            known = ", ".join(config.workflow_names()) or "none"
+            raise _Usage(
+                f"no workflow {ref!r} in {where} (workflows: {known}); name a "
+                "[workflows.NAME] of the config (--config PATH) or give module:attribute"
+            )
+        return config.build_workflow(ref)
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
         raise _Usage(f"name the workflow as module:attribute, got {ref!r}")
@@ -130,8 +171,12 @@ def _print(obj: Any) -> None:
 
 
 async def _dispatch(args: argparse.Namespace) -> None:
-    wf = _load(args.workflow)
-    if args.namespace:
+    if args.namespace and args.tenant:
+        raise _Usage("give --tenant or --namespace, not both")
+    wf = _load(args.workflow, args)
+    if args.tenant:
+        wf = wf.scoped(f"tenant/{args.tenant}")  # what the HTTP routes use for the tenant
+    elif args.namespace:
         wf = wf.scoped(args.namespace)
     try:
         cmd = args.wf_command
@@ -172,11 +217,11 @@ async def _dispatch(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run a parsed ``workflow`` command; the exit status."""
-    from openheim.errors import OpenheimError
+    from openheim.errors import ConfigError, OpenheimError
 
     try:
         asyncio.run(_dispatch(args))
-    except _Usage as exc:
+    except (_Usage, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OpenheimError as exc:
@@ -189,7 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="openheim workflow", description="run and steer durable workflow runs"
     )
-    _fill(parser)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=None, help="config file")
+    _fill(parser, [common])
     return run(parser.parse_args(argv))
 
 
