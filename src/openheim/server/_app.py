@@ -20,6 +20,7 @@ from openheim.server._state import ServerState
 from openheim.server._wire import shown
 from openheim.server.routes import ROUTES
 from openheim.server.routes.health import PUBLIC
+from openheim.server.routes.workflows import routes_for
 
 access = logging.getLogger("openheim.server.access")
 
@@ -182,6 +183,8 @@ def create_app(config: Config, state: ServerState | None = None) -> Guard:
     """The ASGI app serving ``config`` (``app.state`` is the ServerState)."""
     state = state or ServerState(config)
     metrics = Metrics(state)
+    # [workflows.NAME] of the config, on its store: each tenant's runs in its own namespace.
+    workflows = config.build_workflows()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -192,9 +195,11 @@ def create_app(config: Config, state: ServerState | None = None) -> Guard:
         yield
         await state.drain(state.config.server.shutdown_grace)
         await state.aclose()
+        for wf in workflows.values():
+            await wf.aclose()
 
     inner = Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, *routes_for(workflows)],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},  # type: ignore[dict-item]
     )

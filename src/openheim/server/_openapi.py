@@ -15,6 +15,7 @@ import msgspec
 
 from openheim._version import __version__
 from openheim.server import _schemas as s
+from openheim.server import _wf_schemas as w
 
 _REF = "#/components/schemas/{name}"
 # Server-sent events: each event's data is JSON (an agent event or a completion chunk) or
@@ -191,6 +192,104 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
 )
 
+# ---- workflows (routes/workflows.py): each tenant sees only its own runs and approvals
+
+_WF = "/v1/workflows/{name}"
+_WF_NAME = Param("name", "path", "workflow name ([workflows.NAME] of the config)")
+_WF_RUN = (_WF_NAME, _RUN_ID)
+_WF_MISSING = {404: _json("no such workflow, or no such run of the tenant")}
+_WF_CONFLICT = {409: _json("the run was cancelled, or the approval is already decided")}
+_WF_FAILED = {500: _json("the workflow's code failed (recorded in the run)")}
+
+OPERATIONS += (
+    Operation(
+        "post",
+        f"{_WF}/runs",
+        "Start a workflow run (in the background, or until it ends or waits with wait=true)",
+        {
+            200: _json("the run, once it ended or waits for approvals (wait=true)", w.WorkflowRun),
+            202: _json("started; follow it at Location", w.WorkflowStarted),
+            **_BAD,
+            **_WF_MISSING,
+            **_WF_CONFLICT,
+            **_WF_FAILED,
+        },
+        body=w.WorkflowSubmit,
+        params=(_WF_NAME,),
+    ),
+    Operation(
+        "get",
+        f"{_WF}/runs/{{run_id}}",
+        "A workflow run's status, state and pending approvals",
+        {200: _json("the run", w.WorkflowRun), **_WF_MISSING, **_WF_FAILED},
+        params=_WF_RUN,
+    ),
+    Operation(
+        "get",
+        f"{_WF}/runs/{{run_id}}/events",
+        "A workflow run's checkpoints as SSE (id: the checkpoint id), then its final status",
+        {200: ("checkpoints, then the run", {SSE: None}), **_WF_MISSING, **_WF_FAILED},
+        params=(
+            *_WF_RUN,
+            Param("Last-Event-ID", "header", "the last checkpoint id received"),
+        ),
+    ),
+    Operation(
+        "post",
+        f"{_WF}/runs/{{run_id}}/cancel",
+        "Cancel a workflow run",
+        {200: _json("the cancelled run", w.WorkflowRun), **_WF_MISSING, **_WF_FAILED},
+        params=_WF_RUN,
+    ),
+    Operation(
+        "post",
+        f"{_WF}/runs/{{run_id}}/resume",
+        "Continue a workflow run from its last checkpoint (in the background)",
+        {
+            202: _json("resuming", w.WorkflowStarted),
+            **_WF_MISSING,
+            **_WF_CONFLICT,
+            **_WF_FAILED,
+        },
+        params=_WF_RUN,
+    ),
+    Operation(
+        "post",
+        f"{_WF}/runs/{{run_id}}/fork",
+        "Start a new run from a checkpoint of a run, with edited state (the original is kept)",
+        {
+            202: _json("the new run, running", w.WorkflowForked),
+            **_BAD,
+            **_WF_MISSING,
+            **_WF_CONFLICT,
+            **_WF_FAILED,
+        },
+        body=w.WorkflowFork,
+        params=_WF_RUN,
+    ),
+    Operation(
+        "get",
+        f"{_WF}/approvals",
+        "The tenant's pending approvals of a workflow",
+        {200: _json("pending approvals", w.WorkflowApprovals), **_WF_MISSING, **_WF_FAILED},
+        params=(_WF_NAME,),
+    ),
+    Operation(
+        "post",
+        f"{_WF}/approvals/{{approval_id}}",
+        "Decide an approval; its run goes on (in the background) without re-running anything",
+        {
+            202: _json("decided; the run goes on", w.WorkflowDecided),
+            **_BAD,
+            **_WF_MISSING,
+            **_WF_CONFLICT,
+            **_WF_FAILED,
+        },
+        body=w.WorkflowDecision,
+        params=(_WF_NAME, Param("approval_id", "path", "approval id")),
+    ),
+)
+
 _AUTH_ERRORS = {
     401: _json("missing or unknown API key"),
     413: _json("request body too large"),
@@ -215,6 +314,7 @@ def _components() -> tuple[dict[Any, dict[str, Any]], dict[str, Any]]:
 
 
 def _parameter(p: Param, names: tuple[str, ...]) -> dict[str, Any]:
+    # `names`: the agents, or the workflows on /v1/workflows/ paths (see _operation).
     schema: dict[str, Any] = {"type": "string"}
     if p.name == "name" and names:
         schema["enum"] = list(names)
@@ -227,7 +327,12 @@ def _parameter(p: Param, names: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-def _operation(op: Operation, refs: dict[Any, Any], agents: tuple[str, ...]) -> dict[str, Any]:
+def _operation(
+    op: Operation,
+    refs: dict[Any, Any],
+    agents: tuple[str, ...],
+    workflows: tuple[str, ...] = (),
+) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     all_responses = op.responses if op.public else {**_AUTH_ERRORS, **op.responses}
     for status, (description, content) in sorted(all_responses.items()):
@@ -240,7 +345,8 @@ def _operation(op: Operation, refs: dict[Any, Any], agents: tuple[str, ...]) -> 
         responses[str(status)] = entry
     out: dict[str, Any] = {"summary": op.summary, "responses": responses}
     if op.params:
-        out["parameters"] = [_parameter(p, agents) for p in op.params]
+        names = workflows if op.path.startswith("/v1/workflows/") else agents
+        out["parameters"] = [_parameter(p, names) for p in op.params]
     if op.body is not None:
         out["requestBody"] = {
             "required": True,
@@ -252,9 +358,12 @@ def _operation(op: Operation, refs: dict[Any, Any], agents: tuple[str, ...]) -> 
 
 
 @functools.lru_cache(maxsize=4)
-def openapi_document(agents: tuple[str, ...] = (), models: tuple[str, ...] = ()) -> dict[str, Any]:
+def openapi_document(
+    agents: tuple[str, ...] = (), models: tuple[str, ...] = (), workflows: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """The document; the configured agent names (and ``models``, the listed
-    ``<provider>:<model>`` names) become the enums of ``model`` and ``{name}``."""
+    ``<provider>:<model>`` names) become the enums of ``model`` and ``{name}``
+    (the workflow names on the workflow routes)."""
     refs, schemas = _components()
     schemas = copy.deepcopy(schemas)
     if agents or models:
@@ -262,7 +371,7 @@ def openapi_document(agents: tuple[str, ...] = (), models: tuple[str, ...] = ())
         props["model"]["enum"] = [*agents, *models]
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
-        paths.setdefault(op.path, {})[op.method] = _operation(op, refs, agents)
+        paths.setdefault(op.path, {})[op.method] = _operation(op, refs, agents, workflows)
     return {
         "openapi": "3.1.0",
         "info": {"title": "openheim", "version": __version__},

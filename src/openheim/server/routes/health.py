@@ -34,7 +34,11 @@ async def metrics(request: Request) -> Response:
 async def openapi(request: Request) -> Response:
     state = state_of(request)
     return json_response(
-        openapi_document(tuple(state.config.agents), tuple(state.proxied_models()))
+        openapi_document(
+            tuple(state.config.agents),
+            tuple(state.proxied_models()),
+            tuple(state.config.workflow_names()),
+        )
     )
 
 

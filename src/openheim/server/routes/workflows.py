@@ -41,6 +41,7 @@ from openheim.errors import (
     WorkflowStateError,
 )
 from openheim.server._http import error_response, event_stream, json_response
+from openheim.server._wf_schemas import WorkflowDecision, WorkflowFork, WorkflowSubmit
 from openheim.server._wire import BadRequest, decode_body, shown
 from openheim.workflow import Workflow
 
@@ -49,22 +50,10 @@ __all__ = ["routes_for"]
 POLL = 0.05  # seconds between looks at a running run's checkpoints
 
 
-class SubmitBody(msgspec.Struct, forbid_unknown_fields=True):
-    input: dict[str, Any] = msgspec.field(default_factory=dict)
-    run_id: str | None = None
-    wait: bool = False
-
-
-class ForkBody(msgspec.Struct, forbid_unknown_fields=True):
-    checkpoint: int | None = None
-    state: dict[str, Any] | None = None
-
-
-class DecideBody(msgspec.Struct, forbid_unknown_fields=True):
-    approved: bool
-    by: str | None = None
-    reason: str | None = None
-    edits: dict[str, Any] | None = None
+# The request bodies (also in /openapi.json).
+SubmitBody = WorkflowSubmit
+ForkBody = WorkflowFork
+DecideBody = WorkflowDecision
 
 
 def _plain(obj: Any) -> Any:
