@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 from starlette.requests import Request
@@ -72,12 +73,16 @@ def _result(res: Any) -> dict[str, Any]:
     }
 
 
+class _Conflict(Exception):
+    """A request that contradicts what the store holds (a 409)."""
+
+
 def _error(exc: BaseException) -> Response:
     if isinstance(exc, BadRequest):
         return error_response(400, str(exc), param=exc.param)
     if isinstance(exc, RunNotFoundError):
         return error_response(404, str(exc), code="not_found")
-    if isinstance(exc, (WorkflowApprovalError, WorkflowCancelled)):
+    if isinstance(exc, (WorkflowApprovalError, WorkflowCancelled, _Conflict)):
         return error_response(409, str(exc), code="conflict")
     if isinstance(exc, (WorkflowStateError, WorkflowDefinitionError)):
         return error_response(400, str(exc))
@@ -124,6 +129,14 @@ class _Routes:
         try:
             wf = self._wf(request)
             body = decode_body(await request.body() or b"{}", SubmitBody)
+            if body.run_id is not None:
+                if not body.run_id.strip():
+                    raise BadRequest("run_id must not be empty (omit it for a new id)", "run_id")
+                if await wf.journal.read(body.run_id):
+                    raise _Conflict(
+                        f"run {shown(body.run_id)} already exists; resume it, or choose "
+                        "a new run_id"
+                    )
             if body.wait:
                 try:
                     return json_response(_result(await wf.run(body.input, run_id=body.run_id)))
@@ -133,7 +146,8 @@ class _Routes:
                         raise
                     return json_response(_result(await wf.status(run_id)))
             run_id = await wf.launch(body.input, run_id=body.run_id)
-            headers = {"Location": f"/v1/workflows/{wf.name}/runs/{run_id}"}
+            name = quote(request.path_params["name"], safe="")
+            headers = {"Location": f"/v1/workflows/{name}/runs/{quote(run_id, safe='')}"}
             return json_response({"run_id": run_id, "status": "running"}, 202, headers)
         except Exception as exc:
             return _error(exc)
