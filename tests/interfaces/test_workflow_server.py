@@ -156,3 +156,18 @@ def test_the_routes_are_in_the_openapi_document(served: Served) -> None:
     assert set(run_schema["required"]) == {"run_id", "status", "state", "pending", "usage"}
     agent_runs = doc["paths"]["/v1/agents/{name}/runs"]["post"]
     assert "triage" not in agent_runs["parameters"][0]["schema"]["enum"]
+
+
+def test_serve_refuses_a_workflow_without_a_store(tmp_path: Path) -> None:
+    path = write_project(tmp_path, '[workflows.b]\nworkflow = "wfflows:built"\n')
+    shutil.copy(HERE / "wfflows.py", tmp_path / "wfflows.py")
+    proc = subprocess.run(
+        [sys.executable, "-m", "openheim", "serve", "--config", str(path), "--port", "0"],
+        cwd=tmp_path,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"{path}:1: workflows.b: workflow 'built' has no store" in proc.stderr

@@ -185,6 +185,14 @@ def create_app(config: Config, state: ServerState | None = None) -> Guard:
     metrics = Metrics(state)
     # [workflows.NAME] of the config, on its store: each tenant's runs in its own namespace.
     workflows = config.build_workflows()
+    for name, wf in workflows.items():
+        if not wf.journal.durable:
+            raise config.error(
+                ["workflows", name],
+                f"workflow {wf.name!r} has no store; served workflows need one so that any "
+                "process can answer for their runs (build it with store=..., or declare it "
+                "in the file to use [store].url)",
+            )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
