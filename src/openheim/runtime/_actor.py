@@ -1,9 +1,9 @@
 """One actor: its context (the cell the runtime keeps per live actor) and its reference.
 
 A live actor is a native :class:`~openheim._core.Actor` (a mailbox, attached
-only while messages wait) whose handler is :meth:`ActorContext._deliver`. An
+only while messages wait) whose handler is the :class:`ActorContext` itself. An
 ask is the message wrapped in an :class:`_Ask` carrying a future: the reply
-slot. ``_deliver`` runs the user's ``async def`` one step inline in the
+slot. Calling it runs the user's ``async def`` one step inline in the
 scheduler's pass; a handler that finishes without waiting on anything costs
 no Task at all, one that waits continues in the scheduler's busy-period Task.
 """
@@ -79,18 +79,15 @@ class ActorContext:
     __slots__ = (
         "_active",
         "_eager",
-        "_factory",
         "_fut",
         "_handler",
+        "_kind",
         "_loading",
         "_native",
-        "_ref",
         "_restarts",
         "_skip",
         "_spill",
-        "_state_type",
         "id",
-        "kind",
         "last_used",
         "obj",
         "parent",
@@ -103,34 +100,28 @@ class ActorContext:
         runtime: Runtime,
         actor_id: str,
         handler: Handler,
-        *,
         obj: Any = None,
-        kind: str | None = None,
-        factory: Callable[[str], Any] | None = None,
+        kind: Any = None,
         state: Any = None,
-        state_type: Any = None,
         parent: ActorContext | None = None,
         eager: bool = True,
         loading: bool = False,
     ) -> None:
         self.runtime = runtime
         self.id = actor_id
-        self.kind = kind
+        self._kind = kind  # the runtime's record of a registered kind (virtual actors)
         self._handler = handler
         self.obj = obj
-        self._factory = factory
         self.state = state
-        self._state_type = state_type
         self.parent = parent
         self._eager = eager
         self._loading = loading
         self._fut: asyncio.Future[Any] | None = None
-        self._ref: ActorRef | None = None
         self._restarts: collections.deque[float] | None = None
         self._skip = 0
         self._spill: collections.deque[Any] | None = None
         self._active = False
-        self.last_used = _monotonic()
+        self.last_used = _monotonic() if kind is not None else 0.0
         self._native: Actor[Any] = None  # type: ignore[assignment]  # set by the runtime
 
     def __repr__(self) -> str:
@@ -139,10 +130,13 @@ class ActorContext:
     @property
     def self(self) -> ActorRef:
         """A reference to this actor (to hand to others, or to send to itself)."""
-        ref = self._ref
-        if ref is None:
-            ref = self._ref = ActorRef(self.runtime, self.id, self)
-        return ref
+        return ActorRef(self.runtime, self.id, self)
+
+    @property
+    def kind(self) -> str | None:
+        """The registered kind of a virtual actor (None for a spawned one)."""
+        kind = self._kind
+        return None if kind is None else kind.name
 
     def reply(self, value: Any) -> None:
         """Answer the ask being handled now (no-op for a plain send or if answered already).
@@ -151,9 +145,17 @@ class ActorContext:
         """
         _settle(self._fut, value)
 
-    def spawn(self, actor: Any, *, id: str | None = None, **options: Any) -> ActorRef:
+    def spawn(
+        self,
+        actor: Any,
+        *,
+        id: str | None = None,
+        state: Any = None,
+        mailbox_size: int | None = None,
+        overflow: Any = None,
+    ) -> ActorRef:
         """Start a child actor (see :meth:`Runtime.spawn`); its id defaults to ``<mine>/<n>``."""
-        return self.runtime._spawn(actor, id, options, parent=self)
+        return self.runtime._spawn(actor, id, state, mailbox_size, overflow, self)
 
     async def save(self) -> None:
         """Snapshot ``ctx.state`` to the store now."""
@@ -161,8 +163,8 @@ class ActorContext:
 
     # -- delivery (called by the native scheduler, one message at a time) ---------------
 
-    def _deliver(self, m: Any) -> Any:
-        self.last_used = _monotonic()
+    def __call__(self, m: Any) -> Any:
+        """Handle one message (the native scheduler calls this)."""
         if type(m) is _Ask:
             msg: Any = m.msg
             fut: asyncio.Future[Any] | None = m.fut
@@ -181,7 +183,8 @@ class ActorContext:
             return self._activate_then(msg, fut)
         self._fut = fut
         self._active = True
-        if self.kind is not None:
+        if self._kind is not None:
+            self.last_used = _monotonic()
             self.runtime._touch(self)
         try:
             res = self._handler(msg, self)
@@ -339,7 +342,9 @@ class ActorRef:
         ``wait`` and ``fail``; with ``wait``, ``await ref.put(msg)`` waits for
         room) or drops the oldest queued message (``drop_oldest``).
         """
-        cell = self._live()
+        cell = self._cell
+        if cell is None or cell._native.stopped:
+            cell = self._live()
         try:
             cell._native.send(msg)
         except MailboxFull:
@@ -359,32 +364,32 @@ class ActorRef:
         :class:`~openheim.errors.AskTimeout` after ``timeout`` seconds;
         :class:`~openheim.errors.ActorFailed` if the handler kept failing.
         """
+        cell = self._cell
+        if cell is None or cell._native.stopped:
+            cell = self._live()
         rt = self.runtime
-        cell = self._live()
         fut: asyncio.Future[Any] = rt._loop.create_future()
         ask = _Ask(msg, fut)
-        native = cell._native
         try:
-            native.send(ask)
+            cell._native.send(ask)
         except MailboxFull:
             if rt._policy_of(cell) == "wait":
-                await native.put(ask)
+                await cell._native.put(ask)
             else:
                 rt._overflow(cell, ask)
+        pending = rt._asks
+        pending.add(fut)
         if timeout is None:
-            pending = rt._asks
-            pending.add(fut)
             try:
                 return await fut
             finally:
                 pending.discard(fut)
         handle = rt._loop.call_later(timeout, _time_out, fut, self.id, timeout)
-        rt._asks.add(fut)
         try:
             return await fut
         finally:
             handle.cancel()
-            rt._asks.discard(fut)
+            pending.discard(fut)
 
     def stop(self) -> None:
         """Stop the actor now: queued messages are dropped, it takes no more."""

@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import re
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Overflow", "Runtime"]
 
+_Function = types.FunctionType
 Overflow = Literal["wait", "fail", "drop_oldest"]
 _OVERFLOWS = ("wait", "fail", "drop_oldest")
 
@@ -75,8 +77,15 @@ class _Kind:
         self.eager = eager
 
 
+def _state_type(cell: ActorContext) -> Any:
+    kind = cell._kind
+    return None if kind is None else kind.state_type
+
+
 def _handler_of(actor: Any) -> tuple[Handler, Any, bool]:
     """(handler, object, eager) for a function, a ``receive`` object or an Agent."""
+    if type(actor) is _Function:
+        return actor, None, True
     if type(actor).__module__.startswith("openheim.agent"):
         from openheim.agent import Agent
 
@@ -236,38 +245,38 @@ class Runtime:
         """Start an actor: ``async def handler(msg, ctx)``, an object with ``async def
         receive(self, msg, ctx)``, or an Agent (then the actor is the agent's session
         ``id`` and an ask returns its RunResult). ``state`` is its initial ``ctx.state``."""
-        return self._spawn(
-            actor,
-            id,
-            {"state": state, "mailbox_size": mailbox_size, "overflow": overflow},
-            parent=None,
-        )
+        return self._spawn(actor, id, state, mailbox_size, overflow, None)
 
     def _spawn(
-        self, actor: Any, actor_id: str | None, options: dict[str, Any], parent: ActorContext | None
+        self,
+        actor: Any,
+        actor_id: str | None,
+        state: Any,
+        mailbox_size: int | None,
+        overflow: Overflow | None,
+        parent: ActorContext | None,
     ) -> ActorRef:
-        sched = self._running()
-        unknown = set(options) - {"state", "mailbox_size", "overflow"}
-        if unknown:
-            raise ConfigError(f"spawn got unknown options {sorted(unknown)}")
+        sched = self._sched
+        if sched is None or self._closing:
+            sched = self._running()  # raises
         handler, obj, eager = _handler_of(actor)
         if actor_id is None:
             self._children += 1
             prefix = parent.id if parent is not None else "actor"
             actor_id = f"{prefix}/{self._children}"
-        actor_id = _check_id(actor_id)
-        if actor_id in self._live:
+        elif type(actor_id) is not str or not actor_id or actor_id[0] == " " or actor_id[-1] == " ":
+            _check_id(actor_id)
+        live = self._live
+        if actor_id in live:
             raise ConfigError(f"an actor with id {actor_id!r} is already running; stop it first")
-        cell = ActorContext(
-            self, actor_id, handler, obj=obj, state=options.get("state"), parent=parent, eager=eager
-        )
-        overflow = options.get("overflow")
+        cell = ActorContext(self, actor_id, handler, obj, None, state, parent, eager)
         if overflow is not None:
             self._policies[actor_id] = _check_overflow(overflow)
-        size = options.get("mailbox_size") or self.mailbox_size
-        cell._native = sched.spawn(cell._deliver, maxsize=size, name=actor_id)
-        self._live[actor_id] = cell
-        return cell.self
+        if mailbox_size is not None and mailbox_size < 1:
+            raise ConfigError(f"mailbox_size is >= 1, got {mailbox_size!r}")
+        cell._native = sched.spawn(cell, maxsize=mailbox_size or self.mailbox_size, name=actor_id)
+        live[actor_id] = cell
+        return ActorRef(self, actor_id, cell)
 
     def register(
         self,
@@ -311,17 +320,8 @@ class Runtime:
         if kind is None:
             raise ActorStopped(f"actor {actor_id!r} is stopped and takes no more messages")
         # Activation: the cell exists now; its state loads before its first message.
-        cell = ActorContext(
-            self,
-            actor_id,
-            _not_loaded,
-            kind=kind.name,
-            factory=kind.factory,
-            state_type=kind.state_type,
-            eager=kind.eager,
-            loading=True,
-        )
-        cell._native = sched.spawn(cell._deliver, maxsize=self.mailbox_size, name=actor_id)
+        cell = ActorContext(self, actor_id, _not_loaded, None, kind, None, None, kind.eager, True)
+        cell._native = sched.spawn(cell, maxsize=self.mailbox_size, name=actor_id)
         self._live[actor_id] = cell
         self._lru[actor_id] = cell
         limit = self.max_live_actors
@@ -333,20 +333,19 @@ class Runtime:
         saving = self._saving.get(cell.id)
         if saving is not None:
             await saving
-        assert cell._factory is not None
-        handler, obj, eager = _handler_of(cell._factory(cell.id))
+        handler, obj, eager = _handler_of(cell._kind.factory(cell.id))
         cell._handler, cell.obj, cell._eager = handler, obj, eager
         got = await self.store.get(state_key(cell.id))
         if got is not None:
-            cell.state = decode_state(got[0], cell._state_type)
+            cell.state = decode_state(got[0], _state_type(cell))
 
     async def _restart(self, cell: ActorContext) -> None:
         """One-for-one restart: a new object from the factory, state from the last snapshot."""
-        if cell._factory is not None:
-            handler, obj, eager = _handler_of(cell._factory(cell.id))
+        if cell._kind is not None:
+            handler, obj, eager = _handler_of(cell._kind.factory(cell.id))
             cell._handler, cell.obj, cell._eager = handler, obj, eager
         got = await self.store.get(state_key(cell.id))
-        cell.state = decode_state(got[0], cell._state_type) if got is not None else None
+        cell.state = decode_state(got[0], _state_type(cell)) if got is not None else None
 
     def _running(self) -> Scheduler:
         sched = self._sched
@@ -437,8 +436,8 @@ class Runtime:
         if not policies:
             return self.overflow
         got = policies.get(cell.id)
-        if got is None and cell.kind is not None:
-            got = policies.get("kind:" + cell.kind)
+        if got is None and cell._kind is not None:
+            got = policies.get("kind:" + cell._kind.name)
         return got if got is not None else self.overflow
 
     def _overflow(self, cell: ActorContext, msg: Any) -> None:
