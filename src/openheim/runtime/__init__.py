@@ -5,7 +5,8 @@ id=...)`` gives an :class:`ActorRef` (``send``, ``put``, ``ask``); virtual actor
 (``rt.register(kind, factory)``, ``rt.ref("kind/id")``) are passivated to the
 store and activated again by their next message; failing handlers are restarted
 under a :class:`RestartPolicy`, and messages that keep failing go to the
-dead-letter log.
+dead-letter log. :mod:`openheim.runtime.patterns` builds multi-agent patterns
+on actors: delegation, handoff, router, team, map-reduce.
 """
 
 from __future__ import annotations
@@ -13,6 +14,15 @@ from __future__ import annotations
 from openheim.runtime._actor import ActorContext, ActorRef
 from openheim.runtime._records import ChildFailed, DeadLetter, RestartPolicy
 from openheim.runtime._runtime import Overflow, Runtime
+from openheim.runtime.patterns import (
+    Router,
+    TeamResult,
+    Turn,
+    delegate,
+    handoff,
+    map_reduce,
+    team,
+)
 
 __all__ = [
     "ActorContext",
@@ -21,5 +31,12 @@ __all__ = [
     "DeadLetter",
     "Overflow",
     "RestartPolicy",
+    "Router",
     "Runtime",
+    "TeamResult",
+    "Turn",
+    "delegate",
+    "handoff",
+    "map_reduce",
+    "team",
 ]
