@@ -206,3 +206,19 @@ async def test_stopped_actor_refuses_messages() -> None:
         with pytest.raises(ActorStopped, match="'gone'"):
             ref.send(2)
         assert "gone" not in rt.live()
+
+
+async def test_eager_false_runs_the_handler_in_a_task_from_its_start() -> None:
+    async def timed(msg: str, ctx: ActorContext) -> bool:
+        # What asyncio.timeout() and friends need: a current Task at the start.
+        return asyncio.current_task() is not None
+
+    async def first_step(msg: str, ctx: ActorContext) -> bool:
+        return asyncio.current_task() is not None
+
+    async with Runtime() as rt:
+        assert await rt.spawn(timed, eager=False).ask("x") is True
+        # Eager (the default): a handler that never waits runs inline, without a Task.
+        assert await rt.spawn(first_step).ask("x") is False
+        rt.register("t", lambda actor_id: timed, eager=False)
+        assert await rt.ref("t/1").ask("x") is True

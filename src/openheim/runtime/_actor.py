@@ -153,9 +153,10 @@ class ActorContext:
         state: Any = None,
         mailbox_size: int | None = None,
         overflow: Any = None,
+        eager: bool = True,
     ) -> ActorRef:
         """Start a child actor (see :meth:`Runtime.spawn`); its id defaults to ``<mine>/<n>``."""
-        return self.runtime._spawn(actor, id, state, mailbox_size, overflow, self)
+        return self.runtime._spawn(actor, id, state, mailbox_size, overflow, self, eager)
 
     async def save(self) -> None:
         """Snapshot ``ctx.state`` to the store now."""

@@ -133,6 +133,12 @@ class Runtime:
     hold ``mailbox_size`` messages; ``overflow`` says what a send to a full one
     does (``wait``, ``fail``, ``drop_oldest``). ``restart`` is the supervision
     policy. ``namespace`` separates runtimes sharing a store.
+
+    A handler runs up to its first real wait inline in the scheduler's pass
+    (a handler that never waits costs no Task); until then there is no
+    current Task, so a handler that starts with ``asyncio.timeout()`` (or
+    anything else needing ``asyncio.current_task()``) is spawned or
+    registered with ``eager=False``. Agents always run in a Task.
     """
 
     def __init__(
@@ -241,11 +247,12 @@ class Runtime:
         state: Any = None,
         mailbox_size: int | None = None,
         overflow: Overflow | None = None,
+        eager: bool = True,
     ) -> ActorRef:
         """Start an actor: ``async def handler(msg, ctx)``, an object with ``async def
         receive(self, msg, ctx)``, or an Agent (then the actor is the agent's session
         ``id`` and an ask returns its RunResult). ``state`` is its initial ``ctx.state``."""
-        return self._spawn(actor, id, state, mailbox_size, overflow, None)
+        return self._spawn(actor, id, state, mailbox_size, overflow, None, eager)
 
     def _spawn(
         self,
@@ -255,11 +262,13 @@ class Runtime:
         mailbox_size: int | None,
         overflow: Overflow | None,
         parent: ActorContext | None,
+        eager: bool = True,
     ) -> ActorRef:
         sched = self._sched
         if sched is None or self._closing:
             sched = self._running()  # raises
-        handler, obj, eager = _handler_of(actor)
+        handler, obj, inline = _handler_of(actor)
+        eager = eager and inline
         if actor_id is None:
             self._children += 1
             prefix = parent.id if parent is not None else "actor"
@@ -285,6 +294,7 @@ class Runtime:
         *,
         state_type: Any = None,
         overflow: Overflow | None = None,
+        eager: bool = True,
     ) -> None:
         """Declare a kind of virtual actor: ``factory(id)`` makes the actor (function,
         receive object or Agent) for ``ref("kind/...")`` when a message activates it;
@@ -293,7 +303,7 @@ class Runtime:
             raise ConfigError(f"a kind is a non-empty name without '/', got {kind!r}")
         if not callable(factory):
             raise ConfigError(f"the factory of kind {kind!r} must be callable, got {factory!r}")
-        self._kinds[kind] = _Kind(kind, factory, state_type, True)
+        self._kinds[kind] = _Kind(kind, factory, state_type, eager)
         if overflow is not None:
             self._policies["kind:" + kind] = _check_overflow(overflow)
 
@@ -334,7 +344,7 @@ class Runtime:
         if saving is not None:
             await saving
         handler, obj, eager = _handler_of(cell._kind.factory(cell.id))
-        cell._handler, cell.obj, cell._eager = handler, obj, eager
+        cell._handler, cell.obj, cell._eager = handler, obj, eager and cell._kind.eager
         got = await self.store.get(state_key(cell.id))
         if got is not None:
             cell.state = decode_state(got[0], _state_type(cell))
@@ -343,7 +353,11 @@ class Runtime:
         """One-for-one restart: a new object from the factory, state from the last snapshot."""
         if cell._kind is not None:
             handler, obj, eager = _handler_of(cell._kind.factory(cell.id))
-            cell._handler, cell.obj, cell._eager = handler, obj, eager
+            cell._handler, cell.obj, cell._eager = (
+                handler,
+                obj,
+                eager and cell._kind.eager and cell._kind.eager,
+            )
         got = await self.store.get(state_key(cell.id))
         cell.state = decode_state(got[0], _state_type(cell)) if got is not None else None
 
