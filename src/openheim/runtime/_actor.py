@@ -394,7 +394,7 @@ class ActorRef:
 
     def stop(self) -> None:
         """Stop the actor now: queued messages are dropped, it takes no more."""
-        cell = self._cell or self.runtime._live.get(self.id)
+        cell = self.runtime._live.get(self.id) or self._cell
         if cell is not None:
             self.runtime._stop_cell(cell)
 

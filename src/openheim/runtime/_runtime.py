@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import re
+import time
 import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
@@ -431,8 +432,7 @@ class Runtime:
         if self._closing:
             return
         assert self.passivate_after is not None
-        cutoff = self._loop.time() - self.passivate_after
-        # last_used is time.monotonic(); the default loop clock is the same clock.
+        cutoff = time.monotonic() - self.passivate_after  # the clock of last_used
         for cell in list(self._lru.values()):
             if cell.last_used >= cutoff:
                 break  # the LRU order is by last use
