@@ -276,58 +276,72 @@ def run(repeat: int = REPEAT) -> list[Row]:
     model = LlamaModel(path, n_ctx=16384, n_parallel=64, n_threads=THREADS, n_gpu_layers=GPU_LAYERS)
     rows: list[Row] = []
     med = statistics.median
+    # Repeats go round every configuration in turn, so a change in the
+    # machine's load falls on all of them alike.
+    got: dict[str, list[float]] = {}
+    per8: list[dict[str, float]] = []
+    per64: list[dict[str, float]] = []
+
+    def add(key: str, value: float) -> None:
+        got.setdefault(key, []).append(value)
+
     try:
         _serial_llama_cpp(llm, 1, 8)  # warm both sides
         asyncio.run(_concurrent(model, 2, 8))
-        serial = med(_serial_llama_cpp(llm, 8) for _ in range(repeat))
-        single = med(_serial_llama_cpp(llm, 1) for _ in range(repeat))
-
-        one = med(asyncio.run(_concurrent(model, 1))[0] for _ in range(repeat))
-        rows.append(Row("1 request × 128 tokens", one, single, "tok/s", "Llama", target=0.97))
-
-        runs8 = [_steps(model, lambda: asyncio.run(_concurrent(model, 8))) for _ in range(repeat)]
-        tput8 = med(r[0][0] for r in runs8)
+        for _ in range(repeat):
+            add("serial", _serial_llama_cpp(llm, 8))
+            add("single", _serial_llama_cpp(llm, 1))
+            add("one", asyncio.run(_concurrent(model, 1))[0])
+            (tput, delays), per = _steps(model, lambda: asyncio.run(_concurrent(model, 8)))
+            add("eight", tput)
+            add("busy", _p99(delays))
+            add("idle", _p99(asyncio.run(_idle_delays())))
+            per8.append(per)
+            for n in (8, 16, 32, 64):
+                (tput, _), per = _steps(
+                    model, lambda n=n: asyncio.run(_concurrent(model, n, SCALE_TOKENS))
+                )
+                add(f"scale{n}", tput)
+                if n == 64:
+                    per64.append(per)
+        m = {k: med(v) for k, v in got.items()}
+        rows.append(
+            Row("1 request × 128 tokens", m["one"], m["single"], "tok/s", "Llama", target=0.97)
+        )
         rows.append(
             Row(
-                "8 concurrent × 128 tokens", tput8, serial, "tok/s", "Llama, 8 serially", target=2.2
+                "8 concurrent × 128 tokens",
+                m["eight"],
+                m["serial"],
+                "tok/s",
+                "Llama, 8 serially",
+                target=2.2,
             )
         )
-        idle = _p99(asyncio.run(_idle_delays()))
-        busy = med(_p99(r[0][1]) for r in runs8)
         rows.append(
             Row(
                 "asyncio delay p99, 8 generating",
-                busy * 1e3,
-                idle * 1e3,
+                m["busy"] * 1e3,
+                m["idle"] * 1e3,
                 "ms",
                 "same loop idle",
                 higher_is_better=False,
                 limit=5.0,
             )
         )
-        scale: dict[int, float] = {}
-        per64: dict[str, float] = {}
-        for n in (8, 16, 32, 64):
-            runs = [
-                _steps(model, lambda n=n: asyncio.run(_concurrent(model, n, SCALE_TOKENS)))
-                for _ in range(max(1, repeat - 1))
-            ]
-            scale[n] = med(r[0][0] for r in runs)
-            if n == 64:
-                per64 = {k: med(r[1][k] for r in runs) for k in runs[0][1]}
-            if n > 8:
-                rows.append(
-                    Row(
-                        f"{n} concurrent × {SCALE_TOKENS} tokens",
-                        scale[n],
-                        scale[n // 2],
-                        "tok/s",
-                        f"{n // 2} concurrent (rise or flat)",
-                        target=0.95,
-                    )
+        for n in (16, 32, 64):
+            rows.append(
+                Row(
+                    f"{n} concurrent × {SCALE_TOKENS} tokens",
+                    m[f"scale{n}"],
+                    m[f"scale{n // 2}"],
+                    "tok/s",
+                    f"{n // 2} concurrent (rise or flat)",
+                    target=0.95,
                 )
-        per8 = {k: med(r[1][k] for r in runs8) for k in runs8[0][1]}
-        for n, per, lim in ((8, per8, 0.5), (64, per64, 2.0)):
+            )
+        for n, pers, lim in ((8, per8, 0.5), (64, per64, 2.0)):
+            per = {k: med(p[k] for p in pers) for k in pers[0]}
             for key, label in (("host_ns", "wall"), ("host_cpu_ns", "CPU")):
                 rows.append(
                     Row(
@@ -357,8 +371,11 @@ def run(repeat: int = REPEAT) -> list[Row]:
     finally:
         model.close()
         llm.close()
-    restored = med(_first_token_after_return(path, 1024) for _ in range(max(1, repeat - 1)))
-    reread = med(_first_token_after_return(path, 0) for _ in range(max(1, repeat - 1)))
+    ttft: dict[int, list[float]] = {1024: [], 0: []}
+    for _ in range(max(1, repeat - 1)):
+        for mb in ttft:
+            ttft[mb].append(_first_token_after_return(path, mb))
+    restored, reread = med(ttft[1024]), med(ttft[0])
     rows.append(
         Row(
             "2nd turn of a 2,000-token session, 1st token",

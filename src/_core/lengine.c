@@ -577,9 +577,11 @@ int oh_le_pump(oh_lengine *e, oh_le_note *out, size_t cap, size_t *n, double tim
         }
     }
     size_t k = e->n_notes < cap ? e->n_notes : cap;
-    memcpy(out, e->notes, k * sizeof(oh_le_note));
-    memmove(e->notes, e->notes + k, (e->n_notes - k) * sizeof(oh_le_note));
-    e->n_notes -= k;
+    if (k > 0) {
+        memcpy(out, e->notes, k * sizeof(oh_le_note));
+        memmove(e->notes, e->notes + k, (e->n_notes - k) * sizeof(oh_le_note));
+        e->n_notes -= k;
+    }
     *n = k;
     int closed = e->closed;
     pthread_mutex_unlock(&e->nmu);

@@ -59,6 +59,7 @@ working::
         ├── WorkflowStepError                 a node failed after its retries (cause attached)
         ├── WorkflowTimeout (TimeoutError)    a node or a run took longer than its timeout
         ├── WorkflowCancelled                 the run was cancelled
+        ├── WorkflowBusyError                 another process is resuming the run
         ├── BudgetExceededError               a run used up its token, step or time budget
         ├── RunNotFoundError (KeyError)       no run (or approval) with this id in the store
         └── WorkflowApprovalError             deciding an unknown or already decided approval
@@ -126,6 +127,7 @@ __all__ = [
     "ToolTimeout",
     "VersionConflictError",
     "WorkflowApprovalError",
+    "WorkflowBusyError",
     "WorkflowCancelled",
     "WorkflowDefinitionError",
     "WorkflowError",
@@ -397,6 +399,11 @@ class WorkflowTimeout(WorkflowError, TimeoutError):
 
 class WorkflowCancelled(WorkflowError):
     """The workflow run was cancelled (``cancel(run_id)``); it cannot be resumed."""
+
+
+class WorkflowBusyError(WorkflowError):
+    """Another process holds the run's lease (it is resuming the run); wait, or retry
+    once its lease has expired if that process died."""
 
 
 class BudgetExceededError(WorkflowError):

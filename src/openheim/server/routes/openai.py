@@ -121,9 +121,8 @@ async def _agent_chat(
         state.acquire(tenant)
     except TooManyRuns:
         return too_many(state)
-    history = state.history(tenant)
-    session = "_chat/" + oa.new_id()
-    history.scratch(session, messages[:-1])
+    # The client's conversation is the run's history: nothing is stored.
+    earlier = messages[:-1]
     prompt = messages[-1].content or ""
     cid = oa.new_id()
     what = f"agent {agent.name!r}"
@@ -132,7 +131,6 @@ async def _agent_chat(
     effective = agent.model_settings.merged(settings)
 
     async def done() -> None:
-        history.drop(session)
         state.release(tenant)
 
     if req.stream:
@@ -141,7 +139,7 @@ async def _agent_chat(
         async def events() -> AsyncIterator[bytes]:
             yield oa.chunk(cid, req.model, {"role": "assistant", "content": ""})
             last: Usage | None = None
-            async for ev in agent.stream(prompt, session=session, model_settings=settings):
+            async for ev in agent.stream(prompt, message_history=earlier, model_settings=settings):
                 if type(ev) is TextDelta:
                     yield oa.chunk(cid, req.model, {"content": ev.text})
                 elif type(ev) is UsageEvent:
@@ -159,7 +157,7 @@ async def _agent_chat(
     result: RunResult | None = None
     last: Usage | None = None
     try:
-        async for ev in agent.stream(prompt, session=session, model_settings=settings):
+        async for ev in agent.stream(prompt, message_history=earlier, model_settings=settings):
             if type(ev) is UsageEvent:
                 last = ev.usage
             elif type(ev) is Done:
