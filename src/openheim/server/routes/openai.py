@@ -30,7 +30,7 @@ from openheim.server._state import ServerState, TooManyRuns
 from openheim.server._wire import BadRequest, json_encode, shown
 
 if TYPE_CHECKING:
-    from openheim.agent import Agent, RunResult
+    from openheim.agent import Agent, AgentEvent
     from openheim.models import Model
 
 
@@ -115,7 +115,7 @@ def _finish(last_turn: Usage | None, settings: ModelSettings) -> str:
 async def _agent_chat(
     state: ServerState, tenant: str, agent: Agent, req: oa.ChatRequest, messages: list[Message]
 ) -> Response:
-    from openheim.agent import Done, TextDelta, UsageEvent
+    from openheim.agent import Done, TextDelta, UsageEvent, result_of
 
     try:
         state.acquire(tenant)
@@ -154,19 +154,21 @@ async def _agent_chat(
             yield oa.DONE
 
         return chat_stream(events(), what, done)
-    result: RunResult | None = None
     last: Usage | None = None
-    try:
+
+    async def watched() -> AsyncIterator[AgentEvent]:
+        nonlocal last
         async for ev in agent.stream(prompt, message_history=earlier, model_settings=settings):
             if type(ev) is UsageEvent:
                 last = ev.usage
-            elif type(ev) is Done:
-                result = ev.result
+            yield ev
+
+    try:
+        result = await result_of(watched())
     except Exception as exc:
         return failure(exc, what)
     finally:
         await done()
-    assert result is not None
     out = result.output
     text = out if isinstance(out, str) or out is None else json_encode(out).decode()
     return json_response(
