@@ -333,6 +333,15 @@ def test_openapi_covers_every_route(server: Served, monkeypatch: pytest.MonkeyPa
         ("get", "/v1/sessions"),
         ("get", "/v1/sessions/{session_id}"),
         ("delete", "/v1/sessions/{session_id}"),
+        # routes/workflows.py (the config's [workflows.NAME])
+        ("post", "/v1/workflows/{name}/runs"),
+        ("get", "/v1/workflows/{name}/runs/{run_id}"),
+        ("get", "/v1/workflows/{name}/runs/{run_id}/events"),
+        ("post", "/v1/workflows/{name}/runs/{run_id}/cancel"),
+        ("post", "/v1/workflows/{name}/runs/{run_id}/resume"),
+        ("post", "/v1/workflows/{name}/runs/{run_id}/fork"),
+        ("get", "/v1/workflows/{name}/approvals"),
+        ("post", "/v1/workflows/{name}/approvals/{approval_id}"),
     }
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert documented == expected
