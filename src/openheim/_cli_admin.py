@@ -127,6 +127,32 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     return run_to_end(agent, args.json, resume_paused(agent, paused.run_id, decisions))
 
 
+# ---- actors ---------------------------------------------------------------------------
+
+
+def cmd_actors(args: argparse.Namespace) -> int:
+    """``actors dead-letters``: the messages the runtime's actors could not handle."""
+    config = _config(args)
+    letters = asyncio.run(_dead_letters(config.store.url, args.namespace))
+    if args.json:
+        print(_json.encode({"dead_letters": letters}).decode())
+        return EXIT_OK
+    for letter in letters:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(letter.at))
+        print(f"{letter.seq}\t{when}\t{letter.actor}\t{letter.error_type}: {letter.error}")
+        print(f"\tmessage: {letter.message!r}")
+    if not letters:
+        _say(f"no dead letters in {config.store.url} (namespace {args.namespace!r})")
+    return EXIT_OK
+
+
+async def _dead_letters(url: str, namespace: str) -> list[Any]:
+    from openheim.runtime import Runtime
+
+    async with Runtime(store=url, namespace=namespace) as rt:
+        return await rt.dead_letters()
+
+
 # ---- models, check --------------------------------------------------------------------
 
 

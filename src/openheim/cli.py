@@ -143,6 +143,22 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
         "--reason", default=None, help="why the calls are rejected (shown to the model)"
     )
 
+    actors = sub.add_parser(
+        "actors", parents=[common, as_json], help="the actor runtime's dead-letter log"
+    )
+    actors.add_argument(
+        "action",
+        nargs="?",
+        default="dead-letters",
+        choices=["dead-letters"],
+        help="what to show (default dead-letters)",
+    )
+    actors.add_argument(
+        "--namespace",
+        default="actors",
+        help="the runtime's namespace in the store (Runtime(namespace=...), default actors)",
+    )
+
     sub.add_parser("models", parents=[common, as_json], help="configured agents and models")
     sub.add_parser(
         "check",
@@ -331,6 +347,7 @@ _COMMANDS = {
     "serve": _cmd_serve,
     "sessions": _admin("cmd_sessions"),
     "approvals": _admin("cmd_approvals"),
+    "actors": _admin("cmd_actors"),
     "models": _admin("cmd_models"),
     "check": _admin("cmd_check"),
     "workflow": _cmd_workflow,
