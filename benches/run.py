@@ -24,6 +24,13 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
             "actor scheduler vs a Task + asyncio.Queue per actor (msgs/s; memory: lower is better)",
         ),
     ],
+    "actors": [
+        (
+            "bench_actors",
+            "actor runtime vs autogen-core SingleThreadedAgentRuntime (asks/s: target ≥20×; "
+            "spawn + first message: target ≥100×; memory per idle actor: limit 1 KB)",
+        ),
+    ],
     "agent": [
         ("bench_agent", "agent runs (runs/s, higher is better; target ≥20× pydantic-ai)"),
     ],

@@ -60,6 +60,7 @@ PUBLIC_API = [
     "RunContext",
     "RunResult",
     "RunState",
+    "Runtime",
     "StopRun",
     "TextDelta",
     "Tool",

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from openheim.errors import StopRun, ToolError
     from openheim.messages import Message, ToolCall, Usage
     from openheim.models.base import ModelSettings, TextDelta
+    from openheim.runtime import Runtime
     from openheim.stores.history import HistoryStore, InMemoryHistory
     from openheim.tools import RunContext, Tool, Toolset, tool
     from openheim.tools.mcp import MCPServerHTTP, MCPServerStdio
@@ -68,6 +69,7 @@ __all__ = [
     "RunContext",
     "RunResult",
     "RunState",
+    "Runtime",
     "StopRun",
     "TextDelta",
     "Tool",
@@ -117,6 +119,8 @@ _LAZY: dict[str, str] = {
     "Usage": "openheim.messages:Usage",
     "UsageEvent": "openheim.agent.events:UsageEvent",
     "errors": "openheim.errors",
+    # actors
+    "Runtime": "openheim.runtime:Runtime",
     # workflows
     "Budget": "openheim.workflow:Budget",
     "Retry": "openheim.workflow:Retry",

@@ -92,11 +92,11 @@ def run_to_end(agent: Any, as_json: bool, events: Any) -> int:
 
 
 async def _print_run(agent: Any, as_json: bool, events: Any) -> int:
-    from openheim.agent import Done, TextDelta, ToolCalled
+    from openheim.agent import TextDelta, ToolCalled, result_of
 
     stream_text = not as_json and sys.stdout.isatty()
-    result = None
-    try:
+
+    async def shown() -> Any:
         async for event in events:
             kind = type(event)
             if kind is TextDelta and stream_text:
@@ -104,11 +104,12 @@ async def _print_run(agent: Any, as_json: bool, events: Any) -> int:
                 sys.stdout.flush()
             elif kind is ToolCalled and stream_text:
                 sys.stderr.write(f"\n[tool {event.name}]\n")
-            elif kind is Done:
-                result = event.result
+            yield event
+
+    try:
+        result = await result_of(shown())
     finally:
         await agent.aclose()
-    assert result is not None
     paused = result.stop_reason == "approval_required"
     if as_json:
         out: dict[str, Any] = {

@@ -99,8 +99,8 @@ class AgentConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
-    # None: .openheim/state.db beside the config file (DEFAULT_STORE without one).
-    url: str | None = None
+    # Without [store].url in a config file: .openheim/state.db beside the file (load_config).
+    url: str = DEFAULT_STORE
 
 
 class ApiKey(msgspec.Struct, forbid_unknown_fields=True):
@@ -222,8 +222,6 @@ class Config:
         self.providers = data.providers
         self.agents = data.agents
         self.store = data.store
-        if self.store.url is None:
-            self.store = StoreConfig(url=default_store_url(path))
         self.server = data.server
         self.path = path
         # Where tools modules named in the file live (searched after installed modules).
@@ -233,7 +231,7 @@ class Config:
     @property
     def store_url(self) -> str:
         """The store URL: ``[store].url``, else ``.openheim/state.db`` beside the file."""
-        return self.store.url or default_store_url(self.path)
+        return self.store.url
 
     def error(self, path: Sequence[str | int], message: str) -> ConfigError:
         """A ConfigError naming the file, the line of ``path`` and the key."""
@@ -597,6 +595,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         store=_convert(shell, raw.get("store", {}), StoreConfig, ["store"]),
         server=_convert(shell, raw.get("server", {}), ServerConfig, ["server"]),
     )
+    store = raw.get("store", {})
+    if isinstance(store, dict) and "url" not in store:
+        data.store = StoreConfig(url=default_store_url(p))  # two projects never share one
     unknown = set(raw) - {"providers", "agents", "store", "server"}
     if unknown:
         key = sorted(unknown)[0]

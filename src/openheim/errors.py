@@ -59,17 +59,27 @@ working::
         ├── WorkflowStepError                 a node failed after its retries (cause attached)
         ├── WorkflowTimeout (TimeoutError)    a node or a run took longer than its timeout
         ├── WorkflowCancelled                 the run was cancelled
+        ├── WorkflowBusyError                 another process is resuming the run
         ├── BudgetExceededError               a run used up its token, step or time budget
         ├── RunNotFoundError (KeyError)       no run (or approval) with this id in the store
         └── WorkflowApprovalError             deciding an unknown or already decided approval
+
+    OpenheimError (actors)
+    └── ActorError                            the actor runtime (openheim.runtime)
+        ├── AskTimeout (TimeoutError)         an ask got no reply in time
+        ├── ActorFailed                       a handler kept failing on a message (dead-lettered)
+        └── MessageDropped                    a message dropped unhandled (overflow, stop)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ActorError",
+    "ActorFailed",
     "ActorStopped",
     "AgentError",
     "ApprovalError",
+    "AskTimeout",
     "AuthenticationError",
     "BadRequestError",
     "BudgetExceededError",
@@ -88,6 +98,7 @@ __all__ = [
     "MailboxFull",
     "MailboxTimeout",
     "MaxIterationsError",
+    "MessageDropped",
     "ModelConnectionError",
     "ModelError",
     "ModelHTTPError",
@@ -116,6 +127,7 @@ __all__ = [
     "ToolTimeout",
     "VersionConflictError",
     "WorkflowApprovalError",
+    "WorkflowBusyError",
     "WorkflowCancelled",
     "WorkflowDefinitionError",
     "WorkflowError",
@@ -389,6 +401,11 @@ class WorkflowCancelled(WorkflowError):
     """The workflow run was cancelled (``cancel(run_id)``); it cannot be resumed."""
 
 
+class WorkflowBusyError(WorkflowError):
+    """Another process holds the run's lease (it is resuming the run); wait, or retry
+    once its lease has expired if that process died."""
+
+
 class BudgetExceededError(WorkflowError):
     """A run used up its budget (model tokens, steps or active seconds)."""
 
@@ -402,3 +419,30 @@ class RunNotFoundError(WorkflowError, KeyError):
 
 class WorkflowApprovalError(WorkflowError):
     """Deciding an approval that is not pending (already decided or expired)."""
+
+
+# -- actors --------------------------------------------------------------------------------
+
+
+class ActorError(OpenheimError):
+    """Base class of the errors of :mod:`openheim.runtime`."""
+
+
+class AskTimeout(ActorError, TimeoutError):
+    """An ``ask`` got no reply within its timeout (the message may still be handled)."""
+
+
+class ActorFailed(ActorError):
+    """The actor's handler kept failing on a message; ``__cause__`` is its last exception.
+
+    The message went to the runtime's dead-letter log (``rt.dead_letters()``).
+    """
+
+    def __init__(self, message: str, *, actor: str = "") -> None:
+        super().__init__(message)
+        self.actor = actor
+
+
+class MessageDropped(ActorError):
+    """The message was dropped unhandled: its actor's mailbox overflowed (policy
+    ``drop_oldest``) or the actor stopped before handling it."""

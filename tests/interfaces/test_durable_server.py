@@ -574,3 +574,59 @@ def test_a_server_leaves_a_live_cli_run_alone_and_resumes_a_dead_one(tmp_path: P
         if cli.poll() is None:
             cli.kill()
             cli.communicate(timeout=30)
+
+
+# ---- the OpenAI-compatible endpoint stores nothing -------------------------------------
+
+
+def test_chat_completions_pass_the_conversation_and_store_nothing(shared: Served) -> None:
+    import openai
+
+    async def stored() -> tuple[list[str], list[str]]:
+        store = open_store(f"sqlite:///{shared.config.parent / 'state.db'}", namespace="acme")
+        try:
+            return await store.list(), await store.list_logs()
+        finally:
+            await store.aclose()
+
+    before = asyncio.run(stored())
+    client = openai.OpenAI(base_url=f"{shared.url}/v1", api_key=KEYS["acme"], max_retries=0)
+    conversation: list[Any] = [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "echo: first"},
+        {"role": "user", "content": "second"},
+    ]
+    res = client.chat.completions.create(model="echo", messages=conversation)
+    assert res.choices[0].message.content == "echo: second (turn 2)"
+    chunks = client.chat.completions.create(model="echo", messages=conversation, stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "echo: second (turn 2)"
+    # A streamed answer the client walks away from leaves nothing behind either.
+    with shared.client() as c:
+        body = {"model": "slow", "messages": [{"role": "user", "content": "sleep 0.5"}]}
+        with c.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+            next(r.iter_lines())
+    poll(lambda: asyncio.run(stored()) == before, what="the store staying as it was")
+    with shared.client() as c:
+        assert not [s for s in c.get("/v1/sessions").json()["sessions"] if "chat" in s]
+
+
+def test_two_decisions_at_once_continue_the_run_once(shared: Served) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with shared.client() as c:
+        run_id, call_id = _paused_run(c, "twice.txt")
+    body = {"decisions": [{"id": call_id, "approved": True}]}
+
+    def decide() -> int:
+        with shared.client() as c:
+            return c.post(f"/v1/runs/{run_id}/approvals", json=body).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        codes = sorted(pool.map(lambda _: decide(), range(4)))
+    assert codes == [200, 409, 409, 409]
+    with shared.client() as c, c.stream("GET", f"/v1/runs/{run_id}/events") as r:
+        events = list(sse(r.iter_lines()))
+    results = [e for e in events if e[1] == "tool_result"]
+    assert [e[2]["content"] for e in results] == ["deleted twice.txt"]
+    assert [e[1] for e in events].count("run_resumed") == 1

@@ -45,7 +45,7 @@ def chain(store: str, ns: str, effects: str) -> Workflow:
 
         async def step(s: State, name: str = name) -> dict[str, Any]:
             effect(effects, name)
-            await asyncio.sleep(0.15)
+            await asyncio.sleep(0.3)
             return {"log": [*s.log, name]}
 
         wf.step(step, name=name)

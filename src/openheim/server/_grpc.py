@@ -148,7 +148,7 @@ class _Service(pb_grpc.OpenheimServicer):
     async def GetSession(self, request: Any, context: Any) -> Any:
         tenant = await self._tenant(context)
         await self._check_session(request.id, context)
-        store = self.state.history(tenant).store
+        store = self.state.history(tenant)
         messages = await store.load(request.id)
         if not messages:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no session {request.id!r}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -68,6 +69,7 @@ class RunRegistry:
         self._state = state
         self.records: dict[str, RunRecord] = {}
         self.holder = default_holder()
+        self._holders = itertools.count(1)
         self._logs: dict[str, RunEventLog] = {}
         self._sweeper: asyncio.Task[None] | None = None
         # Runs seen paused (waiting for approval), not loaded again until this time.
@@ -93,9 +95,14 @@ class RunRegistry:
         return log
 
     def lease(self, tenant: str, run_id: str) -> Lease:
-        """The lease whoever executes run ``run_id`` holds (``[server] run_lease_ttl``)."""
+        """The lease whoever executes run ``run_id`` holds (``[server] run_lease_ttl``).
+
+        Each handle is a holder of its own, so two requests in this process that
+        race to continue one run are told apart like two processes.
+        """
         ttl = self._state.config.server.run_lease_ttl
-        return Lease(self._state.store(tenant), "run/" + run_id, holder=self.holder, ttl=ttl)
+        holder = f"{self.holder}:{next(self._holders)}"
+        return Lease(self._state.store(tenant), "run/" + run_id, holder=holder, ttl=ttl)
 
     # ---- lookup ------------------------------------------------------------------------
 
@@ -151,12 +158,8 @@ class RunRegistry:
         record = RunRecord(run_id, tenant, name, self.log(tenant))
         self.records[run_id] = record
         record.push("run_started", {"run_id": run_id, "agent": name, "session": session})
-        import inspect  # TEMP until run_id= lands
-
-        kw: dict[str, Any] = (
-            {"run_id": run_id} if "run_id" in inspect.signature(agent.stream).parameters else {}
-        )
-        events = agent.stream(prompt, session=session, **kw)
+        # One id: the server's run id is the agent's (its checkpoints, its lease, its events).
+        events = agent.stream(prompt, session=session, run_id=run_id)
         record.task = asyncio.get_running_loop().create_task(
             self._drive(record, events, self.lease(tenant, run_id), fresh=True)
         )

@@ -17,80 +17,23 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 from openheim.config import Config, open_history
-from openheim.messages import Message, Usage
 from openheim.server._runs import RunRegistry
-from openheim.sessions import HistoryStore
+from openheim.stores import Store
+from openheim.stores.history import StoreHistory
 
 if TYPE_CHECKING:
     from openheim.agent import Agent
     from openheim.models import Model
-    from openheim.stores import Store
     from openheim.stores.checkpoint import Checkpointer
 
 
 log = logging.getLogger("openheim.server")
 
 Announce = Callable[[str], None]
-
-
-class SessionStore(HistoryStore, Protocol):
-    """A tenant's session store: a HistoryStore that also lists and deletes sessions."""
-
-    async def list_sessions(self, prefix: str = "") -> list[str]: ...
-
-    async def delete(self, session: str) -> bool: ...
-
-    async def aclose(self) -> None: ...
-
-
-class EphemeralHistory:
-    """A tenant's session store plus request-scoped conversations that are never saved.
-
-    OpenAI-style requests carry the whole conversation; it is handed to the
-    agent as the history of a throwaway session id.
-    """
-
-    def __init__(self, store: SessionStore) -> None:
-        self.store = store
-        self._scratch: dict[str, list[Message]] = {}
-
-    def scratch(self, session: str, messages: list[Message]) -> None:
-        self._scratch[session] = messages
-
-    def drop(self, session: str) -> None:
-        self._scratch.pop(session, None)
-
-    async def load(self, session: str) -> list[Message]:
-        if session in self._scratch:
-            return list(self._scratch[session])
-        return await self.store.load(session)
-
-    async def append(
-        self,
-        session: str,
-        messages: Sequence[Message],
-        usage: Usage | None = None,
-        *,
-        run_id: str | None = None,
-    ) -> None:
-        if session in self._scratch:
-            return
-        await self.store.append(session, messages, usage, run_id=run_id)
-
-    async def usage(self, session: str) -> Usage:
-        return await self.store.usage(session)
-
-    async def has_run(self, session: str, run_id: str) -> bool:
-        if session in self._scratch:
-            return False
-        return await self.store.has_run(session, run_id)
-
-    async def clear(self, session: str) -> None:
-        await self.store.clear(session)
 
 
 class TooManyRuns(Exception):
@@ -111,7 +54,7 @@ class ServerState:
         self._retired: dict[int, Model] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()  # set while no run or request is in flight
-        self._histories: dict[str, EphemeralHistory] = {}
+        self._histories: dict[str, StoreHistory] = {}
         self._checkpointers: dict[str, Checkpointer] = {}
         self.runs = RunRegistry(self)
         self.active: dict[str, int] = {}
@@ -137,7 +80,7 @@ class ServerState:
         self,
         config: Config,
         name: str,
-        history: EphemeralHistory,
+        history: StoreHistory,
         checkpointer: Checkpointer,
         announce: Announce | None = None,
     ) -> Agent:
@@ -151,7 +94,7 @@ class ServerState:
         return cast("Agent", agent)
 
     async def _build_all(
-        self, config: Config, histories: dict[str, EphemeralHistory], announce: Announce
+        self, config: Config, histories: dict[str, StoreHistory], announce: Announce
     ) -> dict[tuple[str, str], Agent]:
         """Every agent of ``config`` for every tenant, built in a worker thread (the event
         loop keeps answering ``/healthz`` and ``/readyz`` meanwhile). On a failure the
@@ -167,14 +110,13 @@ class ServerState:
                 for tenant in tenants:
                     history = histories.get(tenant)
                     if history is None:
-                        store = cast(SessionStore, open_history(config.store.url, tenant))
-                        history = histories[tenant] = EphemeralHistory(store)
+                        history = histories[tenant] = open_history(config.store.url, tenant)
                     ckpt = self._checkpointer_of(tenant, history)
                     if first is not None:
                         # The other tenants' agents share the first one's model (loaded
                         # once), tools and MCP servers; only their stores differ.
                         twin = copy.copy(first)
-                        twin.history = cast("HistoryStore", history)
+                        twin.history = history
                         twin.checkpointer = ckpt
                         built[(tenant, name)] = twin
                         continue
@@ -254,7 +196,7 @@ class ServerState:
         runs: list[asyncio.Task[None]],
         agents: list[Agent],
         models: list[Model],
-        stores: list[SessionStore],
+        stores: list[Store],
     ) -> None:
         grace = self.config.server.shutdown_grace
         deadline = time.monotonic() + grace
@@ -275,36 +217,25 @@ class ServerState:
                 found = tenant
         return found
 
-    def history(self, tenant: str) -> EphemeralHistory:
+    def history(self, tenant: str) -> StoreHistory:
+        """The tenant's sessions (its namespace of the configured store)."""
         h = self._histories.get(tenant)
         if h is None:
-            store = cast(SessionStore, open_history(self.config.store.url, tenant))
-            h = EphemeralHistory(store)
-            self._histories[tenant] = h
+            h = self._histories[tenant] = open_history(self.config.store.url, tenant)
         return h
 
     def store(self, tenant: str) -> Store:
         """The tenant's namespace of the configured store: sessions, checkpoints, run events."""
-        from openheim.errors import ConfigError
-        from openheim.stores import Store
-
-        store = getattr(self.history(tenant).store, "store", None)
-        if not isinstance(store, Store):
-            raise ConfigError("the server needs openheim.stores for durable runs")
-        return store
+        return self.history(tenant).store
 
     def checkpointer(self, tenant: str) -> Checkpointer:
         """The one Checkpointer of the tenant's agents (their runs survive a restart)."""
         return self._checkpointer_of(tenant, self.history(tenant))
 
-    def _checkpointer_of(self, tenant: str, history: EphemeralHistory) -> Checkpointer:
-        from openheim.errors import ConfigError
-        from openheim.stores import Store
+    def _checkpointer_of(self, tenant: str, history: StoreHistory) -> Checkpointer:
         from openheim.stores.checkpoint import Checkpointer
 
-        store = getattr(history.store, "store", None)
-        if not isinstance(store, Store):
-            raise ConfigError("the server needs openheim.stores for durable runs")
+        store = history.store
         ckpt = self._checkpointers.get(tenant)
         if ckpt is None or ckpt.store is not store:
             ckpt = self._checkpointers[tenant] = Checkpointer(store)
@@ -416,11 +347,11 @@ class ServerState:
         models = [*self._models.values(), *self._retired.values()]
         self._models, self._retired = OrderedDict(), {}
         stores = [h.store for h in self._histories.values()]
-        self._histories = {}
+        self._histories, self._checkpointers = {}, {}
         await _close_all(agents, models, stores)
 
 
-async def _close_all(agents: list[Agent], models: list[Model], stores: list[SessionStore]) -> None:
+async def _close_all(agents: list[Agent], models: list[Model], stores: list[Store]) -> None:
     for agent in agents:
         try:
             await agent.aclose()

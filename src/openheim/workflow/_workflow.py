@@ -16,6 +16,7 @@ import msgspec
 from openheim.errors import (
     RunNotFoundError,
     WorkflowApprovalError,
+    WorkflowBusyError,
     WorkflowCancelled,
     WorkflowError,
     WorkflowStateError,
@@ -87,9 +88,10 @@ class Workflow(Graph):
         )
         self.journal: Journal = open_journal(store, namespace)
         self._store_args = (store, namespace)
+        self.lease_ttl = 30.0  # seconds a resuming process's lease lasts unless renewed
         self._live: dict[str, Ctx] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._firing: set[asyncio.Task[None]] = set()
+        self._firing: set[asyncio.Task[Any]] = set()  # deadline timers, background runs
 
     def scoped(self, namespace: str) -> Workflow:
         """This workflow (the same definition) with its runs kept in the store's
@@ -194,6 +196,33 @@ class Workflow(Graph):
             _emit(RunStarted(run_id, self.name))
         return await execute(self, self, view, _emit)
 
+    async def launch(
+        self, input: Any = None, *, run_id: str | None = None, budget: Budget | None = None
+    ) -> str:
+        """Start a run in the background of this process and return its id as soon as
+        its start is recorded (``status``/``history`` see it at once); failures are
+        recorded in the run, not raised."""
+        if not self._validated:
+            self.validate()
+        if run_id is None:
+            run_id = new_run_id()
+        elif self.journal.durable and await self.journal.read(run_id):
+            raise WorkflowError(f"run {run_id!r} already exists; resume it, or choose a new run id")
+        view = self._new_view(self, run_id, input, budget or self.budget)
+        if self.journal.durable:
+            await self._record_start(view)
+        self._background(execute(self, self, view, None))
+        return run_id
+
+    def _background(self, coro: Any) -> None:
+        async def guarded() -> None:
+            with contextlib.suppress(WorkflowError):  # recorded in the run
+                await coro
+
+        task = asyncio.ensure_future(guarded())
+        self._firing.add(task)
+        task.add_done_callback(self._firing.discard)
+
     def run_sync(self, input: Any = None, **kwargs: Any) -> WorkflowResult:
         """:meth:`run` from synchronous code (in a new event loop)."""
         try:
@@ -252,9 +281,31 @@ class Workflow(Graph):
         self, run_id: str, *, _emit: Callable[[Any], None] | None = None
     ) -> WorkflowResult:
         """Continue run ``run_id`` from its last checkpoint (after a crash, a failure or
-        an approval). Nodes with a recorded result are not run again."""
+        an approval). Nodes with a recorded result are not run again.
+
+        With a store, the resuming process holds a lease on the run (``wfrun/<id>``,
+        renewed while it runs): a second process resuming the same run at the same
+        time gets a :class:`WorkflowError` instead of running its steps twice.
+        """
         if run_id in self._live:
             raise WorkflowError(f"run {run_id!r} is running in this process right now")
+        if not self.journal.durable:
+            return await self._resume(run_id, _emit)
+        from openheim.stores.lease import Lease
+
+        lease = Lease(self.journal.store, "wfrun/" + run_id, ttl=self.lease_ttl)  # type: ignore[attr-defined]
+        if not await lease.acquire():
+            info = await lease.info()
+            holder = f" by {info.holder}" if info is not None else ""
+            raise WorkflowBusyError(
+                f"run {run_id!r} is being resumed by another process{holder}; if that "
+                f"process died, its lease expires within {self.lease_ttl:g}s"
+            )
+        task = asyncio.current_task()
+        async with lease.kept(on_lost=task.cancel if task is not None else None):
+            return await self._resume(run_id, _emit)
+
+    async def _resume(self, run_id: str, emit: Callable[[Any], None] | None) -> WorkflowResult:
         view = await self._load(self, run_id)
         assert view is not None
         if view.ended == "cancelled":
@@ -265,7 +316,7 @@ class Workflow(Graph):
             await self._settle(view)
         if view.ended == "failed":
             view.ended = view.error = None  # try the failed node again
-        return await execute(self, self, view, _emit)
+        return await execute(self, self, view, emit)
 
     async def _settle(self, view: RunView) -> None:
         """Bring the run's approvals in line with their keys (a crash may have come
@@ -298,7 +349,10 @@ class Workflow(Graph):
             if view is None:
                 continue
             if view.status == "running":
-                out.append(await self.resume(run_id))
+                try:
+                    out.append(await self.resume(run_id))
+                except WorkflowBusyError:
+                    continue  # another process is on it
             elif view.status == "waiting":
                 for rec in view.pending():
                     if rec.deadline is not None:

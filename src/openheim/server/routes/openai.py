@@ -30,7 +30,7 @@ from openheim.server._state import ServerState, TooManyRuns
 from openheim.server._wire import BadRequest, json_encode, shown
 
 if TYPE_CHECKING:
-    from openheim.agent import Agent, RunResult
+    from openheim.agent import Agent, AgentEvent
     from openheim.models import Model
 
 
@@ -115,15 +115,14 @@ def _finish(last_turn: Usage | None, settings: ModelSettings) -> str:
 async def _agent_chat(
     state: ServerState, tenant: str, agent: Agent, req: oa.ChatRequest, messages: list[Message]
 ) -> Response:
-    from openheim.agent import Done, TextDelta, UsageEvent
+    from openheim.agent import Done, TextDelta, UsageEvent, result_of
 
     try:
         state.acquire(tenant)
     except TooManyRuns:
         return too_many(state)
-    history = state.history(tenant)
-    session = "_chat/" + oa.new_id()
-    history.scratch(session, messages[:-1])
+    # The client's conversation is the run's history: nothing is stored.
+    earlier = messages[:-1]
     prompt = messages[-1].content or ""
     cid = oa.new_id()
     what = f"agent {agent.name!r}"
@@ -132,7 +131,6 @@ async def _agent_chat(
     effective = agent.model_settings.merged(settings)
 
     async def done() -> None:
-        history.drop(session)
         state.release(tenant)
 
     if req.stream:
@@ -141,7 +139,7 @@ async def _agent_chat(
         async def events() -> AsyncIterator[bytes]:
             yield oa.chunk(cid, req.model, {"role": "assistant", "content": ""})
             last: Usage | None = None
-            async for ev in agent.stream(prompt, session=session, model_settings=settings):
+            async for ev in agent.stream(prompt, message_history=earlier, model_settings=settings):
                 if type(ev) is TextDelta:
                     yield oa.chunk(cid, req.model, {"content": ev.text})
                 elif type(ev) is UsageEvent:
@@ -156,19 +154,21 @@ async def _agent_chat(
             yield oa.DONE
 
         return chat_stream(events(), what, done)
-    result: RunResult | None = None
     last: Usage | None = None
-    try:
-        async for ev in agent.stream(prompt, session=session, model_settings=settings):
+
+    async def watched() -> AsyncIterator[AgentEvent]:
+        nonlocal last
+        async for ev in agent.stream(prompt, message_history=earlier, model_settings=settings):
             if type(ev) is UsageEvent:
                 last = ev.usage
-            elif type(ev) is Done:
-                result = ev.result
+            yield ev
+
+    try:
+        result = await result_of(watched())
     except Exception as exc:
         return failure(exc, what)
     finally:
         await done()
-    assert result is not None
     out = result.output
     text = out if isinstance(out, str) or out is None else json_encode(out).decode()
     return json_response(

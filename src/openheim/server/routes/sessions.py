@@ -8,12 +8,12 @@ from starlette.routing import Route
 
 from openheim.server._http import error_response, json_response, state_of, tenant_of
 from openheim.server._schemas import Session, SessionList
-from openheim.server._state import SessionStore
 from openheim.server._wire import BadRequest, check_session_id
+from openheim.stores.history import StoreHistory
 
 
-def _store(request: Request) -> SessionStore:
-    return state_of(request).history(tenant_of(request)).store
+def _store(request: Request) -> StoreHistory:
+    return state_of(request).history(tenant_of(request))
 
 
 def _session_id(request: Request) -> str:

@@ -1,0 +1,407 @@
+"""One actor: its context (the cell the runtime keeps per live actor) and its reference.
+
+A live actor is a native :class:`~openheim._core.Actor` (a mailbox, attached
+only while messages wait) whose handler is the :class:`ActorContext` itself. An
+ask is the message wrapped in an :class:`_Ask` carrying a future: the reply
+slot. Calling it runs the user's ``async def`` one step inline in the
+scheduler's pass; a handler that finishes without waiting on anything costs
+no Task at all, one that waits continues in the scheduler's busy-period Task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+import types
+from collections.abc import Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+from openheim._core import Actor
+from openheim.errors import ActorFailed, ActorStopped, AskTimeout, MailboxFull, MessageDropped
+from openheim.runtime._records import ChildFailed, RestartPolicy
+
+if TYPE_CHECKING:
+    from openheim.runtime._runtime import Runtime
+
+__all__ = ["ActorContext", "ActorRef", "Handler"]
+
+Handler = Callable[[Any, "ActorContext"], Awaitable[Any] | Any]
+_Coroutine = types.CoroutineType
+_monotonic = time.monotonic
+
+
+class _Ask:
+    __slots__ = ("fut", "msg")
+
+    def __init__(self, msg: Any, fut: asyncio.Future[Any]) -> None:
+        self.msg = msg
+        self.fut = fut
+
+
+@types.coroutine
+def _resume(coro: Any, yielded: Any) -> Generator[Any, Any, Any]:
+    """Go on driving ``coro``, which already ran up to yielding ``yielded`` (``yield from``)."""
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+def _settle(fut: asyncio.Future[Any] | None, value: Any) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(value)
+
+
+def _fail(fut: asyncio.Future[Any] | None, exc: BaseException) -> None:
+    if fut is not None and not fut.done():
+        fut.set_exception(exc)
+
+
+class ActorContext:
+    """What a handler gets besides the message: ``ctx.self``, ``ctx.reply``, ``ctx.spawn``.
+
+    ``ctx.id`` is the actor's id and ``ctx.state`` its state: any value msgspec
+    can encode, snapshotted to the runtime's store when the actor is
+    passivated or the runtime stops (or on ``await ctx.save()``), and restored
+    when it is activated or restarted.
+    """
+
+    __slots__ = (
+        "_active",
+        "_eager",
+        "_fut",
+        "_handler",
+        "_kind",
+        "_loading",
+        "_native",
+        "_restarts",
+        "_skip",
+        "_spill",
+        "id",
+        "last_used",
+        "obj",
+        "parent",
+        "runtime",
+        "state",
+    )
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        actor_id: str,
+        handler: Handler,
+        obj: Any = None,
+        kind: Any = None,
+        state: Any = None,
+        parent: ActorContext | None = None,
+        eager: bool = True,
+        loading: bool = False,
+    ) -> None:
+        self.runtime = runtime
+        self.id = actor_id
+        self._kind = kind  # the runtime's record of a registered kind (virtual actors)
+        self._handler = handler
+        self.obj = obj
+        self.state = state
+        self.parent = parent
+        self._eager = eager
+        self._loading = loading
+        self._fut: asyncio.Future[Any] | None = None
+        self._restarts: collections.deque[float] | None = None
+        self._skip = 0
+        self._spill: collections.deque[Any] | None = None
+        self._active = False
+        self.last_used = _monotonic() if kind is not None else 0.0
+        self._native: Actor[Any] = None  # type: ignore[assignment]  # set by the runtime
+
+    def __repr__(self) -> str:
+        return f"<ActorContext {self.id!r}>"
+
+    @property
+    def self(self) -> ActorRef:
+        """A reference to this actor (to hand to others, or to send to itself)."""
+        return ActorRef(self.runtime, self.id, self)
+
+    @property
+    def kind(self) -> str | None:
+        """The registered kind of a virtual actor (None for a spawned one)."""
+        kind = self._kind
+        return None if kind is None else kind.name
+
+    def reply(self, value: Any) -> None:
+        """Answer the ask being handled now (no-op for a plain send or if answered already).
+
+        Without a ``reply``, an ask is answered with the handler's return value.
+        """
+        _settle(self._fut, value)
+
+    def spawn(
+        self,
+        actor: Any,
+        *,
+        id: str | None = None,
+        state: Any = None,
+        mailbox_size: int | None = None,
+        overflow: Any = None,
+        eager: bool = True,
+    ) -> ActorRef:
+        """Start a child actor (see :meth:`Runtime.spawn`); its id defaults to ``<mine>/<n>``."""
+        return self.runtime._spawn(actor, id, state, mailbox_size, overflow, self, eager)
+
+    async def save(self) -> None:
+        """Snapshot ``ctx.state`` to the store now."""
+        await self.runtime._save_state(self)
+
+    # -- delivery (called by the native scheduler, one message at a time) ---------------
+
+    def __call__(self, m: Any) -> Any:
+        """Handle one message (the native scheduler calls this)."""
+        if type(m) is _Ask:
+            msg: Any = m.msg
+            fut: asyncio.Future[Any] | None = m.fut
+        else:
+            msg, fut = m, None
+        if self._skip:
+            self._skip -= 1
+            self.runtime._dropped += 1
+            assert self._spill is not None
+            self._native.send(self._spill.popleft())  # room: this message just left the box
+            _fail(
+                fut, MessageDropped(f"actor {self.id!r}: message dropped, its mailbox overflowed")
+            )
+            return None
+        if self._loading:
+            return self._activate_then(msg, fut)
+        self._fut = fut
+        self._active = True
+        if self._kind is not None:
+            self.last_used = _monotonic()
+            self.runtime._touch(self)
+        try:
+            res = self._handler(msg, self)
+            if type(res) is not _Coroutine:
+                self._finish(fut, res)
+                return None
+            if not self._eager:
+                return self._wait(res, None, msg, fut)
+            yielded = res.send(None)
+        except StopIteration as stop:
+            self._finish(fut, stop.value)
+            return None
+        except Exception as exc:
+            return self._recover(msg, fut, exc)
+        return self._wait(res, yielded, msg, fut)
+
+    def _finish(self, fut: asyncio.Future[Any] | None, value: Any) -> None:
+        self._fut = None
+        self._active = False
+        _settle(fut, value)
+
+    async def _wait(
+        self, coro: Any, yielded: Any, msg: Any, fut: asyncio.Future[Any] | None
+    ) -> None:
+        try:
+            value = await (coro if yielded is None and not self._eager else _resume(coro, yielded))
+        except Exception as exc:
+            await self._recover(msg, fut, exc)
+        else:
+            self._finish(fut, value)
+
+    async def _activate_then(self, msg: Any, fut: asyncio.Future[Any] | None) -> None:
+        try:
+            await self.runtime._activate(self)
+        except Exception as exc:
+            self._loading = False
+            self.runtime._stop_cell(self)
+            _fail(fut, exc)
+            await self.runtime._dead_letter(self.id, msg, exc)
+            return
+        self._loading = False
+        self._fut = fut
+        self._active = True
+        try:
+            value = await self._call(msg)
+        except Exception as exc:
+            await self._recover(msg, fut, exc)
+        else:
+            self._finish(fut, value)
+
+    async def _call(self, msg: Any) -> Any:
+        res = self._handler(msg, self)
+        if type(res) is _Coroutine or isinstance(res, Awaitable):
+            return await res
+        return res
+
+    # -- supervision -----------------------------------------------------------------------
+
+    def _may_restart(self, policy: RestartPolicy) -> bool:
+        now = _monotonic()
+        restarts = self._restarts
+        if restarts is None:
+            restarts = self._restarts = collections.deque()
+        while restarts and restarts[0] < now - policy.within:
+            restarts.popleft()
+        if len(restarts) >= policy.max_restarts:
+            return False
+        restarts.append(now)
+        return True
+
+    async def _recover(self, msg: Any, fut: asyncio.Future[Any] | None, exc: Exception) -> None:
+        rt = self.runtime
+        policy = rt.restart_policy
+        rt._failures += 1
+        attempt = 0
+        while True:
+            if not self._may_restart(policy):
+                await self._give_up(msg, fut, exc, budget=True)
+                return
+            await asyncio.sleep(min(policy.backoff * (2**attempt), policy.max_backoff))
+            try:
+                await rt._restart(self)
+            except Exception as restart_exc:
+                await self._give_up(msg, fut, restart_exc, budget=True)
+                return
+            if attempt >= policy.retries:
+                break
+            attempt += 1
+            self._fut = fut
+            try:
+                value = await self._call(msg)
+            except Exception as again:
+                exc = again
+                rt._failures += 1
+                continue
+            self._finish(fut, value)
+            return
+        await self._give_up(msg, fut, exc, budget=False)
+
+    async def _give_up(
+        self, msg: Any, fut: asyncio.Future[Any] | None, exc: BaseException, *, budget: bool
+    ) -> None:
+        rt = self.runtime
+        self._fut = None
+        self._active = False
+        why = "exceeded its restart budget" if budget else "kept failing on a message"
+        err = ActorFailed(
+            f"actor {self.id!r} {why}: {type(exc).__name__}: {exc}; the message is in "
+            "the dead-letter log (rt.dead_letters())",
+            actor=self.id,
+        )
+        err.__cause__ = exc
+        _fail(fut, err)
+        await rt._dead_letter(self.id, msg, exc)
+        if budget:
+            parent = self.parent
+            rt._stop_cell(self)
+            if parent is not None and not parent._native.stopped:
+                parent.self.send(ChildFailed(self.id, f"{type(exc).__name__}: {exc}"))
+
+
+class ActorRef:
+    """The address of an actor: ``send`` (fire-and-forget), ``put`` and ``ask``.
+
+    A reference to a virtual actor (``rt.ref("kind/id")``) stays valid while
+    the actor is passivated: the next message activates it again.
+    """
+
+    __slots__ = ("_cell", "id", "runtime")
+
+    def __init__(self, runtime: Runtime, actor_id: str, cell: ActorContext | None = None) -> None:
+        self.runtime = runtime
+        self.id = actor_id
+        self._cell = cell
+
+    def __repr__(self) -> str:
+        return f"ActorRef({self.id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorRef) and other.id == self.id and other.runtime is self.runtime
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def _live(self) -> ActorContext:
+        cell = self._cell
+        if cell is None or cell._native.stopped:
+            cell = self._cell = self.runtime._resolve(self.id)
+        return cell
+
+    def send(self, msg: Any) -> None:
+        """Queue ``msg`` for the actor without waiting (see the mailbox ``overflow`` policy).
+
+        A full mailbox raises :class:`~openheim.errors.MailboxFull` (policies
+        ``wait`` and ``fail``; with ``wait``, ``await ref.put(msg)`` waits for
+        room) or drops the oldest queued message (``drop_oldest``).
+        """
+        cell = self._cell
+        if cell is None or cell._native.stopped:
+            cell = self._live()
+        try:
+            cell._native.send(msg)
+        except MailboxFull:
+            self.runtime._overflow(cell, msg)
+
+    async def put(self, msg: Any) -> None:
+        """Queue ``msg``, waiting for room if the mailbox is full and its policy is ``wait``."""
+        cell = self._live()
+        if self.runtime._policy_of(cell) == "wait":
+            await cell._native.put(msg)
+        else:
+            self.send(msg)
+
+    async def ask(self, msg: Any, *, timeout: float | None = None) -> Any:
+        """Send ``msg`` and wait for the reply (``ctx.reply(...)`` or the handler's result).
+
+        :class:`~openheim.errors.AskTimeout` after ``timeout`` seconds;
+        :class:`~openheim.errors.ActorFailed` if the handler kept failing.
+        """
+        cell = self._cell
+        if cell is None or cell._native.stopped:
+            cell = self._live()
+        rt = self.runtime
+        fut: asyncio.Future[Any] = rt._loop.create_future()
+        ask = _Ask(msg, fut)
+        try:
+            cell._native.send(ask)
+        except MailboxFull:
+            if rt._policy_of(cell) == "wait":
+                await cell._native.put(ask)
+            else:
+                rt._overflow(cell, ask)
+        pending = rt._asks
+        pending.add(fut)
+        if timeout is None:
+            try:
+                return await fut
+            finally:
+                pending.discard(fut)
+        handle = rt._loop.call_later(timeout, _time_out, fut, self.id, timeout)
+        try:
+            return await fut
+        finally:
+            handle.cancel()
+            pending.discard(fut)
+
+    def stop(self) -> None:
+        """Stop the actor now: queued messages are dropped, it takes no more."""
+        cell = self.runtime._live.get(self.id) or self._cell
+        if cell is not None:
+            self.runtime._stop_cell(cell)
+
+
+def _time_out(fut: asyncio.Future[Any], actor: str, timeout: float) -> None:
+    _fail(fut, AskTimeout(f"no reply from actor {actor!r} within {timeout} s"))
+
+
+def _stopped(actor: str) -> ActorStopped:
+    return ActorStopped(f"actor {actor!r} is stopped and takes no more messages")
