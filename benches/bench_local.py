@@ -273,6 +273,12 @@ def run(repeat: int = REPEAT) -> list[Row]:
         n_gpu_layers=GPU_LAYERS,
         verbose=False,
     )
+    # Each comparison on an engine shaped for it: 1 request on one sequence of
+    # 2,048 tokens like the Llama baseline, 8 on LlamaModel's defaults, the
+    # scaling rows on 64 slots (a unified KV cache's attention spans the cells
+    # every slot keeps, so a larger engine costs a lone request more).
+    solo = LlamaModel(path, n_ctx=2048, n_parallel=1, n_threads=THREADS, n_gpu_layers=GPU_LAYERS)
+    eight = LlamaModel(path, n_ctx=4096, n_parallel=8, n_threads=THREADS, n_gpu_layers=GPU_LAYERS)
     model = LlamaModel(path, n_ctx=16384, n_parallel=64, n_threads=THREADS, n_gpu_layers=GPU_LAYERS)
     rows: list[Row] = []
     med = statistics.median
