@@ -273,6 +273,12 @@ def run(repeat: int = REPEAT) -> list[Row]:
         n_gpu_layers=GPU_LAYERS,
         verbose=False,
     )
+    # Each comparison on an engine shaped for it: 1 request on one sequence of
+    # 2,048 tokens like the Llama baseline, 8 on LlamaModel's defaults, the
+    # scaling rows on 64 slots (a unified KV cache's attention spans the cells
+    # every slot keeps, so a larger engine costs a lone request more).
+    solo = LlamaModel(path, n_ctx=2048, n_parallel=1, n_threads=THREADS, n_gpu_layers=GPU_LAYERS)
+    eight = LlamaModel(path, n_ctx=4096, n_parallel=8, n_threads=THREADS, n_gpu_layers=GPU_LAYERS)
     model = LlamaModel(path, n_ctx=16384, n_parallel=64, n_threads=THREADS, n_gpu_layers=GPU_LAYERS)
     rows: list[Row] = []
     med = statistics.median
@@ -287,12 +293,13 @@ def run(repeat: int = REPEAT) -> list[Row]:
 
     try:
         _serial_llama_cpp(llm, 1, 8)  # warm both sides
-        asyncio.run(_concurrent(model, 2, 8))
+        for m_ in (solo, eight, model):
+            asyncio.run(_concurrent(m_, 1, 8))
         for _ in range(repeat):
             add("serial", _serial_llama_cpp(llm, 8))
             add("single", _serial_llama_cpp(llm, 1))
-            add("one", asyncio.run(_concurrent(model, 1))[0])
-            (tput, delays), per = _steps(model, lambda: asyncio.run(_concurrent(model, 8)))
+            add("one", asyncio.run(_concurrent(solo, 1))[0])
+            (tput, delays), per = _steps(eight, lambda: asyncio.run(_concurrent(eight, 8)))
             add("eight", tput)
             add("busy", _p99(delays))
             add("idle", _p99(asyncio.run(_idle_delays())))
@@ -369,7 +376,8 @@ def run(repeat: int = REPEAT) -> list[Row]:
                 )
             )
     finally:
-        model.close()
+        for m_ in (solo, eight, model):
+            m_.close()
         llm.close()
     ttft: dict[int, list[float]] = {1024: [], 0: []}
     for _ in range(max(1, repeat - 1)):
