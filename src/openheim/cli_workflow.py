@@ -31,9 +31,10 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import msgspec
+if TYPE_CHECKING:
+    from openheim.workflow.events import WorkflowResult
 
 __all__ = ["add_parser", "main", "run"]
 
@@ -149,21 +150,13 @@ def _json_arg(text: str | None, what: str) -> dict[str, Any] | None:
 
 
 def _plain(obj: Any) -> Any:
-    dump = getattr(obj, "model_dump", None)
-    if dump is not None:
-        return dump(mode="json")
-    return msgspec.to_builtins(obj)
+    from openheim.workflow.events import to_builtins
+
+    return to_builtins(obj)
 
 
-def _result(res: Any) -> dict[str, Any]:
-    return {
-        "run_id": res.run_id,
-        "status": res.status,
-        "state": _plain(res.state),
-        "pending": [_plain(p) for p in res.pending],
-        "usage": _plain(res.usage),
-        "error": res.error,
-    }
+def _result(res: WorkflowResult) -> dict[str, Any]:
+    return res.to_builtins()
 
 
 def _print(obj: Any) -> None:

@@ -93,6 +93,17 @@ class WorkflowResult:
         self.usage = usage
         self.error = error
 
+    def to_builtins(self) -> dict[str, Any]:
+        """The result as JSON-ready builtins (what the CLI prints and the HTTP routes answer)."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "state": to_builtins(self.state),
+            "pending": [to_builtins(p) for p in self.pending],
+            "usage": to_builtins(self.usage),
+            "error": self.error,
+        }
+
     def __repr__(self) -> str:
         waiting = f", pending={[p.id for p in self.pending]}" if self.pending else ""
         return (
@@ -128,3 +139,9 @@ WorkflowEvent = (
     | ApprovalRequested
     | RunFinished
 )
+
+
+def to_builtins(obj: Any) -> Any:
+    """A workflow value (msgspec Struct, pydantic model, record) as JSON-ready builtins."""
+    dump = getattr(obj, "model_dump", None)
+    return dump(mode="json") if dump is not None else msgspec.to_builtins(obj)

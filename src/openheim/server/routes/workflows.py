@@ -45,6 +45,7 @@ from openheim.server._http import error_response, event_stream, json_response
 from openheim.server._wf_schemas import WorkflowDecision, WorkflowFork, WorkflowSubmit
 from openheim.server._wire import BadRequest, decode_body, shown
 from openheim.workflow import Workflow
+from openheim.workflow.events import WorkflowResult, to_builtins
 
 __all__ = ["routes_for"]
 
@@ -57,20 +58,11 @@ ForkBody = WorkflowFork
 DecideBody = WorkflowDecision
 
 
-def _plain(obj: Any) -> Any:
-    dump = getattr(obj, "model_dump", None)
-    return dump(mode="json") if dump is not None else msgspec.to_builtins(obj)
+_plain = to_builtins
 
 
-def _result(res: Any) -> dict[str, Any]:
-    return {
-        "run_id": res.run_id,
-        "status": res.status,
-        "state": _plain(res.state),
-        "pending": [_plain(p) for p in res.pending],
-        "usage": _plain(res.usage),
-        "error": res.error,
-    }
+def _result(res: WorkflowResult) -> dict[str, Any]:
+    return res.to_builtins()
 
 
 class _Conflict(Exception):
