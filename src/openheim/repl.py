@@ -37,6 +37,11 @@ HELP = """\
 /sessions         the stored sessions
 /new              start a new session
 /clear            clear the screen
+/workflows        the configured workflows ([workflows.NAME])
+/wf NAME [JSON]   run workflow NAME on the input fields JSON; shows its steps
+/approvals        the workflow approvals waiting for a decision
+/approve ID [WHY] approve a workflow approval; the run goes on here
+/reject ID [WHY]  reject it (WHY is recorded and shown to the run)
 /exit             leave (or Ctrl-D)
 Enter sends; Esc Enter or a trailing \\ adds a line; Ctrl-C cancels a turn."""
 
@@ -60,6 +65,7 @@ class Repl:
         self.agent = self._build(self.agent_name)
         self.session = session or _new_session()
         self.always: set[str] = set()
+        self._workflows: dict[str, Any] = {}  # built on first use
         path = Path(history_file or Path.home() / ".openheim" / "history").expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         keys = KeyBindings()
@@ -110,6 +116,8 @@ class Repl:
                 continue
             await self.turn(text)
         await self.agent.aclose()
+        for wf in self._workflows.values():
+            await wf.aclose()
         return 0
 
     # ---- commands -------------------------------------------------------------------
@@ -160,9 +168,112 @@ class Repl:
             self.say(f"session: {escape(self.session)}")
         elif name == "/clear":
             self.console.clear()
+        elif name in ("/workflows", "/wf", "/approvals", "/approve", "/reject"):
+            try:
+                await self.workflow_command(name, arg)
+            except (OpenheimError, ValueError) as exc:
+                self.say(f"[red]{escape(type(exc).__name__)}: {escape(str(exc))}[/]")
         else:
             self.say(f"[red]unknown command {escape(name)}[/]; /help lists them")
         return True
+
+    # ---- workflows and their approvals -------------------------------------------------
+
+    def _workflow(self, name: str) -> Any:
+        wf = self._workflows.get(name)
+        if wf is None:
+            wf = self._workflows[name] = self.config.build_workflow(name)
+        return wf
+
+    async def workflow_command(self, name: str, arg: str) -> None:
+        names = list(self.config.workflow_tables)
+        if name == "/workflows":
+            for wf_name in names:
+                self.say(escape(wf_name))
+            if not names:
+                self.say("no workflows are configured ([workflows.NAME] in openheim.toml)")
+            return
+        if not names:
+            self.say("[red]no workflows are configured[/] ([workflows.NAME] in openheim.toml)")
+            return
+        if name == "/wf":
+            import msgspec
+
+            wf_name, _, text = arg.partition(" ")
+            if not wf_name:
+                self.say(f"usage: /wf NAME [JSON input]; workflows: {escape(', '.join(names))}")
+                return
+            data = msgspec.json.decode(text) if text.strip() else {}
+            if not isinstance(data, dict):
+                self.say("[red]the input must be a JSON object of state fields[/]")
+                return
+            await self._follow(self._workflow(wf_name).stream(data))
+        elif name == "/approvals":
+            found = [a for n in names for a in await self._workflow(n).approvals()]
+            for a in found:
+                self.say(
+                    f"{escape(a.id)}  run {escape(a.run_id)}  node {escape(a.node)}  "
+                    f"payload {escape(str(a.payload))}"
+                )
+            if not found:
+                self.say("no pending approvals")
+        else:
+            approval_id, _, reason = arg.partition(" ")
+            if not approval_id:
+                self.say(f"usage: {name} ID [reason]; /approvals lists them")
+                return
+            wf, rec = await self._approval(names, approval_id)
+            if wf is None or rec is None:
+                self.say(f"[red]no approval {escape(approval_id)!r}[/]; /approvals lists them")
+                return
+            approved = name == "/approve"
+            by = f"repl:{os.environ.get('USER') or 'user'}"
+            await wf.approve(
+                approval_id, approved, by=by, reason=reason.strip() or None, resume=False
+            )
+            verdict = "approved" if approved else "rejected"
+            self.say(f"{escape(approval_id)} {verdict}; run {escape(rec.root)} goes on")
+            await self._follow(wf.stream(resume=rec.root))
+
+    async def _approval(self, names: list[str], approval_id: str) -> tuple[Any, Any]:
+        for n in names:
+            wf = self._workflow(n)
+            got = await wf.journal.get_approval(approval_id)
+            if got is not None and got[0].workflow in wf.definitions():
+                return wf, got[0]
+        return None, None
+
+    async def _follow(self, events: Any) -> None:
+        from openheim.workflow import (
+            ApprovalRequested,
+            NodeFinished,
+            NodeStarted,
+            RunFinished,
+            RunStarted,
+            TokenDelta,
+        )
+
+        async for ev in events:
+            kind = type(ev)
+            if kind is RunStarted:
+                self.say(f"[dim]run {escape(ev.run_id)} of {escape(ev.workflow)}[/]")
+            elif kind is NodeStarted:
+                self.say(f"[dim]→ {escape(ev.node)}[/]")
+            elif kind is NodeFinished:
+                self.say(f"[dim]← {escape(ev.node)} {escape(str(ev.updates))}[/]")
+            elif kind is TokenDelta:
+                sys.stdout.write(ev.text)
+                sys.stdout.flush()
+            elif kind is ApprovalRequested:
+                a = ev.approval
+                self.say(
+                    f"[yellow]approval {escape(a.id)}[/] waits at {escape(a.node)}: "
+                    f"{escape(str(a.payload))} (/approve or /reject it)"
+                )
+            elif kind is RunFinished:
+                res = ev.result
+                self.say(f"run {escape(res.run_id)}: {escape(res.status)}")
+                self.say(escape(str(res.state)))
 
     # ---- one turn ---------------------------------------------------------------------
 

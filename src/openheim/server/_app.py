@@ -18,6 +18,7 @@ from openheim.server._http import error_response, failure, log
 from openheim.server._metrics import Metrics
 from openheim.server._state import ServerState
 from openheim.server._wire import shown
+from openheim.server._workflows import ServedWorkflows, build_served
 from openheim.server.routes import ROUTES
 from openheim.server.routes.health import PUBLIC
 from openheim.server.routes.workflows import routes_for
@@ -184,15 +185,7 @@ def create_app(config: Config, state: ServerState | None = None) -> Guard:
     state = state or ServerState(config)
     metrics = Metrics(state)
     # [workflows.NAME] of the config, on its store: each tenant's runs in its own namespace.
-    workflows = config.build_workflows()
-    for name, wf in workflows.items():
-        if not wf.journal.durable:
-            raise config.error(
-                ["workflows", name],
-                f"workflow {wf.name!r} has no store; served workflows need one so that any "
-                "process can answer for their runs (build it with store=..., or declare it "
-                "in the file to use [store].url)",
-            )
+    state.workflows = ServedWorkflows(build_served(config), lambda: state.accepting)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -203,11 +196,9 @@ def create_app(config: Config, state: ServerState | None = None) -> Guard:
         yield
         await state.drain(state.config.server.shutdown_grace)
         await state.aclose()
-        for wf in workflows.values():
-            await wf.aclose()
 
     inner = Starlette(
-        routes=[*ROUTES, *routes_for(workflows)],
+        routes=[*ROUTES, *routes_for(state.workflows)],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},  # type: ignore[dict-item]
     )

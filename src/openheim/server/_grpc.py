@@ -1,5 +1,6 @@
 """The gRPC service (``openheim.proto``): RunAgent streams a run's events, GetSession reads one,
-ListApprovals and DecideApprovals list and decide a paused run's tool calls.
+ListApprovals and DecideApprovals list and decide a paused run's tool calls; SubmitWorkflow,
+GetRun, StreamRunEvents and Approve do for workflow runs what the HTTP workflow routes do.
 
 It shares the HTTP server's state: the same tenants (``authorization: Bearer
 KEY`` metadata), agents, runs, limits and session stores.
@@ -9,18 +10,31 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 import msgspec
 
 from openheim.config import Config
-from openheim.errors import ApprovalError, ConfigError
+from openheim.errors import (
+    ApprovalError,
+    ConfigError,
+    RunNotFoundError,
+    WorkflowApprovalError,
+    WorkflowBusyError,
+    WorkflowCancelled,
+    WorkflowDefinitionError,
+    WorkflowStateError,
+)
 from openheim.server import openheim_pb2 as pb
 from openheim.server import openheim_pb2_grpc as pb_grpc
 from openheim.server._runlog import RunRecord
 from openheim.server._state import ServerState, TooManyRuns
 from openheim.server._wire import BadRequest, check_session_id, json_encode, shown
+from openheim.server._workflows import ShuttingDown
+
+if TYPE_CHECKING:
+    from openheim.workflow import Workflow, WorkflowResult
 
 
 class _Service(pb_grpc.OpenheimServicer):
@@ -163,6 +177,132 @@ class _Service(pb_grpc.OpenheimServicer):
             output_tokens=usage.output_tokens,
             requests=usage.requests,
         )
+
+    # ---- workflows ([workflows.NAME]; server/_workflows.py, shared with the HTTP routes) ----
+
+    async def _workflow(self, name: str, context: Any) -> tuple[str, Workflow]:
+        tenant = await self._tenant(context)
+        try:
+            return tenant, self.state.workflows.get(name, tenant)
+        except RunNotFoundError as exc:
+            await self._fail(exc, context)
+
+    async def _fail(self, exc: BaseException, context: Any) -> NoReturn:
+        """Abort with the status code ``exc`` stands for (as the HTTP routes answer)."""
+        if isinstance(exc, ShuttingDown):
+            code = grpc.StatusCode.UNAVAILABLE
+        elif isinstance(exc, RunNotFoundError):
+            code = grpc.StatusCode.NOT_FOUND
+        elif isinstance(exc, WorkflowBusyError):
+            code = grpc.StatusCode.ABORTED
+        elif isinstance(exc, _Exists):
+            code = grpc.StatusCode.ALREADY_EXISTS
+        elif isinstance(exc, (WorkflowApprovalError, WorkflowCancelled)):
+            code = grpc.StatusCode.FAILED_PRECONDITION
+        elif isinstance(exc, (BadRequest, WorkflowStateError, WorkflowDefinitionError)):
+            code = grpc.StatusCode.INVALID_ARGUMENT
+        else:
+            code = grpc.StatusCode.INTERNAL
+        await context.abort(
+            code, str(exc) if code != grpc.StatusCode.INTERNAL else f"the workflow failed: {exc}"
+        )
+        raise AssertionError("context.abort returned")
+
+    async def SubmitWorkflow(self, request: Any, context: Any) -> Any:
+        _, wf = await self._workflow(request.workflow, context)
+        served = self.state.workflows
+        try:
+            data = _json_object(request.input, "input")
+            run_id = request.run_id or None
+            if run_id is not None:
+                if not run_id.strip():
+                    raise BadRequest("run_id must not be blank (leave it empty for a new id)")
+                if await wf.journal.read(run_id):
+                    raise _Exists(
+                        f"run {shown(run_id)} already exists; resume it, or choose a new run_id"
+                    )
+            if request.wait:
+                return _run_message(await served.run(wf, data, run_id))
+            run_id = await served.start(wf, data, run_id)
+            return _run_message(await wf.status(run_id))
+        except Exception as exc:
+            await self._fail(exc, context)
+
+    async def GetRun(self, request: Any, context: Any) -> Any:
+        _, wf = await self._workflow(request.workflow, context)
+        try:
+            return _run_message(await wf.status(request.run_id))
+        except Exception as exc:
+            await self._fail(exc, context)
+
+    async def StreamRunEvents(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        _, wf = await self._workflow(request.workflow, context)
+        try:
+            await wf.status(request.run_id)  # NOT_FOUND before the stream starts
+        except Exception as exc:
+            await self._fail(exc, context)
+        # A client that goes away cancels this handler (and so the following).
+        async for ident, kind, data in self.state.workflows.follow(
+            wf, request.run_id, request.after
+        ):
+            yield pb.WorkflowEvent(id=ident, type=kind, data=data.decode(), run_id=request.run_id)
+
+    async def Approve(self, request: Any, context: Any) -> Any:
+        _, wf = await self._workflow(request.workflow, context)
+        try:
+            edits = _json_object(request.edits, "edits") if request.edits else None
+            run_id = await self.state.workflows.decide(
+                wf,
+                request.approval_id,
+                request.approved,
+                by=request.by or None,
+                reason=request.reason or None,
+                edits=edits,
+            )
+        except Exception as exc:
+            await self._fail(exc, context)
+        return pb.ApproveResponse(approval_id=request.approval_id, run_id=run_id)
+
+
+class _Exists(Exception):
+    """A run id already in use (ALREADY_EXISTS)."""
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadRequest(
+            f"{what} must be a JSON object of state fields, got {type(value).__name__}"
+        )
+    return value
+
+
+def _run_message(res: WorkflowResult) -> Any:
+    body = res.to_builtins()
+    return pb.WorkflowRun(
+        run_id=res.run_id,
+        status=res.status,
+        state=json_encode(body["state"]).decode(),
+        pending=[
+            pb.WorkflowApproval(
+                id=a.id,
+                run_id=a.run_id,
+                node=a.node,
+                payload=json_encode(p.get("payload")).decode(),
+                requested_at=a.requested_at,
+                deadline=a.deadline or 0.0,
+                data=json_encode(p).decode(),
+            )
+            for a, p in zip(res.pending, body["pending"], strict=True)
+        ],
+        error=res.error or "",
+        data=json_encode(body).decode(),
+    )
 
 
 def _read_pem(config: Config, key: str, value: str) -> bytes:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, cast
 
 from openheim.config import Config, open_history
 from openheim.server._runs import RunRegistry
+from openheim.server._workflows import ServedWorkflows, build_served
 from openheim.stores import Store
 from openheim.stores.history import StoreHistory
 
@@ -57,6 +58,7 @@ class ServerState:
         self._histories: dict[str, StoreHistory] = {}
         self._checkpointers: dict[str, Checkpointer] = {}
         self.runs = RunRegistry(self)
+        self.workflows = ServedWorkflows()  # create_app serves the config's [workflows.NAME]
         self.active: dict[str, int] = {}
         self.accepting = True
         self.loading = False  # True while load() builds the agents (not ready yet)
@@ -167,12 +169,16 @@ class ServerState:
         config.reload_modules()  # tool and model modules beside the config: afresh from disk
         same_store = config.store.url == self.config.store.url
         histories = self._histories if same_store else {}
+        workflows = build_served(config)  # [workflows.NAME] afresh (their modules too)
         try:
             agents = await self._build_all(config, histories, announce or log.info)
         except BaseException:
             if not same_store:
                 await _close_all([], [], [h.store for h in histories.values()])
+            for wf in workflows.values():
+                await wf.aclose()
             raise
+        self.workflows.replace(workflows)  # runs in flight finish on their old definition
         old_agents = list(self._agents.values())
         old_models = list(self._models.values())
         old_stores = [] if same_store else [h.store for h in self._histories.values()]
@@ -337,7 +343,7 @@ class ServerState:
     async def drain(self, grace: float) -> None:
         """Stop accepting work; wait up to ``grace`` seconds for runs, then cancel the rest."""
         self.accepting = False
-        await self.runs.drain(grace)
+        await asyncio.gather(self.runs.drain(grace), self.workflows.drain(grace))
 
     async def aclose(self) -> None:
         """Close the agents (models, MCP servers), proxied models and session stores."""
@@ -349,6 +355,7 @@ class ServerState:
         stores = [h.store for h in self._histories.values()]
         self._histories, self._checkpointers = {}, {}
         await _close_all(agents, models, stores)
+        await self.workflows.aclose()
 
 
 async def _close_all(agents: list[Agent], models: list[Model], stores: list[Store]) -> None:

@@ -105,3 +105,103 @@ class DecideApprovalsRequest(_message.Message):
     run_id: str
     decisions: _containers.RepeatedCompositeFieldContainer[ApprovalDecision]
     def __init__(self, run_id: _Optional[str] = ..., decisions: _Optional[_Iterable[_Union[ApprovalDecision, _Mapping]]] = ...) -> None: ...
+
+class SubmitWorkflowRequest(_message.Message):
+    __slots__ = ("workflow", "input", "run_id", "wait")
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    workflow: str
+    input: str
+    run_id: str
+    wait: bool
+    def __init__(self, workflow: _Optional[str] = ..., input: _Optional[str] = ..., run_id: _Optional[str] = ..., wait: _Optional[bool] = ...) -> None: ...
+
+class WorkflowApproval(_message.Message):
+    __slots__ = ("id", "run_id", "node", "payload", "requested_at", "deadline", "data")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_AT_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    run_id: str
+    node: str
+    payload: str
+    requested_at: float
+    deadline: float
+    data: str
+    def __init__(self, id: _Optional[str] = ..., run_id: _Optional[str] = ..., node: _Optional[str] = ..., payload: _Optional[str] = ..., requested_at: _Optional[float] = ..., deadline: _Optional[float] = ..., data: _Optional[str] = ...) -> None: ...
+
+class WorkflowRun(_message.Message):
+    __slots__ = ("run_id", "status", "state", "pending", "error", "data")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    status: str
+    state: str
+    pending: _containers.RepeatedCompositeFieldContainer[WorkflowApproval]
+    error: str
+    data: str
+    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[str] = ..., state: _Optional[str] = ..., pending: _Optional[_Iterable[_Union[WorkflowApproval, _Mapping]]] = ..., error: _Optional[str] = ..., data: _Optional[str] = ...) -> None: ...
+
+class GetRunRequest(_message.Message):
+    __slots__ = ("workflow", "run_id")
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    workflow: str
+    run_id: str
+    def __init__(self, workflow: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
+
+class StreamRunEventsRequest(_message.Message):
+    __slots__ = ("workflow", "run_id", "after")
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    workflow: str
+    run_id: str
+    after: int
+    def __init__(self, workflow: _Optional[str] = ..., run_id: _Optional[str] = ..., after: _Optional[int] = ...) -> None: ...
+
+class WorkflowEvent(_message.Message):
+    __slots__ = ("id", "type", "data", "run_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    type: str
+    data: str
+    run_id: str
+    def __init__(self, id: _Optional[int] = ..., type: _Optional[str] = ..., data: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
+
+class ApproveRequest(_message.Message):
+    __slots__ = ("workflow", "approval_id", "approved", "by", "reason", "edits")
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EDITS_FIELD_NUMBER: _ClassVar[int]
+    workflow: str
+    approval_id: str
+    approved: bool
+    by: str
+    reason: str
+    edits: str
+    def __init__(self, workflow: _Optional[str] = ..., approval_id: _Optional[str] = ..., approved: _Optional[bool] = ..., by: _Optional[str] = ..., reason: _Optional[str] = ..., edits: _Optional[str] = ...) -> None: ...
+
+class ApproveResponse(_message.Message):
+    __slots__ = ("approval_id", "run_id")
+    APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    approval_id: str
+    run_id: str
+    def __init__(self, approval_id: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...

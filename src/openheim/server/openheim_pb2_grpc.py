@@ -54,6 +54,26 @@ class OpenheimStub:
                 request_serializer=openheim_dot_server_dot_openheim__pb2.DecideApprovalsRequest.SerializeToString,
                 response_deserializer=openheim_dot_server_dot_openheim__pb2.AgentEvent.FromString,
                 _registered_method=True)
+        self.SubmitWorkflow = channel.unary_unary(
+                '/openheim.v1.Openheim/SubmitWorkflow',
+                request_serializer=openheim_dot_server_dot_openheim__pb2.SubmitWorkflowRequest.SerializeToString,
+                response_deserializer=openheim_dot_server_dot_openheim__pb2.WorkflowRun.FromString,
+                _registered_method=True)
+        self.GetRun = channel.unary_unary(
+                '/openheim.v1.Openheim/GetRun',
+                request_serializer=openheim_dot_server_dot_openheim__pb2.GetRunRequest.SerializeToString,
+                response_deserializer=openheim_dot_server_dot_openheim__pb2.WorkflowRun.FromString,
+                _registered_method=True)
+        self.StreamRunEvents = channel.unary_stream(
+                '/openheim.v1.Openheim/StreamRunEvents',
+                request_serializer=openheim_dot_server_dot_openheim__pb2.StreamRunEventsRequest.SerializeToString,
+                response_deserializer=openheim_dot_server_dot_openheim__pb2.WorkflowEvent.FromString,
+                _registered_method=True)
+        self.Approve = channel.unary_unary(
+                '/openheim.v1.Openheim/Approve',
+                request_serializer=openheim_dot_server_dot_openheim__pb2.ApproveRequest.SerializeToString,
+                response_deserializer=openheim_dot_server_dot_openheim__pb2.ApproveResponse.FromString,
+                _registered_method=True)
 
 
 class OpenheimServicer:
@@ -89,6 +109,38 @@ class OpenheimServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitWorkflow(self, request, context):
+        """Workflows ([workflows.NAME] of the config), in the tenant's namespace, as over HTTP.
+        Start a run; answers once its start is recorded (wait: once it ends or waits for
+        approvals). ALREADY_EXISTS for a run_id in use, INVALID_ARGUMENT for bad input.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRun(self, request, context):
+        """A run's status, state and pending approvals (NOT_FOUND when the tenant has no such run).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamRunEvents(self, request, context):
+        """A run's checkpoints after `after` (its last seen id), as they are written, then one
+        event whose type is the run's status once it no longer runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Approve(self, request, context):
+        """Decide a workflow approval; the run goes on in the background (ABORTED when another
+        process drives the run right now, FAILED_PRECONDITION when already decided).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OpenheimServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +163,26 @@ def add_OpenheimServicer_to_server(servicer, server):
                     servicer.DecideApprovals,
                     request_deserializer=openheim_dot_server_dot_openheim__pb2.DecideApprovalsRequest.FromString,
                     response_serializer=openheim_dot_server_dot_openheim__pb2.AgentEvent.SerializeToString,
+            ),
+            'SubmitWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitWorkflow,
+                    request_deserializer=openheim_dot_server_dot_openheim__pb2.SubmitWorkflowRequest.FromString,
+                    response_serializer=openheim_dot_server_dot_openheim__pb2.WorkflowRun.SerializeToString,
+            ),
+            'GetRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRun,
+                    request_deserializer=openheim_dot_server_dot_openheim__pb2.GetRunRequest.FromString,
+                    response_serializer=openheim_dot_server_dot_openheim__pb2.WorkflowRun.SerializeToString,
+            ),
+            'StreamRunEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamRunEvents,
+                    request_deserializer=openheim_dot_server_dot_openheim__pb2.StreamRunEventsRequest.FromString,
+                    response_serializer=openheim_dot_server_dot_openheim__pb2.WorkflowEvent.SerializeToString,
+            ),
+            'Approve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Approve,
+                    request_deserializer=openheim_dot_server_dot_openheim__pb2.ApproveRequest.FromString,
+                    response_serializer=openheim_dot_server_dot_openheim__pb2.ApproveResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +293,114 @@ class Openheim:
             '/openheim.v1.Openheim/DecideApprovals',
             openheim_dot_server_dot_openheim__pb2.DecideApprovalsRequest.SerializeToString,
             openheim_dot_server_dot_openheim__pb2.AgentEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/openheim.v1.Openheim/SubmitWorkflow',
+            openheim_dot_server_dot_openheim__pb2.SubmitWorkflowRequest.SerializeToString,
+            openheim_dot_server_dot_openheim__pb2.WorkflowRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/openheim.v1.Openheim/GetRun',
+            openheim_dot_server_dot_openheim__pb2.GetRunRequest.SerializeToString,
+            openheim_dot_server_dot_openheim__pb2.WorkflowRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamRunEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/openheim.v1.Openheim/StreamRunEvents',
+            openheim_dot_server_dot_openheim__pb2.StreamRunEventsRequest.SerializeToString,
+            openheim_dot_server_dot_openheim__pb2.WorkflowEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Approve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/openheim.v1.Openheim/Approve',
+            openheim_dot_server_dot_openheim__pb2.ApproveRequest.SerializeToString,
+            openheim_dot_server_dot_openheim__pb2.ApproveResponse.FromString,
             options,
             channel_credentials,
             insecure,

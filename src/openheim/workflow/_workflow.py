@@ -9,7 +9,7 @@ import itertools
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -40,6 +40,9 @@ from openheim.workflow._records import (
 from openheim.workflow._runner import Ctx, execute, result_of
 from openheim.workflow._view import RunView
 from openheim.workflow.events import Checkpoint, RunFinished, RunStarted, WorkflowResult
+
+if TYPE_CHECKING:
+    from openheim.stores.lease import Lease
 
 __all__ = ["Workflow"]
 
@@ -175,6 +178,7 @@ class Workflow(Graph):
         *,
         run_id: str | None = None,
         budget: Budget | None = None,
+        lease: Lease | None = None,
         _emit: Callable[[Any], None] | None = None,
     ) -> WorkflowResult:
         """Run the workflow on ``input`` (a state instance or a dict of its fields).
@@ -182,6 +186,7 @@ class Workflow(Graph):
         Returns when the run is done, or waits for approvals (``status ==
         "waiting"``); raises :class:`WorkflowStepError` if a node fails after
         its retries (the run is recorded as failed; ``resume`` retries it).
+        ``lease``: the run's lease (:meth:`lease`, acquired), kept while it runs.
         """
         if not self._validated:
             self.validate()
@@ -194,7 +199,10 @@ class Workflow(Graph):
             await self._record_start(view)
         if _emit is not None:
             _emit(RunStarted(run_id, self.name))
-        return await execute(self, self, view, _emit)
+        if lease is None:
+            return await execute(self, self, view, _emit)
+        async with _keeping(lease):
+            return await execute(self, self, view, _emit)
 
     async def launch(
         self, input: Any = None, *, run_id: str | None = None, budget: Budget | None = None
@@ -244,10 +252,16 @@ class Workflow(Graph):
                 self.journal = open_journal(*self._store_args)
 
     async def stream(
-        self, input: Any = None, *, run_id: str | None = None, resume: str | None = None
+        self,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        resume: str | None = None,
+        lease: Lease | None = None,
     ) -> AsyncIterator[Any]:
         """Run like :meth:`run` (or continue run ``resume``), yielding events as they
-        happen; the last is :class:`RunFinished`. Breaking out cancels the run."""
+        happen; the last is :class:`RunFinished`. Breaking out cancels the run.
+        ``lease`` as for :meth:`run` and :meth:`resume`."""
         queue: asyncio.Queue[Any] = asyncio.Queue()
         emit = queue.put_nowait
 
@@ -255,9 +269,9 @@ class Workflow(Graph):
             try:
                 if resume is not None:
                     emit(RunStarted(resume, self.name))
-                    res = await self.resume(resume, _emit=emit)
+                    res = await self.resume(resume, lease=lease, _emit=emit)
                 else:
-                    res = await self.run(input, run_id=run_id, _emit=emit)
+                    res = await self.run(input, run_id=run_id, lease=lease, _emit=emit)
                 emit(RunFinished(res))
             except BaseException as exc:  # handed to the reader
                 emit(_Failure(exc))
@@ -277,8 +291,23 @@ class Workflow(Graph):
                 with contextlib.suppress(BaseException):
                     await task
 
+    def lease(self, run_id: str) -> Lease:
+        """The lease whoever drives run ``run_id`` holds (``wfrun/<id>`` in the store).
+
+        :meth:`resume` takes it itself; a server that must know it holds the run
+        before it answers acquires it first and hands it to ``run``/``resume``."""
+        from openheim.stores.lease import Lease
+
+        if not self.journal.durable:
+            raise WorkflowError(f"workflow {self.name!r} has no store, so its runs have no lease")
+        return Lease(self.journal.store, "wfrun/" + run_id, ttl=self.lease_ttl)  # type: ignore[attr-defined]
+
     async def resume(
-        self, run_id: str, *, _emit: Callable[[Any], None] | None = None
+        self,
+        run_id: str,
+        *,
+        lease: Lease | None = None,
+        _emit: Callable[[Any], None] | None = None,
     ) -> WorkflowResult:
         """Continue run ``run_id`` from its last checkpoint (after a crash, a failure or
         an approval). Nodes with a recorded result are not run again.
@@ -286,23 +315,22 @@ class Workflow(Graph):
         With a store, the resuming process holds a lease on the run (``wfrun/<id>``,
         renewed while it runs): a second process resuming the same run at the same
         time gets a :class:`WorkflowError` instead of running its steps twice.
+        ``lease``: that lease, already acquired (:meth:`lease`); kept, then released.
         """
         if run_id in self._live:
             raise WorkflowError(f"run {run_id!r} is running in this process right now")
         if not self.journal.durable:
             return await self._resume(run_id, _emit)
-        from openheim.stores.lease import Lease
-
-        lease = Lease(self.journal.store, "wfrun/" + run_id, ttl=self.lease_ttl)  # type: ignore[attr-defined]
-        if not await lease.acquire():
-            info = await lease.info()
-            holder = f" by {info.holder}" if info is not None else ""
-            raise WorkflowBusyError(
-                f"run {run_id!r} is being resumed by another process{holder}; if that "
-                f"process died, its lease expires within {self.lease_ttl:g}s"
-            )
-        task = asyncio.current_task()
-        async with lease.kept(on_lost=task.cancel if task is not None else None):
+        if lease is None:
+            lease = self.lease(run_id)
+            if not await lease.acquire():
+                info = await lease.info()
+                holder = f" by {info.holder}" if info is not None else ""
+                raise WorkflowBusyError(
+                    f"run {run_id!r} is being resumed by another process{holder}; if that "
+                    f"process died, its lease expires within {self.lease_ttl:g}s"
+                )
+        async with _keeping(lease):
             return await self._resume(run_id, _emit)
 
     async def _resume(self, run_id: str, emit: Callable[[Any], None] | None) -> WorkflowResult:
@@ -642,6 +670,14 @@ class Workflow(Graph):
             timer.cancel()
         self._timers.clear()
         await self.journal.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _keeping(lease: Lease) -> AsyncIterator[None]:
+    """Keep ``lease`` (renewed) around a run; losing it cancels the run's task."""
+    task = asyncio.current_task()
+    async with lease.kept(on_lost=task.cancel if task is not None else None):
+        yield
 
 
 def _raised(rec: ApprovalRecord, d: Decision, default: Budget | None) -> Budget | None:

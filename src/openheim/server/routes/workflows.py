@@ -21,36 +21,31 @@ exactly the checkpoints it has not seen, from any server process on the store.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from openheim.errors import (
-    OpenheimError,
     RunNotFoundError,
     WorkflowApprovalError,
+    WorkflowBusyError,
     WorkflowCancelled,
     WorkflowDefinitionError,
     WorkflowError,
     WorkflowStateError,
 )
-from openheim.server._http import error_response, event_stream, json_response
+from openheim.server._http import error_response, event_stream, json_response, shutting_down
 from openheim.server._wf_schemas import WorkflowDecision, WorkflowFork, WorkflowSubmit
 from openheim.server._wire import BadRequest, decode_body, shown
+from openheim.server._workflows import ServedWorkflows, ShuttingDown
 from openheim.workflow import Workflow
 from openheim.workflow.events import WorkflowResult, to_builtins
 
 __all__ = ["routes_for"]
-
-POLL = 0.05  # seconds between looks at a running run's checkpoints
-
 
 # The request bodies (also in /openapi.json).
 SubmitBody = WorkflowSubmit
@@ -72,9 +67,11 @@ class _Conflict(Exception):
 def _error(exc: BaseException) -> Response:
     if isinstance(exc, BadRequest):
         return error_response(400, str(exc), param=exc.param)
+    if isinstance(exc, ShuttingDown):
+        return shutting_down()
     if isinstance(exc, RunNotFoundError):
         return error_response(404, str(exc), code="not_found")
-    if isinstance(exc, (WorkflowApprovalError, WorkflowCancelled, _Conflict)):
+    if isinstance(exc, (WorkflowApprovalError, WorkflowCancelled, WorkflowBusyError, _Conflict)):
         return error_response(409, str(exc), code="conflict")
     if isinstance(exc, (WorkflowStateError, WorkflowDefinitionError)):
         return error_response(400, str(exc))
@@ -82,40 +79,14 @@ def _error(exc: BaseException) -> Response:
 
 
 class _Routes:
-    """The handlers, over one mapping of workflows (and the runs this process drives)."""
+    """The handlers, over the served workflows (and the runs this process drives)."""
 
-    def __init__(self, workflows: Mapping[str, Workflow]) -> None:
-        for name, wf in workflows.items():
-            if not wf.journal.durable:
-                raise WorkflowError(
-                    f"workflow {name!r} has no store; served workflows need one "
-                    "(Workflow(..., store=...)) so that any process can answer for their runs"
-                )
-        self.workflows = dict(workflows)
-        self._scoped: dict[tuple[str, str], Workflow] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+    def __init__(self, served: ServedWorkflows) -> None:
+        self.served = served
 
     def _wf(self, request: Request) -> Workflow:
-        name = request.path_params["name"]
-        base = self.workflows.get(name)
-        if base is None:
-            known = ", ".join(self.workflows) or "none"
-            raise RunNotFoundError(f"no workflow {shown(name)} (workflows: {known})")
         tenant = str(request.scope.get("state", {}).get("tenant", "default"))
-        key = (name, tenant)
-        wf = self._scoped.get(key)
-        if wf is None:
-            wf = self._scoped[key] = base.scoped(f"tenant/{tenant}")
-        return wf
-
-    def _background(self, coro: Any) -> None:
-        task = asyncio.ensure_future(self._guard(coro))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _guard(self, coro: Any) -> None:
-        with contextlib.suppress(OpenheimError):  # recorded in the run; status shows it
-            await coro
+        return self.served.get(request.path_params["name"], tenant)
 
     async def submit(self, request: Request) -> Response:
         try:
@@ -130,14 +101,8 @@ class _Routes:
                         "a new run_id"
                     )
             if body.wait:
-                try:
-                    return json_response(_result(await wf.run(body.input, run_id=body.run_id)))
-                except WorkflowError as exc:
-                    run_id = getattr(exc, "run_id", None)
-                    if not run_id:
-                        raise
-                    return json_response(_result(await wf.status(run_id)))
-            run_id = await wf.launch(body.input, run_id=body.run_id)
+                return json_response(_result(await self.served.run(wf, body.input, body.run_id)))
+            run_id = await self.served.start(wf, body.input, body.run_id)
             name = quote(request.path_params["name"], safe="")
             headers = {"Location": f"/v1/workflows/{name}/runs/{quote(run_id, safe='')}"}
             return json_response({"run_id": run_id, "status": "running"}, 202, headers)
@@ -164,10 +129,7 @@ class _Routes:
         try:
             wf = self._wf(request)
             run_id = request.path_params["run_id"]
-            status = await wf.status(run_id)
-            if status.status == "cancelled":
-                raise WorkflowCancelled(f"run {run_id!r} was cancelled; fork it to run it again")
-            self._background(wf.resume(run_id))
+            await self.served.resume(wf, run_id)
             return json_response({"run_id": run_id, "status": "running"}, 202)
         except Exception as exc:
             return _error(exc)
@@ -176,11 +138,9 @@ class _Routes:
         try:
             wf = self._wf(request)
             body = decode_body(await request.body() or b"{}", ForkBody)
-            new_id = await wf.fork(request.path_params["run_id"], body.checkpoint, body.state)
-            self._background(wf.resume(new_id))
-            return json_response(
-                {"run_id": new_id, "forked_from": request.path_params["run_id"]}, 202
-            )
+            run_id = request.path_params["run_id"]
+            new_id = await self.served.fork(wf, run_id, body.checkpoint, body.state)
+            return json_response({"run_id": new_id, "forked_from": run_id}, 202)
         except Exception as exc:
             return _error(exc)
 
@@ -196,19 +156,10 @@ class _Routes:
             wf = self._wf(request)
             body = decode_body(await request.body(), DecideBody)
             approval_id = request.path_params["approval_id"]
-            got = await wf.journal.get_approval(approval_id)
-            if got is None:
-                raise RunNotFoundError(f"no approval {shown(approval_id)}")
-            await wf.approve(
-                approval_id,
-                body.approved,
-                by=body.by,
-                reason=body.reason,
-                edits=body.edits,
-                resume=False,
+            run_id = await self.served.decide(
+                wf, approval_id, body.approved, by=body.by, reason=body.reason, edits=body.edits
             )
-            self._background(wf.resume(got[0].root))
-            return json_response({"approval_id": approval_id, "run_id": got[0].root}, 202)
+            return json_response({"approval_id": approval_id, "run_id": run_id}, 202)
         except Exception as exc:
             return _error(exc)
 
@@ -223,30 +174,26 @@ class _Routes:
             return _error(exc)
 
         async def stream() -> AsyncIterator[bytes]:
-            seen = after
-            while True:
-                for cp in await wf.history(run_id):
-                    if cp.id > seen:
-                        seen = cp.id
-                        data = msgspec.json.encode(_plain(cp))
-                        yield (
-                            f"id: {cp.id}\nevent: checkpoint\n".encode()
-                            + b"data: "
-                            + data
-                            + b"\n\n"
-                        )
-                status = await wf.status(run_id)
-                if status.status != "running" or await request.is_disconnected():
-                    data = msgspec.json.encode(_result(status))
-                    yield b"event: " + status.status.encode() + b"\ndata: " + data + b"\n\n"
-                    return
-                await asyncio.sleep(POLL)
+            async for ident, kind, data in self.served.follow(
+                wf, run_id, after, request.is_disconnected
+            ):
+                head = f"id: {ident}\n" if kind == "checkpoint" else ""
+                yield f"{head}event: {kind}\ndata: ".encode() + data + b"\n\n"
 
         return event_stream(stream())
 
 
-def routes_for(workflows: Mapping[str, Workflow]) -> list[Route]:
-    """The HTTP routes for ``workflows`` (name -> workflow; see the module docstring)."""
+def routes_for(workflows: Mapping[str, Workflow] | ServedWorkflows) -> list[Route]:
+    """The HTTP routes for ``workflows`` (name -> workflow, or the server's
+    :class:`ServedWorkflows`; see the module docstring)."""
+    if not isinstance(workflows, ServedWorkflows):
+        for name, wf in workflows.items():
+            if not wf.journal.durable:
+                raise WorkflowError(
+                    f"workflow {name!r} has no store; served workflows need one "
+                    "(Workflow(..., store=...)) so that any process can answer for their runs"
+                )
+        workflows = ServedWorkflows(workflows)
     r = _Routes(workflows)
     base = "/v1/workflows/{name}"
     return [

@@ -1,0 +1,310 @@
+"""The config's workflows as the server runs them, for the HTTP routes and gRPC alike.
+
+Every run the server drives (started, resumed, forked, or continued after an
+approval) is driven under the run's lease (``wfrun/<id>`` in the tenant's
+namespace of the store), taken *before* the server answers: of two servers
+asked to continue one run, one answers 202 and the other 409, and a run that
+is driven somewhere is never driven twice. The runs are tracked here: on
+shutdown the server waits ``[server] shutdown_grace`` seconds for them, then
+cancels the rest (their last checkpoints stay in the store and their leases
+are released, so a resume anywhere carries on from there).
+
+SIGHUP rebuilds the ``[workflows.NAME]`` tables (:meth:`ServedWorkflows.replace`);
+runs in flight finish on the definition they started with, and the old
+workflows' stores are closed once those runs end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from openheim.errors import (
+    OpenheimError,
+    RunNotFoundError,
+    WorkflowBusyError,
+    WorkflowCancelled,
+    WorkflowError,
+)
+from openheim.server._wire import json_encode, shown
+from openheim.workflow.events import to_builtins
+
+if TYPE_CHECKING:
+    from openheim.config import Config
+    from openheim.stores.lease import Lease
+    from openheim.workflow import Workflow, WorkflowResult
+
+__all__ = ["ServedWorkflows", "ShuttingDown", "build_served"]
+
+log = logging.getLogger("openheim.server")
+
+POLL = 0.05  # seconds between looks at a running run's checkpoints
+
+
+class ShuttingDown(OpenheimError):
+    """The server drains its runs and takes no new ones (a 503 / UNAVAILABLE)."""
+
+
+def build_served(config: Config) -> dict[str, Workflow]:
+    """The config's ``[workflows.NAME]``, built; each must have a store."""
+    workflows: dict[str, Workflow] = config.build_workflows()
+    for name, wf in workflows.items():
+        if not wf.journal.durable:
+            raise config.error(
+                ["workflows", name],
+                f"workflow {wf.name!r} has no store; served workflows need one so that any "
+                "process can answer for their runs (build it with store=..., or declare it "
+                "in the file to use [store].url)",
+            )
+    return workflows
+
+
+def new_run_id() -> str:
+    return "wf-" + os.urandom(8).hex()
+
+
+class ServedWorkflows:
+    """Name -> workflow, scoped per tenant; the runs this server drives, under their leases."""
+
+    def __init__(
+        self,
+        workflows: Mapping[str, Workflow] | None = None,
+        accepting: Callable[[], bool] | None = None,
+    ) -> None:
+        self._server_accepting = accepting  # False from the server's first exit signal on
+        self.workflows: dict[str, Workflow] = dict(workflows or {})
+        self._scoped: dict[tuple[str, str], Workflow] = {}
+        self._tasks: dict[asyncio.Task[Any], tuple[str, str]] = {}  # -> (namespace, run id)
+        self._retired: list[Workflow] = []
+        self._closing: set[asyncio.Task[None]] = set()
+        self.accepting = True
+
+    # ---- which workflow ---------------------------------------------------------------
+
+    def get(self, name: str, tenant: str) -> Workflow:
+        """Workflow ``name`` in ``tenant``'s namespace (RunNotFoundError if unknown)."""
+        base = self.workflows.get(name)
+        if base is None:
+            known = ", ".join(self.workflows) or "none"
+            raise RunNotFoundError(f"no workflow {shown(name)} (workflows: {known})")
+        key = (name, tenant)
+        wf = self._scoped.get(key)
+        if wf is None:
+            wf = self._scoped[key] = base.scoped(f"tenant/{tenant}")
+        return wf
+
+    def replace(self, workflows: Mapping[str, Workflow]) -> None:
+        """Serve ``workflows`` from now on (SIGHUP). Runs in flight keep the definition
+        they run on; the replaced workflows' stores are closed once those runs end."""
+        old, self.workflows = list(self.workflows.values()), dict(workflows)
+        self._scoped = {}
+        self._retired.extend(old)
+        running = list(self._tasks)
+        task = asyncio.get_running_loop().create_task(self._close_after(running, old))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_after(self, running: list[asyncio.Task[Any]], old: list[Workflow]) -> None:
+        if running:
+            await asyncio.wait(running)
+        for wf in old:
+            try:
+                await wf.aclose()
+            except Exception:
+                log.warning("closing replaced workflow %r failed", wf.name, exc_info=True)
+            with contextlib.suppress(ValueError):
+                self._retired.remove(wf)
+
+    def in_flight(self) -> list[tuple[str, str]]:
+        """(namespace, run id) of the runs this server drives right now."""
+        return [k for t, k in self._tasks.items() if not t.done()]
+
+    # ---- driving runs under their leases ------------------------------------------------
+
+    def _check_accepting(self) -> None:
+        if not self.accepting or (
+            self._server_accepting is not None and not self._server_accepting()
+        ):
+            raise ShuttingDown("the server is shutting down; retry on another")
+
+    async def _claim(self, wf: Workflow, run_id: str) -> Lease:
+        lease = wf.lease(run_id)
+        if not await lease.acquire():
+            raise WorkflowBusyError(
+                f"run {shown(run_id)} is being driven by another process right now; "
+                "follow it with its status or events, or retry when it stops"
+            )
+        return lease
+
+    def _track(self, wf: Workflow, run_id: str, lease: Lease, coro: Any) -> asyncio.Task[Any]:
+        async def drive() -> Any:
+            try:
+                return await coro
+            finally:
+                await lease.release()  # no-op when the run released it already
+
+        task = asyncio.get_running_loop().create_task(drive(), name=f"workflow run {run_id}")
+        self._tasks[task] = (wf.journal.store.ns, run_id)  # type: ignore[attr-defined]
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.pop(task, None)
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is not None and not isinstance(exc, OpenheimError):
+                log.error("workflow run %s failed", task.get_name(), exc_info=exc)
+
+    async def start(self, wf: Workflow, input: Any, run_id: str | None = None) -> str:
+        """Start a run in the background; returns its id once its start is recorded."""
+        self._check_accepting()
+        run_id = run_id or new_run_id()
+        lease = await self._claim(wf, run_id)
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def run() -> None:
+            try:
+                async for _ in wf.stream(input, run_id=run_id, lease=lease):
+                    if not started.done():
+                        started.set_result(None)
+            except BaseException as exc:
+                if not started.done():
+                    started.set_exception(exc)
+                    return
+                raise
+
+        task = self._track(wf, run_id, lease, run())
+        await asyncio.wait([started, task], return_when=asyncio.FIRST_COMPLETED)
+        if started.done():
+            started.result()  # raises the error that kept it from starting
+        else:
+            task.result()
+        return run_id
+
+    async def run(self, wf: Workflow, input: Any, run_id: str | None = None) -> WorkflowResult:
+        """Run until the run ends or waits (tracked like a background run: a client that
+        goes away does not cancel it). A run that failed is answered with its status."""
+        self._check_accepting()
+        run_id = run_id or new_run_id()
+        lease = await self._claim(wf, run_id)
+        task = self._track(wf, run_id, lease, wf.run(input, run_id=run_id, lease=lease))
+        try:
+            result: WorkflowResult = await asyncio.shield(task)
+            return result
+        except WorkflowError:
+            if not await wf.journal.read(run_id):
+                raise  # it never started (bad input, an existing run id)
+            return await wf.status(run_id)  # failed, recorded: its status says how
+
+    async def resume(self, wf: Workflow, run_id: str) -> None:
+        """Continue run ``run_id`` in the background (WorkflowBusyError if driven elsewhere)."""
+        self._check_accepting()
+        status = await wf.status(run_id)
+        if status.status == "cancelled":
+            raise WorkflowCancelled(f"run {shown(run_id)} was cancelled; fork it to run it again")
+        lease = await self._claim(wf, run_id)
+        self._track(wf, run_id, lease, wf.resume(run_id, lease=lease))
+
+    async def fork(
+        self,
+        wf: Workflow,
+        run_id: str,
+        checkpoint: int | None,
+        state: Mapping[str, Any] | None,
+    ) -> str:
+        """Fork run ``run_id`` and run the fork in the background; the new run's id."""
+        self._check_accepting()
+        new_id = await wf.fork(run_id, checkpoint, state)
+        lease = await self._claim(wf, new_id)
+        self._track(wf, new_id, lease, wf.resume(new_id, lease=lease))
+        return new_id
+
+    def driving(self, wf: Workflow, run_id: str) -> bool:
+        key = (wf.journal.store.ns, run_id)  # type: ignore[attr-defined]
+        return any(k == key and not t.done() for t, k in self._tasks.items())
+
+    async def decide(
+        self,
+        wf: Workflow,
+        approval_id: str,
+        approved: bool,
+        *,
+        by: str | None = None,
+        reason: str | None = None,
+        edits: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Decide an approval and continue its run in the background; the run's id.
+
+        The run's lease is taken before the decision is recorded: when another
+        process drives the run, nothing is decided (WorkflowBusyError). When this
+        server drives it (other branches still running), the driver carries on."""
+        self._check_accepting()
+        got = await wf.journal.get_approval(approval_id)
+        if got is None:
+            raise RunNotFoundError(f"no approval {shown(approval_id)}")
+        root = got[0].root
+        if self.driving(wf, root):
+            await wf.approve(approval_id, approved, by=by, reason=reason, edits=edits, resume=False)
+            if self.driving(wf, root):
+                return root
+            # Its driver stopped meanwhile: continue the run below.
+        lease = await self._claim(wf, root)
+        try:
+            await wf.approve(approval_id, approved, by=by, reason=reason, edits=edits, resume=False)
+        except BaseException:
+            await lease.release()
+            raise
+        self._track(wf, root, lease, wf.resume(root, lease=lease))
+        return root
+
+    # ---- following a run -----------------------------------------------------------------
+
+    @staticmethod
+    async def follow(
+        wf: Workflow, run_id: str, after: int, gone: Callable[[], Awaitable[bool]] | None = None
+    ) -> AsyncIterator[tuple[int, str, bytes]]:
+        """Run ``run_id``'s checkpoints after id ``after`` as ``(id, "checkpoint", json)``,
+        as they are written (by any process on the store), then ``(0, status, run json)``
+        once it no longer runs (or ``gone()`` says the client left)."""
+        seen = after
+        while True:
+            for cp in await wf.history(run_id):
+                if cp.id > seen:
+                    seen = cp.id
+                    yield cp.id, "checkpoint", json_encode(to_builtins(cp))
+            status = await wf.status(run_id)
+            if status.status != "running" or (gone is not None and await gone()):
+                yield 0, status.status, json_encode(status.to_builtins())
+                return
+            await asyncio.sleep(POLL)
+
+    # ---- shutdown ------------------------------------------------------------------------
+
+    async def drain(self, grace: float) -> None:
+        """Take no new runs; wait up to ``grace`` seconds for the runs in flight, then
+        cancel the rest (they stay resumable from their last checkpoint)."""
+        self.accepting = False
+        tasks = list(self._tasks)
+        if not tasks:
+            return
+        log.info("waiting up to %gs for %d workflow run(s)", grace, len(tasks))
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            log.warning("%s did not finish within the grace period; cancelled", task.get_name())
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def aclose(self) -> None:
+        """Close every workflow's store (after :meth:`drain`)."""
+        await asyncio.gather(*self._closing, return_exceptions=True)
+        for wf in [*self.workflows.values(), *self._retired]:
+            try:
+                await wf.aclose()
+            except Exception:
+                log.warning("closing workflow %r failed", wf.name, exc_info=True)
+        self._retired = []
