@@ -199,7 +199,11 @@ _WF_NAME = Param("name", "path", "workflow name ([workflows.NAME] of the config)
 _WF_RUN = (_WF_NAME, _RUN_ID)
 _WF_MISSING = {404: _json("no such workflow, or no such run of the tenant")}
 _WF_CONFLICT = {
-    409: _json("the run exists already or was cancelled, or the approval is already decided")
+    409: _json(
+        "the run exists already or was cancelled, the approval is already decided, or "
+        "another server drives the run right now (it holds the run's lease)"
+    ),
+    **_DOWN,
 }
 _WF_FAILED = {500: _json("the workflow's code failed (recorded in the run)")}
 

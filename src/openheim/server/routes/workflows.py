@@ -14,6 +14,10 @@ other's runs or approvals::
     GET  /v1/workflows/{name}/approvals
     POST /v1/workflows/{name}/approvals/{approval_id}  {"approved": true, "by": ..., "edits": {...}}
 
+Starting, resuming, forking and deciding take the run's lease before they
+answer (409 when another server drives the run) and the server drains those
+runs on shutdown (``server/_workflows.py``, shared with gRPC).
+
 A run's events are its checkpoints (``Workflow.history``): each SSE event's id
 is the checkpoint id, so a client that reconnects with ``Last-Event-ID`` gets
 exactly the checkpoints it has not seen, from any server process on the store.
