@@ -13,6 +13,7 @@ import contextvars
 import inspect
 import time
 from collections.abc import Callable, Coroutine
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from openheim.errors import (
@@ -165,7 +166,7 @@ async def _execute(ctx: Ctx) -> WorkflowResult:
                     await _run_node(ctx, ready[0])
                 else:
                     results = await asyncio.gather(
-                        *(_run_node(ctx, n) for n in ready), return_exceptions=True
+                        *map(_run_node, repeat(ctx), ready), return_exceptions=True
                     )
                     for r in results:
                         if isinstance(r, BaseException):

@@ -148,6 +148,8 @@ class RunView:
     def ready(self) -> list[str]:
         """The frontier's nodes without a result and not waiting for an approval."""
         done, waiting, blocked = self.done, self.waiting, self.blocked
+        if not done and not waiting and not blocked:
+            return self.frontier  # the common case: no list of its own (callers only read it)
         return [n for n in self.frontier if n not in done and n not in waiting and n not in blocked]
 
     @property
@@ -283,11 +285,12 @@ class RunView:
             # One node (a chain): no merge to order, no join to wait for.
             node = self.frontier[0]
             updates, routes, edits = self.done[node]
-            state = graph.spec.apply(self.state, updates)
+            state = graph.spec.apply(self.state, updates) if updates else self.state
             if edits:
                 state = graph.spec.replace(state, edits)
             targets = routes if routes is not None else graph.edges.get(node, ())
-            nxt: list[str] = [t for t in targets if t != END]
+            # (no comprehension unless END is among them: a chain's step costs no frame)
+            nxt: list[str] = [t for t in targets if t != END] if END in targets else [*targets]
             if len(nxt) > 1:
                 nxt = list(dict.fromkeys(nxt))
             self.state = state

@@ -128,8 +128,9 @@ class Workflow(Graph):
         if not graph._validated:
             graph.validate()
         state = graph.spec.new(input)
-        assert graph.start is not None
-        return RunView(graph, run_id, state, [graph.start], budget=budget)
+        start = graph.start
+        assert start is not None
+        return RunView(graph, run_id, state, [start], budget=budget)
 
     async def _record_start(self, view: RunView) -> None:
         graph = view.graph
