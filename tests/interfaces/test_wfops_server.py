@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from ixhelpers import CONFIG, Served, start_server, stop_server, write_project
-from wfopsflows import TABLE
+from wfopsflows import TABLE, TIMED
 
 HERE = Path(__file__).parent
 WF = "/v1/workflows/slow"
@@ -33,6 +33,7 @@ def project(folder: Path, grace: float = 5) -> Path:
             "shutdown_grace = 5", f"shutdown_grace = {grace}"
         )
         + TABLE
+        + TIMED
     )
     path = write_project(folder, config)
     shutil.copy(HERE / "wfopsflows.py", folder / "wfopsflows.py")
@@ -188,3 +189,37 @@ def test_a_run_past_the_grace_is_cancelled_resumable_and_its_lease_released(
             cb.post(f"{WF}/runs/{run_id}/cancel")
     finally:
         stop_server(b)
+
+
+def test_a_deadline_passes_while_no_server_runs(tmp_path: Path) -> None:
+    """The server that asked for the approval is gone when its deadline passes: the next
+    server on the store rejects it and finishes the run (nothing before it runs again)."""
+    path = project(tmp_path)
+    a = start_server(path, grpc=False)
+    try:
+        with a.client() as ca:
+            run = ca.post("/v1/workflows/timed/runs", json={"input": {}, "wait": True}).json()
+            assert run["status"] == "waiting"
+            (pending,) = run["pending"]
+            assert pending["deadline"] > time.time()
+        assert terminate(a)
+    finally:
+        stop_server(a)
+    while time.time() < pending["deadline"]:
+        time.sleep(0.1)
+    b = start_server(path, grpc=False)
+    try:
+        with b.client() as cb:
+            for _ in range(400):
+                body = cb.get(f"/v1/workflows/timed/runs/{run['run_id']}").json()
+                if body["status"] == "done":
+                    break
+                time.sleep(0.05)
+            assert body["status"] == "done", body
+            decision = body["state"]["decision"]
+            assert decision["approved"] is False
+            assert decision["by"] == "deadline"
+            assert cb.get("/v1/workflows/timed/approvals").json() == {"approvals": []}
+    finally:
+        stop_server(b)
+    assert effects(tmp_path) == ["finish"]

@@ -70,3 +70,18 @@ approval = { output = "decision" }
 name = "finish"
 step = "wfopsflows:finish"
 """
+
+# `gate` first, with a deadline of 2 s (then rejected), then `finish`.
+TIMED = """
+[workflows.timed]
+state = "wfopsflows:Slow"
+edges = [["gate", "finish"]]
+
+[[workflows.timed.nodes]]
+name = "gate"
+approval = { output = "decision", deadline = 2 }
+
+[[workflows.timed.nodes]]
+name = "finish"
+step = "wfopsflows:finish"
+"""

@@ -193,6 +193,7 @@ def create_app(config: Config, state: ServerState | None = None) -> Guard:
         # `openheim serve` does it once its agents are built (ServerState.load).
         if not state.loading:
             await state.runs.start_background()
+        state.workflows.start_sweeping(state.tenants)
         yield
         await state.drain(state.config.server.shutdown_grace)
         await state.aclose()

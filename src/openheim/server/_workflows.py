@@ -9,6 +9,10 @@ shutdown the server waits ``[server] shutdown_grace`` seconds for them, then
 cancels the rest (their last checkpoints stay in the store and their leases
 are released, so a resume anywhere carries on from there).
 
+Approval deadlines are applied by a sweep every ``SWEEP`` seconds, so they pass
+even when the process that asked for the approval is gone: the approval is
+rejected (or escalated) and its run continued here, under its lease.
+
 SIGHUP rebuilds the ``[workflows.NAME]`` tables (:meth:`ServedWorkflows.replace`);
 runs in flight finish on the definition they started with, and the old
 workflows' stores are closed once those runs end.
@@ -20,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +48,7 @@ __all__ = ["ServedWorkflows", "ShuttingDown", "build_served"]
 log = logging.getLogger("openheim.server")
 
 POLL = 0.05  # seconds between looks at a running run's checkpoints
+SWEEP = 1.0  # seconds between looks for approvals whose deadline passed
 
 
 class ShuttingDown(OpenheimError):
@@ -82,6 +88,7 @@ class ServedWorkflows:
         self._retired: list[Workflow] = []
         self._closing: set[asyncio.Task[None]] = set()
         self.accepting = True
+        self._sweeper: asyncio.Task[None] | None = None
 
     # ---- which workflow ---------------------------------------------------------------
 
@@ -261,6 +268,50 @@ class ServedWorkflows:
         self._track(wf, root, lease, wf.resume(root, lease=lease))
         return root
 
+    # ---- approval deadlines -----------------------------------------------------------------
+
+    def start_sweeping(self, tenants: Callable[[], list[str]]) -> None:
+        """Every ``SWEEP`` seconds, apply the approval deadlines that passed (:meth:`sweep`)."""
+
+        async def forever() -> None:
+            while self.accepting:
+                try:
+                    await self.sweep(tenants())
+                except Exception:
+                    log.exception("applying workflow approval deadlines failed")
+                await asyncio.sleep(SWEEP)
+
+        self._sweeper = asyncio.get_running_loop().create_task(forever())
+
+    async def sweep(self, tenants: list[str]) -> list[str]:
+        """Reject (or escalate) every pending approval whose deadline passed, and continue
+        its run here under its lease; the approval ids. A run another process drives is
+        left for a later sweep (nothing is decided then); one this server drives has its
+        deadline applied by the timer of the process that asked for the approval."""
+        out: list[str] = []
+        for name in list(self.workflows):
+            for tenant in tenants:
+                wf = self.get(name, tenant)
+                now = time.time()
+                for a in await wf.approvals():
+                    if a.deadline is None or a.deadline > now or self.driving(wf, a.root):
+                        continue
+                    try:
+                        lease = await self._claim(wf, a.root)
+                    except WorkflowBusyError:
+                        continue
+                    try:
+                        decided = await wf.expire(now, resume=False, only={a.id})
+                    except BaseException:
+                        await lease.release()
+                        raise
+                    if not decided:
+                        await lease.release()
+                        continue
+                    self._track(wf, a.root, lease, wf.resume(a.root, lease=lease))
+                    out.append(a.id)
+        return out
+
     # ---- following a run -----------------------------------------------------------------
 
     @staticmethod
@@ -288,6 +339,9 @@ class ServedWorkflows:
         """Take no new runs; wait up to ``grace`` seconds for the runs in flight, then
         cancel the rest (they stay resumable from their last checkpoint)."""
         self.accepting = False
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         tasks = list(self._tasks)
         if not tasks:
             return

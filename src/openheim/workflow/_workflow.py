@@ -8,7 +8,7 @@ import copy
 import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -511,13 +511,21 @@ class Workflow(Graph):
             key=lambda a: (a.requested_at, a.id),
         )
 
-    async def expire(self, now: float | None = None) -> list[str]:
-        """Apply every passed deadline (reject, or escalate); returns the approval ids."""
+    async def expire(
+        self,
+        now: float | None = None,
+        *,
+        resume: bool = True,
+        only: Collection[str] | None = None,
+    ) -> list[str]:
+        """Apply every passed deadline (reject, or escalate); returns the approval ids.
+        ``only``: just these approvals; without ``resume`` their runs are not continued
+        here (a server continues them under their leases)."""
         now = time.time() if now is None else now
         out = []
         for a in await self.approvals():
-            if a.deadline is not None and a.deadline <= now:
-                await self._expire_one(a.id)
+            if a.deadline is not None and a.deadline <= now and (only is None or a.id in only):
+                await self._expire_one(a.id, resume=resume)
                 out.append(a.id)
         return out
 
