@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from ixhelpers import CONFIG, Served, start_server, stop_server, write_project
-from wfopsflows import TABLE, TIMED
+from wfopsflows import PARALLEL, TABLE, TIMED
 
 HERE = Path(__file__).parent
 WF = "/v1/workflows/slow"
@@ -34,6 +34,7 @@ def project(folder: Path, grace: float = 5) -> Path:
         )
         + TABLE
         + TIMED
+        + PARALLEL
     )
     path = write_project(folder, config)
     shutil.copy(HERE / "wfopsflows.py", folder / "wfopsflows.py")
@@ -223,3 +224,35 @@ def test_a_deadline_passes_while_no_server_runs(tmp_path: Path) -> None:
     finally:
         stop_server(b)
     assert effects(tmp_path) == ["finish"]
+
+
+def test_a_decision_while_the_server_still_drives_the_run(tmp_path: Path) -> None:
+    """The approval waits in one branch while the other still runs here: the decision
+    goes to the run's driver, which carries on; nothing ran twice."""
+    path = project(tmp_path)
+    a = start_server(path, grpc=False)
+    try:
+        with a.client() as ca:
+            res = ca.post("/v1/workflows/par/runs", json={"input": {"nap": 2}})
+            run_id = res.json()["run_id"]
+            for _ in range(400):
+                pending = ca.get("/v1/workflows/par/approvals").json()["approvals"]
+                if pending:
+                    break
+                time.sleep(0.02)
+            (approval,) = pending
+            assert ca.get(f"/v1/workflows/par/runs/{run_id}").json()["status"] == "running"
+            decided = ca.post(
+                f"/v1/workflows/par/approvals/{approval['id']}", json={"approved": True, "by": "x"}
+            )
+            assert decided.status_code == 202, decided.text
+            for _ in range(400):
+                body = ca.get(f"/v1/workflows/par/runs/{run_id}").json()
+                if body["status"] != "running":
+                    break
+                time.sleep(0.05)
+            assert body["status"] == "done", body
+            assert body["state"]["decision"]["by"] == "x"
+    finally:
+        stop_server(a)
+    assert sorted(effects(tmp_path)) == ["begin", "finish", "nap"]

@@ -85,3 +85,32 @@ approval = { output = "decision", deadline = 2 }
 name = "finish"
 step = "wfopsflows:finish"
 """
+
+
+def begin(s: Slow) -> dict[str, Any]:
+    effect("begin")
+    return {}
+
+
+# `begin`, then `gate` (an approval) and `nap` in parallel, joined by `finish`.
+PARALLEL = """
+[workflows.par]
+state = "wfopsflows:Slow"
+edges = [["begin", "gate"], ["begin", "nap"], [["gate", "nap"], "finish"]]
+
+[[workflows.par.nodes]]
+name = "begin"
+step = "wfopsflows:begin"
+
+[[workflows.par.nodes]]
+name = "gate"
+approval = { output = "decision" }
+
+[[workflows.par.nodes]]
+name = "nap"
+step = "wfopsflows:nap"
+
+[[workflows.par.nodes]]
+name = "finish"
+step = "wfopsflows:finish"
+"""

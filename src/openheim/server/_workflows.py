@@ -84,7 +84,8 @@ class ServedWorkflows:
         self._server_accepting = accepting  # False from the server's first exit signal on
         self.workflows: dict[str, Workflow] = dict(workflows or {})
         self._scoped: dict[tuple[str, str], Workflow] = {}
-        self._tasks: dict[asyncio.Task[Any], tuple[str, str]] = {}  # -> (namespace, run id)
+        # task -> (namespace, run id, the workflow object driving it)
+        self._tasks: dict[asyncio.Task[Any], tuple[str, str, Workflow]] = {}
         self._retired: list[Workflow] = []
         self._closing: set[asyncio.Task[None]] = set()
         self.accepting = True
@@ -128,7 +129,7 @@ class ServedWorkflows:
 
     def in_flight(self) -> list[tuple[str, str]]:
         """(namespace, run id) of the runs this server drives right now."""
-        return [k for t, k in self._tasks.items() if not t.done()]
+        return [(ns, run_id) for t, (ns, run_id, _) in self._tasks.items() if not t.done()]
 
     # ---- driving runs under their leases ------------------------------------------------
 
@@ -155,7 +156,7 @@ class ServedWorkflows:
                 await lease.release()  # no-op when the run released it already
 
         task = asyncio.get_running_loop().create_task(drive(), name=f"workflow run {run_id}")
-        self._tasks[task] = (wf.journal.store.ns, run_id)  # type: ignore[attr-defined]
+        self._tasks[task] = (wf.journal.store.ns, run_id, wf)  # type: ignore[attr-defined]
         task.add_done_callback(self._done)
         return task
 
@@ -230,9 +231,17 @@ class ServedWorkflows:
         self._track(wf, new_id, lease, wf.resume(new_id, lease=lease))
         return new_id
 
+    def driver(self, wf: Workflow, run_id: str) -> Workflow | None:
+        """The workflow object driving run ``run_id`` here right now (None: not driven here;
+        after a SIGHUP it is the definition the run started on, not ``wf``)."""
+        ns = wf.journal.store.ns  # type: ignore[attr-defined]
+        for t, (t_ns, t_run, t_wf) in self._tasks.items():
+            if t_ns == ns and t_run == run_id and not t.done():
+                return t_wf
+        return None
+
     def driving(self, wf: Workflow, run_id: str) -> bool:
-        key = (wf.journal.store.ns, run_id)  # type: ignore[attr-defined]
-        return any(k == key and not t.done() for t, k in self._tasks.items())
+        return self.driver(wf, run_id) is not None
 
     async def decide(
         self,
@@ -254,8 +263,11 @@ class ServedWorkflows:
         if got is None:
             raise RunNotFoundError(f"no approval {shown(approval_id)}")
         root = got[0].root
-        if self.driving(wf, root):
-            await wf.approve(approval_id, approved, by=by, reason=reason, edits=edits, resume=False)
+        driver = self.driver(wf, root)
+        if driver is not None:  # its driver here applies the decision and carries on
+            await driver.approve(
+                approval_id, approved, by=by, reason=reason, edits=edits, resume=False
+            )
             if self.driving(wf, root):
                 return root
             # Its driver stopped meanwhile: continue the run below.
