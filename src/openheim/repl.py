@@ -169,10 +169,11 @@ class Repl:
         elif name == "/clear":
             self.console.clear()
         elif name in ("/workflows", "/wf", "/approvals", "/approve", "/reject"):
-            try:
-                await self.workflow_command(name, arg)
-            except (OpenheimError, ValueError) as exc:
-                self.say(f"[red]{escape(type(exc).__name__)}: {escape(str(exc))}[/]")
+            with _ctrl_c_signals():  # Ctrl-C stops following the run; it stays resumable
+                await self._cancellable(
+                    self.workflow_command(name, arg),
+                    "the run keeps its checkpoints: `openheim workflow resume` continues it",
+                )
         else:
             self.say(f"[red]unknown command {escape(name)}[/]; /help lists them")
         return True
@@ -203,7 +204,11 @@ class Repl:
             if not wf_name:
                 self.say(f"usage: /wf NAME [JSON input]; workflows: {escape(', '.join(names))}")
                 return
-            data = msgspec.json.decode(text) if text.strip() else {}
+            try:
+                data = msgspec.json.decode(text) if text.strip() else {}
+            except msgspec.DecodeError as exc:
+                self.say(f"[red]the input is not valid JSON[/] ({escape(str(exc))})")
+                return
             if not isinstance(data, dict):
                 self.say("[red]the input must be a JSON object of state fields[/]")
                 return
@@ -279,11 +284,11 @@ class Repl:
 
     async def turn(self, text: str) -> None:
         with _ctrl_c_signals():
-            await self._cancellable_turn(text)
+            await self._cancellable(self._turn(text), "the session is unchanged")
 
-    async def _cancellable_turn(self, text: str) -> None:
+    async def _cancellable(self, work: Any, unchanged: str) -> None:
         loop = asyncio.get_running_loop()
-        task = loop.create_task(self._turn(text))
+        task = loop.create_task(work)
         cancellable = True
         try:
             loop.add_signal_handler(signal.SIGINT, task.cancel)
@@ -297,7 +302,7 @@ class Repl:
             if not task.cancelled():
                 raise
             sys.stdout.write("\n")
-            self.say("[yellow]cancelled[/] (the session is unchanged)")
+            self.say(f"[yellow]cancelled[/] ({unchanged})")
         except OpenheimError as exc:
             sys.stdout.write("\n")
             self.say(f"[red]{escape(type(exc).__name__)}: {escape(str(exc))}[/]")

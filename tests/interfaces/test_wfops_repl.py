@@ -100,8 +100,21 @@ def test_approve_a_workflow_and_see_it_continue(chat: object, tmp_path: Path) ->
     chat.expect("no workflow 'nope'")  # type: ignore[attr-defined]
     send(chat, "/wf slow [1]")
     chat.expect("the input must be a JSON object")  # type: ignore[attr-defined]
+    send(chat, "/wf slow {nope")
+    chat.expect("the input is not valid JSON")  # type: ignore[attr-defined]
+
+    # Ctrl-C stops following a run (it stays resumable) and the REPL goes on.
+    send(chat, "/wf slow " + json.dumps({"nap": 30}))
+    chat.expect("→ nap")  # type: ignore[attr-defined]
+    time.sleep(0.3)
+    chat.sendintr()  # type: ignore[attr-defined]
+    chat.expect("cancelled")  # type: ignore[attr-defined]
+    chat.expect("openheim workflow resume")  # type: ignore[attr-defined]
+    chat.expect("you> ")  # type: ignore[attr-defined]
+    send(chat, "/workflows")
+    chat.expect("slow")  # type: ignore[attr-defined]
     send(chat, "/exit")
     chat.expect(pexpect.EOF)  # type: ignore[attr-defined]
     effects = (tmp_path / "proj" / "effects").read_text().split()
-    assert effects.count("nap") == 2  # the decisions ran nothing before the approval again
+    assert effects.count("nap") == 3  # the decisions ran nothing before the approval again
     assert effects.count("finish") == 2
