@@ -8,7 +8,7 @@ import copy
 import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -173,7 +173,7 @@ class Workflow(Graph):
 
     # -- real-time mode ----------------------------------------------------------------
 
-    async def run(
+    def run(
         self,
         input: Any = None,
         *,
@@ -181,7 +181,7 @@ class Workflow(Graph):
         budget: Budget | None = None,
         lease: Lease | None = None,
         _emit: Callable[[Any], None] | None = None,
-    ) -> WorkflowResult:
+    ) -> Coroutine[Any, Any, WorkflowResult]:
         """Run the workflow on ``input`` (a state instance or a dict of its fields).
 
         Returns when the run is done, or waits for approvals (``status ==
@@ -189,6 +189,27 @@ class Workflow(Graph):
         its retries (the run is recorded as failed; ``resume`` retries it).
         ``lease``: the run's lease (:meth:`lease`, acquired), kept while it runs.
         """
+        if run_id is None and lease is None and _emit is None and not self.journal.durable:
+            # In memory there is nothing to await before the first node: the executor's
+            # coroutine is the run's own (one frame less for every run in flight).
+            try:
+                if not self._validated:
+                    self.validate()
+                view = self._new_view(self, new_run_id(), input, budget or self.budget)
+            except Exception:
+                pass  # raised again, when awaited, by the general path
+            else:
+                return execute(self, self, view, None)
+        return self._run(input, run_id, budget, lease, _emit)
+
+    async def _run(
+        self,
+        input: Any,
+        run_id: str | None,
+        budget: Budget | None,
+        lease: Lease | None,
+        _emit: Callable[[Any], None] | None,
+    ) -> WorkflowResult:
         if not self._validated:
             self.validate()
         if run_id is None:
