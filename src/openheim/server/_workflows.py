@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -67,10 +66,6 @@ def build_served(config: Config) -> dict[str, Workflow]:
                 "in the file to use [store].url)",
             )
     return workflows
-
-
-def new_run_id() -> str:
-    return "wf-" + os.urandom(8).hex()
 
 
 class ServedWorkflows:
@@ -170,7 +165,7 @@ class ServedWorkflows:
     async def start(self, wf: Workflow, input: Any, run_id: str | None = None) -> str:
         """Start a run in the background; returns its id once its start is recorded."""
         self._check_accepting()
-        run_id = run_id or new_run_id()
+        run_id = run_id or wf.new_run_id()
         lease = await self._claim(wf, run_id)
         started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -197,7 +192,7 @@ class ServedWorkflows:
         """Run until the run ends or waits (tracked like a background run: a client that
         goes away does not cancel it). A run that failed is answered with its status."""
         self._check_accepting()
-        run_id = run_id or new_run_id()
+        run_id = run_id or wf.new_run_id()
         lease = await self._claim(wf, run_id)
         task = self._track(wf, run_id, lease, wf.run(input, run_id=run_id, lease=lease))
         try:

@@ -96,6 +96,8 @@ class Workflow(Graph):
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._firing: set[asyncio.Task[Any]] = set()  # deadline timers, background runs
 
+    new_run_id = staticmethod(new_run_id)  # the run id a run gets unless it is given one
+
     def scoped(self, namespace: str) -> Workflow:
         """This workflow (the same definition) with its runs kept in the store's
         ``namespace``: one per tenant, so tenants never see each other's runs."""
