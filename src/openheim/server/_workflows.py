@@ -55,9 +55,11 @@ class ShuttingDown(OpenheimError):
 
 
 def build_served(config: Config) -> dict[str, Workflow]:
-    """The config's ``[workflows.NAME]``, built; each must have a store."""
+    """The config's ``[workflows.NAME]``, built; each must have a store. Their runs'
+    leases last ``[server] run_lease_ttl`` seconds unless renewed, like agent runs'."""
     workflows: dict[str, Workflow] = config.build_workflows()
     for name, wf in workflows.items():
+        wf.lease_ttl = config.server.run_lease_ttl  # as the server's agent runs
         if not wf.journal.durable:
             raise config.error(
                 ["workflows", name],
