@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
+from openheim import telemetry
 from openheim.agent._output import InvalidOutput, OutputSpec
 from openheim.agent._settings import RunSettings
 from openheim.agent.events import (
@@ -231,14 +232,17 @@ class _Run:
 
     async def events(self) -> AsyncGenerator[AgentEvent, None]:
         ckpt = self.checkpointer
+        events = telemetry.agent_run(
+            self._events(), self.settings.agent, self.state, self.model.name
+        )
         if ckpt is None:
-            async for event in self._events():
+            async for event in events:
                 yield event
             return
         run_id = self.state.run_id
         ckpt.active.add(run_id)
         try:
-            async for event in self._events():
+            async for event in events:
                 yield event
         except (asyncio.CancelledError, GeneratorExit):
             raise  # cancelled or abandoned: the checkpoints stay, recover() can continue it
@@ -298,14 +302,16 @@ class _Run:
             state.iterations += 1
             if settings.streaming:
                 response: ModelResponse | None = None
-                async for item in self._stream_model(request):
+                stream = self._stream_model(request)
+                async for item in telemetry.chat_stream(stream, self.model.name, request):
                     if type(item) is ModelResponse:
                         response = item
                     else:
                         yield item  # type: ignore[misc]
                 assert response is not None
             else:
-                response = await self._request_model(request)
+                call = self._request_model(request)
+                response = await telemetry.chat(call, self.model.name, request)
             usage = response.usage
             if usage.requests == 0:
                 usage = Usage(usage.input_tokens, usage.output_tokens, 1)
@@ -545,7 +551,13 @@ class _Run:
             is_error=True,
         )
 
-    async def _call_tool(self, tool: Tool, call: ToolCall, arguments: dict[str, Any]) -> Message:
+    def _call_tool(
+        self, tool: Tool, call: ToolCall, arguments: dict[str, Any]
+    ) -> Awaitable[Message]:
+        invoke = self._invoke_tool(tool, call, arguments)
+        return telemetry.execute_tool(invoke, call.name, call.id, arguments, tool.description)
+
+    async def _invoke_tool(self, tool: Tool, call: ToolCall, arguments: dict[str, Any]) -> Message:
         ctx = self._context().for_call(call, self.state.usage) if tool.takes_ctx else None
         timeout = tool.timeout if tool.timeout is not None else self.settings.tool_timeout
         deadline, run_binding = self._deadline(timeout)

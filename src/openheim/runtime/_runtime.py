@@ -11,6 +11,7 @@ import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from openheim import telemetry
 from openheim._core import Scheduler
 from openheim.errors import ActorStopped, ConfigError, MailboxFull, MessageDropped
 from openheim.runtime._actor import ActorContext, ActorRef, Handler, _Ask, _fail
@@ -182,6 +183,7 @@ class Runtime:
         self._sweeper: asyncio.TimerHandle | None = None
         self._bg: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._traced = False
         self._owns_store = isinstance(store, str)
         self.store: Store = None  # type: ignore[assignment]  # set on start
         self._history: Any = None
@@ -209,6 +211,8 @@ class Runtime:
             store = store.namespace(self._namespace)
         self.store = store
         self._sched = Scheduler(on_error=self._on_error)
+        self._traced = telemetry.tracing()  # decided once: sends then pay one attribute check
+        telemetry.watch_runtime(self)
         if self.passivate_after is not None:
             self._arm_sweeper()
 
