@@ -39,7 +39,8 @@ class Spans:
 
     @staticmethod
     def is_child(child: ReadableSpan, parent: ReadableSpan) -> bool:
-        assert parent.context is not None and child.context is not None
+        assert parent.context is not None
+        assert child.context is not None
         return (
             child.parent is not None
             and child.parent.span_id == parent.context.span_id

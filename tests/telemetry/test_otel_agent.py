@@ -97,7 +97,8 @@ async def test_run_inside_an_application_span_joins_its_trace(spans: Spans) -> N
     with spans.tracer().start_as_current_span("request") as outer:
         tp = telemetry.inject()
         await agent.run("1+1?")
-    assert tp is not None and f"{outer.get_span_context().trace_id:032x}" in tp
+    assert tp is not None
+    assert f"{outer.get_span_context().trace_id:032x}" in tp
     request = spans.one("request")
     assert spans.is_child(spans.one("invoke_agent calc"), request)
 
