@@ -12,8 +12,6 @@ from openheim import telemetry
 from openheim.messages import ToolCall
 from openheim.models import ScriptedModel
 
-pytestmark = pytest.mark.asyncio
-
 
 @oh.tool
 def add(a: int, b: int) -> int:

@@ -15,8 +15,6 @@ from openheim.messages import Message
 from openheim.models import ModelRequest, ModelSettings
 from openheim.models.openai import OpenAIModel
 
-pytestmark = pytest.mark.asyncio
-
 KEY = "sk-otel-test-key-0123456789abcdef"
 
 

@@ -16,8 +16,6 @@ from openheim.models import ScriptedModel
 from openheim.runtime import ActorContext, Runtime
 from openheim.workflow import Workflow
 
-pytestmark = pytest.mark.asyncio
-
 
 class Doc(msgspec.Struct):
     text: str = ""

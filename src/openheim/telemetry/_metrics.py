@@ -144,35 +144,35 @@ class Metrics:
             buckets=SECOND_BUCKETS,
             registry=r,
         )
-        r.register(_RuntimeCollector(_runtimes, p))
+        r.register(_RuntimeCollector(_runtimes))
 
 
 class _RuntimeCollector:
     """Reads every watched runtime's ``stats()`` at scrape time."""
 
-    def __init__(self, runtimes: weakref.WeakSet[Any], p: Any) -> None:
+    def __init__(self, runtimes: weakref.WeakSet[Any]) -> None:
         self.runtimes = runtimes
-        self.p = p
 
     def describe(self) -> list[Any]:
         return []  # no description at registration: collect() is cheap and always current
 
     def collect(self) -> Iterator[Any]:
-        core = self.p.core
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         families = {
-            "queued": core.GaugeMetricFamily(
+            "queued": GaugeMetricFamily(
                 "openheim_actor_mailbox_depth", "Messages queued in actor mailboxes", labels=["ns"]
             ),
-            "live": core.GaugeMetricFamily(
+            "live": GaugeMetricFamily(
                 "openheim_actors_live", "Live (not passivated) actors", labels=["ns"]
             ),
-            "passivated": core.CounterMetricFamily(
+            "passivated": CounterMetricFamily(
                 "openheim_actors_passivated", "Actors passivated to the store", labels=["ns"]
             ),
-            "dropped": core.CounterMetricFamily(
+            "dropped": CounterMetricFamily(
                 "openheim_actor_messages_dropped", "Actor messages dropped", labels=["ns"]
             ),
-            "failures": core.CounterMetricFamily(
+            "failures": CounterMetricFamily(
                 "openheim_actor_failures", "Actor handler failures", labels=["ns"]
             ),
         }
