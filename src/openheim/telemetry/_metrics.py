@@ -159,7 +159,7 @@ class _RuntimeCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        families = {
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
             "queued": GaugeMetricFamily(
                 "openheim_actor_mailbox_depth", "Messages queued in actor mailboxes", labels=["ns"]
             ),
@@ -192,39 +192,39 @@ class _RuntimeCollector:
         yield from families.values()
 
 
-_metrics: Metrics | None = None
+active: Metrics | None = None  # the hooks read this attribute directly: no call when off
 _lock = threading.Lock()
 _runtimes: weakref.WeakSet[Any] = weakref.WeakSet()  # every started Runtime
 
 
 def current() -> Metrics | None:
     """The metrics, or None while they are off."""
-    return _metrics
+    return active
 
 
 def metrics_enabled() -> bool:
-    return _metrics is not None
+    return active is not None
 
 
 def enable_metrics() -> Metrics:
     """Turn metrics on (idempotent); returns the instruments."""
-    global _metrics
+    global active
     with _lock:
-        if _metrics is None:
-            _metrics = Metrics()
-        return _metrics
+        if active is None:
+            active = Metrics()
+        return active
 
 
 def disable_metrics() -> None:
     """Turn metrics off and forget their values (tests)."""
-    global _metrics
+    global active
     with _lock:
-        _metrics = None
+        active = None
 
 
 def render_metrics() -> bytes:
     """The metrics in the Prometheus text format (empty while off)."""
-    m = _metrics
+    m = active
     if m is None:
         return b""
     from prometheus_client import generate_latest
@@ -282,7 +282,7 @@ def watch_runtime(runtime: Any) -> None:
 
 def record_queue(queue: str, stats: Any) -> None:
     """Set the gauges of batch queue ``queue`` from its ``QueueStats`` (the worker calls this)."""
-    m = _metrics
+    m = active
     if m is None:
         return
     m.queue_depth.labels(queue).set(stats.depth)
@@ -293,7 +293,7 @@ def record_queue(queue: str, stats: Any) -> None:
 
 def record_checkpoint(nbytes: int, seconds: float) -> None:
     """One checkpoint record of ``nbytes`` written in ``seconds``."""
-    m = _metrics
+    m = active
     if m is None:
         return
     m.checkpoint_bytes.observe(nbytes)

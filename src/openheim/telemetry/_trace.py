@@ -47,6 +47,7 @@ __all__ = [
 
 T = TypeVar("T")
 _perf = time.perf_counter
+_modules = sys.modules
 _CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _NO_PROVIDER = frozenset({"NoOpTracerProvider", "ProxyTracerProvider"})
 
@@ -113,11 +114,9 @@ def _reset() -> None:
 def _tracer() -> Any:
     """openheim's tracer, or None when nothing would record its spans."""
     cfg = _cfg
-    if cfg.tracing is False:
-        return None
     provider = cfg.provider
     if provider is None:
-        trace = sys.modules.get("opentelemetry.trace")
+        trace = _modules.get("opentelemetry.trace")
         if trace is None:
             return None  # OpenTelemetry was never imported: nobody set a provider
         provider = getattr(trace, "_TRACER_PROVIDER", None)
@@ -125,6 +124,8 @@ def _tracer() -> Any:
             if not _env_provider:
                 return None
             provider = trace.get_tracer_provider()
+    if cfg.tracing is False:
+        return None
     cached_provider, tracer = cfg.cache
     if provider is cached_provider:
         return tracer
@@ -294,14 +295,10 @@ def _split(model: str) -> tuple[str, str]:
 def agent_run(events: AsyncIterator[T], agent: str, state: Any, model: str) -> AsyncIterator[T]:
     """Observe one agent run: ``events`` is its event stream, ``state`` its RunState."""
     tracer = _tracer()
-    m = _metrics.current()
-    if tracer is None and m is None and not _logs_wanted():
+    m = _metrics.active
+    if tracer is None and m is None and not _logs.context_on:
         return events
     return _agent_run(events, tracer, m, agent, state, model)
-
-
-def _logs_wanted() -> bool:
-    return _logs.context_on
 
 
 async def _agent_run(
@@ -503,7 +500,7 @@ def chat(
     if _inside_chat(server):
         return call
     tracer = _tracer()
-    m = _metrics.current()
+    m = _metrics.active
     if tracer is None and m is None:
         return call
     return _chat(call, _Chat(tracer, m, model, request, server))
@@ -533,7 +530,7 @@ def chat_stream(
     if _inside_chat(server):
         return stream
     tracer = _tracer()
-    m = _metrics.current()
+    m = _metrics.active
     if tracer is None and m is None:
         return stream
     return _chat_stream(stream, _Chat(tracer, m, model, request, server))
@@ -611,7 +608,7 @@ def execute_tool(
 ) -> Awaitable[T]:
     """Observe one tool call; ``call`` gives the tool's result Message."""
     tracer = _tracer()
-    m = _metrics.current()
+    m = _metrics.active
     if tracer is None and m is None:
         return call
     return _execute_tool(call, tracer, m, tool, call_id, arguments, description)
@@ -679,8 +676,8 @@ async def _execute_tool(
 def workflow_run(run: Coroutine[Any, Any, T], workflow: str, run_id: str) -> Coroutine[Any, Any, T]:
     """Observe one drive of a workflow run (``run`` returns its WorkflowResult)."""
     tracer = _tracer()
-    m = _metrics.current()
-    if tracer is None and m is None and not _logs_wanted():
+    m = _metrics.active
+    if tracer is None and m is None and not _logs.context_on:
         return run
     return _workflow_run(run, tracer, m, workflow, run_id)
 
@@ -733,8 +730,8 @@ def workflow_step(
     def step(ctx: Any, name: str) -> Awaitable[None]:
         coro = fn(ctx, name)
         tracer = _tracer()
-        m = _metrics.current()
-        if tracer is None and m is None and not _logs_wanted():
+        m = _metrics.active
+        if tracer is None and m is None and not _logs.context_on:
             return coro
         return _step(coro, tracer, m, ctx, name)
 
