@@ -153,3 +153,34 @@ async def test_a_runtime_started_without_tracing_sends_plain_messages() -> None:
         ref.send("plain")
         await rt.wait_idle()
     assert seen == ["plain"]
+
+
+async def test_traced_mailboxes_keep_their_overflow_rules(spans: Spans) -> None:
+    from openheim.errors import MessageDropped
+
+    gate = asyncio.Event()
+    handled: list[Any] = []
+
+    async def slow(msg: Any, ctx: ActorContext) -> Any:
+        if msg == 1:
+            await gate.wait()
+        handled.append(msg)
+        return msg
+
+    async with Runtime() as rt:
+        assert rt._traced is True
+        ref = rt.spawn(slow, mailbox_size=2, overflow="drop_oldest")
+        ref.send(1)
+        await asyncio.sleep(0.01)  # 1 is being handled (blocked); the mailbox is empty
+        ref.send(2)
+        ref.send(3)  # the mailbox is full
+        asked = asyncio.ensure_future(ref.ask(4))  # spilled
+        await asyncio.sleep(0)
+        ref.send(5)
+        ref.send(6)  # every queued message is to be skipped: the spilled ask is dropped
+        with pytest.raises(MessageDropped, match="overflowed"):
+            await asyncio.wait_for(asked, 5)
+        gate.set()
+        await rt.wait_idle()
+        assert handled == [1, 5, 6]
+    assert len(spans.named("process actor")) >= 3

@@ -476,6 +476,8 @@ class Runtime:
             else:  # every queued message is already to be skipped: drop the oldest spilled
                 self._dropped += 1
                 old = spill.popleft()
+                if type(old) is telemetry.Carried:  # sent with its trace context
+                    old = old.msg
                 if type(old) is _Ask:
                     _fail(old.fut, MessageDropped(f"actor {cell.id!r}: mailbox overflowed"))
             spill.append(msg)
