@@ -137,10 +137,10 @@ async def test_checkpoint_size_and_latency(metrics: Metrics) -> None:
         checkpointer=Checkpointer(MemoryStore()),
     )
     await agent.run("1+2")
-    writes = get("openheim_checkpoint_bytes_count")
+    writes = get("openheim_checkpoint_bytes_count", kind="agent")
     assert writes >= 3  # start, after the model's tool call, after the tool result
-    assert get("openheim_checkpoint_bytes_sum") > 0
-    assert get("openheim_checkpoint_seconds_count") == writes
+    assert get("openheim_checkpoint_bytes_sum", kind="agent") > 0
+    assert get("openheim_checkpoint_seconds_count", kind="agent") == writes
 
 
 class S(msgspec.Struct):
@@ -161,6 +161,16 @@ async def test_workflow_runs_steps_and_errors(metrics: Metrics) -> None:
     wf.edge("one", "two")
     await wf.run({})
     await wf.run({})
+    assert get("openheim_checkpoint_bytes_count", kind="workflow") == 0  # no store: no records
+    durable = Workflow("durable", state=S, store=MemoryStore())
+
+    @durable.step
+    def only(s: S) -> dict[str, Any]:
+        return {"n": 1}
+
+    await durable.run({})
+    assert get("openheim_checkpoint_bytes_count", kind="workflow") >= 2  # started, the step, ended
+    assert get("openheim_checkpoint_seconds_count", kind="workflow") >= 2
     assert get("openheim_workflow_runs_total", workflow="counted", status="done") == 2
     assert get("openheim_workflow_steps_total", workflow="counted", outcome="ok") == 4
 

@@ -162,7 +162,7 @@ class Checkpointer:
         log = _LOG + state.run_id
         t0 = time.perf_counter()
         seq = await self.store.append(log, data)
-        telemetry.record_checkpoint(len(data), time.perf_counter() - t0)
+        telemetry.record_checkpoint(len(data), time.perf_counter() - t0, "agent")
         track.base = n
         track.records.append((seq, snapshot))
         if snapshot:

@@ -24,7 +24,8 @@ Off until enabled (the server's ``/metrics``, :func:`serve_metrics`, or
   ``openheim_actor_failures_total`` (by runtime ``namespace``, read from each
   watched runtime's ``stats()`` when scraped).
 - ``openheim_checkpoint_bytes`` and ``openheim_checkpoint_seconds``
-  (histograms: size and write latency of each agent-run checkpoint).
+  (histograms by ``kind``, agent or workflow: size and write latency of each
+  checkpoint record, an agent run's or a durable workflow run's).
 """
 
 from __future__ import annotations
@@ -134,13 +135,15 @@ class Metrics:
         )
         self.checkpoint_bytes = p.Histogram(
             "openheim_checkpoint_bytes",
-            "Size of each agent-run checkpoint record written",
+            "Size of each checkpoint record written (kind: agent run or workflow run)",
+            ["kind"],
             buckets=BYTE_BUCKETS,
             registry=r,
         )
         self.checkpoint_seconds = p.Histogram(
             "openheim_checkpoint_seconds",
-            "Latency of each agent-run checkpoint write",
+            "Latency of each checkpoint write (kind: agent run or workflow run)",
+            ["kind"],
             buckets=SECOND_BUCKETS,
             registry=r,
         )
@@ -291,10 +294,10 @@ def record_queue(queue: str, stats: Any) -> None:
     m.queue_redeliveries.labels(queue).set(stats.redeliveries)
 
 
-def record_checkpoint(nbytes: int, seconds: float) -> None:
-    """One checkpoint record of ``nbytes`` written in ``seconds``."""
+def record_checkpoint(nbytes: int, seconds: float, kind: str = "agent") -> None:
+    """One checkpoint record of ``nbytes`` written in ``seconds`` (``kind``: agent, workflow)."""
     m = active
     if m is None:
         return
-    m.checkpoint_bytes.observe(nbytes)
-    m.checkpoint_seconds.observe(seconds)
+    m.checkpoint_bytes.labels(kind).observe(nbytes)
+    m.checkpoint_seconds.labels(kind).observe(seconds)
