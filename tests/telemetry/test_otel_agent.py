@@ -176,16 +176,28 @@ async def test_tracing_off_records_nothing(spans: Spans) -> None:
     assert spans.names() == ["chat calc-model", "invoke_agent calc"]
 
 
-async def test_no_provider_means_no_wrapping() -> None:
-    # Without a provider (the suite never sets a global one), the hooks hand back
-    # exactly what they were given.
+async def test_no_provider_means_no_wrapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without a provider (the suite never sets a global one), no metrics and no log
+    # context (an app created by another test may have turned those on), the hooks
+    # hand back exactly what they were given.
+    from openheim.telemetry import _logs, _metrics
+
+    monkeypatch.setattr(_metrics, "active", None)
+    monkeypatch.setattr(_logs, "context_on", False)
     assert not telemetry.tracing()
-    agent = calc(["hi"])
-    events = agent.stream("hi")
 
     async def gen():  # type: ignore[no-untyped-def]
         yield 1
 
+    async def coro() -> int:
+        return 1
+
     g = gen()
+    c = coro()
     assert telemetry.agent_run(g, "a", object(), "x:y") is g
-    await events.aclose()
+    assert telemetry.chat_stream(g, "x:y", None) is g
+    assert telemetry.chat(c, "x:y", None) is c
+    assert telemetry.execute_tool(c, "t", "id", {}) is c
+    assert telemetry.workflow_run(c, "w", "r") is c
+    assert await c == 1
+    await g.aclose()
