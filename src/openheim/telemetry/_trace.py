@@ -48,6 +48,7 @@ __all__ = [
 T = TypeVar("T")
 _perf = time.perf_counter
 _modules = sys.modules
+_OTEL = "opentelemetry.trace"
 _CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _NO_PROVIDER = frozenset({"NoOpTracerProvider", "ProxyTracerProvider"})
 
@@ -134,6 +135,16 @@ def _tracer() -> Any:
         tracer = provider.get_tracer("openheim", __version__)
     cfg.cache = (provider, tracer)
     return tracer
+
+
+def _idle() -> bool:
+    """Nothing can observe: no tracer provider (given, or set globally after importing
+    OpenTelemetry), no metrics, no log context. The hooks' first check: in the common
+    case it is all they cost."""
+    if _cfg.provider is not None or _metrics.active is not None or _logs.context_on:
+        return False
+    trace = _modules.get(_OTEL)
+    return trace is None or (getattr(trace, "_TRACER_PROVIDER", None) is None and not _env_provider)
 
 
 def tracing() -> bool:
@@ -294,6 +305,8 @@ def _split(model: str) -> tuple[str, str]:
 
 def agent_run(events: AsyncIterator[T], agent: str, state: Any, model: str) -> AsyncIterator[T]:
     """Observe one agent run: ``events`` is its event stream, ``state`` its RunState."""
+    if _idle():
+        return events
     tracer = _tracer()
     m = _metrics.active
     if tracer is None and m is None and not _logs.context_on:
@@ -497,7 +510,7 @@ def chat(
     calls; a connector observes its own calls too, for direct use), only
     ``server`` (the endpoint's URL) is added to the span.
     """
-    if _inside_chat(server):
+    if _idle() or _inside_chat(server):
         return call
     tracer = _tracer()
     m = _metrics.active
@@ -527,7 +540,7 @@ def chat_stream(
     stream: AsyncIterator[T], model: str, request: Any, *, server: str | None = None
 ) -> AsyncIterator[T]:
     """Observe a streamed model call: ``stream`` ends with the whole ModelResponse."""
-    if _inside_chat(server):
+    if _idle() or _inside_chat(server):
         return stream
     tracer = _tracer()
     m = _metrics.active
@@ -607,6 +620,8 @@ def execute_tool(
     call: Awaitable[T], tool: str, call_id: str, arguments: Any, description: str = ""
 ) -> Awaitable[T]:
     """Observe one tool call; ``call`` gives the tool's result Message."""
+    if _idle():
+        return call
     tracer = _tracer()
     m = _metrics.active
     if tracer is None and m is None:
@@ -675,6 +690,8 @@ async def _execute_tool(
 
 def workflow_run(run: Coroutine[Any, Any, T], workflow: str, run_id: str) -> Coroutine[Any, Any, T]:
     """Observe one drive of a workflow run (``run`` returns its WorkflowResult)."""
+    if _idle():
+        return run
     tracer = _tracer()
     m = _metrics.active
     if tracer is None and m is None and not _logs.context_on:
@@ -728,6 +745,8 @@ def workflow_step(
     """
 
     def step(ctx: Any, name: str) -> Awaitable[None]:
+        if _idle():
+            return fn(ctx, name)
         coro = fn(ctx, name)
         tracer = _tracer()
         m = _metrics.active
