@@ -201,3 +201,33 @@ async def test_no_provider_means_no_wrapping(monkeypatch: pytest.MonkeyPatch) ->
     assert telemetry.workflow_run(c, "w", "r") is c
     assert await c == 1
     await g.aclose()
+
+
+async def test_an_abandoned_run_ends_its_tool_calls_and_spans_at_once(spans: Spans) -> None:
+    import asyncio
+
+    cancelled: list[int] = []
+
+    @oh.tool
+    async def wait(n: int) -> str:
+        """Answer at once (n=1) or never (n=2)."""
+        if n == 1:
+            return "quick"
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(n)
+            raise
+        return "never"
+
+    agent = calc([[ToolCall("wait", {"n": 1}, "c1"), ToolCall("wait", {"n": 2}, "c2")]], wait)
+    events = agent.stream("go")
+    async for event in events:
+        if isinstance(event, oh.ToolResult):  # c1's: c2 is running now
+            assert event.id == "c1"
+            break
+    await events.aclose()
+    assert cancelled == [2]  # cancelled by the close, not later by the garbage collector
+    run = spans.one("invoke_agent calc")
+    assert (run.attributes or {})["openheim.run.status"] == "cancelled"
+    assert len(spans.named("execute_tool wait")) == 2

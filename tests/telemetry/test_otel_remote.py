@@ -165,3 +165,52 @@ async def test_content_capture_on_a_remote_call(
             "finish_reason": "stop",
         }
     ]
+
+
+class Body(httpx.AsyncByteStream):
+    """A streamed body that records whether it was closed."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.closed = False
+
+    async def __aiter__(self) -> Any:
+        for i in range(0, len(self.data), 16):
+            yield self.data[i : i + 16]
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("observing", ["spans", "metrics"])
+async def test_an_abandoned_stream_closes_its_response_at_once(
+    observing: str, request: pytest.FixtureRequest
+) -> None:
+    request.getfixturevalue(observing)
+    body = Body(sse(chunk({"role": "assistant", "content": "Par"}), chunk({"content": "is."})))
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=body, headers={"content-type": "text/event-stream"})
+
+    stream = model(handler).stream(ModelRequest([Message.user("hi")]))
+    async for _ in stream:
+        break
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert body.closed  # now, not when the garbage collector gets to it
+
+
+async def test_an_abandoned_agent_stream_closes_the_model_response(spans: Spans) -> None:
+    body = Body(sse(chunk({"role": "assistant", "content": "Par"}), chunk({"content": "is."})))
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=body, headers={"content-type": "text/event-stream"})
+
+    events = oh.Agent(model(handler), name="geo").stream("hi")
+    async for event in events:
+        if isinstance(event, oh.TextDelta):
+            break
+    await events.aclose()
+    assert body.closed
+    run = spans.one("invoke_agent geo")
+    assert (run.attributes or {})["openheim.run.status"] == "cancelled"
+    assert spans.is_child(spans.one("chat gpt-4o-mini"), run)

@@ -22,7 +22,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from openheim._version import __version__
@@ -272,7 +272,7 @@ class _Scope:
 
 async def _observe_iter(
     inner: AsyncIterator[T], scope: _Scope, seen: Callable[[T], None]
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, None]:
     """``inner``'s items, with ``scope`` current while ``inner`` runs; closes ``inner``."""
     try:
         while True:
@@ -303,7 +303,9 @@ def _split(model: str) -> tuple[str, str]:
     return (provider, name) if sep else ("", model)
 
 
-def agent_run(events: AsyncIterator[T], agent: str, state: Any, model: str) -> AsyncIterator[T]:
+def agent_run(
+    events: AsyncGenerator[T, None], agent: str, state: Any, model: str
+) -> AsyncGenerator[T, None]:
     """Observe one agent run: ``events`` is its event stream, ``state`` its RunState."""
     if _idle():
         return events
@@ -315,8 +317,8 @@ def agent_run(events: AsyncIterator[T], agent: str, state: Any, model: str) -> A
 
 
 async def _agent_run(
-    events: AsyncIterator[T], tracer: Any, m: Any, agent: str, state: Any, model: str
-) -> AsyncIterator[T]:
+    events: AsyncGenerator[T, None], tracer: Any, m: Any, agent: str, state: Any, model: str
+) -> AsyncGenerator[T, None]:
     run_id = state.run_id
     session = state.session
     fields = {"run_id": run_id, "agent": agent}
@@ -345,8 +347,10 @@ async def _agent_run(
 
     error = None
     try:
-        async for event in _observe_iter(events, scope, seen):
-            yield event
+        # aclosing: a consumer that stops early closes the inner run now, not at GC.
+        async with contextlib.aclosing(_observe_iter(events, scope, seen)) as observed:
+            async for event in observed:
+                yield event
     except BaseException as exc:
         if _failed(exc):
             error = _fail(span, exc)
@@ -569,8 +573,9 @@ class _ChatScope(_Scope):
 async def _chat_stream(stream: AsyncIterator[T], obs: _Chat) -> AsyncIterator[T]:
     error: BaseException | None = None
     try:
-        async for item in _observe_iter(stream, _ChatScope(obs), obs.seen):
-            yield item
+        async with contextlib.aclosing(_observe_iter(stream, _ChatScope(obs), obs.seen)) as items:
+            async for item in items:
+                yield item
     except BaseException as exc:
         error = exc
         raise
