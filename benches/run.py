@@ -53,6 +53,12 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
             "runs/s: target ≥10× at 64); 10,000 in flight (limits 500 ms, 4 KB)",
         ),
     ],
+    "telemetry": [
+        (
+            "bench_telemetry",
+            "telemetry hooks vs hooks stubbed (µs per run / ns per call, lower is better)",
+        ),
+    ],
     "server": [
         (
             "bench_server",

@@ -19,6 +19,7 @@ await it is in; parallel tool calls are tasks cancelled and awaited in a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
+from openheim import telemetry
 from openheim.agent._output import InvalidOutput, OutputSpec
 from openheim.agent._settings import RunSettings
 from openheim.agent.events import (
@@ -231,15 +233,22 @@ class _Run:
 
     async def events(self) -> AsyncGenerator[AgentEvent, None]:
         ckpt = self.checkpointer
+        events = telemetry.agent_run(
+            self._events(), self.settings.agent, self.state, self.model.name
+        )
         if ckpt is None:
-            async for event in self._events():
-                yield event
+            # aclosing: a consumer that stops early ends the run now (model stream closed,
+            # tool tasks cancelled), not when the garbage collector finds the generator.
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    yield event
             return
         run_id = self.state.run_id
         ckpt.active.add(run_id)
         try:
-            async for event in self._events():
-                yield event
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    yield event
         except (asyncio.CancelledError, GeneratorExit):
             raise  # cancelled or abandoned: the checkpoints stay, recover() can continue it
         except BaseException:
@@ -269,8 +278,11 @@ class _Run:
             if ckpt is not None and state.decisions and not self.recovered:
                 # Decisions first: a crash inside an approved tool resumes, not asks again.
                 await ckpt.save(state)
-            async for event in self._tool_phase(state.messages[-1].tool_calls):
-                yield event
+            async with contextlib.aclosing(
+                self._tool_phase(state.messages[-1].tool_calls)
+            ) as phase:
+                async for event in phase:
+                    yield event
             if self._pending:  # recovered mid-turn: calls that still need a decision
                 events = self._paused()
                 if ckpt is not None:
@@ -298,14 +310,18 @@ class _Run:
             state.iterations += 1
             if settings.streaming:
                 response: ModelResponse | None = None
-                async for item in self._stream_model(request):
-                    if type(item) is ModelResponse:
-                        response = item
-                    else:
-                        yield item  # type: ignore[misc]
+                stream = self._stream_model(request)
+                items: Any = telemetry.chat_stream(stream, self.model.name, request)
+                async with contextlib.aclosing(items):  # stopped early: the stream closes now
+                    async for item in items:
+                        if type(item) is ModelResponse:
+                            response = item
+                        else:
+                            yield item
                 assert response is not None
             else:
-                response = await self._request_model(request)
+                call = self._request_model(request)
+                response = await telemetry.chat(call, self.model.name, request)
             usage = response.usage
             if usage.requests == 0:
                 usage = Usage(usage.input_tokens, usage.output_tokens, 1)
@@ -323,8 +339,9 @@ class _Run:
                 state.messages.append(message)
                 if ckpt is not None:
                     await ckpt.save(state)
-                async for event in self._tool_phase(calls):
-                    yield event
+                async with contextlib.aclosing(self._tool_phase(calls)) as phase:
+                    async for event in phase:
+                        yield event
                 if self._pending:
                     events = self._paused()
                     if ckpt is not None:
@@ -507,18 +524,20 @@ class _Run:
         elif runnable:
             for _tool, call, arguments in runnable:
                 yield ToolCalled(call.id, call.name, arguments)
-            async for message in self._call_concurrently(runnable):
-                assert message.tool_call_id is not None
-                results[message.tool_call_id] = message
-                if ckpt is not None:
-                    state.completed = results
-                    await ckpt.save(state)
-                yield ToolResult(
-                    message.tool_call_id,
-                    message.name or "",
-                    message.content or "",
-                    message.is_error,
-                )
+            # aclosing: abandoned here, the calls still running are cancelled now.
+            async with contextlib.aclosing(self._call_concurrently(runnable)) as finished:
+                async for message in finished:
+                    assert message.tool_call_id is not None
+                    results[message.tool_call_id] = message
+                    if ckpt is not None:
+                        state.completed = results
+                        await ckpt.save(state)
+                    yield ToolResult(
+                        message.tool_call_id,
+                        message.name or "",
+                        message.content or "",
+                        message.is_error,
+                    )
         if pending:
             self._pending = pending
             self._results = results
@@ -545,7 +564,13 @@ class _Run:
             is_error=True,
         )
 
-    async def _call_tool(self, tool: Tool, call: ToolCall, arguments: dict[str, Any]) -> Message:
+    def _call_tool(
+        self, tool: Tool, call: ToolCall, arguments: dict[str, Any]
+    ) -> Awaitable[Message]:
+        invoke = self._invoke_tool(tool, call, arguments)
+        return telemetry.execute_tool(invoke, call.name, call.id, arguments, tool.description)
+
+    async def _invoke_tool(self, tool: Tool, call: ToolCall, arguments: dict[str, Any]) -> Message:
         ctx = self._context().for_call(call, self.state.usage) if tool.takes_ctx else None
         timeout = tool.timeout if tool.timeout is not None else self.settings.tool_timeout
         deadline, run_binding = self._deadline(timeout)

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Protocol
 import httpx
 import msgspec
 
+from openheim import telemetry
 from openheim.errors import (
     AuthenticationError,
     BadRequestError,
@@ -95,6 +96,7 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
+        telemetry.register_secret(value)  # and out of every log line
 
     def reveal(self) -> str:
         return self._value
@@ -541,13 +543,18 @@ class HTTPModel:
 
     async def request(self, request: ModelRequest) -> ModelResponse:
         """One whole model turn."""
+        call = self._request(request)
+        return await telemetry.chat(call, self.name, request, server=self._http.base_url)
+
+    async def _request(self, request: ModelRequest) -> ModelResponse:
         payload = await self._http.post_json(self._path, self._body(request, stream=False))
         return self._parse(payload, request)
 
     def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         """The turn as TextDelta / ToolCallDelta events, then the whole ModelResponse."""
         body = self._body(request, stream=True)
-        return self._http.stream(self._path, body, lambda: self._stream_parser(request))
+        events = self._http.stream(self._path, body, lambda: self._stream_parser(request))
+        return telemetry.chat_stream(events, self.name, request, server=self._http.base_url)
 
     async def aclose(self) -> None:
         """Close pooled connections (an injected ``http_client`` is left to its owner)."""

@@ -21,6 +21,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 
+from openheim import telemetry
 from openheim.errors import ConfigError, ModelResponseError
 from openheim.messages import Message, ToolCall, Usage
 from openheim.models.base import (
@@ -147,7 +148,10 @@ class LlamaModel:
         assert response is not None
         return response
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        return telemetry.chat_stream(self._stream(request), self._name, request)
+
+    async def _stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         from openheim.models._llama.engine import GenRequest
         from openheim.models._llama.protocol import ReplyParser, parse_reply
 

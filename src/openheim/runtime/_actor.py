@@ -17,6 +17,7 @@ import types
 from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
+from openheim import telemetry
 from openheim._core import Actor
 from openheim.errors import ActorFailed, ActorStopped, AskTimeout, MailboxFull, MessageDropped
 from openheim.runtime._records import ChildFailed, RestartPolicy
@@ -28,6 +29,7 @@ __all__ = ["ActorContext", "ActorRef", "Handler"]
 
 Handler = Callable[[Any, "ActorContext"], Awaitable[Any] | Any]
 _Coroutine = types.CoroutineType
+_Carried = telemetry.Carried
 _monotonic = time.monotonic
 
 
@@ -166,6 +168,8 @@ class ActorContext:
 
     def __call__(self, m: Any) -> Any:
         """Handle one message (the native scheduler calls this)."""
+        if type(m) is _Carried:  # sent with its trace context: a span around it
+            return telemetry.deliver(self, self.id, self.kind, m)
         if type(m) is _Ask:
             msg: Any = m.msg
             fut: asyncio.Future[Any] | None = m.fut
@@ -346,6 +350,8 @@ class ActorRef:
         cell = self._cell
         if cell is None or cell._native.stopped:
             cell = self._live()
+        if self.runtime._traced:
+            msg = telemetry.carry(msg)
         try:
             cell._native.send(msg)
         except MailboxFull:
@@ -355,7 +361,7 @@ class ActorRef:
         """Queue ``msg``, waiting for room if the mailbox is full and its policy is ``wait``."""
         cell = self._live()
         if self.runtime._policy_of(cell) == "wait":
-            await cell._native.put(msg)
+            await cell._native.put(telemetry.carry(msg) if self.runtime._traced else msg)
         else:
             self.send(msg)
 
@@ -370,7 +376,9 @@ class ActorRef:
             cell = self._live()
         rt = self.runtime
         fut: asyncio.Future[Any] = rt._loop.create_future()
-        ask = _Ask(msg, fut)
+        ask: Any = _Ask(msg, fut)
+        if rt._traced:
+            ask = telemetry.carry(ask)
         try:
             cell._native.send(ask)
         except MailboxFull:

@@ -11,6 +11,7 @@ import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from openheim import telemetry
 from openheim._core import Scheduler
 from openheim.errors import ActorStopped, ConfigError, MailboxFull, MessageDropped
 from openheim.runtime._actor import ActorContext, ActorRef, Handler, _Ask, _fail
@@ -182,6 +183,7 @@ class Runtime:
         self._sweeper: asyncio.TimerHandle | None = None
         self._bg: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._traced = False
         self._owns_store = isinstance(store, str)
         self.store: Store = None  # type: ignore[assignment]  # set on start
         self._history: Any = None
@@ -209,6 +211,8 @@ class Runtime:
             store = store.namespace(self._namespace)
         self.store = store
         self._sched = Scheduler(on_error=self._on_error)
+        self._traced = telemetry.tracing()  # decided once: sends then pay one attribute check
+        telemetry.watch_runtime(self)
         if self.passivate_after is not None:
             self._arm_sweeper()
 
@@ -472,6 +476,8 @@ class Runtime:
             else:  # every queued message is already to be skipped: drop the oldest spilled
                 self._dropped += 1
                 old = spill.popleft()
+                if type(old) is telemetry.Carried:  # sent with its trace context
+                    old = old.msg
                 if type(old) is _Ask:
                     _fail(old.fut, MessageDropped(f"actor {cell.id!r}: mailbox overflowed"))
             spill.append(msg)

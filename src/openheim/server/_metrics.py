@@ -1,4 +1,9 @@
-"""Prometheus metrics, in a registry of the app's own (several apps can share a process)."""
+"""Prometheus metrics, in a registry of the app's own (several apps can share a process).
+
+``/metrics`` shows them followed by the process-wide ones of
+:mod:`openheim.telemetry` (model calls, tokens, runs, steps, tool calls,
+errors, actors, checkpoints), which an app turns on when it is created.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from openheim import telemetry
 
 if TYPE_CHECKING:
     from openheim.server._state import ServerState
@@ -32,6 +39,7 @@ class Metrics:
             registry=self.registry,
         )
         self.buffered.set_function(lambda: float(len(state.runs)))
+        telemetry.enable_metrics()
 
     def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry) + telemetry.render_metrics(), CONTENT_TYPE_LATEST

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
+from openheim import telemetry
 from openheim.errors import ConfigError, CorruptStateError
 from openheim.snapshot import (
     RunCheckpoint,
@@ -158,7 +160,9 @@ class Checkpointer:
         cp = checkpoint_of(state, status, 0 if snapshot else track.base, user_state)
         data = encode_checkpoint(cp, snapshot=snapshot)
         log = _LOG + state.run_id
+        t0 = time.perf_counter()
         seq = await self.store.append(log, data)
+        telemetry.record_checkpoint(len(data), time.perf_counter() - t0, "agent")
         track.base = n
         track.records.append((seq, snapshot))
         if snapshot:

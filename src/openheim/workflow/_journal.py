@@ -9,8 +9,10 @@ run with no store costs no encoding at all.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
+from openheim import telemetry
 from openheim.errors import VersionConflictError, WorkflowApprovalError, WorkflowStateError
 from openheim.workflow._records import (
     ApprovalRecord,
@@ -122,7 +124,10 @@ class StoreJournal(Journal):
                 "results and approval payloads must be plain data (str, numbers, lists, dicts, "
                 "Structs, dataclasses, datetimes)"
             ) from None
-        return await self.store.append(_LOG + run_id, data)
+        t0 = time.perf_counter()
+        seq = await self.store.append(_LOG + run_id, data)
+        telemetry.record_checkpoint(len(data), time.perf_counter() - t0, "workflow")
+        return seq
 
     async def read(self, run_id: str) -> list[tuple[int, Record]]:
         log = _LOG + run_id

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
+from openheim import telemetry
 from openheim.errors import (
     BudgetExceededError,
     WorkflowCancelled,
@@ -103,9 +104,8 @@ def execute(
 ) -> Coroutine[Any, Any, WorkflowResult]:
     """Drive ``view`` until it ends or waits; the run's failure is raised."""
     ctx = Ctx(owner, graph, view, emit, root or view.run_id)
-    if graph.timeout is None:
-        return _execute(ctx)
-    return _execute_within(ctx, graph.timeout)
+    run = _execute(ctx) if graph.timeout is None else _execute_within(ctx, graph.timeout)
+    return telemetry.workflow_run(run, graph.name, view.run_id)
 
 
 async def _execute_within(ctx: Ctx, timeout: float) -> WorkflowResult:
@@ -222,6 +222,7 @@ async def _fail(ctx: Ctx, msg: str) -> None:
         await ctx.commit(Ended(status="failed", error=msg, active=ctx.active(), at=time.time()))
 
 
+@telemetry.workflow_step  # a span per step (returns the plain coroutine when nothing observes)
 async def _run_node(ctx: Ctx, name: str) -> None:
     graph = ctx.graph
     node = graph.nodes[name]
