@@ -178,9 +178,8 @@ class Report:
         m = self.machine
         print(
             f"\nopenheim bench {self.command} · {self.created} · {m.get('cpu')} "
-            f"({m.get('cores')} cores, {m.get('memory_gb')} GB) · {m.get('device', '')}".rstrip(
-                " ·"
-            ),
+            f"({m.get('cores')} cores, {m.get('memory_gb')} GB, load {m.get('load_avg')}) · "
+            f"{m.get('device', '')}".rstrip(" ·"),
             file=out,
         )
         groups: dict[str, list[Figure]] = {}
@@ -260,6 +259,8 @@ def machine() -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "arch": platform.machine(),
         "python": platform.python_version(),
+        # Other work on the machine during the run (1-minute load average at the start).
+        "load_avg": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
 
 

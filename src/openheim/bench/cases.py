@@ -186,13 +186,17 @@ def autogen_echo_class() -> Any:
     if _autogen_echo is None:
         from autogen_core import MessageContext, RoutedAgent, message_handler
 
+        async def on_ping(self: Any, message: Ping, ctx: Any) -> Ping:
+            return message
+
+        # autogen reads the handler's type hints; give it the classes, not strings.
+        on_ping.__annotations__ = {"message": Ping, "ctx": MessageContext, "return": Ping}
+
         class AutogenEcho(RoutedAgent):  # type: ignore[misc]
             def __init__(self) -> None:
                 super().__init__("echo")
 
-            @message_handler  # type: ignore[untyped-decorator]
-            async def on_ping(self, message: Ping, ctx: MessageContext) -> Ping:
-                return message
+            handle_ping = message_handler(on_ping)
 
         _autogen_echo = AutogenEcho
     return _autogen_echo
