@@ -224,7 +224,7 @@ async def actors_autogen() -> tuple[Op, Callable[[], Awaitable[None]]]:
 # ---- agent loop: a tool call and an answer, scripted model vs pydantic-ai TestModel ------
 
 
-def scripted_agent(**kwargs: Any) -> Any:
+def scripted_agent(async_tool: bool = False) -> Any:
     """An agent whose scripted model calls ``add`` once, then answers "done"."""
     import openheim as oh
     from openheim.models import ModelRequest, ScriptedModel
@@ -233,26 +233,35 @@ def scripted_agent(**kwargs: Any) -> Any:
         """Add two integers."""
         return a + b
 
+    async def add_async(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
     call = oh.ToolCall("add", {"a": 0, "b": 0})
 
     def reply(request: ModelRequest) -> object:
         return "done" if request.messages[-1].role == "tool" else call
 
-    return oh.Agent(ScriptedModel(reply), tools=[oh.tool(add)], **kwargs)
+    fn = oh.tool(add_async, name="add") if async_tool else oh.tool(add)
+    return oh.Agent(ScriptedModel(reply), tools=[fn])
 
 
-def pydantic_ai_agent() -> Any:
+def pydantic_ai_agent(async_tool: bool = False) -> Any:
     """pydantic-ai's agent doing the same: TestModel calls ``add``, then answers "done"."""
     from pydantic_ai import Agent
     from pydantic_ai.models.test import TestModel
 
     agent = Agent(TestModel(call_tools=["add"], custom_output_text="done"))
 
-    @agent.tool_plain  # type: ignore[untyped-decorator]
     def add(a: int, b: int) -> int:
         """Add two integers."""
         return a + b
 
+    async def add_async(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    agent.tool_plain(name="add")(add_async if async_tool else add)
     return agent
 
 
