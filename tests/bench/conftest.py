@@ -62,7 +62,8 @@ def served(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             if proc.poll() is not None:
                 raise RuntimeError(f"openheim serve exited: {(folder / 'serve.log').read_text()}")
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                # ready: every agent built, the model loaded
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
