@@ -47,8 +47,10 @@ def test_local_writes_every_figure_per_level_to_schema_valid_json(
         assert figs[f"c{c}.tokens_per_s"]["concurrency"] == c
     # 3 requests of exactly 8 tokens at concurrency 3: requests/s × 8 = tokens/s
     assert figs["c3.tokens_per_s"]["value"] == pytest.approx(figs["c3.requests_per_s"]["value"] * 8)
-    assert "== concurrency 3" in out
-    assert "aggregate throughput" in out
+    assert "concurrency     tok/s" in out  # one row per level
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("1 ", "3 "))]
+    assert [r[0] for r in rows] == ["1", "3"]
+    assert all(r[-1] == "0" for r in rows)  # errors
     assert f"wrote {out_json}" in out
 
 

@@ -110,7 +110,10 @@ def _overhead(plt: Any, report: Report) -> Any:
             fontsize=8,
         )
     ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xscale("log")
+    shown = [r for r in ratios if r > 0] or [1.0]
+    # room on the right for the labels
+    ax.set_xlim(min(0.3, min(shown) / 2), max(10.0, max(shown)) * 15)
     ax.set_xlabel("peer time / openheim time (higher: openheim cheaper)")
     ax.invert_yaxis()
     ax.set_title(_title(report), fontsize=9)

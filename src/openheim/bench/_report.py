@@ -182,6 +182,9 @@ class Report:
             f"{m.get('device', '')}".rstrip(" ·"),
             file=out,
         )
+        if self.figures and all(f.concurrency is not None for f in self.figures):
+            self._print_levels(out)
+            return
         groups: dict[str, list[Figure]] = {}
         for f in self.figures:
             groups.setdefault(f.group, []).append(f)
@@ -189,12 +192,13 @@ class Report:
             if group:
                 print(f"\n== {group}", file=out)
             with_base = any(f.baseline_name for f in figs)
-            head = f"{'figure':<44} {'value':>12} {'unit':<6}"
+            w = min(60, max([44, *(len(f.name) for f in figs)]))
+            head = f"{'figure':<{w}} {'value':>12} {'unit':<6}"
             if with_base:
                 head += f" {'baseline':>12}  {'ratio':>7}  baseline is"
             print(head + "  target", file=out)
             for f in figs:
-                line = f"{f.name:<44} {_fmt(f.value):>12} {f.unit:<6}"
+                line = f"{f.name:<{w}} {_fmt(f.value):>12} {f.unit:<6}"
                 if with_base:
                     if f.baseline_name:
                         r = f.ratio
@@ -208,6 +212,44 @@ class Report:
                     line += f" ({f.note})"
                 line += "  " + _target_text(f)
                 print(line.rstrip(), file=out)
+
+    def _print_levels(self, out: TextIO) -> None:
+        """One row per concurrency (local, serve); targets listed below the table."""
+        cols = [
+            ("tokens_per_s", "tok/s"),
+            ("requests_per_s", "req/s"),
+            ("ttft_p50_ms", "TTFT p50"),
+            ("ttft_p90_ms", "p90"),
+            ("ttft_p99_ms", "p99 ms"),
+            ("itl_p50_ms", "ITL p50"),
+            ("itl_p90_ms", "p90"),
+            ("itl_p99_ms", "p99 ms"),
+            ("peak_rss_mb", "peak MiB"),
+            ("errors", "errors"),
+        ]
+        by: dict[int, dict[str, Figure]] = {}
+        for f in self.figures:
+            assert f.concurrency is not None
+            by.setdefault(f.concurrency, {})[f.key.split(".", 1)[1]] = f
+        print("\n" + f"{'concurrency':>11} " + " ".join(f"{h:>9}" for _, h in cols), file=out)
+        for c in sorted(by):
+            row = by[c]
+            cells = []
+            for key, _ in cols:
+                f = row.get(key)
+                cell = _fmt(f.value) if f is not None else "-"
+                if f is not None and f.meets_target() is False:
+                    cell += "!"
+                cells.append(f"{cell:>9}")
+            print(f"{c:>11} " + " ".join(cells), file=out)
+        notes = {f.note for f in self.figures if f.note and f.key.endswith("peak_rss_mb")}
+        for note in sorted(notes):
+            print(f"peak MiB: {note}", file=out)
+        targeted = [f for f in self.figures if f.target is not None]
+        if targeted:
+            print("\ntargets (! in the table: missed)", file=out)
+            for f in targeted:
+                print(f"  {f.key:<24} {_fmt(f.value):>10} {f.unit:<6} {_target_text(f)}", file=out)
 
 
 def _fmt(x: float | None) -> str:
