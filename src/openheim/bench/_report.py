@@ -236,9 +236,9 @@ class Report:
             row = by[c]
             cells = []
             for key, _ in cols:
-                f = row.get(key)
-                cell = _fmt(f.value) if f is not None else "-"
-                if f is not None and f.meets_target() is False:
+                got = row.get(key)
+                cell = _fmt(got.value) if got is not None else "-"
+                if got is not None and got.meets_target() is False:
                     cell += "!"
                 cells.append(f"{cell:>9}")
             print(f"{c:>11} " + " ".join(cells), file=out)

@@ -192,7 +192,7 @@ def autogen_echo_class() -> Any:
         # autogen reads the handler's type hints; give it the classes, not strings.
         on_ping.__annotations__ = {"message": Ping, "ctx": MessageContext, "return": Ping}
 
-        class AutogenEcho(RoutedAgent):  # type: ignore[misc]
+        class AutogenEcho(RoutedAgent):  # type: ignore[misc,unused-ignore]
             def __init__(self) -> None:
                 super().__init__("echo")
 
@@ -242,7 +242,7 @@ def scripted_agent(async_tool: bool = False) -> Any:
     def reply(request: ModelRequest) -> object:
         return "done" if request.messages[-1].role == "tool" else call
 
-    fn = oh.tool(add_async, name="add") if async_tool else oh.tool(add)
+    fn = oh.tool(name="add")(add_async) if async_tool else oh.tool(add)
     return oh.Agent(ScriptedModel(reply), tools=[fn])
 
 
