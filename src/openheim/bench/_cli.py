@@ -106,6 +106,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     serve.add_argument(
         "--timeout", type=float, default=600.0, help="seconds one request may take (default 600)"
     )
+    serve.add_argument(
+        "--extra-body",
+        metavar="JSON",
+        default=None,
+        help="fields added to every request, e.g. '{\"ignore_eos\": true}' (vLLM, llama-server)",
+    )
     _outputs(serve)
 
     overhead = sub.add_parser(
@@ -235,6 +241,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         from openheim.bench._serve import run_serve
 
+        extra = None
+        if args.extra_body is not None:
+            import json
+
+            try:
+                extra = json.loads(args.extra_body)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"--extra-body is not JSON ({exc.msg})") from None
+            if not isinstance(extra, dict):
+                raise ConfigError('--extra-body must be a JSON object, e.g. {"ignore_eos": true}')
+
         report = run_serve(
             args.url,
             args.model,
@@ -245,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
             api_key_env=args.api_key_env,
             pid=args.pid,
             timeout=args.timeout,
+            extra_body=extra,
             progress=_bar(args, "serve"),
         )
     return _finish(report, args)

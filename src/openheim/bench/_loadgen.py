@@ -32,6 +32,7 @@ async def _one(client: Any, cfg: dict[str, Any], prompt: Any) -> dict[str, Any]:
         "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
+        **cfg.get("extra_body", {}),
     }
     t0 = time.perf_counter()
     ttft = None

@@ -45,6 +45,7 @@ def run_serve(
     api_key_env: str | None = None,
     pid: int | None = None,
     timeout: float = 600.0,
+    extra_body: dict[str, Any] | None = None,
     progress: Callable[[int], Progress] | None = None,
 ) -> Report:
     if not url.startswith(("http://", "https://")):
@@ -69,6 +70,7 @@ def run_serve(
             "stream": True,
             "temperature": 0.0,
             "server_pid": pid,
+            "extra_body": extra_body or {},
         },
     )
     report.machine["device"] = f"server at {url} (client on this machine)"
@@ -81,6 +83,7 @@ def run_serve(
         "prompts": prompts,
         "api_key": api_key,
         "timeout": timeout,
+        "extra_body": extra_body or {},
     }
     bar = progress(len(levels)) if progress else None
     proc = subprocess.Popen(
@@ -110,6 +113,13 @@ def run_serve(
                 raise ConfigError(
                     f"every request to {url}/chat/completions failed at concurrency {c}: "
                     f"{failed[0]}"
+                )
+            if not failed and not any(t.tokens for t in timings):
+                print(
+                    f"warning: concurrency {c}: the server streamed no tokens (every reply "
+                    "ended at once); a fair run makes every reply max_tokens long, e.g. "
+                    """--extra-body '{"ignore_eos": true}' (vLLM, llama.cpp's llama-server)""",
+                    file=sys.stderr,
                 )
             level = Level(
                 c,
