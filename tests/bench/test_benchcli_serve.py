@@ -156,3 +156,24 @@ def test_serve_sends_the_api_key_from_the_named_variable(
         capsys=capsys,
     )
     assert code == 0, out + err
+
+
+def test_extra_body_fields_go_into_every_request(
+    served: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_json = tmp_path / "x.json"
+    # max_tokens from --extra-body overrides --max-tokens: every reply is 3 tokens long.
+    code, out, err = bench(
+        "serve", "--url", served.url, "--model", "tiny", "--concurrency", "2",
+        "--max-tokens", "9", "--rounds", "1", "--extra-body", '{"max_tokens": 3}',
+        "--json", str(out_json), capsys=capsys,
+    )  # fmt: skip
+    assert code == 0, out + err
+    data = validate(out_json)
+    assert data["settings"]["extra_body"] == {"max_tokens": 3}
+    figs = {f["key"]: f["value"] for f in data["figures"]}
+    assert figs["c2.tokens_per_s"] == pytest.approx(figs["c2.requests_per_s"] * 3)
+    code, _, err = bench("serve", "--url", served.url, "--model", "tiny", "--extra-body", "[1]",
+                         capsys=capsys)  # fmt: skip
+    assert code == 2
+    assert "JSON object" in err
