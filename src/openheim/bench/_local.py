@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,7 +115,18 @@ def run_local(
     path = Path(model_path).expanduser()
     if not path.is_file():
         raise ConfigError(f"--model {model_path}: no GGUF file there")
-    threads = threads or os.cpu_count() or 1
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if threads is None and load > cores:
+        # llama.cpp's threads spin while they wait for each other: on a busy machine
+        # one of them waiting for a core stalls every step.
+        print(
+            f"warning: the machine is busy (load average {load:.1f} on {cores} cores); "
+            f"llama.cpp's {cores} threads will wait for each other and the figures will be "
+            "low: --threads 1 may measure better",
+            file=sys.stderr,
+        )
+    threads = threads or cores
     slots = max(levels)
     rendered = [prompt_text(p) for p in prompts]
     # A token holds at least one byte of text (byte fallback), so the
