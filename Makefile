@@ -6,7 +6,7 @@ PY     := $(BIN)/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 CORE_SOURCES := $(wildcard src/_core/*) CMakeLists.txt pyproject.toml
 
-.PHONY: help run test lint typecheck pytest services asan wheel bench-core bench-agent bench-local bench-state bench clean proto
+.PHONY: help run test lint typecheck pytest services asan wheel bench-core bench-agent bench-local bench-state bench bench-compare bench-all clean proto
 
 help:
 	@echo "make run        create .venv, install openheim, run the example agent"
@@ -15,7 +15,9 @@ help:
 	@echo "make wheel      build a manylinux wheel into wheels/"
 	@echo "make bench-core run the native-core benchmarks (ratios against the stdlib)"
 	@echo "make bench-local run the llama.cpp benchmarks on the demo model"
-	@echo "make bench      run every benchmark group (agent: against pydantic-ai; state: LangGraph)"
+	@echo "make bench      the micro-benchmarks on pytest-benchmark, peers side by side (--benchmark-json)"
+	@echo "make bench-compare  the micro-benchmarks against the last saved run (fails on a 20% slowdown)"
+	@echo "make bench-all  run every benchmark group of benches/run.py (local, server, state...)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -118,7 +120,21 @@ bench-local: $(VENV)/.installed-bench
 bench-state: $(VENV)/.installed-bench
 	$(PY) benches/run.py state
 
+# The micro-benchmarks on pytest-benchmark (benches/test_pb_*.py): openheim and each
+# peer side by side, ratios printed at the end; every run saved under .benchmarks/.
+BENCH_STORAGE ?= .benchmarks
+BENCH_PYTEST = $(PY) -m pytest benches -p no:cacheprovider -q --benchmark-only \
+	--benchmark-storage=$(BENCH_STORAGE) --benchmark-columns=median,iqr,rounds
+
 bench: $(VENV)/.installed-bench
+	$(BENCH_PYTEST) --benchmark-autosave --benchmark-json=$(BENCH_STORAGE)/latest.json
+
+# Against the last saved `make bench` run; fails when a median is 20 % worse.
+bench-compare: $(VENV)/.installed-bench
+	$(BENCH_PYTEST) --benchmark-compare --benchmark-compare-fail=median:20%
+
+# Every macro group of benches/run.py (local inference, server, state, workflow...).
+bench-all: $(VENV)/.installed-bench
 	$(PY) benches/run.py all
 
 clean:

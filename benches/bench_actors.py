@@ -28,21 +28,16 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from _util import Row, print_table
 
+from openheim.bench import cases
 from openheim.runtime import ActorContext, Runtime
 
-
-@dataclass
-class Ping:
-    n: int
-
-
-async def _echo(msg: Ping, ctx: ActorContext) -> Ping:
-    return msg
+# The echo handler and message `openheim bench overhead` uses (openheim.bench.cases).
+Ping = cases.Ping
+_echo = cases.echo
 
 
 def _have_autogen() -> bool:
@@ -95,23 +90,8 @@ async def _ours_spawn(n: int, sequential: bool) -> float:
 # ---- autogen-core -----------------------------------------------------------------------
 
 
-try:  # module level: autogen reads the handler's type hints by name
-    from autogen_core import MessageContext, RoutedAgent, message_handler
-
-    class _AutogenEcho(RoutedAgent):
-        def __init__(self) -> None:
-            super().__init__("echo")
-
-        @message_handler
-        async def on_ping(self, message: Ping, ctx: MessageContext) -> Ping:
-            return message
-
-except ImportError:  # pragma: no cover - autogen-core is optional
-    _AutogenEcho = None  # type: ignore[assignment,misc]
-
-
 def _autogen_agent() -> Any:
-    return _AutogenEcho
+    return cases.autogen_echo_class()
 
 
 async def _autogen_ask(n: int, callers: int) -> float:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from _util import Row, print_table
 
@@ -28,61 +29,19 @@ SyncRunner = Callable[[], object]
 
 
 def _openheim(async_tool: bool) -> Runner:
-    import openheim as oh
-    from openheim.models import ModelRequest, ScriptedModel
+    # The same agent `openheim bench overhead` measures (openheim.bench.cases).
+    from openheim.bench.cases import scripted_agent
 
-    if async_tool:
-
-        async def add(a: int, b: int) -> int:
-            """Add two integers."""
-            return a + b
-
-    else:
-
-        def add(a: int, b: int) -> int:  # type: ignore[misc]
-            """Add two integers."""
-            return a + b
-
-    call = oh.ToolCall("add", {"a": 0, "b": 0})
-
-    def reply(request: ModelRequest) -> object:
-        return "done" if request.messages[-1].role == "tool" else call
-
-    agent = oh.Agent(ScriptedModel(reply), tools=[oh.tool(add)])
-
-    async def one() -> object:
-        result = await agent.run("What is 0 + 0?")
-        assert result.output == "done"
-        return result
-
-    def one_sync() -> object:
-        result = agent.run_sync("What is 0 + 0?")
-        assert result.output == "done"
-        return result
-
-    one.sync = one_sync  # type: ignore[attr-defined]
-    return one
+    return _runner(scripted_agent(async_tool))
 
 
 def _pydantic_ai(async_tool: bool) -> Runner:
-    from pydantic_ai import Agent
-    from pydantic_ai.models.test import TestModel
+    from openheim.bench.cases import pydantic_ai_agent
 
-    agent = Agent(TestModel(call_tools=["add"], custom_output_text="done"))
-    if async_tool:
+    return _runner(pydantic_ai_agent(async_tool))
 
-        @agent.tool_plain
-        async def add(a: int, b: int) -> int:
-            """Add two integers."""
-            return a + b
 
-    else:
-
-        @agent.tool_plain
-        def add(a: int, b: int) -> int:
-            """Add two integers."""
-            return a + b
-
+def _runner(agent: Any) -> Runner:
     async def one() -> object:
         result = await agent.run("What is 0 + 0?")
         assert result.output == "done"

@@ -1,11 +1,17 @@
-"""The HTTP server under load from a second process.
+"""The HTTP server under load from a second process, against fair baselines.
 
-1. ``/v1/chat/completions`` serving a ScriptedModel agent to N concurrent
-   clients (an httpx load generator in its own process): requests/s, p50, p99.
-   Baseline: llama-cpp-python's server (``python -m llama_cpp.server``) on the
-   tiny generated GGUF doing the smallest generation (max_tokens=1), the
-   cheapest real OpenAI-compatible server at hand.
-2. Many concurrent SSE agent-run streams held open: the server's resident
+1. The same model on both servers: ``/v1/chat/completions`` on an openheim
+   agent whose model is the tiny generated GGUF (``llama:``), against
+   llama-cpp-python's server (``python -m llama_cpp.server``) on the same
+   GGUF; both generate one token per request (max_tokens=1), both with one
+   llama.cpp thread. N concurrent clients (a raw keep-alive HTTP/1.1 load
+   generator in its own process): requests/s, p50, p99.
+2. Pure framework overhead, no inference on either side: a ScriptedModel
+   agent behind ``openheim serve``, against a bare Starlette app on the same
+   uvicorn (same event loop and HTTP parser) that answers every request with
+   a fixed chat completion: what the agent loop, routing, auth and accounting
+   cost per request.
+3. Many concurrent SSE agent-run streams held open: the server's resident
    memory at the start and at the end of the hold (flat means no growth while
    streams idle), and per stream.
 """
@@ -52,6 +58,10 @@ def hold():
 CONFIG = f"""
 [agents.fast]
 model = "benchtools:fast"
+
+[agents.tiny]
+model = "llama:tiny.gguf"
+model_settings = {{ n_threads = 1, n_ctx = 4096 }}
 
 [agents.hold]
 model = "benchtools:hold"
@@ -156,6 +166,38 @@ STREAMER = textwrap.dedent(
 )
 
 
+# The no-inference baseline: the same uvicorn, a Starlette route, a fixed answer.
+BARE = textwrap.dedent(
+    """
+    import json, sys, time
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    ANSWER = {
+        "id": "chatcmpl-bare", "object": "chat.completion", "created": 0, "model": "bare",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "ok"}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+
+    async def chat(request):
+        body = json.loads(await request.body())
+        answer = dict(ANSWER, created=int(time.time()), model=body.get("model", "bare"))
+        return Response(json.dumps(answer), media_type="application/json")
+
+    async def health(request):
+        return Response("ok")
+
+    app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
+                            Route("/healthz", health)])
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
+                access_log=False)
+    """
+)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -169,10 +211,11 @@ def _wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            httpx.get(url, timeout=1)
-            return
+            if httpx.get(url, timeout=1).status_code < 500:  # 503 while loading
+                return
         except httpx.TransportError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
 
 
@@ -197,7 +240,20 @@ def _load(url: str, model: str, folder: Path) -> dict[str, float]:
     return result
 
 
+def _bare(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
+    (folder / "bare.py").write_text(BARE)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(folder / "bare.py"), str(port)], stderr=subprocess.DEVNULL
+    )
+    _wait_up(f"http://127.0.0.1:{port}/healthz", proc)
+    return proc, port
+
+
 def _openheim(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
+    from openheim.testing.tiny_gguf import write_tiny_gguf
+
+    write_tiny_gguf(folder / "tiny.gguf")
     (folder / "benchtools.py").write_text(TOOLS)
     (folder / "openheim.toml").write_text(CONFIG)
     port = _free_port()
@@ -207,18 +263,16 @@ def _openheim(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
         env={**os.environ, "BENCH_KEY": KEY},
         stderr=subprocess.DEVNULL,
     )
-    _wait_up(f"http://127.0.0.1:{port}/healthz", proc)
+    _wait_up(f"http://127.0.0.1:{port}/readyz", proc)  # every agent built, every model loaded
     return proc, port
 
 
 def _llama(folder: Path) -> tuple[subprocess.Popen[bytes], int] | None:
     try:
         import llama_cpp.server  # noqa: F401
-
-        from openheim.testing.tiny_gguf import write_tiny_gguf
     except ImportError:
         return None
-    model = write_tiny_gguf(folder / "tiny.gguf")
+    model = folder / "tiny.gguf"  # the GGUF the openheim side served
     port = _free_port()
     proc = subprocess.Popen(
         [
@@ -235,6 +289,8 @@ def _llama(folder: Path) -> tuple[subprocess.Popen[bytes], int] | None:
             "512",
             "--api_key",
             KEY,
+            "--n_threads",
+            "1",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -276,13 +332,27 @@ def _streams(port: int, pid: int, folder: Path) -> tuple[int, int, int, int]:
     return opened, before, start, end
 
 
+def _rows(label: str, ours: dict[str, float], base: dict[str, float], name: str) -> list[Row]:
+    for who, figures in (("openheim", ours), (name, base)):
+        if figures.get("errors"):
+            print(f"warning: {who} answered {figures['errors']:g} requests with a non-200 status")
+    return [
+        Row(f"{label} req/s", ours["rps"], base["rps"], "r/s", name),
+        Row(f"{label} p50", ours["p50"], base["p50"], "ms", name, False),
+        Row(f"{label} p99", ours["p99"], base["p99"], "ms", name, False),
+    ]
+
+
 def run() -> list[Row]:
     rows: list[Row] = []
+    nan = {"rps": float("nan"), "p50": float("nan"), "p99": float("nan")}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         proc, port = _openheim(folder)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
         try:
-            ours = _load(f"http://127.0.0.1:{port}/v1/chat/completions", "fast", folder)
+            ours_model = _load(url, "tiny", folder)
+            ours_bare = _load(url, "fast", folder)
             opened, before, start, end = _streams(port, proc.pid, folder)
         finally:
             _stop(proc)
@@ -290,25 +360,23 @@ def run() -> list[Row]:
         if llama is not None:
             lproc, lport = llama
             try:
-                base = _load(f"http://127.0.0.1:{lport}/v1/chat/completions", "tiny", folder)
+                base_model = _load(f"http://127.0.0.1:{lport}/v1/chat/completions", "tiny", folder)
             finally:
                 _stop(lproc)
-            base_name = "llama_cpp.server, max_tokens=1"
+            model_name = "llama_cpp.server, same GGUF"
         else:
-            base = {"rps": float("nan"), "p50": float("nan"), "p99": float("nan")}
-            base_name = "llama_cpp.server (not installed)"
-    label = f"{CLIENTS} clients"
-    for who, figures in (("openheim", ours), ("baseline", base)):
-        if figures.get("errors"):
-            print(f"warning: {who} answered {figures['errors']:g} requests with a non-200 status")
-    rows.append(
-        Row(f"chat completions req/s ({label})", ours["rps"], base["rps"], "r/s", base_name)
-    )
-    rows.append(
-        Row(f"chat completions p50 ({label})", ours["p50"], base["p50"], "ms", base_name, False)
-    )
-    rows.append(
-        Row(f"chat completions p99 ({label})", ours["p99"], base["p99"], "ms", base_name, False)
+            base_model, model_name = nan, "llama_cpp.server (not installed)"
+        bproc, bport = _bare(folder)
+        try:
+            base_bare = _load(f"http://127.0.0.1:{bport}/v1/chat/completions", "bare", folder)
+        finally:
+            _stop(bproc)
+    rows += _rows(f"same model, 1 token ({CLIENTS} clients)", ours_model, base_model, model_name)
+    rows += _rows(
+        f"no inference ({CLIENTS} clients)",
+        ours_bare,
+        base_bare,
+        "bare Starlette on uvicorn, fixed answer",
     )
     per_stream = (start - before) / max(1, opened)
     rows.append(

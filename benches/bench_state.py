@@ -4,12 +4,14 @@
 checkpointed at the start, after every model turn and after every tool
 result, into the SQLite store (WAL, synchronous=FULL: fsync at every commit),
 its messages added to a session at the end. Against LangGraph compiling a
-3-node graph with ``SqliteSaver`` (a checkpoint per step, also fsynced by
-SQLite's defaults), invoked per thread id. openheim runs 64 runs at once:
-the store's writer thread commits the checkpoints that queue up during one
-fsync together (group commit), and each run continues only once its own
-checkpoint is durable. LangGraph's saver is synchronous, one invoke at a
-time. The concurrency-1 figure is printed too.
+3-node graph with a checkpoint per step (also fsynced by SQLite's defaults),
+invoked per thread id. Both sides at the same concurrency, each with its
+ratio: 64 runs at once (openheim: the store's writer thread commits the
+checkpoints that queue up during one fsync together, and each run continues
+only once its own checkpoint is durable; LangGraph: ``AsyncSqliteSaver``,
+64 ``ainvoke`` at once, its way to run concurrently), and one at a time
+(LangGraph: the synchronous ``SqliteSaver``). The agent and the graph are
+the ones ``openheim bench overhead`` measures (``openheim.bench.cases``).
 
 (b) Bytes stored after 200 turns, against the msgspec-msgpack bytes of the
 messages themselves: a session of 200 runs (the session record plus any
@@ -36,31 +38,9 @@ CONCURRENCY = 64
 
 
 def _agent(store: Any) -> Any:
-    import openheim as oh
-    from openheim.messages import ToolCall
-    from openheim.models import ModelRequest, ScriptedModel
-    from openheim.stores import Checkpointer, StoreHistory
+    from openheim.bench.cases import checkpointed_agent
 
-    @oh.tool
-    def lookup(key: str) -> str:
-        """Look a key up."""
-        return f"value of {key}"
-
-    first = ToolCall("lookup", {"key": "a"})
-    second = ToolCall("lookup", {"key": "b"})
-
-    def reply(request: ModelRequest) -> object:
-        tools = sum(1 for m in request.messages if m.role == "tool")
-        if request.messages[-1].role == "user":
-            return first
-        return second if tools == 1 else "the answer"
-
-    return oh.Agent(
-        ScriptedModel(reply),
-        tools=[lookup],
-        history=StoreHistory(store),
-        checkpointer=Checkpointer(store),
-    )
+    return checkpointed_agent(store)
 
 
 async def _openheim_rate(path: str, concurrency: int, runs: int) -> float:
@@ -85,29 +65,13 @@ async def _openheim_rate(path: str, concurrency: int, runs: int) -> float:
 
 
 def _langgraph_rate(path: str, runs: int) -> float:
-    from typing import TypedDict
-
+    """LangGraph one run at a time: the synchronous SqliteSaver."""
     from langgraph.checkpoint.sqlite import SqliteSaver
-    from langgraph.graph import END, START, StateGraph
 
-    class State(TypedDict):
-        messages: list[str]
+    from openheim.bench.cases import lg_checkpointed_graph
 
-    def step(name: str) -> Any:
-        def node(state: State) -> dict[str, list[str]]:
-            return {"messages": [*state["messages"], f"{name} done"]}
-
-        return node
-
-    graph = StateGraph(State)
-    for name in ("plan", "act", "answer"):
-        graph.add_node(name, step(name))
-    graph.add_edge(START, "plan")
-    graph.add_edge("plan", "act")
-    graph.add_edge("act", "answer")
-    graph.add_edge("answer", END)
     conn = sqlite3.connect(path, check_same_thread=False)
-    app = graph.compile(checkpointer=SqliteSaver(conn))
+    app = lg_checkpointed_graph(SqliteSaver(conn))
     app.invoke({"messages": ["warm-up"]}, {"configurable": {"thread_id": "warm"}})
     t0 = time.perf_counter()
     for i in range(runs):
@@ -116,6 +80,30 @@ def _langgraph_rate(path: str, runs: int) -> float:
     elapsed = time.perf_counter() - t0
     conn.close()
     return runs / elapsed
+
+
+async def _langgraph_concurrent_rate(path: str, concurrency: int, runs: int) -> float:
+    """LangGraph ``concurrency`` runs at once: AsyncSqliteSaver and ainvoke."""
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from openheim.bench.cases import lg_checkpointed_graph
+
+    async with aiosqlite.connect(path) as conn:
+        app = lg_checkpointed_graph(AsyncSqliteSaver(conn))
+        await app.ainvoke({"messages": ["warm-up"]}, {"configurable": {"thread_id": "warm"}})
+        counter = iter(range(runs))
+
+        async def worker() -> None:
+            for i in counter:
+                out = await app.ainvoke(
+                    {"messages": ["question"]}, {"configurable": {"thread_id": f"t{i % 64}"}}
+                )
+                assert len(out["messages"]) == 4
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return runs / (time.perf_counter() - t0)
 
 
 async def _session_bytes(path: str, turns: int) -> tuple[int, int]:
@@ -171,18 +159,24 @@ def run() -> list[Row]:
         return []
     tmp = tempfile.mkdtemp(prefix="openheim-bench-state-")
     try:
-        ours, ours_seq, theirs = [], [], []
+        ours, ours_seq, theirs, theirs_seq = [], [], [], []
         for rep in range(3):
             ours.append(
                 asyncio.run(_openheim_rate(os.path.join(tmp, f"oh{rep}.db"), CONCURRENCY, RUNS))
             )
+            theirs.append(
+                asyncio.run(
+                    _langgraph_concurrent_rate(
+                        os.path.join(tmp, f"lg{rep}.db"), CONCURRENCY, RUNS // 2
+                    )
+                )
+            )
             ours_seq.append(
                 asyncio.run(_openheim_rate(os.path.join(tmp, f"ohs{rep}.db"), 1, RUNS // 4))
             )
-            theirs.append(_langgraph_rate(os.path.join(tmp, f"lg{rep}.db"), RUNS // 2))
-        ours.sort()
-        ours_seq.sort()
-        theirs.sort()
+            theirs_seq.append(_langgraph_rate(os.path.join(tmp, f"lgs{rep}.db"), RUNS // 4))
+        for xs in (ours, ours_seq, theirs, theirs_seq):
+            xs.sort()
         session_stored, session_msgs = asyncio.run(
             _session_bytes(os.path.join(tmp, "session.db"), 200)
         )
@@ -195,15 +189,15 @@ def run() -> list[Row]:
             ours[1],
             theirs[1],
             "r/s",
-            "LangGraph SqliteSaver 3-node graph",
+            f"LangGraph AsyncSqliteSaver, {CONCURRENCY} ainvoke at once",
             target=10,
         ),
         Row(
             "3-step run, checkpointed, fsync (one at a time)",
             ours_seq[1],
-            theirs[1],
+            theirs_seq[1],
             "r/s",
-            "LangGraph SqliteSaver 3-node graph",
+            "LangGraph SqliteSaver, one invoke at a time",
         ),
         Row(
             "stored bytes, session of 200 runs",

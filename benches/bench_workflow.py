@@ -28,7 +28,6 @@ LangGraph is a benchmark-only dependency: ``pip install -e '.[bench]'``.
 from __future__ import annotations
 
 import asyncio
-import operator
 import os
 import shutil
 import sqlite3
@@ -36,12 +35,11 @@ import statistics
 import tempfile
 import time
 import tracemalloc
-from typing import Annotated, Any, TypedDict
+from typing import Any
 
-import msgspec
 from _util import Row
 
-import openheim as oh
+from openheim.bench import cases
 
 CHAIN_RUNS = 3000
 FANOUT_RUNS = 1000
@@ -52,49 +50,10 @@ WAIT = 0.05
 REPEAT = 5
 
 
-# -- openheim --------------------------------------------------------------------------
+# -- openheim (the builders `openheim bench overhead` uses: openheim.bench.cases) ----------
 
-
-class S(msgspec.Struct):
-    """The openheim side's state."""
-
-    x: int = 0
-    items: list[int] = msgspec.field(default_factory=list)
-    results: Annotated[list[int], oh.reducer(operator.add)] = msgspec.field(default_factory=list)
-    joined: int = 0
-
-
-def _oh_state() -> Any:
-    return S
-
-
-def _oh_chain(store: Any = None, wait: float = 0.0) -> Any:
-    from openheim.workflow import Workflow
-
-    wf = Workflow("chain", state=_oh_state(), store=store)
-    wf.step(lambda s: None, name="a")
-    if wait:
-
-        async def b(s: Any) -> None:
-            await asyncio.sleep(wait)
-
-        wf.step(b, name="b")
-    else:
-        wf.step(lambda s: None, name="b")
-    wf.step(lambda s: None, name="c")
-    wf.edge("a", "b")
-    wf.edge("b", "c")
-    return wf
-
-
-def _oh_fanout() -> Any:
-    from openheim.workflow import Workflow
-
-    wf = Workflow("fanout", state=_oh_state())
-    wf.map("work", "items", lambda i: i, output="results")
-    wf.step(lambda s: {"joined": len(s.results)}, name="join")
-    wf.edge("work", "join")
-    return wf
+_oh_chain = cases.oh_chain
+_oh_fanout = cases.oh_fanout
 
 
 async def _oh_per_run(wf: Any, runs: int, inp: Any = None) -> float:
@@ -140,68 +99,10 @@ async def _flight(run: Any, n: int, measure_memory: bool) -> tuple[float, float]
     return elapsed, per_run
 
 
-# -- LangGraph -------------------------------------------------------------------------
+# -- LangGraph (the same graphs, from openheim.bench.cases) -------------------------------
 
-
-class State(TypedDict):
-    """The LangGraph side's state (chain)."""
-
-    x: int
-
-
-class FanState(TypedDict):
-    """The LangGraph side's state (fan-out)."""
-
-    items: list[int]
-    results: Annotated[list[int], operator.add]
-    joined: int
-
-
-class Item(TypedDict):
-    item: int
-
-
-def _lg_chain(checkpointer: Any = None, wait: float = 0.0) -> Any:
-    from langgraph.graph import END, START, StateGraph
-
-    def noop(state: State) -> dict[str, Any]:
-        return {}
-
-    async def waits(state: State) -> dict[str, Any]:
-        await asyncio.sleep(wait)
-        return {}
-
-    graph = StateGraph(State)
-    graph.add_node("a", noop)
-    graph.add_node("b", waits if wait else noop)
-    graph.add_node("c", noop)
-    graph.add_edge(START, "a")
-    graph.add_edge("a", "b")
-    graph.add_edge("b", "c")
-    graph.add_edge("c", END)
-    return graph.compile(checkpointer=checkpointer)
-
-
-def _lg_fanout() -> Any:
-    from langgraph.graph import END, START, StateGraph
-    from langgraph.types import Send
-
-    def work(state: Item) -> dict[str, Any]:
-        return {"results": [state["item"]]}
-
-    def fan(state: FanState) -> Any:
-        return [Send("work", {"item": i}) for i in state["items"]]
-
-    def join(state: FanState) -> dict[str, Any]:
-        return {"joined": len(state["results"])}
-
-    graph = StateGraph(FanState)
-    graph.add_node("work", work)
-    graph.add_node("join", join)
-    graph.add_conditional_edges(START, fan, ["work"])
-    graph.add_edge("work", "join")
-    graph.add_edge("join", END)
-    return graph.compile()
+_lg_chain = cases.lg_chain
+_lg_fanout = cases.lg_fanout
 
 
 def _lg_per_run(app: Any, runs: int, inp: Any) -> float:

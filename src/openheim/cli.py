@@ -7,7 +7,6 @@ configuration error (a missing optional package too).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -172,9 +171,10 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     _WORKFLOW_COMMANDS.clear()
     _WORKFLOW_COMMANDS.update(workflow_commands)
 
-    bench = sub.add_parser("bench", help="run the benchmark suite (from a source checkout)")
-    bench.add_argument(
-        "group", nargs="?", default="all", help="core, agent, local, state or all (default)"
+    sub.add_parser(
+        "bench",
+        add_help=False,  # `openheim bench` has its own parser (openheim.bench)
+        help="benchmarks: local model, a server, framework overhead; compare runs",
     )
     return parser, dict(sub.choices)
 
@@ -195,6 +195,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     if at is None or any(a in ("-h", "--help", "--version") for a in argv[:at]):
         return parser.parse_args(argv)
     command, rest = argv[at], argv[:at] + argv[at + 1 :]
+    if command == "bench":  # `openheim bench COMMAND ...` parses its own arguments
+        return argparse.Namespace(command="bench", bench_argv=argv[at + 1 :])
     if command == "workflow":
         # One level deeper: `openheim workflow run NAME --input ...`, options anywhere.
         inner = next((i for i, arg in enumerate(rest) if arg in _WORKFLOW_COMMANDS), None)
@@ -305,16 +307,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    here = Path.cwd()
-    for folder in (here, *here.parents):
-        script = folder / "benches" / "run.py"
-        if script.is_file():
-            os.execv(sys.executable, [sys.executable, str(script), args.group])
-    _say(
-        "the benchmarks live in a source checkout (benches/run.py); run this "
-        "from inside a clone of the openheim repository"
-    )
-    return EXIT_USAGE
+    from openheim.bench import main as bench_main
+
+    return bench_main(args.bench_argv)
 
 
 def _cmd_workflow(args: argparse.Namespace) -> int:
