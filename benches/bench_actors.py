@@ -17,8 +17,15 @@ same dataclass out), on a fresh event loop in the same process:
 - passivated ids: 100,000 virtual actors activated, each handling one
   message, and passivated (``max_live_actors=1000``): memory per id after.
 
-autogen-core is optional (``pip install autogen-core``); without it only our
-absolute figures are printed.
+autogen-core is not a declared dependency: it pins protobuf below what
+grpcio-tools needs, so it lives in a venv of its own, whose site-packages this
+bench appends to ``sys.path`` (autogen-core runs on our newer protobuf)::
+
+    python3.11 -m venv .venv-autogen && .venv-autogen/bin/pip install autogen-core
+    .venv/bin/python benches/bench_actors.py
+
+``OPENHEIM_AUTOGEN_VENV`` names another venv. Without autogen-core the table
+says so and prints only our absolute figures.
 """
 
 from __future__ import annotations
@@ -29,11 +36,36 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from _util import Row, print_table
 
 from openheim.runtime import ActorContext, Runtime
+
+
+def _autogen_path() -> str | None:
+    """Append the site-packages of the autogen venv to ``sys.path`` if autogen-core is
+    not importable as is; returns the venv used (None: installed here, or nowhere)."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("autogen_core") is not None:
+        return None
+    venv = Path(
+        os.environ.get("OPENHEIM_AUTOGEN_VENV")
+        or Path(__file__).resolve().parent.parent / ".venv-autogen"
+    )
+    for site in sorted(
+        venv.glob(f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages")
+    ):
+        if (site / "autogen_core").is_dir():
+            sys.path.append(str(site))
+            return str(venv)
+    return None
+
+
+AUTOGEN_VENV = _autogen_path()
 
 
 @dataclass
@@ -222,7 +254,16 @@ def _mem(kind: str, n: int) -> tuple[float, float]:
 def run(repeat: int = 3) -> list[Row]:
     autogen = _have_autogen()
     if not autogen:
-        print("autogen-core is not installed (`pip install autogen-core`): our figures only")
+        print(
+            "autogen-core is NOT installed: no baseline, ratios are nan, our figures only.\n"
+            "  install it in its own venv: python3.11 -m venv .venv-autogen && "
+            ".venv-autogen/bin/pip install autogen-core"
+        )
+    else:
+        import autogen_core
+
+        where = f" (from {AUTOGEN_VENV})" if AUTOGEN_VENV else ""
+        print(f"baseline: autogen-core {autogen_core.__version__}{where}, same process, same run")
     base_name = "autogen-core SingleThreadedAgentRuntime" if autogen else "(autogen-core missing)"
     rows: list[Row] = []
 
