@@ -180,6 +180,7 @@ class Runtime:
         self._passivated = 0
         self._sched: Scheduler | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+        self._trimmer: asyncio.TimerHandle | None = None
         self._bg: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._owns_store = isinstance(store, str)
@@ -221,6 +222,8 @@ class Runtime:
         self._closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._trimmer is not None:
+            self._trimmer.cancel()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(sched.wait_idle(), deadline)
         for cell in list(self._live.values()):
@@ -394,6 +397,16 @@ class Runtime:
             if self._idle(cell):
                 self._passivate(cell)
                 n -= 1
+        if n > 0 and self._trimmer is None and not self._closing:
+            # All the others are busy (a burst of activations): try again shortly, so
+            # the live count comes back to max_live_actors once they are idle.
+            self._trimmer = self._loop.call_later(0.005, self._trim)
+
+    def _trim(self) -> None:
+        self._trimmer = None
+        limit = self.max_live_actors
+        if limit is not None and len(self._lru) > limit and not self._closing:
+            self._evict(len(self._lru) - limit)
 
     def _passivate(self, cell: ActorContext) -> None:
         """Evict ``cell`` now; its snapshot is written in the background, and an
