@@ -175,6 +175,7 @@ class Runtime:
         self._subs: dict[str, list[tuple[str, re.Pattern[str] | None, ActorRef]]] = {}
         self._route_cache: dict[str, list[ActorRef]] = {}
         self._children = 0
+        self._asked = 0
         self._dropped = 0
         self._failures = 0
         self._passivated = 0
@@ -477,7 +478,7 @@ class Runtime:
         """
         policy = self._policy_of(cell)
         if policy == "drop_oldest":
-            spill = cell._spill
+            spill = getattr(cell, "_spill", None)
             if spill is None:
                 spill = cell._spill = collections.deque()
             if cell._skip < cell._native.qsize():
