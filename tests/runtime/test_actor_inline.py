@@ -114,3 +114,26 @@ async def test_a_loop_of_inline_asks_lets_other_tasks_run() -> None:
             assert await ref.ask(i) == i
         task.cancel()
     assert ticks[0] >= 10  # the ticker ran while the asks went on
+
+
+async def test_an_actor_stays_usable_after_a_handler_is_cancelled_at_once() -> None:
+    handled: list[str] = []
+
+    async def odd(msg: str, ctx: ActorContext) -> str:
+        handled.append(msg)
+        if msg == "cancel":
+            raise asyncio.CancelledError  # not an error of the handler: it propagates
+        return msg
+
+    async with Runtime() as rt:
+        ref = rt.spawn(odd, id="odd")
+        try:
+            await ref.ask("cancel")
+        except asyncio.CancelledError:
+            pass
+        else:  # pragma: no cover
+            raise AssertionError("the cancellation did not propagate")
+        assert await ref.ask("fine") == "fine"
+        ref.send("queued")
+        await rt.wait_idle()
+        assert handled == ["cancel", "fine", "queued"]

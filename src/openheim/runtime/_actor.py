@@ -289,6 +289,12 @@ class ActorContext:
             value = stop.value
         except Exception as exc:
             later = _Resume(None, None, msg, None, exc)
+        except BaseException:  # cancelled, interrupted: the actor stays usable
+            self._held = None
+            self._fut = None
+            self._active = False
+            self._flush(held)
+            raise
         self._held = None
         if later is None:
             self._fut = None

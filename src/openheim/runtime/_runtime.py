@@ -257,6 +257,23 @@ class Runtime:
         """Start an actor: ``async def handler(msg, ctx)``, an object with ``async def
         receive(self, msg, ctx)``, or an Agent (then the actor is the agent's session
         ``id`` and an ask returns its RunResult). ``state`` is its initial ``ctx.state``."""
+        sched = self._sched
+        if (  # the common case, inlined: a function with an id and the defaults
+            type(actor) is _Function
+            and type(id) is str
+            and mailbox_size is None
+            and overflow is None
+            and sched is not None
+            and not self._closing
+            and id
+            and id[0] != " "
+            and id[-1] != " "
+            and id not in self._live
+        ):
+            cell = ActorContext(self, id, actor, None, None, state, None, eager)
+            cell._native = sched.spawn(cell, maxsize=self.mailbox_size, name=id)
+            self._live[id] = cell
+            return ActorRef(self, id, cell)
         return self._spawn(actor, id, state, mailbox_size, overflow, None, eager)
 
     def _spawn(
