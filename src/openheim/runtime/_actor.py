@@ -6,6 +6,8 @@ ask is the message wrapped in an :class:`_Ask` carrying a future: the reply
 slot. Calling it runs the user's ``async def`` one step inline in the
 scheduler's pass; a handler that finishes without waiting on anything costs
 no Task at all, one that waits continues in the scheduler's busy-period Task.
+An ask to an idle actor with an empty mailbox skips the mailbox: the caller
+runs that first step itself (:meth:`ActorContext._inline`).
 """
 
 from __future__ import annotations

@@ -135,11 +135,14 @@ class Runtime:
     does (``wait``, ``fail``, ``drop_oldest``). ``restart`` is the supervision
     policy. ``namespace`` separates runtimes sharing a store.
 
-    A handler runs up to its first real wait inline in the scheduler's pass
-    (a handler that never waits costs no Task); until then there is no
-    current Task, so a handler that starts with ``asyncio.timeout()`` (or
-    anything else needing ``asyncio.current_task()``) is spawned or
-    registered with ``eager=False``. Agents always run in a Task.
+    A handler runs up to its first real wait inline: in the scheduler's pass
+    for a sent message, and in the caller for an ask to an idle actor with an
+    empty mailbox (no mailbox trip at all when it does not wait; if it does,
+    the rest of it goes through the mailbox ahead of later messages). Until
+    that first wait the current Task is none or the caller's, so a handler
+    that starts with ``asyncio.timeout()`` (or anything else needing its own
+    ``asyncio.current_task()``) is spawned or registered with ``eager=False``.
+    Agents always run in a Task.
     """
 
     def __init__(
