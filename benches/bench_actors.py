@@ -5,7 +5,11 @@ same dataclass out), on a fresh event loop in the same process:
 
 - ask throughput: ``await ref.ask(m)`` vs ``await runtime.send_message(m, agent_id)``,
   one caller asking one actor in a loop (request/response latency), and 100
-  callers each asking its own actor (throughput under concurrency);
+  callers each asking its own actor (throughput under concurrency). An ask to
+  an idle actor runs its handler in the caller, so a handler that never waits
+  costs no mailbox trip; the third row's handler waits once (``await
+  asyncio.sleep(0)`` on both sides), so its asks go through the mailbox and a
+  Task, the general path;
 - spawn plus first message to 10,000 new actors: ``rt.spawn`` + ``send`` for
   all, then wait until each handled its message, vs autogen's lazy
   instantiation on a first ``send_message`` to each id, all started at once
@@ -17,27 +21,70 @@ same dataclass out), on a fresh event loop in the same process:
 - passivated ids: 100,000 virtual actors activated, each handling one
   message, and passivated (``max_live_actors=1000``): memory per id after.
 
-autogen-core is optional (``pip install autogen-core``); without it only our
-absolute figures are printed.
+autogen-core is not a declared dependency: it pins protobuf below what
+grpcio-tools needs, so it lives in a venv of its own, whose site-packages this
+bench appends to ``sys.path`` (autogen-core runs on our newer protobuf)::
+
+    python3.11 -m venv .venv-autogen && .venv-autogen/bin/pip install autogen-core
+    .venv/bin/python benches/bench_actors.py
+
+``OPENHEIM_AUTOGEN_VENV`` names another venv. Without autogen-core the table
+says so and prints only our absolute figures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from _util import Row, print_table
 
-from openheim.bench import cases
 from openheim.runtime import ActorContext, Runtime
 
-# The echo handler and message `openheim bench overhead` uses (openheim.bench.cases).
-Ping = cases.Ping
-_echo = cases.echo
+
+def _autogen_path() -> str | None:
+    """Append the site-packages of the autogen venv to ``sys.path`` if autogen-core is
+    not importable as is; returns the venv used (None: installed here, or nowhere)."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("autogen_core") is not None:
+        return None
+    venv = Path(
+        os.environ.get("OPENHEIM_AUTOGEN_VENV")
+        or Path(__file__).resolve().parent.parent / ".venv-autogen"
+    )
+    for site in sorted(
+        venv.glob(f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages")
+    ):
+        if (site / "autogen_core").is_dir():
+            sys.path.append(str(site))
+            return str(venv)
+    return None
+
+
+AUTOGEN_VENV = _autogen_path()
+
+
+@dataclass
+class Ping:
+    n: int
+
+
+async def _echo(msg: Ping, ctx: ActorContext) -> Ping:
+    return msg
+
+
+async def _echo_after_wait(msg: Ping, ctx: ActorContext) -> Ping:
+    await asyncio.sleep(0)  # waits once: the ask goes through the mailbox and a Task
+    return msg
 
 
 def _have_autogen() -> bool:
@@ -51,9 +98,10 @@ def _have_autogen() -> bool:
 # ---- openheim -------------------------------------------------------------------------
 
 
-async def _ours_ask(n: int, callers: int) -> float:
+async def _ours_ask(n: int, callers: int, waits: bool = False) -> float:
     async with Runtime() as rt:
-        refs = [rt.spawn(_echo, id=f"echo/{i}") for i in range(callers)]
+        handler = _echo_after_wait if waits else _echo
+        refs = [rt.spawn(handler, id=f"echo/{i}") for i in range(callers)]
 
         async def client(ref: Any, k: int) -> None:
             for i in range(k):
@@ -90,14 +138,38 @@ async def _ours_spawn(n: int, sequential: bool) -> float:
 # ---- autogen-core -----------------------------------------------------------------------
 
 
-def _autogen_agent() -> Any:
-    return cases.autogen_echo_class()
+try:  # module level: autogen reads the handler's type hints by name
+    from autogen_core import MessageContext, RoutedAgent, message_handler
+
+    class _AutogenEcho(RoutedAgent):
+        def __init__(self) -> None:
+            super().__init__("echo")
+
+        @message_handler
+        async def on_ping(self, message: Ping, ctx: MessageContext) -> Ping:
+            return message
+
+    class _AutogenEchoAfterWait(RoutedAgent):
+        def __init__(self) -> None:
+            super().__init__("echo")
+
+        @message_handler
+        async def on_ping(self, message: Ping, ctx: MessageContext) -> Ping:
+            await asyncio.sleep(0)
+            return message
+
+except ImportError:  # pragma: no cover - autogen-core is optional
+    _AutogenEcho = _AutogenEchoAfterWait = None  # type: ignore[assignment,misc]
 
 
-async def _autogen_ask(n: int, callers: int) -> float:
+def _autogen_agent(waits: bool = False) -> Any:
+    return _AutogenEchoAfterWait if waits else _AutogenEcho
+
+
+async def _autogen_ask(n: int, callers: int, waits: bool = False) -> float:
     from autogen_core import AgentId, SingleThreadedAgentRuntime
 
-    echo = _autogen_agent()
+    echo = _autogen_agent(waits)
     runtime = SingleThreadedAgentRuntime()
     await echo.register(runtime, "echo", echo)
     runtime.start()
@@ -199,25 +271,48 @@ def _mem(kind: str, n: int) -> tuple[float, float]:
 # ---- run --------------------------------------------------------------------------------
 
 
-def run(repeat: int = 3) -> list[Row]:
+def run(repeat: int = 5) -> list[Row]:
     autogen = _have_autogen()
     if not autogen:
-        print("autogen-core is not installed (`pip install autogen-core`): our figures only")
+        print(
+            "autogen-core is NOT installed: no baseline, ratios are nan, our figures only.\n"
+            "  install it in its own venv: python3.11 -m venv .venv-autogen && "
+            ".venv-autogen/bin/pip install autogen-core"
+        )
+    else:
+        import autogen_core
+
+        where = f" (from {AUTOGEN_VENV})" if AUTOGEN_VENV else ""
+        print(f"baseline: autogen-core {autogen_core.__version__}{where}, same process, same run")
     base_name = "autogen-core SingleThreadedAgentRuntime" if autogen else "(autogen-core missing)"
     rows: list[Row] = []
+
+    def measure(fn: Any) -> float:
+        # The same start for both sides: what earlier runs left is collected and
+        # frozen, so the collector does not walk it again during the timing.
+        gc.collect()
+        gc.freeze()
+        try:
+            return float(asyncio.run(fn()))
+        finally:
+            gc.unfreeze()
 
     def both(ours: Any, base: Any) -> tuple[float, float]:
         o, b = [], []
         for _ in range(repeat):  # interleaved so machine noise hits both alike
-            o.append(asyncio.run(ours()))
+            o.append(measure(ours))
             if autogen:
-                b.append(asyncio.run(base()))
+                b.append(measure(base))
         return statistics.median(o), (statistics.median(b) if b else float("nan"))
 
-    o, b = both(lambda: _ours_ask(50_000, 1), lambda: _autogen_ask(3_000, 1))
+    o, b = both(lambda: _ours_ask(200_000, 1), lambda: _autogen_ask(3_000, 1))
     rows.append(Row("ask, 1 caller → 1 actor (asks/s)", o, b, "/s", base_name, target=20.0))
-    o, b = both(lambda: _ours_ask(100_000, 100), lambda: _autogen_ask(5_000, 100))
+    o, b = both(lambda: _ours_ask(200_000, 100), lambda: _autogen_ask(5_000, 100))
     rows.append(Row("ask, 100 callers → 100 actors (asks/s)", o, b, "/s", base_name, limit=100_000))
+    o, b = both(
+        lambda: _ours_ask(30_000, 1, waits=True), lambda: _autogen_ask(3_000, 1, waits=True)
+    )
+    rows.append(Row("ask, handler awaits once, 1 caller (asks/s)", o, b, "/s", base_name))
     o, b = both(lambda: _ours_spawn(10_000, False), lambda: _autogen_spawn(10_000, False))
     rows.append(
         Row(

@@ -213,12 +213,17 @@ async def test_eager_false_runs_the_handler_in_a_task_from_its_start() -> None:
         # What asyncio.timeout() and friends need: a current Task at the start.
         return asyncio.current_task() is not None
 
-    async def first_step(msg: str, ctx: ActorContext) -> bool:
-        return asyncio.current_task() is not None
+    seen: list[bool] = []
+
+    async def first_step(msg: str, ctx: ActorContext) -> None:
+        seen.append(asyncio.current_task() is not None)
 
     async with Runtime() as rt:
         assert await rt.spawn(timed, eager=False).ask("x") is True
-        # Eager (the default): a handler that never waits runs inline, without a Task.
-        assert await rt.spawn(first_step).ask("x") is False
+        # Eager (the default): a sent message's handler runs in the scheduler's pass,
+        # without a Task, up to its first wait.
+        rt.spawn(first_step).send("x")
+        await rt.wait_idle()
+        assert seen == [False]
         rt.register("t", lambda actor_id: timed, eager=False)
         assert await rt.ref("t/1").ask("x") is True

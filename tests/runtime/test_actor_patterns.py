@@ -11,8 +11,17 @@ from openheim.errors import ConfigError
 from openheim.messages import ToolCall
 from openheim.models.base import ModelRequest
 from openheim.models.scripted import ScriptedModel
-from openheim.runtime import Runtime
-from openheim.runtime.patterns import Router, Turn, delegate, handoff, map_reduce, team
+from openheim.runtime import RestartPolicy, Runtime
+from openheim.runtime.patterns import (
+    Router,
+    Team,
+    TeamState,
+    Turn,
+    delegate,
+    handoff,
+    map_reduce,
+    team,
+)
 
 
 def _agent(name: str, script: Any) -> oh.Agent:
@@ -116,3 +125,66 @@ async def test_map_reduce_fans_out_and_joins_in_order() -> None:
             [summarizer], ["a", "b"], lambda rs: "|".join(r.output for r in rs)
         )
         assert joined == "short|short"
+
+
+async def test_a_team_actor_survives_a_restart_and_goes_on_from_its_last_turn(
+    tmp_path: Any,
+) -> None:
+    url = f"sqlite:///{tmp_path}/team.db"
+    task = "write a tagline"
+
+    def broken(request: ModelRequest) -> str:
+        raise RuntimeError("the process died here")
+
+    def first_writer(request: ModelRequest) -> str:
+        if sum(m.role == "user" for m in request.messages) > 1:
+            return broken(request)  # the third turn never completes
+        return "draft 1"
+
+    def register(rt: Runtime, writer: Any, critic: Any) -> None:
+        rt.register("writer", lambda _id: _agent("writer", writer))
+        rt.register("critic", lambda _id: _agent("critic", critic))
+        rt.register(
+            "team",
+            lambda _id: Team(["writer/1", "critic/1"], max_turns=6, stop_phrase="APPROVED"),
+            state_type=TeamState,
+        )
+
+    async with Runtime(store=url, restart=RestartPolicy(retries=0, backoff=0.001)) as rt:
+        register(rt, first_writer, lambda r: "needs work")
+        with pytest.raises(oh.errors.ActorFailed, match="the process died here"):
+            await rt.ref("team/launch").ask(task)
+        saved = await rt.store.get("actor/team/launch")
+        assert saved is not None  # two turns, saved as they finished
+    # A new runtime on the same store (as after a process restart).
+    writer2 = ScriptedModel(["draft 2"])
+    critic_calls: list[int] = []
+
+    def critic2(request: ModelRequest) -> str:
+        critic_calls.append(1)
+        return "APPROVED"
+
+    async with Runtime(store=url) as rt2:
+        rt2.register("writer", lambda _id: oh.Agent(name="writer", model=writer2))
+        rt2.register("critic", lambda _id: _agent("critic", critic2))
+        rt2.register(
+            "team",
+            lambda _id: Team(["writer/1", "critic/1"], max_turns=6, stop_phrase="APPROVED"),
+            state_type=TeamState,
+        )
+        result = await rt2.ref("team/launch").ask(task)
+        assert result.stop_reason == "phrase"
+        assert result.turns == [
+            Turn("writer/1", "draft 1"),
+            Turn("critic/1", "needs work"),
+            Turn("writer/1", "draft 2"),
+            Turn("critic/1", "APPROVED"),
+        ]
+        # The writer went on with its conversation from the store, not from scratch.
+        seen = [m.content for m in writer2.requests[0].messages if m.role != "system"]
+        assert seen[:2] == [task, "draft 1"]
+        assert seen[-1] == "critic/1: needs work"
+        # Asking the finished team the same task answers from its saved state.
+        again = await rt2.ref("team/launch").ask(task)
+        assert again == result
+        assert len(critic_calls) == 1

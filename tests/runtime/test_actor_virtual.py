@@ -4,6 +4,7 @@ and a round trip across a real process restart on SQLite and Redis."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import subprocess
 import sys
@@ -18,6 +19,10 @@ import pytest
 from openheim.runtime import ActorContext, Runtime
 
 REDIS_URL = os.environ.get("OPENHEIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get(
+    "OPENHEIM_TEST_POSTGRES_URL", f"postgresql://{getpass.getuser()}@127.0.0.1:5432/test"
+)
+URLS = {"redis": REDIS_URL, "postgres": POSTGRES_URL}
 
 
 class Tally(msgspec.Struct):
@@ -146,13 +151,18 @@ def _child(script: Path, url: str, ns: str, *words: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "backend", [pytest.param("sqlite"), pytest.param("redis", marks=pytest.mark.redis)]
+    "backend",
+    [
+        pytest.param("sqlite"),
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ],
 )
 async def test_passivated_actor_survives_a_process_restart(tmp_path: Path, backend: str) -> None:
     script = tmp_path / "child.py"
     script.write_text(_CHILD)
     ns = f"rt-{uuid.uuid4().hex[:12]}"
-    url = f"sqlite:///{tmp_path}/state.db" if backend == "sqlite" else REDIS_URL
+    url = f"sqlite:///{tmp_path}/state.db" if backend == "sqlite" else URLS[backend]
     try:
         first = await asyncio.to_thread(_child, script, url, ns, "a", "b")
         assert first == "0"  # a fresh id: empty state
@@ -160,6 +170,48 @@ async def test_passivated_actor_survives_a_process_restart(tmp_path: Path, backe
         assert second == "2 a,b"  # the first process's state, reactivated
         third = await asyncio.to_thread(_child, script, url, ns)
         assert third == "3 a,b,c"
+    finally:
+        from openheim.stores import open_store
+
+        store = open_store(url, namespace=ns)
+        for key in await store.list():
+            await store.delete(key)
+        await store.aclose()
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ],
+)
+async def test_passivation_and_reactivation_on_the_real_stores(backend: str) -> None:
+    ns = f"rt-{uuid.uuid4().hex[:12]}"
+    url = URLS[backend]
+    try:
+        async with Runtime(store=url, namespace=ns, max_live_actors=4, passivate_after=30) as rt:
+            rt.register("tally", make_tally, state_type=Tally)
+            for round_ in ("a", "b", "c"):  # 20 ids through 4 live slots, three times over
+                counts = await asyncio.gather(
+                    *(rt.ref(f"tally/{i}").ask(round_) for i in range(20))
+                )
+                assert counts == [ord(round_) - ord("a") + 1] * 20
+                assert len(rt.live()) <= 4 + 20  # activations may exceed the limit while busy
+            await rt.wait_idle()
+            for _ in range(200):  # a burst's activations are trimmed back once idle
+                if len(rt.live()) <= 4:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(rt.live()) <= 4
+            assert rt.stats()["passivated"] >= 16
+            assert await rt.store.get("actor/tally/0") is not None
+            assert await rt.ref("tally/3").ask("get") == Tally(count=3, seen=["a", "b", "c"])
+        # A new runtime on the same store: every id comes back with its state.
+        async with Runtime(store=url, namespace=ns) as rt2:
+            rt2.register("tally", make_tally, state_type=Tally)
+            states = await asyncio.gather(*(rt2.ref(f"tally/{i}").ask("get") for i in range(20)))
+            assert all(s == Tally(count=3, seen=["a", "b", "c"]) for s in states)
     finally:
         from openheim.stores import open_store
 

@@ -16,7 +16,9 @@ from openheim.runtime._records import ChildFailed, DeadLetter, RestartPolicy
 from openheim.runtime._runtime import Overflow, Runtime
 from openheim.runtime.patterns import (
     Router,
+    Team,
     TeamResult,
+    TeamState,
     Turn,
     delegate,
     handoff,
@@ -33,7 +35,9 @@ __all__ = [
     "RestartPolicy",
     "Router",
     "Runtime",
+    "Team",
     "TeamResult",
+    "TeamState",
     "Turn",
     "delegate",
     "handoff",

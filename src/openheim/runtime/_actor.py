@@ -6,6 +6,8 @@ ask is the message wrapped in an :class:`_Ask` carrying a future: the reply
 slot. Calling it runs the user's ``async def`` one step inline in the
 scheduler's pass; a handler that finishes without waiting on anything costs
 no Task at all, one that waits continues in the scheduler's busy-period Task.
+An ask to an idle actor with an empty mailbox skips the mailbox: the caller
+runs that first step itself (:meth:`ActorContext._inline`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,50 @@ class _Ask:
     def __init__(self, msg: Any, fut: asyncio.Future[Any]) -> None:
         self.msg = msg
         self.fut = fut
+
+
+class _Resume:
+    """The rest of an ask run inline (see :meth:`ActorRef.ask`) that had to wait, or
+    its failure (``coro`` None): delivered through the mailbox, so it runs before any
+    message that came after it."""
+
+    __slots__ = ("coro", "exc", "fut", "msg", "yielded")
+
+    def __init__(self, coro: Any, yielded: Any, msg: Any, fut: Any, exc: Any = None) -> None:
+        self.coro = coro
+        self.yielded = yielded
+        self.msg = msg
+        self.fut = fut
+        self.exc = exc
+
+
+class _Waiting:
+    __slots__ = ("fut",)
+
+    def __init__(self, fut: asyncio.Future[Any]) -> None:
+        self.fut = fut
+
+
+class _Slot:
+    """The reply slot of an ask run inline: a future's ``done``/``set_result`` without a loop."""
+
+    __slots__ = ("error", "value")
+
+    def __init__(self) -> None:
+        self.value: Any = _UNSET
+        self.error: BaseException | None = None
+
+    def done(self) -> bool:
+        return self.value is not _UNSET or self.error is not None
+
+    def set_result(self, value: Any) -> None:
+        self.value = value
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.error = exc
+
+
+_UNSET: Any = object()
 
 
 @types.coroutine
@@ -83,6 +129,7 @@ class ActorContext:
         "_eager",
         "_fut",
         "_handler",
+        "_held",
         "_kind",
         "_loading",
         "_native",
@@ -96,6 +143,11 @@ class ActorContext:
         "runtime",
         "state",
     )
+
+    # Set when first needed (annotations only: no class attributes beside the slots).
+    _restarts: collections.deque[float]
+    _spill: collections.deque[Any]
+    last_used: float
 
     def __init__(
         self,
@@ -119,12 +171,14 @@ class ActorContext:
         self._eager = eager
         self._loading = loading
         self._fut: asyncio.Future[Any] | None = None
-        self._restarts: collections.deque[float] | None = None
         self._skip = 0
-        self._spill: collections.deque[Any] | None = None
         self._active = False
-        self.last_used = _monotonic() if kind is not None else 0.0
+        self._held: list[Any] | None = None  # sends to it while an ask runs inline
         self._native: Actor[Any] = None  # type: ignore[assignment]  # set by the runtime
+        # Left unset until needed (a spawn is cheaper): _restarts (on a first failure),
+        # _spill (on a first drop_oldest overflow), last_used (virtual actors only).
+        if kind is not None:
+            self.last_used = _monotonic()
 
     def __repr__(self) -> str:
         return f"<ActorContext {self.id!r}>"
@@ -170,6 +224,10 @@ class ActorContext:
         """Handle one message (the native scheduler calls this)."""
         if type(m) is _Carried:  # sent with its trace context: a span around it
             return telemetry.deliver(self, self.id, self.kind, m)
+        if type(m) is _Resume:
+            if m.coro is None:
+                return self._recover(m.msg, m.fut, m.exc)
+            return self._wait(m.coro, m.yielded, m.msg, m.fut)
         if type(m) is _Ask:
             msg: Any = m.msg
             fut: asyncio.Future[Any] | None = m.fut
@@ -200,11 +258,90 @@ class ActorContext:
                 return self._wait(res, None, msg, fut)
             yielded = res.send(None)
         except StopIteration as stop:
-            self._finish(fut, stop.value)
+            self._fut = None
+            self._active = False
+            if fut is not None:
+                _settle(fut, stop.value)
             return None
         except Exception as exc:
             return self._recover(msg, fut, exc)
         return self._wait(res, yielded, msg, fut)
+
+    def _inline(self, msg: Any) -> Any:
+        """Handle an ask now, in the caller (the actor is idle, its mailbox empty).
+
+        Returns the reply, or a future for it if the handler had to wait: the rest
+        of the handler (or its recovery) then goes through the mailbox as a
+        :class:`_Resume`, ahead of anything sent to the actor meanwhile (held in
+        ``_held`` until then), so one-at-a-time and per-sender order hold.
+        """
+        slot = _Slot()
+        self._fut = slot  # type: ignore[assignment]  # duck-typed reply slot
+        self._active = True
+        held: list[Any] = []
+        self._held = held
+        if self._kind is not None:
+            self.last_used = _monotonic()
+            self.runtime._touch(self)
+        later: _Resume | None = None
+        try:
+            res = self._handler(msg, self)
+            if type(res) is _Coroutine:
+                yielded = res.send(None)
+                later = _Resume(res, yielded, msg, None)
+            else:
+                value = res
+        except StopIteration as stop:
+            value = stop.value
+        except Exception as exc:
+            later = _Resume(None, None, msg, None, exc)
+        except BaseException:  # cancelled, interrupted: the actor stays usable
+            self._held = None
+            self._fut = None
+            self._active = False
+            self._flush(held)
+            raise
+        self._held = None
+        if later is None:
+            self._fut = None
+            self._active = False
+            if held:
+                self._flush(held)
+            if slot.error is not None:
+                raise slot.error
+            return value if slot.value is _UNSET else slot.value
+        rt = self.runtime
+        fut: asyncio.Future[Any] = rt._loop.create_future()
+        if slot.done():  # answered before it waited (ctx.reply)
+            if slot.error is not None:
+                fut.set_exception(slot.error)
+            else:
+                fut.set_result(slot.value)
+        later.fut = self._fut = fut
+        self._native.send(later)  # the box is empty but for what the handler sent itself
+        if held:
+            self._flush(held)
+        return _Waiting(fut)
+
+    def _hold(self, m: Any) -> None:
+        held = self._held
+        assert held is not None
+        if len(held) >= self._native.maxsize:
+            raise MailboxFull(
+                f"the mailbox of actor {self.id!r} is full ({self._native.maxsize} messages) "
+                "while it handles an ask; slow down, or give it a larger mailbox_size"
+            )
+        held.append(m)
+
+    def _flush(self, held: list[Any]) -> None:
+        native = self._native
+        for m in held:
+            try:
+                native.send(m)
+            except MailboxFull:
+                self.runtime._dropped += 1
+                if type(m) is _Ask:
+                    _fail(m.fut, MessageDropped(f"actor {self.id!r}: mailbox overflowed"))
 
     def _finish(self, fut: asyncio.Future[Any] | None, value: Any) -> None:
         self._fut = None
@@ -250,7 +387,7 @@ class ActorContext:
 
     def _may_restart(self, policy: RestartPolicy) -> bool:
         now = _monotonic()
-        restarts = self._restarts
+        restarts: collections.deque[float] | None = getattr(self, "_restarts", None)
         if restarts is None:
             restarts = self._restarts = collections.deque()
         while restarts and restarts[0] < now - policy.within:
@@ -352,6 +489,9 @@ class ActorRef:
             cell = self._live()
         if self.runtime._traced:
             msg = telemetry.carry(msg)
+        if cell._held is not None:
+            cell._hold(msg)
+            return
         try:
             cell._native.send(msg)
         except MailboxFull:
@@ -360,7 +500,7 @@ class ActorRef:
     async def put(self, msg: Any) -> None:
         """Queue ``msg``, waiting for room if the mailbox is full and its policy is ``wait``."""
         cell = self._live()
-        if self.runtime._policy_of(cell) == "wait":
+        if cell._held is None and self.runtime._policy_of(cell) == "wait":
             await cell._native.put(telemetry.carry(msg) if self.runtime._traced else msg)
         else:
             self.send(msg)
@@ -375,36 +515,68 @@ class ActorRef:
         if cell is None or cell._native.stopped:
             cell = self._live()
         rt = self.runtime
-        fut: asyncio.Future[Any] = rt._loop.create_future()
-        ask: Any = _Ask(msg, fut)
-        if rt._traced:
-            ask = telemetry.carry(ask)
-        try:
-            cell._native.send(ask)
-        except MailboxFull:
-            if rt._policy_of(cell) == "wait":
-                await cell._native.put(ask)
+        rt._asked += 1
+        if not rt._asked & 63:  # inline asks never yield: let others run now and then
+            await _yield()
+            if cell._native.stopped:
+                cell = self._live()
+        if (
+            not cell._active
+            and cell._eager
+            and not cell._loading
+            and not cell._skip
+            and cell._native.qsize() == 0
+            and not rt._traced  # a traced ask goes through the mailbox, in its span
+        ):
+            got = cell._inline(msg)
+            if type(got) is not _Waiting:  # answered without waiting
+                return got
+            fut: asyncio.Future[Any] = got.fut
+        else:
+            fut = rt._loop.create_future()
+            ask: Any = _Ask(msg, fut)
+            if rt._traced:
+                ask = telemetry.carry(ask)
+            if cell._held is not None:
+                cell._hold(ask)
             else:
-                rt._overflow(cell, ask)
-        pending = rt._asks
-        pending.add(fut)
-        if timeout is None:
-            try:
-                return await fut
-            finally:
-                pending.discard(fut)
-        handle = rt._loop.call_later(timeout, _time_out, fut, self.id, timeout)
-        try:
-            return await fut
-        finally:
-            handle.cancel()
-            pending.discard(fut)
+                try:
+                    cell._native.send(ask)
+                except MailboxFull:
+                    if rt._policy_of(cell) == "wait":
+                        await cell._native.put(ask)
+                    else:
+                        rt._overflow(cell, ask)
+        return await _await_reply(rt, fut, self.id, timeout)
 
     def stop(self) -> None:
         """Stop the actor now: queued messages are dropped, it takes no more."""
         cell = self.runtime._live.get(self.id) or self._cell
         if cell is not None:
             self.runtime._stop_cell(cell)
+
+
+async def _await_reply(
+    rt: Runtime, fut: asyncio.Future[Any], actor: str, timeout: float | None
+) -> Any:
+    pending = rt._asks
+    pending.add(fut)
+    if timeout is None:
+        try:
+            return await fut
+        finally:
+            pending.discard(fut)
+    handle = rt._loop.call_later(timeout, _time_out, fut, actor, timeout)
+    try:
+        return await fut
+    finally:
+        handle.cancel()
+        pending.discard(fut)
+
+
+@types.coroutine
+def _yield() -> Generator[None, None, None]:
+    yield  # a bare yield: the Task steps again on the loop's next pass (asyncio.sleep(0))
 
 
 def _time_out(fut: asyncio.Future[Any], actor: str, timeout: float) -> None:

@@ -136,11 +136,14 @@ class Runtime:
     does (``wait``, ``fail``, ``drop_oldest``). ``restart`` is the supervision
     policy. ``namespace`` separates runtimes sharing a store.
 
-    A handler runs up to its first real wait inline in the scheduler's pass
-    (a handler that never waits costs no Task); until then there is no
-    current Task, so a handler that starts with ``asyncio.timeout()`` (or
-    anything else needing ``asyncio.current_task()``) is spawned or
-    registered with ``eager=False``. Agents always run in a Task.
+    A handler runs up to its first real wait inline: in the scheduler's pass
+    for a sent message, and in the caller for an ask to an idle actor with an
+    empty mailbox (no mailbox trip at all when it does not wait; if it does,
+    the rest of it goes through the mailbox ahead of later messages). Until
+    that first wait the current Task is none or the caller's, so a handler
+    that starts with ``asyncio.timeout()`` (or anything else needing its own
+    ``asyncio.current_task()``) is spawned or registered with ``eager=False``.
+    Agents always run in a Task.
     """
 
     def __init__(
@@ -176,11 +179,13 @@ class Runtime:
         self._subs: dict[str, list[tuple[str, re.Pattern[str] | None, ActorRef]]] = {}
         self._route_cache: dict[str, list[ActorRef]] = {}
         self._children = 0
+        self._asked = 0
         self._dropped = 0
         self._failures = 0
         self._passivated = 0
         self._sched: Scheduler | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+        self._trimmer: asyncio.TimerHandle | None = None
         self._bg: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._traced = False
@@ -225,6 +230,8 @@ class Runtime:
         self._closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._trimmer is not None:
+            self._trimmer.cancel()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(sched.wait_idle(), deadline)
         for cell in list(self._live.values()):
@@ -257,6 +264,23 @@ class Runtime:
         """Start an actor: ``async def handler(msg, ctx)``, an object with ``async def
         receive(self, msg, ctx)``, or an Agent (then the actor is the agent's session
         ``id`` and an ask returns its RunResult). ``state`` is its initial ``ctx.state``."""
+        sched = self._sched
+        if (  # the common case, inlined: a function with an id and the defaults
+            type(actor) is _Function
+            and type(id) is str
+            and mailbox_size is None
+            and overflow is None
+            and sched is not None
+            and not self._closing
+            and id
+            and id[0] != " "
+            and id[-1] != " "
+            and id not in self._live
+        ):
+            cell = ActorContext(self, id, actor, None, None, state, None, eager)
+            cell._native = sched.spawn(cell, maxsize=self.mailbox_size, name=id)
+            self._live[id] = cell
+            return ActorRef(self, id, cell)
         return self._spawn(actor, id, state, mailbox_size, overflow, None, eager)
 
     def _spawn(
@@ -398,6 +422,16 @@ class Runtime:
             if self._idle(cell):
                 self._passivate(cell)
                 n -= 1
+        if n > 0 and self._trimmer is None and not self._closing:
+            # All the others are busy (a burst of activations): try again shortly, so
+            # the live count comes back to max_live_actors once they are idle.
+            self._trimmer = self._loop.call_later(0.005, self._trim)
+
+    def _trim(self) -> None:
+        self._trimmer = None
+        limit = self.max_live_actors
+        if limit is not None and len(self._lru) > limit and not self._closing:
+            self._evict(len(self._lru) - limit)
 
     def _passivate(self, cell: ActorContext) -> None:
         """Evict ``cell`` now; its snapshot is written in the background, and an
@@ -468,7 +502,7 @@ class Runtime:
         """
         policy = self._policy_of(cell)
         if policy == "drop_oldest":
-            spill = cell._spill
+            spill = getattr(cell, "_spill", None)
             if spill is None:
                 spill = cell._spill = collections.deque()
             if cell._skip < cell._native.qsize():

@@ -137,6 +137,12 @@ def _tracer() -> Any:
     return tracer
 
 
+def observed() -> bool:
+    """Something may observe (a tracer provider, metrics or log context is on): code
+    with a faster path that skips a hook takes it only when this is False."""
+    return not _idle()
+
+
 def _idle() -> bool:
     """Nothing can observe: no tracer provider (given, or set globally after importing
     OpenTelemetry), no metrics, no log context. The hooks' first check: in the common

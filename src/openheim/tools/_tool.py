@@ -8,7 +8,7 @@ import functools
 import inspect
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from openheim.errors import ConfigError
 from openheim.models.base import ToolDefinition
@@ -19,6 +19,7 @@ from openheim.tools._schema import build_arguments
 __all__ = ["Tool", "tool"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+Executor = Literal["thread", "process"]
 
 
 class Tool:
@@ -38,6 +39,7 @@ class Tool:
         timeout: float | None = None,
         retries: int = 2,
         parameters: dict[str, Any] | None = None,
+        executor: Executor = "thread",
         _localns: dict[str, Any] | None = None,
     ) -> None:
         if not callable(function):
@@ -57,6 +59,16 @@ class Tool:
         self.timeout = timeout
         self.retries = retries
         self.is_async = _is_async_callable(function)
+        if executor not in ("thread", "process"):
+            raise ConfigError(
+                f"tool executor is 'thread' (sync tools in the loop's thread pool) or "
+                f"'process' (a pool of worker processes, for CPU-heavy tools); got {executor!r}"
+            )
+        self.executor: Executor = executor
+        if executor == "process":
+            from openheim.tools._process import check_process_function
+
+            check_process_function(function, self.name)
         if parameters is not None:
             # A schema given by hand (MCP tools): arguments pass through unvalidated,
             # the callee validates them.
@@ -65,6 +77,11 @@ class Tool:
         else:
             self._arguments = build_arguments(function, self.name, param_docs, _localns)
             schema = self._arguments.schema
+            if executor == "process" and self._arguments.takes_ctx:
+                raise ConfigError(
+                    f'tool {self.name!r}: executor="process" cannot pass the RunContext to '
+                    "another process; drop the ctx parameter or use the thread executor"
+                )
         self.definition = ToolDefinition(self.name, self.description, schema)
         functools.update_wrapper(self, function)
 
@@ -107,6 +124,12 @@ class Tool:
         if self.is_async:
             coro: Awaitable[Any] = self.function(*args, **arguments)
             return coro
+        if self.executor == "process":
+            from openheim.tools._process import default_pool
+
+            return default_pool().run(
+                self.function, args, arguments, timeout=self.timeout, name=self.name
+            )
         # Sync tools run in the loop's default thread pool, in a copy of the
         # caller's context (as asyncio.to_thread does) so contextvars carry over.
         call = functools.partial(contextvars.copy_context().run, self.function, *args, **arguments)
@@ -133,6 +156,7 @@ def tool(
     requires_approval: bool = False,
     timeout: float | None = None,
     retries: int = 2,
+    executor: Executor = "thread",
 ) -> Callable[[F], Tool]: ...
 
 
@@ -145,6 +169,7 @@ def tool(
     requires_approval: bool = False,
     timeout: float | None = None,
     retries: int = 2,
+    executor: Executor = "thread",
 ) -> Tool | Callable[[F], Tool]:
     """Make a function (sync or async) into a :class:`Tool`.
 
@@ -153,6 +178,11 @@ def tool(
     summary and the ``Args:`` descriptions); a first parameter annotated
     ``RunContext`` receives the run's context and is not shown to the model.
     ``retries`` is how often the model may send invalid arguments in one run.
+    ``executor="process"`` runs a sync, module-level tool in a pool of worker
+    processes (spawned, not forked) instead of the loop's thread pool: for
+    CPU-heavy tools. Its arguments and result must pickle; a timeout kills
+    the worker, and a worker that dies fails only its call with a
+    :class:`~openheim.errors.ToolError`.
     """
     # Annotations naming classes local to the caller's function resolve there.
     caller = sys._getframe(1)
@@ -166,6 +196,7 @@ def tool(
             requires_approval=requires_approval,
             timeout=timeout,
             retries=retries,
+            executor=executor,
             _localns=localns,
         )
 

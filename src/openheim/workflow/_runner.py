@@ -170,6 +170,7 @@ async def _execute(ctx: Ctx) -> WorkflowResult:
                         and ctx.emit is None
                         and not ctx.durable
                         and node.retry is NO_RETRY
+                        and not telemetry.observed()  # else the step's span is in _run_node
                     ):
                         # What _run_node does for it, awaited here: no frame of its own
                         # while it waits (one object less per run in flight for the GC).
