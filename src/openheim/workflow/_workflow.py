@@ -92,6 +92,7 @@ class Workflow(Graph):
         self._live: dict[str, Ctx] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._firing: set[asyncio.Task[Any]] = set()  # deadline timers, background runs
+        self._batches: dict[tuple[str, str, str], Any] = {}  # batch mode: (queue, store, name)
 
     def scoped(self, namespace: str) -> Workflow:
         """This workflow (the same definition) with its runs kept in the store's
@@ -108,6 +109,7 @@ class Workflow(Graph):
         other._live = {}
         other._timers = {}
         other._firing = set()
+        other._batches = {}
         return other
 
     def __repr__(self) -> str:
@@ -359,6 +361,104 @@ class Workflow(Graph):
                         self._arm(rec)
         return out
 
+    # -- batch mode ------------------------------------------------------------------
+
+    def _batch_for(self, queue: Any, store: Any = None, queue_name: str = "openheim") -> Any:
+        """The :class:`~openheim.workflow._batch.Batch` of ``queue`` (opened once, kept)."""
+        from openheim.workflow._batch import Batch
+
+        if not isinstance(queue, str):
+            return Batch(queue, store, queue_name=queue_name)
+        skey = store if isinstance(store, str) or store is None else f"{store.url}#{id(store)}"
+        key = (queue, str(skey), queue_name)
+        b = self._batches.get(key)
+        if b is None:
+            b = self._batches[key] = Batch(queue, store, queue_name=queue_name)
+        return b
+
+    def _on_batch(self, queue: str, store: Any = None, queue_name: str = "openheim") -> Workflow:
+        """This workflow with its journal on the store of batch queue ``queue``."""
+        from openheim.workflow._journal import StoreJournal
+
+        b = self._batch_for(queue, store, queue_name)
+        other = copy.copy(self)
+        other.journal = StoreJournal(b.store, owned=False)
+        other._live = {}
+        other._timers = {}
+        other._firing = set()
+        return other
+
+    async def submit(
+        self,
+        input: Any = None,
+        *,
+        queue: Any,
+        store: Any = None,
+        run_id: str | None = None,
+        budget: Budget | None = None,
+        namespace: str = "default",
+        queue_name: str = "openheim",
+    ) -> Any:
+        """Run the workflow in batch mode: record the run and put its first tasks on
+        ``queue`` (``"redis://host:6379/0"`` or ``"nats://host:4222"``), where
+        ``openheim worker`` processes on any host run them. Returns a
+        :class:`~openheim.workflow.RunHandle` (``status``, ``result``, ``cancel``).
+
+        The run lives in ``store`` (by default the queue's own engine: Redis, or
+        JetStream's key-value store); workers must use the same one.
+        """
+        from openheim.workflow._batch import submit
+
+        b = self._batch_for(queue, store, queue_name)
+        return await submit(self, b, input, run_id=run_id, budget=budget, namespace=namespace)
+
+    async def submit_many(
+        self,
+        inputs: Any,
+        *,
+        queue: Any,
+        store: Any = None,
+        budget: Budget | None = None,
+        namespace: str = "default",
+        queue_name: str = "openheim",
+        progress: bool = True,
+        wait: bool = True,
+        timeout: float | None = None,
+        stream: Any = None,
+    ) -> list[Any]:
+        """Submit one run per input; with ``wait``, show a progress bar (done, failed,
+        rate, ETA; plain lines when not on a terminal) until every run has ended or
+        waits, then a summary table. Returns the runs' handles."""
+        from openheim.workflow._batch import submit_many
+
+        b = self._batch_for(queue, store, queue_name)
+        return await submit_many(
+            self,
+            b,
+            inputs,
+            namespace=namespace,
+            budget=budget,
+            progress=progress,
+            wait=wait,
+            timeout=timeout,
+            stream=stream,
+        )
+
+    def handle(
+        self,
+        run_id: str,
+        *,
+        queue: Any,
+        store: Any = None,
+        namespace: str = "default",
+        queue_name: str = "openheim",
+    ) -> Any:
+        """The :class:`~openheim.workflow.RunHandle` of batch run ``run_id`` (from any
+        process that can reach its queue and store)."""
+        from openheim.workflow._batch import RunHandle
+
+        return RunHandle(self, self._batch_for(queue, store, queue_name), run_id, namespace)
+
     # -- approvals ---------------------------------------------------------------------
 
     def _decided(self, rec: ApprovalRecord, d: Decision) -> Decided:
@@ -402,6 +502,8 @@ class Workflow(Graph):
         reason: str | None = None,
         edits: Mapping[str, Any] | None = None,
         resume: bool = True,
+        queue: str | None = None,
+        store: Any = None,
         _escalated: bool = False,
     ) -> WorkflowResult | None:
         """Decide approval ``approval_id`` (True approves, False rejects) and, with
@@ -460,6 +562,11 @@ class Workflow(Graph):
             parent = self._live.get(parent_id)
             if parent is not None:
                 parent.view.blocked.pop(task.partition(":")[2], None)
+        if self.journal.durable:
+            from openheim.workflow._batch import requeue_after_decision
+
+            if await requeue_after_decision(self, rec.run_id):
+                return None
         if not resume or rec.root in self._live:
             return None
         return await self.resume(rec.root)
@@ -641,6 +748,10 @@ class Workflow(Graph):
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        batches = list(self._batches.values())
+        self._batches.clear()
+        for b in batches:
+            await b.aclose()
         await self.journal.aclose()
 
 
