@@ -376,13 +376,19 @@ class Workflow(Graph):
             b = self._batches[key] = Batch(queue, store, queue_name=queue_name)
         return b
 
-    def _on_batch(self, queue: str, store: Any = None, queue_name: str = "openheim") -> Workflow:
+    def _on_batch(
+        self,
+        queue: str,
+        store: Any = None,
+        queue_name: str = "openheim",
+        namespace: str = "default",
+    ) -> Workflow:
         """This workflow with its journal on the store of batch queue ``queue``."""
         from openheim.workflow._journal import StoreJournal
 
         b = self._batch_for(queue, store, queue_name)
         other = copy.copy(self)
-        other.journal = StoreJournal(b.store, owned=False)
+        other.journal = StoreJournal(b.scoped(namespace), owned=False)
         other._live = {}
         other._timers = {}
         other._firing = set()
@@ -504,6 +510,8 @@ class Workflow(Graph):
         resume: bool = True,
         queue: str | None = None,
         store: Any = None,
+        namespace: str = "default",
+        queue_name: str = "openheim",
         _escalated: bool = False,
     ) -> WorkflowResult | None:
         """Decide approval ``approval_id`` (True approves, False rejects) and, with
@@ -512,7 +520,22 @@ class Workflow(Graph):
         ``edits`` (field -> value) are applied to the state when approved; for a
         budget approval they are the new limits. The approval node and the nodes
         before it are not run again.
+
+        A batch run (see :meth:`submit`) is not continued here: its next tasks go
+        back on its queue, for the workers. ``queue`` (with ``store``,
+        ``namespace`` and ``queue_name`` as given to ``submit``) says where a
+        batch run lives when this workflow's own store is not that one.
         """
+        if queue is not None:
+            return await self._on_batch(queue, store, queue_name, namespace).approve(
+                approval_id,
+                decision,
+                by=by,
+                reason=reason,
+                edits=edits,
+                resume=resume,
+                _escalated=_escalated,
+            )
         got = await self.journal.get_approval(approval_id)
         if got is None:
             raise RunNotFoundError(
