@@ -231,21 +231,26 @@ def before(d: Doc) -> dict[str, Any]:
     return {"log": ["before"]}
 
 
-@slow.step
-async def effect(d: Doc) -> dict[str, Any]:
+def _record_effect() -> None:
     """A side effect de-duplicated by its idempotency key (a file per key, O_EXCL),
-    plus a count of every execution, then a pause long enough to be killed in."""
+    plus a line per execution in runs.log."""
     folder = Path(os.environ["OH_BATCH_EFFECTS"])
     step = current_step()
     with open(folder / "runs.log", "a") as f:
         f.write(f"{os.getpid()} {step.idempotency_key}\n")
+    name = "effect-" + step.idempotency_key.replace("/", "_")
     try:
-        fd = os.open(folder / ("effect-" + step.idempotency_key.replace("/", "_")),
-                     os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
+        fd = os.open(folder / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        pass
+        return
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+
+
+@slow.step
+async def effect(d: Doc) -> dict[str, Any]:
+    """The side effect, then a pause long enough to kill the worker in."""
+    _record_effect()
     await asyncio.sleep(float(os.environ.get("OH_BATCH_SLEEP", "3")))
     return {"log": [f"effect by {os.getpid()}"]}
 
