@@ -27,6 +27,8 @@ an ``openheim.toml`` ``[workflows.NAME]`` table.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from openheim.workflow._declare import from_config
 from openheim.workflow._nodes import END, Retry
 from openheim.workflow._records import ApprovalRecord, Budget, Decision, Lineage, Usage
@@ -45,6 +47,10 @@ from openheim.workflow.events import (
     WorkflowEvent,
     WorkflowResult,
 )
+
+if TYPE_CHECKING:
+    from openheim.workflow._batch import RunHandle
+    from openheim.workflow._worker import Worker
 
 
 def __getattr__(name: str) -> object:
