@@ -14,11 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from openheim.workflow._batch import CLAIM, CLAIM_TTL, ENDS, Batch
 from openheim.workflow._worker import _Backend, _Claim, _Commit, _Finish
 from openheim.workflow.queues.redis import GROUP
 
 __all__ = ["RedisBackend"]
+
+_enc = msgspec.msgpack.Encoder()
 
 # Records of a log after ARGV `after` (log hash lk, counter sk), into `out`, and its last seq.
 _READ = """
@@ -43,16 +47,16 @@ local function read_after(sk, lk, after, out)
 end
 """
 
-# KEYS: (claim key, log counter, log hash) per item; ARGV: ttl ms, then (who, after) per item.
+# ARGV: ttl ms, msgpack [[claim key, log counter, log hash, who, after], ...] (one argument:
+# far cheaper for the client to send than five per item).
 # -> per item {token (0: committed), committed?, {seq, record, ...}}
 _CLAIM = (
     _READ
     + """
 local out = {}
 local ttl = ARGV[1]
-for i = 0, #KEYS / 3 - 1 do
-  local ck, sk, lk = KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3]
-  local who, after = ARGV[i * 2 + 2], tonumber(ARGV[i * 2 + 3])
+for _, it in ipairs(cmsgpack.unpack(ARGV[2])) do
+  local ck, sk, lk, who, after = it[1], it[2], it[3], it[4], it[5]
   local cur = redis.call('HMGET', ck, 'v', 'ver')
   local token = 0
   local committed = false
@@ -71,28 +75,53 @@ return out
 """
 )
 
-# KEYS: (claim key, log counter, log hash) per item; ARGV: ttl ms, then (token, record, after).
-# -> per item {1 | 0, {seq, record, ...}}
+# KEYS: stream, ends counter, ends log; ARGV: claim ttl ms, group, dedup ttl ms, msgpack
+# [[claim key, log counter, log hash, token, record, after, settle], ...] where settle is
+# nil or [[dedup key, payload, ...], ack id or '', run end or '']: done only if nothing
+# was recorded in the run after `after`. Binary values (records, payloads, run ends) are
+# the indexes of further ARGV entries (Redis' cmsgpack reads no msgpack bin).
+# -> per item {1 | 0, settled 1 | 0, {seq, record, ...}}
 _COMMIT = (
     _READ
     + """
 local out = {}
-local ttl = ARGV[1]
-for i = 0, #KEYS / 3 - 1 do
-  local ck, sk, lk = KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3]
-  local token, rec, after = tonumber(ARGV[i * 3 + 2]), ARGV[i * 3 + 3], tonumber(ARGV[i * 3 + 4])
+local ttl, group, dttl = ARGV[1], ARGV[2], ARGV[3]
+for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
+  local ck, sk, lk, token, rec, after, st = it[1], it[2], it[3], it[4], ARGV[it[5]], it[6], it[7]
   local ver = tonumber(redis.call('HGET', ck, 'ver') or '0')
   local v = redis.call('HGET', ck, 'v')
   if ver ~= token or (v and string.sub(v, 1, 1) == 'C') then
-    out[#out + 1] = {0, {}}
+    out[#out + 1] = {0, 0, {}}
   else
     redis.call('HSET', ck, 'v', 'C', 'ver', ver + 1)
     redis.call('PEXPIRE', ck, ttl)
+    local last = tonumber(redis.call('GET', sk) or '0')
     local seq = redis.call('INCR', sk)
     redis.call('HSET', lk, seq, rec)
+    local settled = 0
+    if type(st) == 'table' and last == after then
+      settled = 1
+      local tasks = st[1]
+      for j = 1, #tasks, 2 do
+        if redis.call('SET', tasks[j], '1', 'NX', 'PX', dttl) then
+          redis.call('XADD', KEYS[1], '*', 't', ARGV[tasks[j + 1]])
+        end
+      end
+      local ack = st[2]
+      if ack ~= '' then
+        redis.call('XACK', KEYS[1], group, ack)
+        redis.call('XDEL', KEYS[1], ack)
+      end
+      local e = st[3]
+      if e > 0 then
+        e = ARGV[e]
+        local es = redis.call('INCR', KEYS[2])
+        redis.call('HSET', KEYS[3], es, e)
+      end
+    end
     local recs = {}
     read_after(sk, lk, after, recs)
-    out[#out + 1] = {1, recs}
+    out[#out + 1] = {1, settled, recs}
   end
 end
 return out
@@ -117,6 +146,7 @@ class RedisBackend(_Backend):
     """Claims and commits as Lua scripts, settles as one pipeline (see the module docstring)."""
 
     keeps_records = False
+    fast_settle = True
 
     def __init__(self, batch: Batch) -> None:
         super().__init__(batch)
@@ -143,12 +173,8 @@ class RedisBackend(_Backend):
         return f"{base}kv:{CLAIM}{run_id}/{task}", base + "seq:" + log, base + "log:" + log
 
     async def claim_many(self, items: list[_Claim]) -> list[tuple[int, bytes | None, Any]]:
-        keys: list[str] = []
-        args: list[Any] = [self.ttl_ms]
-        for c in items:
-            keys += self._keys(c.ns, c.run_id, c.task)
-            args += (c.who, c.after)
-        raw = await self._claim_script(keys=keys, args=args)
+        packed = _enc.encode([(*self._keys(c.ns, c.run_id, c.task), c.who, c.after) for c in items])
+        raw = await self._claim_script(keys=[], args=[self.ttl_ms, packed])
         out: list[tuple[int, bytes | None, Any]] = []
         for token, committed, recs in raw:
             out.append(
@@ -159,16 +185,31 @@ class RedisBackend(_Backend):
     async def claim(self, c: _Claim) -> tuple[int, bytes | None, Any]:
         return (await self.claim_many([c]))[0]
 
-    async def commit_many(self, items: list[_Commit]) -> list[tuple[bool, Any]]:
-        keys: list[str] = []
-        args: list[Any] = [self.ttl_ms]
+    async def commit_many(self, items: list[_Commit]) -> list[tuple[bool, bool, Any]]:
+        q = self.q
+        rows = []
+        blobs: list[Any] = [self.ttl_ms, GROUP, max(1, round(q.dedup_ttl * 1000)), b""]
         for c in items:
-            keys += self._keys(c.ns, c.run_id, c.task)
-            args += (c.token, c.data, c.after)
-        raw = await self._commit_script(keys=keys, args=args)
-        return [(bool(int(ok)), _pairs(recs)) for ok, recs in raw]
+            f = c.settle
+            st: Any = None
+            if f is not None:
+                flat: list[Any] = []
+                for t in f.tasks:
+                    blobs.append(q.encode(t))
+                    flat += (q.dedup_key(t), len(blobs))
+                end = 0
+                if f.ends:
+                    blobs.append(f.ends[0])
+                    end = len(blobs)
+                st = (flat, f.acks[0].id if f.acks else "", end)
+            blobs.append(c.data)
+            rows.append((*self._keys(c.ns, c.run_id, c.task), c.token, len(blobs), c.after, st))
+        blobs[3] = _enc.encode(rows)
+        await q._ensure_group()
+        raw = await self._commit_script(keys=[q.stream, *self._ends], args=blobs)
+        return [(bool(int(ok)), bool(int(st)), _pairs(recs)) for ok, st, recs in raw]
 
-    async def commit(self, c: _Commit) -> tuple[bool, Any]:
+    async def commit(self, c: _Commit) -> tuple[bool, bool, Any]:
         return (await self.commit_many([c]))[0]
 
     async def finish(self, f: _Finish) -> None:

@@ -52,6 +52,7 @@ from openheim.workflow._batch import (
     encode_end,
     encode_meta,
 )
+from openheim.workflow._nodes import END
 from openheim.workflow._records import (
     Ended,
     ItemDone,
@@ -145,6 +146,12 @@ class _Batcher(Generic[In, Out]):
 # -- backends: where claims and commits go -------------------------------------------------
 
 
+class _Finish(msgspec.Struct, array_like=True):
+    tasks: list[Task]
+    acks: list[Delivery]
+    ends: list[bytes]
+
+
 class _Claim(msgspec.Struct, array_like=True):
     ns: str
     run_id: str
@@ -160,12 +167,9 @@ class _Commit(msgspec.Struct, array_like=True):
     token: int
     data: bytes
     after: int
-
-
-class _Finish(msgspec.Struct, array_like=True):
-    tasks: list[Task]
-    acks: list[Delivery]
-    ends: list[bytes]
+    # What to put, ack and note if nothing else was recorded in the run since ``after``
+    # (backends that can do it atomically with the commit; None: settle afterwards).
+    settle: _Finish | None = None
 
 
 class _Backend:
@@ -199,7 +203,10 @@ class _Backend:
                 token = -1
         return token, committed, await s.read_log("wf/" + c.run_id, max(0, c.after))
 
-    async def commit(self, c: _Commit) -> tuple[bool, Records]:
+    fast_settle = False  # commit() never settles (see _Commit.settle)
+
+    async def commit(self, c: _Commit) -> tuple[bool, bool, Records]:
+        """(committed?, settled with it?, the log after ``c.after``)."""
         s = self.batch.scoped(c.ns)
         try:
             await s.put(
@@ -209,9 +216,9 @@ class _Backend:
                 ttl=CLAIM_TTL,
             )
         except VersionConflictError:
-            return False, []
+            return False, False, []
         await s.append("wf/" + c.run_id, c.data)
-        return True, await s.read_log("wf/" + c.run_id, c.after)
+        return True, False, await s.read_log("wf/" + c.run_id, c.after)
 
     async def append(self, ns: str, run_id: str, data: bytes, after: int) -> Records:
         s = self.batch.scoped(ns)
@@ -347,6 +354,8 @@ class Worker:
         self._running: dict[asyncio.Task[None], Delivery] = {}
         self._stop = asyncio.Event() if _has_loop() else None
         self._stopping = False
+        # Seconds from take to ack of each delivery, when a benchmark asks (None: not kept).
+        self.latencies: list[float] | None = None
 
     def __repr__(self) -> str:
         return f"Worker({self.consumer!r}, queue={self.batch.queue_url!r})"
@@ -360,10 +369,10 @@ class Worker:
             return result
         return list(await asyncio.gather(*(self.backend.claim(c) for c in items)))
 
-    async def _commits(self, items: list[_Commit]) -> list[tuple[bool, Records]]:
+    async def _commits(self, items: list[_Commit]) -> list[tuple[bool, bool, Records]]:
         many = getattr(self.backend, "commit_many", None)
         if many is not None:
-            result: list[tuple[bool, Records]] = await many(items)
+            result: list[tuple[bool, bool, Records]] = await many(items)
             return result
         return list(await asyncio.gather(*(self.backend.commit(c) for c in items)))
 
@@ -493,8 +502,11 @@ class Worker:
     # -- one delivery ------------------------------------------------------------------
 
     async def _handle(self, d: Delivery) -> None:
+        t0 = time.perf_counter()
         try:
             await self._process(d)
+            if self.latencies is not None:
+                self.latencies.append(time.perf_counter() - t0)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -686,8 +698,12 @@ class Worker:
                 at=time.time(),
             )
             data = encode_record(rec)
-        ok, records = await self._commit(
-            _Commit(t.namespace, t.run_id, claim_task, token, data, view.seq)
+        settle = None
+        if self.backend.fast_settle and type(rec) is StepDone:
+            settle = self._chain_settle(d, graph, view, rec, step, name, index)
+        after = view.seq
+        ok, settled, records = await self._commit(
+            _Commit(t.namespace, t.run_id, claim_task, token, data, after, settle)
         )
         if not ok:
             self.stats.refused += 1
@@ -698,8 +714,55 @@ class Worker:
             self.stats.failed_runs += 1
         if isinstance(rec, Waiting):
             await self.batch.journal(t.namespace).put_approval(rec.approval, 0)
-        view = self._fold((t.namespace, t.run_id), graph, records) or view
+        key = (t.namespace, t.run_id)
+        if settled:
+            if view.seq == after and len(records) == 1:
+                view.apply(rec)  # ours, the one record after `after`
+                view.seq = records[0][0]
+                if view.ended is not None:
+                    self._views.pop(key, None)
+            else:
+                self._fold(key, graph, records)
+            return
+        view = self._fold(key, graph, records) or view
         await self._settle(d, graph, view, step, name, index, rec)
+
+    def _chain_settle(
+        self,
+        d: Delivery,
+        graph: Graph,
+        view: RunView,
+        rec: StepDone,
+        step: int,
+        name: str,
+        index: int | None,
+    ) -> _Finish | None:
+        """What settling looks like if ``rec`` is the run's next record and ends a
+        one-node superstep (a chain): its successors, the ack, the run's end."""
+        t = d.task
+        if (
+            index is not None
+            or len(view.frontier) != 1
+            or graph.joins
+            or view.step != step
+            or view.done
+            or view.budget_wait is not None
+            or "/" in t.run_id
+        ):
+            return None
+        targets = rec.routes if rec.routes is not None else graph.edges.get(name, ())
+        nxt = list(dict.fromkeys(x for x in targets if x != END))
+        tasks = [
+            Task(
+                workflow=t.workflow,
+                run_id=t.run_id,
+                task=f"{step + 1}:{n}",
+                namespace=t.namespace,
+                traceparent=t.traceparent,
+            )
+            for n in nxt
+        ]
+        return _Finish(tasks=tasks, acks=[d], ends=[] if nxt else [self._end(t, "done")])
 
     async def _budget_pause(self, d: Delivery, graph: Graph, ctx: Ctx, over: str) -> None:
         t = d.task
@@ -711,7 +774,7 @@ class Worker:
         view = self._fold((t.namespace, t.run_id), graph, records) or view
         if committed is None and token > 0 and view.budget_wait is None:
             rec = Waiting(task=approval.task, approval=approval, active=ctx.active())
-            ok, records = await self._commit(
+            ok, _, records = await self._commit(
                 _Commit(t.namespace, t.run_id, approval.task, token, encode_record(rec), view.seq)
             )
             if ok:
