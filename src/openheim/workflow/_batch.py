@@ -142,13 +142,29 @@ class Batch:
         if store is None:
             store = default_store_url(self.queue_url)
         self._own_store = isinstance(store, str)
-        self.store: Store = open_store(store) if isinstance(store, str) else store
+        shared = self._shared_redis(store)
+        if shared is not None:
+            self.store: Store = shared  # one connection pool, reconnecting after restarts
+            self._own_store = False
+        else:
+            self.store = open_store(store) if isinstance(store, str) else store
         self.store_url = self.store.url
         self._journals: dict[str, StoreJournal] = {}
         self._stores: dict[str, Store] = {}
 
     def __repr__(self) -> str:
         return f"Batch(queue={self.queue_url!r}, store={self.store_url!r})"
+
+    def _shared_redis(self, store: Any) -> Store | None:
+        """A RedisStore on the queue's own client, when both are the same Redis URL."""
+        if not isinstance(store, str) or store != self.queue_url or not self._own_queue:
+            return None
+        client = getattr(self.queue, "client", None)
+        if client is None or not store.startswith(("redis://", "rediss://")):
+            return None
+        from openheim.stores.redis import RedisStore
+
+        return RedisStore(store, _client=client)
 
     def scoped(self, namespace: str) -> Store:
         s = self._stores.get(namespace)
@@ -275,7 +291,14 @@ class RunHandle:
         end = None if timeout is None else time.monotonic() + timeout
         delay = 0.01
         while True:
-            res = await self.status()
+            try:
+                res = await self.status()
+            except Exception as exc:
+                if not _transient(exc) or (end is not None and time.monotonic() >= end):
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(0.25, delay * 1.5)
+                continue
             if res.status in ("done", "waiting"):
                 return res
             if res.status == "failed":
@@ -396,6 +419,17 @@ async def requeue_after_decision(wf: Workflow, run_id: str) -> bool:
     batch = wf._batch_for(meta.queue, journal.store, meta.queue_name)
     await batch.enqueue(wf, run_id, journal.store.ns, nonce=os.urandom(4).hex())
     return True
+
+
+def _transient(exc: BaseException) -> bool:
+    """A connection error a restarting server causes (any backend's client)."""
+    return isinstance(exc, (ConnectionError, TimeoutError, OSError)) or type(exc).__name__ in (
+        "ConnectionError",
+        "TimeoutError",
+        "BusyLoadingError",
+        "ConnectionClosedError",
+        "NoServersError",
+    )
 
 
 # -- submit_many's progress ------------------------------------------------------------
