@@ -140,6 +140,12 @@ def _executions(effects: Path) -> list[tuple[str, str]]:
     return [tuple(line.split(" ", 1)) for line in path.read_text().splitlines()]  # type: ignore[misc]
 
 
+def _effect_files(effects: Path) -> list[tuple[str, str]]:
+    return sorted(
+        (p.name, p.read_text()) for p in effects.iterdir() if p.name.startswith("effect-")
+    )
+
+
 async def _submit(wf: Workflow, queue: tuple[str, str], **kw: Any) -> Any:
     return await wf.submit(
         kw.pop("input", None), queue=queue[0], queue_name=queue[1], namespace=queue[1], **kw
@@ -164,9 +170,9 @@ async def test_a_worker_killed_mid_step_another_finishes_the_run(
     assert runs[0][1] == f"{h.run_id}/1:effect/1"
     assert {pid for pid, _ in runs} == {str(first.pid), str(second.pid)}
     # ...so the side effect happened once (the second run found its key taken).
-    done = sorted(p.name for p in effects.iterdir() if p.name.startswith("effect-"))
+    done = _effect_files(effects)
     assert len(done) == 1
-    assert (effects / done[0]).read_text() == str(first.pid)
+    assert done[0][1] == str(first.pid)
     assert res.state.log == ["before", f"effect by {second.pid}", "after"]
     stats = workers.finish(second)
     assert stats["committed"] >= 2
@@ -278,7 +284,8 @@ async def test_an_approval_decided_in_another_process_requeues_the_run(
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
     )
-    out = subprocess.run(
+    out = await asyncio.to_thread(
+        subprocess.run,
         [
             sys.executable,
             "-m",
