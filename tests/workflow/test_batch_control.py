@@ -298,3 +298,29 @@ async def test_current_step_in_real_time_mode_and_outside_a_node() -> None:
     with pytest.raises(WorkflowError, match="only available inside a workflow node"):
         current_step()
     assert oh.workflow.current_step is current_step
+
+
+async def test_the_workflows_own_methods_see_batch_runs_in_the_same_store(env: Env) -> None:
+    """What the HTTP routes call (``wf.scoped(ns).status / cancel / approve``) works on a
+    batch run when the workflow's store is the queue's Redis: the routes need no change."""
+    wf = Workflow("b-http", state=Doc, store=REDIS_URL)
+    wf.step(lambda d: {"log": ["drafted"]}, name="draft")
+    wf.approval("review", output="decision")
+    wf.step(lambda d: {"log": ["sent"]}, name="send")
+    wf.edge("draft", "review")
+    wf.edge("review", "send")
+    env.work(wf)
+    h = await wf.submit(None, **env.kw())
+    assert (await h.result(timeout=10)).status == "waiting"
+    scoped = wf.scoped(env.name)
+    res = await scoped.status(h.run_id)
+    assert res.status == "waiting"
+    (pending,) = await scoped.approvals()
+    assert await scoped.approve(pending.id, True, by="http") is None  # re-queued, not run here
+    done = await h.result(timeout=10)
+    assert done.state.log == ["drafted", "sent"]
+    assert (await scoped.status(h.run_id)).status == "done"
+    h2 = await wf.submit(None, **env.kw())
+    await h2.result(timeout=10)
+    await scoped.cancel(h2.run_id)
+    assert (await h2.status()).status == "cancelled"

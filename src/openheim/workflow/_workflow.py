@@ -109,8 +109,7 @@ class Workflow(Graph):
         other._live = {}
         other._timers = {}
         other._firing = set()
-        other._batches = {}
-        return other
+        return other  # (batch queues stay shared with this workflow, which closes them)
 
     def __repr__(self) -> str:
         return f"Workflow({self.name!r}, state={self.spec.name}, nodes={list(self.nodes)})"
