@@ -152,7 +152,13 @@ def _fill(
         help="batch mode: list a queue's dead letters, or `retry ID` one",
         parents=list(parents),
     )
-    p.add_argument("action", nargs="?", choices=["list", "retry"], default="list")
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "retry"],
+        default="list",
+        help="list (default) or retry",
+    )
     p.add_argument("dead_letter_id", nargs="?", help="the dead letter to retry")
     _queue_options(p, required=True)
     return dict(cmds.choices)
