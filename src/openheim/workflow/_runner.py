@@ -32,7 +32,7 @@ from openheim.workflow._records import (
     StepDone,
     Waiting,
 )
-from openheim.workflow._step import _STEP
+from openheim.workflow._step import _FAST, _STEP
 from openheim.workflow._view import RunView
 from openheim.workflow.events import (
     ApprovalRequested,
@@ -228,7 +228,13 @@ async def _run_node(ctx: Ctx, name: str) -> None:
     if kind == "workflow":
         await _run_sub(ctx, node, task, state)
         return
-    updates, routes, tokens, attempt = await call_node(ctx, node, task, state)
+    if node.fast:  # inline: no coroutine of our own for a plain sync step
+        res = _fast(ctx, node, state)
+        if type(res) is not tuple:
+            res = await res
+        updates, routes, tokens, attempt = res
+    else:
+        updates, routes, tokens, attempt = await call_node(ctx, node, task, state)
     if not ctx.durable:
         view.complete(name, updates, routes, tokens, ctx.active() if view.budget else 0.0)
         if emit is not None:
@@ -263,20 +269,19 @@ async def call_node(
     ctx: Ctx, node: Node, task: str, state: Any
 ) -> tuple[dict[str, Any], list[str] | None, int, int]:
     """Run a step, agent, tool, branch or map node on ``state`` with its retry policy
-    and timeout: ``(updates, routes, tokens, attempt)``. Both executors call this."""
+    and timeout: ``(updates, routes, tokens, attempt)``. Both executors call this
+    (the real-time one runs plain sync steps inline: ``_run_node``)."""
+    if node.fast:
+        res = _fast(ctx, node, state)
+        return res if type(res) is tuple else await res
     graph = ctx.graph
     name = node.name
     view = ctx.view
     kind = node.kind
-    retry = node.retry
     failures = 0
     while True:
         token = _STEP.set((view.run_id, task or view.task_id(name), failures + 1))
         try:
-            if node.fast:
-                r = node.fn(state)  # type: ignore[misc]
-                updates = graph.spec.check(r, f"step {name!r}") if r else {}
-                return updates, None, 0, failures + 1
             if node.fast_async:  # awaited here: no coroutine of our own in between
                 r = await node.fn(state)  # type: ignore[misc]
                 updates = graph.spec.check(r, f"step {name!r}") if r else {}
@@ -292,23 +297,74 @@ async def call_node(
         except WorkflowStateError:
             raise
         except Exception as exc:
-            if isinstance(exc, asyncio.TimeoutError) and node.timeout is not None:
-                exc = WorkflowTimeout(f"node {name!r} took longer than {node.timeout:g}s")
             failures += 1
-            # A map retries each item by itself (finished items are kept): not the whole map.
-            if failures >= retry.attempts or not isinstance(exc, retry.on) or kind == "map":
-                raise WorkflowStepError(
-                    f"node {name!r} of run {view.run_id!r} failed after {failures} attempt(s): "
-                    f"{type(exc).__name__}: {exc}",
-                    run_id=view.run_id,
-                    node=name,
-                ) from exc
-            delay = retry.delay(failures)
-            if ctx.emit is not None:
-                ctx.emit(NodeRetrying(view.run_id, name, failures, repr(exc), delay))
-            await asyncio.sleep(delay)
+            delay = _failed(ctx, node, exc, failures)
         finally:
             _STEP.reset(token)
+        await asyncio.sleep(delay)
+
+
+def _fast(ctx: Ctx, node: Node, state: Any) -> Any:
+    """A plain sync step's result tuple, or if its first attempt failed and it is to be
+    retried, the coroutine that retries it (no coroutine at all in the common case)."""
+    cell = _FAST
+    cell[0] = ctx.view
+    cell[1] = node.name
+    cell[2] = 1
+    try:
+        r = node.fn(state)  # type: ignore[misc]
+        updates = ctx.graph.spec.check(r, f"step {node.name!r}") if r else {}
+    except WorkflowStateError:
+        raise
+    except Exception as exc:
+        return _retried(ctx, node, state, _failed(ctx, node, exc, 1))
+    finally:
+        cell[0] = None
+    return updates, None, 0, 1
+
+
+async def _retried(
+    ctx: Ctx, node: Node, state: Any, delay: float
+) -> tuple[dict[str, Any], list[str] | None, int, int]:
+    failures = 1
+    cell = _FAST
+    while True:
+        await asyncio.sleep(delay)
+        cell[0] = ctx.view
+        cell[1] = node.name
+        cell[2] = failures + 1
+        try:
+            r = node.fn(state)  # type: ignore[misc]
+            updates = ctx.graph.spec.check(r, f"step {node.name!r}") if r else {}
+            return updates, None, 0, failures + 1
+        except WorkflowStateError:
+            raise
+        except Exception as exc:
+            failures += 1
+            delay = _failed(ctx, node, exc, failures)
+        finally:
+            cell[0] = None
+
+
+def _failed(ctx: Ctx, node: Node, exc: Exception, failures: int) -> float:
+    """After the ``failures``-th failure: the delay before retrying, or the node's error."""
+    name = node.name
+    view = ctx.view
+    retry = node.retry
+    if isinstance(exc, asyncio.TimeoutError) and node.timeout is not None:
+        exc = WorkflowTimeout(f"node {name!r} took longer than {node.timeout:g}s")
+    # A map retries each item by itself (finished items are kept): not the whole map.
+    if failures >= retry.attempts or not isinstance(exc, retry.on) or node.kind == "map":
+        raise WorkflowStepError(
+            f"node {name!r} of run {view.run_id!r} failed after {failures} attempt(s): "
+            f"{type(exc).__name__}: {exc}",
+            run_id=view.run_id,
+            node=name,
+        ) from exc
+    delay = retry.delay(failures)
+    if ctx.emit is not None:
+        ctx.emit(NodeRetrying(view.run_id, name, failures, repr(exc), delay))
+    return delay
 
 
 def _routes(graph: Graph, node: Node, value: Any) -> list[str]:

@@ -701,6 +701,9 @@ class Worker:
         settle = None
         if self.backend.fast_settle and type(rec) is StepDone:
             settle = self._chain_settle(d, graph, view, rec, step, name, index)
+        if isinstance(rec, Waiting):
+            # Before the record: whoever sees the run waiting can decide the approval at once.
+            await self.batch.journal(t.namespace).put_approval(rec.approval, 0)
         after = view.seq
         ok, settled, records = await self._commit(
             _Commit(t.namespace, t.run_id, claim_task, token, data, after, settle)
@@ -712,8 +715,6 @@ class Worker:
         self.stats.committed += 1
         if isinstance(rec, Ended) and rec.status == "failed":
             self.stats.failed_runs += 1
-        if isinstance(rec, Waiting):
-            await self.batch.journal(t.namespace).put_approval(rec.approval, 0)
         key = (t.namespace, t.run_id)
         if settled:
             if view.seq == after and len(records) == 1:
@@ -774,11 +775,11 @@ class Worker:
         view = self._fold((t.namespace, t.run_id), graph, records) or view
         if committed is None and token > 0 and view.budget_wait is None:
             rec = Waiting(task=approval.task, approval=approval, active=ctx.active())
+            await self.batch.journal(t.namespace).put_approval(approval, 0)
             ok, _, records = await self._commit(
                 _Commit(t.namespace, t.run_id, approval.task, token, encode_record(rec), view.seq)
             )
             if ok:
-                await self.batch.journal(t.namespace).put_approval(approval, 0)
                 self._fold((t.namespace, t.run_id), graph, records)
                 await self._finish(_Finish(tasks=[], acks=[d], ends=[self._end(t, "waiting")]))
                 return
