@@ -206,16 +206,33 @@ async def wait_ends(batch: Any, name: str, runs: set[str], timeout: float) -> di
 
 
 async def submit_all(wf: Workflow, queue: str, name: str, n: int) -> dict[str, float]:
-    """Run id -> submit time."""
+    """Run id -> submit time (the runs live in namespace ``name``)."""
     out: dict[str, float] = {}
 
     async def one(i: int) -> None:
-        h = await wf.submit({"n": 0, "text": str(i)}, queue=queue, queue_name=name)
+        h = await wf.submit({"n": 0, "text": str(i)}, queue=queue, queue_name=name, namespace=name)
         out[h.run_id] = time.monotonic()
 
     for start in range(0, n, 40):  # within the client's connection pool
         await asyncio.gather(*(one(i) for i in range(start, min(n, start + 40))))
     return out
+
+
+async def cleanup(batch: Any, name: str) -> None:
+    """Drop the queue and every record of the benchmark's runs (namespace ``name``)."""
+    await batch.queue.purge()
+    await batch.store.delete_log("wfend/" + name)
+    client = getattr(batch.queue, "client", None)
+    if client is not None and batch.store_url.startswith("redis"):
+        keys = [k async for k in client.scan_iter(match=f"oh:{name}:*", count=5000)]
+        for i in range(0, len(keys), 1000):
+            await client.unlink(*keys[i : i + 1000])
+        return
+    s = batch.store.namespace(name)
+    for key in await s.list():
+        await s.delete(key)
+    for log in await s.list_logs():
+        await s.delete_log(log)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -248,7 +265,7 @@ async def steps_once(kind: str, workers: int, runs: int) -> tuple[float, list[fl
             lat += r.get("lat", [])
         return runs * 10 / elapsed, lat
     finally:
-        await batch.queue.purge()
+        await cleanup(batch, name)
         await wf.aclose()
         await batch.aclose()
 
@@ -333,7 +350,7 @@ async def model_batch(kind: str, runs: int, concurrency: int) -> tuple[list[floa
     finally:
         if procs:
             stop_workers(procs)
-        await batch.queue.purge()
+        await cleanup(batch, name)
         await wf.aclose()
         await batch.aclose()
 

@@ -17,7 +17,9 @@ NATS_URL = os.environ.get("OPENHEIM_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
 
 async def drop_namespace(store: Any, ns: str) -> None:
-    """Remove every key and log of namespace ``ns`` of ``store``."""
+    """Remove every key and log of namespace ``ns`` of ``store``, and the run-ends log
+    of the queue of the same name (in the store's own namespace)."""
+    await store.delete_log("wfend/" + ns)
     s = store.namespace(ns)
     for key in await s.list():
         await s.delete(key)

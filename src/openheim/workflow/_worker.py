@@ -156,8 +156,9 @@ class _Claim(msgspec.Struct, array_like=True):
     ns: str
     run_id: str
     task: str
-    after: int
+    after: int  # the seq of the last record the worker folded (-1: none)
     who: str
+    read: bool = True  # False: the worker's view is at the task's superstep already
 
 
 class _Commit(msgspec.Struct, array_like=True):
@@ -201,6 +202,8 @@ class _Backend:
                 )
             except VersionConflictError:
                 token = -1
+        if not c.read and committed is None:
+            return token, committed, []
         return token, committed, await s.read_log("wf/" + c.run_id, max(0, c.after))
 
     fast_settle = False  # commit() never settles (see _Commit.settle)
@@ -217,7 +220,9 @@ class _Backend:
             )
         except VersionConflictError:
             return False, False, []
-        await s.append("wf/" + c.run_id, c.data)
+        seq = await s.append("wf/" + c.run_id, c.data)
+        if seq == c.after + 1:  # nothing else was recorded since the worker's view
+            return True, False, [(seq, c.data)]
         return True, False, await s.read_log("wf/" + c.run_id, c.after)
 
     async def append(self, ns: str, run_id: str, data: bytes, after: int) -> Records:
@@ -226,10 +231,12 @@ class _Backend:
         return await s.read_log("wf/" + run_id, after)
 
     async def finish(self, f: _Finish) -> None:
+        # The next tasks and the run ends before the acks: a crash in between redelivers.
+        work = [self.batch.store.append(ENDS + self.queue.name, e) for e in f.ends]
         if f.tasks:
-            await self.queue.put(f.tasks)
-        for e in f.ends:
-            await self.batch.store.append(ENDS + self.queue.name, e)
+            work.append(self.queue.put(f.tasks))
+        if work:
+            await asyncio.gather(*work)
         ack_many = getattr(self.queue, "ack_many", None)
         if ack_many is not None and f.acks:
             await ack_many([d.id for d in f.acks])
