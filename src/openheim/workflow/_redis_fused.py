@@ -16,8 +16,8 @@ from typing import Any
 
 import msgspec
 
+from openheim.workflow._backends import _Backend, _Claim, _Commit, _Finish
 from openheim.workflow._batch import CLAIM, CLAIM_TTL, ENDS, Batch
-from openheim.workflow._worker import _Backend, _Claim, _Commit, _Finish
 from openheim.workflow.queues.redis import GROUP
 
 __all__ = ["RedisBackend"]
