@@ -108,8 +108,13 @@ def mapped(store: Any) -> tuple[Workflow, Any]:
         return item.upper()
 
     wf.map("shout", "items", shout, output="out")
-    wf.map("count", lambda d: d.out, lambda item, d: len(item) + len(d.items), output="total",
-           reduce=sum)
+    wf.map(
+        "count",
+        lambda d: d.out,
+        lambda item, d: len(item) + len(d.items),
+        output="total",
+        reduce=sum,
+    )
     wf.edge("shout", "count")
     return wf, {"items": ["a", "bb", "ccc", "dddd"]}
 
@@ -161,7 +166,9 @@ def subflow(store: Any) -> tuple[Workflow, Any]:
     research.edge("search", "check")
     wf = Workflow("b-outer", state=Doc, store=store)
     wf.subworkflow(
-        "research", research, input=lambda d: {"topic": d.text},
+        "research",
+        research,
+        input=lambda d: {"topic": d.text},
         output=lambda inner: {"out": inner.notes},
     )
     wf.step(lambda d: {"total": len(d.out)}, name="count")

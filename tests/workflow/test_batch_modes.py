@@ -116,8 +116,7 @@ def _norm(history: list[Checkpoint], run_id: str) -> list[tuple[Any, ...]]:
         return v
 
     rows = [
-        (cp.kind, cp.node, clean(cp.task), clean(cp.changed), clean(cp.detail))
-        for cp in history
+        (cp.kind, cp.node, clean(cp.task), clean(cp.changed), clean(cp.detail)) for cp in history
     ]
 
     def key(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -169,6 +168,7 @@ EXPECTED = {
     "subworkflow": lambda s: s.out == ["fact about owls", "checked"] and s.total == 2,
     "approval": lambda s: s.log == ["drafted", "sent"] and s.decision["approved"] is True,
 }
+
 
 @pytest.mark.parametrize("case", sorted(FLOWS))
 async def test_every_node_kind_gives_the_same_state_and_history_in_every_mode(
