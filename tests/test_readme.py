@@ -36,7 +36,14 @@ def test_readme_has_python_examples() -> None:
 @pytest.mark.parametrize(
     "index",
     [
-        pytest.param(i, marks=[pytest.mark.llama] if "LlamaModel" in block else [])
+        pytest.param(
+            i,
+            marks=[pytest.mark.llama]
+            if "LlamaModel" in block
+            else [pytest.mark.redis]
+            if "redis://" in block
+            else [],
+        )
         for i, block in enumerate(_blocks())
     ],
 )

@@ -170,6 +170,7 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     _, workflow_commands = cli_workflow.add_parser(sub, [common])
     _WORKFLOW_COMMANDS.clear()
     _WORKFLOW_COMMANDS.update(workflow_commands)
+    cli_workflow.add_worker_parser(sub, [common])  # batch mode's worker processes
 
     sub.add_parser(
         "bench",
@@ -318,6 +319,12 @@ def _cmd_workflow(args: argparse.Namespace) -> int:
     return cli_workflow.run(args)
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from openheim import cli_workflow
+
+    return cli_workflow.run_worker(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from openheim.demo import main as demo_main
 
@@ -346,6 +353,7 @@ _COMMANDS = {
     "models": _admin("cmd_models"),
     "check": _admin("cmd_check"),
     "workflow": _cmd_workflow,
+    "worker": _cmd_worker,
     "bench": _cmd_bench,
 }
 

@@ -17,6 +17,15 @@ importable from the current directory)::
     python -m openheim.cli_workflow history myapp.flows:triage <run id>
     python -m openheim.cli_workflow fork myapp.flows:triage <run id> --checkpoint 3 --set '{...}'
 
+Batch mode (runs on a queue, worked by ``openheim worker`` processes)::
+
+    openheim worker --queue redis://host:6379/0 --workflows myapp.flows:triage
+    openheim workflow submit myapp.flows:triage --queue redis://host:6379/0 --input runs.jsonl
+    openheim workflow status|result|cancel myapp.flows:triage <run id> --queue redis://...
+    openheim workflow approve myapp.flows:triage <approval id> --queue redis://...
+    openheim workflow dead-letters --queue redis://host:6379/0
+    openheim workflow dead-letters retry <dead letter id> --queue redis://host:6379/0
+
 ``add_parser(subparsers)`` and ``run(args)`` plug the same commands into the
 ``openheim`` CLI. Results are printed as JSON (one object per line), errors
 as ``error: ...`` on stderr with exit status 1.
@@ -36,9 +45,33 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from openheim.workflow.events import WorkflowResult
 
-__all__ = ["add_parser", "main", "run"]
+__all__ = ["add_parser", "add_worker_parser", "main", "run", "run_worker"]
 
-_COMMANDS = ("run", "status", "resume", "cancel", "history", "fork", "approvals", "approve")
+_COMMANDS = (
+    "run",
+    "status",
+    "resume",
+    "cancel",
+    "history",
+    "fork",
+    "approvals",
+    "approve",
+    "submit",
+    "result",
+    "dead-letters",
+)
+
+
+def _queue_options(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument(
+        "--queue",
+        required=required,
+        help="batch mode: the queue URL the run was submitted to (redis://... or nats://...)",
+    )
+    p.add_argument("--store", help="the store of the batch runs (default: the queue's own engine)")
+    p.add_argument(
+        "--queue-name", default="openheim", help="the queue's name on the server (default openheim)"
+    )
 
 
 def add_parser(
@@ -84,9 +117,9 @@ def _fill(
     p = command("run", "run the workflow on an input until it ends or waits", run_id=False)
     p.add_argument("--input", default="{}", help="the input state fields, as JSON")
     p.add_argument("--run-id", dest="new_run_id", help="the id of the new run")
-    command("status", "the state, status and pending approvals of a run")
+    _queue_options(command("status", "the state, status and pending approvals of a run"))
     command("resume", "continue a run from its last checkpoint")
-    command("cancel", "cancel a run")
+    _queue_options(command("cancel", "cancel a run"))
     command("history", "the checkpoints of a run: what each step changed")
     p = command("fork", "start a new run from a checkpoint of a run, with edited state")
     p.add_argument("--checkpoint", type=int, help="the checkpoint id (default: the last)")
@@ -99,6 +132,35 @@ def _fill(
     p.add_argument("--by", help="who decides")
     p.add_argument("--reason", help="why (shown in the decision)")
     p.add_argument("--edits", default=None, help="state fields to change, as JSON")
+    _queue_options(p)
+    p = command("submit", "batch mode: submit one run per input line to a queue", run_id=False)
+    p.add_argument(
+        "--input",
+        dest="input_file",
+        required=True,
+        help="a JSON-lines file: one object of input state fields per line ('-': stdin)",
+    )
+    p.add_argument("--no-wait", action="store_true", help="print the run ids and return")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
+    _queue_options(p, required=True)
+    p = command("result", "batch mode: wait for a run to end (or wait) and print it")
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
+    _queue_options(p, required=True)
+    p = cmds.add_parser(
+        "dead-letters",
+        help="batch mode: list a queue's dead letters, or `retry ID` one",
+        parents=list(parents),
+    )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "retry"],
+        default="list",
+        help="list (default) or retry",
+    )
+    p.add_argument("dead_letter_id", nargs="?", help="the dead letter to retry")
+    _queue_options(p, required=True)
     return dict(cmds.choices)
 
 
@@ -163,15 +225,112 @@ def _print(obj: Any) -> None:
     print(json.dumps(obj, default=str), flush=True)
 
 
+async def _dead_letters(args: argparse.Namespace) -> None:
+    from openheim.workflow.queues import open_queue
+
+    q = open_queue(args.queue, name=args.queue_name)
+    try:
+        if args.action == "retry":
+            if not args.dead_letter_id:
+                raise _Usage("name the dead letter to retry: dead-letters retry ID --queue URL")
+            ok = await q.retry_dead_letter(args.dead_letter_id)
+            if not ok:
+                raise _Usage(
+                    f"no dead letter {args.dead_letter_id!r} on queue {args.queue_name!r}; "
+                    "`openheim workflow dead-letters --queue URL` lists them"
+                )
+            _print({"retried": args.dead_letter_id})
+            return
+        for dl in await q.dead_letters():
+            _print(_plain(dl))
+    finally:
+        await q.aclose()
+
+
+def _read_inputs(path: str) -> list[dict[str, Any]]:
+    try:
+        from pathlib import Path
+
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _Usage(f"cannot read --input {path}: {exc}") from None
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            raise _Usage(f"{path}:{n}: not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise _Usage(f"{path}:{n}: each line is a JSON object of state fields")
+        out.append(value)
+    return out
+
+
+async def _batch(args: argparse.Namespace, wf: Any, ns: str) -> bool:
+    """Batch-mode commands (``--queue``); False if this is not one."""
+    cmd = args.wf_command
+    if cmd == "submit":
+        inputs = _read_inputs(args.input_file)
+        handles = await wf.submit_many(
+            inputs,
+            queue=args.queue,
+            store=args.store,
+            namespace=ns,
+            queue_name=args.queue_name,
+            progress=not args.no_progress,
+            wait=not args.no_wait,
+            timeout=args.timeout,
+        )
+        for h in handles:
+            _print({"run_id": h.run_id})
+        return True
+    if getattr(args, "queue", None) is None:
+        return False
+    if cmd == "approve":
+        await wf.approve(
+            args.approval_id,
+            not args.reject,
+            by=args.by,
+            reason=args.reason,
+            edits=_json_arg(args.edits, "--edits"),
+            queue=args.queue,
+            store=args.store,
+            namespace=ns,
+            queue_name=args.queue_name,
+        )
+        _print({"approval_id": args.approval_id, "queued": True})
+        return True
+    h = wf.handle(
+        args.run_id, queue=args.queue, store=args.store, namespace=ns, queue_name=args.queue_name
+    )
+    if cmd == "status":
+        _print(_result(await h.status()))
+    elif cmd == "result":
+        _print(_result(await h.result(timeout=args.timeout)))
+    elif cmd == "cancel":
+        await h.cancel()
+        _print({"run_id": args.run_id, "status": "cancelled"})
+    return True
+
+
 async def _dispatch(args: argparse.Namespace) -> None:
+    if args.wf_command == "dead-letters":
+        await _dead_letters(args)
+        return
     if args.namespace and args.tenant:
         raise _Usage("give --tenant or --namespace, not both")
     wf = _load(args.workflow, args)
-    if args.tenant:
-        wf = wf.scoped(f"tenant/{args.tenant}")  # what the HTTP routes use for the tenant
-    elif args.namespace:
-        wf = wf.scoped(args.namespace)
+    if getattr(args, "queue", None) is None and args.wf_command != "submit":
+        if args.tenant:
+            wf = wf.scoped(f"tenant/{args.tenant}")  # what the HTTP routes use for the tenant
+        elif args.namespace:
+            wf = wf.scoped(args.namespace)
     try:
+        ns = f"tenant/{args.tenant}" if args.tenant else (args.namespace or "default")
+        if await _batch(args, wf, ns):
+            return
         cmd = args.wf_command
         if cmd == "run":
             res = await wf.run(_json_arg(args.input, "--input"), run_id=args.new_run_id)
@@ -206,6 +365,134 @@ async def _dispatch(args: argparse.Namespace) -> None:
             _print(_result(res) if res is not None else {"approval_id": args.approval_id})
     finally:
         await wf.aclose()
+
+
+# -- openheim worker ---------------------------------------------------------------------
+
+
+def add_worker_parser(
+    sub: Any, parents: Sequence[argparse.ArgumentParser] = ()
+) -> argparse.ArgumentParser:
+    """Add ``worker`` (batch mode's worker process) to an argparse subparsers object."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "worker",
+        help="run batch-mode workflow tasks from a queue (any number, on any host)",
+        description=(
+            "Take the tasks of batch runs from a queue, run them and checkpoint each; "
+            "SIGTERM drains (running tasks finish or are given back) and exits."
+        ),
+        parents=list(parents),
+    )
+    p.add_argument("--queue", required=True, help="redis://host:6379/0 or nats://host:4222")
+    p.add_argument(
+        "--workflows",
+        required=True,
+        help="the workflows to run, comma-separated: module:attribute or [workflows.NAME]",
+    )
+    p.add_argument("--store", help="where the runs live (default: the queue's own engine)")
+    p.add_argument("--queue-name", default="openheim", help="the queue's name (default openheim)")
+    p.add_argument("--concurrency", type=int, default=64, help="tasks run at once (default 64)")
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="seconds running tasks get to finish after SIGTERM (default 30)",
+    )
+    p.add_argument(
+        "--visibility-timeout",
+        type=float,
+        default=30.0,
+        help="seconds before a silent worker's task goes to another (default 30)",
+    )
+    p.add_argument(
+        "--max-deliveries", type=int, default=5, help="deliveries before a dead letter (5)"
+    )
+    p.add_argument(
+        "--stats-every",
+        type=float,
+        default=30.0,
+        help="print the queue's depth, redeliveries and dead letters every S seconds (0: never)",
+    )
+    p.add_argument(
+        "--stats", action="store_true", help="print the queue's statistics once and exit"
+    )
+    return p
+
+
+async def _work(args: argparse.Namespace) -> None:
+    import signal
+
+    from openheim.workflow import Worker
+
+    refs = [r.strip() for r in args.workflows.split(",") if r.strip()]
+    if not refs:
+        raise _Usage("--workflows names at least one workflow (module:attribute)")
+    wfs = [_load(ref, args) for ref in refs]
+    if args.concurrency < 1:
+        raise _Usage(f"--concurrency must be at least 1, got {args.concurrency}")
+    worker = Worker(
+        wfs,
+        args.queue,
+        store=args.store,
+        queue_name=args.queue_name,
+        concurrency=args.concurrency,
+        visibility_timeout=args.visibility_timeout,
+        max_deliveries=args.max_deliveries,
+    )
+    queue = worker.queue
+
+    async def queue_stats() -> dict[str, Any]:
+        return dict(_plain(await queue.stats()), queue=args.queue_name)
+
+    try:
+        if args.stats:
+            _print(await queue_stats())
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        _print(
+            {
+                "worker": worker.consumer,
+                "queue": args.queue,
+                "workflows": sorted(worker.graphs),
+                "concurrency": worker.concurrency,
+            }
+        )
+
+        async def report() -> None:
+            while args.stats_every > 0:
+                await asyncio.sleep(args.stats_every)
+                try:
+                    _print({"stats": await queue_stats(), "worker": _plain(worker.stats)})
+                except Exception as exc:  # the queue may be restarting
+                    print(f"stats unavailable: {exc}", file=sys.stderr, flush=True)
+
+        reporter = asyncio.ensure_future(report())
+        try:
+            stats = await worker.run(drain_timeout=args.drain_timeout)
+        finally:
+            reporter.cancel()
+        _print({"stopped": worker.consumer, **_plain(stats)})
+    finally:
+        for wf in wfs:
+            await wf.aclose()
+        await worker.aclose()
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Run a parsed ``worker`` command; the exit status."""
+    from openheim.errors import ConfigError, OpenheimError
+
+    try:
+        asyncio.run(_work(args))
+    except (_Usage, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OpenheimError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,10 +27,13 @@ an ``openheim.toml`` ``[workflows.NAME]`` table.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from openheim.workflow._declare import from_config
 from openheim.workflow._nodes import END, Retry
 from openheim.workflow._records import ApprovalRecord, Budget, Decision, Lineage, Usage
 from openheim.workflow._state import reducer
+from openheim.workflow._step import StepInfo, current_step
 from openheim.workflow._workflow import Workflow
 from openheim.workflow.events import (
     ApprovalRequested,
@@ -45,6 +48,24 @@ from openheim.workflow.events import (
     WorkflowResult,
 )
 
+if TYPE_CHECKING:
+    from openheim.workflow._batch import RunHandle
+    from openheim.workflow._worker import Worker
+
+
+def __getattr__(name: str) -> object:
+    # Batch mode's classes, imported when used (they pull in the queue protocol).
+    if name == "RunHandle":
+        from openheim.workflow._batch import RunHandle
+
+        return RunHandle
+    if name == "Worker":
+        from openheim.workflow._worker import Worker
+
+        return Worker
+    raise AttributeError(f"module 'openheim.workflow' has no attribute {name!r}")
+
+
 __all__ = [
     "END",
     "ApprovalRecord",
@@ -58,12 +79,16 @@ __all__ = [
     "NodeStarted",
     "Retry",
     "RunFinished",
+    "RunHandle",
     "RunStarted",
+    "StepInfo",
     "TokenDelta",
     "Usage",
+    "Worker",
     "Workflow",
     "WorkflowEvent",
     "WorkflowResult",
+    "current_step",
     "from_config",
     "reducer",
 ]

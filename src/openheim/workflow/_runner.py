@@ -34,6 +34,7 @@ from openheim.workflow._records import (
     StepDone,
     Waiting,
 )
+from openheim.workflow._step import _FAST, _STEP
 from openheim.workflow._view import RunView
 from openheim.workflow.events import (
     ApprovalRequested,
@@ -48,7 +49,17 @@ if TYPE_CHECKING:
     from openheim.workflow._graph import Graph
     from openheim.workflow._workflow import Workflow
 
-__all__ = ["Ctx", "execute", "result_of"]
+__all__ = [
+    "Ctx",
+    "approval_record",
+    "budget_record",
+    "call_node",
+    "execute",
+    "map_join",
+    "result_of",
+    "run_item",
+    "step_limit",
+]
 
 Emit = Callable[[Any], None]
 _perf = time.perf_counter
@@ -145,11 +156,7 @@ async def _execute(ctx: Ctx) -> WorkflowResult:
                 view.ended = "done"  # (the fold already says so, unless nothing ever ran)
                 break
             if view.step >= graph.max_steps:
-                msg = (
-                    f"run {run_id!r} reached the step limit of workflow {graph.name!r} "
-                    f"({graph.max_steps} supersteps; a cycle that does not end?); raise "
-                    "max_steps if it is expected"
-                )
+                msg = step_limit(graph, run_id)
                 await _fail(ctx, msg)
                 raise WorkflowError(msg)
             if view.budget is not None:
@@ -218,6 +225,14 @@ async def _execute(ctx: Ctx) -> WorkflowResult:
     return result_of(view)
 
 
+def step_limit(graph: Graph, run_id: str) -> str:
+    return (
+        f"run {run_id!r} reached the step limit of workflow {graph.name!r} "
+        f"({graph.max_steps} supersteps; a cycle that does not end?); raise "
+        "max_steps if it is expected"
+    )
+
+
 async def _fail(ctx: Ctx, msg: str) -> None:
     if ctx.view.ended is None:
         await ctx.commit(Ended(status="failed", error=msg, active=ctx.active(), at=time.time()))
@@ -240,48 +255,13 @@ async def _run_node(ctx: Ctx, name: str) -> None:
     if kind == "workflow":
         await _run_sub(ctx, node, task, state)
         return
-    retry = node.retry
-    failures = 0
-    while True:
-        try:
-            if node.fast:
-                r = node.fn(state)  # type: ignore[misc]
-                updates = graph.spec.check(r, f"step {name!r}") if r else {}
-                routes = None
-                tokens = 0
-                break
-            if node.fast_async:  # awaited here: no coroutine of our own in between
-                r = await node.fn(state)  # type: ignore[misc]
-                updates = graph.spec.check(r, f"step {name!r}") if r else {}
-                routes = None
-                tokens = 0
-                break
-            coro = _map(ctx, node, task, state) if kind == "map" else _call(ctx, node, state)
-            if node.timeout is not None and kind != "map":
-                updates, routes, tokens = await asyncio.wait_for(coro, node.timeout)
-            else:
-                updates, routes, tokens = await coro
-            break
-        except asyncio.CancelledError:
-            raise
-        except WorkflowStateError:
-            raise
-        except Exception as exc:
-            if isinstance(exc, asyncio.TimeoutError) and node.timeout is not None:
-                exc = WorkflowTimeout(f"node {name!r} took longer than {node.timeout:g}s")
-            failures += 1
-            # A map retries each item by itself (finished items are kept): not the whole map.
-            if failures >= retry.attempts or not isinstance(exc, retry.on) or kind == "map":
-                raise WorkflowStepError(
-                    f"node {name!r} of run {view.run_id!r} failed after {failures} attempt(s): "
-                    f"{type(exc).__name__}: {exc}",
-                    run_id=view.run_id,
-                    node=name,
-                ) from exc
-            delay = retry.delay(failures)
-            if emit is not None:
-                emit(NodeRetrying(view.run_id, name, failures, repr(exc), delay))
-            await asyncio.sleep(delay)
+    if node.fast:  # inline: no coroutine of our own for a plain sync step
+        res = _fast(ctx, node, state)
+        if type(res) is not tuple:
+            res = await res
+        updates, routes, tokens, attempt = res
+    else:
+        updates, routes, tokens, attempt = await call_node(ctx, node, task, state)
     if not ctx.durable:
         view.complete(name, updates, routes, tokens, ctx.active() if view.budget else 0.0)
         if emit is not None:
@@ -293,7 +273,7 @@ async def _run_node(ctx: Ctx, name: str) -> None:
         routes=routes,
         tokens=tokens,
         active=ctx.active(),
-        attempt=failures + 1,
+        attempt=attempt,
         at=time.time(),
     )
     stored = None
@@ -310,6 +290,108 @@ async def _run_node(ctx: Ctx, name: str) -> None:
     await ctx.commit(rec, stored)
     if emit is not None:
         emit(NodeFinished(view.run_id, name, task, updates))
+
+
+async def call_node(
+    ctx: Ctx, node: Node, task: str, state: Any
+) -> tuple[dict[str, Any], list[str] | None, int, int]:
+    """Run a step, agent, tool, branch or map node on ``state`` with its retry policy
+    and timeout: ``(updates, routes, tokens, attempt)``. Both executors call this
+    (the real-time one runs plain sync steps inline: ``_run_node``)."""
+    if node.fast:
+        res = _fast(ctx, node, state)
+        return res if type(res) is tuple else await res
+    graph = ctx.graph
+    name = node.name
+    view = ctx.view
+    kind = node.kind
+    failures = 0
+    while True:
+        token = _STEP.set((view.run_id, task or view.task_id(name), failures + 1))
+        try:
+            if node.fast_async:  # awaited here: no coroutine of our own in between
+                r = await node.fn(state)  # type: ignore[misc]
+                updates = graph.spec.check(r, f"step {name!r}") if r else {}
+                return updates, None, 0, failures + 1
+            coro = _map(ctx, node, task, state) if kind == "map" else _call(ctx, node, state)
+            if node.timeout is not None and kind != "map":
+                updates, routes, tokens = await asyncio.wait_for(coro, node.timeout)
+            else:
+                updates, routes, tokens = await coro
+            return updates, routes, tokens, failures + 1
+        except asyncio.CancelledError:
+            raise
+        except WorkflowStateError:
+            raise
+        except Exception as exc:
+            failures += 1
+            delay = _failed(ctx, node, exc, failures)
+        finally:
+            _STEP.reset(token)
+        await asyncio.sleep(delay)
+
+
+def _fast(ctx: Ctx, node: Node, state: Any) -> Any:
+    """A plain sync step's result tuple, or if its first attempt failed and it is to be
+    retried, the coroutine that retries it (no coroutine at all in the common case)."""
+    cell = _FAST
+    cell[0] = ctx.view
+    cell[1] = node.name
+    cell[2] = 1
+    try:
+        r = node.fn(state)  # type: ignore[misc]
+        updates = ctx.graph.spec.check(r, f"step {node.name!r}") if r else {}
+    except WorkflowStateError:
+        raise
+    except Exception as exc:
+        return _retried(ctx, node, state, _failed(ctx, node, exc, 1))
+    finally:
+        cell[0] = None
+    return updates, None, 0, 1
+
+
+async def _retried(
+    ctx: Ctx, node: Node, state: Any, delay: float
+) -> tuple[dict[str, Any], list[str] | None, int, int]:
+    failures = 1
+    cell = _FAST
+    while True:
+        await asyncio.sleep(delay)
+        cell[0] = ctx.view
+        cell[1] = node.name
+        cell[2] = failures + 1
+        try:
+            r = node.fn(state)  # type: ignore[misc]
+            updates = ctx.graph.spec.check(r, f"step {node.name!r}") if r else {}
+            return updates, None, 0, failures + 1
+        except WorkflowStateError:
+            raise
+        except Exception as exc:
+            failures += 1
+            delay = _failed(ctx, node, exc, failures)
+        finally:
+            cell[0] = None
+
+
+def _failed(ctx: Ctx, node: Node, exc: Exception, failures: int) -> float:
+    """After the ``failures``-th failure: the delay before retrying, or the node's error."""
+    name = node.name
+    view = ctx.view
+    retry = node.retry
+    if isinstance(exc, asyncio.TimeoutError) and node.timeout is not None:
+        exc = WorkflowTimeout(f"node {name!r} took longer than {node.timeout:g}s")
+    # A map retries each item by itself (finished items are kept): not the whole map.
+    if failures >= retry.attempts or not isinstance(exc, retry.on) or node.kind == "map":
+        raise WorkflowStepError(
+            f"node {name!r} of run {view.run_id!r} failed after {failures} attempt(s): "
+            f"{type(exc).__name__}: {exc}",
+            run_id=view.run_id,
+            node=name,
+        ) from exc
+    delay = retry.delay(failures)
+    if ctx.emit is not None:
+        ctx.emit(NodeRetrying(view.run_id, name, failures, repr(exc), delay))
+    return delay
 
 
 def _routes(graph: Graph, node: Node, value: Any) -> list[str]:
@@ -416,42 +498,18 @@ async def _map(
     values: list[Any] = [have.get(i) for i in range(len(items))]
     todo = [i for i in range(len(items)) if i not in have]
     tokens = 0
-    do = node.do
-    is_agent = node.fn is None
     durable = ctx.durable
 
     async def one(i: int) -> None:
         nonlocal tokens
-        retry = node.retry
-        failures = 0
-        while True:
-            try:
-                t = 0
-                if is_agent:
-                    coro = _agent(ctx, node, do, str(items[i]))
-                    v, t = await (asyncio.wait_for(coro, node.timeout) if node.timeout else coro)
-                else:
-                    args = (items[i], state) if node.takes_state else (items[i],)
-                    if node.is_async:
-                        c = do(*args)
-                        v = await (asyncio.wait_for(c, node.timeout) if node.timeout else c)
-                    else:
-                        v = do(*args)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                if failures >= retry.attempts or not isinstance(exc, retry.on):
-                    raise
-                await asyncio.sleep(retry.delay(failures))
+        v, t = await run_item(ctx, node, items[i], state, f"{task}#{i}")
         values[i] = v
         tokens += t
         if durable:
             await ctx.commit(ItemDone(task=task, index=i, value=v, tokens=t, active=ctx.active()))
 
     if todo:
-        if node.is_async or is_agent:
+        if node.is_async or node.fn is None:
             results = await asyncio.gather(*(one(i) for i in todo), return_exceptions=True)
             for r in results:
                 if isinstance(r, BaseException):
@@ -459,15 +517,48 @@ async def _map(
         else:
             for i in todo:
                 await one(i)
+    return map_join(ctx, node, values), None, tokens
+
+
+def map_join(ctx: Ctx, node: Node, values: list[Any]) -> dict[str, Any]:
+    """The updates of map node ``node`` once every item has its value."""
     joined = node.reduce(values) if node.reduce is not None else values
-    return ctx.graph.spec.check({node.output: joined}, f"map {node.name!r}"), None, tokens
+    return ctx.graph.spec.check({node.output: joined}, f"map {node.name!r}")
 
 
-async def _request_approval(ctx: Ctx, node: Node, task: str, state: Any) -> None:
+async def run_item(ctx: Ctx, node: Node, item: Any, state: Any, task: str) -> tuple[Any, int]:
+    """One item of map node ``node`` with the node's retry policy: ``(value, tokens)``."""
+    retry = node.retry
+    do = node.do
+    failures = 0
+    while True:
+        token = _STEP.set((ctx.view.run_id, task, failures + 1))
+        try:
+            if node.fn is None:  # an agent per item
+                coro = _agent(ctx, node, do, str(item))
+                return await (asyncio.wait_for(coro, node.timeout) if node.timeout else coro)
+            args = (item, state) if node.takes_state else (item,)
+            if node.is_async:
+                c = do(*args)
+                return await (asyncio.wait_for(c, node.timeout) if node.timeout else c), 0
+            return do(*args), 0
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failures += 1
+            if failures >= retry.attempts or not isinstance(exc, retry.on):
+                raise
+            await asyncio.sleep(retry.delay(failures))
+        finally:
+            _STEP.reset(token)
+
+
+def approval_record(ctx: Ctx, node: Node, task: str, state: Any) -> ApprovalRecord:
+    """The approval request approval node ``node`` makes (both executors record it)."""
     view = ctx.view
     now = time.time()
     payload = node.payload(state) if node.payload is not None else None
-    rec = ApprovalRecord(
+    return ApprovalRecord(
         id=f"{view.run_id}:{task}",
         run_id=view.run_id,
         root=ctx.root,
@@ -479,6 +570,10 @@ async def _request_approval(ctx: Ctx, node: Node, task: str, state: Any) -> None
         deadline=now + node.deadline if node.deadline is not None else None,
         on_deadline=node.on_deadline,
     )
+
+
+async def _request_approval(ctx: Ctx, node: Node, task: str, state: Any) -> None:
+    rec = approval_record(ctx, node, task, state)
     await ctx.commit(Waiting(task=task, approval=rec, active=ctx.active()))
     await ctx.owner.journal.put_approval(rec, 0)
     if ctx.emit is not None:
@@ -487,12 +582,13 @@ async def _request_approval(ctx: Ctx, node: Node, task: str, state: Any) -> None
         ctx.owner._arm(rec)
 
 
-async def _budget_pause(ctx: Ctx, over: str) -> None:
+def budget_record(ctx: Ctx, over: str) -> ApprovalRecord:
+    """The approval request of a run that used up its budget (``on_exceed="pause"``)."""
     import msgspec
 
     view = ctx.view
     task = f"budget:{view.step}:{view.usage.steps}"
-    rec = ApprovalRecord(
+    return ApprovalRecord(
         id=f"{view.run_id}:{task}",
         run_id=view.run_id,
         root=ctx.root,
@@ -507,6 +603,11 @@ async def _budget_pause(ctx: Ctx, over: str) -> None:
         },
         requested_at=time.time(),
     )
+
+
+async def _budget_pause(ctx: Ctx, over: str) -> None:
+    rec = budget_record(ctx, over)
+    task = rec.task
     await ctx.commit(Waiting(task=task, approval=rec, active=ctx.active()))
     await ctx.owner.journal.put_approval(rec, 0)
     if ctx.emit is not None:

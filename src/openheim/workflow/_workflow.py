@@ -95,6 +95,7 @@ class Workflow(Graph):
         self._live: dict[str, Ctx] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._firing: set[asyncio.Task[Any]] = set()  # deadline timers, background runs
+        self._batches: dict[tuple[str, str, str], Any] = {}  # batch mode: (queue, store, name)
 
     new_run_id = staticmethod(new_run_id)  # the run id a run gets unless it is given one
 
@@ -113,7 +114,7 @@ class Workflow(Graph):
         other._live = {}
         other._timers = {}
         other._firing = set()
-        return other
+        return other  # (batch queues stay shared with this workflow, which closes them)
 
     def __repr__(self) -> str:
         return f"Workflow({self.name!r}, state={self.spec.name}, nodes={list(self.nodes)})"
@@ -411,6 +412,110 @@ class Workflow(Graph):
                         self._arm(rec)
         return out
 
+    # -- batch mode ------------------------------------------------------------------
+
+    def _batch_for(self, queue: Any, store: Any = None, queue_name: str = "openheim") -> Any:
+        """The :class:`~openheim.workflow._batch.Batch` of ``queue`` (opened once, kept)."""
+        from openheim.workflow._batch import Batch
+
+        if not isinstance(queue, str):
+            return Batch(queue, store, queue_name=queue_name)
+        skey = store if isinstance(store, str) or store is None else f"{store.url}#{id(store)}"
+        key = (queue, str(skey), queue_name)
+        b = self._batches.get(key)
+        if b is None:
+            b = self._batches[key] = Batch(queue, store, queue_name=queue_name)
+        return b
+
+    def _on_batch(
+        self,
+        queue: str,
+        store: Any = None,
+        queue_name: str = "openheim",
+        namespace: str = "default",
+    ) -> Workflow:
+        """This workflow with its journal on the store of batch queue ``queue``."""
+        from openheim.workflow._journal import StoreJournal
+
+        b = self._batch_for(queue, store, queue_name)
+        other = copy.copy(self)
+        other.journal = StoreJournal(b.scoped(namespace), owned=False)
+        other._live = {}
+        other._timers = {}
+        other._firing = set()
+        return other
+
+    async def submit(
+        self,
+        input: Any = None,
+        *,
+        queue: Any,
+        store: Any = None,
+        run_id: str | None = None,
+        budget: Budget | None = None,
+        namespace: str = "default",
+        queue_name: str = "openheim",
+    ) -> Any:
+        """Run the workflow in batch mode: record the run and put its first tasks on
+        ``queue`` (``"redis://host:6379/0"`` or ``"nats://host:4222"``), where
+        ``openheim worker`` processes on any host run them. Returns a
+        :class:`~openheim.workflow.RunHandle` (``status``, ``result``, ``cancel``).
+
+        The run lives in ``store`` (by default the queue's own engine: Redis, or
+        JetStream's key-value store); workers must use the same one.
+        """
+        from openheim.workflow._batch import submit
+
+        b = self._batch_for(queue, store, queue_name)
+        return await submit(self, b, input, run_id=run_id, budget=budget, namespace=namespace)
+
+    async def submit_many(
+        self,
+        inputs: Any,
+        *,
+        queue: Any,
+        store: Any = None,
+        budget: Budget | None = None,
+        namespace: str = "default",
+        queue_name: str = "openheim",
+        progress: bool = True,
+        wait: bool = True,
+        timeout: float | None = None,
+        stream: Any = None,
+    ) -> list[Any]:
+        """Submit one run per input; with ``wait``, show a progress bar (done, failed,
+        rate, ETA; plain lines when not on a terminal) until every run has ended or
+        waits, then a summary table. Returns the runs' handles."""
+        from openheim.workflow._batch import submit_many
+
+        b = self._batch_for(queue, store, queue_name)
+        return await submit_many(
+            self,
+            b,
+            inputs,
+            namespace=namespace,
+            budget=budget,
+            progress=progress,
+            wait=wait,
+            timeout=timeout,
+            stream=stream,
+        )
+
+    def handle(
+        self,
+        run_id: str,
+        *,
+        queue: Any,
+        store: Any = None,
+        namespace: str = "default",
+        queue_name: str = "openheim",
+    ) -> Any:
+        """The :class:`~openheim.workflow.RunHandle` of batch run ``run_id`` (from any
+        process that can reach its queue and store)."""
+        from openheim.workflow._batch import RunHandle
+
+        return RunHandle(self, self._batch_for(queue, store, queue_name), run_id, namespace)
+
     # -- approvals ---------------------------------------------------------------------
 
     def _decided(self, rec: ApprovalRecord, d: Decision) -> Decided:
@@ -454,6 +559,10 @@ class Workflow(Graph):
         reason: str | None = None,
         edits: Mapping[str, Any] | None = None,
         resume: bool = True,
+        queue: str | None = None,
+        store: Any = None,
+        namespace: str = "default",
+        queue_name: str = "openheim",
         _escalated: bool = False,
     ) -> WorkflowResult | None:
         """Decide approval ``approval_id`` (True approves, False rejects) and, with
@@ -462,7 +571,22 @@ class Workflow(Graph):
         ``edits`` (field -> value) are applied to the state when approved; for a
         budget approval they are the new limits. The approval node and the nodes
         before it are not run again.
+
+        A batch run (see :meth:`submit`) is not continued here: its next tasks go
+        back on its queue, for the workers. ``queue`` (with ``store``,
+        ``namespace`` and ``queue_name`` as given to ``submit``) says where a
+        batch run lives when this workflow's own store is not that one.
         """
+        if queue is not None:
+            return await self._on_batch(queue, store, queue_name, namespace).approve(
+                approval_id,
+                decision,
+                by=by,
+                reason=reason,
+                edits=edits,
+                resume=resume,
+                _escalated=_escalated,
+            )
         got = await self.journal.get_approval(approval_id)
         if got is None:
             raise RunNotFoundError(
@@ -512,6 +636,11 @@ class Workflow(Graph):
             parent = self._live.get(parent_id)
             if parent is not None:
                 parent.view.blocked.pop(task.partition(":")[2], None)
+        if self.journal.durable:
+            from openheim.workflow._batch import requeue_after_decision
+
+            if await requeue_after_decision(self, rec.run_id):
+                return None
         if not resume or rec.root in self._live:
             return None
         return await self.resume(rec.root)
@@ -701,6 +830,10 @@ class Workflow(Graph):
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        batches = list(self._batches.values())
+        self._batches.clear()
+        for b in batches:
+            await b.aclose()
         await self.journal.aclose()
 
 

@@ -1,0 +1,423 @@
+"""Batch mode: no-op steps/s with a checkpoint per step (1 and 2 worker processes), and a
+3-step workflow with a simulated model call beside a published engine's figures.
+
+    python benches/bench_batch.py                       # redis and nats, both parts
+    python benches/bench_batch.py --queues redis --part steps
+
+(a) ``steps``: R runs of a 10-step no-op workflow are submitted first; then W
+worker processes (``Worker``, the code ``openheim worker`` runs) are started
+and released together, and the clock runs until every run has ended. Every
+step is claimed (fencing token), committed (compare-and-set + a record in the
+run's log: one checkpoint per step) and its successor enqueued. Reported:
+steps/s (median of the repeats), p50/p99 of one step (take to ack, in the
+workers), the 2-worker/1-worker ratio and the 5,000 steps/s target.
+
+(b) ``model``: N runs of a 3-step workflow whose every step awaits a simulated
+model call of fixed latency (``asyncio.sleep``), with the same number of steps
+in flight in every mode (real-time: N runs gathered in one process under a
+semaphore of C; batch: 2 worker processes of C/2 each). Per mode: run latency
+p50/p99 (submit to end), runs/s, and memory per workflow in flight (the
+processes' peak RSS growth, plus the growth of the queue server's memory for
+batch modes, divided by the runs in flight), printed beside the published
+engine's table (its figures are quoted, not measured here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import msgspec
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from openheim.workflow import Workflow  # noqa: E402
+
+URLS = {
+    "redis": os.environ.get("OPENHEIM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    "nats": os.environ.get("OPENHEIM_BENCH_NATS_URL", "nats://127.0.0.1:4222"),
+}
+MODEL_LATENCY = float(os.environ.get("OPENHEIM_BENCH_MODEL_LATENCY", "0.4"))
+
+PUBLISHED = {  # the published engine's table, as the issue quotes it
+    "real-time": ("1.2 s", "3.5 s", "45", "12 MB"),
+    "redis batch": ("4.8 s", "9.1 s", "120", "8 MB"),
+    "nats batch": ("3.9 s", "7.6 s", "150", "6 MB"),
+}
+
+
+class S(msgspec.Struct):
+    n: int = 0
+    text: str = ""
+
+
+def noop_workflow() -> Workflow:
+    wf = Workflow("bench-noop", state=S)
+    for i in range(10):
+        wf.step(lambda s: None, name=f"s{i}")
+        if i:
+            wf.edge(f"s{i - 1}", f"s{i}")
+    return wf
+
+
+def model_workflow() -> Workflow:
+    wf = Workflow("bench-model", state=S)
+
+    async def call(s: S) -> dict[str, Any]:
+        await asyncio.sleep(MODEL_LATENCY)  # the simulated model call
+        return {"n": s.n + 1}
+
+    for name in ("plan", "draft", "review"):
+        wf.step(call, name=name)
+    wf.edge("plan", "draft")
+    wf.edge("draft", "review")
+    return wf
+
+
+WORKFLOWS = {"noop": noop_workflow, "model": model_workflow}
+
+
+# -- worker processes ----------------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+async def worker_main(args: argparse.Namespace) -> None:
+    import signal
+
+    from openheim.workflow import Worker
+
+    wf = WORKFLOWS[args.workflow]()
+    w = Worker([wf], args.queue, queue_name=args.queue_name, concurrency=args.concurrency)
+    w.latencies = []
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, w.stop)
+    await w.queue.stats()  # connect before the clock starts
+    base = current_rss_mb()
+    print("ready", flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)  # the go signal
+    stats = await w.run(drain_timeout=5)
+    lat = sorted(w.latencies)
+    print(
+        json.dumps(
+            {
+                "stats": msgspec.to_builtins(stats),
+                "lat": lat[:: max(1, len(lat) // 20000)],
+                "rss_growth_mb": max(0.0, rss_mb() - base),
+            }
+        ),
+        flush=True,
+    )
+    await w.aclose()
+
+
+def start_workers(
+    n: int, queue: str, name: str, workflow: str, concurrency: int
+) -> list[subprocess.Popen[str]]:
+    procs = []
+    for _ in range(n):
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    os.path.abspath(__file__),
+                    "--worker",
+                    "--queue",
+                    queue,
+                    "--queue-name",
+                    name,
+                    "--workflow",
+                    workflow,
+                    "--concurrency",
+                    str(concurrency),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for p in procs:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"a worker did not start: {line!r}")
+    return procs
+
+
+def go(procs: list[subprocess.Popen[str]]) -> None:
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+
+
+def stop_workers(procs: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:
+    out = []
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        assert p.stdout is not None
+        text, _ = p.communicate(timeout=60)
+        lines = [ln for ln in text.splitlines() if ln.startswith("{")]
+        out.append(json.loads(lines[-1]) if lines else {})
+    return out
+
+
+async def server_memory(batch: Any) -> float:
+    """The queue server's memory in MB (Redis used_memory; 0 where unknown)."""
+    client = getattr(batch.queue, "client", None)
+    if client is not None and hasattr(client, "info"):
+        info = await client.info("memory")
+        return float(info["used_memory"]) / 2**20
+    return 0.0
+
+
+async def wait_ends(batch: Any, name: str, runs: set[str], timeout: float) -> dict[str, float]:
+    """Run id -> the time its end was seen, for every run in ``runs``."""
+    after = 0
+    seen: dict[str, float] = {}
+    end = time.monotonic() + timeout
+    while len(seen) < len(runs):
+        for seq, rec in await batch.ends_after(name, after):
+            after = seq
+            if rec.run_id in runs and rec.run_id not in seen:
+                seen[rec.run_id] = time.monotonic()
+        if time.monotonic() > end:
+            raise TimeoutError(f"{len(runs) - len(seen)} runs did not end in {timeout}s")
+        await asyncio.sleep(0.01)
+    return seen
+
+
+async def submit_all(wf: Workflow, queue: str, name: str, n: int) -> dict[str, float]:
+    """Run id -> submit time (the runs live in namespace ``name``)."""
+    out: dict[str, float] = {}
+
+    async def one(i: int) -> None:
+        h = await wf.submit({"n": 0, "text": str(i)}, queue=queue, queue_name=name, namespace=name)
+        out[h.run_id] = time.monotonic()
+
+    for start in range(0, n, 40):  # within the client's connection pool
+        await asyncio.gather(*(one(i) for i in range(start, min(n, start + 40))))
+    return out
+
+
+async def cleanup(batch: Any, name: str) -> None:
+    """Drop the queue and every record of the benchmark's runs (namespace ``name``)."""
+    await batch.queue.purge()
+    await batch.store.delete_log("wfend/" + name)
+    client = getattr(batch.queue, "client", None)
+    if client is not None and batch.store_url.startswith("redis"):
+        keys = [k async for k in client.scan_iter(match=f"oh:{name}:*", count=5000)]
+        for i in range(0, len(keys), 1000):
+            await client.unlink(*keys[i : i + 1000])
+        return
+    s = batch.store.namespace(name)
+    for key in await s.list():
+        await s.delete(key)
+    for log in await s.list_logs():
+        await s.delete_log(log)
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p * len(values)))]
+
+
+# -- (a) no-op steps/s ---------------------------------------------------------------------
+
+
+async def steps_once(kind: str, workers: int, runs: int) -> tuple[float, list[float]]:
+    from openheim.workflow._batch import Batch
+
+    url = URLS[kind]
+    name = f"bench{uuid.uuid4().hex[:8]}"
+    wf = noop_workflow()
+    batch = Batch(url, queue_name=name)
+    try:
+        submitted = await submit_all(wf, url, name, runs)
+        procs = start_workers(workers, url, name, "noop", 64)
+        t0 = time.monotonic()
+        go(procs)
+        ends = await wait_ends(batch, name, set(submitted), 600)
+        elapsed = max(ends.values()) - t0
+        reports = stop_workers(procs)
+        lat: list[float] = []
+        for r in reports:
+            lat += r.get("lat", [])
+        return runs * 10 / elapsed, lat
+    finally:
+        await cleanup(batch, name)
+        await wf.aclose()
+        await batch.aclose()
+
+
+async def part_steps(kinds: list[str], runs: int, repeats: int) -> list[list[str]]:
+    rows = []
+    for kind in kinds:
+        rates: dict[int, list[float]] = {1: [], 2: []}
+        lats: dict[int, list[float]] = {1: [], 2: []}
+        for _ in range(repeats):
+            for w in (1, 2):  # interleaved, so drift hits both alike
+                try:
+                    rate, lat = await steps_once(kind, w, runs)
+                except Exception as exc:
+                    print(f"{kind} with {w} worker(s): {type(exc).__name__}: {exc}")
+                    rates[w].append(float("nan"))
+                    continue
+                rates[w].append(rate)
+                lats[w] += lat
+                print(f"  {kind} {w}w: {rate:,.0f} steps/s", flush=True)
+        med = {w: statistics.median(v) for w, v in rates.items()}
+        for w in (1, 2):
+            rows.append(
+                [
+                    kind,
+                    str(w),
+                    f"{med[w]:,.0f}",
+                    f"{pct(lats[w], 0.5) * 1000:.2f} ms",
+                    f"{pct(lats[w], 0.99) * 1000:.2f} ms",
+                    f"{med[2] / med[1]:.2f}x" if w == 2 else "",
+                    ("yes" if med[2] >= 5000 else "NO") if w == 2 else "",
+                ]
+            )
+    return rows
+
+
+# -- (b) the published engine's table -----------------------------------------------------
+
+
+async def model_realtime(runs: int, concurrency: int) -> tuple[list[float], float, float]:
+    wf = model_workflow()
+    sem = asyncio.Semaphore(concurrency)
+    lat: list[float] = []
+    base = current_rss_mb()
+    peak = base
+
+    async def one(i: int) -> None:
+        nonlocal peak
+        t = time.monotonic()
+        async with sem:
+            await wf.run({"n": 0, "text": str(i)})
+        lat.append(time.monotonic() - t)
+        peak = max(peak, current_rss_mb())
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(one(i) for i in range(runs)))
+    elapsed = time.monotonic() - t0
+    return lat, runs / elapsed, (peak - base) / concurrency
+
+
+async def model_batch(kind: str, runs: int, concurrency: int) -> tuple[list[float], float, float]:
+    from openheim.workflow._batch import Batch
+
+    url = URLS[kind]
+    name = f"bench{uuid.uuid4().hex[:8]}"
+    wf = model_workflow()
+    batch = Batch(url, queue_name=name)
+    procs = start_workers(2, url, name, "model", concurrency // 2)
+    try:
+        mem0 = await server_memory(batch)
+        go(procs)
+        t0 = time.monotonic()
+        submitted = await submit_all(wf, url, name, runs)
+        ends = await wait_ends(batch, name, set(submitted), 600)
+        elapsed = max(ends.values()) - t0
+        mem1 = await server_memory(batch)
+        reports = stop_workers(procs)
+        procs = []
+        lat = [ends[r] - submitted[r] for r in submitted]
+        rss = sum(r.get("rss_growth_mb", 0.0) for r in reports)
+        return lat, runs / elapsed, (rss + max(0.0, mem1 - mem0)) / concurrency
+    finally:
+        if procs:
+            stop_workers(procs)
+        await cleanup(batch, name)
+        await wf.aclose()
+        await batch.aclose()
+
+
+async def part_model(kinds: list[str], runs: int, concurrency: int) -> list[list[str]]:
+    rows = []
+    modes: list[tuple[str, Any]] = [("real-time", lambda: model_realtime(runs, concurrency))]
+    for kind in kinds:
+        modes.append((f"{kind} batch", lambda k=kind: model_batch(k, runs, concurrency)))
+    for label, fn in modes:
+        try:
+            lat, rate, mb = await fn()
+        except Exception as exc:
+            print(f"{label}: {type(exc).__name__}: {exc}")
+            continue
+        pub = PUBLISHED[label]
+        rows.append(
+            [
+                label,
+                f"{pct(lat, 0.5):.2f} s",
+                f"{pct(lat, 0.99):.2f} s",
+                f"{rate:.0f}",
+                f"{mb:.3f} MB",
+                f"{pub[0]} / {pub[1]} / {pub[2]} / {pub[3]}",
+            ]
+        )
+    return rows
+
+
+def table(head: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+async def main(args: argparse.Namespace) -> None:
+    kinds = [k.strip() for k in args.queues.split(",") if k.strip()]
+    if args.part in ("steps", "all"):
+        print(
+            f"(a) no-op steps with a checkpoint per step: {args.runs} runs x 10 steps, "
+            f"median of {args.repeats}"
+        )
+        rows = await part_steps(kinds, args.runs, args.repeats)
+        table(["queue", "workers", "steps/s", "p50 step", "p99 step", "2w/1w", ">=5,000/s"], rows)
+    if args.part in ("model", "all"):
+        print(
+            f"\n(b) 3 steps of {MODEL_LATENCY:g} s simulated model calls; {args.model_runs} runs, "
+            f"{args.concurrency} steps in flight"
+        )
+        rows = await part_model(kinds, args.model_runs, args.concurrency)
+        table(["mode", "p50", "p99", "runs/s", "MB/workflow", "published p50/p99/runs/s/MB"], rows)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--queues", default="redis,nats")
+    parser.add_argument("--part", choices=["steps", "model", "all"], default="all")
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model-runs", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--queue", help=argparse.SUPPRESS)
+    parser.add_argument("--queue-name", help=argparse.SUPPRESS)
+    parser.add_argument("--workflow", default="noop", help=argparse.SUPPRESS)
+    a = parser.parse_args()
+    if a.worker:
+        asyncio.run(worker_main(a))
+    else:
+        asyncio.run(main(a))

@@ -1,0 +1,601 @@
+"""Batch mode, the submitting side: ``wf.submit(input, queue=URL)``, run handles, approvals.
+
+A batch run is recorded exactly like a real-time run (the log ``wf/<run_id>``
+of records that :class:`RunView` folds), in a store reachable by every worker:
+by default the queue's own engine (a ``redis://`` queue keeps its runs in that
+Redis, a ``nats://`` queue in JetStream's key-value store). ``submit`` writes
+the run's metadata (``wfmeta/<run_id>``: its queue, so an approval decided in
+any process finds where to put the run's next tasks), its start record, and
+puts its ready tasks on the queue; ``openheim worker`` processes
+(:mod:`openheim.workflow._worker`) do the rest.
+
+Store keys besides the run's log: ``wfclaim/<run_id>/<task>`` (the fencing
+key of one task: its version is the fencing token, its value the committed
+record once there is one) and the log ``wfend/<queue name>`` (one entry per
+run a worker saw end, read by progress bars).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from openheim.errors import (
+    BudgetExceededError,
+    ConfigError,
+    RunNotFoundError,
+    WorkflowCancelled,
+    WorkflowError,
+    WorkflowStepError,
+    WorkflowTimeout,
+)
+from openheim.workflow._journal import StoreJournal
+from openheim.workflow._records import Budget, Ended, Started
+from openheim.workflow._runner import result_of
+from openheim.workflow._view import RunView
+from openheim.workflow.events import Checkpoint, WorkflowResult
+from openheim.workflow.queues import Task, TaskQueue, open_queue
+
+if TYPE_CHECKING:
+    from openheim.stores._base import Store
+    from openheim.workflow._graph import Graph
+    from openheim.workflow._workflow import Workflow
+
+__all__ = ["Batch", "BatchMeta", "RunHandle", "new_traceparent"]
+
+META = "wfmeta/"
+CLAIM = "wfclaim/"
+ENDS = "wfend/"
+CLAIM_TTL = 7 * 24 * 3600.0  # a claim key outlives any redelivery of its task
+
+
+class BatchMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What the store keeps about a batch run besides its records."""
+
+    workflow: str
+    queue: str  # the queue URL
+    queue_name: str = "openheim"
+    namespace: str = "default"
+    traceparent: str | None = None
+    parent_workflow: str | None = None  # a child run: its parent's workflow
+    at: float = 0.0
+
+
+class RunEnd(msgspec.Struct, array_like=True):
+    run_id: str
+    status: str
+    at: float
+
+
+_meta_enc = msgspec.msgpack.Encoder()
+_meta_dec = msgspec.msgpack.Decoder(BatchMeta)
+_end_dec = msgspec.msgpack.Decoder(RunEnd)
+
+
+def encode_meta(meta: BatchMeta) -> bytes:
+    return _meta_enc.encode(meta)
+
+
+def decode_meta(data: bytes) -> BatchMeta:
+    return _meta_dec.decode(data)
+
+
+def encode_end(run_id: str, status: str) -> bytes:
+    return _meta_enc.encode(RunEnd(run_id, status, time.time()))
+
+
+def new_traceparent() -> str:
+    """The W3C ``traceparent`` of the current OpenTelemetry span, or a new trace's."""
+    try:
+        from opentelemetry import trace
+
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+    except ImportError:
+        pass
+    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+
+
+def default_store_url(queue_url: str) -> str:
+    """The store a queue's runs live in by default: the queue's own engine."""
+    return queue_url
+
+
+class Batch:
+    """One queue and the store its runs live in (what submit, handles and workers share)."""
+
+    def __init__(
+        self,
+        queue: str | TaskQueue,
+        store: str | Store | None = None,
+        *,
+        queue_name: str = "openheim",
+        visibility_timeout: float = 30.0,
+        max_deliveries: int = 5,
+    ) -> None:
+        from openheim.stores import open_store
+
+        if isinstance(queue, str):
+            self.queue: TaskQueue = open_queue(
+                queue,
+                name=queue_name,
+                visibility_timeout=visibility_timeout,
+                max_deliveries=max_deliveries,
+            )
+            self._own_queue = True
+        elif isinstance(queue, TaskQueue):
+            self.queue = queue
+            self._own_queue = False
+        else:
+            raise ConfigError(
+                f"queue is a URL (redis://host:6379/0 or nats://host:4222) or a TaskQueue, "
+                f"got {type(queue).__name__}"
+            )
+        self.queue_url = self.queue.url
+        if store is None:
+            store = default_store_url(self.queue_url)
+        self._own_store = isinstance(store, str)
+        shared = self._shared_redis(store)
+        if shared is not None:
+            self.store: Store = shared  # one connection pool, reconnecting after restarts
+            self._own_store = False
+        else:
+            self.store = open_store(store) if isinstance(store, str) else store
+        self.store_url = self.store.url
+        self._journals: dict[str, StoreJournal] = {}
+        self._stores: dict[str, Store] = {}
+
+    def __repr__(self) -> str:
+        return f"Batch(queue={self.queue_url!r}, store={self.store_url!r})"
+
+    def _shared_redis(self, store: Any) -> Store | None:
+        """A RedisStore on the queue's own client, when both are the same Redis URL."""
+        if not isinstance(store, str) or store != self.queue_url or not self._own_queue:
+            return None
+        client = getattr(self.queue, "client", None)
+        if client is None or not store.startswith(("redis://", "rediss://")):
+            return None
+        from openheim.stores.redis import RedisStore
+
+        return RedisStore(store, _client=client)
+
+    def scoped(self, namespace: str) -> Store:
+        s = self._stores.get(namespace)
+        if s is None:
+            s = self._stores[namespace] = (
+                self.store if namespace == self.store.ns else self.store.namespace(namespace)
+            )
+        return s
+
+    def journal(self, namespace: str) -> StoreJournal:
+        j = self._journals.get(namespace)
+        if j is None:
+            j = self._journals[namespace] = StoreJournal(self.scoped(namespace), owned=False)
+        return j
+
+    async def meta(self, run_id: str, namespace: str = "default") -> BatchMeta | None:
+        got = await self.scoped(namespace).get(META + run_id)
+        return decode_meta(got[0]) if got is not None else None
+
+    async def load(self, graph: Graph, run_id: str, namespace: str) -> RunView:
+        records = await self.journal(namespace).read(run_id)
+        if not records:
+            raise RunNotFoundError(
+                f"no run {run_id!r} of workflow {graph.name!r} in the store {self.store_url!r} "
+                f"(namespace {namespace!r})"
+            )
+        start = records[0][1]
+        if isinstance(start, Started) and start.workflow != graph.name:
+            raise RunNotFoundError(
+                f"run {run_id!r} is a run of workflow {start.workflow!r}, not {graph.name!r}"
+            )
+        return RunView.replay(graph, records, typed=False)
+
+    def tasks(self, view: RunView, namespace: str, traceparent: str | None) -> list[Task]:
+        """The queue tasks of the view's ready nodes."""
+        if view.ended is not None or view.budget_wait is not None:
+            return []
+        name = view.graph.name
+        return [
+            Task(
+                workflow=name,
+                run_id=view.run_id,
+                task=view.task_id(n),
+                namespace=namespace,
+                traceparent=traceparent,
+            )
+            for n in view.ready()
+        ]
+
+    async def enqueue(self, wf: Workflow, run_id: str, namespace: str, *, nonce: str = "") -> int:
+        """Put the ready tasks of run ``run_id`` (of ``wf`` or one of its sub-workflows)."""
+        meta = await self.meta(run_id, namespace)
+        root_meta = meta if "/" not in run_id else await self.meta(run_id.split("/")[0], namespace)
+        graph: Graph = wf
+        if meta is not None:
+            graph = wf.definitions().get(meta.workflow, wf)
+        view = await self.load(graph, run_id, namespace)
+        tp = root_meta.traceparent if root_meta is not None else None
+        tasks = self.tasks(view, namespace, tp)
+        if nonce:
+            tasks = [msgspec.structs.replace(t, dedup=f"{t.dedup_id()}/{nonce}") for t in tasks]
+        return await self.queue.put(tasks)
+
+    async def ends_after(self, queue_name: str, after: int) -> list[tuple[int, RunEnd]]:
+        return [
+            (seq, _end_dec.decode(data))
+            for seq, data in await self.store.read_log(ENDS + queue_name, after)
+        ]
+
+    async def aclose(self) -> None:
+        if self._own_queue:
+            await self.queue.aclose()
+        if self._own_store:
+            await self.store.aclose()
+
+
+class RunHandle:
+    """A batch run, from any process: ``status``, ``result``, ``cancel``."""
+
+    def __init__(self, wf: Workflow, batch: Batch, run_id: str, namespace: str = "default"):
+        self.workflow = wf
+        self.batch = batch
+        self.run_id = run_id
+        self.namespace = namespace
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.run_id!r}, queue={self.batch.queue_url!r})"
+
+    async def _view(self) -> RunView:
+        return await self.batch.load(self.workflow, self.run_id, self.namespace)
+
+    async def status(self) -> WorkflowResult:
+        """Where the run stands now (state, status, pending approvals, usage)."""
+        view = await self._view()
+        res = result_of(view)
+        if res.status == "running":
+            # A sub-workflow node whose child run waits for an approval: the run waits too.
+            pending = await self._children_pending(view)
+            if pending:
+                res = WorkflowResult(res.run_id, res.state, "waiting", pending, res.usage)
+        return res
+
+    async def _children_pending(self, view: RunView) -> list[Any]:
+        out = []
+        for n in view.ready():
+            if view.graph.nodes[n].kind != "workflow":
+                continue
+            child_id = f"{view.run_id}/{view.task_id(n)}"
+            sub = view.graph.nodes[n].sub
+            try:
+                child = await self.batch.load(sub, child_id, self.namespace)
+            except RunNotFoundError:
+                continue
+            if child.status == "waiting":
+                out += child.pending()
+        return out
+
+    async def result(self, timeout: float | None = None) -> WorkflowResult:
+        """Wait until the run ends or waits for an approval, and return its result.
+
+        Raises :class:`WorkflowStepError` if it failed, :class:`WorkflowCancelled`
+        if it was cancelled, :class:`WorkflowTimeout` after ``timeout`` seconds.
+        """
+        end = None if timeout is None else time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            try:
+                res = await self.status()
+            except Exception as exc:
+                if not _transient(exc) or (end is not None and time.monotonic() >= end):
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(0.25, delay * 1.5)
+                continue
+            if res.status in ("done", "waiting"):
+                return res
+            if res.status == "failed":
+                msg = res.error or "the run failed"
+                if "used up its budget" in msg:
+                    raise BudgetExceededError(msg)
+                if "reached the step limit" in msg:
+                    raise WorkflowError(msg)
+                raise WorkflowStepError(msg, run_id=self.run_id)
+            if res.status == "cancelled":
+                raise WorkflowCancelled(f"run {self.run_id!r} was cancelled")
+            if end is not None and time.monotonic() >= end:
+                raise WorkflowTimeout(
+                    f"run {self.run_id!r} did not finish within {timeout:g}s (it is "
+                    f"{res.status}; are `openheim worker --queue {self.batch.queue_url}` "
+                    "processes running?)"
+                )
+            await asyncio.sleep(delay if end is None else min(delay, end - time.monotonic()))
+            delay = min(0.25, delay * 1.5)
+
+    async def history(self) -> list[Checkpoint]:
+        """The run's checkpoints, oldest first (as ``Workflow.history``)."""
+        from openheim.workflow._workflow import _checkpoint
+
+        records = await self.batch.journal(self.namespace).read(self.run_id)
+        if not records:
+            raise RunNotFoundError(f"no run {self.run_id!r} in {self.batch.store_url!r}")
+        return [_checkpoint(seq, rec) for seq, rec in records]
+
+    async def cancel(self) -> None:
+        """Cancel the run: workers stop taking its tasks; it cannot be resumed."""
+        view = await self._view()
+        if view.ended in ("done", "cancelled"):
+            return
+        await self.batch.journal(self.namespace).append(
+            self.run_id, Ended(status="cancelled", active=view.usage.seconds, at=time.time())
+        )
+
+    async def resume(self) -> int:
+        """Put the run's ready tasks on the queue again (a fork, or tasks lost with a
+        queue that was purged); returns how many were put."""
+        view = await self._view()
+        meta = await self.batch.meta(self.run_id, self.namespace)
+        if meta is None:
+            meta = BatchMeta(
+                workflow=self.workflow.name,
+                queue=self.batch.queue_url,
+                queue_name=self.batch.queue.name,
+                namespace=self.namespace,
+                traceparent=new_traceparent(),
+                at=time.time(),
+            )
+            await self.batch.scoped(self.namespace).put(META + self.run_id, encode_meta(meta))
+        nonce = os.urandom(4).hex()
+        tasks = self.batch.tasks(view, self.namespace, meta.traceparent)
+        tasks = [msgspec.structs.replace(t, dedup=f"{t.dedup_id()}/{nonce}") for t in tasks]
+        return await self.batch.queue.put(tasks)
+
+
+async def submit(
+    wf: Workflow,
+    batch: Batch,
+    input: Any,
+    *,
+    run_id: str | None,
+    budget: Budget | None,
+    namespace: str,
+    traceparent: str | None = None,
+) -> RunHandle:
+    from openheim.workflow._workflow import new_run_id
+
+    if not wf._validated:
+        wf.validate()
+    journal = batch.journal(namespace)
+    if run_id is None:
+        run_id = new_run_id()
+    elif await journal.read(run_id):
+        raise WorkflowError(f"run {run_id!r} already exists; choose a new run id")
+    view = wf._new_view(wf, run_id, input, budget or wf.budget)
+    tp = traceparent or new_traceparent()
+    meta = BatchMeta(
+        workflow=wf.name,
+        queue=batch.queue_url,
+        queue_name=batch.queue.name,
+        namespace=namespace,
+        traceparent=tp,
+        at=time.time(),
+    )
+    await batch.scoped(namespace).put(META + run_id, encode_meta(meta))
+    view.seq = await journal.append(
+        run_id,
+        Started(
+            run_id=run_id,
+            workflow=wf.name,
+            state=wf.spec.dump(view.state),
+            frontier=view.frontier,
+            budget=view.budget,
+            at=time.time(),
+        ),
+    )
+    await batch.queue.put(batch.tasks(view, namespace, tp))
+    return RunHandle(wf, batch, run_id, namespace)
+
+
+async def requeue_after_decision(wf: Workflow, run_id: str) -> bool:
+    """After an approval of run ``run_id`` was decided in ``wf``'s store: if the run is a
+    batch run, put its next tasks on its queue (True); False for a real-time run."""
+    from openheim.workflow._journal import StoreJournal as _SJ
+
+    journal = wf.journal
+    if not isinstance(journal, _SJ):
+        return False
+    root = run_id.split("/")[0]
+    got = await journal.store.get(META + root)
+    if got is None:
+        return False
+    meta = decode_meta(got[0])
+    batch = wf._batch_for(meta.queue, journal.store, meta.queue_name)
+    await batch.enqueue(wf, run_id, journal.store.ns, nonce=os.urandom(4).hex())
+    return True
+
+
+def _transient(exc: BaseException) -> bool:
+    """A connection error a restarting server causes (any backend's client)."""
+    return isinstance(exc, (ConnectionError, TimeoutError, OSError)) or type(exc).__name__ in (
+        "ConnectionError",
+        "TimeoutError",
+        "BusyLoadingError",
+        "ConnectionClosedError",
+        "NoServersError",
+    )
+
+
+# -- submit_many's progress ------------------------------------------------------------
+
+
+class Progress:
+    """A progress line (done, failed, rate, ETA) for many runs; rich when on a TTY."""
+
+    def __init__(self, total: int, enabled: bool, stream: Any = None) -> None:
+        self.total = total
+        self.done = 0
+        self.failed = 0
+        self.other = 0
+        self.enabled = enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.t0 = time.monotonic()
+        self._last = 0.0
+        self._rich: Any = None
+        if enabled and getattr(self.stream, "isatty", lambda: False)():
+            try:
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    TextColumn,
+                    TimeRemainingColumn,
+                )
+                from rich.progress import Progress as RichProgress
+
+                self._rich = RichProgress(
+                    TextColumn("runs"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn("failed {task.fields[failed]}"),
+                    TextColumn("{task.fields[rate]:.1f}/s"),
+                    TimeRemainingColumn(),
+                    transient=False,
+                )
+                self._task = self._rich.add_task("runs", total=total, failed=0, rate=0.0)
+                self._rich.start()
+            except ImportError:
+                self._rich = None
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed + self.other
+
+    def rate(self) -> float:
+        dt = time.monotonic() - self.t0
+        return self.finished / dt if dt > 0 else 0.0
+
+    def update(self, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        rate = self.rate()
+        if self._rich is not None:
+            self._rich.update(self._task, completed=self.finished, failed=self.failed, rate=rate)
+            return
+        now = time.monotonic()
+        if not force and now - self._last < 1.0:
+            return
+        self._last = now
+        left = self.total - self.finished
+        eta = f"{left / rate:.0f}s" if rate > 0 else "?"
+        print(
+            f"runs {self.finished}/{self.total}  done {self.done}  failed {self.failed}  "
+            f"{rate:.1f}/s  ETA {eta}",
+            file=self.stream,
+            flush=True,
+        )
+
+    def close(self) -> None:
+        if self._rich is not None:
+            self._rich.update(
+                self._task, completed=self.finished, failed=self.failed, rate=self.rate()
+            )
+            self._rich.stop()
+        elif self.enabled:
+            self.update(force=True)
+
+    def summary(self) -> list[tuple[str, str]]:
+        dt = time.monotonic() - self.t0
+        return [
+            ("runs", str(self.total)),
+            ("done", str(self.done)),
+            ("failed", str(self.failed)),
+            ("other (waiting, cancelled)", str(self.other)),
+            ("seconds", f"{dt:.2f}"),
+            ("runs/s", f"{self.rate():.1f}"),
+        ]
+
+    def print_summary(self) -> None:
+        rows = self.summary()
+        if self._rich is not None:
+            from rich.console import Console
+            from rich.table import Table
+
+            table = Table(title="batch summary")
+            table.add_column("")
+            table.add_column("", justify="right")
+            for k, v in rows:
+                table.add_row(k, v)
+            Console(file=self.stream).print(table)
+            return
+        width = max(len(k) for k, _ in rows)
+        for k, v in rows:
+            print(f"{k.ljust(width)}  {v}", file=self.stream, flush=True)
+
+
+async def submit_many(
+    wf: Workflow,
+    batch: Batch,
+    inputs: Iterable[Any],
+    *,
+    namespace: str,
+    budget: Budget | None,
+    progress: bool,
+    wait: bool,
+    timeout: float | None,
+    stream: Any = None,
+) -> list[RunHandle]:
+    items = list(inputs)
+    store = batch.store
+    qname = batch.queue.name
+    log = ENDS + qname
+    start_seq = 0
+    if wait:
+        existing = await store.read_log(log)
+        start_seq = existing[-1][0] if existing else 0
+    handles = []
+    tp = new_traceparent()
+    for item in items:
+        handles.append(
+            await submit(
+                wf, batch, item, run_id=None, budget=budget, namespace=namespace, traceparent=tp
+            )
+        )
+    if not wait:
+        return handles
+    bar = Progress(len(handles), progress, stream)
+    mine = {h.run_id for h in handles}
+    seen: set[str] = set()
+    after = start_seq
+    end = None if timeout is None else time.monotonic() + timeout
+    try:
+        while len(seen) < len(mine):
+            for seq, rec in await batch.ends_after(qname, after):
+                after = seq
+                if rec.run_id in mine and rec.run_id not in seen:
+                    seen.add(rec.run_id)
+                    if rec.status == "done":
+                        bar.done += 1
+                    elif rec.status == "failed":
+                        bar.failed += 1
+                    else:
+                        bar.other += 1
+            bar.update()
+            if len(seen) >= len(mine):
+                break
+            if end is not None and time.monotonic() >= end:
+                raise WorkflowTimeout(
+                    f"{len(mine) - len(seen)} of {len(mine)} runs did not finish within "
+                    f"{timeout:g}s"
+                )
+            await asyncio.sleep(0.05)
+    finally:
+        bar.close()
+    if progress:
+        bar.print_summary()
+    return handles

@@ -1,0 +1,229 @@
+"""The worker's backend when its queue and its store are the same Redis.
+
+Claims of many deliveries are one Lua script, commits of many are another
+(each commit checks its fencing token, writes the key and appends the record
+to the run's log atomically, so nothing can come between them), and the
+settles (new tasks de-duplicated and added, acks, run ends) are one pipeline.
+The keys are those of :class:`~openheim.stores.redis.RedisStore` and
+:class:`~openheim.workflow.queues.redis.RedisQueue`, so a worker on the
+generic backend reads and writes the same state. A committed fencing key
+holds ``b"C"`` only: its record is in the log already.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from openheim.workflow._backends import _Backend, _Claim, _Commit, _Finish
+from openheim.workflow._batch import CLAIM, CLAIM_TTL, ENDS, Batch
+from openheim.workflow.queues.redis import GROUP
+
+__all__ = ["RedisBackend"]
+
+_enc = msgspec.msgpack.Encoder()
+
+# Records of a log after ARGV `after` (log hash lk, counter sk), into `out`, and its last seq.
+_READ = """
+local function read_after(sk, lk, after, out)
+  local last = tonumber(redis.call('GET', sk) or '0')
+  if after < 0 then after = 0 end
+  local s = after + 1
+  while s <= last do
+    local e = math.min(last, s + 255)
+    local fields = {}
+    for i = s, e do fields[#fields + 1] = i end
+    local vals = redis.call('HMGET', lk, unpack(fields))
+    for j = 1, #fields do
+      if vals[j] then
+        out[#out + 1] = fields[j]
+        out[#out + 1] = vals[j]
+      end
+    end
+    s = e + 1
+  end
+  return last
+end
+"""
+
+# ARGV: ttl ms, msgpack [[claim key, log counter, log hash, who, after], ...] (one argument:
+# far cheaper for the client to send than five per item).
+# -> per item {token (0: committed), committed?, {seq, record, ...}}
+_CLAIM = (
+    _READ
+    + """
+local out = {}
+local ttl = ARGV[1]
+for _, it in ipairs(cmsgpack.unpack(ARGV[2])) do
+  local ck, sk, lk, who, after = it[1], it[2], it[3], it[4], it[5]
+  local cur = redis.call('HMGET', ck, 'v', 'ver')
+  local token = 0
+  local committed = false
+  if cur[1] and string.sub(cur[1], 1, 1) == 'C' then
+    committed = string.sub(cur[1], 2)
+  else
+    token = tonumber(cur[2] or '0') + 1
+    redis.call('HSET', ck, 'v', 'W' .. who, 'ver', token)
+    redis.call('PEXPIRE', ck, ttl)
+  end
+  local recs = {}
+  read_after(sk, lk, after, recs)
+  out[#out + 1] = {token, committed, recs}
+end
+return out
+"""
+)
+
+# KEYS: stream, ends counter, ends log; ARGV: claim ttl ms, group, dedup ttl ms, msgpack
+# [[claim key, log counter, log hash, token, record, after, settle], ...] where settle is
+# nil or [[dedup key, payload, ...], ack id or '', run end or '']: done only if nothing
+# was recorded in the run after `after`. Binary values (records, payloads, run ends) are
+# the indexes of further ARGV entries (Redis' cmsgpack reads no msgpack bin).
+# -> per item {1 | 0, settled 1 | 0, {seq, record, ...}}
+_COMMIT = (
+    _READ
+    + """
+local out = {}
+local ttl, group, dttl = ARGV[1], ARGV[2], ARGV[3]
+for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
+  local ck, sk, lk, token, rec, after, st = it[1], it[2], it[3], it[4], ARGV[it[5]], it[6], it[7]
+  local ver = tonumber(redis.call('HGET', ck, 'ver') or '0')
+  local v = redis.call('HGET', ck, 'v')
+  if ver ~= token or (v and string.sub(v, 1, 1) == 'C') then
+    out[#out + 1] = {0, 0, {}}
+  else
+    redis.call('HSET', ck, 'v', 'C', 'ver', ver + 1)
+    redis.call('PEXPIRE', ck, ttl)
+    local last = tonumber(redis.call('GET', sk) or '0')
+    local seq = redis.call('INCR', sk)
+    redis.call('HSET', lk, seq, rec)
+    local settled = 0
+    if type(st) == 'table' and last == after then
+      settled = 1
+      local tasks = st[1]
+      for j = 1, #tasks, 2 do
+        if redis.call('SET', tasks[j], '1', 'NX', 'PX', dttl) then
+          redis.call('XADD', KEYS[1], '*', 't', ARGV[tasks[j + 1]])
+        end
+      end
+      local ack = st[2]
+      if ack ~= '' then
+        redis.call('XACK', KEYS[1], group, ack)
+        redis.call('XDEL', KEYS[1], ack)
+      end
+      local e = st[3]
+      if e > 0 then
+        e = ARGV[e]
+        local es = redis.call('INCR', KEYS[2])
+        redis.call('HSET', KEYS[3], es, e)
+      end
+    end
+    local recs = {}
+    read_after(sk, lk, after, recs)
+    out[#out + 1] = {1, settled, recs}
+  end
+end
+return out
+"""
+)
+
+# KEYS: log counter, log hash (the run-ends log); ARGV: records.
+_APPEND_MANY = """
+for i = 1, #ARGV do
+  local seq = redis.call('INCR', KEYS[1])
+  redis.call('HSET', KEYS[2], seq, ARGV[i])
+end
+return #ARGV
+"""
+
+
+def _pairs(flat: list[Any]) -> list[tuple[int, bytes]]:
+    return [(int(flat[i]), bytes(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+
+class RedisBackend(_Backend):
+    """Claims and commits as Lua scripts, settles as one pipeline (see the module docstring)."""
+
+    keeps_records = False
+    fast_settle = True
+
+    def __init__(self, batch: Batch) -> None:
+        super().__init__(batch)
+        from openheim.stores.redis import RedisStore
+        from openheim.workflow.queues.redis import RedisQueue
+
+        q = batch.queue
+        s = batch.store
+        assert isinstance(q, RedisQueue)
+        assert isinstance(s, RedisStore)
+        self.q = q
+        self.client = q.client
+        self.prefix = s.prefix
+        self._claim_script = self.client.register_script(_CLAIM)
+        self._commit_script = self.client.register_script(_COMMIT)
+        self._append_script = self.client.register_script(_APPEND_MANY)
+        self.ttl_ms = int(CLAIM_TTL * 1000)
+        ends = f"{s.prefix}{s.ns}:"
+        self._ends = (ends + "seq:" + ENDS + q.name, ends + "log:" + ENDS + q.name)
+
+    def _keys(self, ns: str, run_id: str, task: str) -> tuple[str, str, str]:
+        base = f"{self.prefix}{ns}:"
+        log = "wf/" + run_id
+        return f"{base}kv:{CLAIM}{run_id}/{task}", base + "seq:" + log, base + "log:" + log
+
+    async def claim_many(self, items: list[_Claim]) -> list[tuple[int, bytes | None, Any]]:
+        packed = _enc.encode([(*self._keys(c.ns, c.run_id, c.task), c.who, c.after) for c in items])
+        raw = await self._claim_script(keys=[], args=[self.ttl_ms, packed])
+        out: list[tuple[int, bytes | None, Any]] = []
+        for token, committed, recs in raw:
+            out.append(
+                (int(token), bytes(committed) if committed is not None else None, _pairs(recs))
+            )
+        return out
+
+    async def claim(self, c: _Claim) -> tuple[int, bytes | None, Any]:
+        return (await self.claim_many([c]))[0]
+
+    async def commit_many(self, items: list[_Commit]) -> list[tuple[bool, bool, Any]]:
+        q = self.q
+        rows = []
+        blobs: list[Any] = [self.ttl_ms, GROUP, max(1, round(q.dedup_ttl * 1000)), b""]
+        for c in items:
+            f = c.settle
+            st: Any = None
+            if f is not None:
+                flat: list[Any] = []
+                for t in f.tasks:
+                    blobs.append(q.encode(t))
+                    flat += (q.dedup_key(t), len(blobs))
+                end = 0
+                if f.ends:
+                    blobs.append(f.ends[0])
+                    end = len(blobs)
+                st = (flat, f.acks[0].id if f.acks else "", end)
+            blobs.append(c.data)
+            rows.append((*self._keys(c.ns, c.run_id, c.task), c.token, len(blobs), c.after, st))
+        blobs[3] = _enc.encode(rows)
+        await q._ensure_group()
+        raw = await self._commit_script(keys=[q.stream, *self._ends], args=blobs)
+        return [(bool(int(ok)), bool(int(st)), _pairs(recs)) for ok, st, recs in raw]
+
+    async def commit(self, c: _Commit) -> tuple[bool, bool, Any]:
+        return (await self.commit_many([c]))[0]
+
+    async def finish(self, f: _Finish) -> None:
+        q = self.q
+        pipe = self.client.pipeline(transaction=False)
+        if f.tasks:
+            keys = [q.stream] + [q.dedup_key(t) for t in f.tasks]
+            args = [max(1, round(q.dedup_ttl * 1000))] + [q.encode(t) for t in f.tasks]
+            await q._put(keys=keys, args=args, client=pipe)
+        if f.ends:
+            await self._append_script(keys=list(self._ends), args=f.ends, client=pipe)
+        if f.acks:
+            ids = [d.id for d in f.acks]
+            pipe.xack(q.stream, GROUP, *ids)
+            pipe.xdel(q.stream, *ids)
+        await q._ensure_group()
+        await pipe.execute()

@@ -1,0 +1,169 @@
+"""Batch mode from the shell: ``openheim worker`` processes and ``openheim workflow submit |
+status | result | approve | cancel | dead-letters`` on a Redis queue, one process each."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ixhelpers import child_env
+from test_workflow_cli import make_project
+
+pytestmark = pytest.mark.redis
+
+REDIS = "redis://127.0.0.1:6379/0"
+SCRIPT = str(Path(sys.executable).parent / "openheim")
+
+
+class Project:
+    def __init__(self, folder: Path) -> None:
+        make_project(folder)
+        self.folder = folder
+        self.name = f"t{uuid.uuid4().hex[:10]}"
+        self.queue = ["--queue", REDIS, "--queue-name", self.name]
+        self.workers: list[subprocess.Popen[str]] = []
+
+    def oh(self, *args: str, ok: int = 0) -> tuple[list[Any], str]:
+        proc = subprocess.run(
+            [SCRIPT, *args],
+            cwd=self.folder,
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == ok, (proc.stdout, proc.stderr)
+        lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+        return lines, proc.stderr
+
+    def worker(self, workflows: str) -> subprocess.Popen[str]:
+        p = subprocess.Popen(
+            [SCRIPT, "worker", "--workflows", workflows, *self.queue, "--stats-every", "0.5"],
+            cwd=self.folder,
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert p.stdout is not None
+        ready = json.loads(p.stdout.readline())
+        assert ready["queue"] == REDIS
+        self.workers.append(p)
+        return p
+
+    def stop(self, p: subprocess.Popen[str]) -> list[dict[str, Any]]:
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        return [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    p = Project(tmp_path)
+    try:
+        yield p
+    finally:
+        for w in p.workers:
+            if w.poll() is None:
+                w.kill()
+                w.communicate()
+        asyncio.run(_purge(p.name))
+
+
+async def _purge(name: str) -> None:
+    from openheim.workflow.queues import open_queue
+
+    q = open_queue(REDIS, name=name)
+    await q.purge()
+    await q.aclose()
+
+
+def test_submit_a_file_of_inputs_then_steer_the_runs(project: Project, tmp_path: Path) -> None:
+    w = project.worker("triage")
+    inputs = tmp_path / "runs.jsonl"
+    inputs.write_text(
+        "\n".join(json.dumps({"text": t}) for t in ["why?", "how?", "It crashes. Badly"]) + "\n"
+    )
+    runs, err = project.oh("workflow", "submit", "triage", "--input", str(inputs), *project.queue)
+    assert len(runs) == 3
+    # Not a terminal: the progress is plain lines, then the summary table.
+    assert re.search(r"runs 3/3 +done 2 +failed 0 +[\d.]+/s", err), err
+    assert re.search(r"^other \(waiting, cancelled\) +1$", err, re.M), err
+    bug = runs[2]["run_id"]
+    (status,), _ = project.oh("workflow", "status", "triage", bug, *project.queue)
+    assert status["status"] == "waiting"
+    (pending,) = status["pending"]
+    assert pending["node"] == "review"
+    project.oh("workflow", "approve", "triage", pending["id"], "--by", "ops", *project.queue)
+    (done,), _ = project.oh("workflow", "result", "triage", bug, "--timeout", "30", *project.queue)
+    assert done["status"] == "done"
+    assert done["state"]["reply"] == "fixed"
+    (answered,), _ = project.oh("workflow", "result", "triage", runs[0]["run_id"], *project.queue)
+    assert answered["state"]["reply"] == "answered"
+    lines = project.stop(w)
+    stats = [x for x in lines if "stats" in x]
+    assert stats
+    assert {"depth", "in_flight", "redeliveries", "dead_letters"} <= set(stats[-1]["stats"])
+    assert lines[-1]["committed"] >= 8
+
+
+def test_cancel_and_dead_letters(project: Project, tmp_path: Path) -> None:
+    inputs = tmp_path / "one.jsonl"
+    inputs.write_text(json.dumps({"text": "why?"}) + "\n")
+    (run,), _ = project.oh(
+        "workflow", "submit", "triage", "--input", str(inputs), "--no-wait", *project.queue
+    )
+    project.oh("workflow", "cancel", "triage", run["run_id"], *project.queue)
+    (status,), _ = project.oh("workflow", "status", "triage", run["run_id"], *project.queue)
+    assert status["status"] == "cancelled"
+    err = project.oh("workflow", "result", "triage", run["run_id"], *project.queue, ok=1)[1]
+    assert "was cancelled" in err
+
+    # A worker that does not know the workflow gives its task up as a dead letter.
+    (other,), _ = project.oh(
+        "workflow", "submit", "wfflows:built", "--input", str(inputs), "--no-wait", *project.queue
+    )
+    w = project.worker("triage")
+    for _ in range(100):
+        dead, _ = project.oh("workflow", "dead-letters", *project.queue)
+        if dead:
+            break
+    project.stop(w)
+    (letter,) = dead
+    assert letter["task"]["run_id"] == other["run_id"]
+    assert "does not run workflow 'built'" in letter["reason"]
+    (retried,), _ = project.oh("workflow", "dead-letters", "retry", letter["id"], *project.queue)
+    assert retried == {"retried": letter["id"]}
+    err = project.oh("workflow", "dead-letters", "retry", letter["id"], *project.queue, ok=2)[1]
+    assert "no dead letter" in err
+    w = project.worker("triage,wfflows:built")
+    (done,), _ = project.oh(
+        "workflow", "result", "wfflows:built", other["run_id"], "--timeout", "30", *project.queue
+    )
+    assert done["state"]["reply"] == "answered"
+    project.stop(w)
+
+
+def test_bad_worker_arguments_are_refused_clearly(project: Project, tmp_path: Path) -> None:
+    _, err = project.oh("worker", "--queue", "kafka://x", "--workflows", "triage", ok=2)
+    assert "unknown queue URL 'kafka://x'" in err
+    _, err = project.oh("worker", *project.queue, "--workflows", "nope:wf", ok=2)
+    assert "cannot load workflow 'nope:wf'" in err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n[1, 2]\n')
+    _, err = project.oh("workflow", "submit", "triage", "--input", str(bad), *project.queue, ok=2)
+    assert f"{bad}:2: each line is a JSON object" in err
+    (stats,), _ = project.oh("worker", *project.queue, "--workflows", "triage", "--stats")
+    assert stats["depth"] == 0
+    assert stats["queue"] == project.name

@@ -1,0 +1,326 @@
+"""Batch runs steered from outside: cancel, fork, budget pauses, sub-workflow approvals,
+submit_many's progress, dead letters, traceparent, and the generic (non-fused) backend."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from batchflows import Doc, Inner
+from batchhelpers import REDIS_URL, drop_namespace
+
+import openheim as oh
+from openheim.errors import WorkflowCancelled, WorkflowError
+from openheim.workflow import Budget, StepInfo, Worker, Workflow, current_step
+from openheim.workflow._batch import Batch
+from openheim.workflow.queues import Delivery, Task, open_queue
+
+pytestmark = pytest.mark.redis
+
+TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+class Env:
+    def __init__(self) -> None:
+        self.name = f"t{uuid.uuid4().hex[:10]}"
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.workers: list[Worker] = []
+        self.wfs: list[Workflow] = []
+
+    def kw(self) -> dict[str, Any]:
+        return {"queue": REDIS_URL, "queue_name": self.name, "namespace": self.name}
+
+    def work(self, *wfs: Workflow, queue: Any = None, **kw: Any) -> Worker:
+        w = Worker(
+            wfs,
+            queue if queue is not None else REDIS_URL,
+            queue_name=self.name,
+            visibility_timeout=5,
+            **kw,
+        )
+        self.workers.append(w)
+        self.wfs += wfs
+        self.tasks.append(asyncio.ensure_future(w.run(drain_timeout=2)))
+        return w
+
+    async def close(self) -> None:
+        for w in self.workers:
+            w.stop()
+        for t in self.tasks:
+            await t
+        for w in self.workers:
+            await w.aclose()
+        b = Batch(REDIS_URL, queue_name=self.name)
+        await b.queue.purge()
+        await drop_namespace(b.store, self.name)
+        await b.aclose()
+        for wf in self.wfs:
+            await wf.aclose()
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    e = Env()
+    try:
+        yield e
+    finally:
+        await e.close()
+
+
+async def test_cancel_stops_a_run_between_steps(env: Env) -> None:
+    wf = Workflow("b-cancel", state=Doc)
+    gate = asyncio.Event()
+
+    @wf.step
+    async def first(d: Doc) -> dict[str, Any]:
+        await gate.wait()
+        return {"log": ["first"]}
+
+    wf.step(lambda d: {"log": ["second"]}, name="second")
+    wf.edge("first", "second")
+    env.work(wf)
+    h = await wf.submit(None, **env.kw())
+    await asyncio.sleep(0.2)
+    await h.cancel()
+    gate.set()
+    with pytest.raises(WorkflowCancelled):
+        await h.result(timeout=10)
+    await asyncio.sleep(0.3)
+    res = await h.status()
+    assert res.status == "cancelled"
+    assert "second" not in res.state.log  # no step after the cancel ran
+
+
+async def test_fork_of_a_batch_run_runs_on_the_queue(env: Env) -> None:
+    wf = Workflow("b-fork", state=Doc)
+    for n in ("a", "b", "c"):
+        wf.step(lambda d, n=n: {"log": [n]}, name=n)
+    wf.edge("a", "b")
+    wf.edge("b", "c")
+    env.work(wf)
+    h = await wf.submit({"text": "x"}, **env.kw())
+    assert (await h.result(timeout=10)).state.log == ["a", "b", "c"]
+    on = wf._on_batch(REDIS_URL, None, env.name, env.name)
+    history = await h.history()
+    after_a = next(cp.id for cp in history if cp.node == "a")
+    new_id = await on.fork(h.run_id, after_a, {"text": "forked"})
+    fork = wf.handle(new_id, **env.kw())
+    assert await fork.resume() == 1
+    res = await fork.result(timeout=10)
+    assert res.state.log == ["a", "b", "c"]
+    assert res.state.text == "forked"
+    lineage = await on.lineage(new_id)
+    assert lineage is not None
+    assert lineage.run_id == h.run_id
+
+
+async def test_a_budget_pause_waits_and_its_approval_requeues(env: Env) -> None:
+    wf = Workflow("b-budget-pause", state=Doc, budget=Budget(steps=2, on_exceed="pause"))
+    for n in ("a", "b", "c"):
+        wf.step(lambda d, n=n: {"log": [n]}, name=n)
+    wf.edge("a", "b")
+    wf.edge("b", "c")
+    env.work(wf)
+    h = await wf.submit(None, **env.kw())
+    res = await h.result(timeout=10)
+    assert res.status == "waiting"
+    assert res.state.log == ["a", "b"]
+    (pending,) = res.pending
+    assert pending.kind == "budget"
+    await wf.approve(pending.id, True, **env.kw())
+    done = await h.result(timeout=10)
+    assert done.status == "done"
+    assert done.state.log == ["a", "b", "c"]
+
+
+async def test_an_approval_inside_a_sub_workflow(env: Env) -> None:
+    inner = Workflow("b-inner", state=Inner)
+    inner.step(lambda s: {"notes": ["n1"]}, name="search")
+    inner.approval("ok")
+    inner.step(lambda s: {"notes": [*s.notes, "n2"]}, name="after")
+    inner.edge("search", "ok")
+    inner.edge("ok", "after")
+    wf = Workflow("b-outer-approval", state=Doc)
+    wf.step(lambda d: None, name="before")
+    wf.subworkflow("sub", inner, input=lambda d: {"topic": "t"}, output=lambda s: {"out": s.notes})
+    wf.edge("before", "sub")
+    env.work(wf)
+    h = await wf.submit(None, **env.kw())
+    res = await h.result(timeout=10)
+    assert res.status == "waiting"
+    (pending,) = res.pending
+    assert pending.run_id != h.run_id  # the child run asked
+    await wf.approve(pending.id, True, **env.kw())
+    done = await h.result(timeout=10)
+    assert done.status == "done"
+    assert done.state.out == ["n1", "n2"]
+
+
+async def test_submit_many_shows_progress_and_a_summary(env: Env) -> None:
+    wf = Workflow("b-many", state=Doc)
+
+    @wf.step
+    def work(d: Doc) -> dict[str, Any]:
+        if d.text == "bad":
+            raise ValueError("bad input")
+        return {"log": [d.text]}
+
+    env.work(wf)
+    out = io.StringIO()
+    inputs = [{"text": str(i)} for i in range(20)] + [{"text": "bad"}]
+    handles = await wf.submit_many(inputs, stream=out, timeout=30, **env.kw())
+    assert len(handles) == 21
+    text = out.getvalue()
+    assert re.search(r"runs 21/21 +done 20 +failed 1 +[\d.]+/s +ETA", text), text
+    assert re.search(r"^failed +1$", text, re.M)
+    assert re.search(r"^done +20$", text, re.M)
+    assert re.search(r"^runs/s +[\d.]+$", text, re.M)
+    assert (await handles[0].result(timeout=5)).state.log == ["0"]
+
+
+async def test_a_task_of_an_unknown_workflow_is_a_dead_letter(env: Env) -> None:
+    known = Workflow("b-known", state=Doc)
+    known.step(lambda d: None, name="a")
+    other = Workflow("b-unknown", state=Doc)
+    other.step(lambda d: None, name="a")
+    w = env.work(known)
+    await other.submit(None, **env.kw())
+    q = w.queue
+    for _ in range(100):
+        if await q.dead_letters():
+            break
+        await asyncio.sleep(0.05)
+    (dead,) = await q.dead_letters()
+    assert "does not run workflow 'b-unknown'" in dead.reason
+    assert w.stats.dead_lettered == 1
+    await other.aclose()
+
+
+class Recording:
+    """A TaskQueue wrapper that records what is put (and hides the Redis type, so the
+    worker uses the generic backend: plain Store and TaskQueue calls)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.name = inner.name
+        self.visibility_timeout = inner.visibility_timeout
+        self.max_deliveries = inner.max_deliveries
+        self.put_tasks: list[Task] = []
+
+    async def put(self, tasks: list[Task]) -> int:
+        self.put_tasks += tasks
+        n: int = await self.inner.put(tasks)
+        return n
+
+    async def take(self, consumer: str, count: int = 1, *, timeout: float = 1.0) -> Any:
+        return await self.inner.take(consumer, count, timeout=timeout)
+
+    async def extend(self, d: Delivery) -> None:
+        await self.inner.extend(d)
+
+    async def ack(self, d: Delivery) -> None:
+        await self.inner.ack(d)
+
+    async def release(self, d: Delivery) -> None:
+        await self.inner.release(d)
+
+    async def dead_letter(self, d: Delivery, reason: str) -> None:
+        await self.inner.dead_letter(d, reason)
+
+    async def dead_letters(self) -> Any:
+        return await self.inner.dead_letters()
+
+    async def retry_dead_letter(self, dead_letter_id: str) -> bool:
+        ok: bool = await self.inner.retry_dead_letter(dead_letter_id)
+        return ok
+
+    async def stats(self) -> Any:
+        return await self.inner.stats()
+
+    async def purge(self) -> None:
+        await self.inner.purge()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_traceparent_and_idempotency_keys_on_the_generic_backend(env: Env) -> None:
+    seen: list[StepInfo] = []
+    wf = Workflow("b-trace", state=Doc)
+    for n in ("a", "b"):
+
+        @wf.step(name=n)
+        def step(d: Doc) -> None:
+            seen.append(current_step())
+
+    wf.edge("a", "b")
+    inner = open_queue(REDIS_URL, name=env.name)
+    rec = Recording(inner)
+    batch = Batch(rec, REDIS_URL)
+    w = env.work(wf, queue=batch)
+    assert type(w.backend).__name__ == "_Backend"  # not the fused Redis one
+    h = await wf.submit(None, **env.kw())
+    assert (await h.result(timeout=10)).status == "done"
+    # The first task was put by submit (not recorded here); the worker put the second
+    # with the same trace.
+    (succ,) = rec.put_tasks
+    assert succ.task == "1:b"
+    assert succ.traceparent is not None
+    assert TRACEPARENT.match(succ.traceparent)
+    assert [s.idempotency_key for s in seen] == [f"{h.run_id}/0:a/1", f"{h.run_id}/1:b/1"]
+    assert w.stats.committed == 2
+    await batch.aclose()
+    await inner.aclose()
+
+
+async def test_current_step_in_real_time_mode_and_outside_a_node() -> None:
+    keys: list[str] = []
+    wf = Workflow("rt-keys", state=Doc)
+
+    def item(x: str) -> str:
+        keys.append(current_step().idempotency_key)
+        return x
+
+    wf.map("m", "items", item, output="out")
+
+    wf.step(lambda d: {"total": len(current_step().idempotency_key)}, name="after")
+    wf.edge("m", "after")
+    res = await wf.run({"items": ["p", "q"]}, run_id="wf-abc-1")
+    assert res.state.total == len("wf-abc-1/1:after/1")
+    assert res.state.out == ["p", "q"]
+    assert keys == ["wf-abc-1/0:m#0/1", "wf-abc-1/0:m#1/1"]
+    with pytest.raises(WorkflowError, match="only available inside a workflow node"):
+        current_step()
+    assert oh.workflow.current_step is current_step
+
+
+async def test_the_workflows_own_methods_see_batch_runs_in_the_same_store(env: Env) -> None:
+    """What the HTTP routes call (``wf.scoped(ns).status / cancel / approve``) works on a
+    batch run when the workflow's store is the queue's Redis: the routes need no change."""
+    wf = Workflow("b-http", state=Doc, store=REDIS_URL)
+    wf.step(lambda d: {"log": ["drafted"]}, name="draft")
+    wf.approval("review", output="decision")
+    wf.step(lambda d: {"log": ["sent"]}, name="send")
+    wf.edge("draft", "review")
+    wf.edge("review", "send")
+    env.work(wf)
+    h = await wf.submit(None, **env.kw())
+    assert (await h.result(timeout=10)).status == "waiting"
+    scoped = wf.scoped(env.name)
+    res = await scoped.status(h.run_id)
+    assert res.status == "waiting"
+    (pending,) = await scoped.approvals()
+    assert await scoped.approve(pending.id, True, by="http") is None  # re-queued, not run here
+    done = await h.result(timeout=10)
+    assert done.state.log == ["drafted", "sent"]
+    assert (await scoped.status(h.run_id)).status == "done"
+    h2 = await wf.submit(None, **env.kw())
+    await h2.result(timeout=10)
+    await scoped.cancel(h2.run_id)
+    assert (await h2.status()).status == "cancelled"

@@ -1,0 +1,133 @@
+"""The Redis Streams queue: de-duplication, reclaiming, heartbeats, dead letters, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from batchhelpers import REDIS_URL, private_redis
+
+from openheim.errors import ConfigError
+from openheim.workflow.queues import Task, TaskQueue, open_queue
+from openheim.workflow.queues.redis import RedisQueue
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+async def q() -> AsyncIterator[RedisQueue]:
+    queue = open_queue(
+        REDIS_URL, name=f"t{uuid.uuid4().hex[:10]}", visibility_timeout=0.3, max_deliveries=2
+    )
+    assert isinstance(queue, RedisQueue)
+    assert isinstance(queue, TaskQueue)
+    try:
+        yield queue
+    finally:
+        await queue.purge()
+        await queue.aclose()
+
+
+def _task(n: int, **kw: str) -> Task:
+    return Task(workflow="wf", run_id=f"r{n}", task="0:a", **kw)
+
+
+async def test_put_deduplicates_and_take_delivers_once(q: RedisQueue) -> None:
+    assert await q.put([_task(1), _task(2), _task(1)]) == 2
+    assert await q.put([_task(2)]) == 0  # put before: dropped
+    assert await q.put([_task(2, dedup="r2/0:a/again")]) == 1
+    got = await q.take("c1", 10, timeout=0.1)
+    assert [d.task.run_id for d in got] == ["r1", "r2", "r2"]
+    assert all(d.deliveries == 1 for d in got)
+    assert await q.take("c2", 10, timeout=0.05) == []
+    stats = await q.stats()
+    assert (stats.depth, stats.in_flight, stats.dead_letters) == (0, 3, 0)
+    for d in got:
+        await q.ack(d)
+    stats = await q.stats()
+    assert (stats.depth, stats.in_flight) == (0, 0)
+
+
+async def test_an_unacked_task_is_reclaimed_then_dead_lettered(q: RedisQueue) -> None:
+    tp = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    await q.put([_task(1, traceparent=tp)])
+    (first,) = await q.take("dead-worker", 1, timeout=0.1)
+    await asyncio.sleep(0.4)  # past the visibility timeout
+    q._last_reclaim.clear()
+    (again,) = await q.take("c2", 1, timeout=0.1)
+    assert again.id == first.id
+    assert again.deliveries == 2
+    assert again.task.traceparent == tp
+    assert (await q.stats()).redeliveries == 1
+    await asyncio.sleep(0.4)
+    q._last_reclaim.clear()
+    assert await q.take("c3", 1, timeout=0.05) == []  # third delivery > max_deliveries
+    (dead,) = await q.dead_letters()
+    assert dead.task.run_id == "r1"
+    assert dead.deliveries == 3
+    assert "delivered 3 times" in dead.reason
+    assert (await q.stats()).dead_letters == 1
+    assert await q.retry_dead_letter(dead.id)
+    assert not await q.retry_dead_letter(dead.id)
+    assert await q.dead_letters() == []
+    (back,) = await q.take("c4", 1, timeout=0.1)
+    assert (back.task.run_id, back.deliveries) == ("r1", 1)
+
+
+async def test_extend_keeps_a_claim_and_only_for_its_owner(q: RedisQueue) -> None:
+    await q.put([_task(1)])
+    (d,) = await q.take("c1", 1, timeout=0.1)
+    for _ in range(4):
+        await asyncio.sleep(0.15)
+        await q.extend(d)
+    q._last_reclaim.clear()
+    assert await q.take("c2", 1, timeout=0.05) == []  # heartbeats kept it
+    await asyncio.sleep(0.4)
+    q._last_reclaim.clear()
+    (taken,) = await q.take("c2", 1, timeout=0.1)
+    assert await q.extend_many([d]) == 0  # c1 no longer owns it: no steal-back
+    assert taken.id == d.id
+
+
+async def test_release_and_dead_letter_by_a_worker(q: RedisQueue) -> None:
+    await q.put([_task(1), _task(2)])
+    a, b = await q.take("c1", 2, timeout=0.1)
+    await q.release(a)
+    (again,) = await q.take("c2", 1, timeout=0.1)
+    assert again.task == a.task
+    await q.dead_letter(b, "no such workflow")
+    assert [(x.task.run_id, x.reason) for x in await q.dead_letters()] == [
+        ("r2", "no such workflow")
+    ]
+
+
+def test_bad_arguments_are_refused_clearly() -> None:
+    with pytest.raises(ConfigError, match="queue URL"):
+        open_queue("kafka://x")
+    with pytest.raises(ConfigError, match="visibility_timeout"):
+        RedisQueue(REDIS_URL, visibility_timeout=0)
+    with pytest.raises(ConfigError, match="max_deliveries"):
+        RedisQueue(REDIS_URL, max_deliveries=0)
+
+
+async def test_entries_survive_a_restart_and_the_client_reconnects(tmp_path: Path) -> None:
+    with private_redis(tmp_path) as server:
+        queue = RedisQueue(server.url, name="restart", visibility_timeout=0.3)
+        try:
+            await queue.put([_task(1), _task(2)])
+            (d,) = await queue.take("c1", 1, timeout=0.1)
+            server.stop()
+            server.start()
+            await queue.wait_until_up(10)
+            got = await queue.take("c1", 5, timeout=0.2)
+            assert [x.task.run_id for x in got] == ["r2"]  # the one never delivered
+            await queue.ack(got[0])
+            await asyncio.sleep(0.4)
+            queue._last_reclaim.clear()
+            (reclaimed,) = await queue.take("c2", 5, timeout=0.1)  # the pending one, kept
+            assert reclaimed.id == d.id
+        finally:
+            await queue.aclose()
