@@ -1,0 +1,504 @@
+"""``nats://host:4222``: a :class:`~openheim.stores.Store` on NATS JetStream (nats-py).
+
+Keys live in a JetStream key-value bucket (``?bucket=openheim`` by default:
+the stream ``KV_openheim``, history 1), so ``nats kv ls openheim`` shows
+them as ``<namespace>.<key>``; names are encoded into valid KV keys (letters,
+digits, ``-``, ``_`` and ``/`` kept, every other byte written ``=XX``).
+
+- *Versions.* KV revisions are stream-wide sequence numbers, so a key's own
+  version (1 on create, +1 per write) travels in an ``Oh-Ver`` header. A write
+  reads the key's last revision and publishes with
+  ``Nats-Expected-Last-Subject-Sequence`` set to it: the server refuses the
+  write if anyone wrote in between, which makes compare-and-set atomic (a
+  refused blind write reads again and retries). Each write carries a
+  ``Nats-Msg-Id``, so a write retried across a reconnect is applied once.
+- *Delete* writes a ``KV-Operation: DEL`` marker the same way (so it is
+  compare-and-set too), then purges the key's messages up to that marker.
+- *TTL.* The server here (2.9) has no per-message TTL, so a key written with
+  ``ttl`` carries its expiry time (``Oh-Exp``, Unix seconds of the writer's
+  clock) and reads as absent afterwards; ``list`` purges expired keys it meets.
+- *Logs* live in a second stream, ``OHLOG_<bucket>``, one subject per log;
+  each record carries its sequence number (``Oh-Seq``) and is appended with
+  the same expected-last-sequence check, so numbers are gap-free and never
+  reused. Trimming everything leaves a tombstone that keeps the last number.
+
+A process caches the revision it last wrote or read per key, so a writer that
+keeps writing its own keys needs one round trip per write; the server still
+checks every write, a stale cache only costs a retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import nats.errors
+import nats.js.errors
+from nats.js import api
+
+from openheim.errors import ConfigError
+from openheim.stores._base import (
+    LogRecord,
+    check_key,
+    check_ttl,
+    check_value,
+    conflict,
+)
+from openheim.stores._nats import NatsConnection, decode_token, encode_token, retrying
+
+__all__ = ["NatsStore"]
+
+H_VER = "Oh-Ver"
+H_EXP = "Oh-Exp"
+H_SEQ = "Oh-Seq"
+H_TRIM = "Oh-Trim"
+KV_OP = "KV-Operation"
+EXPECT_LAST = "Nats-Expected-Last-Subject-Sequence"
+MSG_ID = "Nats-Msg-Id"
+WRONG_LAST = (10071, 10164)  # JSStreamWrongLastSequence
+STREAM_NOT_FOUND = 10059
+_CACHE_SIZE = 20_000
+_NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+@dataclass(slots=True)
+class _Last:
+    """The last message on a subject: its stream sequence, headers and payload."""
+
+    seq: int
+    headers: dict[str, str]
+    data: bytes
+
+    def live(self, now: float) -> bool:
+        h = self.headers
+        if h.get(KV_OP) in ("DEL", "PURGE"):
+            return False
+        exp = h.get(H_EXP)
+        return exp is None or float(exp) > now
+
+    def version(self) -> int:
+        return int(self.headers.get(H_VER, "1"))
+
+
+class _Shared:
+    """What the namespace views of one store share: the connection, streams, caches."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        bucket = query.get("bucket", ["openheim"])[-1]
+        if not bucket or not set(bucket) <= _NAME_OK:
+            raise ConfigError(
+                f"NATS bucket name {bucket!r} in {url!r}: use letters, digits, '-' and '_'"
+            )
+        try:
+            self.replicas = int(query.get("replicas", ["1"])[-1])
+            self.dedup_window = float(query.get("dedup_window", ["60"])[-1])
+        except ValueError:
+            raise ConfigError(f"replicas and dedup_window in {url!r} are numbers") from None
+        self.url = url
+        self.bucket = bucket
+        self.kv_stream = f"KV_{bucket}"
+        self.kv_prefix = f"$KV.{bucket}."
+        self.log_stream = f"OHLOG_{bucket}"
+        self.log_prefix = f"ohlog.{bucket}."
+        self.conn = NatsConnection(urlunsplit(parts._replace(query="")))
+        self.direct = {self.kv_stream: True, self.log_stream: True}
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
+        # subject -> (stream sequence, headers) of the last message this process saw there.
+        self.cache: OrderedDict[str, _Last] = OrderedDict()
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    # -- set-up ---------------------------------------------------------------------
+
+    async def ready(self) -> None:
+        if self._ready:
+            return
+        async with self._ready_lock:
+            if not self._ready:
+                await self._create_streams()
+
+    async def _create_streams(self) -> None:
+        js = await self.conn.jetstream()
+        window = self.dedup_window
+        for name, subjects, per_subject in (
+            (self.kv_stream, [self.kv_prefix + ">"], 1),
+            (self.log_stream, [self.log_prefix + ">"], -1),
+        ):
+            config = api.StreamConfig(
+                name=name,
+                subjects=subjects,
+                storage=api.StorageType.FILE,
+                retention=api.RetentionPolicy.LIMITS,
+                max_msgs_per_subject=per_subject,
+                discard=api.DiscardPolicy.NEW,
+                num_replicas=self.replicas,
+                duplicate_window=window,
+                allow_rollup_hdrs=True,
+                deny_delete=True,
+                allow_direct=True,
+            )
+            try:
+                await retrying(self.conn, partial(js.add_stream, config), "create streams")
+            except nats.js.errors.BadRequestError as exc:
+                # Made elsewhere (`nats kv add`) with another configuration: use it as it is.
+                info = await js.stream_info(name)
+                if per_subject == 1 and info.config.max_msgs_per_subject not in (1, None):
+                    raise ConfigError(
+                        f"the NATS stream {name} exists with history "
+                        f"{info.config.max_msgs_per_subject}; openheim needs history 1 "
+                        "(delete the bucket or pick another with ?bucket=)"
+                    ) from exc
+                self.direct[name] = bool(info.config.allow_direct)
+        self._ready = True
+
+    # -- primitives -----------------------------------------------------------------
+
+    async def last(self, stream: str, subject: str) -> _Last | None:
+        """The last message on ``subject`` (direct get: headers and payload, one round trip)."""
+        await self.ready()
+        nc = await self.conn.connect()
+
+        async def call() -> _Last | None:
+            if self.direct[stream]:
+                msg = await nc.request(f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", timeout=5)
+                hdrs = msg.headers or {}
+                status = hdrs.get("Status")
+                if status == "404":
+                    return None
+                if status:
+                    raise nats.js.errors.APIError.from_msg(msg)
+                return _Last(int(hdrs["Nats-Sequence"]), hdrs, msg.data or b"")
+            js = await self.conn.jetstream()
+            try:
+                raw = await js.get_last_msg(stream, subject)
+            except nats.js.errors.NotFoundError:
+                return None
+            return _Last(raw.seq or 0, dict(raw.headers or {}), raw.data or b"")
+
+        got: _Last | None = await self._again(call, f"read {subject}")
+        self.remember(subject, got)
+        return got
+
+    def remember(self, subject: str, last: _Last | None) -> None:
+        cache = self.cache
+        cache[subject] = last if last is not None else _Last(0, {KV_OP: "DEL"}, b"")
+        cache.move_to_end(subject)
+        if len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
+
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> int | None:
+        """Publish with ``headers``; the stream sequence, or None if the expected last was wrong."""
+        await self.ready()
+        js = await self.conn.jetstream()
+        headers[MSG_ID] = uuid.uuid4().hex  # one id for every retry of this write
+
+        async def call() -> int | None:
+            try:
+                ack = await js.publish(subject, payload, headers=dict(headers))
+            except nats.js.errors.APIError as exc:
+                if exc.err_code in WRONG_LAST:
+                    return None
+                raise
+            except nats.errors.MaxPayloadError as exc:
+                raise ConfigError(
+                    f"a record of {len(payload)} bytes is larger than the NATS server's "
+                    "max_payload; raise max_payload in the server configuration or store "
+                    "large blobs elsewhere"
+                ) from exc
+            return ack.seq
+
+        seq: int | None = await self._again(call, f"write {subject}")
+        return seq
+
+    async def purge(self, stream: str, subject: str, before: int | None = None) -> None:
+        """Drop the messages of ``subject`` (those below sequence ``before``, if given)."""
+        js = await self.conn.jetstream()
+        await self._again(
+            lambda: js.purge_stream(stream, seq=before, subject=subject), f"purge {subject}"
+        )
+
+    async def _again(self, call: Any, what: str) -> Any:
+        """``retrying``, and re-create the streams if a restarted server lost them."""
+        try:
+            return await retrying(self.conn, call, what)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != STREAM_NOT_FOUND and exc.code != 404:
+                raise
+        self._ready = False
+        self.cache.clear()
+        await self.ready()
+        return await retrying(self.conn, call, what)
+
+    async def scan(
+        self, stream: str, filter_subject: str, *, last_per_subject: bool, headers_only: bool
+    ) -> builtins.list[tuple[str, _Last]]:
+        """Every message on ``filter_subject`` (or the last one per subject), in stream order."""
+        await self.ready()
+        nc = await self.conn.connect()
+        js = await self.conn.jetstream()
+        config = api.ConsumerConfig(
+            deliver_policy=(
+                api.DeliverPolicy.LAST_PER_SUBJECT if last_per_subject else api.DeliverPolicy.ALL
+            ),
+            ack_policy=api.AckPolicy.NONE,
+            filter_subject=filter_subject,
+            headers_only=headers_only or None,
+            inactive_threshold=30.0,
+            mem_storage=True,
+            num_replicas=1,
+        )
+        info = await self._again(lambda: js.add_consumer(stream, config), "scan")
+        name = info.name
+        out: builtins.list[tuple[str, _Last]] = []
+        try:
+            if info.num_pending == 0:
+                return out
+            inbox = nc.new_inbox()
+            sub = await nc.subscribe(inbox)
+            try:
+                pending = info.num_pending
+                while pending > 0:
+                    batch = min(pending, 1024)
+                    req = json.dumps({"batch": batch, "no_wait": True}).encode()
+                    await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}", req, reply=inbox)
+                    for _ in range(batch):
+                        msg = await sub.next_msg(timeout=5)
+                        hdrs = msg.headers or {}
+                        if "Status" in hdrs and not msg.reply:
+                            pending = 0  # 404 no messages / 408: nothing more
+                            break
+                        # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+                        tokens = msg.reply.split(".")
+                        out.append((msg.subject, _Last(int(tokens[-4]), hdrs, msg.data or b"")))
+                        pending = int(tokens[-1])
+                        if pending == 0:
+                            break
+            finally:
+                await sub.unsubscribe()
+        finally:
+            # If this fails the consumer expires by itself after inactive_threshold.
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(stream, name)
+        return out
+
+    def lock(self, subject: str) -> asyncio.Lock:
+        """Serialise this process's writers of one subject (they would only retry each other)."""
+        lock = self.locks.get(subject)
+        if lock is None:
+            if len(self.locks) > _CACHE_SIZE:
+                self.locks = {k: v for k, v in self.locks.items() if v.locked()}
+            lock = self.locks[subject] = asyncio.Lock()
+        return lock
+
+
+class NatsStore:
+    """Keys in a JetStream KV bucket and logs in a JetStream stream (see the module docstring)."""
+
+    def __init__(self, url: str, ns: str = "default", *, _shared: _Shared | None = None) -> None:
+        self.url = url
+        self.ns = check_key(ns, "namespace")
+        self._s = _shared if _shared is not None else _Shared(url)
+        token = encode_token(self.ns)
+        self._kv = self._s.kv_prefix + token + "."
+        self._log = self._s.log_prefix + token + "."
+
+    def namespace(self, ns: str) -> NatsStore:
+        return NatsStore(self.url, ns, _shared=self._s)
+
+    # -- keys -----------------------------------------------------------------------
+
+    def _key_subject(self, key: str) -> str:
+        return self._kv + encode_token(check_key(key))
+
+    async def get(self, key: str) -> tuple[bytes, int] | None:
+        last = await self._s.last(self._s.kv_stream, self._key_subject(key))
+        if last is None or not last.live(time.time()):
+            return None
+        return last.data, last.version()
+
+    async def put(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expect_version: int | None = None,
+        ttl: float | None = None,
+    ) -> int:
+        value = check_value(value)
+        check_ttl(ttl)
+        subject = self._key_subject(key)
+        s = self._s
+        async with s.lock(subject):
+            last = s.cache.get(subject)
+            fresh = False
+            while True:
+                if last is None:
+                    last, fresh = await s.last(s.kv_stream, subject), True
+                now = time.time()
+                live = last is not None and last.live(now)
+                current = last.version() if live and last is not None else 0
+                if expect_version is not None and expect_version != current:
+                    if not fresh:  # the cache may be stale: ask the server before refusing
+                        last = None
+                        continue
+                    raise conflict(self.ns, key, expect_version, current)
+                headers = {
+                    EXPECT_LAST: str(last.seq if last is not None else 0),
+                    H_VER: str(current + 1),
+                }
+                if ttl is not None:
+                    headers[H_EXP] = repr(now + ttl)
+                seq = await s.publish(subject, value, headers)
+                if seq is None:  # someone wrote in between: read again
+                    last = None
+                    continue
+                s.remember(subject, _Last(seq, headers, b""))
+                return current + 1
+
+    async def delete(self, key: str, *, expect_version: int | None = None) -> bool:
+        subject = self._key_subject(key)
+        s = self._s
+        async with s.lock(subject):
+            while True:
+                last = await s.last(s.kv_stream, subject)
+                live = last is not None and last.live(time.time())
+                current = last.version() if live and last is not None else 0
+                if expect_version is not None and expect_version != current:
+                    raise conflict(self.ns, key, expect_version, current)
+                if not live or last is None:
+                    return False
+                seq = await s.publish(subject, b"", {EXPECT_LAST: str(last.seq), KV_OP: "DEL"})
+                if seq is None:
+                    continue
+                await s.purge(s.kv_stream, subject, before=seq + 1)
+                s.remember(subject, None)
+                return True
+
+    async def list(self, prefix: str = "") -> builtins.list[str]:
+        s = self._s
+        found = await s.scan(s.kv_stream, self._kv + ">", last_per_subject=True, headers_only=True)
+        now = time.time()
+        keys = []
+        for subject, last in found:
+            if last.live(now):
+                key = decode_token(subject[len(self._kv) :])
+                if key.startswith(prefix):
+                    keys.append(key)
+            elif last.headers.get(H_EXP) is not None:
+                # Expired: drop it (only that message; a newer write survives the purge).
+                await s.purge(s.kv_stream, subject, before=last.seq + 1)
+        return sorted(keys)
+
+    # -- logs -----------------------------------------------------------------------
+
+    def _log_subject(self, log: str) -> str:
+        return self._log + encode_token(check_key(log, "log name"))
+
+    async def append(self, log: str, record: bytes) -> int:
+        record = check_value(record)
+        subject = self._log_subject(log)
+        s = self._s
+        async with s.lock(subject):
+            last = s.cache.get(subject)
+            while True:
+                if last is None:
+                    last = await s.last(s.log_stream, subject)
+                number = int(last.headers.get(H_SEQ, "0")) if last is not None else 0
+                headers = {
+                    EXPECT_LAST: str(last.seq if last is not None else 0),
+                    H_SEQ: str(number + 1),
+                }
+                seq = await s.publish(subject, record, headers)
+                if seq is None:
+                    last = None
+                    continue
+                s.remember(subject, _Last(seq, headers, b""))
+                return number + 1
+
+    async def read_log(self, log: str, after: int = 0) -> builtins.list[LogRecord]:
+        subject = self._log_subject(log)
+        s = self._s
+        last = await s.last(s.log_stream, subject)
+        if last is None:
+            return []
+        top = int(last.headers.get(H_SEQ, "0"))
+        if top <= after or last.headers.get(H_TRIM):
+            return []
+        if top == after + 1:
+            return [(top, last.data)]
+        found = await s.scan(s.log_stream, subject, last_per_subject=False, headers_only=False)
+        out = []
+        for _, msg in found:
+            if msg.headers.get(H_TRIM):
+                continue
+            number = int(msg.headers.get(H_SEQ, "0"))
+            if number > after:
+                out.append((number, msg.data))
+        out.sort(key=lambda r: r[0])
+        return out
+
+    async def trim_log(self, log: str, upto: int) -> None:
+        subject = self._log_subject(log)
+        s = self._s
+        async with s.lock(subject):
+            while True:
+                last = await s.last(s.log_stream, subject)
+                if last is None:
+                    return
+                top = int(last.headers.get(H_SEQ, "0"))
+                if upto >= top:
+                    if last.headers.get(H_TRIM):
+                        await s.purge(s.log_stream, subject, before=last.seq)
+                        return
+                    # Keep the last number in a tombstone, drop everything before it.
+                    headers = {EXPECT_LAST: str(last.seq), H_SEQ: str(top), H_TRIM: "1"}
+                    seq = await s.publish(subject, b"", headers)
+                    if seq is None:
+                        continue
+                    s.remember(subject, _Last(seq, headers, b""))
+                    await s.purge(s.log_stream, subject, before=seq)
+                    return
+                found = await s.scan(
+                    s.log_stream, subject, last_per_subject=False, headers_only=True
+                )
+                for _, msg in found:
+                    if int(msg.headers.get(H_SEQ, "0")) > upto and not msg.headers.get(H_TRIM):
+                        await s.purge(s.log_stream, subject, before=msg.seq)
+                        break
+                return
+
+    async def delete_log(self, log: str) -> None:
+        subject = self._log_subject(log)
+        s = self._s
+        async with s.lock(subject):
+            await s.ready()
+            await s.purge(s.log_stream, subject)
+            s.remember(subject, None)
+
+    async def list_logs(self, prefix: str = "") -> builtins.list[str]:
+        s = self._s
+        await s.ready()
+        js = await s.conn.jetstream()
+        info = await s._again(
+            lambda: js.stream_info(s.log_stream, subjects_filter=self._log + ">"), "list logs"
+        )
+        subjects = info.state.subjects or {}
+        names = (decode_token(subject[len(self._log) :]) for subject in subjects)
+        return sorted(n for n in names if n.startswith(prefix))
+
+    async def aclose(self) -> None:
+        await self._s.conn.close()
+
+    def __repr__(self) -> str:
+        return f"NatsStore({self.url!r}, ns={self.ns!r})"
