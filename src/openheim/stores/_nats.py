@@ -9,6 +9,8 @@ until a deadline, then raises :class:`StorageError` saying what to check.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,11 +20,18 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
 
 from openheim.errors import ConfigError, StorageError
 
-__all__ = ["NatsConnection", "decode_token", "encode_token", "is_transient", "retrying"]
+__all__ = [
+    "NatsConnection",
+    "decode_token",
+    "encode_token",
+    "is_transient",
+    "retrying",
+    "scan",
+]
 
 log = logging.getLogger("openheim.nats")
 
@@ -178,3 +187,64 @@ async def retrying(
                 ) from exc
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+
+async def scan(
+    conn: NatsConnection,
+    stream: str,
+    filter_subject: str,
+    *,
+    last_per_subject: bool = False,
+    headers_only: bool = False,
+) -> list[tuple[str, int, dict[str, str], bytes]]:
+    """(subject, stream sequence, headers, payload) of every message on ``filter_subject``.
+
+    Or of the last message per subject. One ephemeral pull consumer (no acks,
+    in memory) read in batches until the server says nothing is pending.
+    """
+    nc = await conn.connect()
+    js = await conn.jetstream()
+    config = api.ConsumerConfig(
+        deliver_policy=(
+            api.DeliverPolicy.LAST_PER_SUBJECT if last_per_subject else api.DeliverPolicy.ALL
+        ),
+        ack_policy=api.AckPolicy.NONE,
+        filter_subject=filter_subject,
+        headers_only=headers_only or None,
+        inactive_threshold=30.0,
+        mem_storage=True,
+        num_replicas=1,
+    )
+    info = await js.add_consumer(stream, config)
+    name = info.name
+    out: list[tuple[str, int, dict[str, str], bytes]] = []
+    try:
+        if info.num_pending == 0:
+            return out
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        try:
+            pending: int = info.num_pending or 0
+            while pending > 0:
+                batch = min(pending, 1024)
+                req = json.dumps({"batch": batch, "no_wait": True}).encode()
+                await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}", req, reply=inbox)
+                for _ in range(batch):
+                    msg = await sub.next_msg(timeout=5)
+                    hdrs = msg.headers or {}
+                    if "Status" in hdrs and not msg.reply:
+                        pending = 0  # 404 no messages / 408: nothing more
+                        break
+                    # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+                    tokens = msg.reply.split(".")
+                    out.append((msg.subject, int(tokens[-4]), hdrs, msg.data or b""))
+                    pending = int(tokens[-1])
+                    if pending == 0:
+                        break
+        finally:
+            await sub.unsubscribe()
+    finally:
+        # If this fails the consumer expires by itself after inactive_threshold.
+        with contextlib.suppress(Exception):
+            await js.delete_consumer(stream, name)
+    return out

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
-import json
 import time
 import uuid
 from collections import OrderedDict
@@ -53,7 +51,7 @@ from openheim.stores._base import (
     check_value,
     conflict,
 )
-from openheim.stores._nats import NatsConnection, decode_token, encode_token, retrying
+from openheim.stores._nats import NatsConnection, decode_token, encode_token, retrying, scan
 
 __all__ = ["NatsStore"]
 
@@ -245,52 +243,18 @@ class _Shared:
     ) -> builtins.list[tuple[str, _Last]]:
         """Every message on ``filter_subject`` (or the last one per subject), in stream order."""
         await self.ready()
-        nc = await self.conn.connect()
-        js = await self.conn.jetstream()
-        config = api.ConsumerConfig(
-            deliver_policy=(
-                api.DeliverPolicy.LAST_PER_SUBJECT if last_per_subject else api.DeliverPolicy.ALL
+        found = await self._again(
+            partial(
+                scan,
+                self.conn,
+                stream,
+                filter_subject,
+                last_per_subject=last_per_subject,
+                headers_only=headers_only,
             ),
-            ack_policy=api.AckPolicy.NONE,
-            filter_subject=filter_subject,
-            headers_only=headers_only or None,
-            inactive_threshold=30.0,
-            mem_storage=True,
-            num_replicas=1,
+            "scan",
         )
-        info = await self._again(lambda: js.add_consumer(stream, config), "scan")
-        name = info.name
-        out: builtins.list[tuple[str, _Last]] = []
-        try:
-            if info.num_pending == 0:
-                return out
-            inbox = nc.new_inbox()
-            sub = await nc.subscribe(inbox)
-            try:
-                pending = info.num_pending
-                while pending > 0:
-                    batch = min(pending, 1024)
-                    req = json.dumps({"batch": batch, "no_wait": True}).encode()
-                    await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}", req, reply=inbox)
-                    for _ in range(batch):
-                        msg = await sub.next_msg(timeout=5)
-                        hdrs = msg.headers or {}
-                        if "Status" in hdrs and not msg.reply:
-                            pending = 0  # 404 no messages / 408: nothing more
-                            break
-                        # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
-                        tokens = msg.reply.split(".")
-                        out.append((msg.subject, _Last(int(tokens[-4]), hdrs, msg.data or b"")))
-                        pending = int(tokens[-1])
-                        if pending == 0:
-                            break
-            finally:
-                await sub.unsubscribe()
-        finally:
-            # If this fails the consumer expires by itself after inactive_threshold.
-            with contextlib.suppress(Exception):
-                await js.delete_consumer(stream, name)
-        return out
+        return [(subject, _Last(seq, hdrs, data)) for subject, seq, hdrs, data in found]
 
     def lock(self, subject: str) -> asyncio.Lock:
         """Serialise this process's writers of one subject (they would only retry each other)."""

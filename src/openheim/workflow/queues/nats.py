@@ -1,0 +1,415 @@
+"""``nats://``: a :class:`TaskQueue` on a JetStream work-queue stream with one durable pull consumer.
+
+Per queue name ``q`` the server holds the stream ``OHQ_q`` (subject
+``ohq.q.tasks``, work-queue retention, file storage) with the durable pull
+consumer ``workers`` (explicit acks, ``AckWait`` = visibility timeout,
+``MaxDeliver`` = max_deliveries + 1), and the dead letters in the stream
+``OHQ_q_DEAD`` (subject ``ohq.q.dead``).
+
+- ``put`` publishes each task (JSON) with ``Nats-Msg-Id`` = ``Task.dedup_id()``;
+  the stream's duplicate window (``dedup_window``, by default the longer of
+  2 minutes and twice visibility_timeout x max_deliveries) drops a repeat.
+- ``take`` fetches a batch from the consumer; an un-acked delivery comes back
+  after ``AckWait`` to whichever worker pulls next. A delivery numbered above
+  ``max_deliveries`` is not handed out: ``take`` moves it to the dead letters.
+  The one extra delivery ``MaxDeliver`` allows exists for that; should the
+  worker die while moving it, the server's MAX_DELIVERIES advisory makes any
+  live queue of that name move it instead.
+- ``extend`` is an in-progress ack (``+WPI``: AckWait starts again), ``ack`` an
+  ack (sent without waiting, in order on the connection), ``release``
+  publishes the task again as new and acks the old message (so a task a
+  draining worker gives back does not count a delivery, as on Redis).
+- ``stats``: depth = the consumer's ``num_pending``, in flight =
+  ``num_ack_pending``, redeliveries = deliveries - distinct messages
+  delivered (the consumer's delivered consumer and stream sequences), dead
+  letters = the dead-letter stream's message count.
+- ``purge`` deletes both streams (with their de-duplication memory); any queue
+  object of that name creates them again on its next call.
+
+A NATS acknowledgement names the message by its stream sequence, not by the
+delivery: an ack or heartbeat from a worker whose claim was taken over acts on
+the new claim (Redis refuses a heartbeat from a former owner). The batch
+executor's fencing keeps that from producing a second result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import logging
+import time
+import uuid
+from functools import partial
+from typing import Any
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext, api
+
+from openheim.errors import ConfigError
+from openheim.stores._nats import NatsConnection, retrying, scan
+from openheim.workflow.queues._base import DeadLetter, Delivery, QueueStats, Task
+
+__all__ = ["NatsQueue"]
+
+log = logging.getLogger("openheim.workflow.queues.nats")
+
+DURABLE = "workers"
+NO_MESSAGE = 10057  # JSNoMessageFoundErr
+_NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+_enc = msgspec.json.Encoder()
+_dec_task = msgspec.json.Decoder(Task)
+_dec_dead = msgspec.json.Decoder(DeadLetter)
+
+
+class NatsQueue:
+    """A :class:`TaskQueue` on NATS JetStream (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str = "openheim",
+        visibility_timeout: float = 30.0,
+        max_deliveries: int = 5,
+        dedup_window: float | None = None,
+        max_ack_pending: int = 20_000,
+    ) -> None:
+        if not isinstance(name, str) or not name or not set(name) <= _NAME_OK:
+            raise ConfigError(
+                f"a NATS queue name is letters, digits, '-' and '_' (it names a stream), "
+                f"got {name!r}"
+            )
+        if not visibility_timeout > 0:
+            raise ConfigError(
+                f"visibility_timeout must be positive seconds, got {visibility_timeout!r}"
+            )
+        if not isinstance(max_deliveries, int) or max_deliveries < 1:
+            raise ConfigError(f"max_deliveries must be an int >= 1, got {max_deliveries!r}")
+        self.url = url
+        self.name = name
+        self.visibility_timeout = float(visibility_timeout)
+        self.max_deliveries = max_deliveries
+        self.dedup_window = (
+            float(dedup_window)
+            if dedup_window is not None
+            else max(120.0, 2 * self.visibility_timeout * max_deliveries)
+        )
+        self.max_ack_pending = max_ack_pending
+        self.stream = f"OHQ_{name}"
+        self.subject = f"ohq.{name}.tasks"
+        self.dead_stream = f"OHQ_{name}_DEAD"
+        self.dead_subject = f"ohq.{name}.dead"
+        self._conn = NatsConnection(url)
+        self._ready = False
+        self._lock = asyncio.Lock()
+        self._psub: JetStreamContext.PullSubscription | None = None
+        self._advisory: Subscription | None = None
+
+    def __repr__(self) -> str:
+        return f"NatsQueue({self.url!r}, name={self.name!r})"
+
+    # -- set-up ------------------------------------------------------------------------
+
+    async def _js(self) -> JetStreamContext:
+        if not self._ready:
+            async with self._lock:
+                if not self._ready:
+                    await self._create()
+        return await self._conn.jetstream()
+
+    async def _create(self) -> None:
+        js = await self._conn.jetstream()
+        streams = (
+            api.StreamConfig(
+                name=self.stream,
+                subjects=[self.subject],
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                storage=api.StorageType.FILE,
+                duplicate_window=self.dedup_window,
+            ),
+            api.StreamConfig(
+                name=self.dead_stream,
+                subjects=[self.dead_subject],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                duplicate_window=self.dedup_window,
+            ),
+        )
+        for config in streams:
+            # BadRequest: it exists with another configuration (another window): keep it.
+            with contextlib.suppress(nats.js.errors.BadRequestError):
+                await retrying(self._conn, partial(js.add_stream, config), "create queue streams")
+        consumer = api.ConsumerConfig(
+            durable_name=DURABLE,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self.visibility_timeout,
+            max_deliver=self.max_deliveries + 1,
+            max_ack_pending=self.max_ack_pending,
+            filter_subject=self.subject,
+            deliver_policy=api.DeliverPolicy.ALL,
+        )
+        try:
+            await retrying(
+                self._conn, partial(js.add_consumer, self.stream, consumer), "create the consumer"
+            )
+        except nats.js.errors.BadRequestError as exc:
+            # Made by a queue object with other settings: those stay (one consumer per queue).
+            log.warning("queue %s: keeping the existing consumer (%s)", self.name, exc)
+        if self._psub is None:
+            self._psub = await js.pull_subscribe_bind(durable=DURABLE, stream=self.stream)
+        if self._advisory is None:
+            nc = await self._conn.connect()
+            self._advisory = await nc.subscribe(
+                f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{DURABLE}",
+                cb=self._on_max_deliveries,
+            )
+        self._ready = True
+
+    async def _reset(self) -> None:
+        """The streams or the consumer are gone (a purge elsewhere, a server that lost them)."""
+        self._ready = False
+        psub, self._psub = self._psub, None
+        if psub is not None:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+    # -- the protocol ------------------------------------------------------------------
+
+    async def put(self, tasks: builtins.list[Task]) -> int:
+        if not tasks:
+            return 0
+        js = await self._js()
+        if len(tasks) == 1:
+            return 0 if await self._publish(js, tasks[0], tasks[0].dedup_id()) else 1
+        futures = [
+            await js.publish_async(
+                self.subject, _enc.encode(t), headers={"Nats-Msg-Id": t.dedup_id()}
+            )
+            for t in tasks
+        ]
+        new = 0
+        for task, future in zip(tasks, futures, strict=True):
+            try:
+                ack = await future
+                new += 0 if ack.duplicate else 1
+            except Exception as exc:  # a reconnect in between: publish it again (same id)
+                log.debug("queue %s: put again after %r", self.name, exc)
+                new += 0 if await self._publish(js, task, task.dedup_id()) else 1
+        return new
+
+    async def _publish(self, js: JetStreamContext, task: Task, msg_id: str) -> bool:
+        """Publish ``task`` with ``msg_id``; True if the server had it already."""
+        payload = _enc.encode(task)
+
+        async def call() -> bool:
+            ack = await js.publish(self.subject, payload, headers={"Nats-Msg-Id": msg_id})
+            return bool(ack.duplicate)
+
+        try:
+            return await retrying(self._conn, call, "put tasks")
+        except nats.js.errors.NoStreamResponseError:
+            await self._reset()
+            js = await self._js()
+            return await retrying(self._conn, call, "put tasks")
+
+    async def take(
+        self, consumer: str, count: int = 1, *, timeout: float = 1.0
+    ) -> builtins.list[Delivery]:
+        if count < 1:
+            raise ConfigError(f"take count must be >= 1, got {count!r}")
+        await self._js()
+        psub = self._psub
+        assert psub is not None
+        try:
+            msgs = await psub.fetch(batch=count, timeout=max(timeout, 0.01))
+        except (asyncio.TimeoutError, nats.errors.TimeoutError):
+            return []
+        except (nats.errors.ConnectionReconnectingError, nats.errors.ConnectionClosedError):
+            await asyncio.sleep(min(timeout, 0.25))
+            return []
+        except nats.js.errors.APIError as exc:
+            # 404/409: the consumer or stream went away (purged, or lost by the server).
+            log.debug("queue %s: fetch failed (%r), setting up again", self.name, exc)
+            await self._reset()
+            return []
+        out = []
+        for msg in msgs:
+            meta = msg.metadata
+            n = meta.num_delivered
+            seq = meta.sequence.stream
+            try:
+                task = _dec_task.decode(msg.data)
+            except msgspec.DecodeError as exc:
+                await self._bury(msg, seq, None, n, f"the message is not a task: {exc}")
+                continue
+            if n > self.max_deliveries:
+                reason = f"delivered {n} times without being acked"
+                await self._bury(msg, seq, task, n, reason)
+                continue
+            out.append(Delivery(id=str(seq), task=task, deliveries=n, handle=msg))
+        return out
+
+    async def extend(self, delivery: Delivery) -> None:
+        await _msg(delivery).in_progress()
+
+    async def extend_many(self, deliveries: builtins.list[Delivery]) -> int:
+        """Heartbeat several deliveries (sent together); how many were sent."""
+        for d in deliveries:
+            await _msg(d).in_progress()
+        return len(deliveries)
+
+    async def ack(self, delivery: Delivery) -> None:
+        msg = _msg(delivery)
+        with contextlib.suppress(nats.errors.MsgAlreadyAckdError):
+            await msg.ack()
+
+    async def ack_many(self, deliveries: builtins.list[Delivery]) -> None:
+        for d in deliveries:
+            await self.ack(d)
+
+    async def release(self, delivery: Delivery) -> None:
+        js = await self._js()
+        await self._publish(js, delivery.task, f"release:{delivery.id}:{uuid.uuid4().hex}")
+        msg = _msg(delivery)
+        with contextlib.suppress(nats.errors.MsgAlreadyAckdError):
+            await msg.ack_sync(timeout=5)
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        await self._bury(
+            _msg(delivery), int(delivery.id), delivery.task, delivery.deliveries, reason
+        )
+
+    async def _bury(
+        self, msg: Msg | None, seq: int, task: Task | None, deliveries: int, reason: str
+    ) -> None:
+        """Move stream message ``seq`` to the dead letters (idempotent per message)."""
+        js = await self._js()
+        if task is None:
+            task = Task(workflow="?", run_id="?", task=f"undecodable message {seq}")
+        record = DeadLetter(
+            id=str(seq), task=task, deliveries=deliveries, reason=reason, at=time.time()
+        )
+        payload = _enc.encode(record)
+
+        async def publish() -> None:
+            await js.publish(self.dead_subject, payload, headers={"Nats-Msg-Id": f"dead:{seq}"})
+
+        await retrying(self._conn, publish, "move a task to the dead letters")
+        if msg is not None:
+            with contextlib.suppress(nats.errors.MsgAlreadyAckdError):
+                await msg.term()
+        await _delete_msg(js, self.stream, seq)
+
+    async def _on_max_deliveries(self, msg: Msg) -> None:
+        """The server gave up on a message (its last delivery was never acked): bury it."""
+        try:
+            event = json.loads(msg.data)
+            seq = int(event["stream_seq"])
+            js = await self._conn.jetstream()
+            try:
+                raw = await js.get_msg(self.stream, seq)
+            except nats.js.errors.NotFoundError:
+                return  # acked or buried already
+            task = _dec_task.decode(raw.data or b"")
+            n = int(event.get("deliveries", self.max_deliveries + 1))
+            await self._bury(None, seq, task, n, f"delivered {n} times without being acked")
+        except Exception as exc:  # a callback must not raise into the client
+            log.warning("queue %s: could not bury an over-delivered task: %r", self.name, exc)
+
+    async def dead_letters(self) -> builtins.list[DeadLetter]:
+        await self._js()
+        found = await retrying(
+            self._conn, partial(scan, self._conn, self.dead_stream, self.dead_subject), "read"
+        )
+        out = []
+        for _subject, seq, _hdrs, data in found:
+            record = _dec_dead.decode(data)
+            out.append(
+                DeadLetter(
+                    id=str(seq),
+                    task=record.task,
+                    deliveries=record.deliveries,
+                    reason=record.reason,
+                    at=record.at,
+                )
+            )
+        return out
+
+    async def retry_dead_letter(self, dead_letter_id: str) -> bool:
+        try:
+            seq = int(dead_letter_id)
+        except (TypeError, ValueError):
+            return False
+        if seq < 1:
+            return False
+        js = await self._js()
+        try:
+            raw = await retrying(
+                self._conn, partial(js.get_msg, self.dead_stream, seq), "read a dead letter"
+            )
+        except nats.js.errors.NotFoundError:
+            return False
+        record = _dec_dead.decode(raw.data or b"")
+        # One id per dead letter: two retries racing put it back once.
+        await self._publish(js, record.task, f"retry:{self.dead_stream}:{seq}")
+        return await _delete_msg(js, self.dead_stream, seq)
+
+    async def stats(self) -> QueueStats:
+        js = await self._js()
+        info = await retrying(
+            self._conn, partial(js.consumer_info, self.stream, DURABLE), "read queue stats"
+        )
+        dead = await retrying(
+            self._conn, partial(js.stream_info, self.dead_stream), "read queue stats"
+        )
+        delivered = info.delivered
+        redeliveries = 0
+        if delivered is not None:
+            redeliveries = max(0, (delivered.consumer_seq or 0) - (delivered.stream_seq or 0))
+        return QueueStats(
+            depth=int(info.num_pending or 0),
+            in_flight=int(info.num_ack_pending or 0),
+            redeliveries=redeliveries,
+            dead_letters=int(dead.state.messages),
+        )
+
+    async def purge(self) -> None:
+        js = await self._js()
+        await self._reset()
+        for stream in (self.stream, self.dead_stream):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await retrying(self._conn, partial(js.delete_stream, stream), "purge the queue")
+
+    async def aclose(self) -> None:
+        await self._reset()
+        advisory, self._advisory = self._advisory, None
+        if advisory is not None:
+            with contextlib.suppress(Exception):
+                await advisory.unsubscribe()
+        await self._conn.close()
+
+
+def _msg(delivery: Delivery) -> Msg:
+    msg: Any = delivery.handle
+    if not isinstance(msg, Msg):
+        raise ConfigError(
+            f"delivery {delivery.id} was not taken from a NATS queue (its handle is "
+            f"{type(msg).__name__}); ack, extend and release the deliveries take() returned"
+        )
+    return msg
+
+
+async def _delete_msg(js: JetStreamContext, stream: str, seq: int) -> bool:
+    """Delete message ``seq``; False if it was gone already."""
+    try:
+        return bool(await js.delete_msg(stream, seq))
+    except nats.js.errors.APIError as exc:
+        if exc.err_code == NO_MESSAGE or isinstance(exc, nats.js.errors.NotFoundError):
+            return False
+        raise
