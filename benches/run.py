@@ -53,6 +53,13 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
             "runs/s: target ≥10× at 64); 10,000 in flight (limits 500 ms, 4 KB)",
         ),
     ],
+    "natsstore": [
+        (
+            "bench_natsstore",
+            "NATS JetStream store and queue vs the Redis and PostgreSQL stores (ops/s, higher "
+            "is better; durability differs, see the module docstring)",
+        ),
+    ],
     "server": [
         (
             "bench_server",

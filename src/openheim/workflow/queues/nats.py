@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import contextlib
 import json
 import logging
@@ -108,8 +109,14 @@ class NatsQueue:
         self._conn = NatsConnection(url)
         self._ready = False
         self._lock = asyncio.Lock()
-        self._psub: JetStreamContext.PullSubscription | None = None
         self._advisory: Subscription | None = None
+        # Pulling (see take): one wildcard inbox, request n answers on <inbox>.<n>.
+        self._inbox: str | None = None
+        self._inbox_sub: Subscription | None = None
+        self._requests = 0
+        self._finished: dict[str, str] = {}  # request token -> its final status
+        self._buffer: collections.deque[Msg] = collections.deque()
+        self._wake: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"NatsQueue({self.url!r}, name={self.name!r})"
@@ -161,10 +168,11 @@ class NatsQueue:
         except nats.js.errors.BadRequestError as exc:
             # Made by a queue object with other settings: those stay (one consumer per queue).
             log.warning("queue %s: keeping the existing consumer (%s)", self.name, exc)
-        if self._psub is None:
-            self._psub = await js.pull_subscribe_bind(durable=DURABLE, stream=self.stream)
+        nc = await self._conn.connect()
+        if self._inbox_sub is None:
+            self._inbox = nc.new_inbox()
+            self._inbox_sub = await nc.subscribe(self._inbox + ".*", cb=self._on_pulled)
         if self._advisory is None:
-            nc = await self._conn.connect()
             self._advisory = await nc.subscribe(
                 f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{DURABLE}",
                 cb=self._on_max_deliveries,
@@ -174,10 +182,6 @@ class NatsQueue:
     async def _reset(self) -> None:
         """The streams or the consumer are gone (a purge elsewhere, a server that lost them)."""
         self._ready = False
-        psub, self._psub = self._psub, None
-        if psub is not None:
-            with contextlib.suppress(Exception):
-                await psub.unsubscribe()
 
     # -- the protocol ------------------------------------------------------------------
 
@@ -221,23 +225,27 @@ class NatsQueue:
     async def take(
         self, consumer: str, count: int = 1, *, timeout: float = 1.0
     ) -> builtins.list[Delivery]:
+        """Pull from the consumer: first what is there now, else wait for one task.
+
+        A ``no_wait`` request for ``count`` returns at once with what is ready;
+        only when nothing is, a request for a single task waits up to
+        ``timeout`` (so a sparse queue is not held up waiting for a full batch,
+        and no request stays open after take returns).
+        """
         if count < 1:
             raise ConfigError(f"take count must be >= 1, got {count!r}")
         await self._js()
-        psub = self._psub
-        assert psub is not None
-        try:
-            msgs = await psub.fetch(batch=count, timeout=max(timeout, 0.01))
-        except (asyncio.TimeoutError, nats.errors.TimeoutError):
-            return []
-        except (nats.errors.ConnectionReconnectingError, nats.errors.ConnectionClosedError):
-            await asyncio.sleep(min(timeout, 0.25))
-            return []
-        except nats.js.errors.APIError as exc:
-            # 404/409: the consumer or stream went away (purged, or lost by the server).
-            log.debug("queue %s: fetch failed (%r), setting up again", self.name, exc)
-            await self._reset()
-            return []
+        msgs = self._drain(count)
+        if not msgs:
+            try:
+                await self._pull(count, None)
+                msgs = self._drain(count)
+                if not msgs:
+                    await self._pull(1, max(timeout, 0.01))
+                    msgs = self._drain(count)
+            except (nats.errors.ConnectionReconnectingError, nats.errors.ConnectionClosedError):
+                await asyncio.sleep(min(timeout, 0.25))
+                return []
         out = []
         for msg in msgs:
             meta = msg.metadata
@@ -254,6 +262,59 @@ class NatsQueue:
                 continue
             out.append(Delivery(id=str(seq), task=task, deliveries=n, handle=msg))
         return out
+
+    def _drain(self, count: int) -> builtins.list[Msg]:
+        buf = self._buffer
+        return [buf.popleft() for _ in range(min(count, len(buf)))]
+
+    async def _pull(self, batch: int, wait: float | None) -> None:
+        """One pull request: ``no_wait`` (wait None) or lingering ``wait`` seconds.
+
+        Returns once ``batch`` messages are buffered, the request ended (a
+        404/408 status on its own reply subject), or the wait ran out.
+        """
+        nc = await self._conn.connect()
+        self._requests += 1
+        token = str(self._requests)
+        req: dict[str, Any] = {"batch": batch}
+        if wait is None:
+            req["no_wait"] = True
+        else:
+            req["expires"] = int(wait * 1e9)
+        await nc.publish(
+            f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{DURABLE}",
+            json.dumps(req).encode(),
+            reply=f"{self._inbox}.{token}",
+        )
+        end = time.monotonic() + (wait if wait is not None else 0.0) + 2.0
+        try:
+            while len(self._buffer) < batch and token not in self._finished:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return
+                if self._wake is None or self._wake.done():
+                    self._wake = asyncio.get_running_loop().create_future()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._wake), left)
+        finally:
+            status = self._finished.pop(token, None)
+        if status == "409":
+            # The consumer was deleted (a purge elsewhere) or the server lost it.
+            await self._reset()
+
+    async def _on_pulled(self, msg: Msg) -> None:
+        hdrs = msg.headers
+        if hdrs and not msg.reply and "Status" in hdrs:
+            status = hdrs["Status"]
+            if status != "100":  # 100 is a heartbeat
+                self._finished[msg.subject.rpartition(".")[2]] = status
+                if len(self._finished) > 10_000:  # statuses of requests nobody waits for
+                    self._finished.clear()
+        else:
+            self._buffer.append(msg)
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     async def extend(self, delivery: Delivery) -> None:
         await _msg(delivery).in_progress()
@@ -388,6 +449,14 @@ class NatsQueue:
 
     async def aclose(self) -> None:
         await self._reset()
+        # Pulled but never handed out: give them back at once instead of after AckWait.
+        while self._buffer:
+            with contextlib.suppress(Exception):
+                await self._buffer.popleft().nak()
+        sub, self._inbox_sub = self._inbox_sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
         advisory, self._advisory = self._advisory, None
         if advisory is not None:
             with contextlib.suppress(Exception):
