@@ -200,6 +200,23 @@ async def test_release_makes_it_available_at_once(make_queue: MakeQueue) -> None
     assert await poll(lambda: _stats_are(other, depth=0, in_flight=0))
 
 
+async def test_batch_heartbeats_and_acks(make_queue: MakeQueue) -> None:
+    """``extend_many`` / ``ack_many`` (ids), which ``openheim worker`` uses when a backend has them."""
+    q = make_queue()
+    await q.put([task(i) for i in range(3)])
+    got = await take_n(q, 3)
+    extend_many = getattr(q, "extend_many", None)
+    ack_many = getattr(q, "ack_many", None)
+    if extend_many is None or ack_many is None:
+        pytest.skip(f"{type(q).__name__} has no extend_many / ack_many")
+    assert await extend_many(got) == 3
+    await ack_many([d.id for d in got[:2]])
+    assert await extend_many(got) == 1  # only the one still claimed
+    await ack_many([got[2].id])
+    assert await poll(lambda: _stats_are(q, depth=0, in_flight=0))
+    assert await q.take("c1", 3, timeout=0.3) == []
+
+
 # -- dead letters -------------------------------------------------------------------------
 
 

@@ -27,9 +27,17 @@ consumer ``workers`` (explicit acks, ``AckWait`` = visibility timeout,
   object of that name creates them again on its next call.
 
 A NATS acknowledgement names the message by its stream sequence, not by the
-delivery: an ack or heartbeat from a worker whose claim was taken over acts on
-the new claim (Redis refuses a heartbeat from a former owner). The batch
-executor's fencing keeps that from producing a second result.
+delivery: an ack or heartbeat from a worker whose claim was taken over would
+act on the new claim. So a queue object acks and extends only the claims it
+still holds by its own clock (a claim starts when the message arrives and is
+renewed by each extend; it counts as lapsed a margin before the visibility
+timeout); a lapsed claim's ack is dropped and the task comes back to a worker
+that finds its result committed. (An ack is sent only for a committed task, so
+a late one that slipped through would not lose work either.)
+
+``ack_many`` takes deliveries or their ids (ids of deliveries this object
+handed out), ``extend_many`` deliveries; both are what ``openheim worker``
+uses when a backend has them.
 """
 
 from __future__ import annotations
@@ -115,7 +123,11 @@ class NatsQueue:
         self._inbox_sub: Subscription | None = None
         self._requests = 0
         self._finished: dict[str, str] = {}  # request token -> its final status
-        self._buffer: collections.deque[Msg] = collections.deque()
+        self._buffer: collections.deque[tuple[Msg, float]] = collections.deque()
+        # Deliveries handed out and not yet acked: id -> [message, when the claim started
+        # or was last extended]. A claim older than the lapse age may be someone else's now.
+        self._held: dict[str, list[Any]] = {}
+        self._lapse = self.visibility_timeout - min(1.0, 0.2 * self.visibility_timeout)
         self._wake: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
@@ -247,7 +259,7 @@ class NatsQueue:
                 await asyncio.sleep(min(timeout, 0.25))
                 return []
         out = []
-        for msg in msgs:
+        for msg, pulled in msgs:
             meta = msg.metadata
             n = meta.num_delivered
             seq = meta.sequence.stream
@@ -260,10 +272,15 @@ class NatsQueue:
                 reason = f"delivered {n} times without being acked"
                 await self._bury(msg, seq, task, n, reason)
                 continue
-            out.append(Delivery(id=str(seq), task=task, deliveries=n, handle=msg))
+            delivery = Delivery(id=str(seq), task=task, deliveries=n, handle=msg)
+            self._held[delivery.id] = [msg, pulled]
+            out.append(delivery)
+        if len(self._held) > 50_000:  # deliveries nobody acked: forget the long-lapsed ones
+            old = time.monotonic() - 10 * self.visibility_timeout
+            self._held = {k: v for k, v in self._held.items() if v[1] > old}
         return out
 
-    def _drain(self, count: int) -> builtins.list[Msg]:
+    def _drain(self, count: int) -> builtins.list[tuple[Msg, float]]:
         buf = self._buffer
         return [buf.popleft() for _ in range(min(count, len(buf)))]
 
@@ -311,37 +328,73 @@ class NatsQueue:
                 if len(self._finished) > 10_000:  # statuses of requests nobody waits for
                     self._finished.clear()
         else:
-            self._buffer.append(msg)
+            self._buffer.append((msg, time.monotonic()))
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(None)
 
+    # A NATS ack names the message (its stream sequence), not the delivery: an ack
+    # or heartbeat sent for a claim that lapsed would act on whoever holds the task
+    # now. So this process only acks and extends claims it still holds by its own
+    # clock (started when the message arrived, renewed by each extend, minus a
+    # margin); a lapsed claim is left alone and the task comes back to someone who
+    # finds its result committed and acks it then.
+
+    def _live(self, delivery: Delivery | str) -> Msg | None:
+        """The message of a delivery this process still holds, else None."""
+        key = delivery if isinstance(delivery, str) else delivery.id
+        held = self._held.get(key)
+        if held is None:
+            if isinstance(delivery, Delivery):
+                _msg(delivery)  # a clear error for a delivery from elsewhere
+            return None
+        if isinstance(delivery, Delivery) and held[0] is not delivery.handle:
+            return None  # an older delivery of a message this process took again
+        if time.monotonic() - held[1] > self._lapse:
+            del self._held[key]
+            return None
+        msg: Msg = held[0]
+        return msg
+
     async def extend(self, delivery: Delivery) -> None:
-        await _msg(delivery).in_progress()
+        await self.extend_many([delivery])
 
     async def extend_many(self, deliveries: builtins.list[Delivery]) -> int:
-        """Heartbeat several deliveries (sent together); how many were sent."""
+        """Heartbeat several deliveries; how many were still held (and extended)."""
+        n = 0
+        now = time.monotonic()
         for d in deliveries:
-            await _msg(d).in_progress()
-        return len(deliveries)
+            msg = self._live(d)
+            if msg is not None:
+                await msg.in_progress()
+                self._held[d.id][1] = now
+                n += 1
+        return n
 
     async def ack(self, delivery: Delivery) -> None:
-        msg = _msg(delivery)
-        with contextlib.suppress(nats.errors.MsgAlreadyAckdError):
-            await msg.ack()
+        await self.ack_many([delivery])
 
-    async def ack_many(self, deliveries: builtins.list[Delivery]) -> None:
+    async def ack_many(self, deliveries: builtins.list[Delivery] | builtins.list[str]) -> None:
+        """Ack deliveries (or the ids of deliveries this queue object handed out)."""
         for d in deliveries:
-            await self.ack(d)
+            msg = self._live(d)
+            if msg is not None:
+                self._held.pop(d if isinstance(d, str) else d.id, None)
+                with contextlib.suppress(nats.errors.MsgAlreadyAckdError):
+                    await msg.ack()
 
     async def release(self, delivery: Delivery) -> None:
+        msg = self._live(delivery)
+        if msg is None:
+            return  # lapsed: the server hands it out again anyway
+        self._held.pop(delivery.id, None)
         js = await self._js()
         await self._publish(js, delivery.task, f"release:{delivery.id}:{uuid.uuid4().hex}")
-        msg = _msg(delivery)
         with contextlib.suppress(nats.errors.MsgAlreadyAckdError):
             await msg.ack_sync(timeout=5)
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self._held.pop(delivery.id, None)
         await self._bury(
             _msg(delivery), int(delivery.id), delivery.task, delivery.deliveries, reason
         )
@@ -452,7 +505,7 @@ class NatsQueue:
         # Pulled but never handed out: give them back at once instead of after AckWait.
         while self._buffer:
             with contextlib.suppress(Exception):
-                await self._buffer.popleft().nak()
+                await self._buffer.popleft()[0].nak()
         sub, self._inbox_sub = self._inbox_sub, None
         if sub is not None:
             with contextlib.suppress(Exception):
