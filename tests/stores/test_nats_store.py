@@ -144,6 +144,30 @@ async def test_two_processes_writing_the_same_key(store: NatsStore) -> None:
         await other.aclose()
 
 
+async def test_read_log_from_known_positions(store: NatsStore) -> None:
+    """Short reads go record by record from a position this process saw; long ones scan."""
+    other = NatsStore(store.url, store.ns)
+    try:
+        for i in range(1, 6):
+            assert await store.append("l", f"r{i}".encode()) == i
+        await store.append("noise", b"x")  # other subjects in between
+        assert await other.append("l", b"r6") == 6
+        assert await other.append("l", b"r7") == 7
+        want = [(i, f"r{i}".encode()) for i in range(1, 8)]
+        assert await store.read_log("l", after=3) == want[3:]  # from record 3's position
+        assert await store.read_log("l", after=0) == want  # from the start
+        assert await other.read_log("l", after=5) == want[5:]  # no position known: a scan
+        await store.trim_log("l", 4)
+        assert await store.read_log("l", after=2) == want[4:]
+        assert await other.read_log("l", after=6) == want[6:]
+        for i in range(8, 40):
+            await other.append("l", f"r{i}".encode())
+        got = await store.read_log("l", after=5)  # more than a few: a scan
+        assert [n for n, _ in got] == list(range(6, 40))
+    finally:
+        await other.aclose()
+
+
 async def test_bad_urls_and_values(store: NatsStore) -> None:
     with pytest.raises(ConfigError, match="bucket"):
         open_store(f"{NATS_URL}?bucket=no.dots")

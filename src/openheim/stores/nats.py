@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import json
 import time
 import uuid
 from collections import OrderedDict
@@ -65,6 +66,8 @@ MSG_ID = "Nats-Msg-Id"
 WRONG_LAST = (10071, 10164)  # JSStreamWrongLastSequence
 STREAM_NOT_FOUND = 10059
 _CACHE_SIZE = 20_000
+_STEP_READ = 16  # read_log reads at most this many records one by one (else a consumer)
+_POSITIONS = 64  # log positions kept per log
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
@@ -116,6 +119,8 @@ class _Shared:
         # subject -> (stream sequence, headers) of the last message this process saw there.
         self.cache: OrderedDict[str, _Last] = OrderedDict()
         self.locks: dict[str, asyncio.Lock] = {}
+        # log subject -> {record number: stream sequence} of records this process saw.
+        self.positions: OrderedDict[str, dict[int, int]] = OrderedDict()
 
     # -- set-up ---------------------------------------------------------------------
 
@@ -186,6 +191,51 @@ class _Shared:
 
         got: _Last | None = await self._again(call, f"read {subject}")
         self.remember(subject, got)
+        return got
+
+    def note_position(self, subject: str, number: int, seq: int) -> None:
+        known = self.positions.get(subject)
+        if known is None:
+            known = self.positions[subject] = {}
+            if len(self.positions) > _CACHE_SIZE:
+                self.positions.popitem(last=False)
+        else:
+            self.positions.move_to_end(subject)
+        known[number] = seq
+        if len(known) > _POSITIONS:
+            del known[min(known)]
+
+    def position(self, subject: str, number: int) -> int | None:
+        """The stream sequence of record ``number`` of a log, if this process saw it."""
+        known = self.positions.get(subject)
+        return known.get(number) if known else None
+
+    def forget_positions(self, subject: str) -> None:
+        self.positions.pop(subject, None)
+
+    async def next_on(self, stream: str, subject: str, seq: int) -> _Last | None:
+        """The first message on ``subject`` at or after stream sequence ``seq``."""
+        nc = await self.conn.connect()
+        js = await self.conn.jetstream()
+
+        async def call() -> _Last | None:
+            if self.direct[stream]:
+                req = json.dumps({"seq": seq, "next_by_subj": subject}).encode()
+                msg = await nc.request(f"$JS.API.DIRECT.GET.{stream}", req, timeout=5)
+                hdrs = msg.headers or {}
+                status = hdrs.get("Status")
+                if status == "404":
+                    return None
+                if status:
+                    raise nats.js.errors.APIError.from_msg(msg)
+                return _Last(int(hdrs["Nats-Sequence"]), hdrs, msg.data or b"")
+            try:
+                raw = await js.get_msg(stream, seq, subject=subject, next=True)
+            except nats.js.errors.NotFoundError:
+                return None
+            return _Last(raw.seq or 0, dict(raw.headers or {}), raw.data or b"")
+
+        got: _Last | None = await self._again(call, f"read {subject}")
         return got
 
     def remember(self, subject: str, last: _Last | None) -> None:
@@ -388,6 +438,7 @@ class NatsStore:
                     last = None
                     continue
                 s.remember(subject, _Last(seq, headers, b""))
+                s.note_position(subject, number + 1, seq)
                 return number + 1
 
     async def read_log(self, log: str, after: int = 0) -> builtins.list[LogRecord]:
@@ -401,12 +452,30 @@ class NatsStore:
             return []
         if top == after + 1:
             return [(top, last.data)]
+        start = 0 if after == 0 else s.position(subject, after)
+        if start is not None and top - after <= _STEP_READ:
+            # A few records past a known position: read them one by one (direct gets),
+            # cheaper than setting up a consumer.
+            out = []
+            seq = start + 1
+            while seq <= last.seq:
+                msg = await s.next_on(s.log_stream, subject, seq)
+                if msg is None:
+                    break
+                number = int(msg.headers.get(H_SEQ, "0"))
+                if not msg.headers.get(H_TRIM):
+                    s.note_position(subject, number, msg.seq)
+                    if number > after:
+                        out.append((number, msg.data))
+                seq = msg.seq + 1
+            return out
         found = await s.scan(s.log_stream, subject, last_per_subject=False, headers_only=False)
         out = []
         for _, msg in found:
             if msg.headers.get(H_TRIM):
                 continue
             number = int(msg.headers.get(H_SEQ, "0"))
+            s.note_position(subject, number, msg.seq)
             if number > after:
                 out.append((number, msg.data))
         out.sort(key=lambda r: r[0])
@@ -449,6 +518,7 @@ class NatsStore:
             await s.ready()
             await s.purge(s.log_stream, subject)
             s.remember(subject, None)
+            s.forget_positions(subject)
 
     async def list_logs(self, prefix: str = "") -> builtins.list[str]:
         s = self._s
