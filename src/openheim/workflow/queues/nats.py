@@ -13,8 +13,9 @@ consumer ``workers`` (explicit acks, ``AckWait`` = visibility timeout,
   after ``AckWait`` to whichever worker pulls next. A delivery numbered above
   ``max_deliveries`` is not handed out: ``take`` moves it to the dead letters.
   The one extra delivery ``MaxDeliver`` allows exists for that; should the
-  worker die while moving it, the server's MAX_DELIVERIES advisory makes any
-  live queue of that name move it instead.
+  worker die while moving it, the server's MAX_DELIVERIES advisory (sent once
+  AckWait ran out, when a worker next pulls) makes any live queue object of
+  that name move it instead.
 - ``extend`` is an in-progress ack (``+WPI``: AckWait starts again), ``ack`` an
   ack (sent without waiting, in order on the connection), ``release``
   publishes the task again as new and acks the old message (so a task a
