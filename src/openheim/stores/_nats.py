@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -40,7 +41,7 @@ T = TypeVar("T")
 # How long a call keeps retrying while the server is away (a restart takes seconds).
 RETRY_DEADLINE = 60.0
 
-_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_/")
+_UNSAFE = re.compile(r"[^A-Za-z0-9/_-]+")
 
 
 def encode_token(text: str) -> str:
@@ -50,13 +51,11 @@ def encode_token(text: str) -> str:
     character becomes ``=XX`` per UTF-8 byte, so dots, spaces, ``*``, ``>``
     and non-ASCII text cannot split or widen a subject.
     """
-    out = []
-    for ch in text:
-        if ch in _SAFE:
-            out.append(ch)
-        else:
-            out.extend(f"={b:02X}" for b in ch.encode())
-    return "".join(out)
+    return _UNSAFE.sub(_escape, text)
+
+
+def _escape(m: re.Match[str]) -> str:
+    return "".join(f"={b:02X}" for b in m.group().encode())
 
 
 def decode_token(token: str) -> str:

@@ -40,6 +40,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+import msgspec
 import nats.errors
 import nats.js.errors
 from nats.js import api
@@ -69,6 +70,14 @@ _CACHE_SIZE = 20_000
 _STEP_READ = 16  # read_log reads at most this many records one by one (else a consumer)
 _POSITIONS = 64  # log positions kept per log
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+class _PubAck(msgspec.Struct):
+    seq: int = 0
+    error: dict[str, Any] | None = None
+
+
+_dec_ack = msgspec.json.Decoder(_PubAck)
 
 
 @dataclass(slots=True)
@@ -248,22 +257,25 @@ class _Shared:
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> int | None:
         """Publish with ``headers``; the stream sequence, or None if the expected last was wrong."""
         await self.ready()
-        js = await self.conn.jetstream()
+        nc = await self.conn.connect()
         headers[MSG_ID] = uuid.uuid4().hex  # one id for every retry of this write
 
         async def call() -> int | None:
             try:
-                ack = await js.publish(subject, payload, headers=dict(headers))
-            except nats.js.errors.APIError as exc:
-                if exc.err_code in WRONG_LAST:
-                    return None
-                raise
+                msg = await nc.request(subject, payload, timeout=5, headers=headers)
+            except nats.errors.NoRespondersError:
+                raise nats.js.errors.NoStreamResponseError from None
             except nats.errors.MaxPayloadError as exc:
                 raise ConfigError(
                     f"a record of {len(payload)} bytes is larger than the NATS server's "
                     "max_payload; raise max_payload in the server configuration or store "
                     "large blobs elsewhere"
                 ) from exc
+            ack = _dec_ack.decode(msg.data)
+            if ack.error is not None:
+                if ack.error.get("err_code") in WRONG_LAST:
+                    return None
+                raise nats.js.errors.APIError.from_error(ack.error)
             return ack.seq
 
         seq: int | None = await self._again(call, f"write {subject}")
