@@ -107,6 +107,29 @@ async def test_expired_keys_read_as_absent_and_are_cleaned_up(store: NatsStore) 
     assert await store.get("lease") == (b"mine", 1)
 
 
+async def test_expired_keys_leave_the_stream(store: NatsStore) -> None:
+    """No message stays behind for an expired key: its writer drops it, or sweep() does."""
+    await store.put("short", b"x", ttl=0.3)
+    await store.put("kept", b"y", ttl=0.3)
+    await store.put("kept", b"y2")  # rewritten without ttl before it expired: stays
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        if not any("short" in k for k in await _subjects(store)):
+            break
+        await asyncio.sleep(0.1)
+    assert not any("short" in k for k in await _subjects(store))
+    assert await store.get("kept") == (b"y2", 2)
+    # A writer that is gone cannot drop its keys; sweep() does, for the whole bucket.
+    gone = NatsStore(store.url, store.ns)
+    await gone.put("orphan", b"z", ttl=0.3)
+    await gone.aclose()
+    await asyncio.sleep(0.5)
+    assert any("orphan" in k for k in await _subjects(store))
+    assert await store.sweep() >= 1
+    assert not any("orphan" in k for k in await _subjects(store))
+    assert await store.list() == ["kept"]
+
+
 async def _subjects(store: NatsStore) -> dict[str, int]:
     js = await store._s.conn.jetstream()
     info = await js.stream_info(store._s.kv_stream, subjects_filter=store._kv + ">")

@@ -16,7 +16,9 @@ digits, ``-``, ``_`` and ``/`` kept, every other byte written ``=XX``).
   compare-and-set too), then purges the key's messages up to that marker.
 - *TTL.* The server here (2.9) has no per-message TTL, so a key written with
   ``ttl`` carries its expiry time (``Oh-Exp``, Unix seconds of the writer's
-  clock) and reads as absent afterwards; ``list`` purges expired keys it meets.
+  clock) and reads as absent afterwards. The writing process drops the message
+  once it expired; ``list`` drops expired keys it meets, and ``sweep()`` every
+  expired key of the bucket (for keys whose writer is gone).
 - *Logs* live in a second stream, ``OHLOG_<bucket>``, one subject per log;
   each record carries its sequence number (``Oh-Seq``) and is appended with
   the same expected-last-sequence check, so numbers are gap-free and never
@@ -31,7 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
+import heapq
 import json
+import logging
 import time
 import uuid
 from collections import OrderedDict
@@ -57,6 +62,8 @@ from openheim.stores._nats import NatsConnection, decode_token, encode_token, re
 
 __all__ = ["NatsStore"]
 
+log = logging.getLogger("openheim.stores.nats")
+
 H_VER = "Oh-Ver"
 H_EXP = "Oh-Exp"
 H_SEQ = "Oh-Seq"
@@ -67,6 +74,8 @@ MSG_ID = "Nats-Msg-Id"
 WRONG_LAST = (10071, 10164)  # JSStreamWrongLastSequence
 STREAM_NOT_FOUND = 10059
 _CACHE_SIZE = 20_000
+_MAX_EXPIRING = 1_000_000  # ttl keys a process remembers to drop (beyond: list/sweep do)
+_SWEEP_EVERY = 5.0  # seconds between looks at the expiry heap when nothing is due
 _STEP_READ = 16  # read_log reads at most this many records one by one (else a consumer)
 _POSITIONS = 64  # log positions kept per log
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
@@ -130,6 +139,39 @@ class _Shared:
         self.locks: dict[str, asyncio.Lock] = {}
         # log subject -> {record number: stream sequence} of records this process saw.
         self.positions: OrderedDict[str, dict[int, int]] = OrderedDict()
+        # Keys this process wrote with a ttl: (expires at, subject, stream sequence).
+        self.expiring: list[tuple[float, str, int]] = []
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- expiry -------------------------------------------------------------------------
+
+    def expires(self, at: float, subject: str, seq: int) -> None:
+        """Drop message ``seq`` of ``subject`` once it expired (unless overwritten by then)."""
+        if len(self.expiring) < _MAX_EXPIRING:
+            heapq.heappush(self.expiring, (at, subject, seq))
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
+
+    async def _sweep_loop(self) -> None:
+        while self.expiring:
+            wait = self.expiring[0][0] - time.time()
+            if wait > 0:
+                await asyncio.sleep(min(wait + 0.05, _SWEEP_EVERY))
+                continue
+            _, subject, seq = heapq.heappop(self.expiring)
+            try:
+                await self.purge(self.kv_stream, subject, before=seq + 1)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the server is away: the key is swept by a later list()
+                log.debug("nats store: could not drop expired %s: %r", subject, exc)
+
+    async def stop_sweeping(self) -> None:
+        task, self._sweeper = self._sweeper, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     # -- set-up ---------------------------------------------------------------------
 
@@ -390,6 +432,8 @@ class NatsStore:
                     last = None
                     continue
                 s.remember(subject, _Last(seq, headers, b""))
+                if ttl is not None:
+                    s.expires(now + ttl, subject, seq)
                 return current + 1
 
     async def delete(self, key: str, *, expect_version: int | None = None) -> bool:
@@ -543,7 +587,27 @@ class NatsStore:
         names = (decode_token(subject[len(self._log) :]) for subject in subjects)
         return sorted(n for n in names if n.startswith(prefix))
 
+    async def sweep(self) -> int:
+        """Drop every expired key of the bucket (all namespaces); how many were dropped.
+
+        A process drops the keys it wrote with a ttl once they expire, and
+        ``list`` drops expired keys it meets; this catches the ones written by
+        processes that are gone (run it now and then, e.g. from cron).
+        """
+        s = self._s
+        found = await s.scan(
+            s.kv_stream, s.kv_prefix + ">", last_per_subject=True, headers_only=True
+        )
+        now = time.time()
+        n = 0
+        for subject, last in found:
+            if last.headers.get(H_EXP) is not None and not last.live(now):
+                await s.purge(s.kv_stream, subject, before=last.seq + 1)
+                n += 1
+        return n
+
     async def aclose(self) -> None:
+        await self._s.stop_sweeping()
         await self._s.conn.close()
 
     def __repr__(self) -> str:
