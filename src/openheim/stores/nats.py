@@ -17,7 +17,7 @@ digits, ``-``, ``_`` and ``/`` kept, every other byte written ``=XX``).
 - *TTL.* The server here (2.9) has no per-message TTL, so a key written with
   ``ttl`` carries its expiry time (``Oh-Exp``, Unix seconds of the writer's
   clock) and reads as absent afterwards. The writing process drops the message
-  once it expired; ``list`` drops expired keys it meets, and ``sweep()`` every
+  once it expired (ttls up to an hour, while it runs); ``list`` drops expired keys it meets, and ``sweep()`` every
   expired key of the bucket (for keys whose writer is gone).
 - *Logs* live in a second stream, ``OHLOG_<bucket>``, one subject per log;
   each record carries its sequence number (``Oh-Seq``) and is appended with
@@ -74,7 +74,8 @@ MSG_ID = "Nats-Msg-Id"
 WRONG_LAST = (10071, 10164)  # JSStreamWrongLastSequence
 STREAM_NOT_FOUND = 10059
 _CACHE_SIZE = 20_000
-_MAX_EXPIRING = 1_000_000  # ttl keys a process remembers to drop (beyond: list/sweep do)
+_MAX_EXPIRING = 200_000  # ttl keys a process remembers to drop (beyond: list/sweep do)
+_REMEMBER_TTL = 3600.0  # longer ttls are left to list() and sweep()
 _SWEEP_EVERY = 5.0  # seconds between looks at the expiry heap when nothing is due
 _STEP_READ = 16  # read_log reads at most this many records one by one (else a consumer)
 _POSITIONS = 64  # log positions kept per log
@@ -432,7 +433,7 @@ class NatsStore:
                     last = None
                     continue
                 s.remember(subject, _Last(seq, headers, b""))
-                if ttl is not None:
+                if ttl is not None and ttl <= _REMEMBER_TTL:
                     s.expires(now + ttl, subject, seq)
                 return current + 1
 
