@@ -121,3 +121,34 @@ async def test_pulled_but_not_handed_out_goes_back_on_close(queue: NatsQueue) ->
         assert sorted(d.task.task for d in rest) == ["0:n1", "0:n2"]
     finally:
         await other.aclose()
+
+
+async def test_a_submitter_leaves_the_workers_settings_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """AckWait is the consumer's, on the server: only a taker sets it, and the last one wins."""
+    name = f"n-{uuid.uuid4().hex[:10]}"
+    worker = open_queue(NATS_URL, name=name, visibility_timeout=2.0, max_deliveries=3)
+    submitter = open_queue(NATS_URL, name=name)  # the defaults: 30 s, 5
+    other = open_queue(NATS_URL, name=name, visibility_timeout=7.0, max_deliveries=3)
+    assert isinstance(worker, NatsQueue)
+    nc = await nats.connect(NATS_URL)
+    try:
+        js = nc.jetstream()
+        await submitter.put([Task(workflow="wf", run_id="r", task="0:a")])  # made with defaults
+        assert (await js.consumer_info(worker.stream, DURABLE)).config.ack_wait == 30.0
+        assert len(await worker.take("w", 1, timeout=1.0)) == 1  # the worker's settings now
+        assert (await js.consumer_info(worker.stream, DURABLE)).config.ack_wait == 2.0
+        await submitter.put([Task(workflow="wf", run_id="r", task="0:b")])
+        await submitter.stats()
+        assert (await js.consumer_info(worker.stream, DURABLE)).config.ack_wait == 2.0
+        assert not [r for r in caplog.records if "disagree" in r.message]
+        await other.take("o", 1, timeout=1.0)  # a worker with other settings: it wins, loudly
+        info = await js.consumer_info(worker.stream, DURABLE)
+        assert (info.config.ack_wait, info.config.max_deliver) == (7.0, 4)
+        assert [r for r in caplog.records if "disagree" in r.message]
+    finally:
+        await nc.close()
+        await worker.purge()
+        for q in (worker, submitter, other):
+            await q.aclose()

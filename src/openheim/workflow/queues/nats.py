@@ -70,6 +70,8 @@ __all__ = ["NatsQueue"]
 log = logging.getLogger("openheim.workflow.queues.nats")
 
 DURABLE = "workers"
+_BY_WORKER = "openheim queue: settings of the last worker that took from it"
+_BY_DEFAULT = "openheim queue: default settings (no worker has taken from it yet)"
 NO_MESSAGE = 10057  # JSNoMessageFoundErr
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 _enc = msgspec.json.Encoder()
@@ -117,6 +119,7 @@ class NatsQueue:
         self.dead_subject = f"ohq.{name}.dead"
         self._conn = NatsConnection(url)
         self._ready = False
+        self._configured = False  # the consumer carries this object's settings
         self._lock = asyncio.Lock()
         self._advisory: Subscription | None = None
         # Pulling (see take): one wildcard inbox, request n answers on <inbox>.<n>.
@@ -165,22 +168,14 @@ class NatsQueue:
             # BadRequest: it exists with another configuration (another window): keep it.
             with contextlib.suppress(nats.js.errors.BadRequestError):
                 await retrying(self._conn, partial(js.add_stream, config), "create queue streams")
-        consumer = api.ConsumerConfig(
-            durable_name=DURABLE,
-            ack_policy=api.AckPolicy.EXPLICIT,
-            ack_wait=self.visibility_timeout,
-            max_deliver=self.max_deliveries + 1,
-            max_ack_pending=self.max_ack_pending,
-            filter_subject=self.subject,
-            deliver_policy=api.DeliverPolicy.ALL,
-        )
+        # A queue object that only puts (a submitter) leaves an existing consumer as the
+        # workers configured it; take() sets this object's settings (see _configure).
         try:
             await retrying(
-                self._conn, partial(js.add_consumer, self.stream, consumer), "create the consumer"
+                self._conn, partial(js.consumer_info, self.stream, DURABLE), "read the consumer"
             )
-        except nats.js.errors.BadRequestError as exc:
-            # Made by a queue object with other settings: those stay (one consumer per queue).
-            log.warning("queue %s: keeping the existing consumer (%s)", self.name, exc)
+        except nats.js.errors.NotFoundError:
+            await self._configure(js, taker=False)
         nc = await self._conn.connect()
         if self._inbox_sub is None:
             self._inbox = nc.new_inbox()
@@ -192,9 +187,57 @@ class NatsQueue:
             )
         self._ready = True
 
+    def _consumer_config(self, taker: bool) -> api.ConsumerConfig:
+        return api.ConsumerConfig(
+            durable_name=DURABLE,
+            description=_BY_WORKER if taker else _BY_DEFAULT,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self.visibility_timeout,
+            max_deliver=self.max_deliveries + 1,
+            max_ack_pending=self.max_ack_pending,
+            filter_subject=self.subject,
+            deliver_policy=api.DeliverPolicy.ALL,
+        )
+
+    async def _configure(self, js: JetStreamContext, *, taker: bool = True) -> None:
+        """Create the consumer, or update it to this object's visibility timeout and
+        max deliveries (the server keeps one setting per queue: the last worker's)."""
+        config = self._consumer_config(taker)
+        try:
+            info = await js.consumer_info(self.stream, DURABLE)
+        except nats.js.errors.NotFoundError:
+            info = None
+        if info is not None:
+            have = info.config
+            if (have.ack_wait, have.max_deliver, have.description) == (
+                config.ack_wait,
+                config.max_deliver,
+                config.description,
+            ):
+                self._configured = taker
+                return
+            if have.description == _BY_WORKER and (have.ack_wait, have.max_deliver) != (
+                config.ack_wait,
+                config.max_deliver,
+            ):
+                log.warning(
+                    "queue %s: workers disagree: the visibility timeout was %s s and max "
+                    "deliveries %s; now %s s and %s (give every worker the same settings)",
+                    self.name,
+                    have.ack_wait,
+                    (have.max_deliver or 0) - 1,
+                    config.ack_wait,
+                    self.max_deliveries,
+                )
+        await retrying(
+            self._conn, partial(js.add_consumer, self.stream, config), "create the consumer"
+        )
+        self._configured = taker
+
     async def _reset(self) -> None:
         """The streams or the consumer are gone (a purge elsewhere, a server that lost them)."""
         self._ready = False
+        self._configured = False
 
     # -- the protocol ------------------------------------------------------------------
 
@@ -213,7 +256,7 @@ class NatsQueue:
         new = 0
         for task, future in zip(tasks, futures, strict=True):
             try:
-                ack = await future
+                ack = await asyncio.wait_for(future, 5.0)
                 new += 0 if ack.duplicate else 1
             except Exception as exc:  # a reconnect in between: publish it again (same id)
                 log.debug("queue %s: put again after %r", self.name, exc)
@@ -247,7 +290,9 @@ class NatsQueue:
         """
         if count < 1:
             raise ConfigError(f"take count must be >= 1, got {count!r}")
-        await self._js()
+        js = await self._js()
+        if not self._configured:
+            await self._configure(js)
         msgs = self._drain(count)
         if not msgs:
             try:
