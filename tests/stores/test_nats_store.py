@@ -7,6 +7,7 @@ Store protocol itself; these tests look at how it sits on JetStream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -279,3 +280,28 @@ async def test_writes_wait_out_a_restart(tmp_path: Path) -> None:
             await store.aclose()
         finally:
             _stop(proc)
+
+
+async def test_streams_lost_under_a_running_store_are_made_again() -> None:
+    """A server that lost its streams (deleted, or restarted without its data): start afresh."""
+    import nats
+
+    bucket = f"lost{uuid.uuid4().hex[:8]}"
+    store = open_store(f"{NATS_URL}?bucket={bucket}", namespace="x")
+    nc = await nats.connect(NATS_URL)
+    js = nc.jetstream()
+    try:
+        assert await store.put("k", b"v") == 1
+        assert await store.append("l", b"r") == 1
+        await js.delete_stream(f"KV_{bucket}")
+        await js.delete_stream(f"OHLOG_{bucket}")
+        assert await store.get("k") is None  # gone with the stream; no error, no hang
+        assert await store.put("k", b"w", expect_version=0) == 1
+        assert await store.append("l", b"again") == 1
+        assert (await js.stream_info(f"KV_{bucket}")).state.messages == 1
+    finally:
+        for stream in (f"KV_{bucket}", f"OHLOG_{bucket}"):
+            with contextlib.suppress(Exception):
+                await js.delete_stream(stream)
+        await nc.close()
+        await store.aclose()

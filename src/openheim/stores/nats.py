@@ -50,7 +50,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import api
 
-from openheim.errors import ConfigError
+from openheim.errors import ConfigError, StorageError
 from openheim.stores._base import (
     LogRecord,
     check_key,
@@ -332,14 +332,26 @@ class _Shared:
         )
 
     async def _again(self, call: Any, what: str) -> Any:
-        """``retrying``, and re-create the streams if a restarted server lost them."""
+        """``retrying``, and re-create the streams if a restarted server lost them.
+
+        A stream that is gone shows as "not found" from the API, and as no
+        responders or a timeout for direct gets and publishes: after a few
+        seconds of those on a live connection the streams are set up again (a
+        no-op if they exist), then the call is retried.
+        """
         try:
-            return await retrying(self.conn, call, what)
+            return await retrying(self.conn, call, what, deadline=3.0)
         except nats.js.errors.APIError as exc:
             if exc.err_code != STREAM_NOT_FOUND and exc.code != 404:
                 raise
+        except StorageError:
+            nc = self.conn.client
+            if nc is None or not nc.is_connected:  # still reconnecting: keep trying
+                return await retrying(self.conn, call, what)
+            # Connected, yet no answer (a direct get on a deleted stream just times out).
         self._ready = False
         self.cache.clear()
+        self.positions.clear()
         await self.ready()
         return await retrying(self.conn, call, what)
 
