@@ -152,3 +152,21 @@ async def test_a_submitter_leaves_the_workers_settings_alone(
         await worker.purge()
         for q in (worker, submitter, other):
             await q.aclose()
+
+
+async def test_streams_lost_under_a_running_queue_are_made_again(queue: NatsQueue) -> None:
+    await queue.put([Task(workflow="wf", run_id="r", task="0:a")])
+    nc = await nats.connect(NATS_URL)
+    try:
+        js = nc.jetstream()
+        await js.delete_stream(queue.stream)
+        await js.delete_stream(queue.dead_stream)
+    finally:
+        await nc.close()
+    assert await queue.take("c", 1, timeout=0.5) == []  # lost with the stream
+    assert await queue.put([Task(workflow="wf", run_id="r", task="0:b")]) == 1
+    got: list[Delivery] = []
+    end = time.monotonic() + 30
+    while not got and time.monotonic() < end:
+        got = await queue.take("c", 1, timeout=0.5)
+    assert [d.task.task for d in got] == ["0:b"]

@@ -290,9 +290,16 @@ class NatsQueue:
         """
         if count < 1:
             raise ConfigError(f"take count must be >= 1, got {count!r}")
-        js = await self._js()
-        if not self._configured:
-            await self._configure(js)
+        for attempt in (1, 2):
+            try:
+                js = await self._js()
+                if not self._configured:
+                    await self._configure(js)
+                break
+            except nats.js.errors.NotFoundError:  # the stream is gone: make it again
+                if attempt == 2:
+                    raise
+                await self._reset()
         msgs = self._drain(count)
         if not msgs:
             try:
@@ -350,6 +357,7 @@ class NatsQueue:
             reply=f"{self._inbox}.{token}",
         )
         end = time.monotonic() + (wait if wait is not None else 0.0) + 2.0
+        answered = False
         try:
             while len(self._buffer) < batch and token not in self._finished:
                 left = end - time.monotonic()
@@ -359,8 +367,13 @@ class NatsQueue:
                     self._wake = asyncio.get_running_loop().create_future()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(self._wake), left)
+            answered = True
         finally:
             status = self._finished.pop(token, None)
+            if not answered and not self._buffer and nc.is_connected:
+                # Connected, and not even a status back: the stream or consumer is gone
+                # (deleted, or a server restarted without its data). Set them up again.
+                await self._reset()
         if status == "409":
             # The consumer was deleted (a purge elsewhere) or the server lost it.
             await self._reset()
