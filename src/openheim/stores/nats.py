@@ -17,8 +17,9 @@ digits, ``-``, ``_`` and ``/`` kept, every other byte written ``=XX``).
 - *TTL.* The server here (2.9) has no per-message TTL, so a key written with
   ``ttl`` carries its expiry time (``Oh-Exp``, Unix seconds of the writer's
   clock) and reads as absent afterwards. The writing process drops the message
-  once it expired (ttls up to an hour, while it runs); ``list`` drops expired keys it meets, and ``sweep()`` every
-  expired key of the bucket (for keys whose writer is gone).
+  once it expired (ttls up to an hour, while it runs); ``list`` drops expired
+  keys it meets, and ``sweep()`` every expired key of the bucket (for keys
+  whose writer is gone, or with longer ttls).
 - *Logs* live in a second stream, ``OHLOG_<bucket>``, one subject per log;
   each record carries its sequence number (``Oh-Seq``) and is appended with
   the same expected-last-sequence check, so numbers are gap-free and never
@@ -26,7 +27,11 @@ digits, ``-``, ``_`` and ``/`` kept, every other byte written ``=XX``).
 
 A process caches the revision it last wrote or read per key, so a writer that
 keeps writing its own keys needs one round trip per write; the server still
-checks every write, a stale cache only costs a retry.
+checks every write, a stale cache only costs a retry. Reads are direct gets
+(the stream's ``allow_direct``): on a replicated stream (``?replicas=3``) a
+follower may answer a read with a slightly older value; writes stay
+compare-and-set on the leader. Streams lost under a running store (deleted,
+or a server restarted without its data) are made again, empty.
 """
 
 from __future__ import annotations

@@ -9,8 +9,13 @@ consumer ``workers`` (explicit acks, ``AckWait`` = visibility timeout,
 - ``put`` publishes each task (JSON) with ``Nats-Msg-Id`` = ``Task.dedup_id()``;
   the stream's duplicate window (``dedup_window``, by default the longer of
   2 minutes and twice visibility_timeout x max_deliveries) drops a repeat.
-- ``take`` fetches a batch from the consumer; an un-acked delivery comes back
-  after ``AckWait`` to whichever worker pulls next. A delivery numbered above
+- ``take`` pulls with its own requests: a ``no_wait`` request for ``count``
+  returns what is ready at once; only if nothing is, one request for a single
+  task waits up to ``timeout`` (a sparse queue is not held up waiting for a
+  full batch, and no request stays open after take returns). Only a taker
+  sets the consumer's AckWait and MaxDeliver (the last worker's settings
+  win; a submitter's defaults never override them). An un-acked delivery
+  comes back after ``AckWait`` to whichever worker pulls next. A delivery numbered above
   ``max_deliveries`` is not handed out: ``take`` moves it to the dead letters.
   The one extra delivery ``MaxDeliver`` allows exists for that; should the
   worker die while moving it, the server's MAX_DELIVERIES advisory (sent once
