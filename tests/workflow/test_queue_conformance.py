@@ -307,6 +307,13 @@ async def test_many_tasks_in_batches(make_queue: MakeQueue) -> None:
 async def test_survives_a_server_restart(kind: str, tmp_path: Path) -> None:
     server = PrivateServer(kind, tmp_path)
     server.start()
+    try:
+        await _restart_run(server)
+    finally:
+        server.stop()
+
+
+async def _restart_run(server: PrivateServer) -> None:
     q = open_queue(server.url, name="restart", visibility_timeout=2.0)
     try:
         assert await q.put([task(i) for i in range(5)]) == 5
@@ -332,7 +339,4 @@ async def test_survives_a_server_restart(kind: str, tmp_path: Path) -> None:
         assert sorted(seen[d.task.task] for d in taken) == [2, 2]
         assert await poll(lambda: _stats_are(q, depth=0, in_flight=0))
     finally:
-        try:
-            await q.aclose()
-        finally:
-            server.stop()
+        await q.aclose()
