@@ -59,6 +59,13 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
             "telemetry hooks vs hooks stubbed (µs per run / ns per call, lower is better)",
         ),
     ],
+    "natsstore": [
+        (
+            "bench_natsstore",
+            "NATS JetStream store and queue vs the Redis and PostgreSQL stores (ops/s, higher "
+            "is better; durability differs, see the module docstring)",
+        ),
+    ],
     "server": [
         (
             "bench_server",

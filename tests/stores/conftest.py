@@ -1,8 +1,8 @@
-"""A ``store`` fixture over every backend: memory, SQLite, Redis and PostgreSQL.
+"""A ``store`` fixture over every backend: memory, SQLite, Redis, PostgreSQL and NATS.
 
 Each test gets a fresh namespace (and, on Redis, a fresh key prefix), and
-everything it wrote is removed afterwards. The Redis and PostgreSQL params
-carry the ``redis`` / ``postgres`` markers, so they fail when the server is
+everything it wrote is removed afterwards. The Redis, PostgreSQL and NATS params
+carry the ``redis`` / ``postgres`` / ``nats`` markers, so they fail when the server is
 down (see tests/conftest.py).
 """
 
@@ -21,12 +21,14 @@ REDIS_URL = os.environ.get("OPENHEIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"
 POSTGRES_URL = os.environ.get(
     "OPENHEIM_TEST_POSTGRES_URL", f"postgresql://{getpass.getuser()}@127.0.0.1:5432/test"
 )
+NATS_URL = os.environ.get("OPENHEIM_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
 BACKENDS = [
     pytest.param("memory", id="memory"),
     pytest.param("sqlite", id="sqlite"),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    pytest.param("nats", id="nats", marks=pytest.mark.nats),
 ]
 
 
@@ -49,6 +51,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterat
         from openheim.stores.redis import RedisStore
 
         s = RedisStore(REDIS_URL, ns, prefix=f"ohtest-{ns}:")
+    elif kind == "nats":
+        s = open_store(NATS_URL + "?bucket=ohtest", namespace=ns)
     else:
         s = open_store(POSTGRES_URL, namespace=ns)
     try:

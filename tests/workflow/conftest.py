@@ -1,6 +1,6 @@
 """Fixtures for the workflow tests: a durable store URL on every backend, a fresh namespace each.
 
-The PostgreSQL param carries the ``postgres`` marker, so it fails when the
+The PostgreSQL and NATS params carry the ``postgres`` / ``nats`` markers, so they fail when the
 server is down (see tests/conftest.py); each test writes into its own
 namespace and removes what it wrote.
 """
@@ -19,6 +19,7 @@ BACKENDS = [
     pytest.param("memory", id="memory"),
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    pytest.param("nats", id="nats", marks=pytest.mark.nats),
 ]
 
 
@@ -31,6 +32,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterat
         s = open_store("memory://", namespace=ns)
     elif kind == "sqlite":
         s = open_store(f"sqlite://{tmp_path}/state.db", namespace=ns)
+    elif kind == "nats":
+        s = open_store("nats://127.0.0.1:4222?bucket=ohtest", namespace=ns)
     else:
         s = open_store(POSTGRES_URL, namespace=ns)
     try:

@@ -32,10 +32,13 @@ CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_wf_crash_chil
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    pytest.param("nats", id="nats", marks=pytest.mark.nats),
 ]
 
 
 def _url(kind: str, tmp: Path) -> str:
+    if kind == "nats":
+        return "nats://127.0.0.1:4222?bucket=ohtest"
     return f"sqlite://{tmp / 'state.db'}" if kind == "sqlite" else POSTGRES_URL
 
 

@@ -8,7 +8,9 @@
   means the same file): the embedded store, WAL mode, fsync on every commit;
 - ``redis://host:6379/0``: Redis (needs the ``redis`` extra);
 - ``postgresql://user@host/db``: PostgreSQL (needs the ``postgres`` extra);
-  openheim creates and migrates its tables.
+  openheim creates and migrates its tables;
+- ``nats://host:4222``: NATS JetStream's key-value store (needs the ``nats``
+  extra); ``?bucket=name`` picks the bucket (default ``openheim``).
 
 ``open_history(url, namespace=...)`` gives the :class:`StoreHistory` an
 ``Agent(history=...)`` (or the CLI and server) keeps sessions in; every
@@ -98,9 +100,15 @@ def open_store(url: str = DEFAULT_STORE_URL, *, namespace: str = "default") -> S
         except ImportError as exc:
             raise _missing("postgres", exc) from None
         return PostgresStore(url, namespace)
+    if scheme in ("nats", "tls"):
+        try:
+            from openheim.stores.nats import NatsStore
+        except ImportError as exc:
+            raise _missing("nats", exc) from None
+        return NatsStore(url, namespace)
     raise ConfigError(
         f"unknown store URL {url!r}: use memory://, sqlite:///path/state.db, "
-        "redis://host:port/db or postgresql://user@host/db"
+        "redis://host:port/db, postgresql://user@host/db or nats://host:4222"
     )
 
 

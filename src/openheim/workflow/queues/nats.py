@@ -1,0 +1,601 @@
+"""``nats://``: a :class:`TaskQueue` on a JetStream work-queue stream with one durable pull consumer.
+
+Per queue name ``q`` the server holds the stream ``OHQ_q`` (subject
+``ohq.q.tasks``, work-queue retention, file storage) with the durable pull
+consumer ``workers`` (explicit acks, ``AckWait`` = visibility timeout,
+``MaxDeliver`` = max_deliveries + 1), and the dead letters in the stream
+``OHQ_q_DEAD`` (subject ``ohq.q.dead``).
+
+- ``put`` publishes each task (JSON) with ``Nats-Msg-Id`` = ``Task.dedup_id()``;
+  the stream's duplicate window (``dedup_window``, by default the longer of
+  2 minutes and twice visibility_timeout x max_deliveries) drops a repeat.
+- ``take`` pulls with its own requests: a ``no_wait`` request for ``count``
+  returns what is ready at once; only if nothing is, one request for a single
+  task waits up to ``timeout`` (a sparse queue is not held up waiting for a
+  full batch, and no request stays open after take returns). Only a taker
+  sets the consumer's AckWait and MaxDeliver (the last worker's settings
+  win; a submitter's defaults never override them). An un-acked delivery
+  comes back after ``AckWait`` to whichever worker pulls next. A delivery numbered above
+  ``max_deliveries`` is not handed out: ``take`` moves it to the dead letters.
+  The one extra delivery ``MaxDeliver`` allows exists for that; should the
+  worker die while moving it, the server's MAX_DELIVERIES advisory (sent once
+  AckWait ran out, when a worker next pulls) makes any live queue object of
+  that name move it instead.
+- ``extend`` is an in-progress ack (``+WPI``: AckWait starts again), ``ack`` an
+  ack (sent without waiting, in order on the connection), ``release``
+  publishes the task again as new and acks the old message (so a task a
+  draining worker gives back does not count a delivery, as on Redis).
+- ``stats``: depth = the consumer's ``num_pending``, in flight =
+  ``num_ack_pending``, redeliveries = deliveries - distinct messages
+  delivered (the consumer's delivered consumer and stream sequences), dead
+  letters = the dead-letter stream's message count.
+- ``purge`` deletes both streams (with their de-duplication memory); any queue
+  object of that name creates them again on its next call.
+
+A NATS acknowledgement names the message by its stream sequence, not by the
+delivery: an ack or heartbeat from a worker whose claim was taken over would
+act on the new claim. So a queue object acks and extends only the claims it
+still holds by its own clock (a claim starts when the message arrives and is
+renewed by each extend; it counts as lapsed a margin before the visibility
+timeout); a lapsed claim's ack is dropped and the task comes back to a worker
+that finds its result committed. (An ack is sent only for a committed task, so
+a late one that slipped through would not lose work either.)
+
+``ack_many`` takes deliveries or their ids (ids of deliveries this object
+handed out), ``extend_many`` deliveries; both are what ``openheim worker``
+uses when a backend has them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import collections
+import contextlib
+import json
+import logging
+import time
+import uuid
+from functools import partial
+from typing import Any
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext, api
+
+from openheim.errors import ConfigError
+from openheim.stores._nats import NatsConnection, retrying, scan
+from openheim.workflow.queues._base import DeadLetter, Delivery, QueueStats, Task
+
+__all__ = ["NatsQueue"]
+
+log = logging.getLogger("openheim.workflow.queues.nats")
+
+DURABLE = "workers"
+_BY_WORKER = "openheim queue: settings of the last worker that took from it"
+_BY_DEFAULT = "openheim queue: default settings (no worker has taken from it yet)"
+NO_MESSAGE = 10057  # JSNoMessageFoundErr
+_NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+_enc = msgspec.json.Encoder()
+_dec_task = msgspec.json.Decoder(Task)
+_dec_dead = msgspec.json.Decoder(DeadLetter)
+
+
+class NatsQueue:
+    """A :class:`TaskQueue` on NATS JetStream (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str = "openheim",
+        visibility_timeout: float = 30.0,
+        max_deliveries: int = 5,
+        dedup_window: float | None = None,
+        max_ack_pending: int = 20_000,
+    ) -> None:
+        if not isinstance(name, str) or not name or not set(name) <= _NAME_OK:
+            raise ConfigError(
+                f"a NATS queue name is letters, digits, '-' and '_' (it names a stream), "
+                f"got {name!r}"
+            )
+        if not visibility_timeout > 0:
+            raise ConfigError(
+                f"visibility_timeout must be positive seconds, got {visibility_timeout!r}"
+            )
+        if not isinstance(max_deliveries, int) or max_deliveries < 1:
+            raise ConfigError(f"max_deliveries must be an int >= 1, got {max_deliveries!r}")
+        self.url = url
+        self.name = name
+        self.visibility_timeout = float(visibility_timeout)
+        self.max_deliveries = max_deliveries
+        self.dedup_window = (
+            float(dedup_window)
+            if dedup_window is not None
+            else max(120.0, 2 * self.visibility_timeout * max_deliveries)
+        )
+        self.max_ack_pending = max_ack_pending
+        self.stream = f"OHQ_{name}"
+        self.subject = f"ohq.{name}.tasks"
+        self.dead_stream = f"OHQ_{name}_DEAD"
+        self.dead_subject = f"ohq.{name}.dead"
+        self._conn = NatsConnection(url)
+        self._ready = False
+        self._configured = False  # the consumer carries this object's settings
+        self._lock = asyncio.Lock()
+        self._advisory: Subscription | None = None
+        # Pulling (see take): one wildcard inbox, request n answers on <inbox>.<n>.
+        self._inbox: str | None = None
+        self._inbox_sub: Subscription | None = None
+        self._requests = 0
+        self._finished: dict[str, str] = {}  # request token -> its final status
+        self._buffer: collections.deque[tuple[Msg, float]] = collections.deque()
+        # Deliveries handed out and not yet acked: id -> [message, when the claim started
+        # or was last extended]. A claim older than the lapse age may be someone else's now.
+        self._held: dict[str, list[Any]] = {}
+        self._lapse = self.visibility_timeout - min(1.0, 0.2 * self.visibility_timeout)
+        self._wake: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"NatsQueue({self.url!r}, name={self.name!r})"
+
+    # -- set-up ------------------------------------------------------------------------
+
+    async def _js(self) -> JetStreamContext:
+        if not self._ready:
+            async with self._lock:
+                if not self._ready:
+                    await self._create()
+        return await self._conn.jetstream()
+
+    async def _create(self) -> None:
+        js = await self._conn.jetstream()
+        streams = (
+            api.StreamConfig(
+                name=self.stream,
+                subjects=[self.subject],
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                storage=api.StorageType.FILE,
+                duplicate_window=self.dedup_window,
+            ),
+            api.StreamConfig(
+                name=self.dead_stream,
+                subjects=[self.dead_subject],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                duplicate_window=self.dedup_window,
+            ),
+        )
+        for config in streams:
+            # BadRequest: it exists with another configuration (another window): keep it.
+            with contextlib.suppress(nats.js.errors.BadRequestError):
+                await retrying(self._conn, partial(js.add_stream, config), "create queue streams")
+        # A queue object that only puts (a submitter) leaves an existing consumer as the
+        # workers configured it; take() sets this object's settings (see _configure).
+        try:
+            await retrying(
+                self._conn, partial(js.consumer_info, self.stream, DURABLE), "read the consumer"
+            )
+        except nats.js.errors.NotFoundError:
+            await self._configure(js, taker=False)
+        nc = await self._conn.connect()
+        if self._inbox_sub is None:
+            self._inbox = nc.new_inbox()
+            self._inbox_sub = await nc.subscribe(self._inbox + ".*", cb=self._on_pulled)
+        if self._advisory is None:
+            self._advisory = await nc.subscribe(
+                f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{DURABLE}",
+                cb=self._on_max_deliveries,
+            )
+        self._ready = True
+
+    def _consumer_config(self, taker: bool) -> api.ConsumerConfig:
+        return api.ConsumerConfig(
+            durable_name=DURABLE,
+            description=_BY_WORKER if taker else _BY_DEFAULT,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self.visibility_timeout,
+            max_deliver=self.max_deliveries + 1,
+            max_ack_pending=self.max_ack_pending,
+            filter_subject=self.subject,
+            deliver_policy=api.DeliverPolicy.ALL,
+        )
+
+    async def _configure(self, js: JetStreamContext, *, taker: bool = True) -> None:
+        """Create the consumer, or update it to this object's visibility timeout and
+        max deliveries (the server keeps one setting per queue: the last worker's)."""
+        config = self._consumer_config(taker)
+        try:
+            info = await js.consumer_info(self.stream, DURABLE)
+        except nats.js.errors.NotFoundError:
+            info = None
+        if info is not None:
+            have = info.config
+            if (have.ack_wait, have.max_deliver, have.description) == (
+                config.ack_wait,
+                config.max_deliver,
+                config.description,
+            ):
+                self._configured = taker
+                return
+            if have.description == _BY_WORKER and (have.ack_wait, have.max_deliver) != (
+                config.ack_wait,
+                config.max_deliver,
+            ):
+                log.warning(
+                    "queue %s: workers disagree: the visibility timeout was %s s and max "
+                    "deliveries %s; now %s s and %s (give every worker the same settings)",
+                    self.name,
+                    have.ack_wait,
+                    (have.max_deliver or 0) - 1,
+                    config.ack_wait,
+                    self.max_deliveries,
+                )
+        await retrying(
+            self._conn, partial(js.add_consumer, self.stream, config), "create the consumer"
+        )
+        self._configured = taker
+
+    async def _reset(self) -> None:
+        """The streams or the consumer are gone (a purge elsewhere, a server that lost them)."""
+        self._ready = False
+        self._configured = False
+
+    # -- the protocol ------------------------------------------------------------------
+
+    async def put(self, tasks: builtins.list[Task]) -> int:
+        if not tasks:
+            return 0
+        js = await self._js()
+        if len(tasks) == 1:
+            return 0 if await self._publish(js, tasks[0], tasks[0].dedup_id()) else 1
+        futures = [
+            await js.publish_async(
+                self.subject, _enc.encode(t), headers={"Nats-Msg-Id": t.dedup_id()}
+            )
+            for t in tasks
+        ]
+        new = 0
+        for task, future in zip(tasks, futures, strict=True):
+            try:
+                ack = await asyncio.wait_for(future, 5.0)
+                new += 0 if ack.duplicate else 1
+            except Exception as exc:  # a reconnect in between: publish it again (same id)
+                log.debug("queue %s: put again after %r", self.name, exc)
+                new += 0 if await self._publish(js, task, task.dedup_id()) else 1
+        return new
+
+    async def _publish(self, js: JetStreamContext, task: Task, msg_id: str) -> bool:
+        """Publish ``task`` with ``msg_id``; True if the server had it already."""
+        payload = _enc.encode(task)
+
+        async def call() -> bool:
+            ack = await js.publish(self.subject, payload, headers={"Nats-Msg-Id": msg_id})
+            return bool(ack.duplicate)
+
+        try:
+            return await retrying(self._conn, call, "put tasks")
+        except nats.js.errors.NoStreamResponseError:
+            await self._reset()
+            js = await self._js()
+            return await retrying(self._conn, call, "put tasks")
+
+    async def take(
+        self, consumer: str, count: int = 1, *, timeout: float = 1.0
+    ) -> builtins.list[Delivery]:
+        """Pull from the consumer: first what is there now, else wait for one task.
+
+        A ``no_wait`` request for ``count`` returns at once with what is ready;
+        only when nothing is, a request for a single task waits up to
+        ``timeout`` (so a sparse queue is not held up waiting for a full batch,
+        and no request stays open after take returns).
+        """
+        if count < 1:
+            raise ConfigError(f"take count must be >= 1, got {count!r}")
+        for attempt in (1, 2):
+            try:
+                js = await self._js()
+                if not self._configured:
+                    await self._configure(js)
+                break
+            except nats.js.errors.NotFoundError:  # the stream is gone: make it again
+                if attempt == 2:
+                    raise
+                await self._reset()
+        msgs = self._drain(count)
+        if not msgs:
+            try:
+                await self._pull(count, None)
+                msgs = self._drain(count)
+                if not msgs:
+                    await self._pull(1, max(timeout, 0.01))
+                    msgs = self._drain(count)
+            except (nats.errors.ConnectionReconnectingError, nats.errors.ConnectionClosedError):
+                await asyncio.sleep(min(timeout, 0.25))
+                return []
+        out = []
+        for msg, pulled in msgs:
+            meta = msg.metadata
+            n = meta.num_delivered
+            seq = meta.sequence.stream
+            try:
+                task = _dec_task.decode(msg.data)
+            except msgspec.DecodeError as exc:
+                await self._bury(msg, seq, None, n, f"the message is not a task: {exc}")
+                continue
+            if n > self.max_deliveries:
+                reason = f"delivered {n} times without being acked"
+                await self._bury(msg, seq, task, n, reason)
+                continue
+            delivery = Delivery(id=str(seq), task=task, deliveries=n, handle=msg)
+            self._held[delivery.id] = [msg, pulled]
+            out.append(delivery)
+        if len(self._held) > 50_000:  # deliveries nobody acked: forget the long-lapsed ones
+            old = time.monotonic() - 10 * self.visibility_timeout
+            self._held = {k: v for k, v in self._held.items() if v[1] > old}
+        return out
+
+    def _drain(self, count: int) -> builtins.list[tuple[Msg, float]]:
+        buf = self._buffer
+        return [buf.popleft() for _ in range(min(count, len(buf)))]
+
+    async def _pull(self, batch: int, wait: float | None) -> None:
+        """One pull request: ``no_wait`` (wait None) or lingering ``wait`` seconds.
+
+        Returns once ``batch`` messages are buffered, the request ended (a
+        404/408 status on its own reply subject), or the wait ran out.
+        """
+        nc = await self._conn.connect()
+        self._requests += 1
+        token = str(self._requests)
+        req: dict[str, Any] = {"batch": batch}
+        if wait is None:
+            req["no_wait"] = True
+        else:
+            req["expires"] = int(wait * 1e9)
+        await nc.publish(
+            f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{DURABLE}",
+            json.dumps(req).encode(),
+            reply=f"{self._inbox}.{token}",
+        )
+        end = time.monotonic() + (wait if wait is not None else 0.0) + 2.0
+        answered = False
+        try:
+            while len(self._buffer) < batch and token not in self._finished:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return
+                if self._wake is None or self._wake.done():
+                    self._wake = asyncio.get_running_loop().create_future()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._wake), left)
+            answered = True
+        finally:
+            status = self._finished.pop(token, None)
+            if not answered and not self._buffer and nc.is_connected:
+                # Connected, and not even a status back: the stream or consumer is gone
+                # (deleted, or a server restarted without its data). Set them up again.
+                await self._reset()
+        if status == "409":
+            # The consumer was deleted (a purge elsewhere) or the server lost it.
+            await self._reset()
+
+    async def _on_pulled(self, msg: Msg) -> None:
+        hdrs = msg.headers
+        if hdrs and not msg.reply and "Status" in hdrs:
+            status = hdrs["Status"]
+            if status != "100":  # 100 is a heartbeat
+                self._finished[msg.subject.rpartition(".")[2]] = status
+                if len(self._finished) > 10_000:  # statuses of requests nobody waits for
+                    self._finished.clear()
+        else:
+            self._buffer.append((msg, time.monotonic()))
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    # A NATS ack names the message (its stream sequence), not the delivery: an ack
+    # or heartbeat sent for a claim that lapsed would act on whoever holds the task
+    # now. So this process only acks and extends claims it still holds by its own
+    # clock (started when the message arrived, renewed by each extend, minus a
+    # margin); a lapsed claim is left alone and the task comes back to someone who
+    # finds its result committed and acks it then.
+
+    def _live(self, delivery: Delivery | str) -> Msg | None:
+        """The message of a delivery this process still holds, else None."""
+        key = delivery if isinstance(delivery, str) else delivery.id
+        held = self._held.get(key)
+        if held is None:
+            if isinstance(delivery, Delivery):
+                _msg(delivery)  # a clear error for a delivery from elsewhere
+            return None
+        if isinstance(delivery, Delivery) and held[0] is not delivery.handle:
+            return None  # an older delivery of a message this process took again
+        if time.monotonic() - held[1] > self._lapse:
+            del self._held[key]
+            return None
+        msg: Msg = held[0]
+        return msg
+
+    async def extend(self, delivery: Delivery) -> None:
+        await self.extend_many([delivery])
+
+    async def extend_many(self, deliveries: builtins.list[Delivery]) -> int:
+        """Heartbeat several deliveries; how many were still held (and extended)."""
+        n = 0
+        now = time.monotonic()
+        for d in deliveries:
+            msg = self._live(d)
+            if msg is not None:
+                await msg.in_progress()
+                self._held[d.id][1] = now
+                n += 1
+        return n
+
+    async def ack(self, delivery: Delivery) -> None:
+        await self.ack_many([delivery])
+
+    async def ack_many(self, deliveries: builtins.list[Delivery] | builtins.list[str]) -> None:
+        """Ack deliveries (or the ids of deliveries this queue object handed out)."""
+        for d in deliveries:
+            msg = self._live(d)
+            if msg is not None:
+                self._held.pop(d if isinstance(d, str) else d.id, None)
+                with contextlib.suppress(nats.errors.MsgAlreadyAckdError):
+                    await msg.ack()
+
+    async def release(self, delivery: Delivery) -> None:
+        msg = self._live(delivery)
+        if msg is None:
+            return  # lapsed: the server hands it out again anyway
+        self._held.pop(delivery.id, None)
+        js = await self._js()
+        await self._publish(js, delivery.task, f"release:{delivery.id}:{uuid.uuid4().hex}")
+        with contextlib.suppress(nats.errors.MsgAlreadyAckdError):
+            await msg.ack_sync(timeout=5)
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self._held.pop(delivery.id, None)
+        await self._bury(
+            _msg(delivery), int(delivery.id), delivery.task, delivery.deliveries, reason
+        )
+
+    async def _bury(
+        self, msg: Msg | None, seq: int, task: Task | None, deliveries: int, reason: str
+    ) -> None:
+        """Move stream message ``seq`` to the dead letters (idempotent per message)."""
+        js = await self._js()
+        if task is None:
+            task = Task(workflow="?", run_id="?", task=f"undecodable message {seq}")
+        record = DeadLetter(
+            id=str(seq), task=task, deliveries=deliveries, reason=reason, at=time.time()
+        )
+        payload = _enc.encode(record)
+
+        async def publish() -> None:
+            await js.publish(self.dead_subject, payload, headers={"Nats-Msg-Id": f"dead:{seq}"})
+
+        await retrying(self._conn, publish, "move a task to the dead letters")
+        if msg is not None:
+            with contextlib.suppress(nats.errors.MsgAlreadyAckdError):
+                await msg.term()
+        await _delete_msg(js, self.stream, seq)
+
+    async def _on_max_deliveries(self, msg: Msg) -> None:
+        """The server gave up on a message (its last delivery was never acked): bury it."""
+        try:
+            event = json.loads(msg.data)
+            seq = int(event["stream_seq"])
+            js = await self._conn.jetstream()
+            try:
+                raw = await js.get_msg(self.stream, seq)
+            except nats.js.errors.NotFoundError:
+                return  # acked or buried already
+            task = _dec_task.decode(raw.data or b"")
+            n = int(event.get("deliveries", self.max_deliveries + 1))
+            await self._bury(None, seq, task, n, f"delivered {n} times without being acked")
+        except Exception as exc:  # a callback must not raise into the client
+            log.warning("queue %s: could not bury an over-delivered task: %r", self.name, exc)
+
+    async def dead_letters(self) -> builtins.list[DeadLetter]:
+        await self._js()
+        found = await retrying(
+            self._conn, partial(scan, self._conn, self.dead_stream, self.dead_subject), "read"
+        )
+        out = []
+        for _subject, seq, _hdrs, data in found:
+            record = _dec_dead.decode(data)
+            out.append(
+                DeadLetter(
+                    id=str(seq),
+                    task=record.task,
+                    deliveries=record.deliveries,
+                    reason=record.reason,
+                    at=record.at,
+                )
+            )
+        return out
+
+    async def retry_dead_letter(self, dead_letter_id: str) -> bool:
+        try:
+            seq = int(dead_letter_id)
+        except (TypeError, ValueError):
+            return False
+        if seq < 1:
+            return False
+        js = await self._js()
+        try:
+            raw = await retrying(
+                self._conn, partial(js.get_msg, self.dead_stream, seq), "read a dead letter"
+            )
+        except nats.js.errors.NotFoundError:
+            return False
+        record = _dec_dead.decode(raw.data or b"")
+        # One id per dead letter: two retries racing put it back once.
+        await self._publish(js, record.task, f"retry:{self.dead_stream}:{seq}")
+        return await _delete_msg(js, self.dead_stream, seq)
+
+    async def stats(self) -> QueueStats:
+        js = await self._js()
+        info = await retrying(
+            self._conn, partial(js.consumer_info, self.stream, DURABLE), "read queue stats"
+        )
+        dead = await retrying(
+            self._conn, partial(js.stream_info, self.dead_stream), "read queue stats"
+        )
+        delivered = info.delivered
+        redeliveries = 0
+        if delivered is not None:
+            redeliveries = max(0, (delivered.consumer_seq or 0) - (delivered.stream_seq or 0))
+        return QueueStats(
+            depth=int(info.num_pending or 0),
+            in_flight=int(info.num_ack_pending or 0),
+            redeliveries=redeliveries,
+            dead_letters=int(dead.state.messages),
+        )
+
+    async def purge(self) -> None:
+        js = await self._js()
+        await self._reset()
+        for stream in (self.stream, self.dead_stream):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await retrying(self._conn, partial(js.delete_stream, stream), "purge the queue")
+
+    async def aclose(self) -> None:
+        await self._reset()
+        # Pulled but never handed out: give them back at once instead of after AckWait.
+        while self._buffer:
+            with contextlib.suppress(Exception):
+                await self._buffer.popleft()[0].nak()
+        sub, self._inbox_sub = self._inbox_sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        advisory, self._advisory = self._advisory, None
+        if advisory is not None:
+            with contextlib.suppress(Exception):
+                await advisory.unsubscribe()
+        await self._conn.close()
+
+
+def _msg(delivery: Delivery) -> Msg:
+    msg: Any = delivery.handle
+    if not isinstance(msg, Msg):
+        raise ConfigError(
+            f"delivery {delivery.id} was not taken from a NATS queue (its handle is "
+            f"{type(msg).__name__}); ack, extend and release the deliveries take() returned"
+        )
+    return msg
+
+
+async def _delete_msg(js: JetStreamContext, stream: str, seq: int) -> bool:
+    """Delete message ``seq``; False if it was gone already."""
+    try:
+        return bool(await js.delete_msg(stream, seq))
+    except nats.js.errors.APIError as exc:
+        if exc.err_code == NO_MESSAGE or isinstance(exc, nats.js.errors.NotFoundError):
+            return False
+        raise
