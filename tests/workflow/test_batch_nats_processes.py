@@ -3,9 +3,7 @@
 ``openheim worker`` processes SIGKILLed mid-step, paused past their claim,
 drained by SIGTERM, an approval decided in another process: the same test
 functions, with the ``queue`` fixture on nats://. Plus a restart of a private
-nats-server mid-run (the shared server is never restarted). The batch
-executor and those tests come from the batch branch; until it is merged this
-module is skipped.
+nats-server mid-run (the shared server is never restarted).
 """
 
 from __future__ import annotations
@@ -16,12 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("batchflows", reason="the batch executor (batch branch) is not merged yet")
-
 from batchflows import slow
 from batchhelpers import NATS_URL, drop_namespace
-from openheim.workflow._batch import Batch
 from privservers import PrivateServer
 from test_batch_processes import (
     Workers,
@@ -36,6 +30,8 @@ from test_batch_processes import (
     test_sigterm_past_the_drain_deadline_gives_tasks_back,
     workers,
 )
+
+from openheim.workflow._batch import Batch
 
 pytestmark = pytest.mark.nats
 

@@ -51,6 +51,5 @@ def open_queue(
             url, name=name, visibility_timeout=visibility_timeout, max_deliveries=max_deliveries
         )
     raise ConfigError(
-        f"unknown queue URL {url!r}: batch mode runs on redis://host:6379/0 "
-        "or nats://host:4222"
+        f"unknown queue URL {url!r}: batch mode runs on redis://host:6379/0 or nats://host:4222"
     )
