@@ -181,6 +181,7 @@ async def _execute(ctx: Ctx) -> WorkflowResult:
                     ):
                         # What _run_node does for it, awaited here: no frame of its own
                         # while it waits (one object less per run in flight for the GC).
+                        step_token = _STEP.set((view.run_id, view.task_id(name), 1))
                         try:
                             r = await node.fn(view.state)  # type: ignore[misc]
                         except (asyncio.CancelledError, WorkflowStateError):
@@ -192,6 +193,8 @@ async def _execute(ctx: Ctx) -> WorkflowResult:
                                 run_id=run_id,
                                 node=name,
                             ) from exc
+                        finally:
+                            _STEP.reset(step_token)
                         updates = graph.spec.check(r, f"step {name!r}") if r else {}
                         view.complete(name, updates, None, 0, ctx.active() if view.budget else 0.0)
                     else:
