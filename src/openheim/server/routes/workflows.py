@@ -197,7 +197,8 @@ class _Routes:
             body = decode_body(await request.body(), DecideBody)
             approval_id = request.path_params["approval_id"]
             got = await wf.journal.get_approval(approval_id)
-            if got is None:
+            # The tenant's workflows share one journal: another workflow's approval is not ours.
+            if got is None or got[0].workflow not in wf.definitions():
                 raise RunNotFoundError(f"no approval {shown(approval_id)}")
             await wf.approve(
                 approval_id,
