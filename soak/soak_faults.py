@@ -193,7 +193,7 @@ def _pg_workflow(url: str, ns: str, effects: Path) -> Any:
         async def step(s: PgChain, name: str = name) -> dict[str, Any]:
             with effects.open("a") as f:
                 f.write(f"{s.tag} {name} 0\n")
-            await asyncio.sleep(random.uniform(0.01, 0.05))
+            await asyncio.sleep(random.uniform(0.02, 0.1))
             return {"log": [*s.log, name]}
 
         wf.step(step, name=name)
@@ -218,7 +218,7 @@ async def _pg_drops(runs: int, interval: float) -> dict[str, Any]:
         nonlocal killed
         async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
             while not stop.is_set():
-                await asyncio.sleep(interval)
+                await asyncio.sleep(random.uniform(0.5, 1.5) * interval)
                 cur = await conn.execute(
                     "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) "
                     "FROM pg_stat_activity WHERE application_name = %s",
@@ -238,7 +238,9 @@ async def _pg_drops(runs: int, interval: float) -> dict[str, Any]:
             nonlocal resumed
             rid = f"pg-{i}"
             async with sem:
-                for attempt in range(20):
+                # "Pause and continue": a run that a dropped connection failed is resumed
+                # (from its last committed step) until the database answers again.
+                for attempt in range(600):
                     try:
                         if attempt == 0:
                             res = await wf.run({"tag": rid}, run_id=rid)
@@ -249,10 +251,16 @@ async def _pg_drops(runs: int, interval: float) -> dict[str, Any]:
                         return
                     except Exception as exc:  # a dropped connection surfacing: resume
                         failures.append(f"{rid}: {type(exc).__name__}: {exc}"[:300])
-                        await asyncio.sleep(0.05)
+                        await asyncio.sleep(0.1)
 
+        async def stopper() -> None:  # the drops end some time; the runs must then finish
+            await asyncio.sleep(max(3.0, runs * 0.1))
+            stop.set()
+
+        st_task = asyncio.ensure_future(stopper())
         await asyncio.gather(*(one(i) for i in range(runs)))
         stop.set()
+        st_task.cancel()
         await k
         lost = dup = 0
         for i in range(runs):
@@ -273,6 +281,7 @@ async def _pg_drops(runs: int, interval: float) -> dict[str, Any]:
             "duplicated": dup,
             "bad": lost + dup,
             "samples": failures[:5],
+            "error_kinds": dict(Counter(f.split(": ")[1] for f in failures)),
         }
     finally:
         stop.set()
@@ -288,7 +297,7 @@ async def _pg_drops(runs: int, interval: float) -> dict[str, Any]:
         await wf.aclose()
 
 
-def pg_drops(runs: int = 40, interval: float = 0.15) -> dict[str, Any]:
+def pg_drops(runs: int = 40, interval: float = 0.4) -> dict[str, Any]:
     """Workflow runs on PostgreSQL while their connections are terminated every ``interval`` s."""
     return asyncio.run(_pg_drops(runs, interval))
 
