@@ -48,9 +48,9 @@ def load_rows(sessions: int, seconds: float, work: Path) -> list[Row]:
     bad = s["errors"] + s["mismatches"] + s["warmup_errors"] + s["sessions_left"]
     base = returned_to_baseline(s)
     note = (
-        f"{s['turns']:,} turns, {s['turns_per_s']:.0f}/s; RSS {s['rss_before_mb']:.0f} -> "
-        f"peak {s['rss_peak_mb']:.0f} -> after {s['rss_after_mb']:.0f} MiB"
-        + ("" if base else " (NOT back to baseline)")
+        f"{s['turns']:,} turns, {s['turns_per_s']:.0f}/s, {s['errors']} errors; RSS MiB: cold "
+        f"{s['rss_cold_mb']:.0f}, warmed {s['rss_before_mb']:.0f}, peak {s['rss_peak_mb']:.0f}, "
+        f"after {s['rss_after_mb']:.0f}" + ("" if base else " (NOT back to baseline)")
     )
     if s["samples"]:
         note += f"; e.g. {s['samples'][0][:80]}"

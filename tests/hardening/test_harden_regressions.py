@@ -31,8 +31,6 @@ def test_an_old_format_record_missing_its_fields_is_corrupt_not_a_crash(
     kind: int, body: dict[str, object]
 ) -> None:
     blob = encode_frame(body, kind=kind)
+    decode = decode_session if kind == KIND_SESSION else decode_checkpoint
     with pytest.raises(CorruptStateError, match="restore it from a backup or delete it"):
-        if kind == KIND_SESSION:
-            decode_session(blob, "session 'x'")
-        else:
-            decode_checkpoint(blob, "checkpoint 'x'")
+        decode(blob, "record 'x'")
