@@ -146,7 +146,7 @@ fuzz: $(VENV)/.installed-dev
 # system allocator so every Python object is a malloc valgrind sees).
 VALGRIND_TESTS ?= core/test_mailbox.py core/test_sched.py core/test_sched_timers.py core/test_tokbuf.py core/test_wal.py core/test_codec.py
 valgrind: $(VENV)/.installed-dev
-	cd tests && PYTHONMALLOC=malloc valgrind --tool=memcheck --error-exitcode=99 \
+	cd tests && PYTHONMALLOC=malloc PYTHONHASHSEED=0 valgrind --tool=memcheck --error-exitcode=99 \
 	  --leak-check=no --track-origins=no --num-callers=30 \
 	  --suppressions=$(abspath scripts/valgrind-python.supp) \
 	  ../$(PY) -m pytest -p no:cacheprovider -q -m "not slow" $(VALGRIND_TESTS)
