@@ -509,7 +509,8 @@ _DISK_CHILD = r"""
 import asyncio, json, resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)      # writes past the limit fail with EFBIG
 limit = int(sys.argv[2])
-resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+if limit:  # 0: the file system itself is small (a tmpfs), no rlimit
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 from openheim.stores import open_store
 
 async def main():
@@ -537,69 +538,103 @@ asyncio.run(main())
 
 
 def full_disk(limit_bytes: int = 256 * 1024, trials: int = 3) -> dict[str, Any]:
-    """Fill the SQLite store's file limit (RLIMIT_FSIZE in a child): a clear error, no damage.
+    """Fill the disk under a SQLite store in a child process: a clear error, no damage.
 
-    A tmpfs of a few hundred KB needs root and mount rights a container rarely
-    has; RLIMIT_FSIZE gives the same EFBIG/ENOSPC-style failure at a chosen size
-    without either.
+    Odd trials mount a tmpfs of 384 KB (root with mount rights: a real ENOSPC);
+    the others, and every trial where mounting is refused, cap the child's file
+    size with RLIMIT_FSIZE (EFBIG), which needs neither.
     """
-    import sqlite3
-
     problems: list[str] = []
     errors: list[str] = []
+    kinds: list[str] = []
     for t in range(trials):
         folder = Path(tempfile.mkdtemp(prefix="openheim-soak-disk-"))
+        # Every other trial on a real full file system (ENOSPC) where a tmpfs can be
+        # mounted (root with CAP_SYS_ADMIN); else, and on the others, RLIMIT_FSIZE (EFBIG).
+        tmpfs = t % 2 == 1 and _mount_tmpfs(folder, "384k")
+        kinds.append("tmpfs ENOSPC" if tmpfs else "RLIMIT_FSIZE")
         db = folder / "state.db"
-        proc = subprocess.run(
-            [sys.executable, "-c", _DISK_CHILD, str(db), str(limit_bytes + t * 37_000)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if proc.returncode != 0:
-            problems.append(f"trial {t}: child died {proc.returncode}: {proc.stderr[-500:]}")
-            continue
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
-        err = out["error"]
-        if err is None:
-            problems.append(f"trial {t}: the limit was never hit")
-            continue
-        errors.append(f"{err[0]}: {err[1]}")
-        if err[0] != "openheim.errors.StorageError":
-            problems.append(f"trial {t}: undocumented error {err[0]}: {err[1]}")
-        con = sqlite3.connect(db)
-        check = con.execute("PRAGMA integrity_check").fetchone()[0]
-        con.close()
-        if check != "ok":
-            problems.append(f"trial {t}: integrity_check says {check}")
-
-        async def verify(acked: list[list[Any]], t: int = t, db: Path = db) -> None:
-            from openheim.stores import open_store
-
-            store = open_store(f"sqlite://{db}")
-            try:
-                logs = [r for _, r in await store.read_log("log")]
-                want_logs = [a for a in acked if a[0] == "log"]
-                if len(logs) != len(want_logs):
-                    problems.append(f"trial {t}: {len(logs)} log records, {len(want_logs)} acked")
-                for kind, i, n in acked:
-                    if kind == "kv":
-                        got = await store.get(f"k{i}")
-                        value = (f"value-{i}-".encode() * 400)[:n]
-                        if got is None or got[0] != value:
-                            problems.append(f"trial {t}: acked key k{i} lost or damaged")
-                # Writable again once there is room.
-                await store.put("after", b"room again")
-                if (await store.get("after") or (b"",))[0] != b"room again":
-                    problems.append(f"trial {t}: not writable after the disk had room")
-            finally:
-                await store.aclose()
-
-        asyncio.run(verify(out["acked"]))
+        try:
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    _DISK_CHILD,
+                    str(db),
+                    "0" if tmpfs else str(limit_bytes + t * 37_000),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            if tmpfs:  # room again, for the checks below
+                subprocess.run(["mount", "-o", "remount,size=16m", str(folder)], check=True)
+            _check_full_disk(t, proc, db, problems, errors)
+        finally:
+            if tmpfs:
+                subprocess.run(["umount", str(folder)], check=False)
     return {
         "tried": trials,
         "survived": trials - len({p.split(":")[0] for p in problems}),
         "bad": len(problems),
+        "kinds": kinds,
         "errors": errors[:3],
         "problems": problems[:10],
     }
+
+
+def _mount_tmpfs(folder: Path, size: str) -> bool:
+    if os.geteuid() != 0:
+        return False
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+    )
+    return proc.returncode == 0
+
+
+def _check_full_disk(
+    t: int, proc: subprocess.CompletedProcess[str], db: Path, problems: list[str], errors: list[str]
+) -> None:
+    import sqlite3
+
+    if proc.returncode != 0:
+        problems.append(f"trial {t}: child died {proc.returncode}: {proc.stderr[-500:]}")
+        return
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    err = out["error"]
+    if err is None:
+        problems.append(f"trial {t}: the limit was never hit")
+        return
+    errors.append(f"{err[0]}: {err[1]}")
+    if err[0] != "openheim.errors.StorageError":
+        problems.append(f"trial {t}: undocumented error {err[0]}: {err[1]}")
+    con = sqlite3.connect(db)
+    check = con.execute("PRAGMA integrity_check").fetchone()[0]
+    con.close()
+    if check != "ok":
+        problems.append(f"trial {t}: integrity_check says {check}")
+
+    async def verify(acked: list[list[Any]], t: int = t, db: Path = db) -> None:
+        from openheim.stores import open_store
+
+        store = open_store(f"sqlite://{db}")
+        try:
+            logs = [r for _, r in await store.read_log("log")]
+            want_logs = [a for a in acked if a[0] == "log"]
+            if len(logs) != len(want_logs):
+                problems.append(f"trial {t}: {len(logs)} log records, {len(want_logs)} acked")
+            for kind, i, n in acked:
+                if kind == "kv":
+                    got = await store.get(f"k{i}")
+                    value = (f"value-{i}-".encode() * 400)[:n]
+                    if got is None or got[0] != value:
+                        problems.append(f"trial {t}: acked key k{i} lost or damaged")
+            # Writable again once there is room.
+            await store.put("after", b"room again")
+            if (await store.get("after") or (b"",))[0] != b"room again":
+                problems.append(f"trial {t}: not writable after the disk had room")
+        finally:
+            await store.aclose()
+
+    asyncio.run(verify(out["acked"]))

@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if "load" not in a.skip:
         rows += _guard("load", f"{sessions} sessions", lambda: load_rows(sessions, seconds, work))
     if "faults" not in a.skip:
-        rows += fault_rows(kills, pg_runs, model_runs, 3, work)
+        rows += fault_rows(kills, pg_runs, model_runs, 4, work)
     if "batch" not in a.skip:
         rows += _guard("faults", "batch mode", lambda: batch_rows(0.1 if q else 1.0))
     if "hostile" not in a.skip:

@@ -38,7 +38,8 @@ def test_failing_model_endpoint_retries_or_fails_cleanly_with_consistent_session
 
 
 def test_full_disk_under_sqlite_is_a_clear_error_and_no_damage() -> None:
-    res = soak_faults.full_disk(limit_bytes=192 * 1024, trials=1)
+    # Trial 0: RLIMIT_FSIZE; trial 1: a 384 KB tmpfs when this user may mount one.
+    res = soak_faults.full_disk(limit_bytes=192 * 1024, trials=2)
     assert res["problems"] == []
-    assert res["errors"], "the file-size limit was never hit"
-    assert "StorageError" in res["errors"][0]
+    assert len(res["errors"]) == 2, "the disk never filled"
+    assert all("StorageError" in e for e in res["errors"])
