@@ -205,6 +205,8 @@ def _pg_workflow(url: str, ns: str, effects: Path) -> Any:
 async def _pg_drops(runs: int, interval: float) -> dict[str, Any]:
     import psycopg
 
+    from openheim.errors import RunNotFoundError
+
     app = f"openheim-soak-{uuid.uuid4().hex[:8]}"
     sep = "&" if "?" in POSTGRES_URL else "?"
     url = f"{POSTGRES_URL}{sep}application_name={app}"
@@ -240,16 +242,20 @@ async def _pg_drops(runs: int, interval: float) -> dict[str, Any]:
             async with sem:
                 # "Pause and continue": a run that a dropped connection failed is resumed
                 # (from its last committed step) until the database answers again.
-                for attempt in range(600):
+                recorded = False
+                for _attempt in range(600):
                     try:
-                        if attempt == 0:
+                        if not recorded:
                             res = await wf.run({"tag": rid}, run_id=rid)
                         else:
                             res = await wf.resume(rid)
                             resumed += 1
                         results.append(res)
                         return
+                    except RunNotFoundError:  # dropped before the run was recorded: start it
+                        recorded = False
                     except Exception as exc:  # a dropped connection surfacing: resume
+                        recorded = True
                         failures.append(f"{rid}: {type(exc).__name__}: {exc}"[:300])
                         await asyncio.sleep(0.1)
 
@@ -265,7 +271,11 @@ async def _pg_drops(runs: int, interval: float) -> dict[str, Any]:
         lost = dup = 0
         for i in range(runs):
             rid = f"pg-{i}"
-            st = await wf.status(rid)
+            try:
+                st = await wf.status(rid)
+            except RunNotFoundError:
+                lost += len(STEPS)
+                continue
             log = list(st.state.log)
             if st.status != "done" or log != list(STEPS):
                 c = Counter(log)
