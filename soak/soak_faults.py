@@ -127,12 +127,19 @@ def server_kills(trials: int, runs_per_trial: int = 3, work: Path | None = None)
                 r = c.post(f"{WF}/runs/{rid}/resume")
                 if r.status_code == 404:
                     c.post(f"{WF}/runs", json={"input": {"tag": rid}, "run_id": rid})
+            # A resume sent while the killed server's lease on the run is still live fails
+            # in the background (WorkflowBusyError) and the run stays "running": send it
+            # again until the lease (run_lease_ttl) has lapsed and the run finishes.
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
-                states = [c.get(f"{WF}/runs/{rid}").json().get("status") for rid in runs]
-                if all(s != "running" for s in states):
+                left = [
+                    r for r in runs if c.get(f"{WF}/runs/{r}").json().get("status") == "running"
+                ]
+                if not left:
                     break
-                time.sleep(0.2)
+                time.sleep(2.0)
+                for rid in left:
+                    c.post(f"{WF}/runs/{rid}/resume")
     finally:
         served.proc.terminate()
         served.proc.wait(30)
