@@ -303,7 +303,14 @@ def _decode(data: bytes, where: str, kinds: tuple[int, ...], tp: type[Any]) -> t
             raise IncompatibleStateError(
                 f"{where} uses format {version}, which this build cannot migrate"
             )
-        body = step(body)
+        try:
+            body = step(body)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # A damaged body (or one written by hand) that lacks what its format promised.
+            raise CorruptStateError(
+                f"{where} holds a format-{version} record that cannot be migrated "
+                f"({type(exc).__name__}: {exc}); restore it from a backup or delete it"
+            ) from None
         version = body["v"]
     try:
         return kind, msgspec.convert(body, tp)

@@ -257,7 +257,8 @@ class ServedWorkflows:
         server drives it (other branches still running), the driver carries on."""
         self._check_accepting()
         got = await wf.journal.get_approval(approval_id)
-        if got is None:
+        # The tenant's workflows share one journal: another workflow's approval is not ours.
+        if got is None or got[0].workflow not in wf.definitions():
             raise RunNotFoundError(f"no approval {shown(approval_id)}")
         root = got[0].root
         driver = self.driver(wf, root)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, OperationalError
 from psycopg_pool import AsyncConnectionPool
 
 from openheim.errors import StorageError
@@ -75,9 +76,7 @@ class _Pool:
 
     def __init__(self, url: str, min_size: int, max_size: int) -> None:
         self.url = url
-        self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            url, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True}
-        )
+        self.pool: AsyncConnectionPool[Any] = self._new(url, min_size, max_size)
         self.ready = False
         self.lock: asyncio.Lock | None = None
 
@@ -93,19 +92,34 @@ class _Pool:
                             await migrate(conn)
                     except Exception as exc:
                         await self.pool.close()
-                        self.pool = AsyncConnectionPool(
-                            self.url,
-                            min_size=self.pool.min_size,
-                            max_size=self.pool.max_size,
-                            open=False,
-                            kwargs={"autocommit": True},
-                        )
+                        self.pool = self._new(self.url, self.pool.min_size, self.pool.max_size)
                         raise StorageError(
                             f"cannot open the PostgreSQL store: {exc}; check the URL, that the "
                             "server is running and that the user may create tables"
                         ) from exc
                     self.ready = True
-        return self.pool.connection()
+        return self._checked()
+
+    @staticmethod
+    def _new(url: str, min_size: int, max_size: int) -> AsyncConnectionPool[Any]:
+        return AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            kwargs={"autocommit": True},
+        )
+
+    @asynccontextmanager
+    async def _checked(self) -> AsyncIterator[AsyncConnection[Any]]:
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except OperationalError as exc:  # the connection dropped mid-operation, pool timeout
+            raise StorageError(
+                f"the PostgreSQL connection failed: {str(exc).strip()}; the operation may not "
+                "have been applied: retry it (the pool reconnects)"
+            ) from exc
 
 
 class PostgresStore:
@@ -135,10 +149,29 @@ class PostgresStore:
             cur = await conn.execute(sql, params)
             return await cur.fetchone()
 
+    async def _read(self, sql: str, params: tuple[Any, ...], *, one: bool = False) -> Any:
+        """A read-only query, tried again on connections the server dropped (a restart,
+        pg_terminate_backend, an idle timeout): the pool discards each dead one, so at
+        most every pooled connection plus a fresh one is tried.
+
+        Writes are not retried: one that failed mid-statement may have been applied.
+        """
+        attempts = self._p.pool.max_size + 1
+        for attempt in range(attempts):
+            try:
+                async with await self._p.connection() as conn:
+                    cur = await conn.execute(sql, params)
+                    return await cur.fetchone() if one else await cur.fetchall()
+            except StorageError as exc:
+                if attempt == attempts - 1 or not isinstance(exc.__cause__, OperationalError):
+                    raise
+        raise AssertionError("unreachable")
+
     async def get(self, key: str) -> tuple[bytes, int] | None:
-        row = await self._one(
+        row = await self._read(
             f"SELECT value, version FROM openheim_kv WHERE ns=%s AND key=%s AND {_LIVE}",
             (self.ns, check_key(key)),
+            one=True,
         )
         return None if row is None else (bytes(row[0]), int(row[1]))
 
@@ -187,8 +220,10 @@ class PostgresStore:
         return int(row[0])
 
     async def _version(self, key: str) -> int:
-        row = await self._one(
-            f"SELECT version FROM openheim_kv WHERE ns=%s AND key=%s AND {_LIVE}", (self.ns, key)
+        row = await self._read(
+            f"SELECT version FROM openheim_kv WHERE ns=%s AND key=%s AND {_LIVE}",
+            (self.ns, key),
+            one=True,
         )
         return 0 if row is None else int(row[0])
 
@@ -219,12 +254,11 @@ class PostgresStore:
 
     async def list(self, prefix: str = "") -> builtins.list[str]:
         like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        async with await self._p.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT key FROM openheim_kv WHERE ns=%s AND key LIKE %s AND {_LIVE} ORDER BY key",
-                (self.ns, like),
-            )
-            return sorted(r[0] for r in await cur.fetchall())
+        rows = await self._read(
+            f"SELECT key FROM openheim_kv WHERE ns=%s AND key LIKE %s AND {_LIVE} ORDER BY key",
+            (self.ns, like),
+        )
+        return sorted(r[0] for r in rows)
 
     async def append(self, log: str, record: bytes) -> int:
         check_key(log, "log name")
@@ -247,13 +281,11 @@ class PostgresStore:
 
     async def read_log(self, log: str, after: int = 0) -> builtins.list[LogRecord]:
         check_key(log, "log name")
-        async with await self._p.connection() as conn:
-            cur = await conn.execute(
-                "SELECT seq, record FROM openheim_log WHERE ns=%s AND log=%s AND seq>%s "
-                "ORDER BY seq",
-                (self.ns, log, after),
-            )
-            return [(int(s), bytes(r)) for s, r in await cur.fetchall()]
+        rows = await self._read(
+            "SELECT seq, record FROM openheim_log WHERE ns=%s AND log=%s AND seq>%s ORDER BY seq",
+            (self.ns, log, after),
+        )
+        return [(int(s), bytes(r)) for s, r in rows]
 
     async def trim_log(self, log: str, upto: int) -> None:
         check_key(log, "log name")
@@ -273,12 +305,11 @@ class PostgresStore:
 
     async def list_logs(self, prefix: str = "") -> builtins.list[str]:
         like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        async with await self._p.connection() as conn:
-            cur = await conn.execute(
-                "SELECT log FROM openheim_log_seq WHERE ns=%s AND log LIKE %s ORDER BY log",
-                (self.ns, like),
-            )
-            return sorted(r[0] for r in await cur.fetchall())
+        rows = await self._read(
+            "SELECT log FROM openheim_log_seq WHERE ns=%s AND log LIKE %s ORDER BY log",
+            (self.ns, like),
+        )
+        return sorted(r[0] for r in rows)
 
     async def aclose(self) -> None:
         await self._p.pool.close()
