@@ -16,7 +16,8 @@
  * min-p without top-p: the tokens above its threshold, in id order).
  * Constrained requests sample freely first and ask the grammar about the one
  * chosen token; only if it refuses are the candidates masked by the grammar
- * (the best 64 logits first, the whole vocabulary if those cannot decide).
+ * (the best 64 logits first, then 1,024 and 16,384, the whole vocabulary if
+ * those cannot decide).
  *
  * The wrapper learns about progress through notes (oh_le_pump): "this
  * request's TokenBuffer has new text/end events" and "this request is done".

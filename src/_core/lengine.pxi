@@ -113,7 +113,7 @@ cdef class LlamaRequest:
 
     @property
     def partial_masks(self):
-        """Refusals resolved among the best 64 candidates."""
+        """Refusals resolved among the best 64 (or 1,024, or 16,384) candidates."""
         return self.r.partial_masks
 
     @property

@@ -8,7 +8,8 @@
 #include "lengine.h"
 
 #define OH_LF_GRAMMAR OH_LF_DECODE /* grammar allowed no token: reported as a decode error */
-#define MASK_FIRST 64              /* refusal: candidates tried before the whole vocabulary */
+#define MASK_FIRST 64              /* refusal: candidates tried first (then 16x more, up to MASK_LAST) */
+#define MASK_LAST 16384            /* ... before the whole vocabulary */
 
 typedef struct {
     int32_t id;

@@ -46,6 +46,21 @@ def test_top_k_is_the_k_best_lower_token_first(xs: list[float], k: int) -> None:
     assert [v for _, v in got] == [a[i] for i in want]
 
 
+def test_argmax_over_a_whole_vocabulary_keeps_the_first_of_ties() -> None:
+    """The one-pass scan: ties across lanes, accumulators and the scalar tail."""
+    import random
+
+    rng = random.Random(5)
+    for n in (262_144, 262_147, 31, 17):
+        xs = [float(rng.randint(-3, 3)) for _ in range(n)]
+        assert argmax(_f32(xs)) == xs.index(max(xs))
+        for where in (n - 1, n // 2, 9, 8, 0):  # a single new maximum anywhere
+            ys = list(xs)
+            ys[where] = 7.0
+            ys[-1] = 7.0 if where != n - 1 else ys[-1]  # and a later tie
+            assert argmax(_f32(ys)) == where
+
+
 def test_scans_handle_infinities_and_long_inputs() -> None:
     xs = [float("-inf")] * 1000
     assert argmax(_f32(xs)) == 0  # llama.cpp's greedy keeps the first
