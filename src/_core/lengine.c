@@ -267,6 +267,15 @@ static void admit(oh_lengine *e) {
         }
         if (best == NULL)
             return;
+        if (best_pre < KV_MIN && best_pre < r->n_prompt - 1 && best->n_tokens > best_pre) {
+            /* Little to reuse (often just BOS) and the slot's cache would be
+               cut: an empty slot costs nothing. */
+            for (int32_t i = 0; i < e->n_seq; i++)
+                if (e->slots[i].req == NULL && e->slots[i].n_tokens == 0) {
+                    best = &e->slots[i];
+                    break;
+                }
+        }
         e->w_head = r->next;
         if (e->w_head == NULL)
             e->w_tail = NULL;

@@ -196,3 +196,40 @@ def test_loop_refuses_bad_submissions(engine: Any, handle: Any) -> None:
         engine.native.submit(None, [], TokenBuffer(), max_tokens=1)
     with pytest.raises(ConfigError, match="sampler chain"):
         engine.native.submit(None, [1], TokenBuffer(), max_tokens=1, temperature=0.5)
+
+
+@pytest.mark.llama
+def test_loop_session_cache_spills_to_disk_and_reads_back(handle: Any, tmp_path: Any) -> None:
+    """Memory tier 0 bytes, disk tier on: the C paths that write, read, evict
+    and remove the files (run under ASan by ``make asan``)."""
+    from openheim.models._llama.engine import Engine
+
+    e = Engine(
+        handle, prefill_chunk=16, kv_cache_bytes=0, kv_dir=str(tmp_path), kv_disk_bytes=1 << 30
+    )
+    try:
+        texts = [f"session {i} " + "lorem ipsum dolor " * 3 for i in range(3)]  # 64 tokens
+        first = [_run(e, handle, t, ignore_eos=True, max_tokens=4) for t in texts]
+        # three sessions on three slots: nothing saved yet; a fourth takes a slot
+        _run(e, handle, "another one", ignore_eos=True)
+        st = e.stats()
+        assert st["kv_spilled"] == st["kv_disk_entries"] == len(list(tmp_path.iterdir())) == 1
+        # the evicted session returns: read back from its file, same greedy tokens
+        req, buf = _run(e, handle, texts[0], ignore_eos=True, max_tokens=4)
+        assert e.stats()["kv_disk_restored"] == 1
+        assert req.n_cached == len(handle.tokenize(texts[0])) - 1
+        assert buf.tokens() == first[0][1].tokens()
+        # a file that vanished is a miss, not an error for the request
+        for f in tmp_path.iterdir():
+            f.unlink()
+        _run(e, handle, "one more", ignore_eos=True)
+        _run(e, handle, "and more", ignore_eos=True)
+        again, _ = _run(e, handle, texts[1], ignore_eos=True, max_tokens=4)
+        assert again.finish_reason == "length"
+        assert again.n_cached < len(handle.tokenize(texts[1])) // 2
+        assert e.stats()["kv_disk_errors"] == 1  # its file was gone
+    finally:
+        e.close()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ConfigError, match="not a directory"):
+        Engine(handle, kv_dir=str(tmp_path / "missing"), kv_disk_bytes=1)
