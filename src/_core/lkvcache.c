@@ -192,10 +192,13 @@ int32_t oh_le_kv_restore(oh_lengine *e, slot_t *s, const oh_lreq *r, int32_t kee
     e->kv[best].used = UINT64_MAX; /* not the one kv_save evicts */
     oh_le_kv_save(e, s);           /* what the slot held may be wanted again too */
     kv_entry *k = NULL;            /* kv_save may have moved entries */
-    for (int32_t i = 0; i < e->kv_n && k == NULL; i++)
-        if (e->kv[i].n >= best_pre &&
+    for (int32_t i = 0; i < e->kv_n; i++) {
+        if (e->kv[i].used == UINT64_MAX)
+            e->kv[i].used = ++e->clock;
+        if (k == NULL && e->kv[i].n >= best_pre &&
             oh_le_common_prefix(e->kv[i].tokens, e->kv[i].n, r->prompt, r->n_prompt) == best_pre)
             k = &e->kv[i];
+    }
     if (k == NULL || !oh_le_slot_reserve(s, k->n + 1))
         return keep;
     k->used = ++e->clock;
