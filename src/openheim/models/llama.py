@@ -53,6 +53,11 @@ class LlamaModel:
     With ``kv_cache_dir`` (an existing directory), states evicted from that
     memory go to files there, up to ``kv_disk_mb`` MiB, and are read back
     when their session returns (the files are removed when the model closes).
+    ``n_ubatch`` is llama.cpp's physical batch (default ``min(n_batch, 512)``);
+    with 64 or more parallel sequences on a CPU, 32 decodes faster: llama.cpp's
+    CPU flash attention works on tiles of 64 query rows, and a tile holding 64
+    sequences of one unified cache can skip almost none of the cells masked
+    for them (measured on the demo model, 64 sequences: 91 against 76 tok/s).
     """
 
     def __init__(
