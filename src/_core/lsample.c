@@ -33,47 +33,38 @@ static float max_generic(const float *x, int32_t n) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define OH_HAVE_AVX2_PATH 1
-/* One pass: each lane keeps its largest value and where it first saw it
-   (strictly greater replaces); two accumulators break the dependency chain.
-   Then the largest over lanes, the lowest index among equals. */
-__attribute__((target("avx2"))) static int32_t argmax_avx2(const float *x, int32_t n) {
-    __m256 b0 = _mm256_set1_ps(-INFINITY), b1 = b0;
-    __m256i i0 = _mm256_setzero_si256(), i1 = i0;
-    __m256i at0 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    __m256i at1 = _mm256_add_epi32(at0, _mm256_set1_epi32(8));
-    const __m256i step = _mm256_set1_epi32(16);
+__attribute__((target("avx2"))) static float max_avx2(const float *x, int32_t n) {
+    __m256 a = _mm256_set1_ps(-INFINITY), b = a, c = a, d = a;
     int32_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8);
-        __m256 g0 = _mm256_cmp_ps(v0, b0, _CMP_GT_OQ), g1 = _mm256_cmp_ps(v1, b1, _CMP_GT_OQ);
-        b0 = _mm256_blendv_ps(b0, v0, g0);
-        b1 = _mm256_blendv_ps(b1, v1, g1);
-        i0 = _mm256_castps_si256(
-            _mm256_blendv_ps(_mm256_castsi256_ps(i0), _mm256_castsi256_ps(at0), g0));
-        i1 = _mm256_castps_si256(
-            _mm256_blendv_ps(_mm256_castsi256_ps(i1), _mm256_castsi256_ps(at1), g1));
-        at0 = _mm256_add_epi32(at0, step);
-        at1 = _mm256_add_epi32(at1, step);
+    for (; i + 32 <= n; i += 32) {
+        a = _mm256_max_ps(_mm256_loadu_ps(x + i), a); /* NaN in x: keeps the accumulator */
+        b = _mm256_max_ps(_mm256_loadu_ps(x + i + 8), b);
+        c = _mm256_max_ps(_mm256_loadu_ps(x + i + 16), c);
+        d = _mm256_max_ps(_mm256_loadu_ps(x + i + 24), d);
     }
-    float bv[16];
-    int32_t bi[16];
-    _mm256_storeu_ps(bv, b0);
-    _mm256_storeu_ps(bv + 8, b1);
-    _mm256_storeu_si256((__m256i *)bi, i0);
-    _mm256_storeu_si256((__m256i *)(bi + 8), i1);
-    float best = -INFINITY;
-    int32_t where = 0;
-    for (int l = 0; l < 16; l++)
-        if (bv[l] > best || (bv[l] == best && bi[l] < where)) {
-            best = bv[l];
-            where = bi[l];
-        }
+    a = _mm256_max_ps(_mm256_max_ps(a, b), _mm256_max_ps(c, d));
+    float lanes[8];
+    _mm256_storeu_ps(lanes, a);
+    float r = -INFINITY;
+    for (int l = 0; l < 8; l++)
+        r = lanes[l] > r ? lanes[l] : r;
     for (; i < n; i++)
-        if (x[i] > best) {
-            best = x[i];
-            where = i;
-        }
-    return where;
+        r = x[i] > r ? x[i] : r;
+    return r;
+}
+
+__attribute__((target("avx2"))) static int32_t find_avx2(const float *x, int32_t n, float v) {
+    __m256 vv = _mm256_set1_ps(v);
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), vv, _CMP_EQ_OQ));
+        if (mask)
+            return i + __builtin_ctz((unsigned)mask);
+    }
+    for (; i < n; i++)
+        if (x[i] == v)
+            return i;
+    return -1;
 }
 #endif
 
@@ -114,8 +105,10 @@ int32_t oh_argmax(const float *x, int32_t n) {
         return -1;
     int32_t i = -1;
 #ifdef OH_HAVE_AVX2_PATH
-    if (use_avx2())
-        return argmax_avx2(x, n); /* all NaN or -inf: index 0, as llama.cpp's greedy */
+    if (use_avx2()) {
+        i = find_avx2(x, n, max_avx2(x, n));
+        return i < 0 ? 0 : i; /* all NaN: llama.cpp's greedy keeps index 0 */
+    }
 #endif
     float m = max_generic(x, n);
     for (int32_t k = 0; k < n; k++)
