@@ -56,6 +56,7 @@ cdef extern from "lengine.h" nogil:
         uint64_t host_ns, host_cpu_ns, decode_ns, sample_ns
         uint64_t parallel_samples
         uint64_t kv_saved, kv_restored, kv_restored_tokens, kv_bytes, kv_entries
+        uint64_t kv_spilled, kv_disk_restored, kv_disk_bytes, kv_disk_entries, kv_disk_errors
         int32_t n_active, n_waiting
 
     ctypedef struct oh_lengine:
@@ -64,7 +65,7 @@ cdef extern from "lengine.h" nogil:
     int oh_le_create(oh_lengine **out, const oh_llama_api *api, void *ctx, void *vocab,
                      void *memory, int32_t n_vocab, int32_t n_ctx, int32_t n_batch,
                      int32_t n_seq, int32_t prefill_chunk, int32_t n_sample_threads,
-                     size_t kv_cache_bytes)
+                     size_t kv_cache_bytes, const char *kv_dir, size_t kv_disk_bytes)
     int oh_le_submit(oh_lengine *e, oh_lreq *r)
     void oh_le_cancel(oh_lengine *e, oh_lreq *r)
     int oh_le_pump(oh_lengine *e, oh_le_note *out, size_t cap, size_t *n, double timeout)

@@ -212,7 +212,7 @@ static void retire_unstarted(oh_lengine *e, oh_lreq *r, int finish) {
 
 static void start(oh_lengine *e, slot_t *s, oh_lreq *r) {
     int32_t keep = oh_le_common_prefix(s->tokens, s->n_tokens, r->prompt, r->n_prompt);
-    if (e->kv_limit > 0) {
+    if (e->kv_limit > 0 || e->kv_dir != NULL) {
         int32_t got = oh_le_kv_restore(e, s, r, keep);
         if (got == keep && keep < s->n_tokens)
             oh_le_kv_save(e, s); /* the slot's sequence is about to be cut back */
@@ -267,6 +267,15 @@ static void admit(oh_lengine *e) {
         }
         if (best == NULL)
             return;
+        if (best_pre < KV_MIN && best_pre < r->n_prompt - 1 && best->n_tokens > best_pre) {
+            /* Little to reuse (often just BOS) and the slot's cache would be
+               cut: an empty slot costs nothing. */
+            for (int32_t i = 0; i < e->n_seq; i++)
+                if (e->slots[i].req == NULL && e->slots[i].n_tokens == 0) {
+                    best = &e->slots[i];
+                    break;
+                }
+        }
         e->w_head = r->next;
         if (e->w_head == NULL)
             e->w_tail = NULL;
@@ -566,7 +575,8 @@ static void *loop_main(void *p) {
 
 int oh_le_create(oh_lengine **out, const oh_llama_api *api, void *ctx, void *vocab, void *memory,
                  int32_t n_vocab, int32_t n_ctx, int32_t n_batch, int32_t n_seq,
-                 int32_t prefill_chunk, int32_t n_sample_threads, size_t kv_cache_bytes) {
+                 int32_t prefill_chunk, int32_t n_sample_threads, size_t kv_cache_bytes,
+                 const char *kv_dir, size_t kv_disk_bytes) {
     *out = NULL;
     if (api == NULL || ctx == NULL || vocab == NULL || memory == NULL || n_vocab <= 0 ||
         n_ctx <= 0 || n_batch <= 0 || n_seq <= 0 || prefill_chunk <= 0)
@@ -585,6 +595,7 @@ int oh_le_create(oh_lengine **out, const oh_llama_api *api, void *ctx, void *voc
     e->prefill_chunk = prefill_chunk < n_batch ? prefill_chunk : n_batch;
     e->n_threads = n_sample_threads < 1 ? 1 : n_sample_threads;
     e->kv_limit = kv_cache_bytes;
+    e->kv_disk_limit = kv_disk_bytes;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     pthread_mutex_init(&e->nmu, NULL);
@@ -600,6 +611,11 @@ int oh_le_create(oh_lengine **out, const oh_llama_api *api, void *ctx, void *voc
         goto fail;
     for (int32_t i = 0; i < n_seq; i++)
         e->slots[i].id = i;
+    if (kv_dir != NULL && kv_dir[0] != '\0' && kv_disk_bytes > 0) {
+        e->kv_dir = strdup(kv_dir);
+        if (e->kv_dir == NULL)
+            goto fail;
+    }
     rc = oh_le_build_pieces(e);
     if (rc != OH_OK)
         goto fail;
@@ -681,6 +697,10 @@ void oh_le_stop(oh_lengine *e) {
         pthread_join(e->thread, NULL);
         e->thread_started = 0;
     }
+    if (!was) { /* nothing will be restored any more: free the session cache, remove its files */
+        while (e->kv_n > 0)
+            oh_le_kv_drop(e, e->kv_n - 1);
+    }
     if (!was && e->workers_started) {
         pthread_mutex_lock(&e->pmu);
         e->pquit = 1;
@@ -721,6 +741,7 @@ void oh_le_destroy(oh_lengine *e) {
     while (e->kv_n > 0)
         oh_le_kv_drop(e, e->kv_n - 1);
     free(e->kv);
+    free(e->kv_dir);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->nmu);

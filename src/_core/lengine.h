@@ -16,7 +16,8 @@
  * min-p without top-p: the tokens above its threshold, in id order).
  * Constrained requests sample freely first and ask the grammar about the one
  * chosen token; only if it refuses are the candidates masked by the grammar
- * (the best 64 logits first, the whole vocabulary if those cannot decide).
+ * (the best 64 logits first, then 1,024 and 16,384, the whole vocabulary if
+ * those cannot decide).
  *
  * The wrapper learns about progress through notes (oh_le_pump): "this
  * request's TokenBuffer has new text/end events" and "this request is done".
@@ -78,6 +79,7 @@ typedef struct {
     uint64_t host_ns, host_cpu_ns, decode_ns, sample_ns; /* summed over steps */
     uint64_t parallel_samples;              /* steps sampled on the pool */
     uint64_t kv_saved, kv_restored, kv_restored_tokens, kv_bytes, kv_entries; /* session cache */
+    uint64_t kv_spilled, kv_disk_restored, kv_disk_bytes, kv_disk_entries, kv_disk_errors;
     int32_t n_active, n_waiting;
 } oh_le_stats;
 
@@ -89,10 +91,15 @@ typedef struct oh_lengine oh_lengine;
    least 32 tokens) is about to be dropped, its llama.cpp state is saved there
    keyed by its tokens, and restored into a slot when a prompt shares a longer
    prefix with it than with any slot (0: no session cache).
+   kv_dir (NULL or "": no disk tier) is an existing directory where entries
+   the memory cache evicts are written (one file each, removed when dropped
+   or at oh_le_destroy), up to kv_disk_bytes, and read back when their
+   session returns.
    OK INVALID NOMEM */
 int oh_le_create(oh_lengine **out, const oh_llama_api *api, void *ctx, void *vocab, void *memory,
                  int32_t n_vocab, int32_t n_ctx, int32_t n_batch, int32_t n_seq,
-                 int32_t prefill_chunk, int32_t n_sample_threads, size_t kv_cache_bytes);
+                 int32_t prefill_chunk, int32_t n_sample_threads, size_t kv_cache_bytes,
+                 const char *kv_dir, size_t kv_disk_bytes);
 /* Queues a request (the loop admits it before its next step). OK, CLOSED
    after oh_le_stop (the request is untouched). */
 int oh_le_submit(oh_lengine *e, oh_lreq *r);
@@ -101,7 +108,7 @@ void oh_le_cancel(oh_lengine *e, oh_lreq *r);
    them to `out`. OK (*n > 0), TIMEOUT, CLOSED (stopped and every note taken). */
 int oh_le_pump(oh_lengine *e, oh_le_note *out, size_t cap, size_t *n, double timeout);
 /* Stops the loop thread: requests still running or waiting get a done note
-   with OH_LF_CLOSED. Idempotent. */
+   with OH_LF_CLOSED. The session cache is freed (its files removed). Idempotent. */
 void oh_le_stop(oh_lengine *e);
 /* oh_le_stop, then frees everything. Notes not pumped are dropped. */
 void oh_le_destroy(oh_lengine *e);

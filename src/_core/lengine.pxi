@@ -6,6 +6,7 @@
 from libc.stdint cimport int32_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from clengine cimport *
+from os.path import isdir as _isdir
 
 LLAMA_CPP_PYTHON_VERSION = OH_LLAMA_CPP_PYTHON_VERSION.decode()
 LLAMA_CPP_COMMIT = OH_LLAMA_CPP_COMMIT.decode()
@@ -112,7 +113,7 @@ cdef class LlamaRequest:
 
     @property
     def partial_masks(self):
-        """Refusals resolved among the best 64 candidates."""
+        """Refusals resolved among the best 64 (or 1,024, or 16,384) candidates."""
         return self.r.partial_masks
 
     @property
@@ -128,6 +129,10 @@ cdef class LlamaEngine:
     are addresses of that context's objects. ``sample_threads`` counts the
     loop's own thread. ``kv_cache_bytes`` bounds the session cache (saved
     sequence states restored when their session returns; 0: none).
+    ``kv_dir`` (an existing directory) adds a disk tier of up to
+    ``kv_disk_bytes``: states the memory cache evicts are written there, one
+    file each (removed when dropped and when the engine is freed), and read
+    back when their session returns.
     """
 
     cdef oh_lengine *e
@@ -138,8 +143,11 @@ cdef class LlamaEngine:
 
     def __cinit__(self, uintptr_t lib, uintptr_t ctx, uintptr_t vocab, uintptr_t memory,
                   int n_vocab, int n_ctx, int n_batch, int n_seq, int prefill_chunk=256,
-                  int sample_threads=1, size_t kv_cache_bytes=0):
+                  int sample_threads=1, size_t kv_cache_bytes=0, kv_dir=None,
+                  size_t kv_disk_bytes=0):
         cdef const char *missing = NULL
+        cdef const char *cdir = NULL
+        cdef bytes bdir
         cdef int rc
         self._live = {}
         if oh_llama_resolve(<void *>lib, &self.api, &missing) != OH_OK:
@@ -150,10 +158,17 @@ cdef class LlamaEngine:
                 f"{LLAMA_CPP_PYTHON_VERSION}); install llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}")
         if ctx == 0 or vocab == 0 or memory == 0:
             raise _errors.ConfigError("LlamaEngine needs the addresses of a llama context, vocab and memory")
+        if kv_dir is not None:
+            bdir = _fsencode(kv_dir)
+            if not _isdir(bdir):
+                raise _errors.ConfigError(
+                    f"kv_dir {kv_dir!r} is not a directory: create it or pass None (no disk tier)")
+            if kv_disk_bytes > 0:
+                cdir = bdir
         with nogil:
             rc = oh_le_create(&self.e, &self.api, <void *>ctx, <void *>vocab, <void *>memory,
                               n_vocab, n_ctx, n_batch, n_seq, prefill_chunk, sample_threads,
-                              kv_cache_bytes)
+                              kv_cache_bytes, cdir, kv_disk_bytes)
         if rc != OH_OK:
             _raise_status(rc, f"cannot start the llama decode loop (n_vocab={n_vocab}, "
                               f"n_ctx={n_ctx}, n_batch={n_batch}, n_seq={n_seq})")
@@ -283,6 +298,11 @@ cdef class LlamaEngine:
             "kv_restored_tokens": s.kv_restored_tokens,
             "kv_bytes": s.kv_bytes,
             "kv_entries": s.kv_entries,
+            "kv_spilled": s.kv_spilled,
+            "kv_disk_restored": s.kv_disk_restored,
+            "kv_disk_bytes": s.kv_disk_bytes,
+            "kv_disk_entries": s.kv_disk_entries,
+            "kv_disk_errors": s.kv_disk_errors,
             "n_active": s.n_active,
             "n_waiting": s.n_waiting,
         }

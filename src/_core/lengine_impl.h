@@ -8,7 +8,8 @@
 #include "lengine.h"
 
 #define OH_LF_GRAMMAR OH_LF_DECODE /* grammar allowed no token: reported as a decode error */
-#define MASK_FIRST 64              /* refusal: candidates tried before the whole vocabulary */
+#define MASK_FIRST 64              /* refusal: candidates tried first (then 16x more, up to MASK_LAST) */
+#define MASK_LAST 16384            /* ... before the whole vocabulary */
 
 typedef struct {
     int32_t id;
@@ -28,11 +29,13 @@ typedef struct {
     int sample_fail;
 } slot_t;
 
-/* A saved sequence: its tokens and llama.cpp's state of them. */
+/* A saved sequence: its tokens and llama.cpp's state of them, in memory
+   (data) or in a file of the disk tier (path, data NULL). */
 typedef struct {
     int32_t *tokens;
     int32_t n;
     uint8_t *data;
+    char *path;
     size_t size;
     uint64_t used;
 } kv_entry;
@@ -63,6 +66,9 @@ struct oh_lengine {
     kv_entry *kv; /* the session cache (loop-private) */
     int32_t kv_n, kv_cap;
     size_t kv_bytes, kv_limit;
+    char *kv_dir; /* disk tier (NULL: none) */
+    size_t kv_disk_bytes, kv_disk_limit;
+    uint64_t kv_file_no;
 
     pthread_mutex_t mu; /* inbox, stop */
     pthread_cond_t cv;

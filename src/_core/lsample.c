@@ -287,10 +287,13 @@ static int32_t sample_masked(oh_lengine *e, scratch_t *sc, oh_lreq *r, const flo
     const int topk = !greedy && r->top_k > 0;
     if (greedy || topk) {
         /* The best M logits decide if at least 1 (greedy) or k (top-k) of
-           them are allowed: no allowed token outside them could rank higher. */
+           them are allowed: no allowed token outside them could rank higher.
+           M grows 16-fold (64, 1024, 16384) before the whole vocabulary. */
         int32_t need = greedy ? 1 : r->top_k;
         int32_t m = MASK_FIRST > 2 * need ? MASK_FIRST : 2 * need;
-        if (m < nv && scratch_cand(sc, m)) {
+        for (; m < nv && m <= MASK_LAST; m *= 16) {
+            if (!scratch_cand(sc, m))
+                break;
             int32_t n = oh_top_k(x, nv, m, sc->cand);
             for (int32_t i = 0; i < n; i++)
                 if (!e->whole[sc->cand[i].id])

@@ -333,6 +333,11 @@ class LlamaEngineStats(TypedDict):
     kv_restored_tokens: int  # prompt tokens those restores covered
     kv_bytes: int  # state bytes held
     kv_entries: int
+    kv_spilled: int
+    kv_disk_restored: int
+    kv_disk_bytes: int
+    kv_disk_entries: int
+    kv_disk_errors: int
     n_active: int
     n_waiting: int
 
@@ -388,6 +393,8 @@ class LlamaEngine:
         prefill_chunk: int = 256,
         sample_threads: int = 1,
         kv_cache_bytes: int = 0,
+        kv_dir: str | os.PathLike[str] | None = None,
+        kv_disk_bytes: int = 0,
     ) -> None: ...
     def submit(
         self,

@@ -67,6 +67,13 @@ LLAMA_OPTIONS: dict[str, type] = {
     "prefill_chunk": int,
     "context_window": int,
     "chat_template": str,
+    # GPU offload and the session KV cache (see LlamaModel).
+    "main_gpu": int,
+    "offload_kqv": bool,
+    "flash_attn": str,
+    "kv_cache_mb": int,
+    "kv_cache_dir": str,
+    "kv_disk_mb": int,
 }
 
 

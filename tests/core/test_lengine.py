@@ -46,6 +46,21 @@ def test_top_k_is_the_k_best_lower_token_first(xs: list[float], k: int) -> None:
     assert [v for _, v in got] == [a[i] for i in want]
 
 
+def test_argmax_over_a_whole_vocabulary_keeps_the_first_of_ties() -> None:
+    """The one-pass scan: ties across lanes, accumulators and the scalar tail."""
+    import random
+
+    rng = random.Random(5)
+    for n in (262_144, 262_147, 31, 17):
+        xs = [float(rng.randint(-3, 3)) for _ in range(n)]
+        assert argmax(_f32(xs)) == xs.index(max(xs))
+        for where in (n - 1, n // 2, 9, 8, 0):  # a single new maximum anywhere
+            ys = list(xs)
+            ys[where] = 7.0
+            ys[-1] = 7.0 if where != n - 1 else ys[-1]  # and a later tie
+            assert argmax(_f32(ys)) == where
+
+
 def test_scans_handle_infinities_and_long_inputs() -> None:
     xs = [float("-inf")] * 1000
     assert argmax(_f32(xs)) == 0  # llama.cpp's greedy keeps the first
@@ -181,3 +196,40 @@ def test_loop_refuses_bad_submissions(engine: Any, handle: Any) -> None:
         engine.native.submit(None, [], TokenBuffer(), max_tokens=1)
     with pytest.raises(ConfigError, match="sampler chain"):
         engine.native.submit(None, [1], TokenBuffer(), max_tokens=1, temperature=0.5)
+
+
+@pytest.mark.llama
+def test_loop_session_cache_spills_to_disk_and_reads_back(handle: Any, tmp_path: Any) -> None:
+    """Memory tier 0 bytes, disk tier on: the C paths that write, read, evict
+    and remove the files (run under ASan by ``make asan``)."""
+    from openheim.models._llama.engine import Engine
+
+    e = Engine(
+        handle, prefill_chunk=16, kv_cache_bytes=0, kv_dir=str(tmp_path), kv_disk_bytes=1 << 30
+    )
+    try:
+        texts = [f"session {i} " + "lorem ipsum dolor " * 3 for i in range(3)]  # 64 tokens
+        first = [_run(e, handle, t, ignore_eos=True, max_tokens=4) for t in texts]
+        # three sessions on three slots: nothing saved yet; a fourth takes a slot
+        _run(e, handle, "another one", ignore_eos=True)
+        st = e.stats()
+        assert st["kv_spilled"] == st["kv_disk_entries"] == len(list(tmp_path.iterdir())) == 1
+        # the evicted session returns: read back from its file, same greedy tokens
+        req, buf = _run(e, handle, texts[0], ignore_eos=True, max_tokens=4)
+        assert e.stats()["kv_disk_restored"] == 1
+        assert req.n_cached == len(handle.tokenize(texts[0])) - 1
+        assert buf.tokens() == first[0][1].tokens()
+        # a file that vanished is a miss, not an error for the request
+        for f in tmp_path.iterdir():
+            f.unlink()
+        _run(e, handle, "one more", ignore_eos=True)
+        _run(e, handle, "and more", ignore_eos=True)
+        again, _ = _run(e, handle, texts[1], ignore_eos=True, max_tokens=4)
+        assert again.finish_reason == "length"
+        assert again.n_cached < len(handle.tokenize(texts[1])) // 2
+        assert e.stats()["kv_disk_errors"] == 1  # its file was gone
+    finally:
+        e.close()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ConfigError, match="not a directory"):
+        Engine(handle, kv_dir=str(tmp_path / "missing"), kv_disk_bytes=1)

@@ -24,7 +24,7 @@ import llama_cpp as lc
 
 from openheim.errors import ConfigError, ModelError
 
-__all__ = ["LlamaHandle", "check_native_abi"]
+__all__ = ["LlamaHandle", "capture_log", "check_native_abi"]
 
 log = logging.getLogger("openheim.llama")
 
@@ -59,9 +59,34 @@ def _silence_logs() -> None:
     lc.llama_log_set(_LOG_CB, ctypes.c_void_p(0))
 
 
+# While a list is set here, llama.cpp's log lines are appended to it (tests
+# read what llama.cpp was told, e.g. its context parameters); else dropped.
+_log_sink: list[str] | None = None
+
+
 @lc.llama_log_callback  # type: ignore[untyped-decorator]
 def _LOG_CB(level: int, text: bytes, user_data: Any) -> None:
     """Drop llama.cpp's log lines; failures reach us as return codes."""
+    sink = _log_sink
+    if sink is not None:
+        sink.append(text.decode("utf-8", "replace"))
+
+
+class capture_log:
+    """``with capture_log() as lines:`` collects llama.cpp's log lines meanwhile."""
+
+    def __enter__(self) -> list[str]:
+        global _log_sink
+        self.lines: list[str] = []
+        _log_sink = self.lines
+        return self.lines
+
+    def __exit__(self, *exc: object) -> None:
+        global _log_sink
+        _log_sink = None
+
+
+_FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 
 
 class LlamaHandle:
@@ -76,13 +101,22 @@ class LlamaHandle:
         n_seq_max: int,
         n_threads: int,
         n_gpu_layers: int,
+        main_gpu: int = 0,
+        offload_kqv: bool = True,
+        flash_attn: str = "auto",
+        n_ubatch: int | None = None,
     ) -> None:
         if not os.path.isfile(path):
             raise ConfigError(f"no GGUF model file at {path!r}: give the path of a .gguf file")
+        if flash_attn not in _FLASH_ATTN:
+            raise ConfigError(f"flash_attn must be one of 'auto', 'on', 'off', got {flash_attn!r}")
+        if main_gpu < 0:
+            raise ConfigError(f"main_gpu must be a device index ≥ 0, got {main_gpu}")
         _init_backend()
         _silence_logs()
         mparams = lc.llama_model_default_params()
-        mparams.n_gpu_layers = n_gpu_layers
+        mparams.n_gpu_layers = n_gpu_layers  # -1: all layers
+        mparams.main_gpu = main_gpu
         if _amx_build():
             mparams.use_extra_bufts = False
         self.model = lc.llama_model_load_from_file(path.encode(), mparams)
@@ -93,13 +127,18 @@ class LlamaHandle:
         cparams = lc.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_batch = n_batch
-        cparams.n_ubatch = min(n_batch, 512)
+        cparams.n_ubatch = min(n_batch, n_ubatch or 512)
         cparams.n_seq_max = n_seq_max
         cparams.n_threads = n_threads
         cparams.n_threads_batch = n_threads
         cparams.kv_unified = True  # sequences share the cache: any one may use it all
         cparams.swa_full = True  # lets a sequence's cache be cut back for prompt reuse
         cparams.no_perf = True
+        cparams.offload_kqv = offload_kqv  # the KV cache and attention on the GPU too
+        cparams.flash_attn_type = _FLASH_ATTN[flash_attn]
+        # What llama.cpp was given (read by tests and `make bench-local`).
+        self.model_params = mparams
+        self.context_params = cparams
         self.ctx = lc.llama_init_from_model(self.model, cparams)
         if not self.ctx:
             lc.llama_model_free(self.model)

@@ -24,7 +24,9 @@ read). When a slot is reused for another prompt, or the context needs the room,
 the sequence it held (32 tokens or more) is saved with llama.cpp's per-sequence
 state API into a bounded session cache keyed by its tokens, and restored into a
 slot when a prompt returns that shares a longer prefix with it than with any
-slot: a session keeps its KV cache even after its slot served others.
+slot: a session keeps its KV cache even after its slot served others. With a
+``kv_dir``, states the memory cache evicts go to files there (up to
+``kv_disk_bytes``) and are read back when their session returns.
 """
 
 from __future__ import annotations
@@ -109,6 +111,8 @@ class Engine:
         prefill_chunk: int = 256,
         sample_threads: int | None = None,
         kv_cache_bytes: int = 0,
+        kv_dir: str | None = None,
+        kv_disk_bytes: int = 0,
     ) -> None:
         check_native_abi()
         self.h = handle
@@ -126,6 +130,8 @@ class Engine:
             prefill_chunk=max(1, min(prefill_chunk, handle.n_batch)),
             sample_threads=threads,
             kv_cache_bytes=max(0, kv_cache_bytes),
+            kv_dir=kv_dir,
+            kv_disk_bytes=max(0, kv_disk_bytes),
         )
         self._closed = False
         self._pump = threading.Thread(

@@ -5,8 +5,8 @@ a 262k-token vocabulary is an order of magnitude slower than free decoding.
 Most of the time the model already wants a token the grammar allows, so the
 native decode loop (``src/_core/lengine.c``) samples freely first and asks the
 grammar about that ONE token; only when it is refused does it mask candidates
-with the grammar (the best 64 logits when they decide the result, else the
-whole vocabulary) and sample again. The result is exactly what full masking
+with the grammar (the best 64 logits when they decide the result, then the
+best 1,024 and 16,384, else the whole vocabulary) and sample again. The result is exactly what full masking
 would allow, at about the price of free decoding.
 
 Constrained replies use only tokens whose bytes are whole UTF-8 characters, so
