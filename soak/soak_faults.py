@@ -95,7 +95,9 @@ def server_kills(trials: int, runs_per_trial: int = 3, work: Path | None = None)
                 r = c.post(f"{WF}/runs/{rid}/resume")
                 if r.status_code == 404:  # never recorded: submit it again under its id
                     r = c.post(f"{WF}/runs", json={"input": {"tag": rid}, "run_id": rid})
-                if r.status_code not in (200, 202):
+                # 409: the killed server's lease on the run is still live; a later
+                # trial (or the final pass) resumes it once the lease has lapsed.
+                if r.status_code not in (200, 202, 409):
                     raise RuntimeError(f"resume {rid}: {r.status_code} {r.text}")
             for i in range(runs_per_trial):
                 rid = f"t{trial}-{i}"
@@ -127,9 +129,9 @@ def server_kills(trials: int, runs_per_trial: int = 3, work: Path | None = None)
                 r = c.post(f"{WF}/runs/{rid}/resume")
                 if r.status_code == 404:
                     c.post(f"{WF}/runs", json={"input": {"tag": rid}, "run_id": rid})
-            # A resume sent while the killed server's lease on the run is still live fails
-            # in the background (WorkflowBusyError) and the run stays "running": send it
-            # again until the lease (run_lease_ttl) has lapsed and the run finishes.
+            # A resume sent while the killed server's lease on the run is still live is
+            # refused (409) and the run stays "running": send it again until the lease
+            # (run_lease_ttl) has lapsed and the run finishes.
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
                 left = [
