@@ -69,6 +69,16 @@ async def _read_runs(config: Path, run_ids: list[str]) -> dict[str, tuple[str, l
     return out
 
 
+def _resume(c: Any, rid: str) -> Any:
+    """Resume ``rid``; a 409 while the killed server's lease is live says when to retry."""
+    for _ in range(30):
+        r = c.post(f"{WF}/runs/{rid}/resume")
+        if r.status_code != 409 or "Retry-After" not in r.headers:
+            return r
+        time.sleep(float(r.headers["Retry-After"]))
+    return r
+
+
 def server_kills(trials: int, runs_per_trial: int = 3, work: Path | None = None) -> dict[str, Any]:
     """``trials`` SIGKILLs of the server at random points while workflow runs are in flight.
 
@@ -81,6 +91,11 @@ def server_kills(trials: int, runs_per_trial: int = 3, work: Path | None = None)
     folder = work / "kill"
     effects = folder / "effects"
     config = write_project(folder, f"sqlite:///{folder / 'state.db'}", extra=CHAIN_TABLE)
+    # A killed server's leases lapse after run_lease_ttl: 3 s, so resumes wait little.
+    text = config.read_text().replace(
+        "shutdown_grace = 5\n", "shutdown_grace = 5\nrun_lease_ttl = 3\n"
+    )
+    config.write_text(text)
     env = child_env(SOAK_EFFECTS=str(effects))
     rng = random.Random(17)
     runs: list[str] = []
@@ -92,12 +107,10 @@ def server_kills(trials: int, runs_per_trial: int = 3, work: Path | None = None)
         served = start_server(config, env=env)
         with served.client() as c:
             for rid in sorted(unfinished):
-                r = c.post(f"{WF}/runs/{rid}/resume")
+                r = _resume(c, rid)
                 if r.status_code == 404:  # never recorded: submit it again under its id
                     r = c.post(f"{WF}/runs", json={"input": {"tag": rid}, "run_id": rid})
-                # 409: the killed server's lease on the run is still live; a later
-                # trial (or the final pass) resumes it once the lease has lapsed.
-                if r.status_code not in (200, 202, 409):
+                if r.status_code not in (200, 202):
                     raise RuntimeError(f"resume {rid}: {r.status_code} {r.text}")
             for i in range(runs_per_trial):
                 rid = f"t{trial}-{i}"
@@ -126,12 +139,10 @@ def server_kills(trials: int, runs_per_trial: int = 3, work: Path | None = None)
     try:
         with served.client() as c:
             for rid in sorted(unfinished):
-                r = c.post(f"{WF}/runs/{rid}/resume")
+                r = _resume(c, rid)
                 if r.status_code == 404:
                     c.post(f"{WF}/runs", json={"input": {"tag": rid}, "run_id": rid})
-            # A resume sent while the killed server's lease on the run is still live is
-            # refused (409) and the run stays "running": send it again until the lease
-            # (run_lease_ttl) has lapsed and the run finishes.
+            # Wait for every run to finish (resuming again any that stopped running here).
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
                 left = [

@@ -630,3 +630,44 @@ def test_two_decisions_at_once_continue_the_run_once(shared: Served) -> None:
     results = [e for e in events if e[1] == "tool_result"]
     assert [e[2]["content"] for e in results] == ["deleted twice.txt"]
     assert [e[1] for e in events].count("run_resumed") == 1
+
+
+def test_a_decision_inside_another_holders_lease_is_a_clear_409(
+    shared: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed server's lease on a paused run that has not lapsed: nothing is decided,
+    and the 409 names the holder and how long to wait."""
+    from openheim.config import load_config, open_history
+    from openheim.stores.lease import Lease
+
+    monkeypatch.setenv("IX_ACME_KEY", KEYS["acme"])
+    config = load_config(shared.config)
+    with shared.client("acme") as c:
+        run_id, call_id = _paused_run(c, "leased.txt")
+        url = f"/v1/runs/{run_id}/approvals"
+        decision = {"decisions": [{"id": call_id, "approved": True}]}
+
+        async def hold() -> tuple[Any, Lease]:
+            history = open_history(config.store_url, "acme")
+            lease = Lease(history.store, "run/" + run_id, holder="deadhost:4242:0bad", ttl=15)
+            assert await lease.acquire()
+            return history, lease
+
+        history, lease = asyncio.run(hold())
+        try:
+            r = c.post(url, json=decision)
+            assert r.status_code == 409, r.text
+            msg = r.json()["error"]["message"]
+            assert "'deadhost:4242:0bad'" in msg
+            assert "nothing was decided" in msg
+            assert c.get(url).json()["status"] == "paused"  # still decidable
+        finally:
+
+            async def free() -> None:
+                await lease.release()
+                await history.aclose()
+
+            asyncio.run(free())
+        done = c.post(url, json=decision)
+        assert done.status_code == 200, done.text
+        assert done.json()["output"] == "done: deleted leased.txt"

@@ -13,7 +13,9 @@ a function of the request. A reply is:
 Streaming splits text into word-sized :class:`TextDelta` chunks and each tool
 call's JSON arguments into several :class:`ToolCallDelta` fragments, so
 consumers see what a real provider stream looks like. Usage is estimated at
-about four characters per token. ``requests`` records every request received.
+about four characters per token. ``requests`` records the requests received
+(the newest ``keep_requests``, 1024 by default: a long-lived server answering
+from a ScriptedModel must not keep every request it ever got).
 """
 
 from __future__ import annotations
@@ -67,7 +69,13 @@ class ScriptedModel:
         *,
         name: str = "scripted",
         context_window: int | None = None,
+        keep_requests: int | None = 1024,
     ) -> None:
+        if keep_requests is not None and (type(keep_requests) is not int or keep_requests < 0):
+            raise ValueError(
+                f"keep_requests must be a whole number >= 0 or None (keep all), "
+                f"got {keep_requests!r}"
+            )
         self._function: ReplyFunction | None
         if callable(script) and not isinstance(script, (list, tuple)):
             self._function = script
@@ -81,6 +89,9 @@ class ScriptedModel:
         self._context_window = context_window
         self._position = 0
         self._call_counter = 0
+        self._received = 0
+        self._keep = keep_requests
+        # The newest `keep_requests` requests (None: all of them), oldest first.
         self.requests: list[ModelRequest] = []
 
     @property
@@ -97,7 +108,10 @@ class ScriptedModel:
         return len(self._script) - self._position
 
     async def request(self, request: ModelRequest) -> ModelResponse:
+        self._received += 1
         self.requests.append(request)
+        if self._keep is not None and len(self.requests) > self._keep:
+            del self.requests[: len(self.requests) - self._keep]
         if self._function is not None:
             reply = self._function(request)
             if self._function_is_async or (
@@ -176,7 +190,7 @@ class ScriptedModel:
         seen = f"; the last message was {last.role}: {(last.content or '')[:80]!r}" if last else ""
         return ModelError(
             f"ScriptedModel ran out of replies: its script has {len(self._script)} and "
-            f"request #{len(self.requests)} asked for another{seen}. Add replies to the "
+            f"request #{self._received} asked for another{seen}. Add replies to the "
             "script, or pass a function to answer any number of requests.",
             provider="scripted",
         )

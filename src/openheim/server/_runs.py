@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -304,7 +305,18 @@ class RunRegistry:
         agent = self._state.agent(tenant, paused.agent)
         lease = self.lease(tenant, run_id)
         if not await lease.acquire():
-            raise ApprovalError(f"run {run_id!r} is being continued already; follow its events")
+            info = await lease.info()
+            who = ""
+            if info is not None:
+                left = max(1, math.ceil(info.expires - time.time()))
+                who = (
+                    f" (its lease is held by {info.holder!r} for {left} s more; if that "
+                    "process died, retry then)"
+                )
+            raise ApprovalError(
+                f"run {run_id!r} is being continued already{who}; nothing was decided. "
+                "Follow its events"
+            )
         try:
             self._state.acquire(tenant)
         except BaseException:

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from openheim.stores.lease import Lease
     from openheim.workflow import Workflow, WorkflowResult
 
-__all__ = ["ServedWorkflows", "ShuttingDown", "build_served"]
+__all__ = ["RunLeased", "ServedWorkflows", "ShuttingDown", "build_served"]
 
 log = logging.getLogger("openheim.server")
 
@@ -52,6 +54,27 @@ SWEEP = 1.0  # seconds between looks for approvals whose deadline passed
 
 class ShuttingDown(OpenheimError):
     """The server drains its runs and takes no new ones (a 503 / UNAVAILABLE)."""
+
+
+class RunLeased(WorkflowBusyError):
+    """Another process holds the run's lease (a 409 with ``Retry-After``): it drives the
+    run, or it died and its lease lapses at ``expires`` (wall clock)."""
+
+    def __init__(self, run_id: str, holder: str | None, expires: float | None) -> None:
+        self.run_id = run_id
+        self.holder = holder
+        self.expires = expires
+        self.retry_after = max(1, math.ceil(expires - time.time())) if expires else 1
+        if holder is None or expires is None:
+            who = "another process held it a moment ago"
+        else:
+            until = datetime.datetime.fromtimestamp(expires, datetime.timezone.utc)
+            who = f"its lease is held by {holder!r} until {until:%Y-%m-%dT%H:%M:%S}Z"
+        super().__init__(
+            f"run {shown(run_id)} is being driven by another process ({who}); nothing was "
+            f"resumed. Follow it with its status or events, or retry in {self.retry_after} s "
+            "(if that process died, its lease lapses then: [server] run_lease_ttl)"
+        )
 
 
 def build_served(config: Config) -> dict[str, Workflow]:
@@ -139,9 +162,11 @@ class ServedWorkflows:
     async def _claim(self, wf: Workflow, run_id: str) -> Lease:
         lease = wf.lease(run_id)
         if not await lease.acquire():
-            raise WorkflowBusyError(
-                f"run {shown(run_id)} is being driven by another process right now; "
-                "follow it with its status or events, or retry when it stops"
+            info = await lease.info()
+            raise RunLeased(
+                run_id,
+                info.holder if info is not None else None,
+                info.expires if info is not None else None,
             )
         return lease
 

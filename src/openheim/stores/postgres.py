@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -47,6 +49,17 @@ _LOCK_ID = 0x6F70656E6865696D & 0x7FFFFFFFFFFFFFFF  # "openheim"
 
 _LIVE = "(expires_at IS NULL OR expires_at > now())"
 
+logger = logging.getLogger("openheim.stores.postgres")
+
+SWEEP_EVERY = 60.0
+"""Seconds between deletions of expired keys' rows (done by a write with a TTL, when due)."""
+_SWEEP_ROWS = 1000  # rows deleted per sweep at most
+_PURGE = (
+    "DELETE FROM openheim_kv WHERE ctid IN (SELECT ctid FROM openheim_kv "
+    "WHERE expires_at IS NOT NULL AND expires_at <= now() LIMIT %s) "
+    "AND expires_at <= now()"
+)
+
 
 async def migrate(conn: AsyncConnection[Any]) -> int:
     """Bring the schema up to date; returns the schema version."""
@@ -79,6 +92,7 @@ class _Pool:
         self.pool: AsyncConnectionPool[Any] = self._new(url, min_size, max_size)
         self.ready = False
         self.lock: asyncio.Lock | None = None
+        self.next_sweep = time.monotonic() + SWEEP_EVERY
 
     async def connection(self) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
         if not self.ready:
@@ -214,10 +228,31 @@ class PostgresStore:
             )
             params = (value, ttl, ns, key, expect_version)
         row = await self._one(sql, params)
+        if ttl is not None and time.monotonic() >= self._p.next_sweep:
+            await self._sweep()
         if row is None:
             assert expect_version is not None
             raise conflict(ns, key, expect_version, await self._version(key))
         return int(row[0])
+
+    async def _sweep(self) -> None:
+        self._p.next_sweep = time.monotonic() + SWEEP_EVERY
+        try:
+            async with await self._p.connection() as conn:
+                await conn.execute(_PURGE, (_SWEEP_ROWS,))
+        except Exception:  # reads hide expired rows anyway: the next sweep tries again
+            logger.warning("PostgreSQL store: deleting expired keys failed", exc_info=True)
+
+    async def sweep_expired(self) -> int:
+        """Delete the rows of expired keys now (every namespace; a write with a TTL also
+        does it every :data:`SWEEP_EVERY` seconds); how many were deleted."""
+        total = 0
+        async with await self._p.connection() as conn:
+            while True:
+                cur = await conn.execute(_PURGE, (_SWEEP_ROWS,))
+                if cur.rowcount <= 0:
+                    return total
+                total += cur.rowcount
 
     async def _version(self, key: str) -> int:
         row = await self._read(

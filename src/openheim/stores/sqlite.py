@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import logging
 import os
 import queue
 import sqlite3
@@ -33,14 +34,20 @@ from openheim.stores._base import (
 
 __all__ = ["DEFAULT_PATH", "SQLiteStore"]
 
+logger = logging.getLogger("openheim.stores.sqlite")
+
 DEFAULT_PATH = "~/.openheim/state.db"
 _MAX_BATCH = 512
+SWEEP_EVERY = 60.0
+"""Seconds between deletions of expired keys' rows (the writer thread does it after a batch)."""
+_SWEEP_ROWS = 1000  # rows deleted per sweep at most (a sweep never stalls the writes long)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS oh_kv (
   ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
   version INTEGER NOT NULL, expires REAL,
   PRIMARY KEY (ns, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS oh_kv_expires ON oh_kv (expires) WHERE expires IS NOT NULL;
 CREATE TABLE IF NOT EXISTS oh_log (
   ns TEXT NOT NULL, log TEXT NOT NULL, seq INTEGER NOT NULL, record BLOB NOT NULL,
   PRIMARY KEY (ns, log, seq)) WITHOUT ROWID;
@@ -70,6 +77,7 @@ class _Writer:
         self.path = path
         self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self.closed = False
+        self.next_sweep = time.monotonic() + SWEEP_EVERY
         ready: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
         self.thread = threading.Thread(
             target=self._main, args=(ready,), name="openheim-sqlite", daemon=True
@@ -121,6 +129,8 @@ class _Writer:
                         break
                     batch.append(more)
                 self._run(conn, batch)
+                if time.monotonic() >= self.next_sweep:
+                    self._sweep(conn)
                 if stop:
                     break
         finally:
@@ -153,6 +163,21 @@ class _Writer:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, items)
 
+    def _sweep(self, conn: sqlite3.Connection) -> None:
+        """Delete expired keys' rows (reads already ignore them), in a transaction of its own."""
+        self.next_sweep = time.monotonic() + SWEEP_EVERY
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            purge_expired(conn)
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            logger.warning(
+                "SQLite store %r: deleting expired keys failed", self.path, exc_info=True
+            )
+
     def submit(self, op: _Op) -> asyncio.Future[Any]:
         if self.closed:
             raise StorageError(f"the SQLite store {self.path!r} is closed")
@@ -166,6 +191,16 @@ class _Writer:
             self.closed = True
             self.jobs.put(None)
             self.thread.join()
+
+
+def purge_expired(conn: sqlite3.Connection, limit: int = _SWEEP_ROWS) -> int:
+    """Delete up to ``limit`` rows of keys whose TTL has passed (every namespace); how many."""
+    cur = conn.execute(
+        "DELETE FROM oh_kv WHERE (ns, key) IN (SELECT ns, key FROM oh_kv "
+        "WHERE expires IS NOT NULL AND expires <= ? LIMIT ?)",
+        (time.time(), limit),
+    )
+    return cur.rowcount
 
 
 def _path_from_url(url: str) -> str:
@@ -340,6 +375,19 @@ class SQLiteStore:
 
         names: list[str] = await self._writer.submit(op)
         return names
+
+    async def sweep_expired(self) -> int:
+        """Delete the rows of expired keys now (every namespace; the writer also does it
+        every :data:`SWEEP_EVERY` seconds); how many were deleted."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            total = 0
+            while (n := purge_expired(conn)) > 0:
+                total += n
+            return total
+
+        deleted: int = await self._writer.submit(op)
+        return deleted
 
     async def aclose(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._writer.close)

@@ -45,7 +45,7 @@ from openheim.errors import (
 from openheim.server._http import error_response, event_stream, json_response, shutting_down
 from openheim.server._wf_schemas import WorkflowDecision, WorkflowFork, WorkflowSubmit
 from openheim.server._wire import BadRequest, decode_body, shown
-from openheim.server._workflows import ServedWorkflows, ShuttingDown
+from openheim.server._workflows import RunLeased, ServedWorkflows, ShuttingDown
 from openheim.workflow import Workflow
 from openheim.workflow.events import WorkflowResult, to_builtins
 
@@ -75,6 +75,9 @@ def _error(exc: BaseException) -> Response:
         return shutting_down()
     if isinstance(exc, RunNotFoundError):
         return error_response(404, str(exc), code="not_found")
+    if isinstance(exc, RunLeased):
+        headers = {"Retry-After": str(exc.retry_after)}
+        return error_response(409, str(exc), code="conflict", headers=headers)
     if isinstance(exc, (WorkflowApprovalError, WorkflowCancelled, WorkflowBusyError, _Conflict)):
         return error_response(409, str(exc), code="conflict")
     if isinstance(exc, (WorkflowStateError, WorkflowDefinitionError)):
