@@ -13,10 +13,6 @@ import builtins
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from openheim.stores._base import (
     LogRecord,
@@ -88,16 +84,7 @@ class RedisStore:
         self.ns = ns
         self.prefix = prefix
         self._client: Any = (
-            _client
-            if _client is not None
-            else aioredis.Redis.from_url(
-                url,
-                decode_responses=False,
-                # a restarted server: reconnect and send again (puts are CAS; an append whose
-                # reply was lost may land twice, and workflow views keep the first result)
-                retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 8),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            )
+            _client if _client is not None else aioredis.Redis.from_url(url, decode_responses=False)
         )
         if _scripts is None:
             c = self._client
