@@ -7,10 +7,8 @@ namespace and removes what it wrote.
 
 from __future__ import annotations
 
-import gc
 import uuid
-import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from wfhelpers import POSTGRES_URL, cleanup
@@ -45,15 +43,3 @@ async def store(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterat
             await cleanup(s)
         finally:
             await s.aclose()
-
-
-@pytest.fixture(autouse=True)
-def _collect_dropped_redis_connections() -> Iterator[None]:
-    """Collect, after each test, the Redis connections redis-py drops without closing
-    when a blocking read (a worker's XREADGROUP BLOCK) is cancelled at shutdown, so their
-    ResourceWarning is not raised later inside an unrelated test. Known weakness, noted
-    on issue 13: the worker should end its blocking read instead of having it cancelled."""
-    yield
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()

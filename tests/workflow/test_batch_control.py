@@ -31,6 +31,7 @@ class Env:
         self.tasks: list[asyncio.Task[Any]] = []
         self.workers: list[Worker] = []
         self.wfs: list[Workflow] = []
+        self.closers: list[Any] = []  # what the workers use: closed after they stopped
 
     def kw(self) -> dict[str, Any]:
         return {"queue": REDIS_URL, "queue_name": self.name, "namespace": self.name}
@@ -55,6 +56,8 @@ class Env:
             await t
         for w in self.workers:
             await w.aclose()
+        for close in self.closers:
+            await close()
         b = Batch(REDIS_URL, queue_name=self.name)
         await b.queue.purge()
         await drop_namespace(b.store, self.name)
@@ -275,8 +278,7 @@ async def test_traceparent_and_idempotency_keys_on_the_generic_backend(env: Env)
     assert TRACEPARENT.match(succ.traceparent)
     assert [s.idempotency_key for s in seen] == [f"{h.run_id}/0:a/1", f"{h.run_id}/1:b/1"]
     assert w.stats.committed == 2
-    await batch.aclose()
-    await inner.aclose()
+    env.closers += [batch.aclose, inner.aclose]
 
 
 async def test_current_step_in_real_time_mode_and_outside_a_node() -> None:

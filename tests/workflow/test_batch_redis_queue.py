@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from batchflows import Doc
 from batchhelpers import REDIS_URL, private_redis
 
-from openheim.errors import ConfigError
+from openheim.errors import ConfigError, StorageError
+from openheim.workflow import Worker, Workflow
 from openheim.workflow.queues import Task, TaskQueue, open_queue
 from openheim.workflow.queues.redis import RedisQueue
 
@@ -131,3 +135,37 @@ async def test_entries_survive_a_restart_and_the_client_reconnects(tmp_path: Pat
             assert reclaimed.id == d.id
         finally:
             await queue.aclose()
+
+
+async def test_a_stopped_worker_ends_its_blocking_read_and_leaves_no_socket_open() -> None:
+    """stop() while the worker waits in XREADGROUP BLOCK: the read ends by itself (short
+    blocks, the stop flag checked between them), run() returns, and after aclose() no
+    connection of the client is left open for the garbage collector to find."""
+    wf = Workflow("b-idle", state=Doc)
+    wf.step(lambda s: None, name="a")
+    name = f"t{uuid.uuid4().hex[:10]}"
+    w = Worker([wf], REDIS_URL, queue_name=name)
+    run = asyncio.ensure_future(w.run(drain_timeout=1))
+    queue = w.queue
+    assert isinstance(queue, RedisQueue)
+    pool = queue.client.connection_pool
+    for _ in range(100):  # until the worker is inside a blocking read
+        if pool._in_use_connections:
+            break
+        await asyncio.sleep(0.01)
+    assert pool._in_use_connections
+    w.stop()
+    stats = await run  # not cancelled: it ended on its own
+    assert not run.cancelled()
+    assert stats.taken == 0
+    await queue.purge()
+    await w.aclose()
+    await wf.aclose()
+    assert not any(c.is_connected for c in pool._available_connections)
+    assert not pool._in_use_connections
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    assert not [c for c in caught if issubclass(c.category, ResourceWarning)]
+    with pytest.raises(StorageError, match="was closed"):
+        await queue.take("c1", 1, timeout=0.1)

@@ -44,6 +44,11 @@ class _Batcher(Generic[In, Out]):
             self._task = asyncio.ensure_future(self._flush())
         return fut
 
+    async def idle(self) -> None:
+        """Wait until the group in flight (and any queued behind it) has gone out."""
+        while self.running and self._task is not None and not self._task.done():
+            await asyncio.wait([self._task])
+
     async def _flush(self) -> None:
         try:
             while self.pending:

@@ -299,6 +299,10 @@ class Worker:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
+            # A cancelled delivery leaves its claim, commit or settle group in flight:
+            # let it finish, so nothing talks to the server after run() returned.
+            for b in (self._claim, self._commit, self._finish):
+                await b.idle()
         return self.stats
 
     async def _pause(self, seconds: float) -> None:

@@ -33,7 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from openheim.errors import ConfigError
+from openheim.errors import ConfigError, StorageError
 from openheim.workflow.queues._base import DeadLetter, Delivery, QueueStats, Task
 
 __all__ = ["RedisQueue"]
@@ -193,6 +193,7 @@ class RedisQueue:
         self._retry = c.register_script(_RETRY)
         self._group_ready = False
         self._last_reclaim: dict[str, float] = {}
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"RedisQueue({self.url!r}, name={self.name!r})"
@@ -229,7 +230,14 @@ class RedisQueue:
 
     # -- the protocol ------------------------------------------------------------------
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(
+                f"{self!r} was closed; stop the workers that use a queue before closing it"
+            )
+
     async def put(self, tasks: builtins.list[Task]) -> int:
+        self._check_open()
         if not tasks:
             return 0
         keys = [self.stream] + [self.dedup_key(t) for t in tasks]
@@ -240,6 +248,7 @@ class RedisQueue:
     async def take(
         self, consumer: str, count: int = 1, *, timeout: float = 1.0
     ) -> builtins.list[Delivery]:
+        self._check_open()
         out: list[Delivery] = []
         now = time.monotonic()
         if now - self._last_reclaim.get(consumer, 0.0) >= self.reclaim_every:
@@ -384,6 +393,9 @@ class RedisQueue:
         self._group_ready = False
 
     async def aclose(self) -> None:
+        # (redis-py would open new connections for calls made after aclose(), and
+        # nothing would close them: a closed queue refuses calls instead)
+        self._closed = True
         await self.client.aclose()
 
     # -- waiting out a restart ---------------------------------------------------------
