@@ -336,5 +336,45 @@ async def test_a_redis_restart_mid_run_loses_no_task(tmp_path: Path, effects: Pa
             assert proc.poll() is None  # the worker rode the restart out
             stats = w.finish(proc)
             assert stats["committed"] >= 6
+            assert stats["errors"] == 0  # every claim, commit and settle waited for the server
+        finally:
+            w.close()
+
+
+async def test_a_redis_restart_mid_run_with_the_store_on_its_own_connection(
+    tmp_path: Path, effects: Path
+) -> None:
+    """As above, with the runs in ``--store redis://.../1``: a RedisStore with its own
+    client (and the generic backend's store calls: claim, commit, append), restarted with
+    the queue. Every run ends done, every checkpoint is recorded once, every side effect
+    happened once."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    with private_redis(tmp_path) as server:
+        store_url = server.url.rsplit("/", 1)[0] + "/1"
+        w = Workers(server.url, name, effects)
+        try:
+            proc = w.start("batchflows:slow", sleep=1.0, extra=("--store", store_url))
+            handles = [
+                await slow.submit(None, queue=server.url, store=store_url, queue_name=name)
+                for _ in range(6)
+            ]
+            await asyncio.to_thread(_wait_for, lambda: len(_executions(effects)) >= 2)
+            server.stop()
+            await asyncio.sleep(1.0)
+            server.start()
+            for h in handles:
+                res = await h.result(timeout=60)
+                assert res.status == "done"
+                assert res.state.log[0] == "before"
+                assert res.state.log[-1] == "after"
+                assert len(res.state.log) == 3  # no step's updates applied twice
+                nodes = [cp.node for cp in await h.history()]
+                assert nodes == [None, "before", "effect", "after"], nodes
+            assert len(_effect_files(effects)) == 6  # one side effect per run
+            assert proc.poll() is None  # the worker rode the restart out
+            stats = w.finish(proc)
+            assert stats["committed"] >= 18
+            assert stats["dead_lettered"] == 0
+            assert stats["errors"] == 0  # every store call waited for the server
         finally:
             w.close()

@@ -5,15 +5,31 @@ A key is a Redis hash ``{prefix}{ns}:kv:{key}`` with fields ``v`` (value) and
 are atomic on the server. TTL uses Redis' own expiry. A log is a hash
 ``...:log:{name}`` of sequence number -> record, numbered by a counter key
 ``...:seq:{name}`` that trimming leaves alone.
+
+Restarts: the client does not retry by itself (redis-py would send any command
+again, an append too); :func:`retrying` repeats a call that failed on a
+connection error until the server answers again (up to ``RETRY_DEADLINE``
+seconds, then :class:`StorageError`), and the calls that are not idempotent
+make their repeat safe: a compare-and-set whose first attempt did land (the
+reply was lost) is recognised by its value at the next version, and a repeated
+append first looks for its record among the log's last entries.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from openheim.errors import StorageError
 from openheim.stores._base import (
     LogRecord,
     check_key,
@@ -22,14 +38,78 @@ from openheim.stores._base import (
     conflict,
 )
 
-__all__ = ["RedisStore"]
+__all__ = ["RETRY_DEADLINE", "RedisStore", "is_transient", "new_client", "retrying"]
 
-# KEYS[1] key; ARGV: value, expected version (-1: any), ttl ms (0: none).
-# Returns the new version, or -(1 + actual version) on a conflict.
+T = TypeVar("T")
+
+# How long a call keeps trying while the server is away (a restart takes seconds).
+RETRY_DEADLINE = 30.0
+
+
+def new_client(url: str) -> aioredis.Redis:
+    """A client on ``url`` that never sends a command twice by itself (see :func:`retrying`)."""
+    return aioredis.Redis.from_url(
+        url, decode_responses=False, retry=Retry(NoBackoff(), 0), health_check_interval=10
+    )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A connection error of a server going away or coming back (not a refused command)."""
+    return isinstance(
+        exc, (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
+    ) and not isinstance(exc, StorageError)
+
+
+async def retrying(
+    call: Callable[[int], Awaitable[T]],
+    what: str,
+    url: str,
+    *,
+    closed: Callable[[], bool] | None = None,
+    deadline: float = RETRY_DEADLINE,
+) -> T:
+    """``await call(attempt)`` (attempt 0, 1, ...), again after each connection error,
+    until the server answers or ``deadline`` seconds have passed (then StorageError)."""
+    try:
+        return await call(0)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        first: BaseException = exc
+    end = time.monotonic() + deadline
+    delay = 0.02
+    attempt = 0
+    while True:
+        if closed is not None and closed():
+            raise first
+        if time.monotonic() > end:
+            raise StorageError(
+                f"Redis at {url} did not answer while trying to {what} for {deadline:g} s "
+                f"({first!r}); is redis-server running?"
+            ) from first
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+        attempt += 1
+        try:
+            return await call(attempt)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            first = exc
+
+
+# KEYS[1] key; ARGV: value, expected version (-1: any), ttl ms (0: none), repeat (1: this
+# call was sent before and its reply lost). Returns the new version, or -(1 + actual
+# version) on a conflict; a repeat that finds its own value at the next version returns it.
 _PUT = """
 local cur = tonumber(redis.call('HGET', KEYS[1], 'ver') or '0')
 local want = tonumber(ARGV[2])
-if want >= 0 and want ~= cur then return -1 - cur end
+if want >= 0 and want ~= cur then
+  if ARGV[4] == '1' and cur == want + 1 and redis.call('HGET', KEYS[1], 'v') == ARGV[1] then
+    return cur
+  end
+  return -1 - cur
+end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'ver', cur + 1)
 if tonumber(ARGV[3]) > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -39,16 +119,28 @@ end
 return cur + 1
 """
 
-# KEYS[1] key; ARGV[1] expected version (-1: any). 1 deleted, 0 absent, -(1+actual) conflict.
+# KEYS[1] key; ARGV: expected version (-1: any), repeat (1: sent before, reply lost).
+# 1 deleted, 0 absent, -(1+actual) conflict (a repeat finding the key gone: deleted).
 _DELETE = """
 local cur = tonumber(redis.call('HGET', KEYS[1], 'ver') or '0')
 local want = tonumber(ARGV[1])
-if want >= 0 and want ~= cur then return -1 - cur end
+if want >= 0 and want ~= cur then
+  if ARGV[2] == '1' and cur == 0 then return 1 end
+  return -1 - cur
+end
 return redis.call('DEL', KEYS[1])
 """
 
-# KEYS: counter, log hash; ARGV[1] record.
+# KEYS: counter, log hash; ARGV: record, look back (a repeat: how many of the last
+# entries to search for the record first; its seq if found).
 _APPEND = """
+local back = tonumber(ARGV[2])
+if back > 0 then
+  local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+  for s = last, math.max(1, last - back + 1), -1 do
+    if redis.call('HGET', KEYS[2], s) == ARGV[1] then return s end
+  end
+end
 local seq = redis.call('INCR', KEYS[1])
 redis.call('HSET', KEYS[2], seq, ARGV[1])
 return seq
@@ -62,6 +154,10 @@ for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
 end
 return 0
 """
+
+
+# How many of a log's last entries a repeated append searches for its own record.
+_LOOK_BACK = 64
 
 
 def _glob_escape(text: str) -> str:
@@ -83,9 +179,8 @@ class RedisStore:
         self.url = url
         self.ns = ns
         self.prefix = prefix
-        self._client: Any = (
-            _client if _client is not None else aioredis.Redis.from_url(url, decode_responses=False)
-        )
+        self._client: Any = _client if _client is not None else new_client(url)
+        self._closed = False
         if _scripts is None:
             c = self._client
             _scripts = (
@@ -110,8 +205,14 @@ class RedisStore:
     def _kv(self, key: str) -> str:
         return self._base + "kv:" + check_key(key)
 
+    def _retrying(self, call: Callable[[int], Awaitable[T]], what: str) -> Awaitable[T]:
+        return retrying(call, what, self.url, closed=lambda: self._closed)
+
     async def get(self, key: str) -> tuple[bytes, int] | None:
-        value, ver = await self._client.hmget(self._kv(key), ["v", "ver"])
+        k = self._kv(key)
+        value, ver = await self._retrying(
+            lambda _: self._client.hmget(k, ["v", "ver"]), f"read key {key!r}"
+        )
         if value is None or ver is None:
             return None
         return bytes(value), int(ver)
@@ -128,24 +229,40 @@ class RedisStore:
         check_ttl(ttl)
         want = -1 if expect_version is None else expect_version
         ms = 0 if ttl is None else max(1, round(ttl * 1000))
-        got = int(await self._put(keys=[self._kv(key)], args=[value, want, ms]))
+        keys = [self._kv(key)]
+        got = int(
+            await self._retrying(
+                lambda n: self._put(keys=keys, args=[value, want, ms, 1 if n else 0]),
+                f"write key {key!r}",
+            )
+        )
         if got < 0:
             raise conflict(self.ns, key, want, -1 - got)
         return got
 
     async def delete(self, key: str, *, expect_version: int | None = None) -> bool:
         want = -1 if expect_version is None else expect_version
-        got = int(await self._delete(keys=[self._kv(key)], args=[want]))
+        keys = [self._kv(key)]
+        got = int(
+            await self._retrying(
+                lambda n: self._delete(keys=keys, args=[want, 1 if n else 0]),
+                f"delete key {key!r}",
+            )
+        )
         if got < 0:
             raise conflict(self.ns, key, want, -1 - got)
         return got > 0
 
+    async def _scan(self, pattern: str, head: str) -> set[str]:
+        out = set()
+        async for name in self._client.scan_iter(match=pattern, count=500):
+            out.add(bytes(name).decode()[len(head) :])
+        return out
+
     async def list(self, prefix: str = "") -> builtins.list[str]:
         head = self._base + "kv:"
         pattern = _glob_escape(head + prefix) + "*"
-        keys = set()
-        async for name in self._client.scan_iter(match=pattern, count=500):
-            keys.add(bytes(name).decode()[len(head) :])
+        keys = await self._retrying(lambda _: self._scan(pattern, head), "list keys")
         return sorted(k for k in keys if k.startswith(prefix))
 
     def _log(self, log: str) -> tuple[str, str]:
@@ -154,29 +271,36 @@ class RedisStore:
 
     async def append(self, log: str, record: bytes) -> int:
         record = check_value(record)
-        return int(await self._append(keys=list(self._log(log)), args=[record]))
+        keys = list(self._log(log))
+        return int(
+            await self._retrying(
+                lambda n: self._append(keys=keys, args=[record, _LOOK_BACK if n else 0]),
+                f"append to log {log!r}",
+            )
+        )
 
     async def read_log(self, log: str, after: int = 0) -> builtins.list[LogRecord]:
-        raw = await self._client.hgetall(self._log(log)[1])
+        lk = self._log(log)[1]
+        raw = await self._retrying(lambda _: self._client.hgetall(lk), f"read log {log!r}")
         items = sorted((int(s), bytes(r)) for s, r in raw.items())
         return [(s, r) for s, r in items if s > after]
 
     async def trim_log(self, log: str, upto: int) -> None:
-        await self._trim(keys=[self._log(log)[1]], args=[upto])
+        keys = [self._log(log)[1]]
+        await self._retrying(lambda _: self._trim(keys=keys, args=[upto]), f"trim log {log!r}")
 
     async def delete_log(self, log: str) -> None:
-        await self._client.delete(*self._log(log))
+        keys = self._log(log)
+        await self._retrying(lambda _: self._client.delete(*keys), f"delete log {log!r}")
 
     async def list_logs(self, prefix: str = "") -> builtins.list[str]:
         head = self._base + "seq:"
-        names = set()
-        async for name in self._client.scan_iter(
-            match=_glob_escape(head + prefix) + "*", count=500
-        ):
-            names.add(bytes(name).decode()[len(head) :])
+        pattern = _glob_escape(head + prefix) + "*"
+        names = await self._retrying(lambda _: self._scan(pattern, head), "list logs")
         return sorted(n for n in names if n.startswith(prefix))
 
     async def aclose(self) -> None:
+        self._closed = True
         await self._client.aclose()
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from openheim.stores.redis import retrying
 from openheim.workflow._backends import _Backend, _Claim, _Commit, _Finish
 from openheim.workflow._batch import CLAIM, CLAIM_TTL, ENDS, Batch
 from openheim.workflow.queues.redis import GROUP
@@ -76,7 +77,9 @@ return out
 )
 
 # KEYS: stream, ends counter, ends log; ARGV: claim ttl ms, group, dedup ttl ms, msgpack
-# [[claim key, log counter, log hash, token, record, after, settle], ...] where settle is
+# [[claim key, log counter, log hash, token, record, after, settle], ...], repeat ('1': this
+# call was sent before and its reply lost: a key committed at token + 1 was committed by
+# it, reported committed and not settled, as settling again is harmless) where settle is
 # nil or [[dedup key, payload, ...], ack id or '', run end or '']: done only if nothing
 # was recorded in the run after `after`. Binary values (records, payloads, run ends) are
 # the indexes of further ARGV entries (Redis' cmsgpack reads no msgpack bin).
@@ -85,13 +88,19 @@ _COMMIT = (
     _READ
     + """
 local out = {}
-local ttl, group, dttl = ARGV[1], ARGV[2], ARGV[3]
+local ttl, group, dttl, again = ARGV[1], ARGV[2], ARGV[3], ARGV[5] == '1'
 for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
   local ck, sk, lk, token, rec, after, st = it[1], it[2], it[3], it[4], ARGV[it[5]], it[6], it[7]
   local ver = tonumber(redis.call('HGET', ck, 'ver') or '0')
   local v = redis.call('HGET', ck, 'v')
   if ver ~= token or (v and string.sub(v, 1, 1) == 'C') then
-    out[#out + 1] = {0, 0, {}}
+    if again and ver == token + 1 and v == 'C' then
+      local recs = {}
+      read_after(sk, lk, after, recs)
+      out[#out + 1] = {1, 0, recs}
+    else
+      out[#out + 1] = {0, 0, {}}
+    end
   else
     redis.call('HSET', ck, 'v', 'C', 'ver', ver + 1)
     redis.call('PEXPIRE', ck, ttl)
@@ -174,7 +183,11 @@ class RedisBackend(_Backend):
 
     async def claim_many(self, items: list[_Claim]) -> list[tuple[int, bytes | None, Any]]:
         packed = _enc.encode([(*self._keys(c.ns, c.run_id, c.task), c.who, c.after) for c in items])
-        raw = await self._claim_script(keys=[], args=[self.ttl_ms, packed])
+        raw = await retrying(
+            lambda _: self._claim_script(keys=[], args=[self.ttl_ms, packed]),
+            "claim tasks",
+            self.q.url,
+        )
         out: list[tuple[int, bytes | None, Any]] = []
         for token, committed, recs in raw:
             out.append(
@@ -188,7 +201,7 @@ class RedisBackend(_Backend):
     async def commit_many(self, items: list[_Commit]) -> list[tuple[bool, bool, Any]]:
         q = self.q
         rows = []
-        blobs: list[Any] = [self.ttl_ms, GROUP, max(1, round(q.dedup_ttl * 1000)), b""]
+        blobs: list[Any] = [self.ttl_ms, GROUP, max(1, round(q.dedup_ttl * 1000)), b"", "0"]
         for c in items:
             f = c.settle
             st: Any = None
@@ -205,14 +218,24 @@ class RedisBackend(_Backend):
             blobs.append(c.data)
             rows.append((*self._keys(c.ns, c.run_id, c.task), c.token, len(blobs), c.after, st))
         blobs[3] = _enc.encode(rows)
-        await q._ensure_group()
-        raw = await self._commit_script(keys=[q.stream, *self._ends], args=blobs)
+        keys = [q.stream, *self._ends]
+
+        async def call(n: int) -> Any:
+            await q._ensure_group()
+            if n:
+                blobs[4] = "1"
+            return await self._commit_script(keys=keys, args=blobs)
+
+        raw = await retrying(call, "commit results", q.url)
         return [(bool(int(ok)), bool(int(st)), _pairs(recs)) for ok, st, recs in raw]
 
     async def commit(self, c: _Commit) -> tuple[bool, bool, Any]:
         return (await self.commit_many([c]))[0]
 
     async def finish(self, f: _Finish) -> None:
+        await retrying(lambda _: self._finish(f), "put and ack tasks", self.q.url)
+
+    async def _finish(self, f: _Finish) -> None:
         q = self.q
         pipe = self.client.pipeline(transaction=False)
         if f.tasks:

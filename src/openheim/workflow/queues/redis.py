@@ -13,8 +13,14 @@ a delivery) and only for entries the consumer still owns; ``ack`` is ``XACK``
 + ``XDEL`` (the stream holds only unfinished work: its length is depth plus
 in flight).
 
-Entries survive a Redis restart as far as Redis persists them (AOF or RDB);
-the client reconnects with backoff, scripts are loaded again on ``NOSCRIPT``
+Entries survive a Redis restart as far as Redis persists them (AOF or RDB).
+The client never sends a command twice by itself; every call but ``take`` is
+repeated after a connection error until the server is back (``retrying`` of
+``openheim.stores.redis``; a worker repeats ``take`` itself, between checks of
+its stop flag), and each is safe to repeat: ``put`` is de-duplicated, ``ack``
+and ``extend`` are idempotent, ``release`` and ``dead_letter`` move an entry
+only if their ``XACK`` still acked it, and an entry whose delivery reply was
+lost stays pending and is reclaimed. Scripts are loaded again on ``NOSCRIPT``
 and a consumer group lost with its stream is created again.
 """
 
@@ -26,14 +32,10 @@ import time
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from openheim.errors import ConfigError, StorageError
+from openheim.stores.redis import is_transient, new_client, retrying
 from openheim.workflow.queues._base import DeadLetter, Delivery, QueueStats, Task
 
 __all__ = ["RedisQueue"]
@@ -103,18 +105,19 @@ end
 return n
 """
 
-# KEYS: stream; ARGV: group, payload, id -> the new id (the old entry is acked and dropped).
+# KEYS: stream; ARGV: group, payload, id -> the new id (the old entry is acked and dropped),
+# or 0 when the entry was acked already (a repeat: it was released then).
 _RELEASE = """
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[3]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[3])
 return redis.call('XADD', KEYS[1], '*', 't', ARGV[2])
 """
 
-# KEYS: stream, dead; ARGV: group, id, payload, deliveries, reason, at.
+# KEYS: stream, dead; ARGV: group, id, payload, deliveries, reason, at -> 1 if moved.
 _DEAD = """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('XADD', KEYS[2], '*', 't', ARGV[3], 'id', ARGV[2], 'n', ARGV[4], 'why', ARGV[5],
            'at', ARGV[6])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
 """
@@ -130,8 +133,6 @@ end
 redis.call('XDEL', KEYS[2], ARGV[1])
 return 1
 """
-
-_TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
 def _s(v: Any) -> str:
@@ -168,17 +169,7 @@ class RedisQueue:
         self.reclaim_every = (
             min(1.0, self.visibility_timeout / 4) if reclaim_every is None else reclaim_every
         )
-        self.client: Any = (
-            _client
-            if _client is not None
-            else aioredis.Redis.from_url(
-                url,
-                decode_responses=False,
-                retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 8),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
-                health_check_interval=10,
-            )
-        )
+        self.client: Any = _client if _client is not None else new_client(url)
         p = f"ohq:{name}:"
         self.prefix = p
         self.stream = p + "stream"
@@ -216,6 +207,12 @@ class RedisQueue:
                 raise
         self._group_ready = True
 
+    async def _do(self, call: Any, what: str) -> Any:
+        """``call()`` with the group in place, again after a connection error (a restart)."""
+        return await retrying(
+            lambda _: self._grouped(call), what, self.url, closed=lambda: self._closed
+        )
+
     async def _grouped(self, call: Any) -> Any:
         """Run ``call()``, creating the group again if Redis lost it (a restart)."""
         await self._ensure_group()
@@ -242,8 +239,7 @@ class RedisQueue:
             return 0
         keys = [self.stream] + [self.dedup_key(t) for t in tasks]
         args = [max(1, round(self.dedup_ttl * 1000))] + [_enc.encode(t) for t in tasks]
-        await self._ensure_group()
-        return int(await self._put(keys=keys, args=args))
+        return int(await self._do(lambda: self._put(keys=keys, args=args), "put tasks"))
 
     async def take(
         self, consumer: str, count: int = 1, *, timeout: float = 1.0
@@ -309,7 +305,10 @@ class RedisQueue:
             by.setdefault(str(d.handle), []).append(d.id)
         n = 0
         for consumer, ids in by.items():
-            n += int(await self._extend(keys=[self.stream], args=[GROUP, consumer, *ids]))
+            args: list[Any] = [GROUP, consumer, *ids]
+            n += int(
+                await self._do(lambda a=args: self._extend(keys=[self.stream], args=a), "extend")
+            )
         return n
 
     async def ack(self, delivery: Delivery) -> None:
@@ -318,32 +317,38 @@ class RedisQueue:
     async def ack_many(self, ids: builtins.list[str]) -> None:
         if not ids:
             return
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xack(self.stream, GROUP, *ids)
-        pipe.xdel(self.stream, *ids)
-        await pipe.execute()
+
+        async def call() -> Any:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xack(self.stream, GROUP, *ids)
+            pipe.xdel(self.stream, *ids)
+            return await pipe.execute()
+
+        await self._do(call, "ack")
 
     async def release(self, delivery: Delivery) -> None:
-        await self._release(
-            keys=[self.stream], args=[GROUP, _enc.encode(delivery.task), delivery.id]
-        )
+        args: list[Any] = [GROUP, _enc.encode(delivery.task), delivery.id]
+        await self._do(lambda: self._release(keys=[self.stream], args=args), "release a task")
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        await self._dead(
-            keys=[self.stream, self.dead],
-            args=[
-                GROUP,
-                delivery.id,
-                _enc.encode(delivery.task),
-                delivery.deliveries,
-                reason,
-                repr(time.time()),
-            ],
+        args: list[Any] = [
+            GROUP,
+            delivery.id,
+            _enc.encode(delivery.task),
+            delivery.deliveries,
+            reason,
+            repr(time.time()),
+        ]
+        await self._do(
+            lambda: self._dead(keys=[self.stream, self.dead], args=args), "dead-letter a task"
         )
 
     async def dead_letters(self) -> builtins.list[DeadLetter]:
         out = []
-        for eid, f in await self.client.xrange(self.dead, "-", "+"):
+        got = await retrying(
+            lambda _: self.client.xrange(self.dead, "-", "+"), "read the dead letters", self.url
+        )
+        for eid, f in got:
             out.append(
                 DeadLetter(
                     id=_s(eid),
@@ -356,9 +361,11 @@ class RedisQueue:
         return out
 
     async def retry_dead_letter(self, dead_letter_id: str) -> bool:
-        await self._ensure_group()
         try:
-            got = await self._retry(keys=[self.stream, self.dead], args=[dead_letter_id])
+            got = await self._do(
+                lambda: self._retry(keys=[self.stream, self.dead], args=[dead_letter_id]),
+                "retry a dead letter",
+            )
         except ResponseError as exc:
             if "Invalid stream ID" in str(exc):
                 return False
@@ -366,13 +373,16 @@ class RedisQueue:
         return bool(got)
 
     async def stats(self) -> QueueStats:
-        await self._ensure_group()
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xlen(self.stream)
-        pipe.xpending(self.stream, GROUP)
-        pipe.get(self.counter)
-        pipe.xlen(self.dead)
-        length, pending, redeliveries, dead = await pipe.execute()
+
+        async def call() -> Any:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xlen(self.stream)
+            pipe.xpending(self.stream, GROUP)
+            pipe.get(self.counter)
+            pipe.xlen(self.dead)
+            return await pipe.execute()
+
+        length, pending, redeliveries, dead = await self._do(call, "read the queue's stats")
         in_flight = int(pending["pending"]) if pending else 0
         return QueueStats(
             depth=max(0, int(length) - in_flight),
@@ -382,6 +392,10 @@ class RedisQueue:
         )
 
     async def purge(self) -> None:
+        await retrying(lambda _: self._purge(), "purge the queue", self.url)
+        self._group_ready = False
+
+    async def _purge(self) -> None:
         keys = [self.stream, self.dead, self.counter]
         async for k in self.client.scan_iter(match=self.prefix + "dedup:*", count=1000):
             keys.append(k)
@@ -390,7 +404,6 @@ class RedisQueue:
                 keys = []
         if keys:
             await self.client.delete(*keys)
-        self._group_ready = False
 
     async def aclose(self) -> None:
         # (redis-py would open new connections for calls made after aclose(), and
@@ -408,8 +421,8 @@ class RedisQueue:
             try:
                 await self.client.ping()
                 return
-            except _TRANSIENT:
-                if time.monotonic() > end:
+            except Exception as exc:
+                if not is_transient(exc) or time.monotonic() > end:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(1.0, delay * 2)
