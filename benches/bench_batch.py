@@ -94,6 +94,11 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def current_rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -113,7 +118,9 @@ async def worker_main(args: argparse.Namespace) -> None:
     base = current_rss_mb()
     print("ready", flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # the go signal
+    cpu0 = cpu_seconds()
     stats = await w.run(drain_timeout=5)
+    cpu = cpu_seconds() - cpu0
     lat = sorted(w.latencies)
     print(
         json.dumps(
@@ -121,6 +128,7 @@ async def worker_main(args: argparse.Namespace) -> None:
                 "stats": msgspec.to_builtins(stats),
                 "lat": lat[:: max(1, len(lat) // 20000)],
                 "rss_growth_mb": max(0.0, rss_mb() - base),
+                "cpu_s": cpu,
             }
         ),
         flush=True,
@@ -189,6 +197,15 @@ async def server_memory(batch: Any) -> float:
     return 0.0
 
 
+async def server_cpu(batch: Any) -> float:
+    """The queue server's CPU seconds so far (Redis INFO cpu; 0 where unknown)."""
+    client = getattr(batch.queue, "client", None)
+    if client is not None and hasattr(client, "info"):
+        info = await client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return 0.0
+
+
 async def wait_ends(batch: Any, name: str, runs: set[str], timeout: float) -> dict[str, float]:
     """Run id -> the time its end was seen, for every run in ``runs``."""
     after = 0
@@ -245,7 +262,8 @@ def pct(values: list[float], p: float) -> float:
 # -- (a) no-op steps/s ---------------------------------------------------------------------
 
 
-async def steps_once(kind: str, workers: int, runs: int) -> tuple[float, list[float]]:
+async def steps_once(kind: str, workers: int, runs: int) -> tuple[float, list[float], float, float]:
+    """(steps/s, step latencies, worker CPU us per step, server CPU us per step)"""
     from openheim.workflow._batch import Batch
 
     url = URLS[kind]
@@ -255,15 +273,19 @@ async def steps_once(kind: str, workers: int, runs: int) -> tuple[float, list[fl
     try:
         submitted = await submit_all(wf, url, name, runs)
         procs = start_workers(workers, url, name, "noop", 64)
+        scpu0 = await server_cpu(batch)
         t0 = time.monotonic()
         go(procs)
         ends = await wait_ends(batch, name, set(submitted), 600)
         elapsed = max(ends.values()) - t0
+        scpu = await server_cpu(batch) - scpu0  # (includes the polling of wait_ends)
         reports = stop_workers(procs)
         lat: list[float] = []
         for r in reports:
             lat += r.get("lat", [])
-        return runs * 10 / elapsed, lat
+        steps = runs * 10
+        wcpu = sum(r.get("cpu_s", 0.0) for r in reports)
+        return steps / elapsed, lat, wcpu / steps * 1e6, scpu / steps * 1e6
     finally:
         await cleanup(batch, name)
         await wf.aclose()
@@ -275,17 +297,23 @@ async def part_steps(kinds: list[str], runs: int, repeats: int) -> list[list[str
     for kind in kinds:
         rates: dict[int, list[float]] = {1: [], 2: []}
         lats: dict[int, list[float]] = {1: [], 2: []}
+        cpus: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
         for _ in range(repeats):
             for w in (1, 2):  # interleaved, so drift hits both alike
                 try:
-                    rate, lat = await steps_once(kind, w, runs)
+                    rate, lat, wcpu, scpu = await steps_once(kind, w, runs)
                 except Exception as exc:
                     print(f"{kind} with {w} worker(s): {type(exc).__name__}: {exc}")
                     rates[w].append(float("nan"))
                     continue
                 rates[w].append(rate)
                 lats[w] += lat
-                print(f"  {kind} {w}w: {rate:,.0f} steps/s", flush=True)
+                cpus[w].append((wcpu, scpu))
+                print(
+                    f"  {kind} {w}w: {rate:,.0f} steps/s; CPU per step: workers {wcpu:.0f} us, "
+                    f"server {scpu:.0f} us",
+                    flush=True,
+                )
         med = {w: statistics.median(v) for w, v in rates.items()}
         for w in (1, 2):
             rows.append(
@@ -297,6 +325,8 @@ async def part_steps(kinds: list[str], runs: int, repeats: int) -> list[list[str
                     f"{pct(lats[w], 0.99) * 1000:.2f} ms",
                     f"{med[2] / med[1]:.2f}x" if w == 2 else "",
                     ("yes" if med[2] >= 5000 else "NO") if w == 2 else "",
+                    f"{statistics.median(c[0] for c in cpus[w]):.0f} us",
+                    f"{statistics.median(c[1] for c in cpus[w]):.0f} us",
                 ]
             )
     return rows
@@ -394,7 +424,20 @@ async def main(args: argparse.Namespace) -> None:
             f"median of {args.repeats}"
         )
         rows = await part_steps(kinds, args.runs, args.repeats)
-        table(["queue", "workers", "steps/s", "p50 step", "p99 step", "2w/1w", ">=5,000/s"], rows)
+        table(
+            [
+                "queue",
+                "workers",
+                "steps/s",
+                "p50 step",
+                "p99 step",
+                "2w/1w",
+                ">=5,000/s",
+                "worker CPU/step",
+                "server CPU/step",
+            ],
+            rows,
+        )
     if args.part in ("model", "all"):
         print(
             f"\n(b) 3 steps of {MODEL_LATENCY:g} s simulated model calls; {args.model_runs} runs, "

@@ -83,7 +83,8 @@ return out
 # nil or [[dedup key, payload, ...], ack id or '', run end or '']: done only if nothing
 # was recorded in the run after `after`. Binary values (records, payloads, run ends) are
 # the indexes of further ARGV entries (Redis' cmsgpack reads no msgpack bin).
-# -> per item {1 | 0, settled 1 | 0, {seq, record, ...}}
+# -> per item {1 | 0, settled 1 | 0, {seq, record, ...} or the seq of the record if it is
+# the only one after `after`}
 _COMMIT = (
     _READ
     + """
@@ -91,8 +92,8 @@ local out = {}
 local ttl, group, dttl, again = ARGV[1], ARGV[2], ARGV[3], ARGV[5] == '1'
 for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
   local ck, sk, lk, token, rec, after, st = it[1], it[2], it[3], it[4], ARGV[it[5]], it[6], it[7]
-  local ver = tonumber(redis.call('HGET', ck, 'ver') or '0')
-  local v = redis.call('HGET', ck, 'v')
+  local cur = redis.call('HMGET', ck, 'v', 'ver')
+  local v, ver = cur[1], tonumber(cur[2] or '0')
   if ver ~= token or (v and string.sub(v, 1, 1) == 'C') then
     if again and ver == token + 1 and v == 'C' then
       local recs = {}
@@ -102,13 +103,12 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
       out[#out + 1] = {0, 0, {}}
     end
   else
+    -- (the claim gave the key its TTL; HSET keeps it)
     redis.call('HSET', ck, 'v', 'C', 'ver', ver + 1)
-    redis.call('PEXPIRE', ck, ttl)
-    local last = tonumber(redis.call('GET', sk) or '0')
     local seq = redis.call('INCR', sk)
     redis.call('HSET', lk, seq, rec)
     local settled = 0
-    if type(st) == 'table' and last == after then
+    if type(st) == 'table' and seq == after + 1 then
       settled = 1
       local tasks = st[1]
       for j = 1, #tasks, 2 do
@@ -128,9 +128,13 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
         redis.call('HSET', KEYS[3], es, e)
       end
     end
-    local recs = {}
-    read_after(sk, lk, after, recs)
-    out[#out + 1] = {1, settled, recs}
+    if seq == after + 1 or after < 0 and seq == 1 then
+      out[#out + 1] = {1, settled, seq}  -- the only new record is this one
+    else
+      local recs = {}
+      read_after(sk, lk, after, recs)
+      out[#out + 1] = {1, settled, recs}
+    end
   end
 end
 return out
@@ -227,7 +231,12 @@ class RedisBackend(_Backend):
             return await self._commit_script(keys=keys, args=blobs)
 
         raw = await retrying(call, "commit results", q.url)
-        return [(bool(int(ok)), bool(int(st)), _pairs(recs)) for ok, st, recs in raw]
+        out: list[tuple[bool, bool, Any]] = []
+        for c, (ok, st, recs) in zip(items, raw, strict=True):
+            # an int: the seq of this commit's record, the only one after c.after
+            got = [(recs, c.data)] if type(recs) is int else _pairs(recs)
+            out.append((bool(ok), bool(st), got))
+        return out
 
     async def commit(self, c: _Commit) -> tuple[bool, bool, Any]:
         return (await self.commit_many([c]))[0]
