@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import uuid
 import warnings
 from pathlib import Path
 
 import pytest
-from batchhelpers import private_redis
+from batchhelpers import REDIS_URL, private_redis
 
 from openheim.errors import VersionConflictError
 from openheim.stores.redis import RedisStore
@@ -77,3 +78,21 @@ async def test_the_store_rides_a_restart_out_without_losing_or_doubling_a_write(
         finally:
             await store.aclose()
     _no_resource_warnings()
+
+
+async def test_read_log_reads_only_what_follows_after() -> None:
+    """read_log(after) fetches the records after ``after`` (a script reading the fields up
+    to the counter, or the whole hash when trimming left it much shorter)."""
+    store = RedisStore(REDIS_URL, f"t{uuid.uuid4().hex[:10]}")
+    try:
+        for i in range(600):
+            await store.append("L", f"r{i + 1}".encode())
+        assert [s for s, _ in await store.read_log("L", 595)] == [596, 597, 598, 599, 600]
+        assert await store.read_log("L", 600) == []
+        await store.trim_log("L", 590)
+        got = await store.read_log("L")
+        assert got == [(s, f"r{s}".encode()) for s in range(591, 601)]
+        assert [s for s, _ in await store.read_log("L", 598)] == [599, 600]
+    finally:
+        await store.delete_log("L")
+        await store.aclose()

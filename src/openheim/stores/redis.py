@@ -146,6 +146,42 @@ redis.call('HSET', KEYS[2], seq, ARGV[1])
 return seq
 """
 
+# KEYS: counter, log hash; ARGV[1] after -> {seq, record, ...} of the records after `after`
+# (the fields after it up to the counter, 256 a call; all fields when that range is much
+# longer than the log, which trimming left shorter).
+_READ = """
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local after = tonumber(ARGV[1])
+if after < 0 then after = 0 end
+local out = {}
+if last <= after then return out end
+if last - after > 2 * redis.call('HLEN', KEYS[2]) + 256 then
+  local all = redis.call('HGETALL', KEYS[2])
+  for i = 1, #all, 2 do
+    if tonumber(all[i]) > after then
+      out[#out + 1] = tonumber(all[i])
+      out[#out + 1] = all[i + 1]
+    end
+  end
+  return out
+end
+local s = after + 1
+while s <= last do
+  local e = math.min(last, s + 255)
+  local fields = {}
+  for i = s, e do fields[#fields + 1] = i end
+  local vals = redis.call('HMGET', KEYS[2], unpack(fields))
+  for j = 1, #fields do
+    if vals[j] then
+      out[#out + 1] = fields[j]
+      out[#out + 1] = vals[j]
+    end
+  end
+  s = e + 1
+end
+return out
+"""
+
 # KEYS[1] log hash; ARGV[1] upto.
 _TRIM = """
 local upto = tonumber(ARGV[1])
@@ -188,9 +224,10 @@ class RedisStore:
                 c.register_script(_DELETE),
                 c.register_script(_APPEND),
                 c.register_script(_TRIM),
+                c.register_script(_READ),
             )
         self._scripts = _scripts
-        self._put, self._delete, self._append, self._trim = _scripts
+        self._put, self._delete, self._append, self._trim, self._read = _scripts
         self._base = f"{prefix}{ns}:"
 
     def namespace(self, ns: str) -> RedisStore:
@@ -280,10 +317,13 @@ class RedisStore:
         )
 
     async def read_log(self, log: str, after: int = 0) -> builtins.list[LogRecord]:
-        lk = self._log(log)[1]
-        raw = await self._retrying(lambda _: self._client.hgetall(lk), f"read log {log!r}")
-        items = sorted((int(s), bytes(r)) for s, r in raw.items())
-        return [(s, r) for s, r in items if s > after]
+        keys = list(self._log(log))
+        flat = await self._retrying(
+            lambda _: self._read(keys=keys, args=[after]), f"read log {log!r}"
+        )
+        items = [(int(flat[i]), bytes(flat[i + 1])) for i in range(0, len(flat), 2)]
+        items.sort()  # (in order already but after a whole-hash read; linear then)
+        return items
 
     async def trim_log(self, log: str, upto: int) -> None:
         keys = [self._log(log)[1]]
