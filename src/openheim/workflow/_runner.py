@@ -520,7 +520,9 @@ async def _map(
         else:
             for i in todo:
                 await one(i)
-    return map_join(ctx, node, values), None, tokens
+    # A durable run recorded each item's tokens with the item (ItemDone, counted when
+    # applied): the node's result must not carry them a second time.
+    return map_join(ctx, node, values), None, 0 if durable else tokens
 
 
 def map_join(ctx: Ctx, node: Node, values: list[Any]) -> dict[str, Any]:

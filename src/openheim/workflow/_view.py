@@ -206,8 +206,10 @@ class RunView:
             if node is not None:
                 if self.items is _NONE:
                     self.items = {}
-                self.items.setdefault(node, {}).setdefault(rec.index, rec.value)
-                self.usage.tokens += rec.tokens
+                have = self.items.setdefault(node, {})
+                if rec.index not in have:  # a second record of the item: the first counts
+                    have[rec.index] = rec.value
+                    self.usage.tokens += rec.tokens
                 if rec.active > self.usage.seconds:
                     self.usage.seconds = rec.active
         elif tp is Waiting:
