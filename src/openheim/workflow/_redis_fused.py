@@ -48,16 +48,17 @@ local function read_after(sk, lk, after, out)
 end
 """
 
-# ARGV: ttl ms, msgpack [[claim key, log counter, log hash, who, after], ...] (one argument:
-# far cheaper for the client to send than five per item).
-# -> per item {token (0: committed), committed?, {seq, record, ...}}
+# ARGV: ttl ms, msgpack [[claim key, log counter, log hash, after], ...] (one argument:
+# far cheaper for the client to send than four per item), the claim value ('W' + who).
+# -> per item {token (0: committed), committed?, {seq, record, ...}}, or just the token
+# when nothing was committed and no record follows `after` (most claims: no tables).
 _CLAIM = (
     _READ
     + """
 local out = {}
-local ttl = ARGV[1]
+local ttl, mark = ARGV[1], ARGV[3]
 for _, it in ipairs(cmsgpack.unpack(ARGV[2])) do
-  local ck, sk, lk, who, after = it[1], it[2], it[3], it[4], it[5]
+  local ck, sk, lk, after = it[1], it[2], it[3], it[4]
   local cur = redis.call('HMGET', ck, 'v', 'ver')
   local token = 0
   local committed = false
@@ -65,12 +66,16 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[2])) do
     committed = string.sub(cur[1], 2)
   else
     token = tonumber(cur[2] or '0') + 1
-    redis.call('HSET', ck, 'v', 'W' .. who, 'ver', token)
+    redis.call('HSET', ck, 'v', mark, 'ver', token)
     redis.call('PEXPIRE', ck, ttl)
   end
   local recs = {}
   read_after(sk, lk, after, recs)
-  out[#out + 1] = {token, committed, recs}
+  if committed or #recs > 0 then
+    out[#out + 1] = {token, committed, recs}
+  else
+    out[#out + 1] = token
+  end
 end
 return out
 """
@@ -83,8 +88,8 @@ return out
 # nil or [[dedup key, payload, ...], ack id or '', run end or '']: done only if nothing
 # was recorded in the run after `after`. Binary values (records, payloads, run ends) are
 # the indexes of further ARGV entries (Redis' cmsgpack reads no msgpack bin).
-# -> per item {1 | 0, settled 1 | 0, {seq, record, ...} or the seq of the record if it is
-# the only one after `after`}
+# -> per item {1, settled 1 | 0, {seq, record, ...}}, or one number: 0 refused, else
+# seq * 4 + settled * 2 + 1 when this record is the only one after `after` (no tables).
 _COMMIT = (
     _READ
     + """
@@ -100,7 +105,7 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
       read_after(sk, lk, after, recs)
       out[#out + 1] = {1, 0, recs}
     else
-      out[#out + 1] = {0, 0, {}}
+      out[#out + 1] = 0
     end
   else
     -- (the claim gave the key its TTL; HSET keeps it)
@@ -129,7 +134,7 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
       end
     end
     if seq == after + 1 or after < 0 and seq == 1 then
-      out[#out + 1] = {1, settled, seq}  -- the only new record is this one
+      out[#out + 1] = seq * 4 + settled * 2 + 1  -- the only new record is this one
     else
       local recs = {}
       read_after(sk, lk, after, recs)
@@ -186,17 +191,26 @@ class RedisBackend(_Backend):
         return f"{base}kv:{CLAIM}{run_id}/{task}", base + "seq:" + log, base + "log:" + log
 
     async def claim_many(self, items: list[_Claim]) -> list[tuple[int, bytes | None, Any]]:
-        packed = _enc.encode([(*self._keys(c.ns, c.run_id, c.task), c.who, c.after) for c in items])
+        who = items[0].who
+        if any(c.who != who for c in items):  # (one worker claims as one consumer)
+            out = []
+            for c in items:
+                out += await self.claim_many([c])
+            return out
+        packed = _enc.encode([(*self._keys(c.ns, c.run_id, c.task), c.after) for c in items])
+        args = [self.ttl_ms, packed, "W" + who]
         raw = await retrying(
-            lambda _: self._claim_script(keys=[], args=[self.ttl_ms, packed]),
-            "claim tasks",
-            self.q.url,
+            lambda _: self._claim_script(keys=[], args=args), "claim tasks", self.q.url
         )
-        out: list[tuple[int, bytes | None, Any]] = []
-        for token, committed, recs in raw:
-            out.append(
-                (int(token), bytes(committed) if committed is not None else None, _pairs(recs))
-            )
+        out = []
+        for r in raw:
+            if type(r) is int:
+                out.append((r, None, []))
+            else:
+                token, committed, recs = r
+                out.append(
+                    (int(token), bytes(committed) if committed is not None else None, _pairs(recs))
+                )
         return out
 
     async def claim(self, c: _Claim) -> tuple[int, bytes | None, Any]:
@@ -232,10 +246,12 @@ class RedisBackend(_Backend):
 
         raw = await retrying(call, "commit results", q.url)
         out: list[tuple[bool, bool, Any]] = []
-        for c, (ok, st, recs) in zip(items, raw, strict=True):
-            # an int: the seq of this commit's record, the only one after c.after
-            got = [(recs, c.data)] if type(recs) is int else _pairs(recs)
-            out.append((bool(ok), bool(st), got))
+        for c, r in zip(items, raw, strict=True):
+            if type(r) is int:  # 0: refused; else this commit's record is the only new one
+                out.append((True, bool(r & 2), [(r >> 2, c.data)]) if r else (False, False, []))
+            else:
+                ok, st, recs = r
+                out.append((bool(ok), bool(st), _pairs(recs)))
         return out
 
     async def commit(self, c: _Commit) -> tuple[bool, bool, Any]:
