@@ -1,0 +1,193 @@
+"""The worker's backend when its queue is NATS JetStream and its store the NATS KV store.
+
+The generic backend (:class:`~openheim.workflow._backends._Backend`) makes
+each call through the Store protocol: a claim is a read of the fencing key, a
+compare-and-set write and a read of the run's log, one after the other. Here
+the same keys and subjects of :class:`~openheim.stores.nats.NatsStore` are
+written directly, with fewer round trips, and every delivery of a group is in
+flight at once:
+
+- *claim*: the fencing key is written at once with
+  ``Nats-Expected-Last-Subject-Sequence`` set to what this process last saw
+  of it (nothing, for a task it never met), while the run's log is read; only
+  a refused write reads the key (committed? then it is a duplicate; claimed
+  by another delivery? then it is taken over with its sequence). A task's
+  *first* delivery writes nothing: its commit expects the fencing key to be
+  empty, so any later delivery's claim (which writes the key) refuses it just
+  as a newer token would. The token is the fencing key's stream sequence + 1.
+- *commit*: the record goes into the fencing key (``b"C"`` + record) with the
+  expected last sequence = the token's, then it is appended to the run's log
+  (the store's cached revision of the log, no read). A refused write is a
+  claim taken over: nothing is appended.
+- *settle*: for the commits that chain (see ``Worker._chain_settle``), the
+  successors of the whole group are published together (pub-acks awaited
+  together, ``Nats-Msg-Id`` = the task's de-duplication id), the run ends of
+  the group are one record of the ends log, then the deliveries are acked
+  without waiting for the server (a lost ack only means a redelivery that
+  finds the task committed).
+
+A crash between a commit and its append is repaired as on the generic backend:
+the fencing key keeps the committed record, and the next delivery appends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from openheim.workflow._backends import Records, _Backend, _Claim, _Commit, _Finish
+from openheim.workflow._batch import CLAIM, CLAIM_TTL, Batch
+
+__all__ = ["NatsBackend"]
+
+
+class NatsBackend(_Backend):
+    """Claims, commits and settles on NATS with few round trips (see the module docstring)."""
+
+    keeps_records = True
+    fast_settle = True
+
+    def __init__(self, batch: Batch) -> None:
+        super().__init__(batch)
+        from openheim.stores import nats as nats_store
+        from openheim.workflow.queues.nats import NatsQueue
+
+        assert isinstance(batch.store, nats_store.NatsStore)
+        assert isinstance(batch.queue, NatsQueue)
+        self._m = nats_store
+        self.s = batch.store._s
+        q = batch.queue
+        conn = self.s.conn
+        if (
+            batch._own_queue
+            and batch._own_store
+            and q._conn.client is None
+            and q._conn.url.split("?")[0] == conn.url
+        ):
+            # One connection for the queue and the store: the requests of a group go
+            # out in one write, and their answers come back in one read loop.
+            q._conn = conn
+
+    def _fence(self, ns: str, run_id: str, task: str) -> tuple[Any, str]:
+        store: Any = self.batch.scoped(ns)
+        return store, store._key_subject(f"{CLAIM}{run_id}/{task}")
+
+    # -- claims --------------------------------------------------------------------------
+
+    async def claim_many(self, items: list[_Claim]) -> list[Any]:
+        return await _each(self._claim_one, items)
+
+    async def claim(self, c: _Claim) -> tuple[int, bytes | None, Records]:
+        return await self._claim_one(c)
+
+    async def _claim_one(self, c: _Claim) -> tuple[int, bytes | None, Records]:
+        store, subject = self._fence(c.ns, c.run_id, c.task)
+        log = "wf/" + c.run_id
+        after = max(0, c.after)
+        if c.first:
+            # Nothing to write: the commit expects the fencing key empty (token 1).
+            return 1, None, await store.read_log(log, after)
+        reading = asyncio.ensure_future(store.read_log(log, after))
+        try:
+            token, committed = await self._take(subject, c.who)
+            records: Records = await reading
+        except BaseException:
+            reading.cancel()
+            with contextlib.suppress(BaseException):
+                await reading
+            raise
+        if not c.read and committed is None:
+            return token, committed, []
+        return token, committed, records
+
+    async def _take(self, subject: str, who: str) -> tuple[int, bytes | None]:
+        """Write this delivery's claim into the fencing key: (token, None), or (0, the
+        committed record), or (-1, None) if another delivery claimed it meanwhile."""
+        m = self._m
+        s = self.s
+        last = s.cache.get(subject)
+        for attempt in (1, 2, 3):
+            now = time.time()
+            live = last is not None and last.live(now)
+            if live and last is not None and last.data[:1] == b"C":
+                if last.data == b"C":  # what this process wrote: read the record back
+                    last = await s.last(s.kv_stream, subject)
+                    continue
+                return 0, last.data[1:]
+            headers = {
+                m.EXPECT_LAST: str(last.seq if last is not None else 0),
+                m.H_VER: str((last.version() if live and last is not None else 0) + 1),
+                m.H_EXP: repr(now + CLAIM_TTL),
+            }
+            seq = await s.publish(subject, b"W" + who.encode(), headers)
+            if seq is not None:
+                s.remember(subject, m._Last(seq, headers, b"W"))
+                return seq + 1, None
+            if attempt > 1:
+                return -1, None  # claimed by another delivery between our read and write
+            last = await s.last(s.kv_stream, subject)
+        return -1, None
+
+    # -- commits -------------------------------------------------------------------------
+
+    async def commit_many(self, items: list[_Commit]) -> list[Any]:
+        results = await _each(self._commit_one, items)
+        settle = _Finish(tasks=[], acks=[], ends=[])
+        chained: list[int] = []
+        for i, (c, r) in enumerate(zip(items, results, strict=True)):
+            if (
+                c.settle is not None
+                and isinstance(r, tuple)
+                and r[0]
+                and r[2] == [(c.after + 1, c.data)]
+            ):
+                settle.tasks += c.settle.tasks
+                settle.acks += c.settle.acks
+                settle.ends += c.settle.ends
+                chained.append(i)
+        if chained:
+            try:
+                await self.finish(settle)
+            except Exception:
+                return results  # not settled: each worker task settles on its own
+            for i in chained:
+                ok, _, records = results[i]
+                results[i] = (ok, True, records)
+        return results
+
+    async def commit(self, c: _Commit) -> tuple[bool, bool, Records]:
+        return await self._commit_one(c)
+
+    async def _commit_one(self, c: _Commit) -> tuple[bool, bool, Records]:
+        m = self._m
+        s = self.s
+        store, subject = self._fence(c.ns, c.run_id, c.task)
+        expect = c.token - 1
+        last = s.cache.get(subject)
+        headers = {m.EXPECT_LAST: str(expect), m.H_EXP: repr(time.time() + CLAIM_TTL)}
+        if expect == 0:
+            headers[m.H_VER] = "1"
+        elif last is not None and last.seq == expect:
+            headers[m.H_VER] = str(last.version() + 1)
+        seq = await s.publish(subject, b"C" + c.data, headers)
+        if seq is None:
+            return False, False, []  # the claim was taken over
+        s.remember(subject, m._Last(seq, headers, b"C"))
+        log = "wf/" + c.run_id
+        n = await store.append(log, c.data)
+        if n == c.after + 1:
+            return True, False, [(n, c.data)]
+        return True, False, await store.read_log(log, c.after)
+
+
+async def _each(fn: Any, items: list[Any]) -> list[Any]:
+    """``fn`` of every item at once; an item's exception is its result (the caller's
+    batcher raises it to that item's waiter alone)."""
+    if len(items) == 1:
+        try:
+            return [await fn(items[0])]
+        except Exception as exc:
+            return [exc]
+    return list(await asyncio.gather(*(fn(i) for i in items), return_exceptions=True))
