@@ -26,6 +26,15 @@ flight at once:
   without waiting for the server (a lost ack only means a redelivery that
   finds the task committed).
 
+- *reading the run's log*: a worker keeps the runs' latest records, as stored,
+  from an ordered consumer of the log stream (new messages only, in memory on
+  the server), so a claim that finds its view a few records behind (the run's
+  last steps ran on another worker) reads only the log's last message and
+  takes the rest from there. They are used only if the kept copy of that last
+  message has the server's stream sequence (then everything before it on that
+  log was delivered too, in stream order); otherwise the log is read from the
+  server.
+
 A crash between a commit and its append is repaired as on the generic backend:
 the fencing key keeps the committed record, and the next delivery appends it.
 """
@@ -33,7 +42,9 @@ the fencing key keeps the committed record, and the next delivery appends it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import logging
 import time
 from typing import Any
 
@@ -41,6 +52,96 @@ from openheim.workflow._backends import Records, _Backend, _Claim, _Commit, _Fin
 from openheim.workflow._batch import CLAIM, CLAIM_TTL, Batch
 
 __all__ = ["NatsBackend"]
+
+log = logging.getLogger("openheim.worker")
+
+_KEEP = 32  # records kept per log (the latest)
+_KEEP_BYTES = 64 * 2**20  # records kept in all (their payload bytes)
+
+
+class _LogTail:
+    """The latest stored records of every run log, from an ordered consumer."""
+
+    def __init__(self, shared: Any) -> None:
+        self.s = shared
+        self.logs: collections.OrderedDict[str, dict[int, tuple[int, bytes]]] = (
+            collections.OrderedDict()
+        )
+        self.bytes = 0
+        self.hits = 0  # log reads the tail answered (beyond the log's last message)
+        self.misses = 0  # log reads that went to the server for them
+        self.sub: Any = None
+        self.started = False
+
+    async def start(self) -> None:
+        if self.started:
+            return
+        self.started = True
+        from nats.js import api
+
+        try:
+            await self.s.ready()
+            js = await self.s.conn.jetstream()
+            self.sub = await js.subscribe(
+                self.s.log_prefix + ">",
+                stream=self.s.log_stream,
+                cb=self._on,
+                ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.NEW,
+            )
+        except Exception as exc:  # the claims read the log from the server instead
+            log.info("NATS worker: no log tail (%r); reading logs from the server", exc)
+
+    async def _on(self, msg: Any) -> None:
+        try:
+            h = msg.headers or {}
+            if h.get("Oh-Trim"):
+                self.logs.pop(msg.subject, None)
+                return
+            self.put(msg.subject, int(h.get("Oh-Seq", "0")), msg.metadata.sequence.stream, msg.data)
+        except Exception as exc:  # a callback must not raise into the client
+            log.debug("NATS worker: log tail: %r", exc)
+
+    def put(self, subject: str, number: int, seq: int, data: bytes) -> None:
+        recs = self.logs.get(subject)
+        if recs is None:
+            recs = self.logs[subject] = {}
+        else:
+            self.logs.move_to_end(subject)
+        old = recs.get(number)
+        if old is not None:
+            self.bytes -= len(old[1])
+        recs[number] = (seq, data)
+        self.bytes += len(data)
+        if len(recs) > _KEEP:
+            low = min(recs)
+            self.bytes -= len(recs.pop(low)[1])
+        while self.bytes > _KEEP_BYTES and self.logs:
+            _, gone = self.logs.popitem(last=False)
+            self.bytes -= sum(len(d) for _, d in gone.values())
+
+    def records(self, subject: str, after: int, top: int, top_seq: int) -> Records | None:
+        """Records after..top of a log whose last message is ``top`` at ``top_seq``, if
+        every one is kept (and the kept ``top`` is that message), else None."""
+        recs = self.logs.get(subject)
+        if recs is None:
+            return None
+        last = recs.get(top)
+        if last is None or last[0] != top_seq:
+            return None
+        out = []
+        for n in range(after + 1, top + 1):
+            got = recs.get(n)
+            if got is None or got[0] > top_seq:
+                return None
+            out.append((n, got[1]))
+        return out
+
+    async def stop(self) -> None:
+        sub, self.sub = self.sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
 
 class NatsBackend(_Backend):
@@ -69,6 +170,32 @@ class NatsBackend(_Backend):
             # One connection for the queue and the store: the requests of a group go
             # out in one write, and their answers come back in one read loop.
             q._conn = conn
+        self.tail = _LogTail(self.s)
+
+    async def read_log(self, store: Any, name: str, after: int) -> Records:
+        """The records of log ``name`` after ``after``: the log's last message from the
+        server, the ones before it from the tail when it has them all."""
+        m = self._m
+        s = self.s
+        subject = store._log_subject(name)
+        last = await s.last(s.log_stream, subject)
+        if last is None:
+            return []
+        top = int(last.headers.get(m.H_SEQ, "0"))
+        if top <= after or last.headers.get(m.H_TRIM):
+            return []
+        if top == after + 1:
+            return [(top, last.data)]
+        got = self.tail.records(subject, after, top, last.seq)
+        if got is not None:
+            self.tail.hits += 1
+            return got
+        self.tail.misses += 1
+        records: Records = await store.read_log(name, after)
+        return records
+
+    async def aclose(self) -> None:
+        await self.tail.stop()
 
     def _fence(self, ns: str, run_id: str, task: str) -> tuple[Any, str]:
         store: Any = self.batch.scoped(ns)
@@ -77,6 +204,7 @@ class NatsBackend(_Backend):
     # -- claims --------------------------------------------------------------------------
 
     async def claim_many(self, items: list[_Claim]) -> list[Any]:
+        await self.tail.start()
         return await _each(self._claim_one, items)
 
     async def claim(self, c: _Claim) -> tuple[int, bytes | None, Records]:
@@ -88,8 +216,8 @@ class NatsBackend(_Backend):
         after = max(0, c.after)
         if c.first:
             # Nothing to write: the commit expects the fencing key empty (token 1).
-            return 1, None, await store.read_log(log, after)
-        reading = asyncio.ensure_future(store.read_log(log, after))
+            return 1, None, await self.read_log(store, log, after)
+        reading = asyncio.ensure_future(self.read_log(store, log, after))
         try:
             token, committed = await self._take(subject, c.who)
             records: Records = await reading
@@ -179,7 +307,7 @@ class NatsBackend(_Backend):
         n = await store.append(log, c.data)
         if n == c.after + 1:
             return True, False, [(n, c.data)]
-        return True, False, await store.read_log(log, c.after)
+        return True, False, await self.read_log(store, log, c.after)
 
 
 async def _each(fn: Any, items: list[Any]) -> list[Any]:
