@@ -10,7 +10,9 @@ and released together, and the clock runs until every run has ended. Every
 step is claimed (fencing token), committed (compare-and-set + a record in the
 run's log: one checkpoint per step) and its successor enqueued. Reported:
 steps/s (median of the repeats), p50/p99 of one step (take to ack, in the
-workers), the 2-worker/1-worker ratio and the 5,000 steps/s target.
+workers), the workers' CPU time per step, the 2-worker/1-worker ratio and the
+5,000 steps/s target; each repeat prints the machine's load average (the
+cores are shared with the queue server and anything else running).
 
 (b) ``model``: N runs of a 3-step workflow whose every step awaits a simulated
 model call of fixed latency (``asyncio.sleep``), with the same number of steps
@@ -113,7 +115,9 @@ async def worker_main(args: argparse.Namespace) -> None:
     base = current_rss_mb()
     print("ready", flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # the go signal
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     stats = await w.run(drain_timeout=5)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
     lat = sorted(w.latencies)
     print(
         json.dumps(
@@ -121,6 +125,8 @@ async def worker_main(args: argparse.Namespace) -> None:
                 "stats": msgspec.to_builtins(stats),
                 "lat": lat[:: max(1, len(lat) // 20000)],
                 "rss_growth_mb": max(0.0, rss_mb() - base),
+                # CPU seconds the worker used from go to stop (idle polling included)
+                "cpu_s": r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime,
             }
         ),
         flush=True,
@@ -245,7 +251,7 @@ def pct(values: list[float], p: float) -> float:
 # -- (a) no-op steps/s ---------------------------------------------------------------------
 
 
-async def steps_once(kind: str, workers: int, runs: int) -> tuple[float, list[float]]:
+async def steps_once(kind: str, workers: int, runs: int) -> tuple[float, list[float], float]:
     from openheim.workflow._batch import Batch
 
     url = URLS[kind]
@@ -261,9 +267,11 @@ async def steps_once(kind: str, workers: int, runs: int) -> tuple[float, list[fl
         elapsed = max(ends.values()) - t0
         reports = stop_workers(procs)
         lat: list[float] = []
+        cpu = 0.0
         for r in reports:
             lat += r.get("lat", [])
-        return runs * 10 / elapsed, lat
+            cpu += r.get("cpu_s", float("nan"))
+        return runs * 10 / elapsed, lat, cpu / (runs * 10)
     finally:
         await cleanup(batch, name)
         await wf.aclose()
@@ -275,17 +283,24 @@ async def part_steps(kinds: list[str], runs: int, repeats: int) -> list[list[str
     for kind in kinds:
         rates: dict[int, list[float]] = {1: [], 2: []}
         lats: dict[int, list[float]] = {1: [], 2: []}
+        cpus: dict[int, list[float]] = {1: [], 2: []}
         for _ in range(repeats):
             for w in (1, 2):  # interleaved, so drift hits both alike
                 try:
-                    rate, lat = await steps_once(kind, w, runs)
+                    rate, lat, cpu = await steps_once(kind, w, runs)
                 except Exception as exc:
                     print(f"{kind} with {w} worker(s): {type(exc).__name__}: {exc}")
                     rates[w].append(float("nan"))
                     continue
                 rates[w].append(rate)
                 lats[w] += lat
-                print(f"  {kind} {w}w: {rate:,.0f} steps/s", flush=True)
+                cpus[w].append(cpu)
+                load = os.getloadavg()[0]
+                print(
+                    f"  {kind} {w}w: {rate:,.0f} steps/s, worker CPU {cpu * 1e6:.0f} us/step "
+                    f"(load average {load:.1f})",
+                    flush=True,
+                )
         med = {w: statistics.median(v) for w, v in rates.items()}
         for w in (1, 2):
             rows.append(
@@ -295,6 +310,7 @@ async def part_steps(kinds: list[str], runs: int, repeats: int) -> list[list[str
                     f"{med[w]:,.0f}",
                     f"{pct(lats[w], 0.5) * 1000:.2f} ms",
                     f"{pct(lats[w], 0.99) * 1000:.2f} ms",
+                    f"{statistics.median(cpus[w]) * 1e6:.0f} us" if cpus[w] else "",
                     f"{med[2] / med[1]:.2f}x" if w == 2 else "",
                     ("yes" if med[2] >= 5000 else "NO") if w == 2 else "",
                 ]
@@ -394,7 +410,23 @@ async def main(args: argparse.Namespace) -> None:
             f"median of {args.repeats}"
         )
         rows = await part_steps(kinds, args.runs, args.repeats)
-        table(["queue", "workers", "steps/s", "p50 step", "p99 step", "2w/1w", ">=5,000/s"], rows)
+        table(
+            [
+                "queue",
+                "workers",
+                "steps/s",
+                "p50 step",
+                "p99 step",
+                "CPU/step",
+                "2w/1w",
+                ">=5,000/s",
+            ],
+            rows,
+        )
+        print(
+            f"CPU/step: worker processes' CPU time per step (the server's is not counted); "
+            f"{os.cpu_count()} cores, load average now {os.getloadavg()[0]:.1f}"
+        )
     if args.part in ("model", "all"):
         print(
             f"\n(b) 3 steps of {MODEL_LATENCY:g} s simulated model calls; {args.model_runs} runs, "
