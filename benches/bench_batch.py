@@ -3,6 +3,7 @@
 
     python benches/bench_batch.py                       # redis and nats, both parts
     python benches/bench_batch.py --queues redis --part steps
+    python benches/bench_batch.py --queues nats,nats-generic --part steps   # fused vs generic
 
 (a) ``steps``: R runs of a 10-step no-op workflow are submitted first; then W
 worker processes (``Worker``, the code ``openheim worker`` runs) are started
@@ -49,6 +50,9 @@ URLS = {
     "redis": os.environ.get("OPENHEIM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
     "nats": os.environ.get("OPENHEIM_BENCH_NATS_URL", "nats://127.0.0.1:4222"),
 }
+# "<engine>-generic": the same engine with the worker's generic backend (every claim and
+# commit a few Store calls, as any store), the baseline of the engine's fused backend.
+URLS.update({f"{k}-generic": v for k, v in list(URLS.items())})
 MODEL_LATENCY = float(os.environ.get("OPENHEIM_BENCH_MODEL_LATENCY", "0.4"))
 
 PUBLISHED = {  # the published engine's table, as the issue quotes it
@@ -108,6 +112,10 @@ async def worker_main(args: argparse.Namespace) -> None:
 
     wf = WORKFLOWS[args.workflow]()
     w = Worker([wf], args.queue, queue_name=args.queue_name, concurrency=args.concurrency)
+    if args.generic:
+        from openheim.workflow._backends import _Backend
+
+        w.backend = _Backend(w.batch)
     w.latencies = []
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, w.stop)
@@ -135,7 +143,7 @@ async def worker_main(args: argparse.Namespace) -> None:
 
 
 def start_workers(
-    n: int, queue: str, name: str, workflow: str, concurrency: int
+    n: int, queue: str, name: str, workflow: str, concurrency: int, generic: bool = False
 ) -> list[subprocess.Popen[str]]:
     procs = []
     for _ in range(n):
@@ -153,6 +161,7 @@ def start_workers(
                     workflow,
                     "--concurrency",
                     str(concurrency),
+                    *(["--generic"] if generic else []),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -235,6 +244,15 @@ async def cleanup(batch: Any, name: str) -> None:
             await client.unlink(*keys[i : i + 1000])
         return
     s = batch.store.namespace(name)
+    shared = getattr(s, "_s", None)
+    if shared is not None and hasattr(shared, "kv_prefix"):  # NATS: purge by subject
+        from openheim.stores._nats import encode_token
+
+        js = await shared.conn.jetstream()
+        token = encode_token(name)
+        await js.purge_stream(shared.kv_stream, subject=f"{shared.kv_prefix}{token}.>")
+        await js.purge_stream(shared.log_stream, subject=f"{shared.log_prefix}{token}.>")
+        return
     for key in await s.list():
         await s.delete(key)
     for log in await s.list_logs():
@@ -260,7 +278,7 @@ async def steps_once(kind: str, workers: int, runs: int) -> tuple[float, list[fl
     batch = Batch(url, queue_name=name)
     try:
         submitted = await submit_all(wf, url, name, runs)
-        procs = start_workers(workers, url, name, "noop", 64)
+        procs = start_workers(workers, url, name, "noop", 64, kind.endswith("-generic"))
         t0 = time.monotonic()
         go(procs)
         ends = await wait_ends(batch, name, set(submitted), 600)
@@ -279,38 +297,42 @@ async def steps_once(kind: str, workers: int, runs: int) -> tuple[float, list[fl
 
 
 async def part_steps(kinds: list[str], runs: int, repeats: int) -> list[list[str]]:
-    rows = []
-    for kind in kinds:
-        rates: dict[int, list[float]] = {1: [], 2: []}
-        lats: dict[int, list[float]] = {1: [], 2: []}
-        cpus: dict[int, list[float]] = {1: [], 2: []}
-        for _ in range(repeats):
-            for w in (1, 2):  # interleaved, so drift hits both alike
+    rates = {k: {1: [], 2: []} for k in kinds}  # type: dict[str, dict[int, list[float]]]
+    lats = {k: {1: [], 2: []} for k in kinds}  # type: dict[str, dict[int, list[float]]]
+    cpus = {k: {1: [], 2: []} for k in kinds}  # type: dict[str, dict[int, list[float]]]
+    for _ in range(repeats):
+        for kind in kinds:  # interleaved, so drift hits every kind and count alike
+            for w in (1, 2):
                 try:
                     rate, lat, cpu = await steps_once(kind, w, runs)
                 except Exception as exc:
                     print(f"{kind} with {w} worker(s): {type(exc).__name__}: {exc}")
-                    rates[w].append(float("nan"))
+                    rates[kind][w].append(float("nan"))
                     continue
-                rates[w].append(rate)
-                lats[w] += lat
-                cpus[w].append(cpu)
+                rates[kind][w].append(rate)
+                lats[kind][w] += lat
+                cpus[kind][w].append(cpu)
                 load = os.getloadavg()[0]
                 print(
                     f"  {kind} {w}w: {rate:,.0f} steps/s, worker CPU {cpu * 1e6:.0f} us/step "
                     f"(load average {load:.1f})",
                     flush=True,
                 )
-        med = {w: statistics.median(v) for w, v in rates.items()}
+    rows = []
+    med_of = {k: {w: statistics.median(v) for w, v in rates[k].items()} for k in kinds}
+    for kind in kinds:
+        med = med_of[kind]
+        base = med_of.get(kind + "-generic")
         for w in (1, 2):
             rows.append(
                 [
                     kind,
                     str(w),
                     f"{med[w]:,.0f}",
-                    f"{pct(lats[w], 0.5) * 1000:.2f} ms",
-                    f"{pct(lats[w], 0.99) * 1000:.2f} ms",
-                    f"{statistics.median(cpus[w]) * 1e6:.0f} us" if cpus[w] else "",
+                    f"{pct(lats[kind][w], 0.5) * 1000:.2f} ms",
+                    f"{pct(lats[kind][w], 0.99) * 1000:.2f} ms",
+                    f"{statistics.median(cpus[kind][w]) * 1e6:.0f} us" if cpus[kind][w] else "",
+                    f"{med[w] / base[w]:.2f}x" if base else "",
                     f"{med[2] / med[1]:.2f}x" if w == 2 else "",
                     ("yes" if med[2] >= 5000 else "NO") if w == 2 else "",
                 ]
@@ -424,7 +446,8 @@ async def main(args: argparse.Namespace) -> None:
             rows,
         )
         print(
-            f"CPU/step: worker processes' CPU time per step (the server's is not counted); "
+            "CPU/step: worker processes' CPU time per step (the server's is not counted); "
+            "vs generic: steps/s over the same engine's generic backend (<engine>-generic); "
             f"{os.cpu_count()} cores, load average now {os.getloadavg()[0]:.1f}"
         )
     if args.part in ("model", "all"):
@@ -448,6 +471,7 @@ if __name__ == "__main__":
     parser.add_argument("--queue", help=argparse.SUPPRESS)
     parser.add_argument("--queue-name", help=argparse.SUPPRESS)
     parser.add_argument("--workflow", default="noop", help=argparse.SUPPRESS)
+    parser.add_argument("--generic", action="store_true", help=argparse.SUPPRESS)
     a = parser.parse_args()
     if a.worker:
         asyncio.run(worker_main(a))

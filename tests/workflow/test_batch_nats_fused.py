@@ -231,3 +231,19 @@ def test_run_ends_of_a_group_are_one_record() -> None:
     assert decode_ends(encode_ends([one]))[0].run_id == "a"
     both = decode_ends(encode_ends([one, encode_end("b", "failed")]))
     assert [(e.run_id, e.status) for e in both] == [("a", "done"), ("b", "failed")]
+
+
+async def test_the_tail_starts_once_views_keep_falling_behind(env: Env) -> None:
+    from openheim.workflow._nats_fused import _TAIL_AFTER
+
+    a = env.backend()
+    store = a.batch.scoped(env.name)
+    for i in range(3):
+        await store.append("wf/r6", b"z%d" % i)
+    for n in range(_TAIL_AFTER):
+        assert a.tail.sub is None  # a worker alone reads the few records it lacks
+        assert await a.read_log(store, "wf/r6", 0) == [(i + 1, b"z%d" % i) for i in range(3)]
+        assert a.tail.misses == n + 1
+    assert a._starting is not None
+    await a._starting
+    assert a.tail.sub is not None

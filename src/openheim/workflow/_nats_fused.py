@@ -26,7 +26,8 @@ flight at once:
   without waiting for the server (a lost ack only means a redelivery that
   finds the task committed).
 
-- *reading the run's log*: a worker keeps the runs' latest records, as stored,
+- *reading the run's log*: once its views of runs keep falling behind (other
+  workers run their steps too), a worker keeps the runs' latest records, as stored,
   from an ordered consumer of the log stream (new messages only, in memory on
   the server), so a claim that finds its view a few records behind (the run's
   last steps ran on another worker) reads only the log's last message and
@@ -56,6 +57,7 @@ __all__ = ["NatsBackend"]
 log = logging.getLogger("openheim.worker")
 
 _KEEP = 32  # records kept per log (the latest)
+_TAIL_AFTER = 16  # log reads a few records behind before the tail starts
 _KEEP_BYTES = 64 * 2**20  # records kept in all (their payload bytes)
 
 
@@ -98,7 +100,9 @@ class _LogTail:
             if h.get("Oh-Trim"):
                 self.logs.pop(msg.subject, None)
                 return
-            self.put(msg.subject, int(h.get("Oh-Seq", "0")), msg.metadata.sequence.stream, msg.data)
+            # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>
+            seq = int(msg.reply.split(".")[-4])
+            self.put(msg.subject, int(h.get("Oh-Seq", "0")), seq, msg.data)
         except Exception as exc:  # a callback must not raise into the client
             log.debug("NATS worker: log tail: %r", exc)
 
@@ -110,6 +114,8 @@ class _LogTail:
             self.logs.move_to_end(subject)
         old = recs.get(number)
         if old is not None:
+            if old[0] > seq:
+                return  # a newer message of that number is kept already
             self.bytes -= len(old[1])
         recs[number] = (seq, data)
         self.bytes += len(data)
@@ -171,6 +177,7 @@ class NatsBackend(_Backend):
             # out in one write, and their answers come back in one read loop.
             q._conn = conn
         self.tail = _LogTail(self.s)
+        self._starting: asyncio.Future[None] | None = None
 
     async def read_log(self, store: Any, name: str, after: int) -> Records:
         """The records of log ``name`` after ``after``: the log's last message from the
@@ -186,15 +193,23 @@ class NatsBackend(_Backend):
             return []
         if top == after + 1:
             return [(top, last.data)]
-        got = self.tail.records(subject, after, top, last.seq)
+        tail = self.tail
+        got = tail.records(subject, after, top, last.seq)
         if got is not None:
-            self.tail.hits += 1
+            tail.hits += 1
             return got
-        self.tail.misses += 1
+        tail.misses += 1
+        if tail.misses == _TAIL_AFTER and self._starting is None:
+            # Views fall behind: other workers run these runs' steps too. Keep the
+            # records from now on (a worker alone never pays for the tail).
+            self._starting = asyncio.ensure_future(tail.start())
         records: Records = await store.read_log(name, after)
         return records
 
     async def aclose(self) -> None:
+        if self._starting is not None:
+            with contextlib.suppress(BaseException):
+                await self._starting
         await self.tail.stop()
 
     def _fence(self, ns: str, run_id: str, task: str) -> tuple[Any, str]:
@@ -204,7 +219,6 @@ class NatsBackend(_Backend):
     # -- claims --------------------------------------------------------------------------
 
     async def claim_many(self, items: list[_Claim]) -> list[Any]:
-        await self.tail.start()
         return await _each(self._claim_one, items)
 
     async def claim(self, c: _Claim) -> tuple[int, bytes | None, Records]:
@@ -236,6 +250,8 @@ class NatsBackend(_Backend):
         m = self._m
         s = self.s
         last = s.cache.get(subject)
+        if last is not None and last.data[:1] not in (b"W", b"C"):
+            last = None  # not a claim or commit we know the content of: ask the server
         for attempt in (1, 2, 3):
             now = time.time()
             live = last is not None and last.live(now)
