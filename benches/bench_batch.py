@@ -440,6 +440,7 @@ async def main(args: argparse.Namespace) -> None:
                 "p50 step",
                 "p99 step",
                 "CPU/step",
+                "vs generic",
                 "2w/1w",
                 ">=5,000/s",
             ],

@@ -57,6 +57,7 @@ __all__ = ["NatsBackend"]
 log = logging.getLogger("openheim.worker")
 
 _KEEP = 32  # records kept per log (the latest)
+_STEP_READ = 16  # records read one by one when a view is behind (else the store reads)
 _TAIL_AFTER = 16  # log reads a few records behind before the tail starts
 _KEEP_BYTES = 64 * 2**20  # records kept in all (their payload bytes)
 
@@ -191,6 +192,7 @@ class NatsBackend(_Backend):
         top = int(last.headers.get(m.H_SEQ, "0"))
         if top <= after or last.headers.get(m.H_TRIM):
             return []
+        s.note_position(subject, top, last.seq)
         if top == after + 1:
             return [(top, last.data)]
         tail = self.tail
@@ -203,6 +205,24 @@ class NatsBackend(_Backend):
             # Views fall behind: other workers run these runs' steps too. Keep the
             # records from now on (a worker alone never pays for the tail).
             self._starting = asyncio.ensure_future(tail.start())
+        start = 0 if after == 0 else s.position(subject, after)
+        if start is not None and top - after <= _STEP_READ:
+            # From the last record this process saw to the log's last message, one by one.
+            out: Records = []
+            seq = start + 1
+            while seq < last.seq:
+                msg = await s.next_on(s.log_stream, subject, seq)
+                if msg is None or msg.seq >= last.seq:
+                    break
+                n = int(msg.headers.get(m.H_SEQ, "0"))
+                if not msg.headers.get(m.H_TRIM):
+                    s.note_position(subject, n, msg.seq)
+                    if n > after:
+                        out.append((n, msg.data))
+                seq = msg.seq + 1
+            out.append((top, last.data))
+            if [n for n, _ in out] == list(range(after + 1, top + 1)):
+                return out
         records: Records = await store.read_log(name, after)
         return records
 
