@@ -248,10 +248,14 @@ async def cleanup(batch: Any, name: str) -> None:
     if shared is not None and hasattr(shared, "kv_prefix"):  # NATS: purge by subject
         from openheim.stores._nats import encode_token
 
-        js = await shared.conn.jetstream()
+        nc = await shared.conn.connect()
         token = encode_token(name)
-        await js.purge_stream(shared.kv_stream, subject=f"{shared.kv_prefix}{token}.>")
-        await js.purge_stream(shared.log_stream, subject=f"{shared.log_prefix}{token}.>")
+        for stream, prefix in (
+            (shared.kv_stream, shared.kv_prefix),
+            (shared.log_stream, shared.log_prefix),
+        ):  # a filtered purge of a large stream can take the server a while
+            req = json.dumps({"filter": f"{prefix}{token}.>"}).encode()
+            await nc.request(f"$JS.API.STREAM.PURGE.{stream}", req, timeout=120)
         return
     for key in await s.list():
         await s.delete(key)

@@ -26,15 +26,12 @@ flight at once:
   without waiting for the server (a lost ack only means a redelivery that
   finds the task committed).
 
-- *reading the run's log*: once its views of runs keep falling behind (other
-  workers run their steps too), a worker keeps the runs' latest records, as stored,
-  from an ordered consumer of the log stream (new messages only, in memory on
-  the server), so a claim that finds its view a few records behind (the run's
-  last steps ran on another worker) reads only the log's last message and
-  takes the rest from there. They are used only if the kept copy of that last
-  message has the server's stream sequence (then everything before it on that
-  log was delivered too, in stream order); otherwise the log is read from the
-  server.
+- *reading the run's log*: a claim reads the log's last message (one direct
+  get); a view that is more than one record behind (the run's last steps ran
+  on another worker) reads the records it lacks back from there: each record
+  carries the stream sequence of the one before it (the expected last
+  sequence it was appended with), so each is one direct get by sequence, not
+  a scan of the stream for the next message on the subject.
 
 A crash between a commit and its append is repaired as on the generic backend:
 the fencing key keeps the committed record, and the next delivery appends it.
@@ -43,9 +40,7 @@ the fencing key keeps the committed record, and the next delivery appends it.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import logging
 import time
 from typing import Any
 
@@ -54,101 +49,7 @@ from openheim.workflow._batch import CLAIM, CLAIM_TTL, Batch
 
 __all__ = ["NatsBackend"]
 
-log = logging.getLogger("openheim.worker")
-
-_KEEP = 32  # records kept per log (the latest)
-_STEP_READ = 16  # records read one by one when a view is behind (else the store reads)
-_TAIL_AFTER = 16  # log reads a few records behind before the tail starts
-_KEEP_BYTES = 64 * 2**20  # records kept in all (their payload bytes)
-
-
-class _LogTail:
-    """The latest stored records of every run log, from an ordered consumer."""
-
-    def __init__(self, shared: Any) -> None:
-        self.s = shared
-        self.logs: collections.OrderedDict[str, dict[int, tuple[int, bytes]]] = (
-            collections.OrderedDict()
-        )
-        self.bytes = 0
-        self.hits = 0  # log reads the tail answered (beyond the log's last message)
-        self.misses = 0  # log reads that went to the server for them
-        self.sub: Any = None
-        self.started = False
-
-    async def start(self) -> None:
-        if self.started:
-            return
-        self.started = True
-        from nats.js import api
-
-        try:
-            await self.s.ready()
-            js = await self.s.conn.jetstream()
-            self.sub = await js.subscribe(
-                self.s.log_prefix + ">",
-                stream=self.s.log_stream,
-                cb=self._on,
-                ordered_consumer=True,
-                deliver_policy=api.DeliverPolicy.NEW,
-            )
-        except Exception as exc:  # the claims read the log from the server instead
-            log.info("NATS worker: no log tail (%r); reading logs from the server", exc)
-
-    async def _on(self, msg: Any) -> None:
-        try:
-            h = msg.headers or {}
-            if h.get("Oh-Trim"):
-                self.logs.pop(msg.subject, None)
-                return
-            # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>
-            seq = int(msg.reply.split(".")[-4])
-            self.put(msg.subject, int(h.get("Oh-Seq", "0")), seq, msg.data)
-        except Exception as exc:  # a callback must not raise into the client
-            log.debug("NATS worker: log tail: %r", exc)
-
-    def put(self, subject: str, number: int, seq: int, data: bytes) -> None:
-        recs = self.logs.get(subject)
-        if recs is None:
-            recs = self.logs[subject] = {}
-        else:
-            self.logs.move_to_end(subject)
-        old = recs.get(number)
-        if old is not None:
-            if old[0] > seq:
-                return  # a newer message of that number is kept already
-            self.bytes -= len(old[1])
-        recs[number] = (seq, data)
-        self.bytes += len(data)
-        if len(recs) > _KEEP:
-            low = min(recs)
-            self.bytes -= len(recs.pop(low)[1])
-        while self.bytes > _KEEP_BYTES and self.logs:
-            _, gone = self.logs.popitem(last=False)
-            self.bytes -= sum(len(d) for _, d in gone.values())
-
-    def records(self, subject: str, after: int, top: int, top_seq: int) -> Records | None:
-        """Records after..top of a log whose last message is ``top`` at ``top_seq``, if
-        every one is kept (and the kept ``top`` is that message), else None."""
-        recs = self.logs.get(subject)
-        if recs is None:
-            return None
-        last = recs.get(top)
-        if last is None or last[0] != top_seq:
-            return None
-        out = []
-        for n in range(after + 1, top + 1):
-            got = recs.get(n)
-            if got is None or got[0] > top_seq:
-                return None
-            out.append((n, got[1]))
-        return out
-
-    async def stop(self) -> None:
-        sub, self.sub = self.sub, None
-        if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+_STEP_READ = 64  # records read one by one when a view is behind (else the store reads)
 
 
 class NatsBackend(_Backend):
@@ -177,12 +78,10 @@ class NatsBackend(_Backend):
             # One connection for the queue and the store: the requests of a group go
             # out in one write, and their answers come back in one read loop.
             q._conn = conn
-        self.tail = _LogTail(self.s)
-        self._starting: asyncio.Future[None] | None = None
 
     async def read_log(self, store: Any, name: str, after: int) -> Records:
-        """The records of log ``name`` after ``after``: the log's last message from the
-        server, the ones before it from the tail when it has them all."""
+        """The records of log ``name`` after ``after``: the log's last message, and the
+        ones before it read back from there (see the module docstring)."""
         m = self._m
         s = self.s
         subject = store._log_subject(name)
@@ -195,42 +94,28 @@ class NatsBackend(_Backend):
         s.note_position(subject, top, last.seq)
         if top == after + 1:
             return [(top, last.data)]
-        tail = self.tail
-        got = tail.records(subject, after, top, last.seq)
-        if got is not None:
-            tail.hits += 1
-            return got
-        tail.misses += 1
-        if tail.misses == _TAIL_AFTER and self._starting is None:
-            # Views fall behind: other workers run these runs' steps too. Keep the
-            # records from now on (a worker alone never pays for the tail).
-            self._starting = asyncio.ensure_future(tail.start())
-        start = 0 if after == 0 else s.position(subject, after)
-        if start is not None and top - after <= _STEP_READ:
-            # From the last record this process saw to the log's last message, one by one.
-            out: Records = []
-            seq = start + 1
-            while seq < last.seq:
-                msg = await s.next_on(s.log_stream, subject, seq)
-                if msg is None or msg.seq >= last.seq:
+        if top - after <= _STEP_READ:
+            # Back from the last message, one direct get by sequence per record.
+            out: Records = [(top, last.data)]
+            prev = int(last.headers.get(m.EXPECT_LAST, "0"))
+            n = top - 1
+            while n > after and prev > 0:
+                # (next_on from `prev` is the message at `prev`: it is on this subject)
+                msg = await s.next_on(s.log_stream, subject, prev)
+                h = msg.headers if msg is not None else {}
+                if msg is None or msg.seq != prev or h.get(m.H_TRIM):
                     break
-                n = int(msg.headers.get(m.H_SEQ, "0"))
-                if not msg.headers.get(m.H_TRIM):
-                    s.note_position(subject, n, msg.seq)
-                    if n > after:
-                        out.append((n, msg.data))
-                seq = msg.seq + 1
-            out.append((top, last.data))
-            if [n for n, _ in out] == list(range(after + 1, top + 1)):
+                if int(h.get(m.H_SEQ, "0")) != n:
+                    break
+                s.note_position(subject, n, msg.seq)
+                out.append((n, msg.data))
+                prev = int(h.get(m.EXPECT_LAST, "0"))
+                n -= 1
+            if n == after:
+                out.reverse()
                 return out
         records: Records = await store.read_log(name, after)
         return records
-
-    async def aclose(self) -> None:
-        if self._starting is not None:
-            with contextlib.suppress(BaseException):
-                await self._starting
-        await self.tail.stop()
 
     def _fence(self, ns: str, run_id: str, task: str) -> tuple[Any, str]:
         store: Any = self.batch.scoped(ns)
