@@ -25,7 +25,6 @@ flight at once:
   the group are one record of the ends log, then the deliveries are acked
   without waiting for the server (a lost ack only means a redelivery that
   finds the task committed).
-
 - *reading the run's log*: a claim reads the log's last message (one direct
   get); a view that is more than one record behind (the run's last steps ran
   on another worker) reads the records it lacks back from there: each record
