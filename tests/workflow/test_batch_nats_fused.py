@@ -232,3 +232,30 @@ def test_run_ends_of_a_group_are_one_record() -> None:
     assert decode_ends(encode_ends([one]))[0].run_id == "a"
     both = decode_ends(encode_ends([one, encode_end("b", "failed")]))
     assert [(e.run_id, e.status) for e in both] == [("a", "done"), ("b", "failed")]
+
+
+async def test_a_write_whose_answer_is_lost_is_made_again_as_a_duplicate(env: Env) -> None:
+    a = env.backend()
+    real = a.replies.request
+    lost: list[str] = []
+
+    async def answer_lost(subject: str, payload: bytes, headers: Any) -> Any:
+        await real(subject, payload, headers)  # the server stores the write...
+        lost.append(subject)
+        raise TimeoutError("the answer got lost")  # ...and its answer never comes
+
+    a.replies.request = answer_lost  # type: ignore[method-assign]
+    ((t, committed, _),) = await a.claim_many([claim(env, "r7", "0:a", "a")])
+    assert t > 0
+    assert committed is None
+    # The commit and the append are made again with the same Nats-Msg-Id: the server
+    # takes them as duplicates of the writes it stored, so the commit is not refused
+    # and the record is in the log once.
+    ((ok, _, records),) = await a.commit_many([_Commit(env.name, "r7", "0:a", t, b"once", -1)])
+    assert ok
+    assert records == [(1, b"once")]
+    assert len(lost) >= 3  # claim, commit, append (and the log reads)
+    del a.replies.request
+    assert await log_of(a, env, "r7") == [(1, b"once")]
+    ((t2, committed, _),) = await a.claim_many([claim(env, "r7", "0:a", "a")])
+    assert (t2, committed) == (0, b"once")

@@ -40,15 +40,84 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from typing import Any
 
+import nats.errors
+import nats.js.errors
+
+from openheim.errors import ConfigError
 from openheim.workflow._backends import Records, _Backend, _Claim, _Commit, _Finish
 from openheim.workflow._batch import CLAIM, CLAIM_TTL, Batch
 
 __all__ = ["NatsBackend"]
 
 _STEP_READ = 64  # records read one by one when a view is behind (else the store reads)
+_TIMEOUT = 5.0  # seconds before a request without an answer is made again the store's way
+
+
+class _Replies:
+    """Requests answered on one wildcard inbox, with no timer per request.
+
+    ``nc.request`` arms a timeout per request; here one watchdog fails the
+    requests left unanswered for ``_TIMEOUT`` seconds, and the caller makes
+    those again the store's way (with retries), so a group of requests costs
+    a publish and a future each.
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.sub: Any = None
+        self.prefix = ""
+        self.waiting: dict[str, tuple[asyncio.Future[Any], float]] = {}
+        self.n = 0
+        self.watch: asyncio.Future[None] | None = None
+        self.lock = asyncio.Lock()
+
+    async def request(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> Any:
+        nc = await self.conn.connect()
+        if self.sub is None:
+            async with self.lock:
+                if self.sub is None:
+                    prefix = nc.new_inbox() + "."
+                    self.sub = await nc.subscribe(prefix + "*", cb=self._on)
+                    self.prefix = prefix
+        self.n += 1
+        token = str(self.n)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiting[token] = (fut, time.monotonic())
+        if self.watch is None or self.watch.done():
+            self.watch = asyncio.ensure_future(self._watchdog())
+        try:
+            await nc.publish(subject, payload, reply=self.prefix + token, headers=headers)
+            return await fut
+        finally:
+            self.waiting.pop(token, None)
+
+    async def _on(self, msg: Any) -> None:
+        got = self.waiting.pop(msg.subject[len(self.prefix) :], None)
+        if got is not None and not got[0].done():
+            got[0].set_result(msg)
+
+    async def _watchdog(self) -> None:
+        while self.waiting:
+            await asyncio.sleep(1.0)
+            old = time.monotonic() - _TIMEOUT
+            for fut, at in list(self.waiting.values()):
+                if at < old and not fut.done():
+                    fut.set_exception(TimeoutError("no answer from NATS"))
+
+    async def aclose(self) -> None:
+        watch, self.watch = self.watch, None
+        if watch is not None and not watch.done():
+            watch.cancel()
+            with contextlib.suppress(BaseException):
+                await watch
+        sub, self.sub = self.sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
 
 class NatsBackend(_Backend):
@@ -77,6 +146,101 @@ class NatsBackend(_Backend):
             # One connection for the queue and the store: the requests of a group go
             # out in one write, and their answers come back in one read loop.
             q._conn = conn
+        self.replies = _Replies(conn)
+        self._ids = os.urandom(8).hex() + "-"  # Nats-Msg-Id: this backend's prefix + a count
+        self._count = 0
+
+    async def aclose(self) -> None:
+        await self.replies.aclose()
+
+    async def _last(self, stream: str, subject: str) -> Any:
+        """The last message on ``subject`` (a direct get), as ``_Shared.last``."""
+        s = self.s
+        await s.ready()
+        if s.direct.get(stream):
+            try:
+                msg = await self.replies.request(
+                    f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", None
+                )
+            except Exception:
+                msg = None
+            if msg is not None:
+                hdrs = msg.headers or {}
+                status = hdrs.get("Status")
+                if status == "404":
+                    s.remember(subject, None)
+                    return None
+                if not status:
+                    got = self._m._Last(int(hdrs["Nats-Sequence"]), hdrs, msg.data or b"")
+                    s.remember(subject, got)
+                    return got
+        return await s.last(stream, subject)  # the store's way: retries, streams made again
+
+    async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> int | None:
+        """Publish with ``headers``: the stream sequence, or None if the expected last
+        sequence was wrong (as ``_Shared.publish``, one Nats-Msg-Id for every try)."""
+        m = self._m
+        s = self.s
+        await s.ready()
+        self._count += 1
+        headers[m.MSG_ID] = self._ids + str(self._count)
+        try:
+            msg = await self.replies.request(subject, payload, headers)
+            if not (msg.headers or {}).get("Status"):
+                ack = m._dec_ack.decode(msg.data)
+                if ack.error is None:
+                    return int(ack.seq)
+                if ack.error.get("err_code") in m.WRONG_LAST:
+                    return None
+        except Exception:
+            pass
+        # No answer, no stream, an error: again the store's way, with the same id (a
+        # write that was stored after all is then a duplicate the server acks as such).
+        nc = await s.conn.connect()
+
+        async def call() -> int | None:
+            try:
+                reply = await nc.request(subject, payload, timeout=_TIMEOUT, headers=headers)
+            except nats.errors.NoRespondersError:
+                raise nats.js.errors.NoStreamResponseError from None
+            except nats.errors.MaxPayloadError as exc:
+                raise ConfigError(
+                    f"a record of {len(payload)} bytes is larger than the NATS server's "
+                    "max_payload; raise max_payload in the server configuration or store "
+                    "large blobs elsewhere"
+                ) from exc
+            ack = m._dec_ack.decode(reply.data)
+            if ack.error is not None:
+                if ack.error.get("err_code") in m.WRONG_LAST:
+                    return None
+                raise nats.js.errors.APIError.from_error(ack.error)
+            return int(ack.seq)
+
+        seq: int | None = await s._again(call, f"write {subject}")
+        return seq
+
+    async def _append(self, store: Any, name: str, record: bytes) -> int:
+        """Append to a log, as ``NatsStore.append`` (the cached last message, else a read)."""
+        m = self._m
+        s = self.s
+        subject = store._log_subject(name)
+        async with s.lock(subject):
+            last = s.cache.get(subject)
+            while True:
+                if last is None:
+                    last = await self._last(s.log_stream, subject)
+                number = int(last.headers.get(m.H_SEQ, "0")) if last is not None else 0
+                headers = {
+                    m.EXPECT_LAST: str(last.seq if last is not None else 0),
+                    m.H_SEQ: str(number + 1),
+                }
+                seq = await self._publish(subject, record, headers)
+                if seq is None:
+                    last = None
+                    continue
+                s.remember(subject, m._Last(seq, headers, b""))
+                s.note_position(subject, number + 1, seq)
+                return number + 1
 
     async def read_log(self, store: Any, name: str, after: int) -> Records:
         """The records of log ``name`` after ``after``: the log's last message, and the
@@ -84,7 +248,7 @@ class NatsBackend(_Backend):
         m = self._m
         s = self.s
         subject = store._log_subject(name)
-        last = await s.last(s.log_stream, subject)
+        last = await self._last(s.log_stream, subject)
         if last is None:
             return []
         top = int(last.headers.get(m.H_SEQ, "0"))
@@ -161,7 +325,7 @@ class NatsBackend(_Backend):
             live = last is not None and last.live(now)
             if live and last is not None and last.data[:1] == b"C":
                 if last.data == b"C":  # what this process wrote: read the record back
-                    last = await s.last(s.kv_stream, subject)
+                    last = await self._last(s.kv_stream, subject)
                     continue
                 return 0, last.data[1:]
             headers = {
@@ -169,13 +333,13 @@ class NatsBackend(_Backend):
                 m.H_VER: str((last.version() if live and last is not None else 0) + 1),
                 m.H_EXP: repr(now + CLAIM_TTL),
             }
-            seq = await s.publish(subject, b"W" + who.encode(), headers)
+            seq = await self._publish(subject, b"W" + who.encode(), headers)
             if seq is not None:
                 s.remember(subject, m._Last(seq, headers, b"W"))
                 return seq + 1, None
             if attempt > 1:
                 return -1, None  # claimed by another delivery between our read and write
-            last = await s.last(s.kv_stream, subject)
+            last = await self._last(s.kv_stream, subject)
         return -1, None
 
     # -- commits -------------------------------------------------------------------------
@@ -219,12 +383,12 @@ class NatsBackend(_Backend):
             headers[m.H_VER] = "1"
         elif last is not None and last.seq == expect:
             headers[m.H_VER] = str(last.version() + 1)
-        seq = await s.publish(subject, b"C" + c.data, headers)
+        seq = await self._publish(subject, b"C" + c.data, headers)
         if seq is None:
             return False, False, []  # the claim was taken over
         s.remember(subject, m._Last(seq, headers, b"C"))
         log = "wf/" + c.run_id
-        n = await store.append(log, c.data)
+        n = await self._append(store, log, c.data)
         if n == c.after + 1:
             return True, False, [(n, c.data)]
         return True, False, await self.read_log(store, log, c.after)
