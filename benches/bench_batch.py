@@ -3,6 +3,7 @@
 
     python benches/bench_batch.py                       # redis and nats, both parts
     python benches/bench_batch.py --queues redis --part steps
+    python benches/bench_batch.py --queues nats,nats-generic --part steps   # fused vs generic
 
 (a) ``steps``: R runs of a 10-step no-op workflow are submitted first; then W
 worker processes (``Worker``, the code ``openheim worker`` runs) are started
@@ -10,7 +11,9 @@ and released together, and the clock runs until every run has ended. Every
 step is claimed (fencing token), committed (compare-and-set + a record in the
 run's log: one checkpoint per step) and its successor enqueued. Reported:
 steps/s (median of the repeats), p50/p99 of one step (take to ack, in the
-workers), the 2-worker/1-worker ratio and the 5,000 steps/s target.
+workers), the workers' CPU time per step, the 2-worker/1-worker ratio and the
+5,000 steps/s target; each repeat prints the machine's load average (the
+cores are shared with the queue server and anything else running).
 
 (b) ``model``: N runs of a 3-step workflow whose every step awaits a simulated
 model call of fixed latency (``asyncio.sleep``), with the same number of steps
@@ -47,6 +50,9 @@ URLS = {
     "redis": os.environ.get("OPENHEIM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
     "nats": os.environ.get("OPENHEIM_BENCH_NATS_URL", "nats://127.0.0.1:4222"),
 }
+# "<engine>-generic": the same engine with the worker's generic backend (every claim and
+# commit a few Store calls, as any store), the baseline of the engine's fused backend.
+URLS.update({f"{k}-generic": v for k, v in list(URLS.items())})
 MODEL_LATENCY = float(os.environ.get("OPENHEIM_BENCH_MODEL_LATENCY", "0.4"))
 
 PUBLISHED = {  # the published engine's table, as the issue quotes it
@@ -94,11 +100,6 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def current_rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -111,6 +112,10 @@ async def worker_main(args: argparse.Namespace) -> None:
 
     wf = WORKFLOWS[args.workflow]()
     w = Worker([wf], args.queue, queue_name=args.queue_name, concurrency=args.concurrency)
+    if args.generic:
+        from openheim.workflow._backends import _Backend
+
+        w.backend = _Backend(w.batch)
     w.latencies = []
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, w.stop)
@@ -118,9 +123,9 @@ async def worker_main(args: argparse.Namespace) -> None:
     base = current_rss_mb()
     print("ready", flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # the go signal
-    cpu0 = cpu_seconds()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     stats = await w.run(drain_timeout=5)
-    cpu = cpu_seconds() - cpu0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
     lat = sorted(w.latencies)
     print(
         json.dumps(
@@ -128,7 +133,8 @@ async def worker_main(args: argparse.Namespace) -> None:
                 "stats": msgspec.to_builtins(stats),
                 "lat": lat[:: max(1, len(lat) // 20000)],
                 "rss_growth_mb": max(0.0, rss_mb() - base),
-                "cpu_s": cpu,
+                # CPU seconds the worker used from go to stop (idle polling included)
+                "cpu_s": r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime,
             }
         ),
         flush=True,
@@ -137,7 +143,7 @@ async def worker_main(args: argparse.Namespace) -> None:
 
 
 def start_workers(
-    n: int, queue: str, name: str, workflow: str, concurrency: int
+    n: int, queue: str, name: str, workflow: str, concurrency: int, generic: bool = False
 ) -> list[subprocess.Popen[str]]:
     procs = []
     for _ in range(n):
@@ -155,6 +161,7 @@ def start_workers(
                     workflow,
                     "--concurrency",
                     str(concurrency),
+                    *(["--generic"] if generic else []),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -198,12 +205,12 @@ async def server_memory(batch: Any) -> float:
 
 
 async def server_cpu(batch: Any) -> float:
-    """The queue server's CPU seconds so far (Redis INFO cpu; 0 where unknown)."""
+    """The queue server's CPU seconds so far (Redis INFO cpu; nan where unknown, as on NATS)."""
     client = getattr(batch.queue, "client", None)
     if client is not None and hasattr(client, "info"):
         info = await client.info("cpu")
         return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-    return 0.0
+    return float("nan")
 
 
 async def wait_ends(batch: Any, name: str, runs: set[str], timeout: float) -> dict[str, float]:
@@ -246,6 +253,19 @@ async def cleanup(batch: Any, name: str) -> None:
             await client.unlink(*keys[i : i + 1000])
         return
     s = batch.store.namespace(name)
+    shared = getattr(s, "_s", None)
+    if shared is not None and hasattr(shared, "kv_prefix"):  # NATS: purge by subject
+        from openheim.stores._nats import encode_token
+
+        nc = await shared.conn.connect()
+        token = encode_token(name)
+        for stream, prefix in (
+            (shared.kv_stream, shared.kv_prefix),
+            (shared.log_stream, shared.log_prefix),
+        ):  # a filtered purge of a large stream can take the server a while
+            req = json.dumps({"filter": f"{prefix}{token}.>"}).encode()
+            await nc.request(f"$JS.API.STREAM.PURGE.{stream}", req, timeout=120)
+        return
     for key in await s.list():
         await s.delete(key)
     for log in await s.list_logs():
@@ -263,7 +283,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def steps_once(kind: str, workers: int, runs: int) -> tuple[float, list[float], float, float]:
-    """(steps/s, step latencies, worker CPU us per step, server CPU us per step)"""
+    """(steps/s, step latencies, worker CPU s per step, server CPU s per step)"""
     from openheim.workflow._batch import Batch
 
     url = URLS[kind]
@@ -272,7 +292,7 @@ async def steps_once(kind: str, workers: int, runs: int) -> tuple[float, list[fl
     batch = Batch(url, queue_name=name)
     try:
         submitted = await submit_all(wf, url, name, runs)
-        procs = start_workers(workers, url, name, "noop", 64)
+        procs = start_workers(workers, url, name, "noop", 64, kind.endswith("-generic"))
         scpu0 = await server_cpu(batch)
         t0 = time.monotonic()
         go(procs)
@@ -281,11 +301,11 @@ async def steps_once(kind: str, workers: int, runs: int) -> tuple[float, list[fl
         scpu = await server_cpu(batch) - scpu0  # (includes the polling of wait_ends)
         reports = stop_workers(procs)
         lat: list[float] = []
+        cpu = 0.0
         for r in reports:
             lat += r.get("lat", [])
-        steps = runs * 10
-        wcpu = sum(r.get("cpu_s", 0.0) for r in reports)
-        return steps / elapsed, lat, wcpu / steps * 1e6, scpu / steps * 1e6
+            cpu += r.get("cpu_s", float("nan"))
+        return runs * 10 / elapsed, lat, cpu / (runs * 10), scpu / (runs * 10)
     finally:
         await cleanup(batch, name)
         await wf.aclose()
@@ -293,40 +313,48 @@ async def steps_once(kind: str, workers: int, runs: int) -> tuple[float, list[fl
 
 
 async def part_steps(kinds: list[str], runs: int, repeats: int) -> list[list[str]]:
-    rows = []
-    for kind in kinds:
-        rates: dict[int, list[float]] = {1: [], 2: []}
-        lats: dict[int, list[float]] = {1: [], 2: []}
-        cpus: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
-        for _ in range(repeats):
-            for w in (1, 2):  # interleaved, so drift hits both alike
+    rates = {k: {1: [], 2: []} for k in kinds}  # type: dict[str, dict[int, list[float]]]
+    lats = {k: {1: [], 2: []} for k in kinds}  # type: dict[str, dict[int, list[float]]]
+    cpus = {k: {1: [], 2: []} for k in kinds}  # type: dict[str, dict[int, list[float]]]
+    scpus = {k: {1: [], 2: []} for k in kinds}  # type: dict[str, dict[int, list[float]]]
+    for _ in range(repeats):
+        for kind in kinds:  # interleaved, so drift hits every kind and count alike
+            for w in (1, 2):
                 try:
-                    rate, lat, wcpu, scpu = await steps_once(kind, w, runs)
+                    rate, lat, cpu, scpu = await steps_once(kind, w, runs)
                 except Exception as exc:
                     print(f"{kind} with {w} worker(s): {type(exc).__name__}: {exc}")
-                    rates[w].append(float("nan"))
+                    rates[kind][w].append(float("nan"))
                     continue
-                rates[w].append(rate)
-                lats[w] += lat
-                cpus[w].append((wcpu, scpu))
+                rates[kind][w].append(rate)
+                lats[kind][w] += lat
+                cpus[kind][w].append(cpu)
+                scpus[kind][w].append(scpu)
+                load = os.getloadavg()[0]
                 print(
-                    f"  {kind} {w}w: {rate:,.0f} steps/s; CPU per step: workers {wcpu:.0f} us, "
-                    f"server {scpu:.0f} us",
+                    f"  {kind} {w}w: {rate:,.0f} steps/s, worker CPU {cpu * 1e6:.0f} us/step, "
+                    f"server {scpu * 1e6:.0f} us/step "
+                    f"(load average {load:.1f})",
                     flush=True,
                 )
-        med = {w: statistics.median(v) for w, v in rates.items()}
+    rows = []
+    med_of = {k: {w: statistics.median(v) for w, v in rates[k].items()} for k in kinds}
+    for kind in kinds:
+        med = med_of[kind]
+        base = med_of.get(kind + "-generic")
         for w in (1, 2):
             rows.append(
                 [
                     kind,
                     str(w),
                     f"{med[w]:,.0f}",
-                    f"{pct(lats[w], 0.5) * 1000:.2f} ms",
-                    f"{pct(lats[w], 0.99) * 1000:.2f} ms",
+                    f"{pct(lats[kind][w], 0.5) * 1000:.2f} ms",
+                    f"{pct(lats[kind][w], 0.99) * 1000:.2f} ms",
+                    f"{statistics.median(cpus[kind][w]) * 1e6:.0f} us" if cpus[kind][w] else "",
+                    f"{statistics.median(scpus[kind][w]) * 1e6:.0f} us" if scpus[kind][w] else "",
+                    f"{med[w] / base[w]:.2f}x" if base else "",
                     f"{med[2] / med[1]:.2f}x" if w == 2 else "",
                     ("yes" if med[2] >= 5000 else "NO") if w == 2 else "",
-                    f"{statistics.median(c[0] for c in cpus[w]):.0f} us",
-                    f"{statistics.median(c[1] for c in cpus[w]):.0f} us",
                 ]
             )
     return rows
@@ -431,12 +459,19 @@ async def main(args: argparse.Namespace) -> None:
                 "steps/s",
                 "p50 step",
                 "p99 step",
+                "CPU/step",
+                "server CPU/step",
+                "vs generic",
                 "2w/1w",
                 ">=5,000/s",
-                "worker CPU/step",
-                "server CPU/step",
             ],
             rows,
+        )
+        print(
+            "CPU/step: worker processes' CPU time per step; server CPU/step: Redis INFO cpu "
+            "(nan on NATS; includes other clients of a shared server); "
+            "vs generic: steps/s over the same engine's generic backend (<engine>-generic); "
+            f"{os.cpu_count()} cores, load average now {os.getloadavg()[0]:.1f}"
         )
     if args.part in ("model", "all"):
         print(
@@ -459,6 +494,7 @@ if __name__ == "__main__":
     parser.add_argument("--queue", help=argparse.SUPPRESS)
     parser.add_argument("--queue-name", help=argparse.SUPPRESS)
     parser.add_argument("--workflow", default="noop", help=argparse.SUPPRESS)
+    parser.add_argument("--generic", action="store_true", help=argparse.SUPPRESS)
     a = parser.parse_args()
     if a.worker:
         asyncio.run(worker_main(a))

@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 import msgspec
 
 from openheim.errors import VersionConflictError
-from openheim.workflow._batch import CLAIM, CLAIM_TTL, ENDS, Batch
+from openheim.workflow._batch import CLAIM, CLAIM_TTL, ENDS, Batch, encode_ends
 from openheim.workflow.queues import Delivery, Task
 
 __all__ = ["Records", "_Backend", "_Batcher", "_Claim", "_Commit", "_Finish", "_fused"]
@@ -64,7 +64,10 @@ class _Batcher(Generic[In, Out]):
                     continue
                 for (_, fut), r in zip(group, results, strict=True):
                     if not fut.done():
-                        fut.set_result(r)
+                        if isinstance(r, BaseException):  # that item's own failure
+                            fut.set_exception(r)
+                        else:
+                            fut.set_result(r)
         finally:
             self.running = False
 
@@ -85,6 +88,9 @@ class _Claim(msgspec.Struct, array_like=True):
     after: int  # the seq of the last record the worker folded (-1: none)
     who: str
     read: bool = True  # False: the worker's view is at the task's superstep already
+    # The task's first delivery: a backend may leave the fencing key unwritten and
+    # commit expecting it empty (any later delivery's claim writes it; see NatsBackend).
+    first: bool = False
 
 
 class _Commit(msgspec.Struct, array_like=True):
@@ -158,7 +164,11 @@ class _Backend:
 
     async def finish(self, f: _Finish) -> None:
         # The next tasks and the run ends before the acks: a crash in between redelivers.
-        work = [self.batch.store.append(ENDS + self.queue.name, e) for e in f.ends]
+        # The run ends of the whole group as one record: one append, not one per run
+        # (each append to the one ends log would wait for the one before it).
+        work = (
+            [self.batch.store.append(ENDS + self.queue.name, encode_ends(f.ends))] if f.ends else []
+        )
         if f.tasks:
             work.append(self.queue.put(f.tasks))
         if work:
@@ -175,7 +185,11 @@ class _Backend:
 
 
 def _fused(batch: Batch) -> _Backend:
-    """The Redis backend when queue and store are the same Redis, else the generic one."""
+    """The Redis backend when queue and store are the same Redis, the NATS backend when
+    they are NATS JetStream's, else the generic one."""
+    nats = _nats(batch)
+    if nats is not None:
+        return nats
     try:
         from openheim.stores.redis import RedisStore
         from openheim.workflow.queues.redis import RedisQueue
@@ -192,3 +206,16 @@ def _fused(batch: Batch) -> _Backend:
     from openheim.workflow._redis_fused import RedisBackend
 
     return RedisBackend(batch)
+
+
+def _nats(batch: Batch) -> _Backend | None:
+    try:
+        from openheim.stores.nats import NatsStore
+        from openheim.workflow.queues.nats import NatsQueue
+    except ImportError:
+        return None
+    if not isinstance(batch.queue, NatsQueue) or not isinstance(batch.store, NatsStore):
+        return None
+    from openheim.workflow._nats_fused import NatsBackend
+
+    return NatsBackend(batch)

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from openheim.workflow._graph import Graph
     from openheim.workflow._workflow import Workflow
 
-__all__ = ["Batch", "BatchMeta", "RunHandle", "new_traceparent"]
+__all__ = ["Batch", "BatchMeta", "RunHandle", "decode_ends", "encode_ends", "new_traceparent"]
 
 META = "wfmeta/"
 CLAIM = "wfclaim/"
@@ -76,6 +76,7 @@ class RunEnd(msgspec.Struct, array_like=True):
 _meta_enc = msgspec.msgpack.Encoder()
 _meta_dec = msgspec.msgpack.Decoder(BatchMeta)
 _end_dec = msgspec.msgpack.Decoder(RunEnd)
+_ends_dec = msgspec.msgpack.Decoder(list[RunEnd])
 
 
 def encode_meta(meta: BatchMeta) -> bytes:
@@ -88,6 +89,27 @@ def decode_meta(data: bytes) -> BatchMeta:
 
 def encode_end(run_id: str, status: str) -> bytes:
     return _meta_enc.encode(RunEnd(run_id, status, time.time()))
+
+
+def encode_ends(ends: list[bytes]) -> bytes:
+    """Several run ends (each from :func:`encode_end`) as one record of the ends log.
+
+    A record holds one run end, or a list of them: a worker settling many
+    deliveries at once appends the run ends of all of them as one record
+    (appends to the one ends log of a queue are compare-and-set on some
+    stores, so one per run would queue up behind each other).
+    """
+    if len(ends) == 1:
+        return ends[0]
+    return _meta_enc.encode([msgspec.Raw(e) for e in ends])
+
+
+def decode_ends(data: bytes) -> list[RunEnd]:
+    """The run ends of one record of the ends log (see :func:`encode_ends`)."""
+    try:
+        return [_end_dec.decode(data)]
+    except msgspec.ValidationError:
+        return _ends_dec.decode(data)
 
 
 def new_traceparent() -> str:
@@ -230,8 +252,9 @@ class Batch:
 
     async def ends_after(self, queue_name: str, after: int) -> list[tuple[int, RunEnd]]:
         return [
-            (seq, _end_dec.decode(data))
+            (seq, end)
             for seq, data in await self.store.read_log(ENDS + queue_name, after)
+            for end in decode_ends(data)
         ]
 
     async def aclose(self) -> None:

@@ -21,7 +21,9 @@ For each delivery a worker:
 When the queue and the store are the same Redis, claims, commits and
 settles of many deliveries go to the server together, one Lua script or
 pipeline per group, with no gap between a commit and its record in the log.
-Elsewhere each is a few store calls, and a crash between the commit and the
+On NATS JetStream (queue and KV store) the claims and commits of a group are
+in flight together, a first delivery writes no claim, and the settles of a
+group are published together (``_nats_fused``). Elsewhere each is a few store calls, and a crash between the commit and the
 append is repaired by the next delivery of the task (the committed record is
 kept in the fencing key and appended if the log lacks it).
 """
@@ -415,6 +417,7 @@ class Worker:
                 t.task,
                 cached.seq if cached is not None else -1,
                 self.consumer,
+                first=d.deliveries == 1,
             )
         )
         view = self._fold(key, graph, records)

@@ -1,0 +1,405 @@
+"""The worker's backend when its queue is NATS JetStream and its store the NATS KV store.
+
+The generic backend (:class:`~openheim.workflow._backends._Backend`) makes
+each call through the Store protocol: a claim is a read of the fencing key, a
+compare-and-set write and a read of the run's log, one after the other. Here
+the same keys and subjects of :class:`~openheim.stores.nats.NatsStore` are
+written directly, with fewer round trips, and every delivery of a group is in
+flight at once:
+
+- *claim*: the fencing key is written at once with
+  ``Nats-Expected-Last-Subject-Sequence`` set to what this process last saw
+  of it (nothing, for a task it never met), while the run's log is read; only
+  a refused write reads the key (committed? then it is a duplicate; claimed
+  by another delivery? then it is taken over with its sequence). A task's
+  *first* delivery writes nothing: its commit expects the fencing key to be
+  empty, so any later delivery's claim (which writes the key) refuses it just
+  as a newer token would. The token is the fencing key's stream sequence + 1.
+- *commit*: the record goes into the fencing key (``b"C"`` + record) with the
+  expected last sequence = the token's, then it is appended to the run's log
+  (the store's cached revision of the log, no read). A refused write is a
+  claim taken over: nothing is appended.
+- *settle*: for the commits that chain (see ``Worker._chain_settle``), the
+  successors of the whole group are published together (pub-acks awaited
+  together, ``Nats-Msg-Id`` = the task's de-duplication id), the run ends of
+  the group are one record of the ends log, then the deliveries are acked
+  without waiting for the server (a lost ack only means a redelivery that
+  finds the task committed).
+- *reading the run's log*: a claim reads the log's last message (one direct
+  get); a view that is more than one record behind (the run's last steps ran
+  on another worker) reads the records it lacks back from there: each record
+  carries the stream sequence of the one before it (the expected last
+  sequence it was appended with), so each is one direct get by sequence, not
+  a scan of the stream for the next message on the subject.
+
+A crash between a commit and its append is repaired as on the generic backend:
+the fencing key keeps the committed record, and the next delivery appends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+
+from openheim.errors import ConfigError
+from openheim.workflow._backends import Records, _Backend, _Claim, _Commit, _Finish
+from openheim.workflow._batch import CLAIM, CLAIM_TTL, Batch
+
+__all__ = ["NatsBackend"]
+
+_STEP_READ = 64  # records read one by one when a view is behind (else the store reads)
+_TIMEOUT = 5.0  # seconds before a request without an answer is made again the store's way
+
+
+class _Replies:
+    """Requests answered on one wildcard inbox, with no timer per request.
+
+    ``nc.request`` arms a timeout per request; here one watchdog fails the
+    requests left unanswered for ``_TIMEOUT`` seconds, and the caller makes
+    those again the store's way (with retries), so a group of requests costs
+    a publish and a future each.
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.sub: Any = None
+        self.prefix = ""
+        self.waiting: dict[str, tuple[asyncio.Future[Any], float]] = {}
+        self.n = 0
+        self.watch: asyncio.Future[None] | None = None
+        self.lock = asyncio.Lock()
+
+    async def request(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> Any:
+        nc = await self.conn.connect()
+        if self.sub is None:
+            async with self.lock:
+                if self.sub is None:
+                    prefix = nc.new_inbox() + "."
+                    self.sub = await nc.subscribe(prefix + "*", cb=self._on)
+                    self.prefix = prefix
+        self.n += 1
+        token = str(self.n)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiting[token] = (fut, time.monotonic())
+        if self.watch is None or self.watch.done():
+            self.watch = asyncio.ensure_future(self._watchdog())
+        try:
+            await nc.publish(subject, payload, reply=self.prefix + token, headers=headers)
+            return await fut
+        finally:
+            self.waiting.pop(token, None)
+
+    async def _on(self, msg: Any) -> None:
+        got = self.waiting.pop(msg.subject[len(self.prefix) :], None)
+        if got is not None and not got[0].done():
+            got[0].set_result(msg)
+
+    async def _watchdog(self) -> None:
+        while self.waiting:
+            await asyncio.sleep(1.0)
+            old = time.monotonic() - _TIMEOUT
+            for fut, at in list(self.waiting.values()):
+                if at < old and not fut.done():
+                    fut.set_exception(TimeoutError("no answer from NATS"))
+
+    async def aclose(self) -> None:
+        watch, self.watch = self.watch, None
+        if watch is not None and not watch.done():
+            watch.cancel()
+            with contextlib.suppress(BaseException):
+                await watch
+        sub, self.sub = self.sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+class NatsBackend(_Backend):
+    """Claims, commits and settles on NATS with few round trips (see the module docstring)."""
+
+    keeps_records = True
+    fast_settle = True
+
+    def __init__(self, batch: Batch) -> None:
+        super().__init__(batch)
+        from openheim.stores import nats as nats_store
+        from openheim.workflow.queues.nats import NatsQueue
+
+        assert isinstance(batch.store, nats_store.NatsStore)
+        assert isinstance(batch.queue, NatsQueue)
+        self._m = nats_store
+        self.s = batch.store._s
+        q = batch.queue
+        conn = self.s.conn
+        if (
+            batch._own_queue
+            and batch._own_store
+            and q._conn.client is None
+            and q._conn.url.split("?")[0] == conn.url
+        ):
+            # One connection for the queue and the store: the requests of a group go
+            # out in one write, and their answers come back in one read loop.
+            q._conn = conn
+        self.replies = _Replies(conn)
+        self._ids = os.urandom(8).hex() + "-"  # Nats-Msg-Id: this backend's prefix + a count
+        self._count = 0
+
+    async def aclose(self) -> None:
+        await self.replies.aclose()
+
+    async def _last(self, stream: str, subject: str) -> Any:
+        """The last message on ``subject`` (a direct get), as ``_Shared.last``."""
+        s = self.s
+        await s.ready()
+        if s.direct.get(stream):
+            try:
+                msg = await self.replies.request(
+                    f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", None
+                )
+            except Exception:
+                msg = None
+            if msg is not None:
+                hdrs = msg.headers or {}
+                status = hdrs.get("Status")
+                if status == "404":
+                    s.remember(subject, None)
+                    return None
+                if not status:
+                    got = self._m._Last(int(hdrs["Nats-Sequence"]), hdrs, msg.data or b"")
+                    s.remember(subject, got)
+                    return got
+        return await s.last(stream, subject)  # the store's way: retries, streams made again
+
+    async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> int | None:
+        """Publish with ``headers``: the stream sequence, or None if the expected last
+        sequence was wrong (as ``_Shared.publish``, one Nats-Msg-Id for every try)."""
+        m = self._m
+        s = self.s
+        await s.ready()
+        self._count += 1
+        headers[m.MSG_ID] = self._ids + str(self._count)
+        try:
+            msg = await self.replies.request(subject, payload, headers)
+            if not (msg.headers or {}).get("Status"):
+                ack = m._dec_ack.decode(msg.data)
+                if ack.error is None:
+                    return int(ack.seq)
+                if ack.error.get("err_code") in m.WRONG_LAST:
+                    return None
+        except Exception:
+            pass
+        # No answer, no stream, an error: again the store's way, with the same id (a
+        # write that was stored after all is then a duplicate the server acks as such).
+        nc = await s.conn.connect()
+
+        async def call() -> int | None:
+            try:
+                reply = await nc.request(subject, payload, timeout=_TIMEOUT, headers=headers)
+            except nats.errors.NoRespondersError:
+                raise nats.js.errors.NoStreamResponseError from None
+            except nats.errors.MaxPayloadError as exc:
+                raise ConfigError(
+                    f"a record of {len(payload)} bytes is larger than the NATS server's "
+                    "max_payload; raise max_payload in the server configuration or store "
+                    "large blobs elsewhere"
+                ) from exc
+            ack = m._dec_ack.decode(reply.data)
+            if ack.error is not None:
+                if ack.error.get("err_code") in m.WRONG_LAST:
+                    return None
+                raise nats.js.errors.APIError.from_error(ack.error)
+            return int(ack.seq)
+
+        seq: int | None = await s._again(call, f"write {subject}")
+        return seq
+
+    async def _append(self, store: Any, name: str, record: bytes) -> int:
+        """Append to a log, as ``NatsStore.append`` (the cached last message, else a read)."""
+        m = self._m
+        s = self.s
+        subject = store._log_subject(name)
+        async with s.lock(subject):
+            last = s.cache.get(subject)
+            while True:
+                if last is None:
+                    last = await self._last(s.log_stream, subject)
+                number = int(last.headers.get(m.H_SEQ, "0")) if last is not None else 0
+                headers = {
+                    m.EXPECT_LAST: str(last.seq if last is not None else 0),
+                    m.H_SEQ: str(number + 1),
+                }
+                seq = await self._publish(subject, record, headers)
+                if seq is None:
+                    last = None
+                    continue
+                s.remember(subject, m._Last(seq, headers, b""))
+                s.note_position(subject, number + 1, seq)
+                return number + 1
+
+    async def read_log(self, store: Any, name: str, after: int) -> Records:
+        """The records of log ``name`` after ``after``: the log's last message, and the
+        ones before it read back from there (see the module docstring)."""
+        m = self._m
+        s = self.s
+        subject = store._log_subject(name)
+        last = await self._last(s.log_stream, subject)
+        if last is None:
+            return []
+        top = int(last.headers.get(m.H_SEQ, "0"))
+        if top <= after or last.headers.get(m.H_TRIM):
+            return []
+        s.note_position(subject, top, last.seq)
+        if top == after + 1:
+            return [(top, last.data)]
+        if top - after <= _STEP_READ:
+            # Back from the last message, one direct get by sequence per record.
+            out: Records = [(top, last.data)]
+            prev = int(last.headers.get(m.EXPECT_LAST, "0"))
+            n = top - 1
+            while n > after and prev > 0:
+                # (next_on from `prev` is the message at `prev`: it is on this subject)
+                msg = await s.next_on(s.log_stream, subject, prev)
+                h = msg.headers if msg is not None else {}
+                if msg is None or msg.seq != prev or h.get(m.H_TRIM):
+                    break
+                if int(h.get(m.H_SEQ, "0")) != n:
+                    break
+                s.note_position(subject, n, msg.seq)
+                out.append((n, msg.data))
+                prev = int(h.get(m.EXPECT_LAST, "0"))
+                n -= 1
+            if n == after:
+                out.reverse()
+                return out
+        records: Records = await store.read_log(name, after)
+        return records
+
+    def _fence(self, ns: str, run_id: str, task: str) -> tuple[Any, str]:
+        store: Any = self.batch.scoped(ns)
+        return store, store._key_subject(f"{CLAIM}{run_id}/{task}")
+
+    # -- claims --------------------------------------------------------------------------
+
+    async def claim_many(self, items: list[_Claim]) -> list[Any]:
+        return await _each(self._claim_one, items)
+
+    async def claim(self, c: _Claim) -> tuple[int, bytes | None, Records]:
+        return await self._claim_one(c)
+
+    async def _claim_one(self, c: _Claim) -> tuple[int, bytes | None, Records]:
+        store, subject = self._fence(c.ns, c.run_id, c.task)
+        log = "wf/" + c.run_id
+        after = max(0, c.after)
+        if c.first:
+            # Nothing to write: the commit expects the fencing key empty (token 1).
+            return 1, None, await self.read_log(store, log, after)
+        reading = asyncio.ensure_future(self.read_log(store, log, after))
+        try:
+            token, committed = await self._take(subject, c.who)
+            records: Records = await reading
+        except BaseException:
+            reading.cancel()
+            with contextlib.suppress(BaseException):
+                await reading
+            raise
+        if not c.read and committed is None:
+            return token, committed, []
+        return token, committed, records
+
+    async def _take(self, subject: str, who: str) -> tuple[int, bytes | None]:
+        """Write this delivery's claim into the fencing key: (token, None), or (0, the
+        committed record), or (-1, None) if another delivery claimed it meanwhile."""
+        m = self._m
+        s = self.s
+        last = s.cache.get(subject)
+        if last is not None and last.data[:1] not in (b"W", b"C"):
+            last = None  # not a claim or commit we know the content of: ask the server
+        for attempt in (1, 2, 3):
+            now = time.time()
+            live = last is not None and last.live(now)
+            if live and last is not None and last.data[:1] == b"C":
+                if last.data == b"C":  # what this process wrote: read the record back
+                    last = await self._last(s.kv_stream, subject)
+                    continue
+                return 0, last.data[1:]
+            headers = {
+                m.EXPECT_LAST: str(last.seq if last is not None else 0),
+                m.H_VER: str((last.version() if live and last is not None else 0) + 1),
+                m.H_EXP: repr(now + CLAIM_TTL),
+            }
+            seq = await self._publish(subject, b"W" + who.encode(), headers)
+            if seq is not None:
+                s.remember(subject, m._Last(seq, headers, b"W"))
+                return seq + 1, None
+            if attempt > 1:
+                return -1, None  # claimed by another delivery between our read and write
+            last = await self._last(s.kv_stream, subject)
+        return -1, None
+
+    # -- commits -------------------------------------------------------------------------
+
+    async def commit_many(self, items: list[_Commit]) -> list[Any]:
+        results = await _each(self._commit_one, items)
+        settle = _Finish(tasks=[], acks=[], ends=[])
+        chained: list[int] = []
+        for i, (c, r) in enumerate(zip(items, results, strict=True)):
+            if (
+                c.settle is not None
+                and isinstance(r, tuple)
+                and r[0]
+                and r[2] == [(c.after + 1, c.data)]
+            ):
+                settle.tasks += c.settle.tasks
+                settle.acks += c.settle.acks
+                settle.ends += c.settle.ends
+                chained.append(i)
+        if chained:
+            try:
+                await self.finish(settle)
+            except Exception:
+                return results  # not settled: each worker task settles on its own
+            for i in chained:
+                ok, _, records = results[i]
+                results[i] = (ok, True, records)
+        return results
+
+    async def commit(self, c: _Commit) -> tuple[bool, bool, Records]:
+        return await self._commit_one(c)
+
+    async def _commit_one(self, c: _Commit) -> tuple[bool, bool, Records]:
+        m = self._m
+        s = self.s
+        store, subject = self._fence(c.ns, c.run_id, c.task)
+        expect = c.token - 1
+        last = s.cache.get(subject)
+        headers = {m.EXPECT_LAST: str(expect), m.H_EXP: repr(time.time() + CLAIM_TTL)}
+        if expect == 0:
+            headers[m.H_VER] = "1"
+        elif last is not None and last.seq == expect:
+            headers[m.H_VER] = str(last.version() + 1)
+        seq = await self._publish(subject, b"C" + c.data, headers)
+        if seq is None:
+            return False, False, []  # the claim was taken over
+        s.remember(subject, m._Last(seq, headers, b"C"))
+        log = "wf/" + c.run_id
+        n = await self._append(store, log, c.data)
+        if n == c.after + 1:
+            return True, False, [(n, c.data)]
+        return True, False, await self.read_log(store, log, c.after)
+
+
+async def _each(fn: Any, items: list[Any]) -> list[Any]:
+    """``fn`` of every item at once; an item's exception is its result (the caller's
+    batcher raises it to that item's waiter alone)."""
+    if len(items) == 1:
+        try:
+            return [await fn(items[0])]
+        except Exception as exc:
+            return [exc]
+    return list(await asyncio.gather(*(fn(i) for i in items), return_exceptions=True))

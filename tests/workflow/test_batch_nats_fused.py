@@ -1,0 +1,261 @@
+"""The fused NATS backend of batch workers (``_nats_fused``), on the NATS JetStream on localhost.
+
+Claims and commits of a group go to the server together; these tests take the
+group apart: one commit of a group refused (its claim taken over) while the
+others commit, a first delivery (no claim written) refused by a later
+delivery's claim, one item failing without failing its group, settles of
+chained steps published together, and the log tail a worker reads other
+workers' records from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from batchhelpers import NATS_URL, drop_namespace
+
+from openheim.errors import ConfigError
+from openheim.workflow._backends import _Batcher, _Claim, _Commit, _Finish, _fused
+from openheim.workflow._batch import Batch, decode_ends, encode_end, encode_ends
+from openheim.workflow._nats_fused import NatsBackend
+from openheim.workflow.queues import Task
+
+pytestmark = pytest.mark.nats
+
+
+class Env:
+    def __init__(self) -> None:
+        self.name = f"f{uuid.uuid4().hex[:10]}"
+        self.batches: list[Batch] = []
+        self.backends: list[NatsBackend] = []
+
+    def backend(self) -> NatsBackend:
+        """A worker's backend, with its own connection (another process, as it were)."""
+        b = Batch(NATS_URL, queue_name=self.name)
+        self.batches.append(b)
+        backend = NatsBackend(b)
+        self.backends.append(backend)
+        return backend
+
+    async def close(self) -> None:
+        for backend in self.backends:
+            await backend.aclose()
+        if self.batches:
+            b = self.batches[0]
+            await b.queue.purge()
+            await drop_namespace(b.store, self.name)
+        for b in self.batches:
+            await b.aclose()
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    e = Env()
+    try:
+        yield e
+    finally:
+        await e.close()
+
+
+def claim(env: Env, run: str, task: str, who: str, *, first: bool = False) -> _Claim:
+    return _Claim(env.name, run, task, -1, who, first=first)
+
+
+async def log_of(backend: NatsBackend, env: Env, run: str) -> list[tuple[int, bytes]]:
+    records: list[tuple[int, bytes]] = await backend.batch.scoped(env.name).read_log("wf/" + run)
+    return records
+
+
+async def test_the_found_backend_for_a_nats_queue_and_store() -> None:
+    b = Batch(NATS_URL, queue_name=f"f{uuid.uuid4().hex[:10]}")
+    try:
+        assert type(_fused(b)).__name__ == "NatsBackend"
+    finally:
+        await b.aclose()
+
+
+async def test_one_refused_commit_in_a_group_leaves_the_others_committed(env: Env) -> None:
+    a = env.backend()
+    other = env.backend()
+    run = "r1"
+    claims = [claim(env, run, f"0:n{i}", "a") for i in range(3)]
+    got = await a.claim_many(claims)
+    tokens = [t for t, committed, _ in got]
+    assert all(t > 0 for t in tokens)
+    assert [committed for _, committed, _ in got] == [None, None, None]
+    # Another worker takes task 0:n1 over (its delivery came back to it).
+    ((t2, committed, _),) = await other.claim_many([claim(env, run, "0:n1", "b")])
+    assert t2 > 0
+    assert committed is None
+    commits = [
+        _Commit(env.name, run, f"0:n{i}", tokens[i], f"rec{i}".encode(), -1) for i in range(3)
+    ]
+    results = await a.commit_many(commits)
+    assert [r[0] for r in results] == [True, False, True]
+    assert results[1] == (False, False, [])
+    assert [d for _, d in await log_of(a, env, run)] == [b"rec0", b"rec2"]
+    # The worker holding the newer claim commits it.
+    ((ok, _, _),) = await other.commit_many([_Commit(env.name, run, "0:n1", t2, b"rec1-by-b", -1)])
+    assert ok
+    assert [d for _, d in await log_of(a, env, run)] == [b"rec0", b"rec2", b"rec1-by-b"]
+    # A later delivery of a committed task finds it committed (token 0) with its record.
+    ((t, committed, _),) = await a.claim_many([claim(env, run, "0:n1", "a")])
+    assert (t, committed) == (0, b"rec1-by-b")
+
+
+async def test_a_first_delivery_is_refused_once_a_later_delivery_claimed(env: Env) -> None:
+    stale = env.backend()
+    fresh = env.backend()
+    run = "r2"
+    ((t1, _, _),) = await stale.claim_many([claim(env, run, "0:a", "stale", first=True)])
+    assert t1 == 1  # nothing written: the commit expects the fencing key empty
+    ((t2, _, _),) = await fresh.claim_many([claim(env, run, "0:a", "fresh")])
+    assert t2 > 1
+    ((ok, _, _),) = await stale.commit_many([_Commit(env.name, run, "0:a", t1, b"late", -1)])
+    assert not ok
+    ((ok, _, _),) = await fresh.commit_many([_Commit(env.name, run, "0:a", t2, b"won", -1)])
+    assert ok
+    assert [d for _, d in await log_of(fresh, env, run)] == [b"won"]
+    # And the other way round: a first delivery that commits before any other claim
+    # wins; a later delivery finds it committed.
+    ((t3, _, _),) = await stale.claim_many([claim(env, run, "1:b", "stale", first=True)])
+    ((ok, _, _),) = await stale.commit_many([_Commit(env.name, run, "1:b", t3, b"first", 1)])
+    assert ok
+    ((t4, committed, _),) = await fresh.claim_many([claim(env, run, "1:b", "fresh")])
+    assert (t4, committed) == (0, b"first")
+
+
+async def test_an_item_that_fails_fails_alone(env: Env) -> None:
+    a = env.backend()
+    batcher: _Batcher[_Commit, Any] = _Batcher(a.commit_many)
+    ((t, _, _),) = await a.claim_many([claim(env, "r3", "0:a", "a")])
+    good = batcher(_Commit(env.name, "r3", "0:a", t, b"ok", -1))
+    # Larger than the server takes: that commit raises, the one beside it commits.
+    bad = batcher(_Commit(env.name, "r3", "0:b", 1, b"x" * 8_000_000, -1))
+    assert (await good)[0] is True
+    with pytest.raises(ConfigError, match="max_payload"):
+        await bad
+
+
+async def test_chained_commits_settle_together(env: Env) -> None:
+    a = env.backend()
+    q = a.batch.queue
+    await q.put([Task(workflow="w", run_id=f"r{i}", task="0:a") for i in range(3)])
+    deliveries = []
+    for _ in range(20):
+        deliveries += await q.take("c", 3 - len(deliveries), timeout=0.5)
+        if len(deliveries) == 3:
+            break
+    assert len(deliveries) == 3
+    deliveries.sort(key=lambda d: d.task.run_id)
+    got = await a.claim_many([claim(env, f"r{i}", "0:a", "a", first=True) for i in range(3)])
+    commits = []
+    for i, d in enumerate(deliveries):
+        nxt = [Task(workflow="w", run_id=f"r{i}", task="1:b")] if i < 2 else []
+        ends = [] if i < 2 else [encode_end("r2", "done")]
+        commits.append(
+            _Commit(
+                env.name,
+                f"r{i}",
+                "0:a",
+                got[i][0],
+                b"step",
+                0 if i != 1 else -1,
+                _Finish(tasks=nxt, acks=[d], ends=ends),
+            )
+        )
+    # r1's worker view is stale: a record it has not seen is in its log already.
+    await a.batch.scoped(env.name).append("wf/r1", b"someone else's")
+    results = await a.commit_many(commits)
+    assert [(ok, settled) for ok, settled, _ in results] == [
+        (True, True),
+        (True, False),  # not the run's next record: the worker settles it itself
+        (True, True),
+    ]
+    assert [d for _, d in results[1][2]] == [b"someone else's", b"step"]
+    # The chained successor was put (r0's; r1's is the worker's to put) ...
+    taken = await q.take("c", 10, timeout=0.5)
+    assert [(d.task.run_id, d.task.task) for d in taken] == [("r0", "1:b")]
+    # ... the run end is in the ends log, and the settled deliveries were acked.
+    ends = await a.batch.ends_after(env.name, 0)
+    assert [(e.run_id, e.status) for _, e in ends] == [("r2", "done")]
+    for _ in range(50):
+        stats = await q.stats()
+        if stats.in_flight == 2:  # r1's delivery and the one just taken
+            break
+        await asyncio.sleep(0.05)
+    assert stats.in_flight == 2
+
+
+async def test_a_view_records_behind_reads_them_back_from_the_last_message(env: Env) -> None:
+    a = env.backend()
+    b = env.backend()
+    run = "r5"
+    store = a.batch.scoped(env.name)
+    # Another worker runs the run's steps, interleaved with other runs' records.
+    for i in range(6):
+        ((t, _, _),) = await b.claim_many([claim(env, run, f"{i}:a", "b", first=True)])
+        ((ok, _, _),) = await b.commit_many([_Commit(env.name, run, f"{i}:a", t, b"x%d" % i, i)])
+        assert ok
+        await b.batch.scoped(env.name).append("wf/other", b"noise%d" % i)
+    want = [(i + 1, b"x%d" % i) for i in range(6)]
+
+    async def no_scan(*_: Any) -> Any:
+        raise AssertionError("read back from the last message, not by the store's scan")
+
+    store.read_log = no_scan  # type: ignore[method-assign]
+    assert await a.read_log(store, "wf/" + run, 0) == want  # a first look at the run
+    assert await a.read_log(store, "wf/" + run, 3) == want[3:]
+    assert await a.read_log(store, "wf/" + run, 5) == want[5:]
+    assert await a.read_log(store, "wf/" + run, 6) == []
+    # A claim a few records behind gets them with its token.
+    ((t, committed, records),) = await a.claim_many([_Claim(env.name, run, "6:a", 2, "a")])
+    assert t > 0
+    assert committed is None
+    assert records == want[2:]
+    del store.read_log  # the store's own again
+    # A log trimmed, deleted and written again: what is read is what the server holds.
+    await store.trim_log("wf/" + run, 6)
+    assert await a.read_log(store, "wf/" + run, 0) == []
+    await store.delete_log("wf/" + run)
+    for i in range(3):
+        await store.append("wf/" + run, b"y%d" % i)
+    assert await a.read_log(store, "wf/" + run, 0) == [(i + 1, b"y%d" % i) for i in range(3)]
+
+
+def test_run_ends_of_a_group_are_one_record() -> None:
+    one = encode_end("a", "done")
+    assert decode_ends(encode_ends([one]))[0].run_id == "a"
+    both = decode_ends(encode_ends([one, encode_end("b", "failed")]))
+    assert [(e.run_id, e.status) for e in both] == [("a", "done"), ("b", "failed")]
+
+
+async def test_a_write_whose_answer_is_lost_is_made_again_as_a_duplicate(env: Env) -> None:
+    a = env.backend()
+    real = a.replies.request
+    lost: list[str] = []
+
+    async def answer_lost(subject: str, payload: bytes, headers: Any) -> Any:
+        await real(subject, payload, headers)  # the server stores the write...
+        lost.append(subject)
+        raise TimeoutError("the answer got lost")  # ...and its answer never comes
+
+    a.replies.request = answer_lost  # type: ignore[method-assign]
+    ((t, committed, _),) = await a.claim_many([claim(env, "r7", "0:a", "a")])
+    assert t > 0
+    assert committed is None
+    # The commit and the append are made again with the same Nats-Msg-Id: the server
+    # takes them as duplicates of the writes it stored, so the commit is not refused
+    # and the record is in the log once.
+    ((ok, _, records),) = await a.commit_many([_Commit(env.name, "r7", "0:a", t, b"once", -1)])
+    assert ok
+    assert records == [(1, b"once")]
+    assert len(lost) >= 3  # claim, commit, append (and the log reads)
+    del a.replies.request
+    assert await log_of(a, env, "r7") == [(1, b"once")]
+    ((t2, committed, _),) = await a.claim_many([claim(env, "r7", "0:a", "a")])
+    assert (t2, committed) == (0, b"once")
