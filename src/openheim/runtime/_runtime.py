@@ -277,8 +277,9 @@ class Runtime:
             and id[-1] != " "
             and id not in self._live
         ):
-            cell = ActorContext(self, id, actor, None, None, state, None, eager)
-            cell._native = sched.spawn(cell, maxsize=self.mailbox_size, name=id)
+            cell = sched.spawn_cell(
+                ActorContext, self.mailbox_size, id, self, actor, None, None, state, None, eager
+            )
             self._live[id] = cell
             return ActorRef(self, id, cell)
         return self._spawn(actor, id, state, mailbox_size, overflow, None, eager)
@@ -307,12 +308,22 @@ class Runtime:
         live = self._live
         if actor_id in live:
             raise ConfigError(f"an actor with id {actor_id!r} is already running; stop it first")
-        cell = ActorContext(self, actor_id, handler, obj, None, state, parent, eager)
-        if overflow is not None:
-            self._policies[actor_id] = _check_overflow(overflow)
         if mailbox_size is not None and mailbox_size < 1:
             raise ConfigError(f"mailbox_size is >= 1, got {mailbox_size!r}")
-        cell._native = sched.spawn(cell, maxsize=mailbox_size or self.mailbox_size, name=actor_id)
+        if overflow is not None:
+            self._policies[actor_id] = _check_overflow(overflow)
+        cell = sched.spawn_cell(
+            ActorContext,
+            mailbox_size or self.mailbox_size,
+            actor_id,
+            self,
+            handler,
+            obj,
+            None,
+            state,
+            parent,
+            eager,
+        )
         live[actor_id] = cell
         return ActorRef(self, actor_id, cell)
 
@@ -359,8 +370,20 @@ class Runtime:
         if kind is None:
             raise ActorStopped(f"actor {actor_id!r} is stopped and takes no more messages")
         # Activation: the cell exists now; its state loads before its first message.
-        cell = ActorContext(self, actor_id, _not_loaded, None, kind, None, None, kind.eager, True)
-        cell._native = sched.spawn(cell, maxsize=self.mailbox_size, name=actor_id)
+        cell = sched.spawn_cell(
+            ActorContext,
+            self.mailbox_size,
+            actor_id,
+            self,
+            _not_loaded,
+            None,
+            kind,
+            None,
+            None,
+            kind.eager,
+            True,
+        )
+        cell.last_used = time.monotonic()
         self._live[actor_id] = cell
         self._lru[actor_id] = cell
         limit = self.max_live_actors
@@ -400,7 +423,7 @@ class Runtime:
         return sched
 
     def _stop_cell(self, cell: ActorContext) -> None:
-        cell._native.stop()
+        cell._stop()
         if self._live.get(cell.id) is cell:
             del self._live[cell.id]
         self._lru.pop(cell.id, None)
@@ -413,7 +436,7 @@ class Runtime:
             lru.move_to_end(cell.id)
 
     def _idle(self, cell: ActorContext) -> bool:
-        return not cell._active and not cell._loading and cell._native.qsize() == 0
+        return not cell._active and not cell._loading and cell._qsize() == 0
 
     def _evict(self, n: int) -> None:
         for _actor_id, cell in list(self._lru.items()):
@@ -505,7 +528,7 @@ class Runtime:
             spill = getattr(cell, "_spill", None)
             if spill is None:
                 spill = cell._spill = collections.deque()
-            if cell._skip < cell._native.qsize():
+            if cell._skip < cell._qsize():
                 cell._skip += 1
             else:  # every queued message is already to be skipped: drop the oldest spilled
                 self._dropped += 1
@@ -522,7 +545,7 @@ class Runtime:
             else ""
         )
         raise MailboxFull(
-            f"the mailbox of actor {cell.id!r} is full ({cell._native.maxsize} messages){hint}; "
+            f"the mailbox of actor {cell.id!r} is full ({cell._maxsize} messages){hint}; "
             "slow down, or give it a larger mailbox_size"
         )
 
@@ -610,7 +633,7 @@ class Runtime:
 
     def stats(self) -> dict[str, int]:
         """Totals for metrics: live actors, queued messages, dropped, failures, passivations."""
-        queued = sum(c._native.qsize() for c in self._live.values())
+        queued = sum(c._qsize() for c in self._live.values())
         return {
             "live": len(self._live),
             "queued": queued,
@@ -623,7 +646,7 @@ class Runtime:
     def mailbox_depth(self, actor_id: str) -> int:
         """Messages waiting for ``actor_id`` (0 if it is not live)."""
         cell = self._live.get(actor_id)
-        return 0 if cell is None else cell._native.qsize()
+        return 0 if cell is None else cell._qsize()
 
 
 async def _not_loaded(msg: Any, ctx: ActorContext) -> None:  # pragma: no cover - never called
