@@ -32,7 +32,8 @@
 #
 # Cells: Scheduler.spawn makes an Actor around a handler; Scheduler.spawn_cell
 # makes an instance of an ActorCell subclass that is its own handler (the
-# runtime's ActorContext), so a live actor of the runtime is one object.
+# runtime's ActorContext), so a live actor of the runtime is one object; a
+# cell handles a plain message in C (ActorCell._dispatch).
 #
 # Threads: everything here runs with the GIL held, and no Python code runs
 # between a put into a mailbox and the SCHEDULED check that follows it (nor
@@ -113,7 +114,7 @@ cdef class _Cell:
     """
 
     cdef Scheduler _sched
-    cdef object _call         # handler(msg); None: the cell itself is called (cell(msg))
+    cdef object _call         # handler(msg); None: an ActorCell, see ActorCell._dispatch
     cdef Mailbox _mb          # None while idle: see Scheduler._end_turn
     cdef object _first        # the one waiting message while _mb is None (_A_FIRST)
     cdef Py_ssize_t _max
@@ -249,16 +250,32 @@ cdef class Actor(_Cell):
         self._sched._stop_actor(self)
 
 
+cdef class Envelope:
+    """Base of a runtime's message wrappers (an ask with its reply slot, ...): an
+    :class:`ActorCell` hands them to its ``_deliver``, never straight to its handler."""
+
+
 cdef class ActorCell(_Cell):
     """An actor that is its own handler, with the fields a runtime keeps per actor.
 
-    A Python subclass defines ``__call__(self, msg)`` (it handles one message,
-    like a handler given to :meth:`Scheduler.spawn`) and is created *and*
-    registered by :meth:`Scheduler.spawn_cell`, so a live actor is one object:
-    no separate :class:`Actor`, and its fields are set without running any
-    Python ``__init__``. The queue operations are underscored (``_send``,
-    ``_put``, ``_qsize``, ``_stop``, ``_stopped``, ``_maxsize``) so that the
-    subclass's public names are its own.
+    Made *and* registered by :meth:`Scheduler.spawn_cell` from a Python subclass,
+    so a live actor is one object (no separate :class:`Actor`) whose fields are
+    set without running any Python ``__init__``.
+
+    Its messages: the common case is handled here in C, a plain message (not an
+    :class:`Envelope`) to a cell with nothing special going on (``_skip``,
+    ``_loading``, ``_kind`` and ``_traced`` unset): ``_handler(msg, cell)`` is
+    called with ``_active`` set, and if it returns a coroutine, that runs up to
+    its first wait; if it finished, that's all. The subclass defines the rest,
+    each returning None or an awaitable for the scheduler to await in the
+    actor's Task: ``_deliver(m)`` (any other message), ``_deliver_rest(coro,
+    yielded, msg)`` (the coroutine waits on ``yielded``; with ``_eager`` unset it
+    has not started and ``yielded`` is None) and ``_deliver_failed(msg, exc)``
+    (the handler raised).
+
+    The queue operations are underscored (``_send``, ``_put``, ``_qsize``,
+    ``_stop``, ``_stopped``, ``_maxsize``) so that the subclass's public names
+    are its own.
     """
 
     cdef public object id
@@ -273,7 +290,36 @@ cdef class ActorCell(_Cell):
     cdef public bint _eager
     cdef public bint _active
     cdef public bint _loading
+    cdef public bint _traced
     cdef public int _skip
+
+    cdef object _dispatch(self, object m):
+        """Handle one message (see the class docstring); None or an awaitable."""
+        cdef PyObject *out = NULL
+        cdef int rc
+        if (self._skip or self._loading or self._traced or self._kind is not None
+                or isinstance(m, Envelope)):
+            return self._deliver(m)
+        self._fut = None
+        self._active = True
+        try:
+            res = self._handler(m, self)
+            if type(res) is not _CoroType:
+                self._active = False
+                return None
+            if not self._eager:
+                return self._deliver_rest(res, None, m)
+            rc = _PyIter_Send(res, None, &out)
+        except Exception as exc:
+            return self._deliver_failed(m, exc)
+        if rc == 0:  # it finished without waiting
+            _oh_decref(out)
+            self._active = False
+            return None
+        return self._deliver_rest(res, _steal(out), m)
+
+    def _deliver(self, m):
+        raise NotImplementedError(f"{type(self).__name__} must define _deliver(msg)")
 
     def __init__(self, *args, **kwargs):
         raise TypeError("actor cells are created with Scheduler.spawn_cell(cls, ...)")
@@ -482,8 +528,8 @@ cdef class Scheduler:
     def spawn_cell(self, type cls, Py_ssize_t maxsize, actor_id, runtime, handler,
                    obj=None, kind=None, state=None, parent=None, bint eager=True,
                    bint loading=False):
-        """Create and register an actor of ``cls``, an :class:`ActorCell` subclass whose
-        instances handle a message when called (``cell(msg)``); returns the cell.
+        """Create and register an actor of ``cls``, an :class:`ActorCell` subclass;
+        returns the cell.
 
         The other arguments fill the cell's fields of the same names (``id``,
         ``runtime``, ``_handler``, ``obj``, ``_kind``, ``state``, ``parent``,
@@ -496,9 +542,6 @@ cdef class Scheduler:
         if maxsize <= 0:
             raise _errors.ConfigError(f"maxsize must be a positive integer, got {maxsize}")
         c = ActorCell.__new__(cls)
-        if not callable(c):
-            raise _errors.ConfigError(
-                f"{cls.__name__} must define __call__(self, msg) to be spawned as a cell")
         c._sched = self
         c._max = maxsize
         c.id = actor_id
@@ -709,7 +752,7 @@ cdef class Scheduler:
                 done += 1
                 self._handled += 1
                 try:
-                    res = handler(msg) if handler is not None else a(msg)
+                    res = handler(msg) if handler is not None else (<ActorCell>a)._dispatch(msg)
                 except Exception as exc:
                     self._report(a, msg, exc)
                     continue
@@ -766,7 +809,7 @@ cdef class Scheduler:
                     if first is not None:
                         res, first = first, None
                     else:
-                        res = handler(msg) if handler is not None else a(msg)
+                        res = handler(msg) if handler is not None else (<ActorCell>a)._dispatch(msg)
                     if _is_coroutine(res):
                         await res
                 except Exception as exc:

@@ -476,10 +476,16 @@ class Actor(_Cell, Generic[_M]):
     def stop(self) -> None:
         """Close the mailbox, drop queued messages, leave the ready queue."""
 
+class Envelope:
+    """Base of a runtime's message wrappers: an :class:`ActorCell` hands them to its
+    ``_deliver``, never straight to its handler."""
+
 @disjoint_base
 class ActorCell(_Cell):
-    """An actor that is its own handler (``__call__(self, msg)`` in a subclass), with the
-    fields a runtime keeps per actor; made and registered by :meth:`Scheduler.spawn_cell`."""
+    """An actor that is its own handler, with the fields a runtime keeps per actor; made
+    and registered by :meth:`Scheduler.spawn_cell`. A plain message goes to
+    ``_handler(msg, cell)`` in C; a subclass defines ``_deliver(m)`` (other messages),
+    ``_deliver_rest(coro, yielded, msg)`` and ``_deliver_failed(msg, exc)``."""
 
     id: Any
     runtime: Any
@@ -493,6 +499,7 @@ class ActorCell(_Cell):
     _eager: bool
     _active: bool
     _loading: bool
+    _traced: bool
     _skip: int
     @property
     def _stopped(self) -> bool: ...
@@ -505,6 +512,7 @@ class ActorCell(_Cell):
         """Queue ``msg``, waiting on the running loop while the mailbox is full."""
     def _stop(self) -> None:
         """Stop now: queued messages are dropped, nothing else is handled."""
+    def _deliver(self, m: Any) -> Any: ...
 
 @final
 class Suspended:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from openheim._core import ActorCell, Scheduler, Suspended, step
+from openheim._core import ActorCell, Envelope, Scheduler, Suspended, step
 from openheim.errors import ActorStopped, ConfigError, MailboxFull
 
 
@@ -26,19 +26,38 @@ async def sched() -> AsyncIterator[Scheduler]:
 
 
 class Cell(ActorCell):
-    __slots__ = ("seen",)
+    """Plain messages go to ``_handler(msg, cell)`` natively; envelopes come here."""
 
-    def __call__(self, msg: Any) -> Any:
-        self.seen.append((self.id, msg))
-        return self._handler(msg) if self._handler is not None else None
+    __slots__ = ("failed", "rest", "seen")
+
+    def _deliver(self, m: Any) -> Any:
+        self.seen.append(("envelope", m.msg))
+        return None
+
+    def _deliver_rest(self, coro: Any, yielded: Any, msg: Any) -> Any:
+        self.rest.append((msg, yielded))
+        return _finish(coro, yielded)
+
+    def _deliver_failed(self, msg: Any, exc: Exception) -> Any:
+        self.failed.append((msg, str(exc)))
+        return None
 
 
-class AsyncCell(ActorCell):
-    __slots__ = ("seen",)
+class Wrapped(Envelope):
+    __slots__ = ("msg",)
 
-    async def __call__(self, msg: Any) -> None:
-        await asyncio.sleep(0)
-        self.seen.append(msg)
+    def __init__(self, msg: Any) -> None:
+        self.msg = msg
+
+
+async def _finish(coro: Any, yielded: Any) -> Any:
+    """Drive on a coroutine that yielded ``yielded`` (to the Task running this)."""
+    while True:
+        sent = await _yield(yielded)
+        try:
+            yielded = coro.send(sent)
+        except StopIteration as stop:
+            return stop.value
 
 
 # ---- the first-message slot -------------------------------------------------------------
@@ -117,28 +136,39 @@ async def test_stop_drops_the_slot_message_and_releases_it(sched: Scheduler) -> 
 # ---- cells ------------------------------------------------------------------------------
 
 
-async def test_a_cell_is_its_own_handler_with_its_fields_set(sched: Scheduler) -> None:
+async def test_a_cell_handles_plain_messages_natively_and_envelopes_itself(
+    sched: Scheduler,
+) -> None:
     got: list[Any] = []
-    cell = sched.spawn_cell(Cell, 8, "a/1", "rt", got.append, "obj", "kind", {"n": 1}, None)
-    cell.seen = []
+
+    def handler(msg: Any, cell: Any) -> None:
+        assert cell._active  # set while its handler runs
+        got.append((cell.id, msg))
+
+    cell = sched.spawn_cell(Cell, 8, "a/1", "rt", handler, "obj", None, {"n": 1}, None)
+    cell.seen, cell.rest, cell.failed = [], [], []
     assert (cell.id, cell.runtime, cell.obj, cell._kind, cell.state) == (
         "a/1",
         "rt",
         "obj",
-        "kind",
+        None,
         {"n": 1},
     )
     assert (cell._eager, cell._loading, cell._active, cell._skip) == (True, False, False, 0)
-    assert (cell._fut, cell._held, cell.parent) == (None, None, None)
+    assert (cell._fut, cell._held, cell.parent, cell._traced) == (None, None, None, False)
     assert cell._maxsize == 8
     assert not cell._stopped
-    for m in range(5):
+    for m in range(3):
         cell._send(m)
+    cell._send(Wrapped("w"))
+    cell._send(3)
     assert cell._qsize() == 5
     await sched.wait_idle()
-    assert cell.seen == [("a/1", m) for m in range(5)]
-    assert got == list(range(5))
+    assert got == [("a/1", m) for m in range(4)]
+    assert cell.seen == [("envelope", "w")]
+    assert not cell._active
     assert sched.stats()["actors"] == 1
+    assert sched.stats()["tasks"] == 0  # nothing waited: no Task at all
     cell._stop()
     assert cell._stopped
     assert sched.stats()["actors"] == 0
@@ -146,27 +176,61 @@ async def test_a_cell_is_its_own_handler_with_its_fields_set(sched: Scheduler) -
         cell._send(9)
 
 
-async def test_an_async_cell_runs_its_messages_in_order(sched: Scheduler) -> None:
-    cell = sched.spawn_cell(AsyncCell, 4, "b", None, None)
-    cell.seen = []
-    for m in range(4):
+async def test_a_cell_handler_that_waits_or_fails_goes_to_the_subclass(
+    sched: Scheduler,
+) -> None:
+    done: list[Any] = []
+
+    async def handler(msg: Any, cell: Any) -> None:
+        if msg == "fail":
+            raise ValueError("bad message")
+        if msg == "wait":
+            await asyncio.sleep(0)
+        done.append(msg)
+
+    cell = sched.spawn_cell(Cell, 4, "b", None, handler)
+    cell.seen, cell.rest, cell.failed = [], [], []
+    for m in ("now", "wait", "fail", "after"):
         cell._send(m)
     with pytest.raises(MailboxFull):
-        cell._send(4)
-    await cell._put(100)
+        cell._send("too many")
+    await cell._put("put")
     await sched.wait_idle()
-    assert cell.seen == [0, 1, 2, 3, 100]
-    assert sched.stats()["tasks"] >= 1
+    assert done == ["now", "wait", "after", "put"]
+    assert cell.rest == [("wait", None)]  # asyncio.sleep(0) yields None
+    assert cell.failed == [("fail", "bad message")]
+
+
+async def test_a_lazy_cell_hands_its_unstarted_coroutine_over(sched: Scheduler) -> None:
+    done: list[Any] = []
+
+    async def handler(msg: Any, cell: Any) -> None:
+        done.append(msg)
+
+    cell = sched.spawn_cell(Cell, 4, "c", None, handler, eager=False)
+    cell.seen, cell.rest, cell.failed = [], [], []
+    cell._send(1)
+    await sched.wait_idle()
+    assert cell.rest == [(1, None)]
+    assert done == [1]
 
 
 async def test_spawn_cell_checks_its_class_and_cells_are_not_made_directly(
     sched: Scheduler,
 ) -> None:
-    class NotCallable(ActorCell):
+    class Bare(ActorCell):
         __slots__ = ()
 
-    with pytest.raises(ConfigError, match="__call__"):
-        sched.spawn_cell(NotCallable, 1, "x", None, None)
+    bare = sched.spawn_cell(Bare, 1, "x", None, None)
+    errors: list[BaseException] = []
+    sched2 = Scheduler(on_error=lambda a, m, e: errors.append(e))
+    bare2 = sched2.spawn_cell(Bare, 1, "y", None, None)
+    bare2._send(Wrapped(1))  # an envelope to a class without _deliver
+    await sched2.wait_idle()
+    assert isinstance(errors[0], NotImplementedError)
+    assert "_deliver" in str(errors[0])
+    sched2.close()
+    bare._stop()
     with pytest.raises(TypeError):
         sched.spawn_cell(dict, 1, "x", None, None)  # type: ignore[type-var]
     with pytest.raises(ConfigError, match="maxsize"):

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from openheim import telemetry
-from openheim._core import ActorCell, Suspended, step
+from openheim._core import ActorCell, Envelope, Suspended, step
 from openheim.errors import ActorFailed, ActorStopped, AskTimeout, MailboxFull, MessageDropped
 from openheim.runtime._records import ChildFailed, RestartPolicy
 
@@ -40,7 +40,7 @@ _step = step
 _Suspended = Suspended
 
 
-class _Ask:
+class _Ask(Envelope):
     __slots__ = ("fut", "msg")
 
     def __init__(self, msg: Any, fut: asyncio.Future[Any]) -> None:
@@ -48,7 +48,7 @@ class _Ask:
         self.fut = fut
 
 
-class _Resume:
+class _Resume(Envelope):
     """The rest of an ask run inline (see :meth:`ActorRef.ask`) that had to wait, or
     its failure (``coro`` None): delivered through the mailbox, so it runs before any
     message that came after it."""
@@ -188,10 +188,12 @@ class ActorContext(ActorCell):
 
     # -- delivery (called by the native scheduler, one message at a time) ---------------
 
-    def __call__(self, m: Any) -> Any:
-        """Handle one message (the native scheduler calls this)."""
+    def _deliver(self, m: Any) -> Any:
+        """Handle one message (the native scheduler calls this for all but a plain
+        message to an actor with nothing special going on, which it handles itself
+        in C: see ``ActorCell``)."""
         if type(m) is _Carried:  # sent with its trace context: a span around it
-            return telemetry.deliver(self, self.id, self.kind, m)
+            return telemetry.deliver(self._deliver, self.id, self.kind, m)
         if type(m) is _Resume:
             if m.coro is None:
                 return self._recover(m.msg, m.fut, m.exc)
@@ -314,8 +316,12 @@ class ActorContext(ActorCell):
         self._active = False
         _settle(fut, value)
 
+    def _deliver_failed(self, msg: Any, exc: Exception) -> Any:
+        """The handler of a plain message raised (called by the native scheduler)."""
+        return self._recover(msg, None, exc)
+
     async def _wait(
-        self, coro: Any, yielded: Any, msg: Any, fut: asyncio.Future[Any] | None
+        self, coro: Any, yielded: Any, msg: Any, fut: asyncio.Future[Any] | None = None
     ) -> None:
         try:
             value = await (coro if yielded is None and not self._eager else _resume(coro, yielded))
@@ -323,6 +329,9 @@ class ActorContext(ActorCell):
             await self._recover(msg, fut, exc)
         else:
             self._finish(fut, value)
+
+    # The handler of a plain message waits (called by the native scheduler).
+    _deliver_rest = _wait
 
     async def _activate_then(self, msg: Any, fut: asyncio.Future[Any] | None) -> None:
         try:

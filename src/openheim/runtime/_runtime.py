@@ -280,6 +280,8 @@ class Runtime:
             cell = sched.spawn_cell(
                 ActorContext, self.mailbox_size, id, self, actor, None, None, state, None, eager
             )
+            if self._traced:
+                cell._traced = True
             self._live[id] = cell
             return ActorRef(self, id, cell)
         return self._spawn(actor, id, state, mailbox_size, overflow, None, eager)
@@ -324,6 +326,8 @@ class Runtime:
             parent,
             eager,
         )
+        if self._traced:
+            cell._traced = True
         live[actor_id] = cell
         return ActorRef(self, actor_id, cell)
 
@@ -384,6 +388,8 @@ class Runtime:
             True,
         )
         cell.last_used = time.monotonic()
+        if self._traced:
+            cell._traced = True
         self._live[actor_id] = cell
         self._lru[actor_id] = cell
         limit = self.max_live_actors
