@@ -351,6 +351,40 @@ cdef class ActorCell(_Cell):
         self._sched._stop_actor(self)
 
 
+cdef class CellRef:
+    """Base of a runtime's reference to an actor: ``runtime``, ``id`` and the live
+    :class:`ActorCell` (``_cell``, None until resolved).
+
+    ``send`` of a message to a live cell that is not stopped, traced (``_traced``)
+    or holding sends (``_held``) is done here in C; in every other case, and when
+    the mailbox is full, it calls the subclass's ``_send_slow(msg)``.
+    """
+
+    cdef public object runtime
+    cdef public object id
+    cdef public object _cell
+
+    def __cinit__(self, runtime, actor_id, cell=None):
+        self.runtime = runtime
+        self.id = actor_id
+        self._cell = cell
+
+    def send(self, msg):
+        """Queue ``msg`` for the actor without waiting (what a full mailbox does is
+        the actor's overflow policy: raise MailboxFull, or drop the oldest message)."""
+        cdef ActorCell c
+        cell = self._cell
+        if isinstance(cell, ActorCell):
+            c = <ActorCell>cell
+            if (not (c._flags & _A_STOPPED) and not c._traced and c._held is None
+                    and c._sched._offer(c, msg) == OH_OK):
+                return None
+        return self._send_slow(msg)
+
+    def _send_slow(self, msg):
+        raise NotImplementedError(f"{type(self).__name__} must define _send_slow(msg)")
+
+
 @cython.final
 cdef class Suspended:
     """What :func:`step` returns when the coroutine waits: the value it yielded."""
@@ -686,6 +720,8 @@ cdef class Scheduler:
             return 0
         a._flags |= _A_STOPPED
         self._actors.discard(a)
+        if not self._actors:  # a set keeps its table when emptied: clear() gives it back
+            self._actors.clear()
         if (a._flags & _A_SCHEDULED) and oh_rq_remove(&self._rq, <void *>a) == OH_OK:
             a._flags &= ~_A_SCHEDULED
             _oh_decref(<PyObject *>a)  # the queue's reference; the caller holds another

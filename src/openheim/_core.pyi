@@ -514,6 +514,19 @@ class ActorCell(_Cell):
         """Stop now: queued messages are dropped, nothing else is handled."""
     def _deliver(self, m: Any) -> Any: ...
 
+@disjoint_base
+class CellRef:
+    """Base of a runtime's reference to an actor; ``send`` is native in the common case,
+    else it calls the subclass's ``_send_slow(msg)``."""
+
+    runtime: Any
+    id: Any
+    _cell: Any
+    def __init__(self, runtime: Any, actor_id: Any, cell: Any = None) -> None: ...
+    def send(self, msg: Any) -> None:
+        """Queue ``msg`` for the actor without waiting (a full mailbox: its overflow policy)."""
+    def _send_slow(self, msg: Any) -> None: ...
+
 @final
 class Suspended:
     """What :func:`step` returns when the coroutine waits: the value it yielded."""

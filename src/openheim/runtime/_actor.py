@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from openheim import telemetry
-from openheim._core import ActorCell, Envelope, Suspended, step
+from openheim._core import ActorCell, CellRef, Envelope, Suspended, step
 from openheim.errors import ActorFailed, ActorStopped, AskTimeout, MailboxFull, MessageDropped
 from openheim.runtime._records import ChildFailed, RestartPolicy
 
@@ -423,19 +423,21 @@ class ActorContext(ActorCell):
                 parent.self.send(ChildFailed(self.id, f"{type(exc).__name__}: {exc}"))
 
 
-class ActorRef:
+class ActorRef(CellRef):
     """The address of an actor: ``send`` (fire-and-forget), ``put`` and ``ask``.
 
+    ``ActorRef(runtime, actor_id, cell=None)``; its fields are native (a
+    :class:`~openheim._core.CellRef`), and so is ``send`` in the common case.
     A reference to a virtual actor (``rt.ref("kind/id")``) stays valid while
     the actor is passivated: the next message activates it again.
     """
 
-    __slots__ = ("_cell", "id", "runtime")
+    __slots__ = ()
 
-    def __init__(self, runtime: Runtime, actor_id: str, cell: ActorContext | None = None) -> None:
-        self.runtime = runtime
-        self.id = actor_id
-        self._cell = cell
+    # The native fields, typed (annotations only: the values live in the CellRef).
+    runtime: Runtime
+    id: str
+    _cell: ActorContext | None
 
     def __repr__(self) -> str:
         return f"ActorRef({self.id!r})"
@@ -452,8 +454,9 @@ class ActorRef:
             cell = self._cell = self.runtime._resolve(self.id)
         return cell
 
-    def send(self, msg: Any) -> None:
-        """Queue ``msg`` for the actor without waiting (see the mailbox ``overflow`` policy).
+    def _send_slow(self, msg: Any) -> None:
+        """``send`` (native, see CellRef) when the cell is not live yet or stopped, the
+        runtime is traced, an inline ask holds sends, or the mailbox is full.
 
         A full mailbox raises :class:`~openheim.errors.MailboxFull` (policies
         ``wait`` and ``fail``; with ``wait``, ``await ref.put(msg)`` waits for

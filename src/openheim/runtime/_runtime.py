@@ -393,7 +393,9 @@ class Runtime:
         self._live[actor_id] = cell
         self._lru[actor_id] = cell
         limit = self.max_live_actors
-        if limit is not None and len(self._lru) > limit:
+        if limit is not None and len(self._lru) > limit and self._trimmer is None:
+            # (With the trimmer armed, the last scan found every live actor busy: the
+            # trimmer scans again shortly, rather than every activation meanwhile.)
             self._evict(len(self._lru) - limit)
         return cell
 
@@ -430,9 +432,13 @@ class Runtime:
 
     def _stop_cell(self, cell: ActorContext) -> None:
         cell._stop()
-        if self._live.get(cell.id) is cell:
-            del self._live[cell.id]
-        self._lru.pop(cell.id, None)
+        live = self._live
+        if live.get(cell.id) is cell:
+            del live[cell.id]
+            if not live:  # a dict keeps its table when emptied: clear() gives it back
+                live.clear()
+        if self._lru.pop(cell.id, None) is not None and not self._lru:
+            self._lru.clear()
 
     # -- passivation -------------------------------------------------------------------------
 
@@ -445,12 +451,18 @@ class Runtime:
         return not cell._active and not cell._loading and cell._qsize() == 0
 
     def _evict(self, n: int) -> None:
-        for _actor_id, cell in list(self._lru.items()):
-            if n <= 0:
-                break
-            if self._idle(cell):
-                self._passivate(cell)
-                n -= 1
+        """Passivate the ``n`` least recently used idle actors (scanning from the
+        oldest, no further than needed)."""
+        idle = self._idle
+        victims = []
+        for cell in self._lru.values():
+            if idle(cell):
+                victims.append(cell)
+                if len(victims) >= n:
+                    break
+        for cell in victims:
+            self._passivate(cell)
+        n -= len(victims)
         if n > 0 and self._trimmer is None and not self._closing:
             # All the others are busy (a burst of activations): try again shortly, so
             # the live count comes back to max_live_actors once they are idle.
@@ -484,11 +496,19 @@ class Runtime:
         finally:
             if self._saving.get(actor_id) is fut:
                 del self._saving[actor_id]
+                if not self._saving:
+                    self._saving.clear()
 
     def _background(self, coro: Any) -> None:
         task = self._loop.create_task(coro)
         self._bg.add(task)
-        task.add_done_callback(self._bg.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        bg = self._bg
+        bg.discard(task)
+        if not bg:  # a set keeps its table when emptied: clear() gives it back
+            bg.clear()
 
     def _arm_sweeper(self) -> None:
         assert self.passivate_after is not None
