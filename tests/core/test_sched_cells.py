@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from openheim._core import ActorCell, Envelope, Scheduler, Suspended, step
+from openheim._core import ActorCell, CellRef, Envelope, Scheduler, Suspended, step
 from openheim.errors import ActorStopped, ConfigError, MailboxFull
 
 
@@ -277,3 +277,44 @@ def test_step_propagates_what_the_coroutine_raises() -> None:
 
     with pytest.raises(ValueError, match="boom"):
         step(fails())
+
+
+# ---- refs -------------------------------------------------------------------------------
+
+
+class Ref(CellRef):
+    __slots__ = ("slow",)
+
+    def _send_slow(self, msg: Any) -> None:
+        self.slow.append(msg)
+
+
+async def test_a_ref_sends_natively_to_a_live_cell_and_hands_the_rest_over(
+    sched: Scheduler,
+) -> None:
+    got: list[Any] = []
+    cell = sched.spawn_cell(Cell, 2, "r", None, lambda m, c: got.append(m))
+    cell.seen, cell.rest, cell.failed = [], [], []
+    ref = Ref("rt", "r", cell)
+    ref.slow = []
+    assert (ref.runtime, ref.id, ref._cell) == ("rt", "r", cell)
+    ref.send(1)
+    ref.send(2)
+    ref.send(3)  # full (maxsize 2): the subclass decides
+    cell._held = []
+    ref.send(4)  # sends held back (an ask runs inline): the subclass too
+    cell._held = None
+    cell._traced = True
+    ref.send(5)  # traced: the subclass wraps it
+    cell._traced = False
+    await sched.wait_idle()
+    cell._stop()
+    ref.send(6)  # stopped
+    unresolved = Ref("rt", "other")
+    unresolved.slow = []
+    unresolved.send(7)  # no cell yet
+    assert got == [1, 2]
+    assert ref.slow == [3, 4, 5, 6]
+    assert unresolved.slow == [7]
+    with pytest.raises(NotImplementedError, match="_send_slow"):
+        CellRef("rt", "x").send(1)
