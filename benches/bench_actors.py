@@ -19,7 +19,11 @@ same dataclass out), on a fresh event loop in the same process:
   fresh interpreter per side with tracemalloc (bytes allocated by Python)
   and RSS growth: 100,000 of ours, 10,000 of autogen's (per actor);
 - passivated ids: 100,000 virtual actors activated, each handling one
-  message, and passivated (``max_live_actors=1000``): memory per id after.
+  message, and passivated (``max_live_actors=1000``): memory per id after;
+  and 1,000,000 ids (``OPENHEIM_BENCH_PASSIVATED_IDS``) on a SQLite store,
+  each activated by a message that sets its state, then passivated and
+  snapshotted, so every id is known to the store: RSS and Python memory
+  blocks per id, measured after a first wave of 10,000 (a few minutes).
 
 autogen-core is not a declared dependency: it pins protobuf below what
 grpcio-tools needs, so it lives in a venv of its own, whose site-packages this
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import statistics
 import subprocess
 import sys
@@ -53,7 +58,6 @@ def _autogen_path() -> str | None:
     """Append the site-packages of the autogen venv to ``sys.path`` if autogen-core is
     not importable as is; returns the venv used (None: installed here, or nowhere)."""
     import importlib.util
-    import os
 
     if importlib.util.find_spec("autogen_core") is not None:
         return None
@@ -258,14 +262,71 @@ asyncio.run(main())
 
 
 def _mem(kind: str, n: int) -> tuple[float, float]:
-    import os
-
     code = _MEM_CODE.format(n=n, kind=kind, benches=os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600
     )
     traced, rss = out.stdout.split()
     return float(traced), float(rss)
+
+
+# ---- 1,000,000 passivated ids on SQLite (fresh interpreter) ----------------------------
+
+_PASSIVATED_CODE = """
+import asyncio, gc, os, sys, time
+sys.path.insert(0, {benches!r})
+from openheim.runtime import Runtime
+N, WAVE = {n}, 10_000
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+async def count(msg, ctx):  # state to snapshot: each id becomes a known id in the store
+    ctx.state = (ctx.state or 0) + 1
+async def main():
+    rt = Runtime(store="sqlite:///{db}", max_live_actors=1000)
+    await rt.start()
+    rt.register("n", lambda actor_id: count)
+    async def wave(start):
+        for j in range(start, min(start + WAVE, N)):
+            rt.ref(f"n/{{j}}").send(j)
+        await rt.wait_idle()
+        while rt._saving:  # the snapshots of the passivated are written
+            await asyncio.gather(*rt._saving.values())
+    await wave(0)  # warm: pools, caches and dicts at their working size
+    gc.collect()
+    before, blocks, t0 = rss(), sys.getallocatedblocks(), time.perf_counter()
+    for i in range(WAVE, N, WAVE):
+        await wave(i)
+    elapsed = time.perf_counter() - t0
+    gc.collect()
+    grown, grown_blocks = rss() - before, sys.getallocatedblocks() - blocks
+    live, known = len(rt.live()), len(await rt.store.list("actor/n/"))
+    per = N - WAVE
+    print(grown / per, grown_blocks / per, live, known, elapsed)
+    sys.stdout.flush()
+    os._exit(0)
+asyncio.run(main())
+"""
+
+
+def _passivated_ids(n: int) -> tuple[float, float, int, int, float]:
+    """(RSS bytes per id, Python memory blocks per id, live actors left, ids with a
+    snapshot in the store, seconds): ``n`` virtual actors on a SQLite store, each
+    activated by one message that sets its state, passivated (``max_live_actors=1000``)
+    and snapshotted; growth measured after a first wave of 10,000, per later id."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        code = _PASSIVATED_CODE.format(
+            n=n,
+            db=os.path.join(tmp, "actors.db"),
+            benches=os.path.dirname(os.path.abspath(__file__)),
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=3600
+        )
+    rss, blocks, live, known, secs = out.stdout.split()
+    return float(rss), float(blocks), int(live), int(known), float(secs)
 
 
 # ---- run --------------------------------------------------------------------------------
@@ -368,6 +429,23 @@ def run(repeat: int = 5) -> list[Row]:
             traced_o,
             "B",
             "our live actors",
+            higher_is_better=False,
+            limit=64,
+        )
+    )
+    n_ids = int(os.environ.get("OPENHEIM_BENCH_PASSIVATED_IDS", "1000000"))
+    rss_i, blocks_i, live_i, known_i, secs_i = _passivated_ids(n_ids)
+    print(
+        f"{n_ids:,} ids on SQLite: {known_i:,} snapshotted and passivated, {live_i} live "
+        f"at the end, {secs_i:.0f} s; Python memory blocks per id {blocks_i:+.4f}"
+    )
+    rows.append(
+        Row(
+            f"memory per passivated id, RSS ({n_ids:,} ids on SQLite, 1k live)",
+            rss_i,
+            rss_o,
+            "B",
+            "our live actors (RSS)",
             higher_is_better=False,
             limit=64,
         )

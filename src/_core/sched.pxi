@@ -25,7 +25,15 @@
 # Idle actors give their mailbox back: when a turn leaves the mailbox empty
 # (and nobody is waiting to put into it) the mailbox goes to a small pool and
 # the actor keeps only a None, so 100k idle actors cost the Actor object each,
-# whatever their maxsize. The next send takes a mailbox from the pool again.
+# whatever their maxsize. A lone message sent to an idle actor waits in the
+# actor itself (its first-message slot) and needs no mailbox at all; only a
+# second message arriving before the first is handled takes one from the pool
+# (the first moves into it, ahead of the second).
+#
+# Cells: Scheduler.spawn makes an Actor around a handler; Scheduler.spawn_cell
+# makes an instance of an ActorCell subclass that is its own handler (the
+# runtime's ActorContext), so a live actor of the runtime is one object; a
+# cell handles a plain message in C (ActorCell._dispatch).
 #
 # Threads: everything here runs with the GIL held, and no Python code runs
 # between a put into a mailbox and the SCHEDULED check that follows it (nor
@@ -33,6 +41,11 @@
 # thread is never lost between a pass and the next one.
 from libc.stdint cimport uint64_t
 from csched cimport *
+cimport cython
+
+cdef extern from "Python.h":
+    # PYGEN_ERROR -1 (exception set), PYGEN_RETURN 0, PYGEN_NEXT 1; *out is a new reference.
+    int _PyIter_Send "PyIter_Send"(object iter, object arg, PyObject **out) except -1
 
 # Imported on first use, so `import openheim` pays for none of them.
 cdef object _aio_mod = None
@@ -45,6 +58,7 @@ cdef enum:
     _A_SCHEDULED = 1  # queued, being run by a pass, or owned by its busy-period Task
     _A_ASYNC = 2      # its handler returns coroutines: busy periods run in a Task
     _A_STOPPED = 4
+    _A_FIRST = 8      # one message waits in _first (and the actor has no mailbox)
 
 cdef enum:
     _T_PENDING = 0
@@ -81,34 +95,118 @@ cdef inline bint _is_coroutine(object res):
     return type(res) is _CoroType or _is_coro(res)
 
 
-cdef object _stopped_error(Actor a):
+cdef object _stopped_error(_Cell a):
     return _errors.ActorStopped(
         f"{a!r} is stopped and accepts no more messages; spawn a new actor")
 
 
-cdef class Actor:
+# What _next_message returns when nothing is waiting.
+cdef object _NO_MSG = object()
+
+
+cdef class _Cell:
+    """What the scheduler keeps per actor: its mailbox, flags and handler.
+
+    The first message sent to an idle actor waits in ``_first`` (no mailbox);
+    a mailbox is taken from the pool only when a second one arrives before the
+    first is handled, and the first moves into it, so order holds. Invariant:
+    ``_A_FIRST`` set implies ``_mb is None``.
+    """
+
+    cdef Scheduler _sched
+    cdef object _call         # handler(msg); None: an ActorCell, see ActorCell._dispatch
+    cdef Mailbox _mb          # None while idle: see Scheduler._end_turn
+    cdef object _first        # the one waiting message while _mb is None (_A_FIRST)
+    cdef Py_ssize_t _max
+    cdef int _flags
+    cdef int _pins            # threads in put_blocking that hold a reference to _mb
+
+    cdef Py_ssize_t _count(self):
+        if self._flags & _A_FIRST:
+            return 1
+        return 0 if self._mb is None else <Py_ssize_t>oh_mb_count(&self._mb.mb)
+
+    cdef int _send_failed(self, int rc) except -1:
+        if rc == OH_FULL:
+            raise _errors.MailboxFull(
+                f"{self!r} already has {self._max} messages waiting (its maxsize); "
+                "use `await actor.put(msg)` or, from a thread, `actor.put_blocking(msg)` "
+                "to wait for room, or spawn it with a larger maxsize")
+        raise _stopped_error(self)
+
+    async def _put_waiting(self, msg):
+        cdef int rc
+        cdef Mailbox mb
+        while True:
+            rc = self._sched._offer(self, msg)
+            if rc == OH_OK:
+                return
+            if rc != OH_FULL:
+                self._send_failed(rc)
+            # Park on this mailbox's putters; after the wake we retry through
+            # the actor, since the mailbox may have been drained and pooled.
+            mb = self._mb
+            if mb is None:  # full with one message in _first (maxsize 1)
+                mb = self._sched._attach(self)
+            fut = mb._putters.park()
+            try:
+                await fut
+            except BaseException:
+                mb._putters.abandon(fut)
+                raise
+
+    cdef int _put_blocking(self, object msg, object timeout) except -1:
+        cdef Scheduler s = self._sched
+        cdef Mailbox mb
+        if _current_loop_or_none() is s.loop:
+            raise _errors.SchedulerError(
+                "put_blocking() on the event loop thread would block the loop that "
+                "handles the message; use `await actor.put(msg)` there")
+        cdef int rc = s._offer(self, msg)
+        if rc == OH_OK:
+            return 0
+        if rc != OH_FULL:
+            self._send_failed(rc)
+        mb = self._mb
+        if mb is None:  # full with one message in _first (maxsize 1)
+            mb = s._attach(self)
+        self._pins += 1  # keeps _mb attached while this thread waits on it
+        try:
+            mb.put_blocking(msg, timeout)
+        except _errors.MailboxClosed:
+            raise _stopped_error(self) from None
+        finally:
+            self._pins -= 1
+        if not (self._flags & (_A_SCHEDULED | _A_STOPPED)):
+            s._make_ready(self)
+        return 0
+
+
+cdef class Actor(_Cell):
     """An actor: a handler run on one message at a time, in arrival order.
 
     Created by :meth:`Scheduler.spawn`. An idle actor owns no asyncio Task and,
     once its messages are handled, no mailbox either.
     """
 
-    cdef readonly Scheduler scheduler
     cdef readonly long long id    # unique per scheduler, in spawn order
-    cdef readonly Py_ssize_t maxsize
-    cdef object _handler
-    cdef Mailbox _mb          # None while idle: see Scheduler._end_turn
     cdef object _name
-    cdef int _flags
-    cdef int _pins            # threads in put_blocking that hold a reference to _mb
 
     def __init__(self, *args, **kwargs):
         raise TypeError("actors are created with Scheduler.spawn(handler)")
 
     def __repr__(self):
         state = "stopped" if self._flags & _A_STOPPED else (
-            "busy" if self in self.scheduler._running else "open")
+            "busy" if self in self._sched._running else "open")
         return f"<Actor {self.name} {state}>"
+
+    @property
+    def scheduler(self):
+        return self._sched
+
+    @property
+    def maxsize(self):
+        return self._max
 
     @property
     def name(self):
@@ -120,7 +218,7 @@ cdef class Actor:
 
     def qsize(self):
         """Messages waiting to be handled (not counting one being handled)."""
-        return 0 if self._mb is None else oh_mb_count(&self._mb.mb)
+        return self._count()
 
     def send(self, msg):
         """Queue ``msg`` without waiting; callable from any thread.
@@ -128,37 +226,13 @@ cdef class Actor:
         Raises MailboxFull when ``maxsize`` messages are already waiting and
         ActorStopped once the actor is stopped.
         """
-        cdef int rc = self.scheduler._offer(self, msg)
+        cdef int rc = self._sched._offer(self, msg)
         if rc != OH_OK:
             self._send_failed(rc)
 
-    cdef int _send_failed(self, int rc) except -1:
-        if rc == OH_FULL:
-            raise _errors.MailboxFull(
-                f"{self!r} already has {self.maxsize} messages waiting (its maxsize); "
-                "use `await actor.put(msg)` or, from a thread, `actor.put_blocking(msg)` "
-                "to wait for room, or spawn it with a larger maxsize")
-        raise _stopped_error(self)
-
-    async def put(self, msg):
+    def put(self, msg):
         """Queue ``msg``, waiting on the running loop while the mailbox is full."""
-        cdef int rc
-        cdef Mailbox mb
-        while True:
-            rc = self.scheduler._offer(self, msg)
-            if rc == OH_OK:
-                return
-            if rc != OH_FULL:
-                self._send_failed(rc)
-            # Park on this mailbox's putters; after the wake we retry through
-            # the actor, since the mailbox may have been drained and pooled.
-            mb = self._mb
-            fut = mb._putters.park()
-            try:
-                await fut
-            except BaseException:
-                mb._putters.abandon(fut)
-                raise
+        return self._put_waiting(msg)
 
     def put_blocking(self, msg, timeout=None):
         """Queue ``msg`` from a plain thread, waiting (GIL released) for room.
@@ -166,35 +240,175 @@ cdef class Actor:
         ``timeout`` in seconds (None: forever); raises MailboxTimeout when it
         runs out and ActorStopped if the actor is or gets stopped.
         """
-        cdef Scheduler s = self.scheduler
-        cdef Mailbox mb
-        if _current_loop_or_none() is s.loop:
-            raise _errors.SchedulerError(
-                "put_blocking() on the event loop thread would block the loop that "
-                "handles the message; use `await actor.put(msg)` there")
-        cdef int rc = s._offer(self, msg)
-        if rc == OH_OK:
-            return
-        if rc != OH_FULL:
-            self._send_failed(rc)
-        mb = self._mb
-        self._pins += 1  # keeps _mb attached while this thread waits on it
-        try:
-            mb.put_blocking(msg, timeout)
-        except _errors.MailboxClosed:
-            raise _stopped_error(self) from None
-        finally:
-            self._pins -= 1
-        if not (self._flags & (_A_SCHEDULED | _A_STOPPED)):
-            s._make_ready(self)
+        self._put_blocking(msg, timeout)
 
     def stop(self):
         """Stop now: close the mailbox, drop queued messages, leave the ready queue.
 
         A handler already running finishes; nothing else is handled. Idempotent.
         """
-        self.scheduler._stop_actor(self)
+        self._sched._stop_actor(self)
 
+
+cdef class Envelope:
+    """Base of a runtime's message wrappers (an ask with its reply slot, ...): an
+    :class:`ActorCell` hands them to its ``_deliver``, never straight to its handler."""
+
+
+cdef class ActorCell(_Cell):
+    """An actor that is its own handler, with the fields a runtime keeps per actor.
+
+    Made *and* registered by :meth:`Scheduler.spawn_cell` from a Python subclass,
+    so a live actor is one object (no separate :class:`Actor`) whose fields are
+    set without running any Python ``__init__``.
+
+    Its messages: the common case is handled here in C, a plain message (not an
+    :class:`Envelope`) to a cell with nothing special going on (``_skip``,
+    ``_loading``, ``_kind`` and ``_traced`` unset): ``_handler(msg, cell)`` is
+    called with ``_active`` set, and if it returns a coroutine, that runs up to
+    its first wait; if it finished, that's all. The subclass defines the rest,
+    each returning None or an awaitable for the scheduler to await in the
+    actor's Task: ``_deliver(m)`` (any other message), ``_deliver_rest(coro,
+    yielded, msg)`` (the coroutine waits on ``yielded``; with ``_eager`` unset it
+    has not started and ``yielded`` is None) and ``_deliver_failed(msg, exc)``
+    (the handler raised).
+
+    The queue operations are underscored (``_send``, ``_put``, ``_qsize``,
+    ``_stop``, ``_stopped``, ``_maxsize``) so that the subclass's public names
+    are its own.
+    """
+
+    cdef public object id
+    cdef public object runtime
+    cdef public object state
+    cdef public object obj
+    cdef public object parent
+    cdef public object _kind
+    cdef public object _handler
+    cdef public object _fut
+    cdef public object _held
+    cdef public bint _eager
+    cdef public bint _active
+    cdef public bint _loading
+    cdef public bint _traced
+    cdef public int _skip
+
+    cdef object _dispatch(self, object m):
+        """Handle one message (see the class docstring); None or an awaitable."""
+        cdef PyObject *out = NULL
+        cdef int rc
+        if (self._skip or self._loading or self._traced or self._kind is not None
+                or isinstance(m, Envelope)):
+            return self._deliver(m)
+        self._fut = None
+        self._active = True
+        try:
+            res = self._handler(m, self)
+            if type(res) is not _CoroType:
+                self._active = False
+                return None
+            if not self._eager:
+                return self._deliver_rest(res, None, m)
+            rc = _PyIter_Send(res, None, &out)
+        except Exception as exc:
+            return self._deliver_failed(m, exc)
+        if rc == 0:  # it finished without waiting
+            _oh_decref(out)
+            self._active = False
+            return None
+        return self._deliver_rest(res, _steal(out), m)
+
+    def _deliver(self, m):
+        raise NotImplementedError(f"{type(self).__name__} must define _deliver(msg)")
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("actor cells are created with Scheduler.spawn_cell(cls, ...)")
+
+    @property
+    def _stopped(self):
+        return (self._flags & _A_STOPPED) != 0
+
+    @property
+    def _maxsize(self):
+        return self._max
+
+    def _qsize(self):
+        """Messages waiting to be handled (not counting one being handled)."""
+        return self._count()
+
+    def _send(self, msg):
+        """Queue ``msg`` without waiting (MailboxFull, ActorStopped)."""
+        cdef int rc = self._sched._offer(self, msg)
+        if rc != OH_OK:
+            self._send_failed(rc)
+
+    def _put(self, msg):
+        """Queue ``msg``, waiting on the running loop while the mailbox is full."""
+        return self._put_waiting(msg)
+
+    def _stop(self):
+        """Stop now: queued messages are dropped, nothing else is handled."""
+        self._sched._stop_actor(self)
+
+
+cdef class CellRef:
+    """Base of a runtime's reference to an actor: ``runtime``, ``id`` and the live
+    :class:`ActorCell` (``_cell``, None until resolved).
+
+    ``send`` of a message to a live cell that is not stopped, traced (``_traced``)
+    or holding sends (``_held``) is done here in C; in every other case, and when
+    the mailbox is full, it calls the subclass's ``_send_slow(msg)``.
+    """
+
+    cdef public object runtime
+    cdef public object id
+    cdef public object _cell
+
+    def __cinit__(self, runtime, actor_id, cell=None):
+        self.runtime = runtime
+        self.id = actor_id
+        self._cell = cell
+
+    def send(self, msg):
+        """Queue ``msg`` for the actor without waiting (what a full mailbox does is
+        the actor's overflow policy: raise MailboxFull, or drop the oldest message)."""
+        cdef ActorCell c
+        cell = self._cell
+        if isinstance(cell, ActorCell):
+            c = <ActorCell>cell
+            if (not (c._flags & _A_STOPPED) and not c._traced and c._held is None
+                    and c._sched._offer(c, msg) == OH_OK):
+                return None
+        return self._send_slow(msg)
+
+    def _send_slow(self, msg):
+        raise NotImplementedError(f"{type(self).__name__} must define _send_slow(msg)")
+
+
+@cython.final
+cdef class Suspended:
+    """What :func:`step` returns when the coroutine waits: the value it yielded."""
+
+    cdef readonly object value
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Suspended is made by step()")
+
+
+def step(coro):
+    """Run ``coro`` up to its first wait (``coro.send(None)``) without StopIteration.
+
+    Returns the coroutine's return value if it finished, or a :class:`Suspended`
+    holding what it yielded (drive it on with ``coro.send`` / ``coro.throw``). What
+    the coroutine raises propagates.
+    """
+    cdef PyObject *out = NULL
+    cdef Suspended s
+    if _PyIter_Send(coro, None, &out) == 0:  # PYGEN_RETURN
+        return _steal(out)
+    s = Suspended.__new__(Suspended)
+    s.value = _steal(out)
+    return s
 
 cdef class Timer:
     """A pending :meth:`Scheduler.send_after` / :meth:`Scheduler.call_later`."""
@@ -336,14 +550,45 @@ cdef class Scheduler:
         if maxsize <= 0:
             raise _errors.ConfigError(f"maxsize must be a positive integer, got {maxsize}")
         a = Actor.__new__(Actor)
-        a.scheduler = self
-        a._handler = handler
-        a.maxsize = maxsize
+        a._sched = self
+        a._call = handler
+        a._max = maxsize
         a._name = name
         a.id = self._next_id
         self._next_id += 1
         self._actors.add(a)
         return a
+
+    def spawn_cell(self, type cls, Py_ssize_t maxsize, actor_id, runtime, handler,
+                   obj=None, kind=None, state=None, parent=None, bint eager=True,
+                   bint loading=False):
+        """Create and register an actor of ``cls``, an :class:`ActorCell` subclass;
+        returns the cell.
+
+        The other arguments fill the cell's fields of the same names (``id``,
+        ``runtime``, ``_handler``, ``obj``, ``_kind``, ``state``, ``parent``,
+        ``_eager``, ``_loading``). Costs one object: no Task and, while idle, no
+        mailbox.
+        """
+        cdef ActorCell c
+        if self._closing:
+            raise _errors.SchedulerClosed("cannot spawn: the scheduler is closed or closing")
+        if maxsize <= 0:
+            raise _errors.ConfigError(f"maxsize must be a positive integer, got {maxsize}")
+        c = ActorCell.__new__(cls)
+        c._sched = self
+        c._max = maxsize
+        c.id = actor_id
+        c.runtime = runtime
+        c._handler = handler
+        c.obj = obj
+        c._kind = kind
+        c.state = state
+        c.parent = parent
+        c._eager = eager
+        c._loading = loading
+        self._actors.add(c)
+        return c
 
     def send(self, Actor actor not None, msg):
         """Same as ``actor.send(msg)``."""
@@ -353,22 +598,44 @@ cdef class Scheduler:
         """Same as ``actor.stop()``."""
         self._stop_actor(actor)
 
-    cdef int _offer(self, Actor a, object msg) except -1:
-        """Put ``msg`` in ``a``'s mailbox and make ``a`` ready. OK FULL CLOSED."""
+    cdef int _offer(self, _Cell a, object msg) except -1:
+        """Put ``msg`` in ``a``'s mailbox (or its first-message slot) and make ``a``
+        ready. OK FULL CLOSED."""
         cdef Mailbox mb
         cdef int rc
-        if a._flags & _A_STOPPED:
+        cdef int flags = a._flags
+        if flags & _A_STOPPED:
             return OH_CLOSED
         mb = a._mb
         if mb is None:
-            mb = self._take_mailbox(a.maxsize)
-            a._mb = mb
+            if not (flags & _A_FIRST):
+                # No mailbox for a lone message: it waits in the cell itself.
+                a._first = msg
+                a._flags = flags | _A_FIRST
+                if not (flags & _A_SCHEDULED):
+                    self._make_ready(a)
+                return OH_OK
+            if a._max == 1:
+                return OH_FULL
+            mb = self._attach(a)
         rc = mb._try_put(msg)
         # From the put to here no Python code runs, so neither the loop thread
         # nor another sender can slip in between: see the header comment.
         if rc == OH_OK and not (a._flags & _A_SCHEDULED):
             self._make_ready(a)
         return rc
+
+    cdef Mailbox _attach(self, _Cell a):
+        """Give ``a`` a mailbox, moving the message waiting in ``_first`` into it."""
+        cdef Mailbox mb = self._take_mailbox(a._max)
+        cdef object first
+        a._mb = mb
+        if a._flags & _A_FIRST:
+            first = a._first
+            a._first = None
+            a._flags &= ~_A_FIRST
+            mb._try_put(first)  # an empty mailbox of maxsize >= 1 has room
+        return mb
 
     cdef Mailbox _take_mailbox(self, Py_ssize_t maxsize):
         cdef list free = self._pool.get(maxsize)
@@ -378,7 +645,22 @@ cdef class Scheduler:
             return free.pop()
         return Mailbox(maxsize)
 
-    cdef int _make_ready(self, Actor a) except -1:
+    cdef inline object _next_message(self, _Cell a):
+        """Take ``a``'s next message, or return _NO_MSG."""
+        cdef void *p
+        cdef object msg
+        cdef Mailbox mb
+        if a._flags & _A_FIRST:
+            msg = a._first
+            a._first = None
+            a._flags &= ~_A_FIRST
+            return msg
+        mb = a._mb
+        if mb is None or mb._try_get(&p) != OH_OK:
+            return _NO_MSG
+        return _steal(p)
+
+    cdef int _make_ready(self, _Cell a) except -1:
         cdef int rc = oh_rq_push(&self._rq, <void *>a)
         if rc != OH_OK:
             _raise_status(rc, "cannot grow the scheduler's ready queue")
@@ -405,14 +687,17 @@ cdef class Scheduler:
         self._wakeups += 1
         return 0
 
-    cdef int _end_turn(self, Actor a) except -1:
+    cdef int _end_turn(self, _Cell a) except -1:
         """``a``'s turn is over: queue it again if it has messages, else let it idle."""
         cdef Mailbox mb = a._mb
         cdef list free
-        if (a._flags & _A_STOPPED) or mb is None:
-            a._flags &= ~_A_SCHEDULED
-            return 0
         a._flags &= ~_A_SCHEDULED
+        if a._flags & _A_STOPPED:
+            return 0
+        if a._flags & _A_FIRST:
+            return self._make_ready(a)
+        if mb is None:
+            return 0
         if oh_mb_count(&mb.mb) > 0:
             return self._make_ready(a)
         # Idle: hand the mailbox back unless someone still holds on to it.
@@ -420,24 +705,30 @@ cdef class Scheduler:
             a._mb = None
             self._attached -= 1
             if self._pooled < _POOL_MAX:
-                free = self._pool.get(a.maxsize)
+                free = self._pool.get(a._max)
                 if free is None:
                     free = []
-                    self._pool[a.maxsize] = free
+                    self._pool[a._max] = free
                 free.append(mb)
                 self._pooled += 1
         return 0
 
-    cdef int _stop_actor(self, Actor a) except -1:
+    cdef int _stop_actor(self, _Cell a) except -1:
         cdef Mailbox mb
         cdef void *p
         if a._flags & _A_STOPPED:
             return 0
         a._flags |= _A_STOPPED
         self._actors.discard(a)
+        if not self._actors:  # a set keeps its table when emptied: clear() gives it back
+            self._actors.clear()
         if (a._flags & _A_SCHEDULED) and oh_rq_remove(&self._rq, <void *>a) == OH_OK:
             a._flags &= ~_A_SCHEDULED
             _oh_decref(<PyObject *>a)  # the queue's reference; the caller holds another
+        if a._flags & _A_FIRST:
+            a._flags &= ~_A_FIRST
+            a._first = None
+            self._dropped += 1
         mb = a._mb
         if mb is not None:
             a._mb = None
@@ -456,11 +747,11 @@ cdef class Scheduler:
         """One drain pass (a loop callback): run ready actors for up to `batch` calls."""
         cdef Py_ssize_t budget = self._batch
         cdef void *p
-        cdef Actor a
+        cdef _Cell a
         self._passes += 1
         try:
             while budget > 0 and oh_rq_pop(&self._rq, &p) == OH_OK:
-                a = <Actor>p
+                a = <_Cell>p
                 _oh_decref(<PyObject *>p)  # `a` holds its own reference now
                 if a._flags & _A_STOPPED:
                     a._flags &= ~_A_SCHEDULED
@@ -483,26 +774,21 @@ cdef class Scheduler:
                 if self._busy == 0:
                     self._notify_idle()
 
-    cdef Py_ssize_t _turn(self, Actor a, Py_ssize_t limit) except -1:
+    cdef Py_ssize_t _turn(self, _Cell a, Py_ssize_t limit) except -1:
         """Run a sync actor on up to `limit` messages; returns how many it took."""
-        cdef Mailbox mb = a._mb
-        cdef void *p
         cdef Py_ssize_t done = 0
-        cdef object handler = a._handler
+        cdef object handler = a._call
         cdef object msg, res
         cdef bint handed = False
-        if mb is None:
-            self._end_turn(a)
-            return 0
         try:
             while done < limit:
-                if mb._try_get(&p) != OH_OK:
+                msg = self._next_message(a)
+                if msg is _NO_MSG:
                     break
-                msg = _steal(p)
                 done += 1
                 self._handled += 1
                 try:
-                    res = handler(msg)
+                    res = handler(msg) if handler is not None else (<ActorCell>a)._dispatch(msg)
                 except Exception as exc:
                     self._report(a, msg, exc)
                     continue
@@ -522,7 +808,7 @@ cdef class Scheduler:
         self._end_turn(a)
         return done
 
-    cdef int _start_busy(self, Actor a, object first, object first_msg) except -1:
+    cdef int _start_busy(self, _Cell a, object first, object first_msg) except -1:
         self._busy += 1
         self._tasks += 1
         try:
@@ -537,29 +823,29 @@ cdef class Scheduler:
             self._running[a] = task
         return 0
 
-    async def _busy_period(self, Actor a, object first, object first_msg):
+    async def _busy_period(self, _Cell a, object first, object first_msg):
         """One busy period of an async actor: its messages, one at a time, in order."""
-        cdef Mailbox mb
-        cdef void *p
         cdef Py_ssize_t since_yield = 0
         cdef object msg = first_msg
+        cdef object handler = a._call
         try:
             while True:
                 if first is None:  # else the pass already called the handler for us
                     if since_yield >= self._max_per_turn:
                         since_yield = 0
                         await _aio_mod.sleep(0)  # let other tasks and actors run
-                    mb = a._mb
-                    if (a._flags & _A_STOPPED) or mb is None or mb._try_get(&p) != OH_OK:
+                    if a._flags & _A_STOPPED:
                         break
-                    msg = _steal(p)
+                    msg = self._next_message(a)
+                    if msg is _NO_MSG:
+                        break
                     self._handled += 1
                 since_yield += 1
                 try:
                     if first is not None:
                         res, first = first, None
                     else:
-                        res = a._handler(msg)
+                        res = handler(msg) if handler is not None else (<ActorCell>a)._dispatch(msg)
                     if _is_coroutine(res):
                         await res
                 except Exception as exc:
@@ -600,7 +886,7 @@ cdef class Scheduler:
         """The scheduler's clock, in seconds (timer deadlines use it)."""
         return float(self._clock())
 
-    def send_after(self, Actor actor not None, double delay, msg):
+    def send_after(self, _Cell actor not None, double delay, msg):
         """Send ``msg`` to ``actor`` after ``delay`` seconds; returns a :class:`Timer`.
 
         If the actor is stopped by then the message is dropped; if its mailbox is
@@ -660,7 +946,7 @@ cdef class Scheduler:
                 t._target = t._arg = None
                 n += 1
                 if t._is_send:
-                    rc = self._offer(<Actor>target, arg)
+                    rc = self._offer(<_Cell>target, arg)
                     if rc == OH_FULL:
                         self._report(target, arg, _errors.MailboxFull(
                             f"{target!r} was full when a send_after timer fired"))
@@ -752,11 +1038,11 @@ cdef class Scheduler:
         self.closed = True
         self._cancel_timers()
         for obj in list(self._actors):
-            self._stop_actor(<Actor>obj)
+            self._stop_actor(<_Cell>obj)
         for task in list(self._running.values()):
             task.cancel()
         while oh_rq_pop(&self._rq, &p) == OH_OK:  # only stopped actors can be left
-            (<Actor>p)._flags &= ~_A_SCHEDULED
+            (<_Cell>p)._flags &= ~_A_SCHEDULED
             _oh_decref(<PyObject *>p)
         self._pool.clear()
         self._pooled = 0

@@ -445,7 +445,11 @@ class SchedulerStats(TypedDict):
     tasks: int  # busy-period Tasks started
 
 @disjoint_base
-class Actor(Generic[_M]):
+class _Cell:
+    """What the scheduler keeps per actor (mailbox, flags, handler); not made directly."""
+
+@disjoint_base
+class Actor(_Cell, Generic[_M]):
     """An actor: a handler run on one message at a time, in arrival order.
 
     Created by :meth:`Scheduler.spawn`; an idle actor owns no asyncio Task and
@@ -471,6 +475,70 @@ class Actor(Generic[_M]):
         """Queue ``msg`` from a plain thread, waiting (GIL released) for room."""
     def stop(self) -> None:
         """Close the mailbox, drop queued messages, leave the ready queue."""
+
+class Envelope:
+    """Base of a runtime's message wrappers: an :class:`ActorCell` hands them to its
+    ``_deliver``, never straight to its handler."""
+
+@disjoint_base
+class ActorCell(_Cell):
+    """An actor that is its own handler, with the fields a runtime keeps per actor; made
+    and registered by :meth:`Scheduler.spawn_cell`. A plain message goes to
+    ``_handler(msg, cell)`` in C; a subclass defines ``_deliver(m)`` (other messages),
+    ``_deliver_rest(coro, yielded, msg)`` and ``_deliver_failed(msg, exc)``."""
+
+    id: Any
+    runtime: Any
+    state: Any
+    obj: Any
+    parent: Any
+    _kind: Any
+    _handler: Any
+    _fut: Any
+    _held: Any
+    _eager: bool
+    _active: bool
+    _loading: bool
+    _traced: bool
+    _skip: int
+    @property
+    def _stopped(self) -> bool: ...
+    @property
+    def _maxsize(self) -> int: ...
+    def _qsize(self) -> int: ...
+    def _send(self, msg: Any) -> None:
+        """Queue ``msg`` without waiting (MailboxFull, ActorStopped)."""
+    def _put(self, msg: Any) -> Awaitable[None]:
+        """Queue ``msg``, waiting on the running loop while the mailbox is full."""
+    def _stop(self) -> None:
+        """Stop now: queued messages are dropped, nothing else is handled."""
+    def _deliver(self, m: Any) -> Any: ...
+
+@disjoint_base
+class CellRef:
+    """Base of a runtime's reference to an actor; ``send`` is native in the common case,
+    else it calls the subclass's ``_send_slow(msg)``."""
+
+    runtime: Any
+    id: Any
+    _cell: Any
+    def __init__(self, runtime: Any, actor_id: Any, cell: Any = None) -> None: ...
+    def send(self, msg: Any) -> None:
+        """Queue ``msg`` for the actor without waiting (a full mailbox: its overflow policy)."""
+    def _send_slow(self, msg: Any) -> None: ...
+
+@final
+class Suspended:
+    """What :func:`step` returns when the coroutine waits: the value it yielded."""
+
+    @property
+    def value(self) -> Any: ...
+
+def step(coro: Any) -> Any:
+    """Run ``coro`` up to its first wait without StopIteration: its return value if it
+    finished, else a :class:`Suspended` holding what it yielded."""
+
+_C = TypeVar("_C", bound=ActorCell)
 
 @disjoint_base
 class Timer:
@@ -521,11 +589,26 @@ class Scheduler:
         name: str | None = None,
     ) -> Actor[_M]:
         """Register an actor running ``handler(msg)`` (a function or an ``async def``)."""
+    def spawn_cell(
+        self,
+        cls: type[_C],
+        maxsize: int,
+        actor_id: Any,
+        runtime: Any,
+        handler: Any,
+        obj: Any = None,
+        kind: Any = None,
+        state: Any = None,
+        parent: Any = None,
+        eager: bool = True,
+        loading: bool = False,
+    ) -> _C:
+        """Create and register an actor of ``cls`` (an :class:`ActorCell` subclass)."""
     def send(self, actor: Actor[_M], msg: _M) -> None: ...
     def stop(self, actor: Actor[Any]) -> None: ...
     def time(self) -> float:
         """The scheduler's clock (timer deadlines use it)."""
-    def send_after(self, actor: Actor[_M], delay: float, msg: _M) -> Timer:
+    def send_after(self, actor: _Cell, delay: float, msg: Any) -> Timer:
         """Send ``msg`` to ``actor`` after ``delay`` seconds."""
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Timer:
         """Call ``callback(*args)`` on the loop after ``delay`` seconds."""

@@ -1,11 +1,14 @@
 """One actor: its context (the cell the runtime keeps per live actor) and its reference.
 
-A live actor is a native :class:`~openheim._core.Actor` (a mailbox, attached
-only while messages wait) whose handler is the :class:`ActorContext` itself. An
+A live actor is one object, its :class:`ActorContext`: a subclass of the native
+:class:`~openheim._core.ActorCell` (a first-message slot, a mailbox attached
+only while more messages wait) that is its own handler, made by
+``Scheduler.spawn_cell`` with its fields set in C (no Python ``__init__``). An
 ask is the message wrapped in an :class:`_Ask` carrying a future: the reply
 slot. Calling it runs the user's ``async def`` one step inline in the
-scheduler's pass; a handler that finishes without waiting on anything costs
-no Task at all, one that waits continues in the scheduler's busy-period Task.
+scheduler's pass (:func:`~openheim._core.step`: no StopIteration when it
+ends); a handler that finishes without waiting on anything costs no Task at
+all, one that waits continues in the scheduler's busy-period Task.
 An ask to an idle actor with an empty mailbox skips the mailbox: the caller
 runs that first step itself (:meth:`ActorContext._inline`).
 """
@@ -20,7 +23,7 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from openheim import telemetry
-from openheim._core import Actor
+from openheim._core import ActorCell, CellRef, Envelope, Suspended, step
 from openheim.errors import ActorFailed, ActorStopped, AskTimeout, MailboxFull, MessageDropped
 from openheim.runtime._records import ChildFailed, RestartPolicy
 
@@ -33,9 +36,11 @@ Handler = Callable[[Any, "ActorContext"], Awaitable[Any] | Any]
 _Coroutine = types.CoroutineType
 _Carried = telemetry.Carried
 _monotonic = time.monotonic
+_step = step
+_Suspended = Suspended
 
 
-class _Ask:
+class _Ask(Envelope):
     __slots__ = ("fut", "msg")
 
     def __init__(self, msg: Any, fut: asyncio.Future[Any]) -> None:
@@ -43,7 +48,7 @@ class _Ask:
         self.fut = fut
 
 
-class _Resume:
+class _Resume(Envelope):
     """The rest of an ask run inline (see :meth:`ActorRef.ask`) that had to wait, or
     its failure (``coro`` None): delivered through the mailbox, so it runs before any
     message that came after it."""
@@ -115,70 +120,33 @@ def _fail(fut: asyncio.Future[Any] | None, exc: BaseException) -> None:
         fut.set_exception(exc)
 
 
-class ActorContext:
+class ActorContext(ActorCell):
     """What a handler gets besides the message: ``ctx.self``, ``ctx.reply``, ``ctx.spawn``.
 
     ``ctx.id`` is the actor's id and ``ctx.state`` its state: any value msgspec
     can encode, snapshotted to the runtime's store when the actor is
     passivated or the runtime stops (or on ``await ctx.save()``), and restored
     when it is activated or restarted.
+
+    It is also the live actor itself: a native :class:`~openheim._core.ActorCell`
+    the scheduler runs (its mailbox, and the fields set at spawn: ``id``,
+    ``runtime``, ``state``, ``obj``, ``parent``, the handler...), made by
+    ``Scheduler.spawn_cell`` without a Python ``__init__``.
     """
 
-    __slots__ = (
-        "_active",
-        "_eager",
-        "_fut",
-        "_handler",
-        "_held",
-        "_kind",
-        "_loading",
-        "_native",
-        "_restarts",
-        "_skip",
-        "_spill",
-        "id",
-        "last_used",
-        "obj",
-        "parent",
-        "runtime",
-        "state",
-    )
+    # Set when first needed: _restarts (on a first failure), _spill (on a first
+    # drop_oldest overflow), last_used (virtual actors only).
+    __slots__ = ("_restarts", "_spill", "last_used")
 
-    # Set when first needed (annotations only: no class attributes beside the slots).
     _restarts: collections.deque[float]
     _spill: collections.deque[Any]
     last_used: float
-
-    def __init__(
-        self,
-        runtime: Runtime,
-        actor_id: str,
-        handler: Handler,
-        obj: Any = None,
-        kind: Any = None,
-        state: Any = None,
-        parent: ActorContext | None = None,
-        eager: bool = True,
-        loading: bool = False,
-    ) -> None:
-        self.runtime = runtime
-        self.id = actor_id
-        self._kind = kind  # the runtime's record of a registered kind (virtual actors)
-        self._handler = handler
-        self.obj = obj
-        self.state = state
-        self.parent = parent
-        self._eager = eager
-        self._loading = loading
-        self._fut: asyncio.Future[Any] | None = None
-        self._skip = 0
-        self._active = False
-        self._held: list[Any] | None = None  # sends to it while an ask runs inline
-        self._native: Actor[Any] = None  # type: ignore[assignment]  # set by the runtime
-        # Left unset until needed (a spawn is cheaper): _restarts (on a first failure),
-        # _spill (on a first drop_oldest overflow), last_used (virtual actors only).
-        if kind is not None:
-            self.last_used = _monotonic()
+    # The native fields, typed (annotations only: the values live in the ActorCell).
+    id: str
+    runtime: Runtime
+    parent: ActorContext | None
+    _fut: asyncio.Future[Any] | None
+    _held: list[Any] | None
 
     def __repr__(self) -> str:
         return f"<ActorContext {self.id!r}>"
@@ -220,10 +188,12 @@ class ActorContext:
 
     # -- delivery (called by the native scheduler, one message at a time) ---------------
 
-    def __call__(self, m: Any) -> Any:
-        """Handle one message (the native scheduler calls this)."""
+    def _deliver(self, m: Any) -> Any:
+        """Handle one message (the native scheduler calls this for all but a plain
+        message to an actor with nothing special going on, which it handles itself
+        in C: see ``ActorCell``)."""
         if type(m) is _Carried:  # sent with its trace context: a span around it
-            return telemetry.deliver(self, self.id, self.kind, m)
+            return telemetry.deliver(self._deliver, self.id, self.kind, m)
         if type(m) is _Resume:
             if m.coro is None:
                 return self._recover(m.msg, m.fut, m.exc)
@@ -237,7 +207,7 @@ class ActorContext:
             self._skip -= 1
             self.runtime._dropped += 1
             assert self._spill is not None
-            self._native.send(self._spill.popleft())  # room: this message just left the box
+            self._send(self._spill.popleft())  # room: this message just left the box
             _fail(
                 fut, MessageDropped(f"actor {self.id!r}: message dropped, its mailbox overflowed")
             )
@@ -256,16 +226,16 @@ class ActorContext:
                 return None
             if not self._eager:
                 return self._wait(res, None, msg, fut)
-            yielded = res.send(None)
-        except StopIteration as stop:
-            self._fut = None
-            self._active = False
-            if fut is not None:
-                _settle(fut, stop.value)
-            return None
+            got = _step(res)  # its first step, without a StopIteration when it ends
         except Exception as exc:
             return self._recover(msg, fut, exc)
-        return self._wait(res, yielded, msg, fut)
+        if type(got) is _Suspended:
+            return self._wait(res, got.value, msg, fut)
+        self._fut = None
+        self._active = False
+        if fut is not None:
+            _settle(fut, got)
+        return None
 
     def _inline(self, msg: Any) -> Any:
         """Handle an ask now, in the caller (the actor is idle, its mailbox empty).
@@ -287,12 +257,11 @@ class ActorContext:
         try:
             res = self._handler(msg, self)
             if type(res) is _Coroutine:
-                yielded = res.send(None)
-                later = _Resume(res, yielded, msg, None)
+                value = _step(res)
+                if type(value) is _Suspended:
+                    later = _Resume(res, value.value, msg, None)
             else:
                 value = res
-        except StopIteration as stop:
-            value = stop.value
         except Exception as exc:
             later = _Resume(None, None, msg, None, exc)
         except BaseException:  # cancelled, interrupted: the actor stays usable
@@ -318,7 +287,7 @@ class ActorContext:
             else:
                 fut.set_result(slot.value)
         later.fut = self._fut = fut
-        self._native.send(later)  # the box is empty but for what the handler sent itself
+        self._send(later)  # the box is empty but for what the handler sent itself
         if held:
             self._flush(held)
         return _Waiting(fut)
@@ -326,18 +295,17 @@ class ActorContext:
     def _hold(self, m: Any) -> None:
         held = self._held
         assert held is not None
-        if len(held) >= self._native.maxsize:
+        if len(held) >= self._maxsize:
             raise MailboxFull(
-                f"the mailbox of actor {self.id!r} is full ({self._native.maxsize} messages) "
+                f"the mailbox of actor {self.id!r} is full ({self._maxsize} messages) "
                 "while it handles an ask; slow down, or give it a larger mailbox_size"
             )
         held.append(m)
 
     def _flush(self, held: list[Any]) -> None:
-        native = self._native
         for m in held:
             try:
-                native.send(m)
+                self._send(m)
             except MailboxFull:
                 self.runtime._dropped += 1
                 if type(m) is _Ask:
@@ -348,8 +316,12 @@ class ActorContext:
         self._active = False
         _settle(fut, value)
 
+    def _deliver_failed(self, msg: Any, exc: Exception) -> Any:
+        """The handler of a plain message raised (called by the native scheduler)."""
+        return self._recover(msg, None, exc)
+
     async def _wait(
-        self, coro: Any, yielded: Any, msg: Any, fut: asyncio.Future[Any] | None
+        self, coro: Any, yielded: Any, msg: Any, fut: asyncio.Future[Any] | None = None
     ) -> None:
         try:
             value = await (coro if yielded is None and not self._eager else _resume(coro, yielded))
@@ -357,6 +329,9 @@ class ActorContext:
             await self._recover(msg, fut, exc)
         else:
             self._finish(fut, value)
+
+    # The handler of a plain message waits (called by the native scheduler).
+    _deliver_rest = _wait
 
     async def _activate_then(self, msg: Any, fut: asyncio.Future[Any] | None) -> None:
         try:
@@ -444,23 +419,25 @@ class ActorContext:
         if budget:
             parent = self.parent
             rt._stop_cell(self)
-            if parent is not None and not parent._native.stopped:
+            if parent is not None and not parent._stopped:
                 parent.self.send(ChildFailed(self.id, f"{type(exc).__name__}: {exc}"))
 
 
-class ActorRef:
+class ActorRef(CellRef):
     """The address of an actor: ``send`` (fire-and-forget), ``put`` and ``ask``.
 
+    ``ActorRef(runtime, actor_id, cell=None)``; its fields are native (a
+    :class:`~openheim._core.CellRef`), and so is ``send`` in the common case.
     A reference to a virtual actor (``rt.ref("kind/id")``) stays valid while
     the actor is passivated: the next message activates it again.
     """
 
-    __slots__ = ("_cell", "id", "runtime")
+    __slots__ = ()
 
-    def __init__(self, runtime: Runtime, actor_id: str, cell: ActorContext | None = None) -> None:
-        self.runtime = runtime
-        self.id = actor_id
-        self._cell = cell
+    # The native fields, typed (annotations only: the values live in the CellRef).
+    runtime: Runtime
+    id: str
+    _cell: ActorContext | None
 
     def __repr__(self) -> str:
         return f"ActorRef({self.id!r})"
@@ -473,19 +450,20 @@ class ActorRef:
 
     def _live(self) -> ActorContext:
         cell = self._cell
-        if cell is None or cell._native.stopped:
+        if cell is None or cell._stopped:
             cell = self._cell = self.runtime._resolve(self.id)
         return cell
 
-    def send(self, msg: Any) -> None:
-        """Queue ``msg`` for the actor without waiting (see the mailbox ``overflow`` policy).
+    def _send_slow(self, msg: Any) -> None:
+        """``send`` (native, see CellRef) when the cell is not live yet or stopped, the
+        runtime is traced, an inline ask holds sends, or the mailbox is full.
 
         A full mailbox raises :class:`~openheim.errors.MailboxFull` (policies
         ``wait`` and ``fail``; with ``wait``, ``await ref.put(msg)`` waits for
         room) or drops the oldest queued message (``drop_oldest``).
         """
         cell = self._cell
-        if cell is None or cell._native.stopped:
+        if cell is None or cell._stopped:
             cell = self._live()
         if self.runtime._traced:
             msg = telemetry.carry(msg)
@@ -493,7 +471,7 @@ class ActorRef:
             cell._hold(msg)
             return
         try:
-            cell._native.send(msg)
+            cell._send(msg)
         except MailboxFull:
             self.runtime._overflow(cell, msg)
 
@@ -501,7 +479,7 @@ class ActorRef:
         """Queue ``msg``, waiting for room if the mailbox is full and its policy is ``wait``."""
         cell = self._live()
         if cell._held is None and self.runtime._policy_of(cell) == "wait":
-            await cell._native.put(telemetry.carry(msg) if self.runtime._traced else msg)
+            await cell._put(telemetry.carry(msg) if self.runtime._traced else msg)
         else:
             self.send(msg)
 
@@ -512,20 +490,20 @@ class ActorRef:
         :class:`~openheim.errors.ActorFailed` if the handler kept failing.
         """
         cell = self._cell
-        if cell is None or cell._native.stopped:
+        if cell is None or cell._stopped:
             cell = self._live()
         rt = self.runtime
         rt._asked += 1
         if not rt._asked & 63:  # inline asks never yield: let others run now and then
             await _yield()
-            if cell._native.stopped:
+            if cell._stopped:
                 cell = self._live()
         if (
             not cell._active
             and cell._eager
             and not cell._loading
             and not cell._skip
-            and cell._native.qsize() == 0
+            and cell._qsize() == 0
             and not rt._traced  # a traced ask goes through the mailbox, in its span
         ):
             got = cell._inline(msg)
@@ -541,10 +519,10 @@ class ActorRef:
                 cell._hold(ask)
             else:
                 try:
-                    cell._native.send(ask)
+                    cell._send(ask)
                 except MailboxFull:
                     if rt._policy_of(cell) == "wait":
-                        await cell._native.put(ask)
+                        await cell._put(ask)
                     else:
                         rt._overflow(cell, ask)
         return await _await_reply(rt, fut, self.id, timeout)

@@ -277,8 +277,11 @@ class Runtime:
             and id[-1] != " "
             and id not in self._live
         ):
-            cell = ActorContext(self, id, actor, None, None, state, None, eager)
-            cell._native = sched.spawn(cell, maxsize=self.mailbox_size, name=id)
+            cell = sched.spawn_cell(
+                ActorContext, self.mailbox_size, id, self, actor, None, None, state, None, eager
+            )
+            if self._traced:
+                cell._traced = True
             self._live[id] = cell
             return ActorRef(self, id, cell)
         return self._spawn(actor, id, state, mailbox_size, overflow, None, eager)
@@ -307,12 +310,24 @@ class Runtime:
         live = self._live
         if actor_id in live:
             raise ConfigError(f"an actor with id {actor_id!r} is already running; stop it first")
-        cell = ActorContext(self, actor_id, handler, obj, None, state, parent, eager)
-        if overflow is not None:
-            self._policies[actor_id] = _check_overflow(overflow)
         if mailbox_size is not None and mailbox_size < 1:
             raise ConfigError(f"mailbox_size is >= 1, got {mailbox_size!r}")
-        cell._native = sched.spawn(cell, maxsize=mailbox_size or self.mailbox_size, name=actor_id)
+        if overflow is not None:
+            self._policies[actor_id] = _check_overflow(overflow)
+        cell = sched.spawn_cell(
+            ActorContext,
+            mailbox_size or self.mailbox_size,
+            actor_id,
+            self,
+            handler,
+            obj,
+            None,
+            state,
+            parent,
+            eager,
+        )
+        if self._traced:
+            cell._traced = True
         live[actor_id] = cell
         return ActorRef(self, actor_id, cell)
 
@@ -359,12 +374,28 @@ class Runtime:
         if kind is None:
             raise ActorStopped(f"actor {actor_id!r} is stopped and takes no more messages")
         # Activation: the cell exists now; its state loads before its first message.
-        cell = ActorContext(self, actor_id, _not_loaded, None, kind, None, None, kind.eager, True)
-        cell._native = sched.spawn(cell, maxsize=self.mailbox_size, name=actor_id)
+        cell = sched.spawn_cell(
+            ActorContext,
+            self.mailbox_size,
+            actor_id,
+            self,
+            _not_loaded,
+            None,
+            kind,
+            None,
+            None,
+            kind.eager,
+            True,
+        )
+        cell.last_used = time.monotonic()
+        if self._traced:
+            cell._traced = True
         self._live[actor_id] = cell
         self._lru[actor_id] = cell
         limit = self.max_live_actors
-        if limit is not None and len(self._lru) > limit:
+        if limit is not None and len(self._lru) > limit and self._trimmer is None:
+            # (With the trimmer armed, the last scan found every live actor busy: the
+            # trimmer scans again shortly, rather than every activation meanwhile.)
             self._evict(len(self._lru) - limit)
         return cell
 
@@ -400,10 +431,14 @@ class Runtime:
         return sched
 
     def _stop_cell(self, cell: ActorContext) -> None:
-        cell._native.stop()
-        if self._live.get(cell.id) is cell:
-            del self._live[cell.id]
-        self._lru.pop(cell.id, None)
+        cell._stop()
+        live = self._live
+        if live.get(cell.id) is cell:
+            del live[cell.id]
+            if not live:  # a dict keeps its table when emptied: clear() gives it back
+                live.clear()
+        if self._lru.pop(cell.id, None) is not None and not self._lru:
+            self._lru.clear()
 
     # -- passivation -------------------------------------------------------------------------
 
@@ -413,15 +448,21 @@ class Runtime:
             lru.move_to_end(cell.id)
 
     def _idle(self, cell: ActorContext) -> bool:
-        return not cell._active and not cell._loading and cell._native.qsize() == 0
+        return not cell._active and not cell._loading and cell._qsize() == 0
 
     def _evict(self, n: int) -> None:
-        for _actor_id, cell in list(self._lru.items()):
-            if n <= 0:
-                break
-            if self._idle(cell):
-                self._passivate(cell)
-                n -= 1
+        """Passivate the ``n`` least recently used idle actors (scanning from the
+        oldest, no further than needed)."""
+        idle = self._idle
+        victims = []
+        for cell in self._lru.values():
+            if idle(cell):
+                victims.append(cell)
+                if len(victims) >= n:
+                    break
+        for cell in victims:
+            self._passivate(cell)
+        n -= len(victims)
         if n > 0 and self._trimmer is None and not self._closing:
             # All the others are busy (a burst of activations): try again shortly, so
             # the live count comes back to max_live_actors once they are idle.
@@ -455,11 +496,19 @@ class Runtime:
         finally:
             if self._saving.get(actor_id) is fut:
                 del self._saving[actor_id]
+                if not self._saving:
+                    self._saving.clear()
 
     def _background(self, coro: Any) -> None:
         task = self._loop.create_task(coro)
         self._bg.add(task)
-        task.add_done_callback(self._bg.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        bg = self._bg
+        bg.discard(task)
+        if not bg:  # a set keeps its table when emptied: clear() gives it back
+            bg.clear()
 
     def _arm_sweeper(self) -> None:
         assert self.passivate_after is not None
@@ -505,7 +554,7 @@ class Runtime:
             spill = getattr(cell, "_spill", None)
             if spill is None:
                 spill = cell._spill = collections.deque()
-            if cell._skip < cell._native.qsize():
+            if cell._skip < cell._qsize():
                 cell._skip += 1
             else:  # every queued message is already to be skipped: drop the oldest spilled
                 self._dropped += 1
@@ -522,7 +571,7 @@ class Runtime:
             else ""
         )
         raise MailboxFull(
-            f"the mailbox of actor {cell.id!r} is full ({cell._native.maxsize} messages){hint}; "
+            f"the mailbox of actor {cell.id!r} is full ({cell._maxsize} messages){hint}; "
             "slow down, or give it a larger mailbox_size"
         )
 
@@ -610,7 +659,7 @@ class Runtime:
 
     def stats(self) -> dict[str, int]:
         """Totals for metrics: live actors, queued messages, dropped, failures, passivations."""
-        queued = sum(c._native.qsize() for c in self._live.values())
+        queued = sum(c._qsize() for c in self._live.values())
         return {
             "live": len(self._live),
             "queued": queued,
@@ -623,7 +672,7 @@ class Runtime:
     def mailbox_depth(self, actor_id: str) -> int:
         """Messages waiting for ``actor_id`` (0 if it is not live)."""
         cell = self._live.get(actor_id)
-        return 0 if cell is None else cell._native.qsize()
+        return 0 if cell is None else cell._qsize()
 
 
 async def _not_loaded(msg: Any, ctx: ActorContext) -> None:  # pragma: no cover - never called
