@@ -52,7 +52,9 @@ static void *worker_main(void *p) {
         }
         seen = e->pgen;
         pthread_mutex_unlock(&e->pmu);
+        uint64_t c0 = cpu_ns();
         run_jobs(e, w);
+        atomic_fetch_add(&e->pool_cpu_ns, cpu_ns() - c0);
         pthread_mutex_lock(&e->pmu);
         if (--e->premain == 0)
             pthread_cond_signal(&e->pdone);
@@ -546,7 +548,7 @@ static void *loop_main(void *p) {
             e->st.decode_ns += dec;
             e->st.sample_ns += smp;
             e->st.host_ns += (t1 - t0) - dec;
-            e->st.host_cpu_ns += (c1 - c0) - dec_cpu;
+            e->st.host_cpu_ns += (c1 - c0) - dec_cpu + atomic_exchange(&e->pool_cpu_ns, 0);
         }
         e->st.n_active = count_active(e);
         e->st.n_waiting = e->n_waiting;

@@ -76,7 +76,9 @@ typedef struct {
 
 typedef struct {
     uint64_t steps, max_batch_seqs, prompt_cached, prompt_evaluated, generated;
-    uint64_t host_ns, host_cpu_ns, decode_ns, sample_ns; /* summed over steps */
+    /* summed over steps; host_cpu_ns: the loop thread's CPU time outside
+       llama_decode plus the sampling threads' */
+    uint64_t host_ns, host_cpu_ns, decode_ns, sample_ns;
     uint64_t parallel_samples;              /* steps sampled on the pool */
     uint64_t kv_saved, kv_restored, kv_restored_tokens, kv_bytes, kv_entries; /* session cache */
     uint64_t kv_spilled, kv_disk_restored, kv_disk_bytes, kv_disk_entries, kv_disk_errors;

@@ -95,6 +95,7 @@ struct oh_lengine {
     uint64_t pgen;
     int pquit, premain;
     atomic_int pnext;
+    _Atomic uint64_t pool_cpu_ns; /* CPU time the workers spent sampling, taken by the loop */
     slot_t **jobs;
     int njobs;
     int workers_started;

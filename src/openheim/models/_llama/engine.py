@@ -118,6 +118,7 @@ class Engine:
         self.h = handle
         lib, ctx, vocab, memory = handle.addresses()
         threads = sample_threads or 1
+        self.sample_threads = threads
         self.native = LlamaEngine(
             lib,
             ctx,
