@@ -395,6 +395,7 @@ class LlamaEngine:
         kv_cache_bytes: int = 0,
         kv_dir: str | os.PathLike[str] | None = None,
         kv_disk_bytes: int = 0,
+        pool_min_work: int = 131072,
     ) -> None: ...
     def submit(
         self,
