@@ -4,8 +4,9 @@ Same GGUF, same llama.cpp build, same thread count, one run; medians of
 ``OPENHEIM_BENCH_REPEAT`` runs (default 3):
 
 - host time per decode step outside ``llama_decode`` at 8 and 64 sequences
-  (wall clock, and the loop thread's CPU time, which excludes time the machine
-  gave to other processes), beside ``llama_decode``'s own time per step;
+  (wall clock, and the CPU time of the loop thread and its sampling threads,
+  which excludes time the machine gave to other processes), beside
+  ``llama_decode``'s own time per step;
 - 8 concurrent requests × 128 tokens through openheim's engine against
   llama-cpp-python's ``Llama`` serving the same 8 one after another (what its
   server does), against llama.cpp's own batched decode of the same 8 without
@@ -41,6 +42,10 @@ import time
 from typing import Any
 
 from _util import Row, print_table
+
+# Before llama_cpp is imported, on both sides alike: openheim chooses OpenMP's
+# passive wait for llama.cpp's CPU threads (see openheim.models._llama).
+import openheim.models._llama  # noqa: F401
 
 N_TOKENS = 128
 SCALE_TOKENS = 64
@@ -80,7 +85,8 @@ def device() -> str:
     feats = [
         p.split("=")[0].split(":")[-1].strip() for p in info.split("|") if p.strip().endswith("= 1")
     ]
-    return f"CPU, {THREADS} threads ({' '.join(feats[:8])})"
+    wait = os.environ.get("OMP_WAIT_POLICY", "libgomp's default")
+    return f"CPU, {THREADS} threads ({' '.join(feats[:8])}; OpenMP wait: {wait})"
 
 
 # -- llama-cpp-python, one request after another ---------------------------------------

@@ -1,5 +1,5 @@
 # C declarations of llama_api.h and lengine.h (see lengine.c).
-from libc.stdint cimport int32_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from ctokbuf cimport oh_tokbuf
 
 cdef extern from "llama_api.h" nogil:
@@ -65,7 +65,8 @@ cdef extern from "lengine.h" nogil:
     int oh_le_create(oh_lengine **out, const oh_llama_api *api, void *ctx, void *vocab,
                      void *memory, int32_t n_vocab, int32_t n_ctx, int32_t n_batch,
                      int32_t n_seq, int32_t prefill_chunk, int32_t n_sample_threads,
-                     size_t kv_cache_bytes, const char *kv_dir, size_t kv_disk_bytes)
+                     size_t kv_cache_bytes, const char *kv_dir, size_t kv_disk_bytes,
+                     int64_t pool_min_work)
     int oh_le_submit(oh_lengine *e, oh_lreq *r)
     void oh_le_cancel(oh_lengine *e, oh_lreq *r)
     int oh_le_pump(oh_lengine *e, oh_le_note *out, size_t cap, size_t *n, double timeout)

@@ -22,12 +22,22 @@ static uint64_t cpu_ns(void) { /* CPU time of the calling thread */
 /* Sampling pool                                                       */
 /* ------------------------------------------------------------------ */
 
+/* Claims and runs the current round's jobs until none is left unclaimed. */
 static void run_jobs(oh_lengine *e, int w) {
     for (;;) {
-        int j = atomic_fetch_add(&e->pnext, 1);
-        if (j >= e->njobs)
+        uint64_t v = atomic_load(&e->pwork);
+        int n = atomic_load(&e->njobs);
+        if ((int64_t)(uint32_t)v >= n)
             return;
-        oh_le_sample_job(e, &e->scratch[w], e->jobs[j]);
+        /* the round in the high bits: a claim read in an earlier round fails */
+        if (!atomic_compare_exchange_weak(&e->pwork, &v, v + 1))
+            continue;
+        oh_le_sample_job(e, &e->scratch[w], e->jobs[(uint32_t)v]);
+        if (atomic_fetch_add(&e->pfinished, 1) + 1 == n && w != 0) {
+            pthread_mutex_lock(&e->pmu);
+            pthread_cond_signal(&e->pdone);
+            pthread_mutex_unlock(&e->pmu);
+        }
     }
 }
 
@@ -52,37 +62,40 @@ static void *worker_main(void *p) {
         }
         seen = e->pgen;
         pthread_mutex_unlock(&e->pmu);
+        uint64_t c0 = cpu_ns();
         run_jobs(e, w);
-        pthread_mutex_lock(&e->pmu);
-        if (--e->premain == 0)
-            pthread_cond_signal(&e->pdone);
-        pthread_mutex_unlock(&e->pmu);
+        atomic_fetch_add(&e->pool_cpu_ns, cpu_ns() - c0);
     }
 }
 
 static void sample_all(oh_lengine *e, slot_t **jobs, int n) {
+    /* The previous round's jobs have all finished: nobody reads these now. */
     e->jobs = jobs;
-    e->njobs = n;
-    atomic_store(&e->pnext, 0);
+    atomic_store(&e->pfinished, 0);
+    atomic_store(&e->njobs, n);
+    atomic_store(&e->pwork, (uint64_t)++e->pround << 32);
     /* The pool pays off when there is real work per sequence (a large vocabulary). */
-    int par = e->workers_started && n >= 2 && (int64_t)n * e->n_vocab >= (1 << 17);
-    if (!par) {
-        run_jobs(e, 0);
-        return;
+    int par = e->workers_started && n >= 2 && (int64_t)n * e->n_vocab >= e->pool_min_work;
+    if (par) {
+        pthread_mutex_lock(&e->pmu);
+        e->pgen++;
+        pthread_cond_broadcast(&e->pstart);
+        pthread_mutex_unlock(&e->pmu);
     }
-    pthread_mutex_lock(&e->pmu);
-    e->premain = e->n_threads - 1;
-    e->pgen++;
-    pthread_cond_broadcast(&e->pstart);
-    pthread_mutex_unlock(&e->pmu);
     run_jobs(e, 0);
-    pthread_mutex_lock(&e->pmu);
-    while (e->premain > 0)
-        pthread_cond_wait(&e->pdone, &e->pmu);
-    pthread_mutex_unlock(&e->pmu);
-    pthread_mutex_lock(&e->smu);
-    e->st.parallel_samples++;
-    pthread_mutex_unlock(&e->smu);
+    /* Every job is claimed: wait only for those a worker still runs (a
+       worker woken in an earlier round may take one even when par is 0). */
+    if (atomic_load(&e->pfinished) < n) {
+        pthread_mutex_lock(&e->pmu);
+        while (atomic_load(&e->pfinished) < n)
+            pthread_cond_wait(&e->pdone, &e->pmu);
+        pthread_mutex_unlock(&e->pmu);
+    }
+    if (par) {
+        pthread_mutex_lock(&e->smu);
+        e->st.parallel_samples++;
+        pthread_mutex_unlock(&e->smu);
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -546,7 +559,7 @@ static void *loop_main(void *p) {
             e->st.decode_ns += dec;
             e->st.sample_ns += smp;
             e->st.host_ns += (t1 - t0) - dec;
-            e->st.host_cpu_ns += (c1 - c0) - dec_cpu;
+            e->st.host_cpu_ns += (c1 - c0) - dec_cpu + atomic_exchange(&e->pool_cpu_ns, 0);
         }
         e->st.n_active = count_active(e);
         e->st.n_waiting = e->n_waiting;
@@ -576,7 +589,7 @@ static void *loop_main(void *p) {
 int oh_le_create(oh_lengine **out, const oh_llama_api *api, void *ctx, void *vocab, void *memory,
                  int32_t n_vocab, int32_t n_ctx, int32_t n_batch, int32_t n_seq,
                  int32_t prefill_chunk, int32_t n_sample_threads, size_t kv_cache_bytes,
-                 const char *kv_dir, size_t kv_disk_bytes) {
+                 const char *kv_dir, size_t kv_disk_bytes, int64_t pool_min_work) {
     *out = NULL;
     if (api == NULL || ctx == NULL || vocab == NULL || memory == NULL || n_vocab <= 0 ||
         n_ctx <= 0 || n_batch <= 0 || n_seq <= 0 || prefill_chunk <= 0)
@@ -594,6 +607,7 @@ int oh_le_create(oh_lengine **out, const oh_llama_api *api, void *ctx, void *voc
     e->n_seq = n_seq;
     e->prefill_chunk = prefill_chunk < n_batch ? prefill_chunk : n_batch;
     e->n_threads = n_sample_threads < 1 ? 1 : n_sample_threads;
+    e->pool_min_work = pool_min_work;
     e->kv_limit = kv_cache_bytes;
     e->kv_disk_limit = kv_disk_bytes;
     pthread_mutex_init(&e->mu, NULL);

@@ -76,7 +76,9 @@ typedef struct {
 
 typedef struct {
     uint64_t steps, max_batch_seqs, prompt_cached, prompt_evaluated, generated;
-    uint64_t host_ns, host_cpu_ns, decode_ns, sample_ns; /* summed over steps */
+    /* summed over steps; host_cpu_ns: the loop thread's CPU time outside
+       llama_decode plus the sampling threads' */
+    uint64_t host_ns, host_cpu_ns, decode_ns, sample_ns;
     uint64_t parallel_samples;              /* steps sampled on the pool */
     uint64_t kv_saved, kv_restored, kv_restored_tokens, kv_bytes, kv_entries; /* session cache */
     uint64_t kv_spilled, kv_disk_restored, kv_disk_bytes, kv_disk_entries, kv_disk_errors;
@@ -86,7 +88,9 @@ typedef struct {
 typedef struct oh_lengine oh_lengine;
 
 /* Builds the piece table (token_to_piece of every token) and starts the loop
-   thread. n_sample_threads: sampling threads including the loop's own (>= 1).
+   thread. n_sample_threads: sampling threads including the loop's own (>= 1);
+   a step samples on them when it has 2 sequences or more and sequences x
+   n_vocab >= pool_min_work (openheim passes 131072).
    kv_cache_bytes bounds the session cache: when a slot's sequence (of at
    least 32 tokens) is about to be dropped, its llama.cpp state is saved there
    keyed by its tokens, and restored into a slot when a prompt shares a longer
@@ -99,7 +103,7 @@ typedef struct oh_lengine oh_lengine;
 int oh_le_create(oh_lengine **out, const oh_llama_api *api, void *ctx, void *vocab, void *memory,
                  int32_t n_vocab, int32_t n_ctx, int32_t n_batch, int32_t n_seq,
                  int32_t prefill_chunk, int32_t n_sample_threads, size_t kv_cache_bytes,
-                 const char *kv_dir, size_t kv_disk_bytes);
+                 const char *kv_dir, size_t kv_disk_bytes, int64_t pool_min_work);
 /* Queues a request (the loop admits it before its next step). OK, CLOSED
    after oh_le_stop (the request is untouched). */
 int oh_le_submit(oh_lengine *e, oh_lreq *r);

@@ -3,7 +3,7 @@
 # thread decodes, samples and appends without the GIL. A pump thread (see
 # openheim/models/_llama/engine.py) calls LlamaEngine.pump() to wake asyncio
 # readers and to learn which requests are done.
-from libc.stdint cimport int32_t, uintptr_t
+from libc.stdint cimport int32_t, int64_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from clengine cimport *
 from os.path import isdir as _isdir
@@ -127,8 +127,10 @@ cdef class LlamaEngine:
     ``lib`` is the dlopen handle of the libllama llama-cpp-python loaded
     (``llama_cpp.llama_cpp._lib._handle``); ``ctx``, ``vocab`` and ``memory``
     are addresses of that context's objects. ``sample_threads`` counts the
-    loop's own thread. ``kv_cache_bytes`` bounds the session cache (saved
-    sequence states restored when their session returns; 0: none).
+    loop's own thread; a step samples on them when it has two sequences or
+    more and sequences x ``n_vocab`` >= ``pool_min_work``. ``kv_cache_bytes``
+    bounds the session cache (saved sequence states restored when their
+    session returns; 0: none).
     ``kv_dir`` (an existing directory) adds a disk tier of up to
     ``kv_disk_bytes``: states the memory cache evicts are written there, one
     file each (removed when dropped and when the engine is freed), and read
@@ -144,7 +146,7 @@ cdef class LlamaEngine:
     def __cinit__(self, uintptr_t lib, uintptr_t ctx, uintptr_t vocab, uintptr_t memory,
                   int n_vocab, int n_ctx, int n_batch, int n_seq, int prefill_chunk=256,
                   int sample_threads=1, size_t kv_cache_bytes=0, kv_dir=None,
-                  size_t kv_disk_bytes=0):
+                  size_t kv_disk_bytes=0, int64_t pool_min_work=131072):
         cdef const char *missing = NULL
         cdef const char *cdir = NULL
         cdef bytes bdir
@@ -168,7 +170,7 @@ cdef class LlamaEngine:
         with nogil:
             rc = oh_le_create(&self.e, &self.api, <void *>ctx, <void *>vocab, <void *>memory,
                               n_vocab, n_ctx, n_batch, n_seq, prefill_chunk, sample_threads,
-                              kv_cache_bytes, cdir, kv_disk_bytes)
+                              kv_cache_bytes, cdir, kv_disk_bytes, pool_min_work)
         if rc != OH_OK:
             _raise_status(rc, f"cannot start the llama decode loop (n_vocab={n_vocab}, "
                               f"n_ctx={n_ctx}, n_batch={n_batch}, n_seq={n_seq})")

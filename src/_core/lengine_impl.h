@@ -88,15 +88,21 @@ struct oh_lengine {
 
     /* sampling pool: workers 1..n_threads-1; the loop thread is worker 0 */
     int n_threads;
+    int64_t pool_min_work;
     pthread_t *workers;
     scratch_t *scratch;
     pthread_mutex_t pmu;
     pthread_cond_t pstart, pdone;
     uint64_t pgen;
-    int pquit, premain;
-    atomic_int pnext;
+    int pquit;
+    /* A step's jobs: (sampling round << 32) | the next job to claim. A
+       worker that wakes late finds them all claimed, and the loop, which
+       waits only for claimed jobs to finish, never waits for it. */
+    _Atomic uint64_t pwork;
+    atomic_int njobs, pfinished;
+    uint32_t pround;
+    _Atomic uint64_t pool_cpu_ns; /* CPU time the workers spent sampling, taken by the loop */
     slot_t **jobs;
-    int njobs;
     int workers_started;
 
     pthread_t thread;

@@ -98,15 +98,40 @@ static int use_avx2(void) {
 #endif
 }
 
+#ifdef OH_HAVE_AVX2_PATH
+/* Blocks of 16 KiB: the row is read once from memory (a step's logits are
+   n_outputs x 1 MiB rows for a 262k vocabulary, far more than the core's
+   caches at 64 sequences), and only the block holding the first maximum is
+   read again, from L1. */
+#define ARGMAX_BLOCK 4096
+
+__attribute__((target("avx2"))) static int32_t argmax_avx2(const float *x, int32_t n) {
+    float best = -INFINITY;
+    int32_t at = -1;
+    for (int32_t i = 0; i < n; i += ARGMAX_BLOCK) {
+        int32_t m = n - i < ARGMAX_BLOCK ? n - i : ARGMAX_BLOCK;
+        float v = max_avx2(x + i, m);
+        if (v > best) { /* strictly: an equal maximum in a later block loses */
+            best = v;
+            at = i;
+        }
+    }
+    if (at < 0) /* nothing above -inf: the first -inf, else (all NaN) 0 */
+        return find_avx2(x, n, -INFINITY);
+    int32_t m = n - at < ARGMAX_BLOCK ? n - at : ARGMAX_BLOCK;
+    return at + find_avx2(x + at, m, best);
+}
+#endif
+
 int32_t oh_argmax(const float *x, int32_t n) {
-    /* The maximum, then its first index: what llama.cpp's greedy sampler
-       picks (it keeps the first of equal logits). */
+    /* The first index of the maximum: what llama.cpp's greedy sampler picks
+       (it keeps the first of equal logits). */
     if (n <= 0)
         return -1;
     int32_t i = -1;
 #ifdef OH_HAVE_AVX2_PATH
     if (use_avx2()) {
-        i = find_avx2(x, n, max_avx2(x, n));
+        i = argmax_avx2(x, n);
         return i < 0 ? 0 : i; /* all NaN: llama.cpp's greedy keeps index 0 */
     }
 #endif

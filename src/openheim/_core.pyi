@@ -324,7 +324,7 @@ class LlamaEngineStats(TypedDict):
     prompt_evaluated: int
     generated: int
     host_ns: int  # step time outside llama_decode (wall clock)
-    host_cpu_ns: int  # the loop thread's CPU time outside llama_decode
+    host_cpu_ns: int  # CPU time outside llama_decode: the loop thread and its sampling threads
     decode_ns: int
     sample_ns: int
     parallel_samples: int  # steps sampled on the thread pool
@@ -395,6 +395,7 @@ class LlamaEngine:
         kv_cache_bytes: int = 0,
         kv_dir: str | os.PathLike[str] | None = None,
         kv_disk_bytes: int = 0,
+        pool_min_work: int = 131072,
     ) -> None: ...
     def submit(
         self,

@@ -71,6 +71,7 @@ LLAMA_OPTIONS: dict[str, type] = {
     "main_gpu": int,
     "offload_kqv": bool,
     "flash_attn": str,
+    "n_ubatch": int,
     "kv_cache_mb": int,
     "kv_cache_dir": str,
     "kv_disk_mb": int,

@@ -233,3 +233,40 @@ def test_loop_session_cache_spills_to_disk_and_reads_back(handle: Any, tmp_path:
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ConfigError, match="not a directory"):
         Engine(handle, kv_dir=str(tmp_path / "missing"), kv_disk_bytes=1)
+
+
+@pytest.mark.llama
+def test_sampling_pool_picks_what_the_loop_alone_picks(handle: Any) -> None:
+    """Steps sampled on 3 threads (the pool forced on a tiny vocabulary) give
+    every request the tokens one thread gives it, greedy and seeded alike."""
+    from openheim.models._llama.engine import Engine, GenRequest
+
+    def run(threads: int, pool_min_work: int) -> tuple[list[list[int]], int]:
+        e = Engine(handle, prefill_chunk=16, sample_threads=threads, pool_min_work=pool_min_work)
+        try:
+            events = [threading.Event() for _ in range(6)]
+            bufs = [TokenBuffer() for _ in range(6)]
+            for i in range(6):
+                e.submit(
+                    GenRequest(
+                        handle.tokenize(f"pool prompt {i}"),
+                        buffer=bufs[i],
+                        max_tokens=16,
+                        temperature=0.0 if i % 2 else 0.8,
+                        top_k=[40, 0, 8][i % 3],
+                        seed=i,
+                        ignore_eos=True,
+                        on_done=lambda r, ev=events[i]: ev.set(),
+                    )
+                )
+            for ev in events:
+                assert ev.wait(120)
+            return [b.tokens() for b in bufs], e.stats()["parallel_samples"]
+        finally:
+            e.close()
+
+    alone, none = run(1, 1 << 17)
+    pooled, parallel = run(3, 0)
+    assert none == 0
+    assert parallel > 0
+    assert pooled == alone

@@ -223,6 +223,29 @@ def test_offload_settings_reach_llama_cpp(tiny_gguf: Path) -> None:
     assert "flash_attn            = enabled" in "".join(log)
 
 
+def test_physical_batch_default_follows_the_device_and_parallelism(tiny_gguf: Path) -> None:
+    """On a CPU, more than 32 parallel sequences decode in physical batches of 32."""
+    from openheim.models.llama import LlamaModel
+
+    for n_parallel, n_gpu_layers, want in ((33, 0, 32), (32, 0, 512), (64, -1, 512)):
+        model = LlamaModel(
+            str(tiny_gguf),
+            n_ctx=1024,
+            n_parallel=n_parallel,
+            n_threads=1,
+            n_gpu_layers=n_gpu_layers,
+        )
+        try:
+            assert model._handle.context_params.n_ubatch == want
+        finally:
+            model.close()
+    model = LlamaModel(str(tiny_gguf), n_ctx=1024, n_parallel=64, n_threads=1, n_ubatch=128)
+    try:
+        assert model._handle.context_params.n_ubatch == 128  # given: kept
+    finally:
+        model.close()
+
+
 def test_bad_offload_settings_are_refused(tiny_gguf: Path) -> None:
     from openheim.models.llama import LlamaModel
 

@@ -48,17 +48,22 @@ class LlamaModel:
     ``n_parallel`` sequences decode together; ``n_ctx`` tokens of KV cache are
     shared by them (any one sequence may use all of it). ``sample_threads``
     native threads sample the sequences of a step (default: the cores left
-    over by ``n_threads``, at least one). Up to ``kv_cache_mb`` MiB of host
-    memory keep the KV state of sequences whose slot was reused, so a session
-    that returns later does not re-read its history (0 turns this off).
+    over by ``n_threads``, at least one; every core when llama.cpp's threads
+    sleep between decodes, see ``openheim.models._llama``). Up to
+    ``kv_cache_mb`` MiB of host memory keep the KV state of sequences whose
+    slot was reused, so a session that returns later does not re-read its
+    history (0 turns this off).
     With ``kv_cache_dir`` (an existing directory), states evicted from that
     memory go to files there, up to ``kv_disk_mb`` MiB, and are read back
     when their session returns (the files are removed when the model closes).
-    ``n_ubatch`` is llama.cpp's physical batch (default ``min(n_batch, 512)``);
-    with 64 or more parallel sequences on a CPU, 32 decodes faster: llama.cpp's
-    CPU flash attention works on tiles of 64 query rows, and a tile holding 64
+    ``n_ubatch`` is llama.cpp's physical batch: by default 32 on a CPU with
+    more than 32 parallel sequences, else ``min(n_batch, 512)``. One CPU batch
+    of 64 sequences' tokens decodes slower than two of 32: llama.cpp's CPU
+    flash attention works on tiles of 64 query rows, and a tile holding 64
     sequences of one unified cache can skip almost none of the cells masked
-    for them (measured on the demo model, 64 sequences: 91 against 76 tok/s).
+    for them (measured on the demo model, 64 sequences: 91 against 76 tok/s;
+    48 against 26 under load, where 32 sequences made 34-39). A 2,000-token
+    prompt prefills as fast in batches of 32 there.
     """
 
     def __init__(
@@ -110,10 +115,18 @@ class LlamaModel:
         eos = h.token_text(h.eos) if h.eos >= 0 else ""
         self.renderer = PromptRenderer(template, bos=bos, eos=eos)
         if sample_threads is None:
-            # Sampling threads use the cores llama.cpp's own threads leave free
-            # (its threads keep spinning for a while after each decode).
-            threads = n_threads or os.cpu_count() or 1
-            sample_threads = max(1, min(8, (os.cpu_count() or 1) - threads + 1))
+            from openheim.models._llama import llama_threads_sleep
+
+            cores = os.cpu_count() or 1
+            if llama_threads_sleep():
+                # llama.cpp's threads sleep after each decode: every core is
+                # free while the step's sequences are sampled.
+                sample_threads = max(1, min(8, cores))
+            else:
+                # Its threads keep spinning after each decode: only the cores
+                # they leave free.
+                threads = n_threads or cores
+                sample_threads = max(1, min(8, cores - threads + 1))
         self.engine = Engine(
             h,
             prefill_chunk=prefill_chunk,

@@ -113,11 +113,16 @@ class Engine:
         kv_cache_bytes: int = 0,
         kv_dir: str | None = None,
         kv_disk_bytes: int = 0,
+        pool_min_work: int = 1 << 17,
     ) -> None:
+        """``pool_min_work``: a step samples on the ``sample_threads`` when it
+        has two sequences or more and sequences x vocabulary reaches it (tests
+        lower it to run the pool on a tiny vocabulary)."""
         check_native_abi()
         self.h = handle
         lib, ctx, vocab, memory = handle.addresses()
         threads = sample_threads or 1
+        self.sample_threads = threads
         self.native = LlamaEngine(
             lib,
             ctx,
@@ -132,6 +137,7 @@ class Engine:
             kv_cache_bytes=max(0, kv_cache_bytes),
             kv_dir=kv_dir,
             kv_disk_bytes=max(0, kv_disk_bytes),
+            pool_min_work=pool_min_work,
         )
         self._closed = False
         self._pump = threading.Thread(
