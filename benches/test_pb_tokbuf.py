@@ -22,7 +22,7 @@ from bench_tokbuf import (
 
 from openheim._core import TokenBuffer
 
-N = 200_000
+N = 100_000
 
 
 @functools.cache
@@ -39,7 +39,7 @@ BASE = "pure-Python buffer"
 PAIRS = [
     Pair(
         "tokbuf_append_then_read",
-        "append 200k tokens, then read",
+        "append 100k tokens, then read",
         _per_token(lambda: append_then_read(TokenBuffer, pieces())),
         _per_token(lambda: append_then_read(PyTokenBuffer, pieces())),
         BASE,
