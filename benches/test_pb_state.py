@@ -21,7 +21,7 @@ import pytest
 from _pb import Pair, params, run_side
 from bench_state import CONCURRENCY, _langgraph_concurrent_rate, _langgraph_rate, _openheim_rate
 
-RUNS = 128
+RUNS = 400  # as in the script: at 64 at once, a few runs per worker are mostly start-up
 SKIP = (
     ""
     if importlib.util.find_spec("langgraph") and importlib.util.find_spec("aiosqlite")
