@@ -26,6 +26,7 @@ import msgspec
 from _util import Row, print_table
 
 from openheim._core import LogWriter, decode_frame, encode_frame
+from openheim.bench.cases import WORDS
 
 
 @dataclass
@@ -62,38 +63,6 @@ class ConversationState(msgspec.Struct):
     turn: int
     messages: list[Message]
     metadata: dict[str, str]
-
-
-WORDS = [
-    "the",
-    "agent",
-    "checks",
-    "the",
-    "weather",
-    "in",
-    "paris",
-    "and",
-    "then",
-    "books",
-    "a",
-    "table",
-    "for",
-    "two",
-    "at",
-    "eight",
-    "tomorrow",
-    "evening",
-    "while",
-    "keeping",
-    "the",
-    "user",
-    "informed",
-    "about",
-    "every",
-    "step",
-    "it",
-    "takes",
-]
 
 
 def conversation(n: int = 50, seed: int = 7) -> ConversationState:

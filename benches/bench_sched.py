@@ -10,6 +10,7 @@ interpreter per side so that one does not reuse the other's freed memory.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -40,6 +41,21 @@ class _Count:
         self(msg)
 
 
+# Far beyond a run's time even on a loaded machine: past it, messages were lost.
+WAIT_LIMIT = float(os.environ.get("BENCH_SCHED_WAIT_LIMIT", "120"))
+
+
+async def _wait_all(done: asyncio.Event, count: _Count, who: str) -> None:
+    """Wait for the last message; fail, naming how many were handled, instead of hanging."""
+    try:
+        await asyncio.wait_for(done.wait(), WAIT_LIMIT)
+    except asyncio.TimeoutError:
+        raise RuntimeError(
+            f"{who}: only {count.n:,} of {count.total:,} messages were handled after "
+            f"{WAIT_LIMIT:g} s; the rest were lost or never woke their actor"
+        ) from None
+
+
 def _run_loop(main: Callable[[], Coroutine[Any, Any, float]]) -> float:
     return asyncio.run(main())
 
@@ -64,7 +80,7 @@ def _ours(asynchronous: bool = False, from_threads: bool = False) -> float:
             for m in range(MSGS):
                 for a in actors:
                     a.send(m)
-        await done.wait()
+        await _wait_all(done, count, "openheim Scheduler")
         dt = time.perf_counter() - t0
         await sched.aclose()
         return ACTORS * MSGS / dt
@@ -108,7 +124,7 @@ def _baseline(asynchronous: bool = False, from_threads: bool = False) -> float:
             for m in range(MSGS):
                 for q in queues:
                     q.put_nowait(m)
-        await done.wait()
+        await _wait_all(done, count, "Task+Queue baseline")
         dt = time.perf_counter() - t0
         for task in tasks:
             task.cancel()

@@ -3,8 +3,14 @@
 1. The same model on both servers: ``/v1/chat/completions`` on an openheim
    agent whose model is the tiny generated GGUF (``llama:``), against
    llama-cpp-python's server (``python -m llama_cpp.server``) on the same
-   GGUF; both generate one token per request (max_tokens=1), both with one
-   llama.cpp thread. N concurrent clients (a raw keep-alive HTTP/1.1 load
+   GGUF, the same context size, both with one llama.cpp thread, both asked
+   for the same fixed ``max_tokens`` (``BENCH_SERVER_MAX_TOKENS``, default 8).
+   Neither server's chat endpoint takes ``ignore_eos``; the tiny model's
+   random weights make it generate up to the limit on both, and the load
+   generator counts the completion tokens of every reply on both sides
+   (``usage``) so the table shows the work was equal (a warning if not;
+   llama_cpp.server's chat endpoint counts one more than max_tokens when it
+   stops at the limit, e.g. 9 for 8, finish_reason "length"). N concurrent clients (a raw keep-alive HTTP/1.1 load
    generator in its own process): requests/s, p50, p99.
 2. Pure framework overhead, no inference on either side: a ScriptedModel
    agent behind ``openheim serve``, against a bare Starlette app on the same
@@ -35,6 +41,8 @@ CLIENTS = int(os.environ.get("BENCH_SERVER_CLIENTS", "32"))
 DURATION = float(os.environ.get("BENCH_SERVER_SECONDS", "4"))
 STREAMS = int(os.environ.get("BENCH_SERVER_STREAMS", "1000"))
 HOLD = float(os.environ.get("BENCH_SERVER_HOLD", "30"))
+MAX_TOKENS = int(os.environ.get("BENCH_SERVER_MAX_TOKENS", "8"))
+N_CTX = 2048  # the same on both servers
 KEY = "sk-bench"
 
 TOOLS = """
@@ -61,7 +69,7 @@ model = "benchtools:fast"
 
 [agents.tiny]
 model = "llama:tiny.gguf"
-model_settings = {{ n_threads = 1, n_ctx = 4096 }}
+model_settings = {{ n_threads = 1, n_ctx = {N_CTX} }}
 
 [agents.hold]
 model = "benchtools:hold"
@@ -88,8 +96,12 @@ LOADGEN = textwrap.dedent(
     from urllib.parse import urlsplit
 
     url, model, clients, duration, key = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+    max_tokens = int(sys.argv[6])
     parts = urlsplit(url)
-    body = json.dumps({"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    body = json.dumps({
+        "model": model, "max_tokens": max_tokens, "temperature": 0,
+        "messages": [{"role": "user", "content": "Tell me a long story about the sea."}],
+    }).encode()
     request = (
         f"POST {parts.path} HTTP/1.1\\r\\nHost: {parts.netloc}\\r\\nAuthorization: Bearer {key}\\r\\n"
         f"Content-Type: application/json\\r\\nContent-Length: {len(body)}\\r\\n\\r\\n"
@@ -103,31 +115,39 @@ LOADGEN = textwrap.dedent(
         for line in head.split(b"\\r\\n"):
             if line.lower().startswith(b"content-length:"):
                 length = int(line.split(b":")[1])
-        await reader.readexactly(length)
-        return status
+        payload = await reader.readexactly(length)
+        return status, payload
 
-    async def worker(stop, lat, errors):
+    async def worker(stop, lat, errors, tokens):
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
         await call(reader, writer)  # warm-up
         while time.perf_counter() < stop:
             t0 = time.perf_counter()
-            if await call(reader, writer) != 200:
-                errors.append(1)
+            status, payload = await call(reader, writer)
             lat.append(time.perf_counter() - t0)
+            if status != 200:
+                errors.append(1)
+                continue
+            usage = json.loads(payload).get("usage") or {}
+            tokens.append((usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)))
         writer.close()
 
     async def main():
-        lat, errors = [], []
+        lat, errors, tokens = [], [], []
         t0 = time.perf_counter()
         stop = t0 + duration
-        await asyncio.gather(*(worker(stop, lat, errors) for _ in range(clients)))
+        await asyncio.gather(*(worker(stop, lat, errors, tokens) for _ in range(clients)))
         elapsed = time.perf_counter() - t0
         lat.sort()
+        n = max(1, len(tokens))
         print(json.dumps({
             "rps": len(lat) / elapsed,
             "p50": lat[len(lat) // 2] * 1000,
             "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
             "errors": len(errors),
+            "prompt_tokens": sum(p for p, _ in tokens) / n,
+            "completion_tokens": sum(c for _, c in tokens) / n,
+            "min_completion_tokens": min((c for _, c in tokens), default=0),
         }))
 
     asyncio.run(main())
@@ -230,7 +250,16 @@ def _load(url: str, model: str, folder: Path) -> dict[str, float]:
     script = folder / "loadgen.py"
     script.write_text(LOADGEN)
     out = subprocess.run(
-        [sys.executable, str(script), url, model, str(CLIENTS), str(DURATION), KEY],
+        [
+            sys.executable,
+            str(script),
+            url,
+            model,
+            str(CLIENTS),
+            str(DURATION),
+            KEY,
+            str(MAX_TOKENS),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -286,7 +315,7 @@ def _llama(folder: Path) -> tuple[subprocess.Popen[bytes], int] | None:
             "--port",
             str(port),
             "--n_ctx",
-            "512",
+            str(N_CTX),
             "--api_key",
             KEY,
             "--n_threads",
@@ -332,20 +361,43 @@ def _streams(port: int, pid: int, folder: Path) -> tuple[int, int, int, int]:
     return opened, before, start, end
 
 
-def _rows(label: str, ours: dict[str, float], base: dict[str, float], name: str) -> list[Row]:
+def _rows(
+    label: str, ours: dict[str, float], base: dict[str, float], name: str, tokens: bool = False
+) -> list[Row]:
     for who, figures in (("openheim", ours), (name, base)):
         if figures.get("errors"):
             print(f"warning: {who} answered {figures['errors']:g} requests with a non-200 status")
-    return [
+    rows = [
         Row(f"{label} req/s", ours["rps"], base["rps"], "r/s", name),
         Row(f"{label} p50", ours["p50"], base["p50"], "ms", name, False),
         Row(f"{label} p99", ours["p99"], base["p99"], "ms", name, False),
     ]
+    if tokens:  # the work done per reply: the same on both sides, or the table says not
+        o, b = ours.get("completion_tokens", 0.0), base.get("completion_tokens", 0.0)
+        # llama_cpp.server's chat endpoint reports max_tokens + 1 completion tokens when it
+        # stops at the limit (finish_reason "length"; its /v1/completions reports max_tokens):
+        # a one-token difference is its count, not less work. b != b: baseline not run (nan).
+        if b == b and abs(o - b) > 1.0 + 0.05 * max(o, b):
+            print(
+                f"warning: unequal work: openheim generated {o:.1f} tokens per reply, "
+                f"{name} {b:.1f} (max_tokens={MAX_TOKENS} on both)"
+            )
+        rows.append(Row(f"{label} completion tokens/reply", o, b, "tok", name))
+        rows.append(
+            Row(
+                f"{label} prompt tokens/reply",
+                ours.get("prompt_tokens", 0.0),
+                base.get("prompt_tokens", 0.0),
+                "tok",
+                name,
+            )
+        )
+    return rows
 
 
 def run() -> list[Row]:
     rows: list[Row] = []
-    nan = {"rps": float("nan"), "p50": float("nan"), "p99": float("nan")}
+    nan = dict.fromkeys(("rps", "p50", "p99", "completion_tokens", "prompt_tokens"), float("nan"))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         proc, port = _openheim(folder)
@@ -371,7 +423,13 @@ def run() -> list[Row]:
             base_bare = _load(f"http://127.0.0.1:{bport}/v1/chat/completions", "bare", folder)
         finally:
             _stop(bproc)
-    rows += _rows(f"same model, 1 token ({CLIENTS} clients)", ours_model, base_model, model_name)
+    rows += _rows(
+        f"same model, max_tokens={MAX_TOKENS} ({CLIENTS} clients)",
+        ours_model,
+        base_model,
+        model_name,
+        tokens=True,
+    )
     rows += _rows(
         f"no inference ({CLIENTS} clients)",
         ours_bare,

@@ -1,4 +1,9 @@
-"""Run benchmark groups and print their ratio tables: `python benches/run.py core|all`."""
+"""Run benchmark groups and print their ratio tables: `python benches/run.py core|all [--check]`.
+
+With ``--check`` the command exits 1 when a figure misses its stated target
+(a ratio below its target, or an absolute figure past its limit), naming each
+miss, so a regression is visible in CI; without it the tables only say so.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _util import print_table
+from _util import Row, print_table
 
 GROUPS: dict[str, list[tuple[str, str]]] = {
     "core": [
@@ -75,16 +80,36 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
 }
 
 
+def misses(rows: list[Row]) -> list[Row]:
+    """The rows whose figure misses its target or limit."""
+    return [r for r in rows if r.verdict() in ("BELOW TARGET", "MISSES LIMIT")]
+
+
 def main(argv: list[str]) -> int:
-    which = argv[0] if argv else "all"
+    check = "--check" in argv
+    names = [a for a in argv if a != "--check"]
+    unknown = [a for a in names if a.startswith("-")]
+    if unknown or len(names) > 1:
+        print(f"usage: python benches/run.py [GROUP|all] [--check]; got {' '.join(argv)!r}")
+        return 2
+    which = names[0] if names else "all"
     groups = list(GROUPS) if which == "all" else [which]
+    if which != "all" and which not in GROUPS:
+        print(f"unknown benchmark group {which!r}; choose from {sorted(GROUPS)} or 'all'")
+        return 2
+    missed: list[tuple[str, Row]] = []
     for group in groups:
-        if group not in GROUPS:
-            print(f"unknown benchmark group {group!r}; choose from {sorted(GROUPS)} or 'all'")
-            return 2
         for module_name, title in GROUPS[group]:
             module = importlib.import_module(module_name)
-            print_table(title, module.run())
+            rows = module.run()
+            print_table(title, rows)
+            missed += [(module_name, r) for r in misses(rows)]
+    if missed:
+        print(f"\n{len(missed)} figure(s) missed their target:")
+        for module_name, r in missed:
+            print(f"  {module_name}: {r.name}: {r.verdict()}")
+        if check:
+            return 1
     return 0
 
 

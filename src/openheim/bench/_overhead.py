@@ -47,7 +47,7 @@ def run_overhead(
                     group="framework overhead (time per unit; ratio = peer / openheim)",
                     baseline=peer,
                     baseline_name=case.peer_name if present else f"{case.peer_name}: not installed",
-                    note=None if present else "peer not installed",
+                    note=None if present else _install_hint(case.peer_modules),
                     target=case.target if present else None,
                     target_is_ratio=True,
                 )
@@ -58,3 +58,10 @@ def run_overhead(
         if bar:
             bar.close()
     return report
+
+
+def _install_hint(modules: tuple[str, ...]) -> str:
+    """How to add a missing peer (autogen-core is not in the bench extra: it pins protobuf)."""
+    if any(m.startswith("autogen") for m in modules):
+        return "to compare: pip install autogen-core"
+    return "to compare: pip install 'openheim[bench]'"

@@ -100,20 +100,22 @@ def _overhead(plt: Any, report: Report) -> Any:
     ratios = [f.ratio or 0.0 for f in figs]
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(figs) + 1.5))
     bars = ax.barh(names, ratios, color=["#3b7dd8" if r else "#bbbbbb" for r in ratios])
+    shown = [r for r in ratios if r > 0] or [1.0]
+    left = min(0.3, min(shown) / 2)  # a log axis: a missing ratio's label starts here
     for bar, f in zip(bars, figs, strict=False):
         label = f"{f.ratio:.1f}× vs {f.baseline_name}" if f.ratio else "peer not installed"
         ax.text(
-            bar.get_width(),
+            bar.get_width() if f.ratio else left,
             bar.get_y() + bar.get_height() / 2,
             " " + label,
             va="center",
             fontsize=8,
+            color="black" if f.ratio else "#666666",
         )
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
-    shown = [r for r in ratios if r > 0] or [1.0]
     # room on the right for the labels
-    ax.set_xlim(min(0.3, min(shown) / 2), max(10.0, max(shown)) * 15)
+    ax.set_xlim(left, max(10.0, max(shown)) * 15)
     ax.set_xlabel("peer time / openheim time (higher: openheim cheaper)")
     ax.invert_yaxis()
     ax.set_title(_title(report), fontsize=9)

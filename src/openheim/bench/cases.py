@@ -32,7 +32,7 @@ import msgspec
 
 from openheim.workflow import reducer
 
-__all__ = ["CASES", "Case", "Op", "measure", "peer_installed"]
+__all__ = ["CASES", "WORDS", "Case", "Op", "measure", "peer_installed"]
 
 # One unit of work (or per_op units); awaited in a loop.
 Op = Callable[[], Awaitable[object]]
@@ -532,30 +532,47 @@ async def checkpointed_langgraph() -> tuple[Op, Callable[[], Awaitable[None]]]:
 # ---- the snapshot codec: a framed, versioned checkpoint vs bare msgspec ---------------------
 
 
+# The words the codec benchmarks' conversations are made of (also benches/bench_codec.py).
+WORDS = [
+    "the",
+    "agent",
+    "checks",
+    "the",
+    "weather",
+    "in",
+    "paris",
+    "and",
+    "then",
+    "books",
+    "a",
+    "table",
+    "for",
+    "two",
+    "at",
+    "eight",
+    "tomorrow",
+    "evening",
+    "while",
+    "keeping",
+    "the",
+    "user",
+    "informed",
+    "about",
+    "every",
+    "step",
+    "it",
+    "takes",
+]
+
+
 def conversation_checkpoint(n: int = 50) -> Any:
     """A checkpoint of a 50-message run (text, tool calls, tool results)."""
     from openheim.messages import Message, ToolCall
     from openheim.snapshot import RunState, checkpoint_of
 
-    words = [
-        "the",
-        "agent",
-        "checks",
-        "the",
-        "weather",
-        "in",
-        "paris",
-        "and",
-        "then",
-        "books",
-        "a",
-        "table",
-        "for",
-        "two",
-    ]
     messages = [Message.system("You are a helpful assistant. " * 4)]
     for i in range(1, n):
-        text = " ".join(words[(i + k) % len(words)] for k in range(20 + i % 60))
+        text = " ".join(WORDS[(i + k) % len(WORDS)] for k in range(20 + i % 60))
         if i % 7 == 3:
             call = ToolCall("get_weather", {"city": "Paris", "days": i % 5}, f"call_{i}")
             messages.append(Message.assistant(text[:120], [call]))
