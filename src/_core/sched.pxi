@@ -617,7 +617,7 @@ cdef class Scheduler:
                 return OH_OK
             if a._max == 1:
                 return OH_FULL
-            mb = self._attach(a)
+            mb = self._attach(a)  # may let another thread run: see _attach
         rc = mb._try_put(msg)
         # From the put to here no Python code runs, so neither the loop thread
         # nor another sender can slip in between: see the header comment.
@@ -628,7 +628,20 @@ cdef class Scheduler:
     cdef Mailbox _attach(self, _Cell a):
         """Give ``a`` a mailbox, moving the message waiting in ``_first`` into it."""
         cdef Mailbox mb = self._take_mailbox(a._max)
+        cdef Mailbox other
         cdef object first
+        # Making a mailbox allocates, and an allocation may run the garbage
+        # collector, whose callbacks and finalizers are Python code: another
+        # sender thread may have attached a mailbox in that window (or the loop
+        # stopped the actor). Use the one it attached; ours was never seen.
+        other = a._mb
+        if other is not None:
+            self._attached -= 1
+            return other
+        if a._flags & _A_STOPPED:
+            self._attached -= 1
+            mb.close()  # its put fails as CLOSED, as a send to a stopped actor does
+            return mb
         a._mb = mb
         if a._flags & _A_FIRST:
             first = a._first
