@@ -69,6 +69,7 @@ from openheim.workflow._records import (
     Waiting,
     decode_record,
     encode_record,
+    step_done,
 )
 from openheim.workflow._runner import (
     Ctx,
@@ -502,14 +503,13 @@ class Worker:
                         return
                 else:
                     updates, routes, tokens, attempt = await call_node(ctx, node, t.task, state)
-                    rec = StepDone(
-                        task=task,
-                        updates=updates,
+                    rec = step_done(
+                        task,
+                        updates,
                         routes=routes,
                         tokens=tokens,
                         active=ctx.active(),
                         attempt=attempt,
-                        at=time.time(),
                     )
             except (WorkflowStepError, WorkflowStateError) as exc:
                 rec = Ended(status="failed", error=str(exc), active=ctx.active(), at=time.time())
@@ -760,7 +760,7 @@ class Worker:
             )
             return None
         updates = map_join(ctx, node, [have[i] for i in range(len(items))])
-        return StepDone(task=task, updates=updates, active=ctx.active(), at=time.time())
+        return step_done(task, updates, active=ctx.active())
 
     async def _sub(
         self, d: Delivery, graph: Graph, ctx: Ctx, node: Node, task: str, state: Any
@@ -828,13 +828,8 @@ class Worker:
             routes = routes_of(
                 graph, node, node.router(spec.apply(state, updates) if updates else state)
             )
-        return StepDone(
-            task=task,
-            updates=updates,
-            routes=routes,
-            tokens=cview.usage.tokens,
-            active=ctx.active(),
-            at=time.time(),
+        return step_done(
+            task, updates, routes=routes, tokens=cview.usage.tokens, active=ctx.active()
         )
 
 
