@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
+import os
+import uuid
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,10 @@ from openheim.server import openheim_pb2_grpc as pb_grpc
 from openheim.server._app import create_app
 from openheim.server._grpc import start_grpc
 from openheim.testing.serve import free_port
-from openheim.workflow import Workflow
+from openheim.workflow import Worker, Workflow
+from openheim.workflow._batch import Batch
+
+REDIS_URL = os.environ.get("OPENHEIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 CONFIG = """\
 [agents.tel]
@@ -277,3 +284,51 @@ async def test_tool_nodes_are_not_wrapped_without_tracing() -> None:
     assert not telemetry.tracing()
     res = await tools_flow().run(Order(key="k", keys=["a"]))
     assert (res.state.found, res.state.upper, res.state.keys) == ("K", ["A"], ["A!"])
+
+
+@pytest.mark.redis
+async def test_a_batch_run_continues_the_submitters_trace_in_the_worker(spans: Spans) -> None:
+    name = f"tel{uuid.uuid4().hex[:10]}"
+    wf = tools_flow()
+    worker = Worker([wf], REDIS_URL, queue_name=name, visibility_timeout=10)
+    running = asyncio.ensure_future(worker.run(drain_timeout=5))
+    try:
+        with spans.tracer().start_as_current_span("submitter") as parent:
+            h = await wf.submit(
+                {"key": "k", "keys": ["a", "b"]}, queue=REDIS_URL, queue_name=name, namespace=name
+            )
+        res = await h.result(timeout=30)
+        assert res.status == "done"
+        assert res.state.upper == ["A", "B"]
+    finally:
+        worker.stop()
+        await running
+        await worker.aclose()
+        b = Batch(REDIS_URL, queue_name=name)
+        await b.queue.purge()
+        await b.store.delete_log("wfend/" + name)
+        store = b.store.namespace(name)
+        for key in await store.list():
+            await store.delete(key)
+        for log in await store.list_logs():
+            await store.delete_log(log)
+        await b.aclose()
+        await wf.aclose()
+        with warnings.catch_warnings():  # connections redis-py drops on a cancelled read
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+    steps = [s for s in spans.all() if s.name.startswith("step ")]
+    # find, each (two items, then the join), loud (two items, then the join)
+    assert {s.name for s in steps} == {"step find", "step each", "step loud"}
+    ctx = parent.get_span_context()
+    for s in steps:
+        assert s.parent is not None
+        assert s.parent.span_id == ctx.span_id, s.name  # the worker joined the trace
+        assert s.context is not None
+        assert s.context.trace_id == ctx.trace_id
+    tools = spans.named("execute_tool lookup") + spans.named("execute_tool shout")
+    assert len(tools) == 5  # the tool node and four map items, each inside its task's span
+    step_ids = {s.context.span_id for s in steps if s.context is not None}
+    assert all(t.parent is not None and t.parent.span_id in step_ids for t in tools)
+    items = [s for s in steps if "#" in str((s.attributes or {})["openheim.step.task"])]
+    assert len(items) == 4

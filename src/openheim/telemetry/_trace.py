@@ -32,6 +32,7 @@ __all__ = [
     "Carried",
     "agent_run",
     "attached",
+    "batch_step",
     "carry",
     "chat",
     "chat_stream",
@@ -798,7 +799,7 @@ def workflow_step(
         m = _metrics.active
         if tracer is None and m is None and not _logs.context_on:
             return coro
-        return _step(coro, tracer, m, ctx, name)
+        return _step(coro, tracer, m, ctx.graph, ctx.view, name)
 
     step.__wrapped__ = fn  # type: ignore[attr-defined]
     step.__name__ = fn.__name__
@@ -806,12 +807,44 @@ def workflow_step(
     return step
 
 
-async def _step(coro: Coroutine[Any, Any, None], tracer: Any, m: Any, ctx: Any, name: str) -> None:
-    workflow = ctx.graph.name
-    view = ctx.view
+def batch_step(
+    coro: Coroutine[Any, Any, None],
+    graph: Any,
+    view: Any,
+    name: str,
+    task: str,
+    traceparent: str | None,
+) -> Awaitable[None]:
+    """Observe one task a batch worker runs (node ``name`` of ``graph``, task id ``task``
+    of the run ``view``): a ``step {name}`` span whose parent is the trace context the
+    task carried through the queue (``traceparent``, the submitter's span), and the
+    step count. Returns ``coro`` itself when nothing observes."""
+    if _idle():
+        return coro
+    tracer = _tracer()
+    m = _metrics.active
+    if tracer is None and m is None and not _logs.context_on:
+        return coro
+    parent = extract(traceparent) if tracer is not None else None
+    fields = {"run_id": view.run_id, "workflow": graph.name}
+    return _step(coro, tracer, m, graph, view, name, parent, fields, task)
+
+
+async def _step(
+    coro: Coroutine[Any, Any, None],
+    tracer: Any,
+    m: Any,
+    graph: Any,
+    view: Any,
+    name: str,
+    parent: Any = None,
+    fields: dict[str, str] | None = None,
+    task: str | None = None,
+) -> None:
+    workflow = graph.name
     span = None
     if tracer is not None:
-        node = ctx.graph.nodes.get(name)
+        node = graph.nodes.get(name)
         a = {
             "openheim.workflow.name": workflow,
             "openheim.run.id": view.run_id,
@@ -819,8 +852,10 @@ async def _step(coro: Coroutine[Any, Any, None], tracer: Any, m: Any, ctx: Any, 
             "openheim.step.kind": getattr(node, "kind", ""),
             "openheim.step.superstep": view.step,
         }
-        span = _start(tracer, f"step {name}", "INTERNAL", a)
-    scope = _Scope(span, {"step": name})
+        if task is not None:
+            a["openheim.step.task"] = task  # a batch task (one item of a map: "<step>:<node>#i")
+        span = _start(tracer, f"step {name}", "INTERNAL", a, parent)
+    scope = _Scope(span, {**(fields or {}), "step": name})
     scope.enter()
     outcome = "error"
     try:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from openheim import telemetry
 from openheim.errors import VersionConflictError, WorkflowStateError, WorkflowStepError
 from openheim.workflow._backends import (
     Records,
@@ -452,7 +453,9 @@ class Worker:
         if index is not None and index in view.items.get(name, {}):
             await self._settle(d, graph, view, step, name, index, None)
             return
-        await self._run(d, graph, view, token, step, name, index)
+        # A span per task, under the submitter's trace (the traceparent the task carried).
+        run = self._run(d, graph, view, token, step, name, index)
+        await telemetry.batch_step(run, graph, view, name, t.task, t.traceparent)
 
     async def _run(
         self,
