@@ -166,11 +166,16 @@ fuzz: $(VENV)/.installed-dev
 # The native core's concurrency tests under valgrind memcheck (the release build, the
 # system allocator so every Python object is a malloc valgrind sees).
 VALGRIND_TESTS ?= core/test_mailbox.py core/test_sched.py core/test_sched_timers.py core/test_tokbuf.py core/test_wal.py core/test_codec.py
+# Hypothesis's speed health checks are off under memcheck (scripts/hypothesis_valgrind.py);
+# VALGRIND_ARGS=-s lists the suppressions used.
+VALGRIND_ARGS ?=
 valgrind: $(VENV)/.installed-dev
-	cd tests && PYTHONMALLOC=malloc PYTHONHASHSEED=0 valgrind --tool=memcheck --error-exitcode=99 \
-	  --leak-check=no --track-origins=no --num-callers=30 \
+	cd tests && PYTHONMALLOC=malloc PYTHONHASHSEED=0 PYTHONPATH=$(abspath scripts) \
+	  valgrind --tool=memcheck --error-exitcode=99 \
+	  --leak-check=no --track-origins=no --num-callers=30 $(VALGRIND_ARGS) \
 	  --suppressions=$(abspath scripts/valgrind-python.supp) \
-	  ../$(PY) -m pytest -p no:cacheprovider -q -m "not slow" $(VALGRIND_TESTS)
+	  ../$(PY) -m pytest -p no:cacheprovider -p hypothesis_valgrind --hypothesis-profile=valgrind \
+	  -q -m "not slow" $(VALGRIND_TESTS)
 
 # A repaired wheel for every CPython 3.10-3.13 found (pyenv, or python3.1x on PATH), each
 # installed in a fresh venv of its version outside the tree where the core tests run; an sdist.

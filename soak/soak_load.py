@@ -173,10 +173,13 @@ def run_load(sessions: int, seconds: float, work: Path | None = None) -> dict[st
     try:
         pid = served.proc.pid
         cold = rss_mb(pid)
-        # Warm-up: a short round at the same concurrency, so imports, caches, pools and the
-        # allocator's arenas exist before the baseline; "after" then shows what the long
-        # round left behind (Python rarely hands freed arenas back to the OS).
-        warm = _drive(served.url, KEYS["acme"], sessions, min(seconds, 5.0))
+        # Warm-up: a round as long as the measured one, at the same concurrency, so imports,
+        # caches, pools and the allocator's arenas reach the round's working set before the
+        # baseline; "after" then shows what the measured round left behind (Python rarely
+        # hands freed arenas back to the OS: after a 5 s warm-up the baseline sat ~22 MiB
+        # below a 60 s round's high-water mark, and three 40 s rounds in a row then left
+        # 138, 138, 136 MiB: a plateau, not a leak).
+        warm = _drive(served.url, KEYS["acme"], sessions, seconds)
         time.sleep(3.0)
         before = rss_mb(pid)
         peak = [before]

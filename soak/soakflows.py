@@ -5,7 +5,8 @@ Copied beside the soak's openheim.toml, whose directory is on ``sys.path``.
 - ``latent_model``: a ScriptedModel with a simulated 50 ms latency that answers
   ``echo: <prompt> (turn N)``, N counting the session's user turns, so a client
   sees at once when a turn was lost or recorded twice.
-- ``Chain`` / ``s1`` .. ``s6``: a six-step durable workflow; each step appends
+- ``Chain`` / ``s1`` .. ``s6``: a six-step durable workflow (``bchain``: the same in
+  batch mode, for ``openheim worker``); each step appends
   ``<tag> <step>`` to the fsynced file named by ``SOAK_EFFECTS`` when it starts
   (the side effect a crash may repeat) and sleeps a random 20-150 ms.
 - ``inject_model`` / ``read_note``: the model turns the user text, parsed as
@@ -27,7 +28,7 @@ import msgspec
 import openheim as oh
 from openheim.messages import ToolCall
 from openheim.models import ModelRequest, ScriptedModel
-from openheim.workflow import Decision
+from openheim.workflow import Decision, Workflow
 
 LATENCY = float(os.environ.get("SOAK_LATENCY", "0.05"))
 
@@ -88,6 +89,14 @@ CHAIN_TABLE = (
     + "]\n"
     + "".join(f'\n[[workflows.chain.nodes]]\nname = "{s}"\nstep = "soakflows:{s}"\n' for s in STEPS)
 )
+
+
+# The same six steps as a batch workflow (`openheim worker --workflows soakflows:bchain`).
+bchain = Workflow("soak-bchain", state=Chain)
+for _fn in (s1, s2, s3, s4, s5, s6):
+    bchain.step(_fn)
+for _a, _b in itertools.pairwise(STEPS):
+    bchain.edge(_a, _b)
 
 
 # ---- hostile tool arguments -------------------------------------------------------------

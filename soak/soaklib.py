@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from openheim.testing.serve import free_port, start_serve, stop_process
 
 HERE = Path(__file__).resolve().parent
 KEYS = {"acme": "sk-soak-acme-key", "globex": "sk-soak-globex-key"}
@@ -68,13 +67,6 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass
 class Served:
     proc: subprocess.Popen[bytes]
@@ -100,37 +92,13 @@ def start_server(
 ) -> Served:
     """``openheim serve`` on loopback, returned once /readyz answers 200."""
     port = port or free_port()
-    cmd = [sys.executable, "-m", "openheim", "serve", "--config", str(config), "--port", str(port)]
     log = config.parent / f"serve-{port}.log"
-    with log.open("ab") as err:
-        proc = subprocess.Popen(
-            cmd, env=env or child_env(), cwd=config.parent, stderr=err, stdout=err
-        )
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"openheim serve exited with {proc.returncode}: {log.read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError("openheim serve did not come up within 120 s")
-        time.sleep(0.05)
+    proc = start_serve(config, port=port, env=env or child_env(), log=log, timeout=120)
     return Served(proc, port, config, log)
 
 
 def stop_server(served: Served) -> None:
-    if served.proc.poll() is None:
-        served.proc.terminate()
-        try:
-            served.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            served.proc.kill()
-            served.proc.wait()
+    stop_process(served.proc, 30)
 
 
 def rss_mb(pid: int) -> float:

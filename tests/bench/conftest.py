@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import struct
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+
+from openheim.testing.serve import free_port, start_serve, stop_process
 
 
 @pytest.fixture(scope="session")
@@ -23,13 +20,6 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from openheim.testing.tiny_gguf import write_tiny_gguf
 
     return write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -49,36 +39,13 @@ def served(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         '[store]\nurl = "memory://"\n'
     )
     port = free_port()
-    log = (folder / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "openheim", "serve", "--port", str(port), "--log-level", "warning"],
-        cwd=folder,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    proc = start_serve(
+        None, port=port, args=["--log-level", "warning"], cwd=folder, log=folder / "serve.log"
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"openheim serve exited: {(folder / 'serve.log').read_text()}")
-            try:
-                # ready: every agent built, the model loaded
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("openheim serve did not come up in 60 s")
-            time.sleep(0.1)
         yield Served(f"http://127.0.0.1:{port}/v1", proc.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        stop_process(proc)
 
 
 def bench(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

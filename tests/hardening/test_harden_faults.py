@@ -43,3 +43,28 @@ def test_full_disk_under_sqlite_is_a_clear_error_and_no_damage() -> None:
     assert res["problems"] == []
     assert len(res["errors"]) == 2, "the disk never filled"
     assert all("StorageError" in e for e in res["errors"])
+
+
+async def test_sigkill_of_batch_workers_loses_and_repeats_no_committed_step(
+    tmp_path: Path,
+) -> None:
+    import batch_faults
+
+    for kind in ("redis", "nats"):  # private servers on free ports
+        res = await batch_faults.worker_kills(kind, 3, tmp_path, runs_per_trial=3)
+        assert res["problems"] == [], kind
+        assert res["tried"] == 3
+        assert res["runs"] == res["done"] == 9
+        assert res["bad"] == 0
+        assert res["survived"] == 3
+
+
+async def test_a_queue_server_restart_mid_run_loses_nothing(tmp_path: Path) -> None:
+    import batch_faults
+
+    for kind in ("redis", "nats"):
+        res = await batch_faults.server_restarts(kind, 1, tmp_path, runs=4)
+        assert res["problems"] == [], kind
+        assert res["workers_alive"], kind
+        assert res["runs"] == res["done"] == 4
+        assert res["bad"] == 0

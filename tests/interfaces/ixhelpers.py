@@ -5,14 +5,25 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+
+from openheim.testing.serve import free_port, start_serve, stop_process
+
+__all__ = [
+    "CONFIG",
+    "HERE",
+    "KEYS",
+    "Served",
+    "child_env",
+    "free_port",
+    "start_server",
+    "stop_server",
+    "write_project",
+]
 
 HERE = Path(__file__).parent
 KEYS = {"acme": "sk-acme-test-key", "globex": "sk-globex-test-key"}
@@ -67,13 +78,6 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class Served:
     def __init__(
         self, proc: subprocess.Popen[bytes], port: int, grpc_port: int, config: Path
@@ -92,37 +96,12 @@ class Served:
 
 def start_server(config: Path, grpc: bool = True, args: Sequence[str] = ()) -> Served:
     port, gport = free_port(), free_port()
-    cmd = [sys.executable, "-m", "openheim", "serve", "--config", str(config), "--port", str(port)]
-    if grpc:
-        cmd += ["--grpc-port", str(gport)]
-    cmd += args
-    # stderr to a file, not a pipe nobody reads (a full pipe would stall the server).
     log = config.parent / f"serve-{port}.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(cmd, env=child_env(), cwd=config.parent, stderr=err)
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"openheim serve exited with {proc.returncode}: {log.read_text()}")
-        try:
-            # Ready: every agent is built and every model loaded.
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError("openheim serve did not come up within 60 s")
-        time.sleep(0.05)
+    proc = start_serve(
+        config, port=port, grpc_port=gport if grpc else None, args=args, env=child_env(), log=log
+    )
     return Served(proc, port, gport, config)
 
 
 def stop_server(served: Served) -> None:
-    if served.proc.poll() is None:
-        served.proc.terminate()
-        try:
-            served.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            served.proc.kill()
-            served.proc.wait()
+    stop_process(served.proc, 20)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 import openheim as oh
 from openheim.messages import ToolCall
 from openheim.models import ModelRequest, ScriptedModel
@@ -44,3 +46,25 @@ def leaky() -> str:
         f"upstream said 401 to headers {{'Authorization': 'Bearer {LEAKED}', "
         f"'x-api-key': '{LEAKED}'}}"
     )
+
+
+# ---- a workflow with a tool node and a map of tool calls (telemetry propagation tests) ----
+
+
+class Order(msgspec.Struct):
+    key: str = ""
+    found: str = ""
+    keys: list[str] = msgspec.field(default_factory=list)
+    upper: list[str] = msgspec.field(default_factory=list)
+
+
+def order_args(o: Order) -> dict[str, Any]:
+    return {"key": o.key}
+
+
+@oh.tool
+async def shout(word: str) -> str:
+    """Upper-case a word (async)."""
+    if word == "boom":
+        raise ValueError("will not shout boom")
+    return word.upper() + "!"

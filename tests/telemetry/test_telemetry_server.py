@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from openheim.testing.serve import free_port, start_serve, stop_process
 
 HERE = Path(__file__).parent
 KEY = "sk-tenant-telemetry-test-key-42"
@@ -31,13 +31,6 @@ url = "memory://"
 tenant = "acme"
 key_env = "TEL_ACME_KEY"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Served:
@@ -70,30 +63,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     env = dict(os.environ, TEL_ACME_KEY=KEY)
     env.pop("PYTHONPATH", None)
     log = folder / "serve.log"
-    cmd = [sys.executable, "-m", "openheim", "serve", "--config", str(config)]
-    cmd += ["--port", str(port), "--log-format", "json"]
-    with log.open("wb") as err:
-        proc = subprocess.Popen(cmd, env=env, cwd=folder, stderr=err)
-    deadline = time.monotonic() + 60
+    proc = start_serve(config, port=port, args=["--log-format", "json"], env=env, log=log)
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"openheim serve exited {proc.returncode}: {log.read_text()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "openheim serve did not come up within 60 s"
-            time.sleep(0.05)
         yield Served(proc, port, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 20)
 
 
 def value(

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from openheim import telemetry
 from openheim.config import Config
 from openheim.server._http import error_response, failure, log
 from openheim.server._metrics import Metrics
@@ -32,8 +33,24 @@ Send = Callable[[Message_], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+def _remote_parent(scope: Scope) -> Any:
+    """The trace context of the request's W3C ``traceparent`` / ``tracestate`` headers, when
+    openheim traces and no instrumentation in front of it made a span current already."""
+    if not telemetry.tracing():
+        return None
+    parent = state = None
+    for key, value in scope["headers"]:
+        name = key.lower()
+        if name == b"traceparent":
+            parent = value.decode("latin-1")
+        elif name == b"tracestate":
+            state = value.decode("latin-1")
+    return telemetry.remote_parent(parent, state)
+
+
 class Guard:
-    """Body size limit, Bearer-key authentication (tenant into scope) and request metrics."""
+    """Body size limit, Bearer-key authentication (tenant into scope), request metrics, and
+    the caller's trace context (``traceparent``) around the request."""
 
     def __init__(self, app: Starlette, state: ServerState, metrics: Metrics) -> None:
         self.app = app
@@ -57,7 +74,10 @@ class Guard:
             await send(message)
 
         try:
-            await self._guarded(scope, receive, send_)
+            # A run started here (and its invoke_agent / invoke_workflow span) continues the
+            # caller's trace: its task copies this context when it is created.
+            with telemetry.attached(_remote_parent(scope)):
+                await self._guarded(scope, receive, send_)
         except Exception as exc:
             # A bug below (the routes answer every failure they expect): logged with its
             # traceback; the client gets the JSON error shape if nothing was sent yet.

@@ -8,13 +8,15 @@ KEY`` metadata), agents, runs, limits and session stores.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import inspect
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 import msgspec
 
+from openheim import telemetry
 from openheim.config import Config
 from openheim.errors import (
     ApprovalError,
@@ -35,6 +37,70 @@ from openheim.server._workflows import ShuttingDown
 
 if TYPE_CHECKING:
     from openheim.workflow import Workflow, WorkflowResult
+
+
+class _TraceContext(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Every call continues the caller's trace: its ``traceparent`` (and ``tracestate``)
+    metadata is the current trace context while the handler runs (so the run it starts
+    has the caller's span as its parent)."""
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None or not telemetry.tracing():
+            return handler
+        parent = state = None
+        for key, value in details.invocation_metadata or ():
+            if key == "traceparent":
+                parent = value
+            elif key == "tracestate":
+                state = value
+        if not isinstance(parent, str):
+            return handler
+        tracestate = state if isinstance(state, str) else None
+
+        def ctx() -> Any:
+            return telemetry.remote_parent(parent, tracestate)
+
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=_unary(handler.unary_unary, ctx))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=_streamed(handler.unary_stream, ctx))
+        if handler.stream_unary is not None:
+            return handler._replace(stream_unary=_unary(handler.stream_unary, ctx))
+        return handler._replace(stream_stream=_streamed(handler.stream_stream, ctx))
+
+
+def _unary(behavior: Callable[[Any, Any], Any], ctx: Callable[[], Any]) -> Any:
+    async def call(request: Any, context: Any) -> Any:
+        with telemetry.attached(ctx()):
+            return await behavior(request, context)
+
+    return call
+
+
+def _streamed(behavior: Callable[[Any, Any], Any], ctx: Callable[[], Any]) -> Any:
+    async def call(request: Any, context: Any) -> AsyncIterator[Any]:
+        parent = ctx()
+        with telemetry.attached(parent):
+            items = behavior(request, context)
+        if not inspect.isasyncgen(items):  # a handler that writes with context.write
+            with telemetry.attached(parent):
+                await items
+            return
+        # Current only while the handler runs, never while this generator is suspended.
+        try:
+            while True:
+                with telemetry.attached(parent):
+                    try:
+                        item = await items.__anext__()
+                    except StopAsyncIteration:
+                        return
+                yield item
+        finally:
+            with telemetry.attached(parent):
+                await items.aclose()
+
+    return call
 
 
 class _Service(pb_grpc.OpenheimServicer):
@@ -336,7 +402,7 @@ async def start_grpc(state: ServerState, host: str, port: int) -> Any:
     """Start the gRPC server on ``host:port`` (in the running event loop), over TLS when
     ``[server.grpc]`` names a certificate and key."""
     creds = credentials(state.config)
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=[_TraceContext()])
     pb_grpc.add_OpenheimServicer_to_server(_Service(state), server)  # type: ignore[no-untyped-call]
     address = f"{host}:{port}"
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import logging
 import math
@@ -343,7 +344,10 @@ class RunRegistry:
 
     def _ensure_sweeper(self) -> None:
         if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.get_running_loop().create_task(self._background())
+            # In a context of its own, not the request's that may start it: the runs it
+            # takes over must not join that request's trace (nor carry its log fields).
+            loop = asyncio.get_running_loop()
+            self._sweeper = contextvars.Context().run(loop.create_task, self._background())
 
     async def start_background(self) -> None:
         """At server start: resume what a dead server left, then keep expiring and recovering."""

@@ -17,6 +17,9 @@ or ``configure(capture_content=True)``.
 string: :func:`inject` gives the current one (for a queue message), and
 :func:`use_traceparent` makes one current while a worker handles it. Actor
 messages carry theirs automatically when the runtime was started with tracing on.
+The server continues a client's trace: the ``traceparent`` (and ``tracestate``)
+header of an HTTP request or the gRPC metadata of a call makes the client's span
+the parent of the run it starts (:func:`remote_parent`).
 
 **Metrics** (Prometheus, ``prometheus-client``): off until something serves
 them, the HTTP server's ``/metrics`` or :func:`serve_metrics` on a port of its
@@ -51,6 +54,8 @@ from openheim.telemetry._metrics import (
 from openheim.telemetry._trace import (
     Carried,
     agent_run,
+    attached,
+    batch_step,
     carry,
     chat,
     chat_stream,
@@ -60,6 +65,7 @@ from openheim.telemetry._trace import (
     extract,
     inject,
     observed,
+    remote_parent,
     tracing,
     use_traceparent,
     workflow_run,
@@ -71,6 +77,8 @@ __all__ = [
     "Carried",
     "LogContext",
     "agent_run",
+    "attached",
+    "batch_step",
     "carry",
     "chat",
     "chat_stream",
@@ -88,6 +96,7 @@ __all__ = [
     "record_queue",
     "redact",
     "register_secret",
+    "remote_parent",
     "render_metrics",
     "serve_metrics",
     "tracing",

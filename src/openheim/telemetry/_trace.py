@@ -31,6 +31,8 @@ from openheim.telemetry import _logs, _metrics
 __all__ = [
     "Carried",
     "agent_run",
+    "attached",
+    "batch_step",
     "carry",
     "chat",
     "chat_stream",
@@ -39,6 +41,7 @@ __all__ = [
     "execute_tool",
     "extract",
     "inject",
+    "remote_parent",
     "tracing",
     "use_traceparent",
     "workflow_run",
@@ -184,11 +187,12 @@ def inject() -> str | None:
     return f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{int(sc.trace_flags):02x}"
 
 
-def extract(traceparent: str | None) -> Any:
+def extract(traceparent: str | None, tracestate: str | None = None) -> Any:
     """An OpenTelemetry context whose parent is ``traceparent``, or None.
 
     None when ``traceparent`` is None, malformed (it is ignored, as the W3C
-    spec asks) or OpenTelemetry is not installed.
+    spec asks) or OpenTelemetry is not installed. ``tracestate`` (the W3C
+    header of that name) travels with it when given.
     """
     if not traceparent:
         return None
@@ -196,17 +200,32 @@ def extract(traceparent: str | None) -> Any:
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
     except ImportError:
         return None
-    ctx = TraceContextTextMapPropagator().extract({"traceparent": traceparent})
+    carrier = {"traceparent": traceparent}
+    if tracestate:
+        carrier["tracestate"] = tracestate
+    ctx = TraceContextTextMapPropagator().extract(carrier)
     _, trace = _otel()
     if not trace.get_current_span(ctx).get_span_context().is_valid:
         return None
     return ctx
 
 
+def remote_parent(traceparent: str | None, tracestate: str | None = None) -> Any:
+    """The context that continues a caller's trace (W3C ``traceparent`` / ``tracestate``
+    headers of a request), or None: when openheim is not tracing, the header is missing
+    or malformed, or a span is current already (an instrumentation in front of the
+    server, such as OpenTelemetry's ASGI or gRPC one, made the caller its parent)."""
+    if not traceparent or _tracer() is None:
+        return None
+    trace = _modules.get(_OTEL)
+    if trace is not None and trace.get_current_span().get_span_context().is_valid:
+        return None
+    return extract(traceparent, tracestate)
+
+
 @contextlib.contextmanager
-def use_traceparent(traceparent: str | None) -> Iterator[None]:
-    """Make ``traceparent`` the current trace context inside the block (a no-op if None)."""
-    ctx = extract(traceparent)
+def attached(ctx: Any) -> Iterator[None]:
+    """Make the OpenTelemetry context ``ctx`` current inside the block (a no-op if None)."""
     if ctx is None:
         yield
         return
@@ -216,6 +235,12 @@ def use_traceparent(traceparent: str | None) -> Iterator[None]:
         yield
     finally:
         context.detach(token)
+
+
+def use_traceparent(traceparent: str | None, tracestate: str | None = None) -> Any:
+    """Make ``traceparent`` the current trace context inside a ``with`` block (a no-op if
+    None or malformed)."""
+    return attached(extract(traceparent, tracestate))
 
 
 # ---- spans ----------------------------------------------------------------------------
@@ -630,7 +655,8 @@ def _input_messages(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str,
 def execute_tool(
     call: Awaitable[T], tool: str, call_id: str, arguments: Any, description: str = ""
 ) -> Awaitable[T]:
-    """Observe one tool call; ``call`` gives the tool's result Message."""
+    """Observe one tool call; ``call`` gives the tool's result: a Message (the agent loop),
+    or the plain value a workflow's tool node or map item returned."""
     if _idle():
         return call
     tracer = _tracer()
@@ -684,7 +710,7 @@ async def _execute_tool(
                 span.set_attribute("error.type", "tool_error")
                 span.set_status(trace.Status(trace.StatusCode.ERROR))
             if _capture():
-                span.set_attribute("gen_ai.tool.call.result", getattr(message, "content", "") or "")
+                span.set_attribute("gen_ai.tool.call.result", _result_text(message))
         if is_error and m is not None:
             m.errors.labels("tool_error", "tool").inc()
         return message
@@ -694,6 +720,16 @@ async def _execute_tool(
             span.end()
         if m is not None:
             m.tool_calls.labels(tool, outcome).inc()
+
+
+def _result_text(value: Any) -> str:
+    """A tool's result for the span: a Message's content (the agent loop's calls), else the
+    value itself as text (a workflow's tool nodes and map items return plain values)."""
+    if hasattr(value, "is_error") and hasattr(value, "tool_call_id"):
+        return getattr(value, "content", "") or ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 # ---- workflows ------------------------------------------------------------------------
@@ -763,7 +799,7 @@ def workflow_step(
         m = _metrics.active
         if tracer is None and m is None and not _logs.context_on:
             return coro
-        return _step(coro, tracer, m, ctx, name)
+        return _step(coro, tracer, m, ctx.graph, ctx.view, name)
 
     step.__wrapped__ = fn  # type: ignore[attr-defined]
     step.__name__ = fn.__name__
@@ -771,12 +807,44 @@ def workflow_step(
     return step
 
 
-async def _step(coro: Coroutine[Any, Any, None], tracer: Any, m: Any, ctx: Any, name: str) -> None:
-    workflow = ctx.graph.name
-    view = ctx.view
+def batch_step(
+    coro: Coroutine[Any, Any, None],
+    graph: Any,
+    view: Any,
+    name: str,
+    task: str,
+    traceparent: str | None,
+) -> Awaitable[None]:
+    """Observe one task a batch worker runs (node ``name`` of ``graph``, task id ``task``
+    of the run ``view``): a ``step {name}`` span whose parent is the trace context the
+    task carried through the queue (``traceparent``, the submitter's span), and the
+    step count. Returns ``coro`` itself when nothing observes."""
+    if _idle():
+        return coro
+    tracer = _tracer()
+    m = _metrics.active
+    if tracer is None and m is None and not _logs.context_on:
+        return coro
+    parent = extract(traceparent) if tracer is not None else None
+    fields = {"run_id": view.run_id, "workflow": graph.name}
+    return _step(coro, tracer, m, graph, view, name, parent, fields, task)
+
+
+async def _step(
+    coro: Coroutine[Any, Any, None],
+    tracer: Any,
+    m: Any,
+    graph: Any,
+    view: Any,
+    name: str,
+    parent: Any = None,
+    fields: dict[str, str] | None = None,
+    task: str | None = None,
+) -> None:
+    workflow = graph.name
     span = None
     if tracer is not None:
-        node = ctx.graph.nodes.get(name)
+        node = graph.nodes.get(name)
         a = {
             "openheim.workflow.name": workflow,
             "openheim.run.id": view.run_id,
@@ -784,8 +852,10 @@ async def _step(coro: Coroutine[Any, Any, None], tracer: Any, m: Any, ctx: Any, 
             "openheim.step.kind": getattr(node, "kind", ""),
             "openheim.step.superstep": view.step,
         }
-        span = _start(tracer, f"step {name}", "INTERNAL", a)
-    scope = _Scope(span, {"step": name})
+        if task is not None:
+            a["openheim.step.task"] = task  # a batch task (one item of a map: "<step>:<node>#i")
+        span = _start(tracer, f"step {name}", "INTERNAL", a, parent)
+    scope = _Scope(span, {**(fields or {}), "step": name})
     scope.enter()
     outcome = "error"
     try:

@@ -204,8 +204,12 @@ class Graph:
         if callable(getattr(do, "run", None)) and callable(getattr(do, "stream", None)):
             pass  # an Agent
         elif callable(do):
+            from openheim.tools._tool import Tool
+
             takes_state = arity(do) >= 2
-            fn = do
+            # An @oh.tool is a sync callable object even around an async function: its
+            # function says whether the items are awaited.
+            fn = do.function if isinstance(do, Tool) else do
         else:
             raise WorkflowDefinitionError(f"map {name!r}: do must be a function or an Agent")
         self._add(

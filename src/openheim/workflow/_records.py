@@ -11,6 +11,7 @@ native codec's checksummed frames; nothing is pickled.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 import msgspec
@@ -36,6 +37,7 @@ __all__ = [
     "decode_record",
     "encode_approval",
     "encode_record",
+    "step_done",
 ]
 
 FORMAT_VERSION = 1
@@ -127,6 +129,27 @@ class StepDone(msgspec.Struct, tag="done", kw_only=True, omit_defaults=True):
     active: float = 0.0  # the run's active seconds when this was committed
     attempt: int = 1
     at: float = 0.0
+
+
+def step_done(
+    task: str,
+    updates: dict[str, Any],
+    *,
+    routes: list[str] | None = None,
+    tokens: int = 0,
+    active: float = 0.0,
+    attempt: int = 1,
+) -> StepDone:
+    """The record of a finished node, stamped now (both executors commit these)."""
+    return StepDone(
+        task=task,
+        updates=updates,
+        routes=routes,
+        tokens=tokens,
+        active=active,
+        attempt=attempt,
+        at=time.time(),
+    )
 
 
 class ItemDone(msgspec.Struct, tag="item", kw_only=True, omit_defaults=True):

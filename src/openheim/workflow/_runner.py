@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from itertools import repeat
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
 
 from openheim import telemetry
 from openheim.errors import (
@@ -31,8 +34,8 @@ from openheim.workflow._records import (
     Ended,
     ItemDone,
     Record,
-    StepDone,
     Waiting,
+    step_done,
 )
 from openheim.workflow._step import _FAST, _STEP
 from openheim.workflow._view import RunView
@@ -62,6 +65,7 @@ __all__ = [
 ]
 
 Emit = Callable[[Any], None]
+T = TypeVar("T")
 _perf = time.perf_counter
 
 
@@ -270,26 +274,12 @@ async def _run_node(ctx: Ctx, name: str) -> None:
         if emit is not None:
             emit(NodeFinished(view.run_id, name, task, updates))
         return
-    rec = StepDone(
-        task=task,
-        updates=updates,
-        routes=routes,
-        tokens=tokens,
-        active=ctx.active(),
-        attempt=attempt,
-        at=time.time(),
+    rec = step_done(
+        task, updates, routes=routes, tokens=tokens, active=ctx.active(), attempt=attempt
     )
     stored = None
     if ctx.durable and graph.spec.is_pydantic and updates:
-        stored = StepDone(
-            task=task,
-            updates=graph.spec.dump_updates(updates),
-            routes=routes,
-            tokens=tokens,
-            active=rec.active,
-            attempt=rec.attempt,
-            at=rec.at,
-        )
+        stored = msgspec.structs.replace(rec, updates=graph.spec.dump_updates(updates))
     await ctx.commit(rec, stored)
     if emit is not None:
         emit(NodeFinished(view.run_id, name, task, updates))
@@ -449,8 +439,8 @@ async def _call(ctx: Ctx, node: Node, state: Any) -> tuple[dict[str, Any], list[
         )
     elif kind == "tool":
         tool: Any = node.fn
-        args = dict(node.args(state)) if node.args is not None else {}
-        value = await tool.invoke(tool.validate(args), None)
+        args = tool.validate(dict(node.args(state)) if node.args is not None else {})
+        value = await _tool_call(tool, _invoke(tool, args), args)
         updates = (
             spec.check({node.output: value}, f"tool node {node.name!r}") if node.output else {}
         )
@@ -543,6 +533,9 @@ async def run_item(ctx: Ctx, node: Node, item: Any, state: Any, task: str) -> tu
                 coro = _agent(ctx, node, do, str(item))
                 return await (asyncio.wait_for(coro, node.timeout) if node.timeout else coro)
             args = (item, state) if node.takes_state else (item,)
+            if telemetry.observed() and _is_tool(do):  # an @oh.tool per item: its span
+                c = _tool_call(do, do(*args) if node.is_async else _value(do, args), item)
+                return await (asyncio.wait_for(c, node.timeout) if node.timeout else c), 0
             if node.is_async:
                 c = do(*args)
                 return await (asyncio.wait_for(c, node.timeout) if node.timeout else c), 0
@@ -556,6 +549,30 @@ async def run_item(ctx: Ctx, node: Node, item: Any, state: Any, task: str) -> tu
             await asyncio.sleep(retry.delay(failures))
         finally:
             _STEP.reset(token)
+
+
+def _is_tool(fn: Any) -> bool:
+    # (an @oh.tool exists only once openheim.tools was imported: no import here)
+    tools = sys.modules.get("openheim.tools._tool")
+    return tools is not None and isinstance(fn, tools.Tool)
+
+
+def _tool_call(tool: Any, call: Awaitable[T], arguments: Any) -> Awaitable[T]:
+    """``call`` of ``tool`` (a tool node, or a map item's @oh.tool) inside its
+    ``execute_tool`` span; the call id is the step's idempotency key."""
+    got = _STEP.get()
+    call_id = f"{got[0]}/{got[1]}/{got[2]}" if got is not None else ""
+    return telemetry.execute_tool(call, tool.name, call_id, arguments, tool.description)
+
+
+async def _invoke(tool: Any, args: dict[str, Any]) -> Any:
+    # A coroutine: the tool starts once awaited, inside its span (a sync tool's thread
+    # copies the context then).
+    return await tool.invoke(args, None)
+
+
+async def _value(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    return fn(*args)
 
 
 def approval_record(ctx: Ctx, node: Node, task: str, state: Any) -> ApprovalRecord:
@@ -589,8 +606,6 @@ async def _request_approval(ctx: Ctx, node: Node, task: str, state: Any) -> None
 
 def budget_record(ctx: Ctx, over: str) -> ApprovalRecord:
     """The approval request of a run that used up its budget (``on_exceed="pause"``)."""
-    import msgspec
-
     view = ctx.view
     task = f"budget:{view.step}:{view.usage.steps}"
     return ApprovalRecord(
@@ -647,24 +662,10 @@ async def _run_sub(ctx: Ctx, node: Node, task: str, state: Any) -> None:
         routes = _routes(
             ctx.graph, node, node.router(spec.apply(state, updates) if updates else state)
         )
-    rec = StepDone(
-        task=task,
-        updates=updates,
-        routes=routes,
-        tokens=view.usage.tokens,
-        active=ctx.active(),
-        at=time.time(),
-    )
+    rec = step_done(task, updates, routes=routes, tokens=view.usage.tokens, active=ctx.active())
     stored = None
     if ctx.durable and spec.is_pydantic and updates:
-        stored = StepDone(
-            task=task,
-            updates=spec.dump_updates(updates),
-            routes=routes,
-            tokens=rec.tokens,
-            active=rec.active,
-            at=rec.at,
-        )
+        stored = msgspec.structs.replace(rec, updates=spec.dump_updates(updates))
     await ctx.commit(rec, stored)
     if ctx.emit is not None:
         ctx.emit(NodeFinished(ctx.view.run_id, node.name, task, updates))

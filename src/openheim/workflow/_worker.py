@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from openheim import telemetry
 from openheim.errors import VersionConflictError, WorkflowStateError, WorkflowStepError
 from openheim.workflow._backends import (
     Records,
@@ -71,6 +72,7 @@ from openheim.workflow._records import (
     Waiting,
     decode_record,
     encode_record,
+    step_done,
 )
 from openheim.workflow._runner import (
     Ctx,
@@ -458,7 +460,9 @@ class Worker:
         if index is not None and index in view.items.get(name, {}):
             await self._settle(d, graph, view, step, name, index, None)
             return
-        await self._run(d, graph, view, token, step, name, index)
+        # A span per task, under the submitter's trace (the traceparent the task carried).
+        run = self._run(d, graph, view, token, step, name, index)
+        await telemetry.batch_step(run, graph, view, name, t.task, t.traceparent)
 
     async def _run(
         self,
@@ -509,14 +513,13 @@ class Worker:
                         return
                 else:
                     updates, routes, tokens, attempt = await call_node(ctx, node, t.task, state)
-                    rec = StepDone(
-                        task=task,
-                        updates=updates,
+                    rec = step_done(
+                        task,
+                        updates,
                         routes=routes,
                         tokens=tokens,
                         active=ctx.active(),
                         attempt=attempt,
-                        at=time.time(),
                     )
             except (WorkflowStepError, WorkflowStateError) as exc:
                 rec = Ended(status="failed", error=str(exc), active=ctx.active(), at=time.time())
@@ -767,7 +770,7 @@ class Worker:
             )
             return None
         updates = map_join(ctx, node, [have[i] for i in range(len(items))])
-        return StepDone(task=task, updates=updates, active=ctx.active(), at=time.time())
+        return step_done(task, updates, active=ctx.active())
 
     async def _sub(
         self, d: Delivery, graph: Graph, ctx: Ctx, node: Node, task: str, state: Any
@@ -835,13 +838,8 @@ class Worker:
             routes = routes_of(
                 graph, node, node.router(spec.apply(state, updates) if updates else state)
             )
-        return StepDone(
-            task=task,
-            updates=updates,
-            routes=routes,
-            tokens=cview.usage.tokens,
-            active=ctx.active(),
-            at=time.time(),
+        return step_done(
+            task, updates, routes=routes, tokens=cview.usage.tokens, active=ctx.active()
         )
 
 
