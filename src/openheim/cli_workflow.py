@@ -416,7 +416,30 @@ def add_worker_parser(
     p.add_argument(
         "--stats", action="store_true", help="print the queue's statistics once and exit"
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics at http://ADDR:PORT/metrics (0: any free port; "
+        "needs prometheus-client)",
+    )
+    p.add_argument(
+        "--metrics-addr",
+        default="0.0.0.0",
+        help="the address --metrics-port listens on (default 0.0.0.0)",
+    )
     return p
+
+
+async def _queue_gauges(name: str, queue: Any, every: float) -> None:
+    """Keep the queue's gauges (depth, in flight, redeliveries, dead letters) current."""
+    from openheim import telemetry
+
+    while True:
+        try:
+            telemetry.record_queue(name, await queue.stats())
+        except Exception as exc:  # the queue may be restarting: try again next time
+            print(f"queue metrics unavailable: {exc}", file=sys.stderr, flush=True)
+        await asyncio.sleep(every)
 
 
 async def _work(args: argparse.Namespace) -> None:
@@ -430,6 +453,11 @@ async def _work(args: argparse.Namespace) -> None:
     wfs = [_load(ref, args) for ref in refs]
     if args.concurrency < 1:
         raise _Usage(f"--concurrency must be at least 1, got {args.concurrency}")
+    metrics = None
+    if args.metrics_port is not None and not args.stats:
+        from openheim import telemetry
+
+        metrics = telemetry.serve_metrics(args.metrics_port, args.metrics_addr)
     worker = Worker(
         wfs,
         args.queue,
@@ -451,14 +479,15 @@ async def _work(args: argparse.Namespace) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
-        _print(
-            {
-                "worker": worker.consumer,
-                "queue": args.queue,
-                "workflows": sorted(worker.graphs),
-                "concurrency": worker.concurrency,
-            }
-        )
+        started: dict[str, Any] = {
+            "worker": worker.consumer,
+            "queue": args.queue,
+            "workflows": sorted(worker.graphs),
+            "concurrency": worker.concurrency,
+        }
+        if metrics is not None:
+            started["metrics"] = f"http://{args.metrics_addr}:{metrics.port}/metrics"
+        _print(started)
 
         async def report() -> None:
             while args.stats_every > 0:
@@ -469,15 +498,22 @@ async def _work(args: argparse.Namespace) -> None:
                     print(f"stats unavailable: {exc}", file=sys.stderr, flush=True)
 
         reporter = asyncio.ensure_future(report())
+        gauges = None
+        if metrics is not None:
+            gauges = asyncio.ensure_future(_queue_gauges(args.queue_name, queue, 5.0))
         try:
             stats = await worker.run(drain_timeout=args.drain_timeout)
         finally:
             reporter.cancel()
+            if gauges is not None:
+                gauges.cancel()
         _print({"stopped": worker.consumer, **_plain(stats)})
     finally:
         for wf in wfs:
             await wf.aclose()
         await worker.aclose()
+        if metrics is not None:
+            metrics.close()
 
 
 def run_worker(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ class Workers:
         self.name = name
         self.effects = effects
         self.procs: list[subprocess.Popen[str]] = []
+        self.started: dict[str, Any] = {}  # the last started worker's first line
 
     def start(
         self, workflows: str, *, sleep: float = 3.0, extra: tuple[str, ...] = ()
@@ -71,7 +72,8 @@ class Workers:
         assert p.stdout is not None
         first = p.stdout.readline()
         assert first.startswith("{"), first + (p.stderr.read() if p.stderr else "")
-        assert "b-" in json.loads(first)["workflows"][0]
+        self.started = json.loads(first)
+        assert "b-" in self.started["workflows"][0]
         self.procs.append(p)
         return p
 
@@ -378,3 +380,42 @@ async def test_a_redis_restart_mid_run_with_the_store_on_its_own_connection(
             assert stats["errors"] == 0  # every store call waited for the server
         finally:
             w.close()
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """The samples of a Prometheus text page, keyed by name{labels}."""
+    import httpx
+
+    out: dict[str, float] = {}
+    for line in httpx.get(url, timeout=5).text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+async def test_worker_metrics_port_serves_queue_gauges_and_step_counts(
+    queue: tuple[str, str], workers: Workers, effects: Path
+) -> None:
+    w = workers.start(
+        "batchflows:slow", sleep=0.05, extra=("--metrics-port", "0", "--metrics-addr", "127.0.0.1")
+    )
+    url = workers.started["metrics"]
+    assert url.startswith("http://127.0.0.1:")
+    assert url.endswith("/metrics")
+    handles = [await _submit(slow, queue) for _ in range(2)]
+    for h in handles:
+        assert (await h.result(timeout=30)).status == "done"
+    name = queue[1]
+    depth = f'openheim_queue_depth{{queue="{name}"}}'
+
+    def gauges_seen() -> bool:
+        got = _scrape(url)
+        steps = sum(v for k, v in got.items() if k.startswith("openheim_workflow_steps_total"))
+        return depth in got and steps >= 2 * len(slow.nodes)
+
+    await asyncio.to_thread(_wait_for, gauges_seen, 30.0)
+    got = _scrape(url)
+    assert got[depth] >= 0
+    assert f'openheim_queue_dead_letters{{queue="{name}"}}' in got
+    workers.finish(w)  # SIGTERM: exits 0 and closes its metrics endpoint
