@@ -228,21 +228,36 @@ class Ledger:
         return done, lost, dup
 
 
-async def worker_kills(
-    kind: str, trials: int, work: Path, *, runs_per_trial: int = 4, workers: int = 2
-) -> dict[str, Any]:
-    """``trials`` SIGKILLs of a random worker at a random moment while runs are in flight."""
-    from soakflows import bchain
-
-    folder = work / f"batch-kill-{kind}"
+def _setup(kind: str, folder: Path) -> tuple[PrivateServer, str, Workers, Ledger, Path]:
+    """A private ``kind`` server in ``folder`` (started), a fresh queue name on it, the
+    worker pool for that queue, its ledger and the folder the side effects go to."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(HERE / "soakflows.py", folder / "soakflows.py")
     effects = folder / "effects"
     server = PrivateServer(kind, folder)
     server.start()
     queue = f"soak{uuid.uuid4().hex[:8]}"
-    pool = Workers(server.url, queue, folder, effects)
-    ledger = Ledger(effects)
+    return server, queue, Workers(server.url, queue, folder, effects), Ledger(effects), effects
+
+
+async def _submit(handles: dict[str, Any], prefix: str, n: int, url: str, queue: str) -> None:
+    """Submit ``n`` runs of the batch chain tagged ``{prefix}-{i}`` into ``handles``."""
+    from soakflows import bchain
+
+    for i in range(n):
+        tag = f"{prefix}-{i}"
+        handles[tag] = await bchain.submit(
+            {"tag": tag}, queue=url, queue_name=queue, namespace=queue
+        )
+
+
+async def worker_kills(
+    kind: str, trials: int, work: Path, *, runs_per_trial: int = 4, workers: int = 2
+) -> dict[str, Any]:
+    """``trials`` SIGKILLs of a random worker at a random moment while runs are in flight."""
+    from soakflows import bchain
+
+    server, queue, pool, ledger, effects = _setup(kind, work / f"batch-kill-{kind}")
     rng = random.Random(13)
     handles: dict[str, Any] = {}
     mid_step = 0
@@ -251,11 +266,7 @@ async def worker_kills(
         for _ in range(workers):
             pool.start()
         for trial in range(trials):
-            for i in range(runs_per_trial):
-                tag = f"b{trial}-{i}"
-                handles[tag] = await bchain.submit(
-                    {"tag": tag}, queue=server.url, queue_name=queue, namespace=queue
-                )
+            await _submit(handles, f"b{trial}", runs_per_trial, server.url, queue)
             await asyncio.sleep(rng.uniform(0.05, 0.8))
             victim = rng.choice(pool.live)
             pool.kill(victim)
@@ -293,26 +304,14 @@ async def server_restarts(kind: str, trials: int, work: Path, runs: int = 8) -> 
     while runs are in flight; the workers must ride them out."""
     from soakflows import bchain
 
-    folder = work / f"batch-restart-{kind}"
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(HERE / "soakflows.py", folder / "soakflows.py")
-    effects = folder / "effects"
-    server = PrivateServer(kind, folder)
-    server.start()
-    queue = f"soak{uuid.uuid4().hex[:8]}"
-    pool = Workers(server.url, queue, folder, effects)
-    ledger = Ledger(effects)
+    server, queue, pool, ledger, _ = _setup(kind, work / f"batch-restart-{kind}")
     rng = random.Random(29)
     handles: dict[str, Any] = {}
     survived_restarts = 0
     try:
         workers = [pool.start(), pool.start()]
         for trial in range(trials):
-            for i in range(runs):
-                tag = f"r{trial}-{i}"
-                handles[tag] = await bchain.submit(
-                    {"tag": tag}, queue=server.url, queue_name=queue, namespace=queue
-                )
+            await _submit(handles, f"r{trial}", runs, server.url, queue)
             await asyncio.sleep(rng.uniform(0.3, 1.2))
             server.stop()
             await asyncio.sleep(1.0)
