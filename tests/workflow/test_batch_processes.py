@@ -319,28 +319,42 @@ async def test_an_approval_decided_in_another_process_requeues_the_run(
     workers.finish(w)
 
 
+async def restart_mid_run(
+    server: Any, name: str, effects: Path, store: str | None = None
+) -> tuple[list[Any], dict[str, Any]]:
+    """Six ``slow`` runs on ``server``'s queue (runs in ``store`` when given) and one
+    worker; the server stops for 1 s once two steps ran. Every run must end done, from
+    'before' to 'after', and the worker ride the restart out. Returns the handles and the
+    worker's final stats."""
+    w = Workers(server.url, name, effects)
+    try:
+        extra = ("--store", store) if store else ()
+        kw = {"store": store} if store else {}
+        proc = w.start("batchflows:slow", sleep=1.0, extra=extra)
+        handles = [
+            await slow.submit(None, queue=server.url, queue_name=name, **kw) for _ in range(6)
+        ]
+        await asyncio.to_thread(_wait_for, lambda: len(_executions(effects)) >= 2)
+        server.stop()  # AOF on, fsync always / JetStream: what was acknowledged is on disk
+        await asyncio.sleep(1.0)
+        server.start()
+        for h in handles:
+            res = await h.result(timeout=60)
+            assert res.status == "done"
+            assert res.state.log[0] == "before"
+            assert res.state.log[-1] == "after"
+        assert proc.poll() is None  # the worker rode the restart out
+        return handles, w.finish(proc)
+    finally:
+        w.close()
+
+
 async def test_a_redis_restart_mid_run_loses_no_task(tmp_path: Path, effects: Path) -> None:
     name = f"t{uuid.uuid4().hex[:10]}"
     with private_redis(tmp_path) as server:
-        w = Workers(server.url, name, effects)
-        try:
-            proc = w.start("batchflows:slow", sleep=1.0)
-            handles = [await slow.submit(None, queue=server.url, queue_name=name) for _ in range(6)]
-            await asyncio.to_thread(_wait_for, lambda: len(_executions(effects)) >= 2)
-            server.stop()  # AOF on, fsync always: what was acknowledged is on disk
-            await asyncio.sleep(1.0)
-            server.start()
-            for h in handles:
-                res = await h.result(timeout=60)
-                assert res.status == "done"
-                assert res.state.log[0] == "before"
-                assert res.state.log[-1] == "after"
-            assert proc.poll() is None  # the worker rode the restart out
-            stats = w.finish(proc)
-            assert stats["committed"] >= 6
-            assert stats["errors"] == 0  # every claim, commit and settle waited for the server
-        finally:
-            w.close()
+        _, stats = await restart_mid_run(server, name, effects)
+    assert stats["committed"] >= 6
+    assert stats["errors"] == 0  # every claim, commit and settle waited for the server
 
 
 async def test_a_redis_restart_mid_run_with_the_store_on_its_own_connection(
@@ -353,33 +367,16 @@ async def test_a_redis_restart_mid_run_with_the_store_on_its_own_connection(
     name = f"t{uuid.uuid4().hex[:10]}"
     with private_redis(tmp_path) as server:
         store_url = server.url.rsplit("/", 1)[0] + "/1"
-        w = Workers(server.url, name, effects)
-        try:
-            proc = w.start("batchflows:slow", sleep=1.0, extra=("--store", store_url))
-            handles = [
-                await slow.submit(None, queue=server.url, store=store_url, queue_name=name)
-                for _ in range(6)
-            ]
-            await asyncio.to_thread(_wait_for, lambda: len(_executions(effects)) >= 2)
-            server.stop()
-            await asyncio.sleep(1.0)
-            server.start()
-            for h in handles:
-                res = await h.result(timeout=60)
-                assert res.status == "done"
-                assert res.state.log[0] == "before"
-                assert res.state.log[-1] == "after"
-                assert len(res.state.log) == 3  # no step's updates applied twice
-                nodes = [cp.node for cp in await h.history()]
-                assert nodes == [None, "before", "effect", "after"], nodes
-            assert len(_effect_files(effects)) == 6  # one side effect per run
-            assert proc.poll() is None  # the worker rode the restart out
-            stats = w.finish(proc)
-            assert stats["committed"] >= 18
-            assert stats["dead_lettered"] == 0
-            assert stats["errors"] == 0  # every store call waited for the server
-        finally:
-            w.close()
+        handles, stats = await restart_mid_run(server, name, effects, store=store_url)
+        for h in handles:
+            res = await h.result(timeout=60)
+            assert len(res.state.log) == 3  # no step's updates applied twice
+            nodes = [cp.node for cp in await h.history()]
+            assert nodes == [None, "before", "effect", "after"], nodes
+    assert len(_effect_files(effects)) == 6  # one side effect per run
+    assert stats["committed"] >= 18
+    assert stats["dead_lettered"] == 0
+    assert stats["errors"] == 0  # every store call waited for the server
 
 
 def _scrape(url: str) -> dict[str, float]:
