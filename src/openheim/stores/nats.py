@@ -302,15 +302,21 @@ class _Shared:
         if len(cache) > _CACHE_SIZE:
             cache.popitem(last=False)
 
-    async def publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> int | None:
-        """Publish with ``headers``; the stream sequence, or None if the expected last was wrong."""
+    async def publish(
+        self, subject: str, payload: bytes, headers: dict[str, str], timeout: float = 5.0
+    ) -> int | None:
+        """Publish with ``headers``; the stream sequence, or None if the expected last was wrong.
+
+        One ``Nats-Msg-Id`` serves every retry of this write (a fresh one unless
+        ``headers`` carries it: a write that was stored after all is then a
+        duplicate the server acks as such)."""
         await self.ready()
         nc = await self.conn.connect()
-        headers[MSG_ID] = uuid.uuid4().hex  # one id for every retry of this write
+        headers.setdefault(MSG_ID, uuid.uuid4().hex)
 
         async def call() -> int | None:
             try:
-                msg = await nc.request(subject, payload, timeout=5, headers=headers)
+                msg = await nc.request(subject, payload, timeout=timeout, headers=headers)
             except nats.errors.NoRespondersError:
                 raise nats.js.errors.NoStreamResponseError from None
             except nats.errors.MaxPayloadError as exc:

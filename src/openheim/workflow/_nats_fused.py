@@ -44,10 +44,6 @@ import os
 import time
 from typing import Any
 
-import nats.errors
-import nats.js.errors
-
-from openheim.errors import ConfigError
 from openheim.workflow._backends import Records, _Backend, _Claim, _Commit, _Finish
 from openheim.workflow._batch import CLAIM, CLAIM_TTL, Batch
 
@@ -196,28 +192,7 @@ class NatsBackend(_Backend):
             pass
         # No answer, no stream, an error: again the store's way, with the same id (a
         # write that was stored after all is then a duplicate the server acks as such).
-        nc = await s.conn.connect()
-
-        async def call() -> int | None:
-            try:
-                reply = await nc.request(subject, payload, timeout=_TIMEOUT, headers=headers)
-            except nats.errors.NoRespondersError:
-                raise nats.js.errors.NoStreamResponseError from None
-            except nats.errors.MaxPayloadError as exc:
-                raise ConfigError(
-                    f"a record of {len(payload)} bytes is larger than the NATS server's "
-                    "max_payload; raise max_payload in the server configuration or store "
-                    "large blobs elsewhere"
-                ) from exc
-            ack = m._dec_ack.decode(reply.data)
-            if ack.error is not None:
-                if ack.error.get("err_code") in m.WRONG_LAST:
-                    return None
-                raise nats.js.errors.APIError.from_error(ack.error)
-            return int(ack.seq)
-
-        seq: int | None = await s._again(call, f"write {subject}")
-        return seq
+        return await s.publish(subject, payload, headers, timeout=_TIMEOUT)
 
     async def _append(self, store: Any, name: str, record: bytes) -> int:
         """Append to a log, as ``NatsStore.append`` (the cached last message, else a read)."""
