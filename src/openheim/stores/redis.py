@@ -38,7 +38,14 @@ from openheim.stores._base import (
     conflict,
 )
 
-__all__ = ["RETRY_DEADLINE", "RedisStore", "is_transient", "new_client", "retrying"]
+__all__ = [
+    "LUA_READ_LOG",
+    "RETRY_DEADLINE",
+    "RedisStore",
+    "is_transient",
+    "new_client",
+    "retrying",
+]
 
 T = TypeVar("T")
 
@@ -146,10 +153,37 @@ redis.call('HSET', KEYS[2], seq, ARGV[1])
 return seq
 """
 
+# Lua functions for scripts that read a log (also the fused batch backend's):
+# read_range appends seq, record, ... of log hash `lk`'s fields after+1..last to `out`
+# (HMGET, 256 a call; trimmed fields are skipped); read_after reads up to counter `sk`.
+LUA_READ_LOG = """
+local function read_range(lk, after, last, out)
+  local s = after + 1
+  while s <= last do
+    local e = math.min(last, s + 255)
+    local fields = {}
+    for i = s, e do fields[#fields + 1] = i end
+    local vals = redis.call('HMGET', lk, unpack(fields))
+    for j = 1, #fields do
+      if vals[j] then
+        out[#out + 1] = fields[j]
+        out[#out + 1] = vals[j]
+      end
+    end
+    s = e + 1
+  end
+end
+local function read_after(sk, lk, after, out)
+  if after < 0 then after = 0 end
+  read_range(lk, after, tonumber(redis.call('GET', sk) or '0'), out)
+end
+"""
+
 # KEYS: counter, log hash; ARGV[1] after -> {seq, record, ...} of the records after `after`
-# (the fields after it up to the counter, 256 a call; all fields when that range is much
-# longer than the log, which trimming left shorter).
-_READ = """
+# (all fields, filtered, when that range is much longer than the log trimming left).
+_READ = (
+    LUA_READ_LOG
+    + """
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 local after = tonumber(ARGV[1])
 if after < 0 then after = 0 end
@@ -165,22 +199,10 @@ if last - after > 2 * redis.call('HLEN', KEYS[2]) + 256 then
   end
   return out
 end
-local s = after + 1
-while s <= last do
-  local e = math.min(last, s + 255)
-  local fields = {}
-  for i = s, e do fields[#fields + 1] = i end
-  local vals = redis.call('HMGET', KEYS[2], unpack(fields))
-  for j = 1, #fields do
-    if vals[j] then
-      out[#out + 1] = fields[j]
-      out[#out + 1] = vals[j]
-    end
-  end
-  s = e + 1
-end
+read_range(KEYS[2], after, last, out)
 return out
 """
+)
 
 # KEYS[1] log hash; ARGV[1] upto.
 _TRIM = """

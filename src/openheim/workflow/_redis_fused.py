@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from openheim.stores.redis import retrying
+from openheim.stores.redis import LUA_READ_LOG, retrying
 from openheim.workflow._backends import _Backend, _Claim, _Commit, _Finish
 from openheim.workflow._batch import CLAIM, CLAIM_TTL, ENDS, Batch
 from openheim.workflow.queues.redis import GROUP
@@ -25,35 +25,12 @@ __all__ = ["RedisBackend"]
 
 _enc = msgspec.msgpack.Encoder()
 
-# Records of a log after ARGV `after` (log hash lk, counter sk), into `out`, and its last seq.
-_READ = """
-local function read_after(sk, lk, after, out)
-  local last = tonumber(redis.call('GET', sk) or '0')
-  if after < 0 then after = 0 end
-  local s = after + 1
-  while s <= last do
-    local e = math.min(last, s + 255)
-    local fields = {}
-    for i = s, e do fields[#fields + 1] = i end
-    local vals = redis.call('HMGET', lk, unpack(fields))
-    for j = 1, #fields do
-      if vals[j] then
-        out[#out + 1] = fields[j]
-        out[#out + 1] = vals[j]
-      end
-    end
-    s = e + 1
-  end
-  return last
-end
-"""
-
 # ARGV: ttl ms, msgpack [[claim key, log counter, log hash, after], ...] (one argument:
 # far cheaper for the client to send than four per item), the claim value ('W' + who).
 # -> per item {token (0: committed), committed?, {seq, record, ...}}, or just the token
 # when nothing was committed and no record follows `after` (most claims: no tables).
 _CLAIM = (
-    _READ
+    LUA_READ_LOG
     + """
 local out = {}
 local ttl, mark = ARGV[1], ARGV[3]
@@ -91,7 +68,7 @@ return out
 # -> per item {1, settled 1 | 0, {seq, record, ...}}, or one number: 0 refused, else
 # seq * 4 + settled * 2 + 1 when this record is the only one after `after` (no tables).
 _COMMIT = (
-    _READ
+    LUA_READ_LOG
     + """
 local out = {}
 local ttl, group, dttl, again = ARGV[1], ARGV[2], ARGV[3], ARGV[5] == '1'
