@@ -20,7 +20,6 @@ import asyncio
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,58 +35,11 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from soakflows import STEPS  # noqa: E402
-from soaklib import Row, child_env, free_port  # noqa: E402
+from soaklib import Row, child_env  # noqa: E402
+
+from openheim.testing.servers import PrivateServer  # noqa: E402
 
 VISIBILITY = 2.0  # seconds before a killed worker's task goes to another
-
-
-class PrivateServer:
-    """A redis-server (AOF, fsync always) or nats-server -js of our own, restartable."""
-
-    def __init__(self, kind: str, folder: Path) -> None:
-        self.kind = kind
-        self.port = free_port()
-        self.dir = folder / f"{kind}-{self.port}"
-        self.dir.mkdir(parents=True)
-        self.proc: subprocess.Popen[bytes] | None = None
-        if kind == "redis":
-            exe = shutil.which("redis-server") or "/usr/bin/redis-server"
-            self.url = f"redis://127.0.0.1:{self.port}/0"
-            self.argv = [exe, "--port", str(self.port), "--bind", "127.0.0.1"]
-            self.argv += ["--dir", str(self.dir), "--appendonly", "yes"]
-            self.argv += ["--appendfsync", "always", "--save", ""]
-        else:
-            exe = shutil.which("nats-server") or "/usr/sbin/nats-server"
-            self.url = f"nats://127.0.0.1:{self.port}"
-            self.argv = [exe, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.dir)]
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        end = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind}-server exited with {self.proc.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > end:
-                    raise RuntimeError(f"{self.kind}-server did not start") from None
-                time.sleep(0.05)
-        if self.kind == "nats":
-            time.sleep(0.3)  # JetStream answers a moment after the port opens
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 class Workers:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from batchhelpers import NATS_URL, drop_namespace
-from privservers import PrivateServer
 from test_batch_processes import (
     _close_flows,
     effects,
@@ -27,6 +26,7 @@ from test_batch_processes import (
     workers,
 )
 
+from openheim.testing.servers import PrivateServer
 from openheim.workflow._batch import Batch
 
 pytestmark = pytest.mark.nats

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from privservers import PrivateServer
 
 from openheim.errors import ConfigError
+from openheim.testing.servers import PrivateServer
 from openheim.workflow.queues import Delivery, QueueStats, Task, TaskQueue, open_queue
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
