@@ -39,6 +39,7 @@ import importlib
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -430,16 +431,34 @@ def add_worker_parser(
     return p
 
 
-async def _queue_gauges(name: str, queue: Any, every: float) -> None:
-    """Keep the queue's gauges (depth, in flight, redeliveries, dead letters) current."""
+async def _watch_queue(args: argparse.Namespace, queue: Any, worker: Any, gauges: bool) -> None:
+    """Poll the queue's stats once per tick for both readers: the metrics' gauges
+    (depth, in flight, redeliveries, dead letters; every 5 s, from the start) and the
+    ``--stats-every`` line (printed at the first poll ``stats_every`` s after the last)."""
     from openheim import telemetry
 
+    show = args.stats_every if args.stats_every > 0 else None
+    ticks = [t for t in (show, 5.0 if gauges else None) if t is not None]
+    if not ticks:
+        return
+    tick = min(ticks)
+    shown = time.monotonic()
+    first = gauges
     while True:
+        if not first:
+            await asyncio.sleep(tick)
+        first = False
         try:
-            telemetry.record_queue(name, await queue.stats())
-        except Exception as exc:  # the queue may be restarting: try again next time
-            print(f"queue metrics unavailable: {exc}", file=sys.stderr, flush=True)
-        await asyncio.sleep(every)
+            stats = await queue.stats()
+        except Exception as exc:  # the queue may be restarting: try again next tick
+            print(f"queue stats unavailable: {exc}", file=sys.stderr, flush=True)
+            continue
+        if gauges:
+            telemetry.record_queue(args.queue_name, stats)
+        if show is not None and time.monotonic() - shown >= show - 1e-3:
+            shown = time.monotonic()
+            line = dict(_plain(stats), queue=args.queue_name)
+            _print({"stats": line, "worker": _plain(worker.stats)})
 
 
 async def _work(args: argparse.Namespace) -> None:
@@ -468,13 +487,9 @@ async def _work(args: argparse.Namespace) -> None:
         max_deliveries=args.max_deliveries,
     )
     queue = worker.queue
-
-    async def queue_stats() -> dict[str, Any]:
-        return dict(_plain(await queue.stats()), queue=args.queue_name)
-
     try:
         if args.stats:
-            _print(await queue_stats())
+            _print(dict(_plain(await queue.stats()), queue=args.queue_name))
             return
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -489,24 +504,11 @@ async def _work(args: argparse.Namespace) -> None:
             started["metrics"] = f"http://{args.metrics_addr}:{metrics.port}/metrics"
         _print(started)
 
-        async def report() -> None:
-            while args.stats_every > 0:
-                await asyncio.sleep(args.stats_every)
-                try:
-                    _print({"stats": await queue_stats(), "worker": _plain(worker.stats)})
-                except Exception as exc:  # the queue may be restarting
-                    print(f"stats unavailable: {exc}", file=sys.stderr, flush=True)
-
-        reporter = asyncio.ensure_future(report())
-        gauges = None
-        if metrics is not None:
-            gauges = asyncio.ensure_future(_queue_gauges(args.queue_name, queue, 5.0))
+        watcher = asyncio.ensure_future(_watch_queue(args, queue, worker, metrics is not None))
         try:
             stats = await worker.run(drain_timeout=args.drain_timeout)
         finally:
-            reporter.cancel()
-            if gauges is not None:
-                gauges.cancel()
+            watcher.cancel()
         _print({"stopped": worker.consumer, **_plain(stats)})
     finally:
         for wf in wfs:

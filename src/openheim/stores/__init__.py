@@ -40,6 +40,7 @@ __all__ = [
     "SessionInfo",
     "Store",
     "StoreHistory",
+    "is_transient",
     "open_history",
     "open_store",
 ]
@@ -63,6 +64,33 @@ def __getattr__(name: str) -> Any:
     import importlib
 
     return getattr(importlib.import_module(module), name)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for an error of a server going away or coming back, from any backend's
+    client: worth trying again once the server is back. False for a refused command,
+    and for a :class:`~openheim.errors.StorageError` (a store's own retries gave up,
+    or the store or queue was closed): trying again would not help."""
+    import sys
+
+    from openheim.errors import StorageError
+
+    if isinstance(exc, StorageError):
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    # Only a client that is loaded can have raised; asking it imports nothing heavy.
+    if "redis" in sys.modules:
+        from openheim.stores.redis import is_transient as redis_transient
+
+        if redis_transient(exc):
+            return True
+    if "nats" in sys.modules:
+        from openheim.stores._nats import is_transient as nats_transient
+
+        if nats_transient(exc):
+            return True
+    return False
 
 
 def _missing(extra: str, exc: ImportError) -> ConfigError:

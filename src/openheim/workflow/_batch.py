@@ -35,6 +35,7 @@ from openheim.errors import (
     WorkflowStepError,
     WorkflowTimeout,
 )
+from openheim.stores import is_transient
 from openheim.workflow._journal import StoreJournal
 from openheim.workflow._records import Budget, Ended, Started
 from openheim.workflow._runner import result_of
@@ -317,7 +318,7 @@ class RunHandle:
             try:
                 res = await self.status()
             except Exception as exc:
-                if not _transient(exc) or (end is not None and time.monotonic() >= end):
+                if not is_transient(exc) or (end is not None and time.monotonic() >= end):
                     raise
                 await asyncio.sleep(delay)
                 delay = min(0.25, delay * 1.5)
@@ -442,17 +443,6 @@ async def requeue_after_decision(wf: Workflow, run_id: str) -> bool:
     batch = wf._batch_for(meta.queue, journal.store, meta.queue_name)
     await batch.enqueue(wf, run_id, journal.store.ns, nonce=os.urandom(4).hex())
     return True
-
-
-def _transient(exc: BaseException) -> bool:
-    """A connection error a restarting server causes (any backend's client)."""
-    return isinstance(exc, (ConnectionError, TimeoutError, OSError)) or type(exc).__name__ in (
-        "ConnectionError",
-        "TimeoutError",
-        "BusyLoadingError",
-        "ConnectionClosedError",
-        "NoServersError",
-    )
 
 
 # -- submit_many's progress ------------------------------------------------------------

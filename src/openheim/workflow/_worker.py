@@ -44,6 +44,7 @@ import msgspec
 
 from openheim import telemetry
 from openheim.errors import VersionConflictError, WorkflowStateError, WorkflowStepError
+from openheim.stores import is_transient
 from openheim.workflow._backends import (
     Records,
     _Batcher,
@@ -273,12 +274,8 @@ class Worker:
                     got = await self.queue.take(
                         self.consumer, min(room, self.take_count), timeout=0.25
                     )
-                except (ConnectionError, OSError, TimeoutError) as exc:
-                    log.warning("queue unavailable (%s); retrying", exc)
-                    await self._pause(0.5)
-                    continue
                 except Exception as exc:
-                    if _transient(exc):
+                    if is_transient(exc):
                         log.warning("queue unavailable (%s); retrying", exc)
                         await self._pause(0.5)
                         continue
@@ -864,10 +861,3 @@ def _has_loop() -> bool:
     except RuntimeError:
         return False
     return True
-
-
-def _transient(exc: BaseException) -> bool:
-    name = type(exc).__name__
-    return name in ("ConnectionError", "TimeoutError", "BusyLoadingError") or isinstance(
-        exc, (ConnectionError, TimeoutError)
-    )
