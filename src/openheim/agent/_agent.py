@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import msgspec
 
@@ -58,6 +58,30 @@ def _check_model(model: Any) -> None:
             f"unknown model {model!r}: use 'openai:<model>', 'anthropic:<model>' or "
             "'llama:/path/to/model.gguf', or pass a Model instance"
         )
+
+
+_T = TypeVar("_T")
+
+
+class _Setting(Generic[_T]):
+    """An ``Agent`` attribute that is one field of its :class:`RunSettings`: reading it
+    reads the field; setting it makes new settings with the field changed (validated)."""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Setting[_T]: ...
+    @overload
+    def __get__(self, obj: Agent, owner: type) -> _T: ...
+    def __get__(self, obj: Agent | None, owner: type) -> _T | _Setting[_T]:
+        if obj is None:
+            return self
+        value: _T = getattr(obj._settings, self.field)
+        return value
+
+    def __set__(self, obj: Agent, value: _T) -> None:
+        obj._replace(**{self.field: value})
 
 
 class Agent:
@@ -162,61 +186,13 @@ class Agent:
     def _replace(self, **changes: Any) -> None:
         self.settings = RunSettings(**{**msgspec.structs.asdict(self._settings), **changes})
 
-    @property
-    def name(self) -> str:
-        return self._settings.agent
-
-    @name.setter
-    def name(self, value: str) -> None:
-        self._replace(agent=value)
-
-    @property
-    def max_iterations(self) -> int:
-        return self._settings.max_iterations
-
-    @max_iterations.setter
-    def max_iterations(self, value: int) -> None:
-        self._replace(max_iterations=value)
-
-    @property
-    def tool_concurrency(self) -> int:
-        return self._settings.tool_concurrency
-
-    @tool_concurrency.setter
-    def tool_concurrency(self, value: int) -> None:
-        self._replace(tool_concurrency=value)
-
-    @property
-    def model_timeout(self) -> float | None:
-        return self._settings.model_timeout
-
-    @model_timeout.setter
-    def model_timeout(self, value: float | None) -> None:
-        self._replace(model_timeout=value)
-
-    @property
-    def tool_timeout(self) -> float | None:
-        return self._settings.tool_timeout
-
-    @tool_timeout.setter
-    def tool_timeout(self, value: float | None) -> None:
-        self._replace(tool_timeout=value)
-
-    @property
-    def run_timeout(self) -> float | None:
-        return self._settings.run_timeout
-
-    @run_timeout.setter
-    def run_timeout(self, value: float | None) -> None:
-        self._replace(run_timeout=value)
-
-    @property
-    def output_retries(self) -> int:
-        return self._settings.output_retries
-
-    @output_retries.setter
-    def output_retries(self, value: int) -> None:
-        self._replace(output_retries=value)
+    name = _Setting[str]("agent")
+    max_iterations = _Setting[int]("max_iterations")
+    tool_concurrency = _Setting[int]("tool_concurrency")
+    model_timeout = _Setting["float | None"]("model_timeout")
+    tool_timeout = _Setting["float | None"]("tool_timeout")
+    run_timeout = _Setting["float | None"]("run_timeout")
+    output_retries = _Setting[int]("output_retries")
 
     @property
     def model_settings(self) -> ModelSettings:
