@@ -271,6 +271,17 @@ def _failed(exc: BaseException) -> bool:
     return isinstance(exc, Exception)
 
 
+def _count_failure(exc: BaseException, span: Any, m: Any, where: str) -> bool:
+    """If ``exc`` is a failure: mark ``span`` failed and count it in the error metric
+    under ``where``, and return True; False for a cancellation (nothing recorded)."""
+    if not _failed(exc):
+        return False
+    kind = _fail(span, exc)
+    if m is not None:
+        m.errors.labels(kind, where).inc()
+    return True
+
+
 class _Scope:
     """Makes ``span`` (and log ``fields``) current between ``enter`` and ``exit``."""
 
@@ -694,11 +705,7 @@ async def _execute_tool(
     try:
         message = await call
     except BaseException as exc:
-        if _failed(exc):
-            kind = _fail(span, exc)
-            if m is not None:
-                m.errors.labels(kind, "tool").inc()
-        else:
+        if not _count_failure(exc, span, m, "tool"):
             outcome = "cancelled"
         raise
     else:
@@ -765,11 +772,7 @@ async def _workflow_run(
         status = str(getattr(result, "status", "done"))
         return result
     except BaseException as exc:
-        if _failed(exc):
-            kind = _fail(span, exc)
-            if m is not None:
-                m.errors.labels(kind, "workflow").inc()
-        else:
+        if not _count_failure(exc, span, m, "workflow"):
             status = "cancelled"
         raise
     finally:
@@ -862,11 +865,7 @@ async def _step(
         await coro
         outcome = "ok"
     except BaseException as exc:
-        if _failed(exc):
-            kind = _fail(span, exc)
-            if m is not None:
-                m.errors.labels(kind, "step").inc()
-        else:
+        if not _count_failure(exc, span, m, "step"):
             outcome = "cancelled"
         raise
     finally:
