@@ -242,8 +242,11 @@ async def _dead_letters(args: argparse.Namespace) -> None:
                 )
             _print({"retried": args.dead_letter_id})
             return
-        for dl in await q.dead_letters():
+        letters = await q.dead_letters()
+        for dl in letters:
             _print(_plain(dl))
+        if not letters:  # (stdout stays JSON lines: none)
+            print(f"no dead letters on queue {args.queue_name!r}", file=sys.stderr)
     finally:
         await q.aclose()
 

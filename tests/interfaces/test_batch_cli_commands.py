@@ -130,6 +130,9 @@ def test_cancel_and_dead_letters(project: Project, tmp_path: Path) -> None:
     err = project.oh("workflow", "result", "triage", run["run_id"], *project.queue, ok=1)[1]
     assert "was cancelled" in err
 
+    none, err = project.oh("workflow", "dead-letters", *project.queue)
+    assert none == []
+    assert "no dead letters on queue" in err
     # A worker that does not know the workflow gives its task up as a dead letter.
     (other,), _ = project.oh(
         "workflow", "submit", "wfflows:built", "--input", str(inputs), "--no-wait", *project.queue
