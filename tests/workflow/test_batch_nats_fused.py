@@ -239,8 +239,8 @@ async def test_a_write_whose_answer_is_lost_is_made_again_as_a_duplicate(env: En
     real = a.replies.request
     lost: list[str] = []
 
-    async def answer_lost(subject: str, payload: bytes, headers: Any) -> Any:
-        await real(subject, payload, headers)  # the server stores the write...
+    async def answer_lost(subject: str, payload: bytes, headers: Any, sent: Any = None) -> Any:
+        await real(subject, payload, headers, sent)  # the server stores the write...
         lost.append(subject)
         raise TimeoutError("the answer got lost")  # ...and its answer never comes
 
