@@ -136,6 +136,19 @@ async def test_a_message_over_max_payload_is_refused_before_it_is_sent() -> None
     assert not w._out
 
 
+def test_subject_tokens_of_ascii_text_escape_as_the_general_rule_does() -> None:
+    from openheim.stores._nats import _UNSAFE, _escape, decode_token, encode_token
+
+    rnd = random.Random(3)
+    alphabet = [chr(c) for c in range(128)] + list("éü日本€")
+    texts = ["wfclaim/r1/3:s3", "a.b*c>d e", "", "é/ü"]
+    texts += ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 12))) for _ in range(3000)]
+    for text in texts:
+        assert encode_token(text) == _UNSAFE.sub(_escape, text)
+        assert decode_token(encode_token(text)) == text
+    assert encode_token("wfclaim/r1/3:s3") == "wfclaim/r1/3=3As3"
+
+
 # -- on the server ---------------------------------------------------------------------
 
 

@@ -55,7 +55,12 @@ def encode_token(text: str) -> str:
     character becomes ``=XX`` per UTF-8 byte, so dots, spaces, ``*``, ``>``
     and non-ASCII text cannot split or widen a subject.
     """
+    if text.isascii():
+        return text.translate(_ASCII_ESCAPES)  # (the hot path's keys: no regex call)
     return _UNSAFE.sub(_escape, text)
+
+
+_ASCII_ESCAPES = {c: f"={c:02X}" for c in range(128) if not (chr(c).isalnum() or chr(c) in "/_-")}
 
 
 def _escape(m: re.Match[str]) -> str:

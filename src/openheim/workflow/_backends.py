@@ -140,6 +140,11 @@ class _Backend:
 
     fast_settle = False  # commit() never settles (see _Commit.settle)
 
+    def carried(self, d: Delivery) -> tuple[int, bytes] | None:
+        """The run's record a delivery brought with it: (its number in the run's log,
+        the record), the one its predecessor committed; None if it brought none."""
+        return None
+
     async def commit(self, c: _Commit) -> tuple[bool, bool, Records]:
         """(committed?, settled with it?, the log after ``c.after``)."""
         s = self.batch.scoped(c.ns)

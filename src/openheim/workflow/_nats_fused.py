@@ -52,6 +52,8 @@ own ``put`` if their answer is missing.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import os
 import time
@@ -62,12 +64,17 @@ import msgspec
 from openheim.stores._nats_wire import Reply, encode_headers, parse_headers
 from openheim.workflow._backends import Records, _Backend, _Claim, _Commit, _Finish
 from openheim.workflow._batch import CLAIM, CLAIM_TTL, ENDS, Batch, encode_ends
+from openheim.workflow.queues import Delivery
+from openheim.workflow.queues.nats import Pulled
 
 __all__ = ["NatsBackend"]
 
 _STEP_READ = 64  # records read one by one when a view is behind (else the store reads)
 _TIMEOUT = 5.0  # seconds before a request without an answer is made again the store's way
 _enc_task = msgspec.json.Encoder()
+H_PREV = "Oh-Prev"  # a successor's predecessor record: "<its number> <its stream sequence>"
+H_REC = "Oh-Rec"  # ... and the record itself (base64)
+_CARRY = 2048  # records up to this size ride along with their successors
 
 
 class _Replies:
@@ -453,6 +460,7 @@ class NatsBackend(_Backend):
     async def commit_many(self, items: list[_Commit]) -> list[Any]:
         results = await self._commits(items)
         settle = _Finish(tasks=[], acks=[], ends=[])
+        carry: dict[tuple[str, str], tuple[int, int, bytes]] = {}
         chained: list[int] = []
         for i, (c, r) in enumerate(zip(items, results, strict=True)):
             if (
@@ -465,9 +473,17 @@ class NatsBackend(_Backend):
                 settle.acks += c.settle.acks
                 settle.ends += c.settle.ends
                 chained.append(i)
+                last = self.s.cache.get(self.batch.scoped(c.ns)._log_subject("wf/" + c.run_id))  # type: ignore[attr-defined]
+                if (
+                    c.settle.tasks
+                    and last is not None
+                    and last.headers.get(self._m.H_SEQ) == str(c.after + 1)
+                    and len(c.data) <= _CARRY
+                ):
+                    carry[(c.ns, c.run_id)] = (c.after + 1, last.seq, c.data)
         if chained:
             try:
-                await self.finish(settle)
+                await self.finish(settle, carry)
             except Exception:
                 return results  # not settled: each worker task settles on its own
             for i in chained:
@@ -538,15 +554,45 @@ class NatsBackend(_Backend):
 
     # -- settles -------------------------------------------------------------------------
 
-    async def finish(self, f: _Finish) -> None:
+    def carried(self, d: Delivery) -> tuple[int, bytes] | None:
+        """The predecessor's record a task put by a chained settle carries (see
+        finish); the log's last message as this process knows it moves up to it."""
+        msg = d.handle
+        prev = msg.header(H_PREV) if isinstance(msg, Pulled) else None
+        if prev is None or not isinstance(msg, Pulled):
+            return None
+        rec = msg.header(H_REC)
+        try:
+            number, seq = (int(x) for x in prev.split(" "))
+            data = base64.b64decode(rec or "", validate=True)
+        except (ValueError, binascii.Error):
+            return None
+        s = self.s
+        store: Any = self.batch.scoped(d.task.namespace)
+        subject = store._log_subject("wf/" + d.task.run_id)
+        last = s.cache.get(subject)
+        if last is None or last.seq < seq:
+            s.remember(subject, self._m._Last(seq, {self._m.H_SEQ: str(number)}, b""))
+            s.note_position(subject, number, seq)
+        return number, data
+
+    async def finish(
+        self, f: _Finish, carry: dict[tuple[str, str], tuple[int, int, bytes]] | None = None
+    ) -> None:
         """Put the next tasks and record the run ends (on the lean connection if it is
         up: each task with its de-duplication id, so one put again the queue's way is
-        dropped if it had landed), then ack the deliveries."""
+        dropped if it had landed), then ack the deliveries. ``carry``: per run, the
+        record its successors were put after (number, stream sequence, record): it goes
+        with them, so a worker whose view lacks only that record need not read it."""
         q = self.q
         sent = []
         if f.tasks and q._ready:
             for t in f.tasks:
                 headers = {self._m.MSG_ID: t.dedup_id()}
+                got = carry.get((t.namespace, t.run_id)) if carry else None
+                if got is not None:
+                    headers[H_PREV] = f"{got[0]} {got[1]}"
+                    headers[H_REC] = base64.b64encode(got[2]).decode()
                 sent.append((t, self.replies.send(q.subject, _enc_task.encode(t), headers)))
         ending = None
         if f.ends:

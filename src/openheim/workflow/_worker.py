@@ -412,6 +412,10 @@ class Worker:
         step, name, index = parsed
         key = (t.namespace, t.run_id)
         cached = self._views.get(key)
+        if cached is not None and not _current(cached, step, name, index):
+            brought = self.backend.carried(d)
+            if brought is not None and brought[0] == cached.seq + 1:
+                cached = self._fold(key, graph, [brought])
         token, committed, records = await self._claim(
             _Claim(
                 t.namespace,

@@ -96,13 +96,27 @@ _TERM = b"+TERM"
 
 
 class Pulled:
-    """A message pulled from the queue's stream: its ack subject and payload."""
+    """A message pulled from the queue's stream: its ack subject, payload and headers
+    (a raw header block from the lean connection, a dict from nats-py, or None)."""
 
-    __slots__ = ("data", "reply")
+    __slots__ = ("data", "headers", "reply")
 
-    def __init__(self, reply: str, data: bytes) -> None:
+    def __init__(
+        self, reply: str, data: bytes, headers: bytes | dict[str, str] | None = None
+    ) -> None:
         self.reply = reply
         self.data = data
+        self.headers = headers
+
+    def header(self, name: str) -> str | None:
+        h = self.headers
+        if h is None:
+            return None
+        if isinstance(h, bytes):
+            if name.encode() not in h:
+                return None
+            h = self.headers = parse_headers(h)
+        return h.get(name)
 
     def meta(self) -> tuple[int, int]:
         """(times delivered, stream sequence), from the ack subject: ``$JS.ACK.<stream>.
@@ -447,7 +461,7 @@ class NatsQueue:
         if hdrs and not msg.reply and "Status" in hdrs:
             self._status(msg.subject.rpartition(".")[2], hdrs["Status"])
         else:
-            self._buffer.append((Pulled(msg.reply, msg.data), time.monotonic()))
+            self._buffer.append((Pulled(msg.reply, msg.data, msg.headers), time.monotonic()))
         self._wake_up()
 
     def _on_wire(self, subject: bytes, reply: bytes, hdr: bytes | None, payload: bytes) -> None:
@@ -458,7 +472,7 @@ class NatsQueue:
                 self._status(subject.rpartition(b".")[2].decode(), status)
                 self._wake_up()
                 return
-        self._buffer.append((Pulled(reply.decode(), payload), time.monotonic()))
+        self._buffer.append((Pulled(reply.decode(), payload, hdr), time.monotonic()))
         self._wake_up()
 
     async def _send(self, msg: Pulled, what: bytes) -> None:
