@@ -138,6 +138,7 @@ async def worker_main(args: argparse.Namespace) -> None:
                 # CPU seconds the worker used from go to stop (idle polling included)
                 "cpu_s": r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime,
                 "writes": getattr(wire, "writes", 0),
+                "pulls": getattr(w.queue, "_requests", 0),
             }
         ),
         flush=True,
@@ -375,7 +376,10 @@ async def steps_once(kind: str, workers: int, runs: int) -> tuple[float, list[fl
             lat += r.get("lat", [])
             cpu += r.get("cpu_s", float("nan"))
         if os.environ.get("OPENHEIM_BENCH_DEBUG"):
-            print(f"    writes/step {sum(r.get('writes', 0) for r in reports) / (runs * 10):.2f}")
+            steps = runs * 10
+            writes = sum(r.get("writes", 0) for r in reports) / steps
+            pulls = sum(r.get("pulls", 0) for r in reports) / steps
+            print(f"    per step: {writes:.2f} writes, {pulls:.2f} pull requests")
         return runs * 10 / elapsed, lat, cpu / (runs * 10), scpu / (runs * 10)
     finally:
         await cleanup(batch, name)

@@ -283,7 +283,7 @@ async def test_a_successor_carries_its_predecessor_record(env: Env) -> None:
     assert (ok, settled, records) == (True, True, [(1, b"step 0")])
     d2 = await _take_one(b.batch.queue)
     assert d2.task == nxt
-    assert b.carried(d2) == (1, b"step 0")  # the record it was put after rides along
+    assert b.carried(d2) == [(1, b"step 0")]  # the record it was put after rides along
     assert a.carried(d) is None  # (a submitted task carries none)
 
     # The worker that took it knows the log's last message now: its commit (after a
@@ -296,11 +296,38 @@ async def test_a_successor_carries_its_predecessor_record(env: Env) -> None:
         [_Claim(env.name, run, "1:b", 1, "b", read=False, first=True)]
     )
     assert (t2, recs) == (1, [])
-    ((ok, _, records),) = await b.commit_many([_Commit(env.name, run, "1:b", t2, b"step 1", 1)])
-    assert (ok, records) == (True, [(2, b"step 1")])
+    nxt2 = Task(workflow="w", run_id=run, task="2:c", namespace=env.name)
+    ((ok, settled, records),) = await b.commit_many(
+        [_Commit(env.name, run, "1:b", t2, b"step 1", 1, _Finish(tasks=[nxt2], acks=[d2], ends=[]))]
+    )
+    assert (ok, settled, records) == (True, True, [(2, b"step 1")])
     del b._last
     assert await log_of(b, env, run) == [(1, b"step 0"), (2, b"step 1")]
-    await b.batch.queue.ack(d2)
+    # The next successor carries the log's last records: the one b committed and the
+    # one b was brought; a worker whose view has neither folds both in.
+    c = env.backend()
+    d3 = await _take_one(c.batch.queue)
+    assert d3.task == nxt2
+    assert c.carried(d3) == [(1, b"step 0"), (2, b"step 1")]
+    await c.batch.queue.ack(d3)
+
+
+async def test_a_log_s_last_records_are_kept_in_order(env: Env) -> None:
+    a = env.backend()
+    a._saw("x", [(1, b"a")])
+    a._saw("x", [(2, b"b")])
+    a._saw("x", [(3, b"c")])
+    assert a._tail["x"] == [(1, b"a"), (2, b"b"), (3, b"c")]
+    a._saw("x", [(2, b"b"), (3, b"c"), (4, b"d"), (5, b"e"), (6, b"f")])
+    assert a._tail["x"] == [(3, b"c"), (4, b"d"), (5, b"e"), (6, b"f")]  # the last 4
+    a._saw("x", [(8, b"h")])  # a gap: what came between is unknown
+    assert a._tail["x"] == [(8, b"h")]
+    a._saw("x", [(1, b"new")])  # the log was deleted and written again
+    assert a._tail["x"] == [(1, b"new")]
+    a._saw("x", [(2, b"n2")])
+    assert a._tail["x"] == [(1, b"new"), (2, b"n2")]
+    a._saw("x", [(1, b"other"), (2, b"n2")])  # what the server holds wins
+    assert a._tail["x"] == [(1, b"other"), (2, b"n2")]
 
 
 async def test_two_workers_run_chains_each_step_once(env: Env) -> None:

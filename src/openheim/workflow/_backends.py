@@ -140,9 +140,9 @@ class _Backend:
 
     fast_settle = False  # commit() never settles (see _Commit.settle)
 
-    def carried(self, d: Delivery) -> tuple[int, bytes] | None:
-        """The run's record a delivery brought with it: (its number in the run's log,
-        the record), the one its predecessor committed; None if it brought none."""
+    def carried(self, d: Delivery) -> Records | None:
+        """The run's last records a delivery brought with it ((number in the run's
+        log, record), ascending, the last one its predecessor's); None if none."""
         return None
 
     async def commit(self, c: _Commit) -> tuple[bool, bool, Records]:

@@ -54,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import os
 import time
@@ -73,8 +74,12 @@ _STEP_READ = 64  # records read one by one when a view is behind (else the store
 _TIMEOUT = 5.0  # seconds before a request without an answer is made again the store's way
 _enc_task = msgspec.json.Encoder()
 H_PREV = "Oh-Prev"  # a successor's predecessor record: "<its number> <its stream sequence>"
-H_REC = "Oh-Rec"  # ... and the record itself (base64)
-_CARRY = 2048  # records up to this size ride along with their successors
+H_REC = "Oh-Rec"  # ... it and the records before it (base64 of a msgpack list)
+_CARRY = 2048  # bytes of records that may ride along with a successor
+_TAIL = 4  # the last records of a run's log that are kept to ride along
+_TAILS = 20_000  # logs whose last records are kept
+_enc_recs = msgspec.msgpack.Encoder()
+_dec_recs = msgspec.msgpack.Decoder(list[bytes])
 
 
 class _Replies:
@@ -198,6 +203,24 @@ class NatsBackend(_Backend):
         self.replies = _Replies(conn)
         self._ids = os.urandom(8).hex() + "-"  # Nats-Msg-Id: this backend's prefix + a count
         self._count = 0
+        # log subject -> its last few records this process saw (consecutive numbers)
+        self._tail: collections.OrderedDict[str, Records] = collections.OrderedDict()
+
+    def _saw(self, subject: str, records: Records) -> None:
+        """Note records of a log (ascending, consecutive, what the server holds now)
+        among its last ones: they extend the ones kept, or replace them."""
+        if not records:
+            return
+        tail = self._tail.get(subject)
+        if tail:
+            first = records[0][0]
+            known = [r for r in tail if r[0] >= first]
+            if tail[-1][0] == first - 1 or (known and known == records[: len(known)]):
+                records = [r for r in tail if r[0] < first] + records
+        self._tail[subject] = records[-_TAIL:]
+        self._tail.move_to_end(subject)
+        if len(self._tail) > _TAILS:
+            self._tail.popitem(last=False)
 
     async def aclose(self) -> None:
         await self.replies.aclose()
@@ -332,6 +355,11 @@ class NatsBackend(_Backend):
         """The records of log ``name`` after ``after``: the log's last message, and the
         ones before it read back from there (see the module docstring); ``sent``: the
         direct get of the last message, sent already."""
+        records = await self._read_log(store, name, after, sent)
+        self._saw(store._log_subject(name), records)
+        return records
+
+    async def _read_log(self, store: Any, name: str, after: int, sent: Any) -> Records:
         m = self._m
         s = self.s
         subject = store._log_subject(name)
@@ -460,7 +488,7 @@ class NatsBackend(_Backend):
     async def commit_many(self, items: list[_Commit]) -> list[Any]:
         results = await self._commits(items)
         settle = _Finish(tasks=[], acks=[], ends=[])
-        carry: dict[tuple[str, str], tuple[int, int, bytes]] = {}
+        carry: dict[tuple[str, str], tuple[int, Records]] = {}
         chained: list[int] = []
         for i, (c, r) in enumerate(zip(items, results, strict=True)):
             if (
@@ -473,14 +501,10 @@ class NatsBackend(_Backend):
                 settle.acks += c.settle.acks
                 settle.ends += c.settle.ends
                 chained.append(i)
-                last = self.s.cache.get(self.batch.scoped(c.ns)._log_subject("wf/" + c.run_id))  # type: ignore[attr-defined]
-                if (
-                    c.settle.tasks
-                    and last is not None
-                    and last.headers.get(self._m.H_SEQ) == str(c.after + 1)
-                    and len(c.data) <= _CARRY
-                ):
-                    carry[(c.ns, c.run_id)] = (c.after + 1, last.seq, c.data)
+                if c.settle.tasks:
+                    got = self._carry(c)
+                    if got is not None:
+                        carry[(c.ns, c.run_id)] = got
         if chained:
             try:
                 await self.finish(settle, carry)
@@ -490,6 +514,24 @@ class NatsBackend(_Backend):
                 ok, _, records = results[i]
                 results[i] = (ok, True, records)
         return results
+
+    def _carry(self, c: _Commit) -> tuple[int, Records] | None:
+        """What a chained commit's successors carry: the stream sequence of its record
+        (the log's last message) and the log's last records (within _CARRY bytes)."""
+        store: Any = self.batch.scoped(c.ns)
+        log = store._log_subject("wf/" + c.run_id)
+        last = self.s.cache.get(log)
+        tail = self._tail.get(log)
+        if last is None or last.headers.get(self._m.H_SEQ) != str(c.after + 1):
+            return None
+        if not tail or tail[-1][0] != c.after + 1:
+            return None
+        size = 0
+        keep = len(tail)
+        while keep > 0 and size + len(tail[keep - 1][1]) <= _CARRY:
+            size += len(tail[keep - 1][1])
+            keep -= 1
+        return (last.seq, tail[keep:]) if keep < len(tail) else None
 
     async def commit(self, c: _Commit) -> tuple[bool, bool, Records]:
         return (await self._commits([c]))[0]  # type: ignore[no-any-return]
@@ -544,6 +586,7 @@ class NatsBackend(_Backend):
         for i, c, store, log, sent in appends + later:
             try:
                 n = await self._append(log, c.data, sent)
+                self._saw(log, [(n, c.data)])
                 if n == c.after + 1:
                     out[i] = (True, False, [(n, c.data)])
                 else:
@@ -554,19 +597,22 @@ class NatsBackend(_Backend):
 
     # -- settles -------------------------------------------------------------------------
 
-    def carried(self, d: Delivery) -> tuple[int, bytes] | None:
-        """The predecessor's record a task put by a chained settle carries (see
-        finish); the log's last message as this process knows it moves up to it."""
+    def carried(self, d: Delivery) -> Records | None:
+        """The records a task put by a chained settle carries (see finish): its
+        predecessor's and a few before it; the log's last message as this process
+        knows it moves up to the last of them."""
         msg = d.handle
         prev = msg.header(H_PREV) if isinstance(msg, Pulled) else None
         if prev is None or not isinstance(msg, Pulled):
             return None
-        rec = msg.header(H_REC)
         try:
             number, seq = (int(x) for x in prev.split(" "))
-            data = base64.b64decode(rec or "", validate=True)
-        except (ValueError, binascii.Error):
+            datas = _dec_recs.decode(base64.b64decode(msg.header(H_REC) or "", validate=True))
+        except (ValueError, binascii.Error, msgspec.DecodeError):
             return None
+        if not datas:
+            return None
+        records = [(number - len(datas) + 1 + i, data) for i, data in enumerate(datas)]
         s = self.s
         store: Any = self.batch.scoped(d.task.namespace)
         subject = store._log_subject("wf/" + d.task.run_id)
@@ -574,16 +620,18 @@ class NatsBackend(_Backend):
         if last is None or last.seq < seq:
             s.remember(subject, self._m._Last(seq, {self._m.H_SEQ: str(number)}, b""))
             s.note_position(subject, number, seq)
-        return number, data
+            self._saw(subject, records)
+        return records
 
     async def finish(
-        self, f: _Finish, carry: dict[tuple[str, str], tuple[int, int, bytes]] | None = None
+        self, f: _Finish, carry: dict[tuple[str, str], tuple[int, Records]] | None = None
     ) -> None:
         """Put the next tasks and record the run ends (on the lean connection if it is
         up: each task with its de-duplication id, so one put again the queue's way is
-        dropped if it had landed), then ack the deliveries. ``carry``: per run, the
-        record its successors were put after (number, stream sequence, record): it goes
-        with them, so a worker whose view lacks only that record need not read it."""
+        dropped if it had landed), then ack the deliveries. ``carry``: per run, the last
+        records of its log when its successors were put (the stream sequence of the
+        last, and the records): they go with them, so a worker whose view lacks only
+        those records need not read the log."""
         q = self.q
         sent = []
         if f.tasks and q._ready:
@@ -591,8 +639,10 @@ class NatsBackend(_Backend):
                 headers = {self._m.MSG_ID: t.dedup_id()}
                 got = carry.get((t.namespace, t.run_id)) if carry else None
                 if got is not None:
-                    headers[H_PREV] = f"{got[0]} {got[1]}"
-                    headers[H_REC] = base64.b64encode(got[2]).decode()
+                    seq, records = got
+                    headers[H_PREV] = f"{records[-1][0]} {seq}"
+                    recs = _enc_recs.encode([data for _, data in records])
+                    headers[H_REC] = base64.b64encode(recs).decode()
                 sent.append((t, self.replies.send(q.subject, _enc_task.encode(t), headers)))
         ending = None
         if f.ends:

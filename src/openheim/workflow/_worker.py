@@ -414,8 +414,8 @@ class Worker:
         cached = self._views.get(key)
         if cached is not None and not _current(cached, step, name, index):
             brought = self.backend.carried(d)
-            if brought is not None and brought[0] == cached.seq + 1:
-                cached = self._fold(key, graph, [brought])
+            if brought and brought[0][0] <= cached.seq + 1 <= brought[-1][0]:
+                cached = self._fold(key, graph, brought)
         token, committed, records = await self._claim(
             _Claim(
                 t.namespace,
