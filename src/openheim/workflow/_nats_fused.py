@@ -28,6 +28,15 @@ flight at once:
   the group are one record of the ends log, then the deliveries are acked
   without waiting for the server (a lost ack only means a redelivery that
   finds the task committed).
+- *carried records*: each successor a chained settle puts carries the last
+  few records of its run's log (``Oh-Prev``: the last one's number and stream
+  sequence; ``Oh-Rec``: up to ``_TAIL`` records, ``_CARRY`` bytes), the ones
+  this process appended, read or was brought. A worker whose view lacks only
+  those folds them in and knows the log's last message (its next append
+  expects it) without a read: with several workers, a run's steps alternate
+  between them, and a view is mostly a record or two behind. They are copies
+  of records in the log, so nothing is decided on them that the commit's
+  position check would not catch.
 - *reading the run's log*: a claim reads the log's last message (one direct
   get); a view that is more than one record behind (the run's last steps ran
   on another worker) reads the records it lacks back from there: each record
