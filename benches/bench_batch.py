@@ -137,6 +137,7 @@ async def worker_main(args: argparse.Namespace) -> None:
                 "rss_growth_mb": max(0.0, rss_mb() - base),
                 # CPU seconds the worker used from go to stop (idle polling included)
                 "cpu_s": r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime,
+                "sys_s": r1.ru_stime - r0.ru_stime,
                 "writes": getattr(wire, "writes", 0),
                 "pulls": getattr(w.queue, "_requests", 0),
             }
@@ -379,7 +380,11 @@ async def steps_once(kind: str, workers: int, runs: int) -> tuple[float, list[fl
             steps = runs * 10
             writes = sum(r.get("writes", 0) for r in reports) / steps
             pulls = sum(r.get("pulls", 0) for r in reports) / steps
-            print(f"    per step: {writes:.2f} writes, {pulls:.2f} pull requests")
+            sys_us = sum(r.get("sys_s", 0.0) for r in reports) / steps * 1e6
+            print(
+                f"    per step: {writes:.2f} writes, {pulls:.2f} pull requests, "
+                f"{sys_us:.0f} us of the worker CPU in the kernel"
+            )
         return runs * 10 / elapsed, lat, cpu / (runs * 10), scpu / (runs * 10)
     finally:
         await cleanup(batch, name)
