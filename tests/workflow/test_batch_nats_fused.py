@@ -341,6 +341,7 @@ async def test_two_workers_run_chains_each_step_once(env: Env) -> None:
         n: int = 0
         seen: list[int] = []
 
+    env.backend()  # (so the queue and the namespace are dropped afterwards)
     wf = Workflow("chain", state=S)
     for i in range(8):
         wf.step(lambda s, i=i: {"n": s.n + 1, "seen": [*s.seen, i]}, name=f"s{i}")
