@@ -57,7 +57,8 @@ class ProtocolError(ConnectionError):
 
 def encode_headers(headers: dict[str, str]) -> bytes:
     """The header block of an HPUB (values must not contain CR or LF)."""
-    return b"NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode() + b"\r\n"
+    lines = [f"{k}: {v}\r\n" for k, v in headers.items()]
+    return ("NATS/1.0\r\n" + "".join(lines) + "\r\n").encode()
 
 
 def parse_headers(raw: bytes | None) -> dict[str, str]:
