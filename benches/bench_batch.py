@@ -127,6 +127,8 @@ async def worker_main(args: argparse.Namespace) -> None:
     stats = await w.run(drain_timeout=5)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     lat = sorted(w.latencies)
+    conn = getattr(getattr(w.batch.store, "_s", None), "conn", None)
+    wire = getattr(conn, "_wire", None)
     print(
         json.dumps(
             {
@@ -135,6 +137,9 @@ async def worker_main(args: argparse.Namespace) -> None:
                 "rss_growth_mb": max(0.0, rss_mb() - base),
                 # CPU seconds the worker used from go to stop (idle polling included)
                 "cpu_s": r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime,
+                "sys_s": r1.ru_stime - r0.ru_stime,
+                "writes": getattr(wire, "writes", 0),
+                "pulls": getattr(w.queue, "_requests", 0),
             }
         ),
         flush=True,
@@ -176,6 +181,26 @@ def start_workers(
     return procs
 
 
+def profile(procs: list[subprocess.Popen[str]], label: str) -> list[subprocess.Popen[bytes]]:
+    """With OPENHEIM_BENCH_PYSPY=<folder>: py-spy samples each worker process into
+    <folder>/<label>-<i>.txt (collapsed stacks, idle frames left out)."""
+    folder = os.environ.get("OPENHEIM_BENCH_PYSPY")
+    if not folder:
+        return []
+    os.makedirs(folder, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [
+                *("py-spy", "record", "--nonblocking", "--pid", str(p.pid), "--format", "raw"),
+                *("--output", os.path.join(folder, f"{label}-{i}.txt")),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i, p in enumerate(procs)
+    ]
+
+
 def go(procs: list[subprocess.Popen[str]]) -> None:
     for p in procs:
         assert p.stdin is not None
@@ -205,12 +230,55 @@ async def server_memory(batch: Any) -> float:
 
 
 async def server_cpu(batch: Any) -> float:
-    """The queue server's CPU seconds so far (Redis INFO cpu; nan where unknown, as on NATS)."""
+    """The queue server's CPU seconds so far (Redis INFO cpu; for NATS the /proc figures
+    of the process listening on the URL's port, if this machine runs it; else nan)."""
     client = getattr(batch.queue, "client", None)
     if client is not None and hasattr(client, "info"):
         info = await client.info("cpu")
         return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    url = getattr(batch.queue, "url", "")
+    if url.startswith("nats"):
+        from urllib.parse import urlsplit
+
+        pid = listening_pid(urlsplit(url).port or 4222)
+        if pid is not None:
+            return process_cpu(pid)
     return float("nan")
+
+
+def listening_pid(port: int) -> int | None:
+    """The pid of the local process listening on TCP ``port`` (Linux /proc), or None."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(fields[9])
+        except OSError:
+            continue
+    if not inodes:
+        return None
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    return int(pid)
+        except OSError:
+            continue
+    return None
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def wait_ends(batch: Any, name: str, runs: set[str], timeout: float) -> dict[str, float]:
@@ -294,17 +362,29 @@ async def steps_once(kind: str, workers: int, runs: int) -> tuple[float, list[fl
         submitted = await submit_all(wf, url, name, runs)
         procs = start_workers(workers, url, name, "noop", 64, kind.endswith("-generic"))
         scpu0 = await server_cpu(batch)
+        spies = profile(procs, f"{kind}-{workers}w")
         t0 = time.monotonic()
         go(procs)
         ends = await wait_ends(batch, name, set(submitted), 600)
         elapsed = max(ends.values()) - t0
         scpu = await server_cpu(batch) - scpu0  # (includes the polling of wait_ends)
         reports = stop_workers(procs)
+        for spy in spies:
+            spy.wait(timeout=60)
         lat: list[float] = []
         cpu = 0.0
         for r in reports:
             lat += r.get("lat", [])
             cpu += r.get("cpu_s", float("nan"))
+        if os.environ.get("OPENHEIM_BENCH_DEBUG"):
+            steps = runs * 10
+            writes = sum(r.get("writes", 0) for r in reports) / steps
+            pulls = sum(r.get("pulls", 0) for r in reports) / steps
+            sys_us = sum(r.get("sys_s", 0.0) for r in reports) / steps * 1e6
+            print(
+                f"    per step: {writes:.2f} writes, {pulls:.2f} pull requests, "
+                f"{sys_us:.0f} us of the worker CPU in the kernel"
+            )
         return runs * 10 / elapsed, lat, cpu / (runs * 10), scpu / (runs * 10)
     finally:
         await cleanup(batch, name)
@@ -468,8 +548,8 @@ async def main(args: argparse.Namespace) -> None:
             rows,
         )
         print(
-            "CPU/step: worker processes' CPU time per step; server CPU/step: Redis INFO cpu "
-            "(nan on NATS; includes other clients of a shared server); "
+            "CPU/step: worker processes' CPU time per step; server CPU/step: Redis INFO cpu, "
+            "nats-server's /proc figures (both include other clients of a shared server); "
             "vs generic: steps/s over the same engine's generic backend (<engine>-generic); "
             f"{os.cpu_count()} cores, load average now {os.getloadavg()[0]:.1f}"
         )

@@ -239,8 +239,8 @@ async def test_a_write_whose_answer_is_lost_is_made_again_as_a_duplicate(env: En
     real = a.replies.request
     lost: list[str] = []
 
-    async def answer_lost(subject: str, payload: bytes, headers: Any) -> Any:
-        await real(subject, payload, headers)  # the server stores the write...
+    async def answer_lost(subject: str, payload: bytes, headers: Any, sent: Any = None) -> Any:
+        await real(subject, payload, headers, sent)  # the server stores the write...
         lost.append(subject)
         raise TimeoutError("the answer got lost")  # ...and its answer never comes
 
@@ -259,3 +259,114 @@ async def test_a_write_whose_answer_is_lost_is_made_again_as_a_duplicate(env: En
     assert await log_of(a, env, "r7") == [(1, b"once")]
     ((t2, committed, _),) = await a.claim_many([claim(env, "r7", "0:a", "a")])
     assert (t2, committed) == (0, b"once")
+
+
+async def _take_one(q: Any) -> Any:
+    for _ in range(40):
+        got = await q.take("c", 1, timeout=0.5)
+        if got:
+            return got[0]
+    raise AssertionError("nothing to take")
+
+
+async def test_a_successor_carries_its_predecessor_record(env: Env) -> None:
+    a = env.backend()
+    b = env.backend()  # the worker that takes the successor
+    run = "r8"
+    await a.batch.queue.put([Task(workflow="w", run_id=run, task="0:a", namespace=env.name)])
+    d = await _take_one(a.batch.queue)
+    ((t, _, _),) = await a.claim_many([claim(env, run, "0:a", "a", first=True)])
+    nxt = Task(workflow="w", run_id=run, task="1:b", namespace=env.name)
+    ((ok, settled, records),) = await a.commit_many(
+        [_Commit(env.name, run, "0:a", t, b"step 0", 0, _Finish(tasks=[nxt], acks=[d], ends=[]))]
+    )
+    assert (ok, settled, records) == (True, True, [(1, b"step 0")])
+    d2 = await _take_one(b.batch.queue)
+    assert d2.task == nxt
+    assert b.carried(d2) == [(1, b"step 0")]  # the record it was put after rides along
+    assert a.carried(d) is None  # (a submitted task carries none)
+
+    # The worker that took it knows the log's last message now: its commit (after a
+    # claim that read nothing, its view being current) is appended without a read.
+    async def no_read(*_: Any) -> Any:
+        raise AssertionError("the log's last message was carried: no read")
+
+    b._last = no_read  # type: ignore[method-assign]
+    ((t2, _, recs),) = await b.claim_many(
+        [_Claim(env.name, run, "1:b", 1, "b", read=False, first=True)]
+    )
+    assert (t2, recs) == (1, [])
+    nxt2 = Task(workflow="w", run_id=run, task="2:c", namespace=env.name)
+    ((ok, settled, records),) = await b.commit_many(
+        [_Commit(env.name, run, "1:b", t2, b"step 1", 1, _Finish(tasks=[nxt2], acks=[d2], ends=[]))]
+    )
+    assert (ok, settled, records) == (True, True, [(2, b"step 1")])
+    del b._last
+    assert await log_of(b, env, run) == [(1, b"step 0"), (2, b"step 1")]
+    # The next successor carries the log's last records: the one b committed and the
+    # one b was brought; a worker whose view has neither folds both in.
+    c = env.backend()
+    d3 = await _take_one(c.batch.queue)
+    assert d3.task == nxt2
+    assert c.carried(d3) == [(1, b"step 0"), (2, b"step 1")]
+    await c.batch.queue.ack(d3)
+
+
+async def test_a_log_s_last_records_are_kept_in_order(env: Env) -> None:
+    a = env.backend()
+    a._saw("x", [(1, b"a")])
+    a._saw("x", [(2, b"b")])
+    a._saw("x", [(3, b"c")])
+    assert a._tail["x"] == [(1, b"a"), (2, b"b"), (3, b"c")]
+    a._saw("x", [(2, b"b"), (3, b"c"), (4, b"d"), (5, b"e"), (6, b"f")])
+    assert a._tail["x"] == [(3, b"c"), (4, b"d"), (5, b"e"), (6, b"f")]  # the last 4
+    a._saw("x", [(8, b"h")])  # a gap: what came between is unknown
+    assert a._tail["x"] == [(8, b"h")]
+    a._saw("x", [(1, b"new")])  # the log was deleted and written again
+    assert a._tail["x"] == [(1, b"new")]
+    a._saw("x", [(2, b"n2")])
+    assert a._tail["x"] == [(1, b"new"), (2, b"n2")]
+    a._saw("x", [(1, b"other"), (2, b"n2")])  # what the server holds wins
+    assert a._tail["x"] == [(1, b"other"), (2, b"n2")]
+
+
+async def test_two_workers_run_chains_each_step_once(env: Env) -> None:
+    """Two workers (connections of their own) on one queue: steps alternate between
+    them, so views fall behind and catch up from carried records and reads."""
+    import msgspec
+
+    from openheim.workflow import Worker, Workflow
+
+    class S(msgspec.Struct):
+        n: int = 0
+        seen: list[int] = []
+
+    env.backend()  # (so the queue and the namespace are dropped afterwards)
+    wf = Workflow("chain", state=S)
+    for i in range(8):
+        wf.step(lambda s, i=i: {"n": s.n + 1, "seen": [*s.seen, i]}, name=f"s{i}")
+        if i:
+            wf.edge(f"s{i - 1}", f"s{i}")
+    handles = [
+        await wf.submit({"n": 0}, queue=NATS_URL, queue_name=env.name, namespace=env.name)
+        for _ in range(12)
+    ]
+    workers = [Worker([wf], NATS_URL, queue_name=env.name, concurrency=8) for _ in range(2)]
+    runs = [asyncio.ensure_future(w.run(max_idle=1.0, drain_timeout=5)) for w in workers]
+    try:
+        results = [await h.result(timeout=60) for h in handles]
+        histories = [await h.history() for h in handles]
+    finally:
+        stats = [await r for r in runs]
+        for w in workers:
+            await w.aclose()
+        await wf.aclose()
+    for res in results:
+        assert res.status == "done"
+        assert res.state.n == 8
+        assert res.state.seen == list(range(8))
+    for history in histories:
+        assert [cp.node for cp in history if cp.kind == "step"] == [f"s{i}" for i in range(8)]
+    assert sum(s.committed for s in stats) == 12 * 8
+    assert all(s.committed > 0 for s in stats)  # both took part
+    assert sum(s.refused + s.errors + s.dead_lettered for s in stats) == 0

@@ -1,7 +1,9 @@
 """NATS plumbing shared by the ``nats://`` store and queue.
 
 One lazily opened connection per URL (nats-py reconnects by itself, forever),
-and :func:`retrying`, which repeats a JetStream call that failed only because
+beside it a lean one for the batch hot path (:mod:`._nats_wire`, opened on
+demand, never reconnecting by itself: its callers fall back to nats-py while
+it is down), and :func:`retrying`, which repeats a JetStream call that failed only because
 the server was restarting (no responders, timeouts, JetStream not ready yet)
 until a deadline, then raises :class:`StorageError` saying what to check.
 """
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +27,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
 from openheim.errors import ConfigError, StorageError
+from openheim.stores._nats_wire import Wire, WireUnsupported
 
 __all__ = [
     "NatsConnection",
@@ -51,7 +55,12 @@ def encode_token(text: str) -> str:
     character becomes ``=XX`` per UTF-8 byte, so dots, spaces, ``*``, ``>``
     and non-ASCII text cannot split or widen a subject.
     """
+    if text.isascii():
+        return text.translate(_ASCII_ESCAPES)  # (the hot path's keys: no regex call)
     return _UNSAFE.sub(_escape, text)
+
+
+_ASCII_ESCAPES = {c: f"={c:02X}" for c in range(128) if not (chr(c).isalnum() or chr(c) in "/_-")}
 
 
 def _escape(m: re.Match[str]) -> str:
@@ -112,6 +121,13 @@ class NatsConnection:
         self._lock = asyncio.Lock()
         self._closed = False
         self.reconnects = 0
+        # The lean connection (see wire()): None until opened; off for a server or URL
+        # it cannot speak to, or when OPENHEIM_NATS_WIRE=0.
+        self._wire: Wire | None = None
+        self._wire_off = os.environ.get("OPENHEIM_NATS_WIRE", "1") == "0"
+        self._wire_tried = 0.0
+        self._wire_opening = False
+        self.wire_opened = 0  # lean connections opened (tests and stats read it)
 
     @property
     def client(self) -> Client | None:
@@ -160,8 +176,57 @@ class NatsConnection:
     async def _on_reconnect(self) -> None:
         self.reconnects += 1
 
+    def wire_now(self) -> Wire | None:
+        """The lean connection if it is open now (else None: use nats-py)."""
+        w = self._wire
+        if w is not None and not w.closed:
+            return w
+        return None
+
+    async def wire(self) -> Wire | None:
+        """The lean connection (:class:`~._nats_wire.Wire`) for the hot path, or None:
+        use nats-py. A lost one is opened again at most once a second; while that
+        fails, or while another caller opens it, this is None."""
+        w = self._wire
+        if w is not None:
+            if not w.closed:
+                return w
+            if w.refused:
+                log.warning("nats: %s refused the lean connection; using nats-py alone", self.url)
+                self._wire_off = True
+            self._wire = None
+        if self._wire_off or self._closed or self._wire_opening:
+            return None
+        now = time.monotonic()
+        if now - self._wire_tried < 1.0:
+            return None
+        self._wire_tried = now
+        self._wire_opening = True
+        try:
+            self._wire = await Wire.open(self.url)
+            self.wire_opened += 1
+        except WireUnsupported as exc:
+            log.debug("nats: %s: the lean connection is off (%s)", self.url, exc)
+            self._wire_off = True
+            self._wire = None
+        except (OSError, asyncio.TimeoutError) as exc:  # (ConnectionError is an OSError)
+            log.debug("nats: %s: no lean connection now (%r)", self.url, exc)
+            self._wire = None
+        finally:
+            self._wire_opening = False
+        if self._wire is not None and self.is_closed():  # closed while it opened
+            self._wire.close()
+            self._wire = None
+        return self._wire
+
+    def is_closed(self) -> bool:
+        return self._closed
+
     async def close(self) -> None:
         self._closed = True
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            wire.close()
         pair, self._pair = self._pair, None
         if pair is not None and not pair[0].is_closed:
             await pair[0].close()

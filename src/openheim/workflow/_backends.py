@@ -140,6 +140,11 @@ class _Backend:
 
     fast_settle = False  # commit() never settles (see _Commit.settle)
 
+    def carried(self, d: Delivery) -> Records | None:
+        """The run's last records a delivery brought with it ((number in the run's
+        log, record), ascending, the last one its predecessor's); None if none."""
+        return None
+
     async def commit(self, c: _Commit) -> tuple[bool, bool, Records]:
         """(committed?, settled with it?, the log after ``c.after``)."""
         s = self.batch.scoped(c.ns)

@@ -7,8 +7,11 @@ the same keys and subjects of :class:`~openheim.stores.nats.NatsStore` are
 written directly, with fewer round trips, and every delivery of a group is in
 flight at once:
 
-- *claim*: the fencing key is written at once with
-  ``Nats-Expected-Last-Subject-Sequence`` set to what this process last saw
+- *claim*: the run's log is read only if the worker's view of the run may be
+  behind (``_Claim.read``: the view is not at the task's one-node superstep);
+  else the commit's append, landing right after the view's last record or
+  not, tells whether anything came between. The fencing key is written at
+  once with ``Nats-Expected-Last-Subject-Sequence`` set to what this process last saw
   of it (nothing, for a task it never met), while the run's log is read; only
   a refused write reads the key (committed? then it is a duplicate; claimed
   by another delivery? then it is taken over with its sequence). A task's
@@ -25,6 +28,15 @@ flight at once:
   the group are one record of the ends log, then the deliveries are acked
   without waiting for the server (a lost ack only means a redelivery that
   finds the task committed).
+- *carried records*: each successor a chained settle puts carries the last
+  few records of its run's log (``Oh-Prev``: the last one's number and stream
+  sequence; ``Oh-Rec``: up to ``_TAIL`` records, ``_CARRY`` bytes), the ones
+  this process appended, read or was brought. A worker whose view lacks only
+  those folds them in and knows the log's last message (its next append
+  expects it) without a read: with several workers, a run's steps alternate
+  between them, and a view is mostly a record or two behind. They are copies
+  of records in the log, so nothing is decided on them that the commit's
+  position check would not catch.
 - *reading the run's log*: a claim reads the log's last message (one direct
   get); a view that is more than one record behind (the run's last steps ran
   on another worker) reads the records it lacks back from there: each record
@@ -34,32 +46,60 @@ flight at once:
 
 A crash between a commit and its append is repaired as on the generic backend:
 the fencing key keeps the committed record, and the next delivery appends it.
+
+The requests go out on the lean connection (:mod:`openheim.stores._nats_wire`)
+while it is up: a group's requests are sent at once (no task per item) and
+their futures awaited in turn, each landed commit's append sent as soon as its
+fencing-key write is answered. A request that fails there (the connection
+lost, no answer in ``_TIMEOUT`` seconds) is made again through nats-py, the
+store's way, with the same ``Nats-Msg-Id``: a write the server had stored is
+then acked as a duplicate, so nothing is written twice. Successors put by a
+settle carry their de-duplication id the same way, and go through the queue's
+own ``put`` if their answer is missing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import collections
 import contextlib
 import os
 import time
 from typing import Any
 
+import msgspec
+
+from openheim.stores._nats_wire import Reply, encode_headers, parse_headers
 from openheim.workflow._backends import Records, _Backend, _Claim, _Commit, _Finish
-from openheim.workflow._batch import CLAIM, CLAIM_TTL, Batch
+from openheim.workflow._batch import CLAIM, CLAIM_TTL, ENDS, Batch, encode_ends
+from openheim.workflow.queues import Delivery
+from openheim.workflow.queues.nats import Pulled
 
 __all__ = ["NatsBackend"]
 
 _STEP_READ = 64  # records read one by one when a view is behind (else the store reads)
 _TIMEOUT = 5.0  # seconds before a request without an answer is made again the store's way
+_enc_task = msgspec.json.Encoder()
+H_PREV = "Oh-Prev"  # a successor's predecessor record: "<its number> <its stream sequence>"
+H_REC = "Oh-Rec"  # ... it and the records before it (base64 of a msgpack list)
+_CARRY = 2048  # bytes of records that may ride along with a successor
+_TAIL = 4  # the last records of a run's log that are kept to ride along
+_TAILS = 20_000  # logs whose last records are kept
+_enc_recs = msgspec.msgpack.Encoder()
+_dec_recs = msgspec.msgpack.Decoder(list[bytes])
 
 
 class _Replies:
     """Requests answered on one wildcard inbox, with no timer per request.
 
-    ``nc.request`` arms a timeout per request; here one watchdog fails the
-    requests left unanswered for ``_TIMEOUT`` seconds, and the caller makes
-    those again the store's way (with retries), so a group of requests costs
-    a publish and a future each.
+    On the lean connection (:mod:`openheim.stores._nats_wire`) while it is up
+    (:meth:`send` puts a request out at once and gives its future); else on
+    nats-py, where one watchdog fails the requests left unanswered for
+    ``_TIMEOUT`` seconds. Either way a failed request is made again the
+    store's way by the caller (with retries), so a group of requests costs a
+    publish and a future each.
     """
 
     def __init__(self, conn: Any) -> None:
@@ -71,7 +111,33 @@ class _Replies:
         self.watch: asyncio.Future[None] | None = None
         self.lock = asyncio.Lock()
 
-    async def request(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> Any:
+    def send(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None
+    ) -> asyncio.Future[Reply] | None:
+        """The request sent on the lean connection (its answer's future), or None if
+        that connection is not up (or cannot take this message)."""
+        wire = self.conn.wire_now()
+        if wire is None:
+            return None
+        try:
+            fut: asyncio.Future[Reply] = wire.request(
+                subject, payload, encode_headers(headers) if headers else None
+            )
+            return fut
+        except (ConnectionError, ValueError):
+            return None
+
+    async def request(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None, sent: Any = None
+    ) -> tuple[dict[str, str], bytes]:
+        """(headers, payload) of the answer; ``sent`` is the future :meth:`send` gave."""
+        if sent is None:
+            sent = self.send(subject, payload, headers)
+            if sent is None and await self.conn.wire() is not None:
+                sent = self.send(subject, payload, headers)
+        if sent is not None:
+            hdr, data = await sent
+            return parse_headers(hdr), data
         nc = await self.conn.connect()
         if self.sub is None:
             async with self.lock:
@@ -87,9 +153,10 @@ class _Replies:
             self.watch = asyncio.ensure_future(self._watchdog())
         try:
             await nc.publish(subject, payload, reply=self.prefix + token, headers=headers)
-            return await fut
+            msg = await fut
         finally:
             self.waiting.pop(token, None)
+        return msg.headers or {}, msg.data or b""
 
     async def _on(self, msg: Any) -> None:
         got = self.waiting.pop(msg.subject[len(self.prefix) :], None)
@@ -131,7 +198,7 @@ class NatsBackend(_Backend):
         assert isinstance(batch.queue, NatsQueue)
         self._m = nats_store
         self.s = batch.store._s
-        q = batch.queue
+        q = self.q = batch.queue
         conn = self.s.conn
         if (
             batch._own_queue
@@ -145,45 +212,101 @@ class NatsBackend(_Backend):
         self.replies = _Replies(conn)
         self._ids = os.urandom(8).hex() + "-"  # Nats-Msg-Id: this backend's prefix + a count
         self._count = 0
+        # log subject -> its last few records this process saw (consecutive numbers)
+        self._tail: collections.OrderedDict[str, Records] = collections.OrderedDict()
+
+    def _saw(self, subject: str, records: Records) -> None:
+        """Note records of a log (ascending, consecutive, what the server holds now)
+        among its last ones: they extend the ones kept, or replace them."""
+        if not records:
+            return
+        tail = self._tail.get(subject)
+        if tail:
+            first = records[0][0]
+            known = [r for r in tail if r[0] >= first]
+            if tail[-1][0] == first - 1 or (known and known == records[: len(known)]):
+                records = [r for r in tail if r[0] < first] + records
+        self._tail[subject] = records[-_TAIL:]
+        self._tail.move_to_end(subject)
+        if len(self._tail) > _TAILS:
+            self._tail.popitem(last=False)
 
     async def aclose(self) -> None:
         await self.replies.aclose()
 
-    async def _last(self, stream: str, subject: str) -> Any:
+    # -- requests ------------------------------------------------------------------------
+
+    def _send_last(self, stream: str, subject: str) -> Any:
+        """A direct get of ``subject``'s last message, sent now if it can be (see _last)."""
+        s = self.s
+        if not s._ready or not s.direct.get(stream):
+            return None
+        return self.replies.send(f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", None)
+
+    async def _last(self, stream: str, subject: str, sent: Any = None) -> Any:
         """The last message on ``subject`` (a direct get), as ``_Shared.last``."""
         s = self.s
         await s.ready()
         if s.direct.get(stream):
             try:
-                msg = await self.replies.request(
-                    f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", None
+                hdrs, data = await self.replies.request(
+                    f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", None, sent
                 )
             except Exception:
-                msg = None
-            if msg is not None:
-                hdrs = msg.headers or {}
+                hdrs = None
+            if hdrs is not None:
                 status = hdrs.get("Status")
                 if status == "404":
                     s.remember(subject, None)
                     return None
                 if not status:
-                    got = self._m._Last(int(hdrs["Nats-Sequence"]), hdrs, msg.data or b"")
+                    got = self._m._Last(int(hdrs["Nats-Sequence"]), hdrs, data)
                     s.remember(subject, got)
                     return got
         return await s.last(stream, subject)  # the store's way: retries, streams made again
 
-    async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> int | None:
+    async def _next_on(self, stream: str, subject: str, seq: int) -> Any:
+        """The first message on ``subject`` at or after stream sequence ``seq`` (a direct
+        get), as ``_Shared.next_on``."""
+        s = self.s
+        if s.direct.get(stream):
+            req = b'{"seq":%d,"next_by_subj":"%s"}' % (seq, subject.encode())
+            try:
+                hdrs, data = await self.replies.request(f"$JS.API.DIRECT.GET.{stream}", req, None)
+            except Exception:
+                hdrs = None
+            if hdrs is not None:
+                status = hdrs.get("Status")
+                if status == "404":
+                    return None
+                if not status:
+                    return self._m._Last(int(hdrs["Nats-Sequence"]), hdrs, data)
+        return await s.next_on(stream, subject, seq)
+
+    def _send_pub(self, subject: str, payload: bytes, headers: dict[str, str]) -> Any:
+        """Give ``headers`` this write's Nats-Msg-Id and send it now if it can be."""
+        self._count += 1
+        headers[self._m.MSG_ID] = self._ids + str(self._count)
+        if not self.s._ready:
+            return None
+        return self.replies.send(subject, payload, headers)
+
+    async def _publish(
+        self, subject: str, payload: bytes, headers: dict[str, str], sent: Any = None
+    ) -> int | None:
         """Publish with ``headers``: the stream sequence, or None if the expected last
-        sequence was wrong (as ``_Shared.publish``, one Nats-Msg-Id for every try)."""
+        sequence was wrong (as ``_Shared.publish``, one Nats-Msg-Id for every try);
+        ``sent``: the future of _send_pub, which sent it already."""
         m = self._m
         s = self.s
+        if m.MSG_ID not in headers:
+            self._count += 1
+            headers[m.MSG_ID] = self._ids + str(self._count)
         await s.ready()
-        self._count += 1
-        headers[m.MSG_ID] = self._ids + str(self._count)
         try:
-            msg = await self.replies.request(subject, payload, headers)
-            if not (msg.headers or {}).get("Status"):
-                ack = m._dec_ack.decode(msg.data)
+            hdrs, data = await self.replies.request(subject, payload, headers, sent)
+            if not hdrs.get("Status"):
+                ack = m._dec_ack.decode(data)
                 if ack.error is None:
                     return int(ack.seq)
                 if ack.error.get("err_code") in m.WRONG_LAST:
@@ -194,11 +317,31 @@ class NatsBackend(_Backend):
         # write that was stored after all is then a duplicate the server acks as such).
         return await s.publish(subject, payload, headers, timeout=_TIMEOUT)
 
-    async def _append(self, store: Any, name: str, record: bytes) -> int:
-        """Append to a log, as ``NatsStore.append`` (the cached last message, else a read)."""
+    def _send_append(self, subject: str, record: bytes) -> Any:
+        """An append to the log ``subject`` after the last message this process knows
+        of, sent now: (headers, its record number, the future), or None."""
+        s = self.s
+        last = s.cache.get(subject)
+        if last is None or s.lock(subject).locked():
+            return None
+        number = int(last.headers.get(self._m.H_SEQ, "0")) + 1
+        headers = {self._m.EXPECT_LAST: str(last.seq), self._m.H_SEQ: str(number)}
+        sent = self._send_pub(subject, record, headers)
+        return (headers, number, sent) if sent is not None else None
+
+    async def _append(self, subject: str, record: bytes, sent: Any = None) -> int:
+        """Append to the log ``subject``, as ``NatsStore.append`` (the cached last
+        message, else a read); ``sent``: what _send_append sent already."""
         m = self._m
         s = self.s
-        subject = store._log_subject(name)
+        if sent is not None:
+            headers, number, fut = sent
+            seq = await self._publish(subject, record, headers, fut)
+            if seq is not None:
+                s.remember(subject, m._Last(seq, headers, b""))
+                s.note_position(subject, number, seq)
+                return int(number)
+            s.cache.pop(subject, None)  # someone else appended: read the log's last
         async with s.lock(subject):
             last = s.cache.get(subject)
             while True:
@@ -217,13 +360,19 @@ class NatsBackend(_Backend):
                 s.note_position(subject, number + 1, seq)
                 return number + 1
 
-    async def read_log(self, store: Any, name: str, after: int) -> Records:
+    async def read_log(self, store: Any, name: str, after: int, sent: Any = None) -> Records:
         """The records of log ``name`` after ``after``: the log's last message, and the
-        ones before it read back from there (see the module docstring)."""
+        ones before it read back from there (see the module docstring); ``sent``: the
+        direct get of the last message, sent already."""
+        records = await self._read_log(store, name, after, sent)
+        self._saw(store._log_subject(name), records)
+        return records
+
+    async def _read_log(self, store: Any, name: str, after: int, sent: Any) -> Records:
         m = self._m
         s = self.s
         subject = store._log_subject(name)
-        last = await self._last(s.log_stream, subject)
+        last = await self._last(s.log_stream, subject, sent)
         if last is None:
             return []
         top = int(last.headers.get(m.H_SEQ, "0"))
@@ -239,7 +388,7 @@ class NatsBackend(_Backend):
             n = top - 1
             while n > after and prev > 0:
                 # (next_on from `prev` is the message at `prev`: it is on this subject)
-                msg = await s.next_on(s.log_stream, subject, prev)
+                msg = await self._next_on(s.log_stream, subject, prev)
                 h = msg.headers if msg is not None else {}
                 if msg is None or msg.seq != prev or h.get(m.H_TRIM):
                     break
@@ -262,7 +411,33 @@ class NatsBackend(_Backend):
     # -- claims --------------------------------------------------------------------------
 
     async def claim_many(self, items: list[_Claim]) -> list[Any]:
-        return await _each(self._claim_one, items)
+        """Every claim of the group at once: a first delivery writes nothing (and reads
+        nothing if its view is current), the others take the fencing key."""
+        out: list[Any] = [None] * len(items)
+        reads = []
+        later = []
+        for i, c in enumerate(items):
+            if not c.first:
+                later.append(i)
+            elif not c.read:
+                out[i] = (1, None, [])  # the commit expects the fencing key empty
+            else:
+                store: Any = self.batch.scoped(c.ns)
+                subject = store._log_subject("wf/" + c.run_id)
+                reads.append((i, c, store, self._send_last(self.s.log_stream, subject)))
+        taking = asyncio.ensure_future(_each(self._claim_one, [items[i] for i in later]))
+        try:
+            for i, c, store, sent in reads:
+                try:
+                    records = await self.read_log(store, "wf/" + c.run_id, max(0, c.after), sent)
+                    out[i] = (1, None, records)
+                except Exception as exc:
+                    out[i] = exc
+        finally:
+            taken = await taking
+        for i, r in zip(later, taken, strict=True):
+            out[i] = r
+        return out
 
     async def claim(self, c: _Claim) -> tuple[int, bytes | None, Records]:
         return await self._claim_one(c)
@@ -273,7 +448,7 @@ class NatsBackend(_Backend):
         after = max(0, c.after)
         if c.first:
             # Nothing to write: the commit expects the fencing key empty (token 1).
-            return 1, None, await self.read_log(store, log, after)
+            return 1, None, await self.read_log(store, log, after) if c.read else []
         reading = asyncio.ensure_future(self.read_log(store, log, after))
         try:
             token, committed = await self._take(subject, c.who)
@@ -320,8 +495,9 @@ class NatsBackend(_Backend):
     # -- commits -------------------------------------------------------------------------
 
     async def commit_many(self, items: list[_Commit]) -> list[Any]:
-        results = await _each(self._commit_one, items)
+        results = await self._commits(items)
         settle = _Finish(tasks=[], acks=[], ends=[])
+        carry: dict[tuple[str, str], tuple[int, Records]] = {}
         chained: list[int] = []
         for i, (c, r) in enumerate(zip(items, results, strict=True)):
             if (
@@ -334,9 +510,13 @@ class NatsBackend(_Backend):
                 settle.acks += c.settle.acks
                 settle.ends += c.settle.ends
                 chained.append(i)
+                if c.settle.tasks:
+                    got = self._carry(c)
+                    if got is not None:
+                        carry[(c.ns, c.run_id)] = got
         if chained:
             try:
-                await self.finish(settle)
+                await self.finish(settle, carry)
             except Exception:
                 return results  # not settled: each worker task settles on its own
             for i in chained:
@@ -344,34 +524,172 @@ class NatsBackend(_Backend):
                 results[i] = (ok, True, records)
         return results
 
-    async def commit(self, c: _Commit) -> tuple[bool, bool, Records]:
-        return await self._commit_one(c)
+    def _carry(self, c: _Commit) -> tuple[int, Records] | None:
+        """What a chained commit's successors carry: the stream sequence of its record
+        (the log's last message) and the log's last records (within _CARRY bytes)."""
+        store: Any = self.batch.scoped(c.ns)
+        log = store._log_subject("wf/" + c.run_id)
+        last = self.s.cache.get(log)
+        tail = self._tail.get(log)
+        if last is None or last.headers.get(self._m.H_SEQ) != str(c.after + 1):
+            return None
+        if not tail or tail[-1][0] != c.after + 1:
+            return None
+        size = 0
+        keep = len(tail)
+        while keep > 0 and size + len(tail[keep - 1][1]) <= _CARRY:
+            size += len(tail[keep - 1][1])
+            keep -= 1
+        return (last.seq, tail[keep:]) if keep < len(tail) else None
 
-    async def _commit_one(self, c: _Commit) -> tuple[bool, bool, Records]:
+    async def commit(self, c: _Commit) -> tuple[bool, bool, Records]:
+        return (await self._commits([c]))[0]  # type: ignore[no-any-return]
+
+    def _commit_headers(self, subject: str, c: _Commit) -> dict[str, str]:
         m = self._m
-        s = self.s
-        store, subject = self._fence(c.ns, c.run_id, c.task)
         expect = c.token - 1
-        last = s.cache.get(subject)
         headers = {m.EXPECT_LAST: str(expect), m.H_EXP: repr(time.time() + CLAIM_TTL)}
+        last = self.s.cache.get(subject)
         if expect == 0:
             headers[m.H_VER] = "1"
         elif last is not None and last.seq == expect:
             headers[m.H_VER] = str(last.version() + 1)
-        seq = await self._publish(subject, b"C" + c.data, headers)
-        if seq is None:
-            return False, False, []  # the claim was taken over
-        s.remember(subject, m._Last(seq, headers, b"C"))
-        log = "wf/" + c.run_id
-        n = await self._append(store, log, c.data)
-        if n == c.after + 1:
-            return True, False, [(n, c.data)]
-        return True, False, await self.read_log(store, log, c.after)
+        return headers
+
+    async def _commits(self, items: list[_Commit]) -> list[Any]:
+        """The commits of a group: every fencing key written at once, then each landed
+        commit's record appended to its run's log (all at once too); an item's
+        exception is its result."""
+        m = self._m
+        s = self.s
+        out: list[Any] = [None] * len(items)
+        fences = []
+        for c in items:
+            store, subject = self._fence(c.ns, c.run_id, c.task)
+            headers = self._commit_headers(subject, c)
+            payload = b"C" + c.data
+            fences.append(
+                (store, subject, payload, headers, self._send_pub(subject, payload, headers))
+            )
+        appends = []
+        later = []
+        seen: set[str] = set()
+        for i, (c, (store, subject, payload, headers, sent)) in enumerate(
+            zip(items, fences, strict=True)
+        ):
+            try:
+                seq = await self._publish(subject, payload, headers, sent)
+            except Exception as exc:
+                out[i] = exc
+                continue
+            if seq is None:
+                out[i] = (False, False, [])  # the claim was taken over
+                continue
+            s.remember(subject, m._Last(seq, headers, b"C"))
+            log = store._log_subject("wf/" + c.run_id)
+            if log in seen:  # a sibling's record goes first: this one after it
+                later.append((i, c, store, log, None))
+                continue
+            seen.add(log)
+            appends.append((i, c, store, log, self._send_append(log, c.data)))
+        for i, c, store, log, sent in appends + later:
+            try:
+                n = await self._append(log, c.data, sent)
+                self._saw(log, [(n, c.data)])
+                if n == c.after + 1:
+                    out[i] = (True, False, [(n, c.data)])
+                else:
+                    out[i] = (True, False, await self.read_log(store, "wf/" + c.run_id, c.after))
+            except Exception as exc:
+                out[i] = exc
+        return out
+
+    # -- settles -------------------------------------------------------------------------
+
+    def carried(self, d: Delivery) -> Records | None:
+        """The records a task put by a chained settle carries (see finish): its
+        predecessor's and a few before it; the log's last message as this process
+        knows it moves up to the last of them."""
+        msg = d.handle
+        prev = msg.header(H_PREV) if isinstance(msg, Pulled) else None
+        if prev is None or not isinstance(msg, Pulled):
+            return None
+        try:
+            number, seq = (int(x) for x in prev.split(" "))
+            datas = _dec_recs.decode(base64.b64decode(msg.header(H_REC) or "", validate=True))
+        except (ValueError, binascii.Error, msgspec.DecodeError):
+            return None
+        if not datas:
+            return None
+        records = [(number - len(datas) + 1 + i, data) for i, data in enumerate(datas)]
+        s = self.s
+        store: Any = self.batch.scoped(d.task.namespace)
+        subject = store._log_subject("wf/" + d.task.run_id)
+        last = s.cache.get(subject)
+        if last is None or last.seq < seq:
+            s.remember(subject, self._m._Last(seq, {self._m.H_SEQ: str(number)}, b""))
+            s.note_position(subject, number, seq)
+            self._saw(subject, records)
+        return records
+
+    async def finish(
+        self, f: _Finish, carry: dict[tuple[str, str], tuple[int, Records]] | None = None
+    ) -> None:
+        """Put the next tasks and record the run ends (on the lean connection if it is
+        up: each task with its de-duplication id, so one put again the queue's way is
+        dropped if it had landed), then ack the deliveries. ``carry``: per run, the last
+        records of its log when its successors were put (the stream sequence of the
+        last, and the records): they go with them, so a worker whose view lacks only
+        those records need not read the log."""
+        q = self.q
+        sent = []
+        if f.tasks and q._ready:
+            for t in f.tasks:
+                headers = {self._m.MSG_ID: t.dedup_id()}
+                got = carry.get((t.namespace, t.run_id)) if carry else None
+                if got is not None:
+                    seq, records = got
+                    headers[H_PREV] = f"{records[-1][0]} {seq}"
+                    recs = _enc_recs.encode([data for _, data in records])
+                    headers[H_REC] = base64.b64encode(recs).decode()
+                sent.append((t, self.replies.send(q.subject, _enc_task.encode(t), headers)))
+        ending = None
+        if f.ends:
+            store: Any = self.batch.store
+            log = store._log_subject(ENDS + q.name)
+            record = encode_ends(f.ends)
+            ending = asyncio.ensure_future(
+                self._append(log, record, self._send_append(log, record))
+            )
+        try:
+            again = [t for t, fut in sent if not await self._landed(fut)] if sent else f.tasks
+            if again:
+                await q.put(again)
+        finally:
+            if ending is not None:
+                await ending
+        if f.acks:
+            await q.ack_many([d.id for d in f.acks])
+
+    async def _landed(self, sent: Any) -> bool:
+        """Whether a task put on the lean connection was stored (or was a duplicate)."""
+        if sent is None:
+            return False
+        try:
+            hdr, data = await sent
+            if hdr is not None and parse_headers(hdr).get("Status"):
+                return False
+            ack = self._m._dec_ack.decode(data)
+        except Exception:
+            return False
+        return ack.error is None and ack.seq > 0
 
 
 async def _each(fn: Any, items: list[Any]) -> list[Any]:
     """``fn`` of every item at once; an item's exception is its result (the caller's
     batcher raises it to that item's waiter alone)."""
+    if not items:
+        return []
     if len(items) == 1:
         try:
             return [await fn(items[0])]

@@ -409,6 +409,10 @@ class Worker:
         step, name, index = parsed
         key = (t.namespace, t.run_id)
         cached = self._views.get(key)
+        if cached is not None and not _current(cached, step, name, index):
+            brought = self.backend.carried(d)
+            if brought and brought[0][0] <= cached.seq + 1 <= brought[-1][0]:
+                cached = self._fold(key, graph, brought)
         token, committed, records = await self._claim(
             _Claim(
                 t.namespace,
@@ -416,6 +420,7 @@ class Worker:
                 t.task,
                 cached.seq if cached is not None else -1,
                 self.consumer,
+                read=not _current(cached, step, name, index),
                 first=d.deliveries == 1,
             )
         )
@@ -838,6 +843,25 @@ class Worker:
         return step_done(
             task, updates, routes=routes, tokens=cview.usage.tokens, active=ctx.active()
         )
+
+
+def _current(view: RunView | None, step: int, name: str, index: int | None) -> bool:
+    """Whether a cached view is where task step:name finds it if nothing else happened
+    in the run: the one node of its superstep, not run yet. Its claim need not read
+    the run's log then (unless the task turns out committed): the commit, appended
+    right after the view's last record or not, tells whether anything came between
+    (a cancel, say), and the worker reads the log then."""
+    return (
+        view is not None
+        and index is None
+        and view.step == step
+        and view.ended is None
+        and view.budget_wait is None
+        and not view.done
+        and not view.waiting
+        and len(view.frontier) == 1
+        and view.frontier[0] == name
+    )
 
 
 def _reflected(view: RunView, rec: Record, step: int, name: str, index: int | None) -> bool:

@@ -44,6 +44,12 @@ a late one that slipped through would not lose work either.)
 ``ack_many`` takes deliveries or their ids (ids of deliveries this object
 handed out), ``extend_many`` deliveries; both are what ``openheim worker``
 uses when a backend has them.
+
+Pulls, acks and heartbeats go over the connection's lean twin
+(:mod:`openheim.stores._nats_wire`) while it is up, else through nats-py: a
+delivery is named by its ack subject, which either connection can answer. A
+pull whose lean connection is lost returns at once; what it had pulled and
+not received comes back after ``AckWait``, as after any disconnect.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ from nats.js import JetStreamContext, api
 
 from openheim.errors import ConfigError
 from openheim.stores._nats import NatsConnection, retrying, scan
+from openheim.stores._nats_wire import Wire, parse_headers
 from openheim.workflow.queues._base import DeadLetter, Delivery, QueueStats, Task
 
 __all__ = ["NatsQueue"]
@@ -82,6 +89,45 @@ _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345
 _enc = msgspec.json.Encoder()
 _dec_task = msgspec.json.Decoder(Task)
 _dec_dead = msgspec.json.Decoder(DeadLetter)
+_ACK = b"+ACK"
+_NAK = b"-NAK"
+_WPI = b"+WPI"
+_TERM = b"+TERM"
+
+
+class Pulled:
+    """A message pulled from the queue's stream: its ack subject, payload and headers
+    (a raw header block from the lean connection, a dict from nats-py, or None)."""
+
+    __slots__ = ("data", "headers", "reply")
+
+    def __init__(
+        self, reply: str, data: bytes, headers: bytes | dict[str, str] | None = None
+    ) -> None:
+        self.reply = reply
+        self.data = data
+        self.headers = headers
+
+    def header(self, name: str) -> str | None:
+        h = self.headers
+        if h is None:
+            return None
+        if isinstance(h, bytes):
+            if name.encode() not in h:
+                return None
+            h = self.headers = parse_headers(h)
+        return h.get(name)
+
+    def meta(self) -> tuple[int, int]:
+        """(times delivered, stream sequence), from the ack subject: ``$JS.ACK.<stream>.
+        <consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>``, or with
+        ``<domain>.<account hash>.`` after ``$JS.ACK.`` (and a token at the end)."""
+        tokens = self.reply.split(".")
+        if len(tokens) == 9 and tokens[0] == "$JS":
+            return int(tokens[4]), int(tokens[5])
+        if len(tokens) >= 11 and tokens[0] == "$JS":
+            return int(tokens[6]), int(tokens[7])
+        raise ValueError(f"not a JetStream ack subject: {self.reply!r}")
 
 
 class NatsQueue:
@@ -132,7 +178,10 @@ class NatsQueue:
         self._inbox_sub: Subscription | None = None
         self._requests = 0
         self._finished: dict[str, str] = {}  # request token -> its final status
-        self._buffer: collections.deque[tuple[Msg, float]] = collections.deque()
+        self._buffer: collections.deque[tuple[Pulled, float]] = collections.deque()
+        # The same on the lean connection: its inbox, and which Wire it is on.
+        self._wire: Wire | None = None
+        self._wire_inbox = b""
         # Deliveries handed out and not yet acked: id -> [message, when the claim started
         # or was last extended]. A claim older than the lapse age may be someone else's now.
         self._held: dict[str, list[Any]] = {}
@@ -318,9 +367,11 @@ class NatsQueue:
                 return []
         out = []
         for msg, pulled in msgs:
-            meta = msg.metadata
-            n = meta.num_delivered
-            seq = meta.sequence.stream
+            try:
+                n, seq = msg.meta()
+            except ValueError:
+                log.warning("queue %s: dropped a message that is no delivery", self.name)
+                continue
             try:
                 task = _dec_task.decode(msg.data)
             except msgspec.DecodeError as exc:
@@ -338,7 +389,7 @@ class NatsQueue:
             self._held = {k: v for k, v in self._held.items() if v[1] > old}
         return out
 
-    def _drain(self, count: int) -> builtins.list[tuple[Msg, float]]:
+    def _drain(self, count: int) -> builtins.list[tuple[Pulled, float]]:
         buf = self._buffer
         return [buf.popleft() for _ in range(min(count, len(buf)))]
 
@@ -346,9 +397,9 @@ class NatsQueue:
         """One pull request: ``no_wait`` (wait None) or lingering ``wait`` seconds.
 
         Returns once ``batch`` messages are buffered, the request ended (a
-        404/408 status on its own reply subject), or the wait ran out.
+        404/408 status on its own reply subject), the wait ran out, or the lean
+        connection the request went out on was lost.
         """
-        nc = await self._conn.connect()
         self._requests += 1
         token = str(self._requests)
         req: dict[str, Any] = {"batch": batch}
@@ -356,15 +407,25 @@ class NatsQueue:
             req["no_wait"] = True
         else:
             req["expires"] = int(wait * 1e9)
-        await nc.publish(
-            f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{DURABLE}",
-            json.dumps(req).encode(),
-            reply=f"{self._inbox}.{token}",
-        )
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{DURABLE}"
+        payload = json.dumps(req).encode()
+        wire = self._conn.wire_now() or await self._conn.wire()
+        nc = await self._conn.connect()
+        if wire is not None:
+            if self._wire is not wire:
+                self._wire_inbox = f"_INBOX.{uuid.uuid4().hex}.".encode()
+                wire.subscribe(self._wire_inbox.decode() + "*", self._on_wire)
+                wire.lost.add_done_callback(self._wake_up)
+                self._wire = wire
+            wire.publish(subject, payload, reply=self._wire_inbox + token.encode())
+        else:
+            await nc.publish(subject, payload, reply=f"{self._inbox}.{token}")
         end = time.monotonic() + (wait if wait is not None else 0.0) + 2.0
         answered = False
         try:
             while len(self._buffer) < batch and token not in self._finished:
+                if wire is not None and wire.closed:
+                    return
                 left = end - time.monotonic()
                 if left <= 0:
                     return
@@ -375,7 +436,8 @@ class NatsQueue:
             answered = True
         finally:
             status = self._finished.pop(token, None)
-            if not answered and not self._buffer and nc.is_connected:
+            lost = wire is not None and wire.closed
+            if not answered and not self._buffer and nc.is_connected and not lost:
                 # Connected, and not even a status back: the stream or consumer is gone
                 # (deleted, or a server restarted without its data). Set them up again.
                 await self._reset()
@@ -383,19 +445,44 @@ class NatsQueue:
             # The consumer was deleted (a purge elsewhere) or the server lost it.
             await self._reset()
 
-    async def _on_pulled(self, msg: Msg) -> None:
-        hdrs = msg.headers
-        if hdrs and not msg.reply and "Status" in hdrs:
-            status = hdrs["Status"]
-            if status != "100":  # 100 is a heartbeat
-                self._finished[msg.subject.rpartition(".")[2]] = status
-                if len(self._finished) > 10_000:  # statuses of requests nobody waits for
-                    self._finished.clear()
-        else:
-            self._buffer.append((msg, time.monotonic()))
+    def _wake_up(self, *_: Any) -> None:
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(None)
+
+    def _status(self, token: str, status: str) -> None:
+        if status != "100":  # 100 is a heartbeat
+            self._finished[token] = status
+            if len(self._finished) > 10_000:  # statuses of requests nobody waits for
+                self._finished.clear()
+
+    async def _on_pulled(self, msg: Msg) -> None:
+        hdrs = msg.headers
+        if hdrs and not msg.reply and "Status" in hdrs:
+            self._status(msg.subject.rpartition(".")[2], hdrs["Status"])
+        else:
+            self._buffer.append((Pulled(msg.reply, msg.data, msg.headers), time.monotonic()))
+        self._wake_up()
+
+    def _on_wire(self, subject: bytes, reply: bytes, hdr: bytes | None, payload: bytes) -> None:
+        """A message on the lean connection's pull inbox (as _on_pulled)."""
+        if hdr is not None and not reply:
+            status = parse_headers(hdr).get("Status")
+            if status is not None:
+                self._status(subject.rpartition(b".")[2].decode(), status)
+                self._wake_up()
+                return
+        self._buffer.append((Pulled(reply.decode(), payload, hdr), time.monotonic()))
+        self._wake_up()
+
+    async def _send(self, msg: Pulled, what: bytes) -> None:
+        """Ack, nak, extend or end a message (on the lean connection if it is up)."""
+        wire = self._conn.wire_now()
+        if wire is not None:
+            wire.publish(msg.reply, what)
+            return
+        nc = await self._conn.connect()
+        await nc.publish(msg.reply, what)
 
     # A NATS ack names the message (its stream sequence), not the delivery: an ack
     # or heartbeat sent for a claim that lapsed would act on whoever holds the task
@@ -404,7 +491,7 @@ class NatsQueue:
     # margin); a lapsed claim is left alone and the task comes back to someone who
     # finds its result committed and acks it then.
 
-    def _live(self, delivery: Delivery | str) -> Msg | None:
+    def _live(self, delivery: Delivery | str) -> Pulled | None:
         """The message of a delivery this process still holds, else None."""
         key = delivery if isinstance(delivery, str) else delivery.id
         held = self._held.get(key)
@@ -417,7 +504,7 @@ class NatsQueue:
         if time.monotonic() - held[1] > self._lapse:
             del self._held[key]
             return None
-        msg: Msg = held[0]
+        msg: Pulled = held[0]
         return msg
 
     async def extend(self, delivery: Delivery) -> None:
@@ -430,7 +517,7 @@ class NatsQueue:
         for d in deliveries:
             msg = self._live(d)
             if msg is not None:
-                await msg.in_progress()
+                await self._send(msg, _WPI)
                 self._held[d.id][1] = now
                 n += 1
         return n
@@ -444,8 +531,7 @@ class NatsQueue:
             msg = self._live(d)
             if msg is not None:
                 self._held.pop(d if isinstance(d, str) else d.id, None)
-                with contextlib.suppress(nats.errors.MsgAlreadyAckdError):
-                    await msg.ack()
+                await self._send(msg, _ACK)
 
     async def release(self, delivery: Delivery) -> None:
         msg = self._live(delivery)
@@ -454,8 +540,8 @@ class NatsQueue:
         self._held.pop(delivery.id, None)
         js = await self._js()
         await self._publish(js, delivery.task, f"release:{delivery.id}:{uuid.uuid4().hex}")
-        with contextlib.suppress(nats.errors.MsgAlreadyAckdError):
-            await msg.ack_sync(timeout=5)
+        nc = await self._conn.connect()
+        await nc.request(msg.reply, _ACK, timeout=5)  # (acked for sure: it was put again)
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         self._held.pop(delivery.id, None)
@@ -464,7 +550,7 @@ class NatsQueue:
         )
 
     async def _bury(
-        self, msg: Msg | None, seq: int, task: Task | None, deliveries: int, reason: str
+        self, msg: Pulled | None, seq: int, task: Task | None, deliveries: int, reason: str
     ) -> None:
         """Move stream message ``seq`` to the dead letters (idempotent per message)."""
         js = await self._js()
@@ -480,8 +566,7 @@ class NatsQueue:
 
         await retrying(self._conn, publish, "move a task to the dead letters")
         if msg is not None:
-            with contextlib.suppress(nats.errors.MsgAlreadyAckdError):
-                await msg.term()
+            await self._send(msg, _TERM)
         await _delete_msg(js, self.stream, seq)
 
     async def _on_max_deliveries(self, msg: Msg) -> None:
@@ -569,7 +654,8 @@ class NatsQueue:
         # Pulled but never handed out: give them back at once instead of after AckWait.
         while self._buffer:
             with contextlib.suppress(Exception):
-                await self._buffer.popleft()[0].nak()
+                await self._send(self._buffer.popleft()[0], _NAK)
+        self._wire = None
         sub, self._inbox_sub = self._inbox_sub, None
         if sub is not None:
             with contextlib.suppress(Exception):
@@ -581,9 +667,9 @@ class NatsQueue:
         await self._conn.close()
 
 
-def _msg(delivery: Delivery) -> Msg:
+def _msg(delivery: Delivery) -> Pulled:
     msg: Any = delivery.handle
-    if not isinstance(msg, Msg):
+    if not isinstance(msg, Pulled):
         raise ConfigError(
             f"delivery {delivery.id} was not taken from a NATS queue (its handle is "
             f"{type(msg).__name__}); ack, extend and release the deliveries take() returned"
