@@ -114,10 +114,15 @@ class Engine:
         kv_dir: str | None = None,
         kv_disk_bytes: int = 0,
         pool_min_work: int = 1 << 17,
+        backend_sampling: bool = True,
     ) -> None:
         """``pool_min_work``: a step samples on the ``sample_threads`` when it
         has two sequences or more and sequences x vocabulary reaches it (tests
-        lower it to run the pool on a tiny vocabulary)."""
+        lower it to run the pool on a tiny vocabulary). ``backend_sampling``:
+        greedy tokens are picked inside ``llama_decode`` by a llama.cpp backend
+        sampler of openheim's (the first largest logit, in ggml's graph
+        threads), so no logits row is copied to the host for them (CPU
+        backend only; see ``LlamaEngine``)."""
         check_native_abi()
         self.h = handle
         lib, ctx, vocab, memory = handle.addresses()
@@ -138,6 +143,7 @@ class Engine:
             kv_dir=kv_dir,
             kv_disk_bytes=max(0, kv_disk_bytes),
             pool_min_work=pool_min_work,
+            backend_sampling=backend_sampling,
         )
         self._closed = False
         self._pump = threading.Thread(
