@@ -14,6 +14,9 @@
  * the loop only shrinks the candidate array when that cannot change the
  * result (greedy: argmax; a chain starting with top-k: the k best logits;
  * min-p without top-p: the tokens above its threshold, in id order).
+ * With a ggml API (oh_le_create's gapi) every slot gets a llama.cpp backend
+ * sampler (lselect.c) whose op, inside llama_decode, picks greedy tokens on
+ * the logits in place and copies out only the rows the host still samples.
  * Constrained requests sample freely first and ask the grammar about the one
  * chosen token; only if it refuses are the candidates masked by the grammar
  * (the best 64 logits first, then 1,024 and 16,384, the whole vocabulary if

@@ -9,7 +9,12 @@ within the batch budget, so a long prompt never stalls the others), calls
 ``llama_decode``, samples every sequence (greedy by argmax, top-k / min-p
 candidates pruned before llama.cpp's own sampler chain, several sequences at
 once on native threads), detokenizes, and appends to each request's native
-TokenBuffer. New requests join between steps; finished or cancelled ones leave
+TokenBuffer. On the CPU backend the greedy argmax runs inside ``llama_decode``
+itself: a llama.cpp backend sampler of openheim's (``src/_core/lselect.c``)
+adds an op to the decode graph that picks the first largest logit of each row
+in ggml's graph threads, so no logits row is copied out for the host to scan
+(host work per step: a few microseconds); the rows of requests sampled on
+the host are copied out by the same op, in parallel. New requests join between steps; finished or cancelled ones leave
 at once.
 
 Python only submits, cancels and reads: :class:`Engine` builds the sampler
