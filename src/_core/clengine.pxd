@@ -15,6 +15,9 @@ cdef extern from "llama_api.h" nogil:
         float p
     const char *const oh_llama_api_names[]
     int oh_llama_resolve(void *handle, oh_llama_api *api, const char **missing)
+    ctypedef struct oh_ggml_api:
+        pass
+    int oh_ggml_resolve(void *handle, oh_ggml_api *api, const char **missing)
     long oh_llama_layout(const char *type, const char *field)
 
 cdef extern from "lengine.h" nogil:
@@ -55,6 +58,8 @@ cdef extern from "lengine.h" nogil:
         uint64_t steps, max_batch_seqs, prompt_cached, prompt_evaluated, generated
         uint64_t host_ns, host_cpu_ns, decode_ns, sample_ns
         uint64_t parallel_samples
+        uint64_t graph_sampled
+        int32_t graph_sampling
         uint64_t kv_saved, kv_restored, kv_restored_tokens, kv_bytes, kv_entries
         uint64_t kv_spilled, kv_disk_restored, kv_disk_bytes, kv_disk_entries, kv_disk_errors
         int32_t n_active, n_waiting
@@ -66,7 +71,7 @@ cdef extern from "lengine.h" nogil:
                      void *memory, int32_t n_vocab, int32_t n_ctx, int32_t n_batch,
                      int32_t n_seq, int32_t prefill_chunk, int32_t n_sample_threads,
                      size_t kv_cache_bytes, const char *kv_dir, size_t kv_disk_bytes,
-                     int64_t pool_min_work)
+                     int64_t pool_min_work, const oh_ggml_api *gapi)
     int oh_le_submit(oh_lengine *e, oh_lreq *r)
     void oh_le_cancel(oh_lengine *e, oh_lreq *r)
     int oh_le_pump(oh_lengine *e, oh_le_note *out, size_t cap, size_t *n, double timeout)
@@ -77,4 +82,5 @@ cdef extern from "lengine.h" nogil:
     const char *oh_le_piece(oh_lengine *e, int32_t token, size_t *n)
     int oh_le_whole(oh_lengine *e, int32_t token)
     int32_t oh_argmax(const float *x, int32_t n)
+    int32_t oh_argmax_split(const float *x, int32_t n, int parts)
     int32_t oh_top_k(const float *x, int32_t n, int32_t k, oh_token_data *out)

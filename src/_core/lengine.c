@@ -251,8 +251,16 @@ static void start(oh_lengine *e, slot_t *s, oh_lreq *r) {
     e->st.prompt_cached += (uint64_t)keep;
     e->st.prompt_evaluated += (uint64_t)(r->n_prompt - keep);
     pthread_mutex_unlock(&e->smu);
-    if (!oh_le_slot_reserve(s, r->n_prompt + 1))
+    if (!oh_le_slot_reserve(s, r->n_prompt + 1)) {
         retire(e, s, OH_LF_NOMEM, 0);
+        return;
+    }
+    if (e->bsel && (r->temperature > 0.0f || r->grammar != NULL) && s->sel.row == NULL) {
+        /* this request samples on the host: the op copies its row here */
+        s->sel.row = malloc((size_t)e->n_vocab * sizeof(float));
+        if (s->sel.row == NULL)
+            retire(e, s, OH_LF_NOMEM, 0);
+    }
 }
 
 static void admit(oh_lengine *e) {
@@ -455,8 +463,23 @@ static void step(oh_lengine *e, uint64_t *decode_ns, uint64_t *decode_cpu, uint6
     if (at == 0)
         return;
     e->batch.n_tokens = at;
+    if (e->bsel) {
+        /* what each sequence's in-graph op does this step */
+        for (int32_t i = 0; i < e->n_seq; i++) {
+            slot_t *s = &e->slots[i];
+            s->sel.mode = 0;
+            if (s->req == NULL || s->take == 0 || s->out_idx < 0)
+                continue;
+            int greedy = s->req->temperature <= 0.0f;
+            s->sel.mode = (greedy ? OH_SEL_ARGMAX : 0) |
+                          (!greedy || s->req->grammar != NULL ? OH_SEL_COPY : 0);
+            s->sel_runs = s->sel.runs;
+        }
+    }
     uint64_t c0 = cpu_ns(), t0 = now_ns();
     int32_t rc = e->api.decode(e->ctx, e->batch);
+    if (e->bsel && rc == 0)
+        e->api.synchronize(e->ctx); /* the graph's results are in (a no-op on the CPU) */
     uint64_t t1 = now_ns();
     *decode_cpu = cpu_ns() - c0;
     *decode_ns = t1 - t0;
@@ -474,7 +497,8 @@ static void step(oh_lengine *e, uint64_t *decode_ns, uint64_t *decode_cpu, uint6
         return;
     }
     slot_t *jobs[e->n_seq > 0 ? e->n_seq : 1];
-    int nj = 0;
+    int nj = 0, nhost = 0;
+    uint64_t in_graph = 0;
     for (int32_t i = 0; i < e->n_seq; i++) {
         slot_t *s = &e->slots[i];
         if (s->req == NULL || s->take == 0)
@@ -486,19 +510,45 @@ static void step(oh_lengine *e, uint64_t *decode_ns, uint64_t *decode_cpu, uint6
         if (s->out_idx < 0)
             continue; /* prompt not finished: no sampling yet */
         s->prefill_done = 1;
-        s->logits = e->api.get_logits_ith(e->ctx, s->out_idx);
-        if (s->logits == NULL) {
-            retire(e, s, OH_LF_DECODE, -1);
-            continue;
+        s->pre = -1;
+        if (e->bsel) {
+            if (s->sel.runs == s->sel_runs) { /* the op never ran for this row */
+                retire(e, s, OH_LF_DECODE, -2);
+                continue;
+            }
+            s->logits = (s->sel.mode & OH_SEL_COPY) ? s->sel.row : NULL;
+            if (s->sel.mode & OH_SEL_ARGMAX)
+                s->pre = s->sel.token;
+        } else {
+            s->logits = e->api.get_logits_ith(e->ctx, s->out_idx);
+            if (s->logits == NULL) {
+                retire(e, s, OH_LF_DECODE, -1);
+                continue;
+            }
         }
-        jobs[nj++] = s;
+        if (s->pre >= 0 && s->req->grammar == NULL) {
+            /* chosen in the graph: nothing left to sample */
+            s->sampled = s->pre;
+            s->sample_fail = 0;
+            in_graph++;
+        } else {
+            jobs[nhost++] = s;
+        }
+    }
+    nj = nhost;
+    for (int32_t i = 0; i < e->n_seq; i++) { /* then the ones the graph sampled, in slot order */
+        slot_t *s = &e->slots[i];
+        if (s->req != NULL && s->take > 0 && s->out_idx >= 0 && s->pre >= 0 &&
+            s->req->grammar == NULL)
+            jobs[nj++] = s;
     }
     uint64_t t2 = now_ns();
-    sample_all(e, jobs, nj);
+    sample_all(e, jobs, nhost);
     *sample_ns = now_ns() - t2;
     pthread_mutex_lock(&e->smu); /* before deliver() may tell anyone a request is done */
     for (int j = 0; j < nj; j++)
         e->st.generated += jobs[j]->sample_fail ? 0u : 1u;
+    e->st.graph_sampled += in_graph;
     pthread_mutex_unlock(&e->smu);
     for (int j = 0; j < nj; j++)
         deliver(e, jobs[j]);
@@ -589,7 +639,8 @@ static void *loop_main(void *p) {
 int oh_le_create(oh_lengine **out, const oh_llama_api *api, void *ctx, void *vocab, void *memory,
                  int32_t n_vocab, int32_t n_ctx, int32_t n_batch, int32_t n_seq,
                  int32_t prefill_chunk, int32_t n_sample_threads, size_t kv_cache_bytes,
-                 const char *kv_dir, size_t kv_disk_bytes, int64_t pool_min_work) {
+                 const char *kv_dir, size_t kv_disk_bytes, int64_t pool_min_work,
+                 const oh_ggml_api *gapi) {
     *out = NULL;
     if (api == NULL || ctx == NULL || vocab == NULL || memory == NULL || n_vocab <= 0 ||
         n_ctx <= 0 || n_batch <= 0 || n_seq <= 0 || prefill_chunk <= 0)
@@ -643,6 +694,13 @@ int oh_le_create(oh_lengine **out, const oh_llama_api *api, void *ctx, void *voc
         goto fail;
     }
     e->batch_ready = 1;
+    if (gapi != NULL) {
+        e->gapi = *gapi;
+        oh_sel_attach(e); /* else (a GPU holds the logits) the host reads the rows */
+    }
+    pthread_mutex_lock(&e->smu);
+    e->st.graph_sampling = e->bsel;
+    pthread_mutex_unlock(&e->smu);
     if (e->n_threads > 1) {
         e->workers = calloc((size_t)e->n_threads, sizeof(pthread_t));
         if (e->workers == NULL) {
@@ -724,6 +782,8 @@ void oh_le_stop(oh_lengine *e) {
             pthread_join(e->workers[w], NULL);
         e->workers_started = 0;
     }
+    if (!was && e->slots != NULL)
+        oh_sel_detach(e); /* before the context goes: no decode runs any more */
     pthread_mutex_lock(&e->nmu);
     e->closed = 1;
     pthread_cond_broadcast(&e->ncv);
@@ -736,9 +796,13 @@ void oh_le_destroy(oh_lengine *e) {
     oh_le_stop(e);
     if (e->batch_ready)
         e->api.batch_free(e->batch);
-    if (e->slots)
-        for (int32_t i = 0; i < e->n_seq; i++)
+    if (e->slots) {
+        oh_sel_detach(e); /* if create failed before the loop ran */
+        for (int32_t i = 0; i < e->n_seq; i++) {
             free(e->slots[i].tokens);
+            free(e->slots[i].sel.row);
+        }
+    }
     if (e->scratch)
         for (int w = 0; w < e->n_threads; w++) {
             free(e->scratch[w].full);

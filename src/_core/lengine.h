@@ -14,6 +14,9 @@
  * the loop only shrinks the candidate array when that cannot change the
  * result (greedy: argmax; a chain starting with top-k: the k best logits;
  * min-p without top-p: the tokens above its threshold, in id order).
+ * With a ggml API (oh_le_create's gapi) every slot gets a llama.cpp backend
+ * sampler (lselect.c) whose op, inside llama_decode, picks greedy tokens on
+ * the logits in place and copies out only the rows the host still samples.
  * Constrained requests sample freely first and ask the grammar about the one
  * chosen token; only if it refuses are the candidates masked by the grammar
  * (the best 64 logits first, then 1,024 and 16,384, the whole vocabulary if
@@ -80,6 +83,8 @@ typedef struct {
        llama_decode plus the sampling threads' */
     uint64_t host_ns, host_cpu_ns, decode_ns, sample_ns;
     uint64_t parallel_samples;              /* steps sampled on the pool */
+    uint64_t graph_sampled;                 /* tokens chosen inside llama_decode (in-graph argmax) */
+    int32_t graph_sampling;                 /* the in-graph selection op is attached */
     uint64_t kv_saved, kv_restored, kv_restored_tokens, kv_bytes, kv_entries; /* session cache */
     uint64_t kv_spilled, kv_disk_restored, kv_disk_bytes, kv_disk_entries, kv_disk_errors;
     int32_t n_active, n_waiting;
@@ -103,7 +108,8 @@ typedef struct oh_lengine oh_lengine;
 int oh_le_create(oh_lengine **out, const oh_llama_api *api, void *ctx, void *vocab, void *memory,
                  int32_t n_vocab, int32_t n_ctx, int32_t n_batch, int32_t n_seq,
                  int32_t prefill_chunk, int32_t n_sample_threads, size_t kv_cache_bytes,
-                 const char *kv_dir, size_t kv_disk_bytes, int64_t pool_min_work);
+                 const char *kv_dir, size_t kv_disk_bytes, int64_t pool_min_work,
+                 const oh_ggml_api *gapi);
 /* Queues a request (the loop admits it before its next step). OK, CLOSED
    after oh_le_stop (the request is untouched). */
 int oh_le_submit(oh_lengine *e, oh_lreq *r);
@@ -125,6 +131,8 @@ int oh_le_whole(oh_lengine *e, int32_t token);
 
 /* Sampling primitives, exposed for tests. */
 int32_t oh_argmax(const float *x, int32_t n);
+/* oh_argmax computed as the in-graph op does, on `parts` chunks put together. */
+int32_t oh_argmax_split(const float *x, int32_t n, int parts);
 /* The k best of x[0:n] (ties: lower id first), sorted best first. Returns
    how many (min(k, n)). */
 int32_t oh_top_k(const float *x, int32_t n, int32_t k, oh_token_data *out);

@@ -48,6 +48,18 @@ def argmax(const float[::1] logits):
     return r
 
 
+def argmax_split(const float[::1] logits, int parts):
+    """argmax as the in-graph op computes it: the row cut into ``parts`` chunks
+    (one per graph thread, at most 64), each chunk's first maximum, then the
+    first of the largest. Always equal to :func:`argmax` (tests check it)."""
+    if logits.shape[0] == 0:
+        raise _errors.ConfigError("argmax needs at least one logit")
+    cdef int32_t r
+    with nogil:
+        r = oh_argmax_split(&logits[0], <int32_t>logits.shape[0], parts)
+    return r
+
+
 def top_k(const float[::1] logits, int k):
     """The k largest logits as (token, logit) pairs, best first (ties: lower token)."""
     cdef Py_ssize_t n = logits.shape[0]
@@ -131,6 +143,12 @@ cdef class LlamaEngine:
     more and sequences x ``n_vocab`` >= ``pool_min_work``. ``kv_cache_bytes``
     bounds the session cache (saved sequence states restored when their
     session returns; 0: none).
+    ``backend_sampling``: attach llama.cpp backend samplers whose op picks
+    greedy tokens (the first largest logit, as llama.cpp's CPU greedy) inside
+    llama_decode, in ggml's graph threads, and copies the rows of the other
+    requests there, so no logits row is copied out for the host to scan; only
+    where the logits are in host memory (the CPU backend), else the host reads
+    rows as before (``stats()["backend_sampling"]`` says which).
     ``kv_dir`` (an existing directory) adds a disk tier of up to
     ``kv_disk_bytes``: states the memory cache evicts are written there, one
     file each (removed when dropped and when the engine is freed), and read
@@ -139,6 +157,7 @@ cdef class LlamaEngine:
 
     cdef oh_lengine *e
     cdef oh_llama_api api
+    cdef oh_ggml_api gapi
     cdef dict _live
     cdef readonly int n_vocab
     cdef readonly int n_seq
@@ -146,11 +165,13 @@ cdef class LlamaEngine:
     def __cinit__(self, uintptr_t lib, uintptr_t ctx, uintptr_t vocab, uintptr_t memory,
                   int n_vocab, int n_ctx, int n_batch, int n_seq, int prefill_chunk=256,
                   int sample_threads=1, size_t kv_cache_bytes=0, kv_dir=None,
-                  size_t kv_disk_bytes=0, int64_t pool_min_work=131072):
+                  size_t kv_disk_bytes=0, int64_t pool_min_work=131072,
+                  bint backend_sampling=True):
         cdef const char *missing = NULL
         cdef const char *cdir = NULL
         cdef bytes bdir
         cdef int rc
+        cdef const oh_ggml_api *gp = NULL
         self._live = {}
         if oh_llama_resolve(<void *>lib, &self.api, &missing) != OH_OK:
             name = missing.decode() if missing != NULL else "?"
@@ -167,10 +188,12 @@ cdef class LlamaEngine:
                     f"kv_dir {kv_dir!r} is not a directory: create it or pass None (no disk tier)")
             if kv_disk_bytes > 0:
                 cdir = bdir
+        if backend_sampling and oh_ggml_resolve(<void *>lib, &self.gapi, NULL) == OH_OK:
+            gp = &self.gapi
         with nogil:
             rc = oh_le_create(&self.e, &self.api, <void *>ctx, <void *>vocab, <void *>memory,
                               n_vocab, n_ctx, n_batch, n_seq, prefill_chunk, sample_threads,
-                              kv_cache_bytes, cdir, kv_disk_bytes, pool_min_work)
+                              kv_cache_bytes, cdir, kv_disk_bytes, pool_min_work, gp)
         if rc != OH_OK:
             _raise_status(rc, f"cannot start the llama decode loop (n_vocab={n_vocab}, "
                               f"n_ctx={n_ctx}, n_batch={n_batch}, n_seq={n_seq})")
@@ -295,6 +318,8 @@ cdef class LlamaEngine:
             "decode_ns": s.decode_ns,
             "sample_ns": s.sample_ns,
             "parallel_samples": s.parallel_samples,
+            "graph_sampled": s.graph_sampled,
+            "backend_sampling": bool(s.graph_sampling),
             "kv_saved": s.kv_saved,
             "kv_restored": s.kv_restored,
             "kv_restored_tokens": s.kv_restored_tokens,

@@ -11,6 +11,26 @@
 #define MASK_FIRST 64              /* refusal: candidates tried first (then 16x more, up to MASK_LAST) */
 #define MASK_LAST 16384            /* ... before the whole vocabulary */
 
+/* In-graph selection (lselect.c): a llama.cpp backend sampler per slot whose
+   op runs in ggml's graph threads during llama_decode, on the sequence's
+   logits row where it lies, so no row is copied out for the host to read. */
+#define OH_SEL_ARGMAX 1 /* the first largest logit, as llama.cpp's CPU greedy picks */
+#define OH_SEL_COPY 2   /* the row copied into `row`, for the host's sampler chain or grammar */
+#define OH_SEL_PARTS 64 /* at most this many threads split a row */
+
+typedef struct oh_select {
+    struct oh_lengine *e;
+    void *chain;   /* the llama_sampler chain attached to this slot's seq_id */
+    int supported; /* backend_init said the op runs where the logits are */
+    int mode;      /* OH_SEL_* for this step (0: nothing), set before llama_decode */
+    float *row;    /* n_vocab floats, made when a request needs the host */
+    atomic_int arrived;
+    int32_t token;  /* the op's result (OH_SEL_ARGMAX) */
+    uint64_t runs;  /* times the op completed */
+    float part_v[OH_SEL_PARTS];
+    int32_t part_i[OH_SEL_PARTS];
+} oh_select;
+
 typedef struct {
     int32_t id;
     int32_t *tokens; /* what this sequence's KV cache holds */
@@ -25,8 +45,11 @@ typedef struct {
     unsigned events;                    /* TokenBuffer events this step */
     /* this step's sampling job */
     int32_t take, out_idx, sampled;
-    const float *logits;
+    const float *logits; /* NULL: the row never reached the host (in-graph argmax) */
+    int32_t pre;         /* the in-graph argmax, or -1 */
+    uint64_t sel_runs;   /* sel.runs before this step's decode */
     int sample_fail;
+    oh_select sel;
 } slot_t;
 
 /* A saved sequence: its tokens and llama.cpp's state of them, in memory
@@ -50,6 +73,8 @@ typedef struct {
 
 struct oh_lengine {
     oh_llama_api api;
+    oh_ggml_api gapi;
+    int bsel; /* in-graph selection attached to every slot */
     void *ctx, *vocab, *mem;
     int32_t n_vocab, n_ctx, n_batch, n_seq, prefill_chunk;
     oh_llama_batch batch;
@@ -112,6 +137,14 @@ struct oh_lengine {
 /* lsample.c */
 void oh_le_sample_job(oh_lengine *e, scratch_t *sc, slot_t *s);
 int oh_le_build_pieces(oh_lengine *e); /* OK NOMEM */
+
+int32_t oh_argmax_part(const float *x, int32_t n, float *vmax);
+
+/* lselect.c */
+int oh_sel_attach(oh_lengine *e); /* 1: every slot has its backend sampler; 0: none has */
+void oh_sel_detach(oh_lengine *e);
+int32_t oh_sel_bound(int64_t n, int k, int parts);
+int32_t oh_sel_combine(const float *v, const int32_t *i, int parts);
 
 /* lkvcache.c */
 void oh_le_kv_save(oh_lengine *e, slot_t *s);

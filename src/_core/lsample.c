@@ -105,7 +105,8 @@ static int use_avx2(void) {
    read again, from L1. */
 #define ARGMAX_BLOCK 4096
 
-__attribute__((target("avx2"))) static int32_t argmax_avx2(const float *x, int32_t n) {
+__attribute__((target("avx2"))) static int32_t argmax_part_avx2(const float *x, int32_t n,
+                                                                float *vmax) {
     float best = -INFINITY;
     int32_t at = -1;
     for (int32_t i = 0; i < n; i += ARGMAX_BLOCK) {
@@ -116,32 +117,58 @@ __attribute__((target("avx2"))) static int32_t argmax_avx2(const float *x, int32
             at = i;
         }
     }
-    if (at < 0) /* nothing above -inf: the first -inf, else (all NaN) 0 */
+    *vmax = best;
+    if (at < 0) /* nothing above -inf: the first -inf, if any */
         return find_avx2(x, n, -INFINITY);
     int32_t m = n - at < ARGMAX_BLOCK ? n - at : ARGMAX_BLOCK;
     return at + find_avx2(x + at, m, best);
 }
 #endif
 
-int32_t oh_argmax(const float *x, int32_t n) {
-    /* The first index of the maximum: what llama.cpp's greedy sampler picks
-       (it keeps the first of equal logits). */
+int32_t oh_argmax_part(const float *x, int32_t n, float *vmax) {
+    /* The maximum of x[0:n] ignoring NaN (-inf if nothing is above it) and the
+       first index holding it; -1 if none does (n <= 0, or only NaN). */
+    *vmax = -INFINITY;
     if (n <= 0)
         return -1;
-    int32_t i = -1;
 #ifdef OH_HAVE_AVX2_PATH
-    if (use_avx2()) {
-        i = argmax_avx2(x, n);
-        return i < 0 ? 0 : i; /* all NaN: llama.cpp's greedy keeps index 0 */
-    }
+    if (use_avx2())
+        return argmax_part_avx2(x, n, vmax);
 #endif
     float m = max_generic(x, n);
+    *vmax = m;
     for (int32_t k = 0; k < n; k++)
-        if (x[k] == m) {
-            i = k;
-            break;
-        }
+        if (x[k] == m)
+            return k;
+    return -1;
+}
+
+int32_t oh_argmax(const float *x, int32_t n) {
+    /* The first index of the maximum: what llama.cpp's greedy sampler picks
+       (it keeps the first of equal logits); all NaN: index 0, as it does. */
+    if (n <= 0)
+        return -1;
+    float v;
+    int32_t i = oh_argmax_part(x, n, &v);
     return i < 0 ? 0 : i;
+}
+
+int32_t oh_argmax_split(const float *x, int32_t n, int parts) {
+    /* oh_argmax as the in-graph op computes it, on `parts` chunks (tests) */
+    if (n <= 0)
+        return -1;
+    if (parts < 1)
+        parts = 1;
+    if (parts > OH_SEL_PARTS)
+        parts = OH_SEL_PARTS;
+    float v[OH_SEL_PARTS];
+    int32_t idx[OH_SEL_PARTS];
+    for (int k = 0; k < parts; k++) {
+        int32_t lo = oh_sel_bound(n, k, parts), hi = oh_sel_bound(n, k + 1, parts);
+        int32_t i = oh_argmax_part(x + lo, hi - lo, &v[k]);
+        idx[k] = i < 0 ? -1 : lo + i;
+    }
+    return oh_sel_combine(v, idx, parts);
 }
 
 /* Heap order: "a is worse than b" (lower logit, or equal logit and higher id). */
@@ -368,7 +395,8 @@ static int32_t sample_masked(oh_lengine *e, scratch_t *sc, oh_lreq *r, const flo
 
 void oh_le_sample_job(oh_lengine *e, scratch_t *sc, slot_t *s) {
     oh_lreq *r = s->req;
-    int32_t tok = sample_free(e, sc, r, s->logits);
+    /* greedy with the in-graph argmax: its token; else the row on the host */
+    int32_t tok = s->pre >= 0 && r->temperature <= 0.0f ? s->pre : sample_free(e, sc, r, s->logits);
     if (tok >= 0 && r->grammar != NULL) {
         r->grammar_checks++;
         if (!grammar_allows(e, r, tok))

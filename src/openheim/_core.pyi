@@ -311,6 +311,9 @@ def llama_layout(type_name: str, field: str | None = None) -> int:
 def argmax(logits: Buffer) -> int:
     """Index of the first largest value (float32): llama.cpp's greedy choice."""
 
+def argmax_split(logits: Buffer, parts: int) -> int:
+    """argmax as the in-graph op computes it, the row cut into ``parts`` chunks."""
+
 def top_k(logits: Buffer, k: int) -> list[tuple[int, float]]:
     """The k largest logits (float32) as (token, logit) pairs, best first (ties: lower token)."""
 
@@ -328,6 +331,8 @@ class LlamaEngineStats(TypedDict):
     decode_ns: int
     sample_ns: int
     parallel_samples: int  # steps sampled on the thread pool
+    graph_sampled: int  # tokens chosen inside llama_decode by the in-graph argmax
+    backend_sampling: bool  # the in-graph selection op is attached (CPU backend)
     kv_saved: int  # sequences saved to the session cache
     kv_restored: int  # ... restored from it
     kv_restored_tokens: int  # prompt tokens those restores covered
@@ -396,6 +401,7 @@ class LlamaEngine:
         kv_dir: str | os.PathLike[str] | None = None,
         kv_disk_bytes: int = 0,
         pool_min_work: int = 131072,
+        backend_sampling: bool = True,
     ) -> None: ...
     def submit(
         self,

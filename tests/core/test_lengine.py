@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openheim._core import TokenBuffer, argmax, top_k
+from openheim._core import TokenBuffer, argmax, argmax_split, top_k
 from openheim.errors import ConfigError
 
 logit = st.floats(min_value=-50, max_value=50, width=32, allow_nan=False)
@@ -59,6 +59,30 @@ def test_argmax_over_a_whole_vocabulary_keeps_the_first_of_ties() -> None:
             ys[where] = 7.0
             ys[-1] = 7.0 if where != n - 1 else ys[-1]  # and a later tie
             assert argmax(_f32(ys)) == where
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(logit, small_ints, st.just(float("-inf"))), min_size=1, max_size=300),
+    st.integers(1, 70),
+)
+def test_argmax_split_as_the_graph_threads_do_is_argmax(xs: list[float], parts: int) -> None:
+    """The in-graph op cuts a row between the graph's threads and puts the
+    chunks' maxima together: the same first largest logit, ties across chunks."""
+    a = _f32(xs)
+    assert argmax_split(a, parts) == argmax(a) == list(a).index(max(a))
+
+
+def test_argmax_split_edge_rows() -> None:
+    nan, inf = float("nan"), float("inf")
+    for parts in (1, 2, 3, 8, 64):
+        assert argmax_split(_f32([nan] * 40), parts) == 0  # all NaN: index 0, as llama.cpp
+        assert argmax_split(_f32([nan] * 20 + [-inf] * 20), parts) == 20
+        assert argmax_split(_f32([-inf] * 33 + [2.0] + [nan] * 30 + [2.0]), parts) == 33
+        assert argmax_split(_f32([1.0] * 17 + [inf] + [inf]), parts) == 17
+        big = [0.0] * 262_144
+        big[200_000] = big[262_143] = 1.0  # a tie in the last chunks
+        assert argmax_split(_f32(big), parts) == 200_000
 
 
 def test_scans_handle_infinities_and_long_inputs() -> None:
@@ -270,3 +294,74 @@ def test_sampling_pool_picks_what_the_loop_alone_picks(handle: Any) -> None:
     assert none == 0
     assert parallel > 0
     assert pooled == alone
+
+
+@pytest.mark.llama
+@pytest.mark.parametrize("threads", [1, 2])
+def test_backend_sampling_picks_what_the_host_picks(tmp_path: Any, threads: int) -> None:
+    """The in-graph selection op (greedy argmax inside llama_decode, rows
+    copied out for the host's chains and grammars) gives every request the
+    tokens host sampling gives it, on 1 and 2 graph threads; and once that
+    engine is closed the context hands raw logits to the next one again."""
+    from openheim.models._llama.bindings import LlamaHandle
+    from openheim.models._llama.engine import Engine, GenRequest
+    from openheim.models._llama.grammar import schema_to_gbnf
+    from openheim.testing.tiny_gguf import write_tiny_gguf
+
+    pytest.importorskip("gguf")
+    path = write_tiny_gguf(tmp_path / "tiny.gguf")
+    h = LlamaHandle(
+        str(path), n_ctx=512, n_batch=64, n_seq_max=3, n_threads=threads, n_gpu_layers=0
+    )
+    gbnf = schema_to_gbnf(
+        {
+            "type": "object",
+            "properties": {"a": {"type": "string", "maxLength": 6}},
+            "required": ["a"],
+            "additionalProperties": False,
+        }
+    )
+    kinds: list[dict[str, Any]] = [
+        {},
+        {"temperature": 0.8, "top_k": 12, "seed": 3},
+        {"temperature": 0.7, "top_k": 0, "min_p": 0.05, "seed": 4},
+        {"gbnf": gbnf, "max_tokens": 40},
+        {"gbnf": gbnf, "max_tokens": 40, "temperature": 1.0, "seed": 5},
+    ]
+
+    def run(backend: bool) -> tuple[list[list[int]], dict[str, Any]]:
+        e = Engine(h, prefill_chunk=16, sample_threads=2, backend_sampling=backend)
+        try:
+            out = []
+            for i, kw in enumerate(kinds):  # one at a time: the same batches both ways
+                kw = dict(kw)
+                kw.setdefault("max_tokens", 16)
+                kw.setdefault("ignore_eos", "gbnf" not in kw)
+                done = threading.Event()
+                buf = TokenBuffer()
+                e.submit(
+                    GenRequest(
+                        h.tokenize(f"backend prompt {i}"),
+                        buffer=buf,
+                        on_done=lambda r, ev=done: ev.set(),
+                        **kw,
+                    )
+                )
+                assert done.wait(120)
+                out.append(buf.tokens())
+            return out, dict(e.stats())
+        finally:
+            e.close()
+
+    try:
+        graph, gst = run(True)
+        host, hst = run(False)
+        again, _ = run(True)
+    finally:
+        h.close()
+    assert gst["backend_sampling"] is True
+    assert hst["backend_sampling"] is False
+    assert gst["graph_sampled"] >= 15  # the plain greedy request's tokens after the first
+    assert hst["graph_sampled"] == 0
+    assert all(len(t) > 0 for t in host)
+    assert graph == host == again

@@ -64,6 +64,15 @@ class LlamaModel:
     for them (measured on the demo model, 64 sequences: 91 against 76 tok/s;
     48 against 26 under load, where 32 sequences made 34-39). A 2,000-token
     prompt prefills as fast in batches of 32 there.
+    ``backend_sampling`` (default on) picks greedy tokens inside
+    ``llama_decode``: a llama.cpp backend sampler of openheim's runs the
+    argmax in ggml's graph threads where the logits lie, so no 4 x vocabulary
+    bytes per sequence are copied out and scanned on the host (the same token
+    as llama.cpp's CPU greedy sampler: the first of tied maxima). It applies
+    where the logits are in host memory (CPU); on a GPU the host reads rows
+    as before. Its cost: llama.cpp then keeps a larger output buffer (about
+    16 x vocabulary bytes per parallel sequence, 256 MiB for 64 sequences of a
+    262k vocabulary, against 64 MiB without).
     """
 
     def __init__(
@@ -86,6 +95,7 @@ class LlamaModel:
         offload_kqv: bool = True,
         flash_attn: str = "auto",
         n_ubatch: int | None = None,
+        backend_sampling: bool = True,
     ) -> None:
         from openheim.models._llama.bindings import LlamaHandle
         from openheim.models._llama.engine import Engine
@@ -134,6 +144,7 @@ class LlamaModel:
             kv_cache_bytes=kv_cache_mb << 20,
             kv_dir=os.fspath(kv_cache_dir) if kv_cache_dir is not None else None,
             kv_disk_bytes=kv_disk_mb << 20 if kv_cache_dir is not None else 0,
+            backend_sampling=backend_sampling,
         )
         self._context_window = context_window or h.n_ctx
         self._name = f"llama:{os.path.basename(self.path)}"

@@ -293,11 +293,20 @@ _SIGNATURES: dict[str, tuple[int | None, tuple[int, ...]]] = {
     "llama_state_seq_get_size": (8, (8, 4)),
     "llama_state_seq_get_data": (8, (8, 8, 8, 4)),
     "llama_state_seq_set_data": (8, (8, 8, 8, 4)),
+    "llama_sampler_init": (8, (8, 8)),
+    "llama_sampler_chain_init": (8, (1,)),
+    "llama_sampler_chain_add": (None, (8, 8)),
+    "llama_set_sampler": (1, (8, 4, 8)),
+    "llama_synchronize": (None, (8,)),
 }
 _STRUCTS = {
     "llama_batch": "llama_batch",
     "llama_token_data": "llama_token_data",
     "llama_token_data_array": "llama_token_data_array",
+    "llama_sampler_chain_params": "llama_sampler_chain_params",
+    "llama_sampler_data": "llama_sampler_data",
+    "llama_sampler_i": "llama_sampler_i",
+    "llama_sampler": "llama_sampler",
 }
 _abi_checked = False
 

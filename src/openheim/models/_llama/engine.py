@@ -9,7 +9,12 @@ within the batch budget, so a long prompt never stalls the others), calls
 ``llama_decode``, samples every sequence (greedy by argmax, top-k / min-p
 candidates pruned before llama.cpp's own sampler chain, several sequences at
 once on native threads), detokenizes, and appends to each request's native
-TokenBuffer. New requests join between steps; finished or cancelled ones leave
+TokenBuffer. On the CPU backend the greedy argmax runs inside ``llama_decode``
+itself: a llama.cpp backend sampler of openheim's (``src/_core/lselect.c``)
+adds an op to the decode graph that picks the first largest logit of each row
+in ggml's graph threads, so no logits row is copied out for the host to scan
+(host work per step: a few microseconds); the rows of requests sampled on
+the host are copied out by the same op, in parallel. New requests join between steps; finished or cancelled ones leave
 at once.
 
 Python only submits, cancels and reads: :class:`Engine` builds the sampler
@@ -114,10 +119,15 @@ class Engine:
         kv_dir: str | None = None,
         kv_disk_bytes: int = 0,
         pool_min_work: int = 1 << 17,
+        backend_sampling: bool = True,
     ) -> None:
         """``pool_min_work``: a step samples on the ``sample_threads`` when it
         has two sequences or more and sequences x vocabulary reaches it (tests
-        lower it to run the pool on a tiny vocabulary)."""
+        lower it to run the pool on a tiny vocabulary). ``backend_sampling``:
+        greedy tokens are picked inside ``llama_decode`` by a llama.cpp backend
+        sampler of openheim's (the first largest logit, in ggml's graph
+        threads), so no logits row is copied to the host for them (CPU
+        backend only; see ``LlamaEngine``)."""
         check_native_abi()
         self.h = handle
         lib, ctx, vocab, memory = handle.addresses()
@@ -138,6 +148,7 @@ class Engine:
             kv_dir=kv_dir,
             kv_disk_bytes=max(0, kv_disk_bytes),
             pool_min_work=pool_min_work,
+            backend_sampling=backend_sampling,
         )
         self._closed = False
         self._pump = threading.Thread(
