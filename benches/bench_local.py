@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -400,39 +401,29 @@ def run(repeat: int = REPEAT) -> list[Row]:
         n_gpu_layers=GPU_LAYERS,
         verbose=False,
     )
+
     # Each comparison on an engine shaped for it: 1 request on one sequence of
     # 2,048 tokens like the Llama baseline, 8 on LlamaModel's defaults, the
     # scaling rows on 64 slots (a unified KV cache's attention spans the cells
     # every slot keeps, so a larger engine costs a lone request more).
-    solo = LlamaModel(
-        path,
-        n_ctx=2048,
-        n_parallel=1,
-        n_threads=THREADS,
-        n_gpu_layers=GPU_LAYERS,
-        backend_sampling=BACKEND_SAMPLING,
-    )
-    eight = LlamaModel(
-        path,
-        n_ctx=4096,
-        n_parallel=8,
-        n_threads=THREADS,
-        n_gpu_layers=GPU_LAYERS,
-        backend_sampling=BACKEND_SAMPLING,
-    )
+    def engine(n_ctx: int, n_parallel: int) -> LlamaModel:
+        return LlamaModel(
+            path,
+            n_ctx=n_ctx,
+            n_parallel=n_parallel,
+            n_threads=THREADS,
+            n_gpu_layers=GPU_LAYERS,
+            backend_sampling=BACKEND_SAMPLING,
+        )
+
+    solo = engine(2048, 1)
+    eight = engine(4096, 8)
     from openheim.models._llama.bindings import LlamaHandle
 
     limit = LlamaHandle(
         path, n_ctx=4096, n_batch=512, n_seq_max=8, n_threads=THREADS, n_gpu_layers=GPU_LAYERS
     )
-    model = LlamaModel(
-        path,
-        n_ctx=16384,
-        n_parallel=64,
-        n_threads=THREADS,
-        n_gpu_layers=GPU_LAYERS,
-        backend_sampling=BACKEND_SAMPLING,
-    )
+    model = engine(16384, 64)
     rows: list[Row] = []
     med = statistics.median
     # Repeats go round every configuration in turn, so a change in the
@@ -611,4 +602,7 @@ def run(repeat: int = REPEAT) -> list[Row]:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:]:  # it takes no arguments: its settings are the environment variables above
+        print(__doc__)
+        sys.exit(0 if sys.argv[1] in ("-h", "--help") else 2)
     print_table(f"local inference on {os.path.basename(model_path())}, {THREADS} threads", run())
