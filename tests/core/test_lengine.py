@@ -303,12 +303,13 @@ def test_backend_sampling_picks_what_the_host_picks(tmp_path: Any, threads: int)
     copied out for the host's chains and grammars) gives every request the
     tokens host sampling gives it, on 1 and 2 graph threads; and once that
     engine is closed the context hands raw logits to the next one again."""
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gguf")
     from openheim.models._llama.bindings import LlamaHandle
     from openheim.models._llama.engine import Engine, GenRequest
     from openheim.models._llama.grammar import schema_to_gbnf
     from openheim.testing.tiny_gguf import write_tiny_gguf
 
-    pytest.importorskip("gguf")
     path = write_tiny_gguf(tmp_path / "tiny.gguf")
     h = LlamaHandle(
         str(path), n_ctx=512, n_batch=64, n_seq_max=3, n_threads=threads, n_gpu_layers=0

@@ -129,6 +129,10 @@ class _Writer:
                         break
                     batch.append(more)
                 self._run(conn, batch)
+                # Not kept alive while this thread waits for the next job: the
+                # batch holds every key and value it wrote (up to _MAX_BATCH).
+                job = more = None
+                batch.clear()
                 if time.monotonic() >= self.next_sweep:
                     self._sweep(conn)
                 if stop:
