@@ -27,7 +27,13 @@ processes (servers, local inference, batch workers) stay in the scripts
 
 from __future__ import annotations
 
+import atexit
+import importlib.util
+import itertools
+import os
+import shutil
 import statistics
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,3 +109,20 @@ def fmt_time(seconds: float) -> str:
         if seconds >= scale:
             return f"{seconds / scale:.3g} {name}"
     return f"{seconds * 1e9:.3g} ns"
+
+
+LANGGRAPH_SKIP = (
+    ""
+    if importlib.util.find_spec("langgraph") and importlib.util.find_spec("aiosqlite")
+    else "LangGraph is not installed (pip install -e '.[bench]')"
+)
+"""Why a LangGraph baseline is skipped (empty when it runs)."""
+
+
+def db_paths(prefix: str) -> Callable[[], str]:
+    """A function giving a new SQLite file path per call, in one temporary directory
+    (named ``prefix``...) removed when the process exits."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, folder, True)
+    numbers = itertools.count()
+    return lambda: os.path.join(folder, f"{next(numbers)}.db")

@@ -9,32 +9,16 @@ Stored bytes stay in the script (not a time).
 from __future__ import annotations
 
 import asyncio
-import atexit
-import importlib.util
-import itertools
-import os
-import shutil
-import tempfile
 from typing import Any
 
 import pytest
-from _pb import Pair, params, run_side
+from _pb import LANGGRAPH_SKIP, Pair, db_paths, params, run_side
 from bench_state import CONCURRENCY, _langgraph_concurrent_rate, _langgraph_rate, _openheim_rate
 
 RUNS = 400  # as in the script: at 64 at once, a few runs per worker are mostly start-up
-SKIP = (
-    ""
-    if importlib.util.find_spec("langgraph") and importlib.util.find_spec("aiosqlite")
-    else "LangGraph is not installed (pip install -e '.[bench]')"
-)
+SKIP = LANGGRAPH_SKIP
 
-_tmp = tempfile.mkdtemp(prefix="oh-pb-state-")
-atexit.register(shutil.rmtree, _tmp, True)
-_files = itertools.count()
-
-
-def _db() -> str:
-    return os.path.join(_tmp, f"{next(_files)}.db")
+_db = db_paths("oh-pb-state-")
 
 
 def _inverse(rate: Any) -> Any:

@@ -11,16 +11,10 @@ saver one at a time and the async saver 64 at once, as in the script), and
 from __future__ import annotations
 
 import asyncio
-import atexit
-import importlib.util
-import itertools
-import os
-import shutil
-import tempfile
 from typing import Any
 
 import pytest
-from _pb import Pair, params, run_side
+from _pb import LANGGRAPH_SKIP, Pair, db_paths, params, run_side
 from bench_workflow import (
     CONCURRENCY,
     WAIT,
@@ -34,19 +28,9 @@ from bench_workflow import (
 
 DURABLE = 128
 FLIGHT = 2_000
-SKIP = (
-    ""
-    if importlib.util.find_spec("langgraph") and importlib.util.find_spec("aiosqlite")
-    else "LangGraph is not installed (pip install -e '.[bench]')"
-)
+SKIP = LANGGRAPH_SKIP
 
-_tmp = tempfile.mkdtemp(prefix="oh-pb-wf-")
-atexit.register(shutil.rmtree, _tmp, True)
-_files = itertools.count()
-
-
-def _db() -> str:
-    return os.path.join(_tmp, f"{next(_files)}.db")
+_db = db_paths("oh-pb-wf-")
 
 
 def _lg_best_64() -> float:

@@ -35,7 +35,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from soakflows import STEPS  # noqa: E402
-from soaklib import Row, child_env  # noqa: E402
+from soaklib import Row, child_env, effect_counts  # noqa: E402
 
 from openheim.testing.servers import PrivateServer  # noqa: E402
 
@@ -94,16 +94,6 @@ class Workers:
         return codes
 
 
-def _effects(path: Path) -> Counter[tuple[str, str]]:
-    if not path.exists():
-        return Counter()
-    out: Counter[tuple[str, str]] = Counter()
-    for line in path.read_text().splitlines():
-        tag, step, _pid = line.split()
-        out[(tag, step)] += 1
-    return out
-
-
 def _executed_by(path: Path, pid: int) -> set[tuple[str, str]]:
     if not path.exists():
         return set()
@@ -141,7 +131,7 @@ class Ledger:
         runs read (runs whose six steps were all frozen before are not read again)."""
         todo = {t: h for t, h in handles.items() if (t, STEPS[-1]) not in self.frozen}
         committed = await _committed(todo)
-        counts = _effects(self.effects)
+        counts = effect_counts(self.effects)
         done = set()
         for tag, steps in committed.items():
             for s in steps:
@@ -170,7 +160,7 @@ class Ledger:
             if extra or (steps and steps != list(STEPS)):
                 dup += max(extra, 1)
                 self.problems.append(f"{tag}: committed steps {steps}")
-        counts = _effects(self.effects)
+        counts = effect_counts(self.effects)
         for key, n in self.frozen.items():
             if counts[key] != n:
                 dup += 1
@@ -228,7 +218,7 @@ async def worker_kills(
             if in_flight:
                 mid_step += 1
         done, lost, dup = await ledger.check(handles, timeout=120 + 2 * VISIBILITY)
-        counts = _effects(effects)
+        counts = effect_counts(effects)
         repeated_in_flight = sum(n - 1 for n in counts.values() if n > 1)
         codes = pool.stop()
     finally:

@@ -28,23 +28,13 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from soakflows import CHAIN_TABLE, STEPS  # noqa: E402
-from soaklib import child_env, start_server, write_project  # noqa: E402
+from soaklib import child_env, effect_counts, start_server, write_project  # noqa: E402
 
 WF = "/v1/workflows/chain"
 POSTGRES_URL = os.environ.get("OPENHEIM_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
 
 
 # ---- 1. SIGKILL of `openheim serve` during real-time workflow runs on SQLite ---------------
-
-
-def _effects(path: Path) -> Counter[tuple[str, str]]:
-    if not path.exists():
-        return Counter()
-    out: Counter[tuple[str, str]] = Counter()
-    for line in path.read_text().splitlines():
-        tag, step, _pid = line.split()
-        out[(tag, step)] += 1
-    return out
 
 
 async def _read_runs(config: Path, run_ids: list[str]) -> dict[str, tuple[str, list[str], Any]]:
@@ -124,7 +114,7 @@ def server_kills(trials: int, runs_per_trial: int = 3, work: Path | None = None)
         served.proc.wait(30)
         kills += 1
         seen = asyncio.run(_read_runs(config, sorted(unfinished)))
-        counts = _effects(effects)
+        counts = effect_counts(effects)
         if any(status == "running" for status, _, _ in seen.values()):
             mid_run += 1
         for rid, (status, steps, _state) in seen.items():
@@ -157,7 +147,7 @@ def server_kills(trials: int, runs_per_trial: int = 3, work: Path | None = None)
         served.proc.terminate()
         served.proc.wait(30)
     final = asyncio.run(_read_runs(config, runs))
-    counts = _effects(effects)
+    counts = effect_counts(effects)
     lost = dup = rerun = 0
     problems: list[str] = []
     for rid in runs:

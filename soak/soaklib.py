@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,18 @@ def write_project(
     text = BASE_CONFIG.format(store=store, max_body=max_body, max_runs=max_runs) + extra
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def effect_counts(path: Path) -> Counter[tuple[str, str]]:
+    """How often each (tag, step) was recorded in a flow's effects file
+    (lines of ``tag step pid``; none yet if the file does not exist)."""
+    if not path.exists():
+        return Counter()
+    out: Counter[tuple[str, str]] = Counter()
+    for line in path.read_text().splitlines():
+        tag, step, _pid = line.split()
+        out[(tag, step)] += 1
+    return out
 
 
 def child_env(**extra: str) -> dict[str, str]:
