@@ -21,7 +21,7 @@ from batchhelpers import NATS_URL, drop_namespace
 from openheim.errors import ConfigError
 from openheim.workflow._backends import _Batcher, _Claim, _Commit, _Finish, _fused
 from openheim.workflow._batch import Batch, decode_ends, encode_end, encode_ends
-from openheim.workflow._nats_fused import NatsBackend
+from openheim.workflow._nats_fused import _CARRY, _TAIL, NatsBackend
 from openheim.workflow.queues import Task
 
 pytestmark = pytest.mark.nats
@@ -319,7 +319,17 @@ async def test_a_log_s_last_records_are_kept_in_order(env: Env) -> None:
     a._saw("x", [(3, b"c")])
     assert a._tail["x"] == [(1, b"a"), (2, b"b"), (3, b"c")]
     a._saw("x", [(2, b"b"), (3, b"c"), (4, b"d"), (5, b"e"), (6, b"f")])
-    assert a._tail["x"] == [(3, b"c"), (4, b"d"), (5, b"e"), (6, b"f")]  # the last 4
+    assert a._tail["x"] == [(1, b"a"), (2, b"b"), (3, b"c"), (4, b"d"), (5, b"e"), (6, b"f")]
+    # Kept: the last ones within _CARRY bytes (and _TAIL records).
+    big = b"x" * (_CARRY // 2)
+    a._saw("x", [(7, big), (8, big)])
+    assert a._tail["x"] == [(7, big), (8, big)]
+    a._saw("x", [(9, b"i")])
+    assert a._tail["x"] == [(8, big), (9, b"i")]
+    a._saw("y", [(n, b"r") for n in range(1, _TAIL + 10)])
+    assert a._tail["y"] == [(n, b"r") for n in range(10, _TAIL + 10)]
+    a._saw("y", [(_TAIL + 10, b"x" * (_CARRY + 1))])  # too large to ride along: none kept
+    assert "y" not in a._tail
     a._saw("x", [(8, b"h")])  # a gap: what came between is unknown
     assert a._tail["x"] == [(8, b"h")]
     a._saw("x", [(1, b"new")])  # the log was deleted and written again
@@ -352,6 +362,15 @@ async def test_two_workers_run_chains_each_step_once(env: Env) -> None:
         for _ in range(12)
     ]
     workers = [Worker([wf], NATS_URL, queue_name=env.name, concurrency=8) for _ in range(2)]
+    reads: list[str] = []
+    for w in workers:
+        read_log = w.backend.read_log  # type: ignore[attr-defined]
+
+        async def counted(store: Any, name: str, after: int, sent: Any = None, f: Any = read_log):
+            reads.append(name)
+            return await f(store, name, after, sent)
+
+        w.backend.read_log = counted  # type: ignore[attr-defined]
     runs = [asyncio.ensure_future(w.run(max_idle=1.0, drain_timeout=5)) for w in workers]
     try:
         results = [await h.result(timeout=60) for h in handles]
@@ -370,3 +389,7 @@ async def test_two_workers_run_chains_each_step_once(env: Env) -> None:
     assert sum(s.committed for s in stats) == 12 * 8
     assert all(s.committed > 0 for s in stats)  # both took part
     assert sum(s.refused + s.errors + s.dead_lettered for s in stats) == 0
+    # A run's log is read once, by the worker that takes its first step (a submitted
+    # task carries no records); every later step brings all of this short log along,
+    # so a worker with no view of the run, or one records behind, reads nothing.
+    assert len(reads) <= len(handles)

@@ -32,7 +32,8 @@ flight at once:
   few records of its run's log (``Oh-Prev``: the last one's number and stream
   sequence; ``Oh-Rec``: up to ``_TAIL`` records, ``_CARRY`` bytes), the ones
   this process appended, read or was brought. A worker whose view lacks only
-  those folds them in and knows the log's last message (its next append
+  those (or that has no view of the run, and is brought all of its log: a
+  short run's) folds them in and knows the log's last message (its next append
   expects it) without a read: with several workers, a run's steps alternate
   between them, and a view is mostly a record or two behind. They are copies
   of records in the log, so nothing is decided on them that the commit's
@@ -85,8 +86,8 @@ _enc_task = msgspec.json.Encoder()
 H_PREV = "Oh-Prev"  # a successor's predecessor record: "<its number> <its stream sequence>"
 H_REC = "Oh-Rec"  # ... it and the records before it (base64 of a msgpack list)
 _CARRY = 2048  # bytes of records that may ride along with a successor
-_TAIL = 4  # the last records of a run's log that are kept to ride along
-_TAILS = 20_000  # logs whose last records are kept
+_TAIL = 32  # at most this many of a run's last records are kept to ride along
+_TAILS = 10_000  # logs whose last records are kept (each at most _CARRY bytes)
 _enc_recs = msgspec.msgpack.Encoder()
 _dec_recs = msgspec.msgpack.Decoder(list[bytes])
 
@@ -226,7 +227,17 @@ class NatsBackend(_Backend):
             known = [r for r in tail if r[0] >= first]
             if tail[-1][0] == first - 1 or (known and known == records[: len(known)]):
                 records = [r for r in tail if r[0] < first] + records
-        self._tail[subject] = records[-_TAIL:]
+        keep = len(records)
+        size = 0
+        while keep > 0 and len(records) - keep < _TAIL:
+            size += len(records[keep - 1][1])
+            if size > _CARRY:
+                break
+            keep -= 1
+        if keep == len(records):
+            self._tail.pop(subject, None)
+            return
+        self._tail[subject] = records[keep:]
         self._tail.move_to_end(subject)
         if len(self._tail) > _TAILS:
             self._tail.popitem(last=False)

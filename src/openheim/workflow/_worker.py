@@ -409,9 +409,16 @@ class Worker:
         step, name, index = parsed
         key = (t.namespace, t.run_id)
         cached = self._views.get(key)
-        if cached is not None and not _current(cached, step, name, index):
+        if not _current(cached, step, name, index):
+            # The run's last records the task brought (see NatsBackend.carried): enough
+            # if the view lacks only those, or if there is no view and they are all
+            # of the run's log.
             brought = self.backend.carried(d)
-            if brought and brought[0][0] <= cached.seq + 1 <= brought[-1][0]:
+            if brought and (
+                brought[0][0] <= cached.seq + 1 <= brought[-1][0]
+                if cached is not None
+                else brought[0][0] == 1
+            ):
                 cached = self._fold(key, graph, brought)
         token, committed, records = await self._claim(
             _Claim(
