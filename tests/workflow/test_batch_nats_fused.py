@@ -102,9 +102,13 @@ async def test_one_refused_commit_in_a_group_leaves_the_others_committed(env: En
     ((ok, _, _),) = await other.commit_many([_Commit(env.name, run, "0:n1", t2, b"rec1-by-b", -1)])
     assert ok
     assert [d for _, d in await log_of(a, env, run)] == [b"rec0", b"rec2", b"rec1-by-b"]
-    # A later delivery of a committed task finds it committed (token 0) with its record.
-    ((t, committed, _),) = await a.claim_many([claim(env, run, "0:n1", "a")])
-    assert (t, committed) == (0, b"rec1-by-b")
+    # A later delivery of a committed task reads the log up to its mark: the commit is
+    # among the records (the worker's view shows the task done). Marks are no records.
+    ((t, committed, records),) = await a.claim_many([claim(env, run, "0:n1", "a")])
+    assert t > t2
+    assert committed is None
+    assert [d for _, d in records] == [b"rec0", b"rec2", b"rec1-by-b"]
+    assert [n for n, _ in await log_of(a, env, run)] == [1, 2, 3]
 
 
 async def test_a_first_delivery_is_refused_once_a_later_delivery_claimed(env: Env) -> None:
@@ -125,8 +129,17 @@ async def test_a_first_delivery_is_refused_once_a_later_delivery_claimed(env: En
     ((t3, _, _),) = await stale.claim_many([claim(env, run, "1:b", "stale", first=True)])
     ((ok, _, _),) = await stale.commit_many([_Commit(env.name, run, "1:b", t3, b"first", 1)])
     assert ok
-    ((t4, committed, _),) = await fresh.claim_many([claim(env, run, "1:b", "fresh")])
-    assert (t4, committed) == (0, b"first")
+    ((t4, committed, records),) = await fresh.claim_many([claim(env, run, "1:b", "fresh")])
+    assert committed is None
+    assert (records[-1][1], t4 > 1) == (b"first", True)  # the view shows 1:b done
+    # A mark in the log is no record: the log reads back as its records alone.
+    assert [d for _, d in await log_of(fresh, env, run)] == [b"won", b"first"]
+    assert [
+        d
+        for _, d in await env.backend().read_log(
+            env.backend().batch.scoped(env.name), "wf/" + run, 0
+        )
+    ] == [b"won", b"first"]
 
 
 async def test_an_item_that_fails_fails_alone(env: Env) -> None:
@@ -248,17 +261,17 @@ async def test_a_write_whose_answer_is_lost_is_made_again_as_a_duplicate(env: En
     ((t, committed, _),) = await a.claim_many([claim(env, "r7", "0:a", "a")])
     assert t > 0
     assert committed is None
-    # The commit and the append are made again with the same Nats-Msg-Id: the server
-    # takes them as duplicates of the writes it stored, so the commit is not refused
-    # and the record is in the log once.
+    # The claim's mark and the commit's append are made again with the same
+    # Nats-Msg-Id: the server takes them as duplicates of the writes it stored, so the
+    # commit is not refused and the record is in the log once.
     ((ok, _, records),) = await a.commit_many([_Commit(env.name, "r7", "0:a", t, b"once", -1)])
     assert ok
     assert records == [(1, b"once")]
-    assert len(lost) >= 3  # claim, commit, append (and the log reads)
+    assert len(lost) >= 2  # the mark, the append (and the log reads)
     del a.replies.request
     assert await log_of(a, env, "r7") == [(1, b"once")]
-    ((t2, committed, _),) = await a.claim_many([claim(env, "r7", "0:a", "a")])
-    assert (t2, committed) == (0, b"once")
+    ((t2, committed, records),) = await a.claim_many([claim(env, "r7", "0:a", "a")])
+    assert (t2 > t, committed, records) == (True, None, [(1, b"once")])
 
 
 async def _take_one(q: Any) -> Any:
@@ -393,3 +406,92 @@ async def test_two_workers_run_chains_each_step_once(env: Env) -> None:
     # task carries no records); every later step brings all of this short log along,
     # so a worker with no view of the run, or one records behind, reads nothing.
     assert len(reads) <= len(handles)
+
+
+async def test_a_mark_fences_a_stale_claim_through_later_appends(env: Env) -> None:
+    """A claim's mark in the run's log refuses an older claim's commit, however many
+    records came after it and whether or not the stale worker saw them."""
+    stale = env.backend()
+    later = env.backend()
+    run = "r9"
+    store = later.batch.scoped(env.name)
+    await store.append("wf/" + run, b"start")
+    ((t1, _, _),) = await stale.claim_many([claim(env, run, "1:a", "stale", first=True)])
+    assert t1 == 1
+    ((t2, _, recs),) = await later.claim_many([claim(env, run, "1:a", "later")])
+    assert t2 > 1
+    assert recs == [(1, b"start")]
+    # A sibling's delivery marks its own task; other writers append records (the
+    # store's own append, as a submit or a cancel would) after both marks.
+    ((t3, _, _),) = await later.claim_many([claim(env, run, "1:b", "later")])
+    for i in range(3):
+        await env.backend().batch.scoped(env.name).append("wf/" + run, f"other{i}".encode())
+    # The stale first delivery's view is where it was: its append expects an older
+    # position, so it reads the last message and walks the marks back from it.
+    ((ok, _, _),) = await stale.commit_many([_Commit(env.name, run, "1:a", t1, b"stale", 1)])
+    assert not ok
+    # A worker that knows nothing of this log yet (no cache) is refused the same way.
+    ((ok, _, _),) = await env.backend().commit_many(
+        [_Commit(env.name, run, "1:a", t1, b"stale", 4)]
+    )
+    assert not ok
+    # The marks of other tasks fence nothing: a first delivery of 1:c commits.
+    ((ok, _, _),) = await stale.commit_many([_Commit(env.name, run, "1:c", 1, b"c", 4)])
+    assert ok
+    # The newest claims commit, after the records that came since their marks.
+    ((ok, _, got),) = await later.commit_many([_Commit(env.name, run, "1:a", t2, b"a", 1)])
+    assert ok
+    assert [d for _, d in got] == [b"other0", b"other1", b"other2", b"c", b"a"]
+    ((ok, _, _),) = await later.commit_many([_Commit(env.name, run, "1:b", t3, b"b", 6)])
+    assert ok
+    # An older claim of 1:b (token below the mark) is refused, a newer one is not.
+    ((ok, _, _),) = await stale.commit_many([_Commit(env.name, run, "1:b", t3 - 1, b"x", 7)])
+    assert not ok
+    log = await log_of(later, env, run)
+    assert log == [
+        (1, b"start"),
+        (2, b"other0"),
+        (3, b"other1"),
+        (4, b"other2"),
+        (5, b"c"),
+        (6, b"a"),
+        (7, b"b"),
+    ]
+
+
+async def test_a_chain_marks_only_its_submitted_first_step(env: Env) -> None:
+    """A run of chained steps on one worker: the first step (put by submit, which may
+    put a task twice) is claimed with a mark; every later step was put once, by its
+    predecessor's chained settle, and its claim writes nothing."""
+    import msgspec
+
+    from openheim.stores.nats import H_MARK
+    from openheim.workflow import Worker, Workflow
+
+    class S(msgspec.Struct):
+        n: int = 0
+
+    env.backend()
+    wf = Workflow("marks", state=S)
+    for i in range(5):
+        wf.step(lambda s: {"n": s.n + 1}, name=f"s{i}")
+        if i:
+            wf.edge(f"s{i - 1}", f"s{i}")
+    h = await wf.submit({"n": 0}, queue=NATS_URL, queue_name=env.name, namespace=env.name)
+    w = Worker([wf], NATS_URL, queue_name=env.name, concurrency=4)
+    run = asyncio.ensure_future(w.run(max_idle=1.0, drain_timeout=5))
+    try:
+        res = await h.result(timeout=30)
+        history = await h.history()
+        store: Any = env.backend().batch.scoped(env.name)
+        s = store._s
+        subject = store._log_subject("wf/" + h.run_id)
+        found = await s.scan(s.log_stream, subject, last_per_subject=False, headers_only=False)
+    finally:
+        stats = await run
+        await w.aclose()
+        await wf.aclose()
+    assert (res.status, res.state.n, stats.committed) == ("done", 5, 5)
+    marks = [msg.data for _, msg in found if msg.headers.get(H_MARK)]
+    assert marks == [b"0:s0"]
+    assert [cp.node for cp in history if cp.kind == "step"] == [f"s{i}" for i in range(5)]

@@ -73,6 +73,14 @@ H_VER = "Oh-Ver"
 H_EXP = "Oh-Exp"
 H_SEQ = "Oh-Seq"
 H_TRIM = "Oh-Trim"
+# A log may hold *marks*: messages that are not records (their Oh-Seq is the last
+# record's number) but move the log's last sequence, so that any write expecting an
+# older last sequence is refused. Every message after a mark names the newest mark
+# before it (Oh-Mark), and a mark names the one before it: the marks form a chain
+# from any message back. The batch worker marks a task's claim this way (see
+# openheim.workflow._nats_fused); read_log skips them.
+H_MARK = "Oh-Mark"  # on a mark: "1"; its payload says what it marks
+H_MARKS = "Oh-Marks"  # on any message after a mark: the newest mark's stream sequence
 KV_OP = "KV-Operation"
 EXPECT_LAST = "Nats-Expected-Last-Subject-Sequence"
 MSG_ID = "Nats-Msg-Id"
@@ -112,6 +120,28 @@ class _Last:
 
     def version(self) -> int:
         return int(self.headers.get(H_VER, "1"))
+
+
+def newest_mark(last: _Last | None) -> int:
+    """The stream sequence of the newest mark at or before ``last`` in its log (0: none)."""
+    if last is None:
+        return 0
+    if last.headers.get(H_MARK):
+        return last.seq
+    return int(last.headers.get(H_MARKS, "0"))
+
+
+def after_headers(last: _Last | None) -> dict[str, str]:
+    """The headers of a message written right after ``last`` in a log: the expected
+    last sequence, the record number it continues from and the chain of marks."""
+    headers = {
+        EXPECT_LAST: str(last.seq if last is not None else 0),
+        H_SEQ: str(int(last.headers.get(H_SEQ, "0")) + 1 if last is not None else 1),
+    }
+    mark = newest_mark(last)
+    if mark:
+        headers[H_MARKS] = str(mark)
+    return headers
 
 
 class _Shared:
@@ -509,10 +539,7 @@ class NatsStore:
                 if last is None:
                     last = await s.last(s.log_stream, subject)
                 number = int(last.headers.get(H_SEQ, "0")) if last is not None else 0
-                headers = {
-                    EXPECT_LAST: str(last.seq if last is not None else 0),
-                    H_SEQ: str(number + 1),
-                }
+                headers = after_headers(last)
                 seq = await s.publish(subject, record, headers)
                 if seq is None:
                     last = None
@@ -530,7 +557,7 @@ class NatsStore:
         top = int(last.headers.get(H_SEQ, "0"))
         if top <= after or last.headers.get(H_TRIM):
             return []
-        if top == after + 1:
+        if top == after + 1 and not last.headers.get(H_MARK):
             return [(top, last.data)]
         start = 0 if after == 0 else s.position(subject, after)
         if start is not None and top - after <= _STEP_READ:
@@ -543,7 +570,7 @@ class NatsStore:
                 if msg is None:
                     break
                 number = int(msg.headers.get(H_SEQ, "0"))
-                if not msg.headers.get(H_TRIM):
+                if not msg.headers.get(H_TRIM) and not msg.headers.get(H_MARK):
                     s.note_position(subject, number, msg.seq)
                     if number > after:
                         out.append((number, msg.data))
@@ -552,7 +579,7 @@ class NatsStore:
         found = await s.scan(s.log_stream, subject, last_per_subject=False, headers_only=False)
         out = []
         for _, msg in found:
-            if msg.headers.get(H_TRIM):
+            if msg.headers.get(H_TRIM) or msg.headers.get(H_MARK):
                 continue
             number = int(msg.headers.get(H_SEQ, "0"))
             s.note_position(subject, number, msg.seq)
@@ -576,6 +603,8 @@ class NatsStore:
                         return
                     # Keep the last number in a tombstone, drop everything before it.
                     headers = {EXPECT_LAST: str(last.seq), H_SEQ: str(top), H_TRIM: "1"}
+                    if newest_mark(last):
+                        headers[H_MARKS] = str(newest_mark(last))
                     seq = await s.publish(subject, b"", headers)
                     if seq is None:
                         continue
@@ -586,7 +615,8 @@ class NatsStore:
                     s.log_stream, subject, last_per_subject=False, headers_only=True
                 )
                 for _, msg in found:
-                    if int(msg.headers.get(H_SEQ, "0")) > upto and not msg.headers.get(H_TRIM):
+                    h = msg.headers
+                    if int(h.get(H_SEQ, "0")) > upto and not h.get(H_TRIM) and not h.get(H_MARK):
                         await s.purge(s.log_stream, subject, before=msg.seq)
                         break
                 return

@@ -88,8 +88,8 @@ class _Claim(msgspec.Struct, array_like=True):
     after: int  # the seq of the last record the worker folded (-1: none)
     who: str
     read: bool = True  # False: the worker's view is at the task's superstep already
-    # The task's first delivery: a backend may leave the fencing key unwritten and
-    # commit expecting it empty (any later delivery's claim writes it; see NatsBackend).
+    # The task's first delivery, and the only one that can be (_Backend.first): a
+    # backend may write nothing for its claim (see NatsBackend).
     first: bool = False
 
 
@@ -107,8 +107,6 @@ class _Commit(msgspec.Struct, array_like=True):
 
 class _Backend:
     """Claims, commits and settles through the Store and TaskQueue protocols."""
-
-    keeps_records = True  # the fencing key holds the committed record (for repairs)
 
     def __init__(self, batch: Batch) -> None:
         self.batch = batch
@@ -139,6 +137,10 @@ class _Backend:
         return token, committed, await s.read_log("wf/" + c.run_id, max(0, c.after))
 
     fast_settle = False  # commit() never settles (see _Commit.settle)
+
+    def first(self, d: Delivery) -> bool:
+        """Whether a delivery's claim may leave the fencing key unwritten (_Claim.first)."""
+        return d.deliveries == 1
 
     def carried(self, d: Delivery) -> Records | None:
         """The run's last records a delivery brought with it ((number in the run's

@@ -3,25 +3,36 @@
 The generic backend (:class:`~openheim.workflow._backends._Backend`) makes
 each call through the Store protocol: a claim is a read of the fencing key, a
 compare-and-set write and a read of the run's log, one after the other. Here
-the same keys and subjects of :class:`~openheim.stores.nats.NatsStore` are
-written directly, with fewer round trips, and every delivery of a group is in
-flight at once:
+the run's log in :class:`~openheim.stores.nats.NatsStore` is written directly,
+with fewer round trips, every delivery of a group is in flight at once, and the
+log itself is the fence (a fused worker does not fence with the generic
+backend's keys: every worker on one NATS queue and store runs this backend):
 
-- *claim*: the run's log is read only if the worker's view of the run may be
-  behind (``_Claim.read``: the view is not at the task's one-node superstep);
-  else the commit's append, landing right after the view's last record or
-  not, tells whether anything came between. The fencing key is written at
-  once with ``Nats-Expected-Last-Subject-Sequence`` set to what this process last saw
-  of it (nothing, for a task it never met), while the run's log is read; only
-  a refused write reads the key (committed? then it is a duplicate; claimed
-  by another delivery? then it is taken over with its sequence). A task's
-  *first* delivery writes nothing: its commit expects the fencing key to be
-  empty, so any later delivery's claim (which writes the key) refuses it just
-  as a newer token would. The token is the fencing key's stream sequence + 1.
-- *commit*: the record goes into the fencing key (``b"C"`` + record) with the
-  expected last sequence = the token's, then it is appended to the run's log
-  (the store's cached revision of the log, no read). A refused write is a
-  claim taken over: nothing is appended.
+- *fencing in the run's log*: a step's commit is one append to its run's log
+  with ``Nats-Expected-Last-Subject-Sequence`` = the log's last message as this
+  process knows it, so it lands only if the worker had seen everything before
+  it. A claim that must fence out other deliveries of its task writes a *mark*
+  into the same log (see ``openheim.stores.nats``: a message that is no record;
+  every later message names the newest mark, and each mark the one before, so
+  the marks are a chain). Its token is the mark's sequence + 1, and a commit
+  lands only if the log holds no mark of its task at or above its token: a
+  stale delivery's append either expects a position before the newer mark (and
+  is refused by the server) or finds the mark when it looks again. One write per
+  step, where a fencing key would take a second (and a KV subject per task).
+- *claim*: a task put once (``Oh-Once``: by the chained settle of its
+  predecessor's commit, which happens once per committed record) writes
+  nothing on its first delivery: its token is 1, and any mark of the task
+  refuses its commit. Any other delivery (a redelivery, a task put by a submit,
+  an approval, a fan-out or a retry, which may be put twice) reads the log and
+  marks it right after the last message read, so a commit of its task made
+  before the mark is among the records the worker folds (its view shows the
+  task done), and one made after it can only be a later delivery's, with a
+  newer mark. The log is read only if the worker's view may be behind
+  (``_Claim.read``: the view is not at the task's one-node superstep).
+- *commit*: the append is sent at once when the marks up to the log's last
+  message are known to this process and none fences the claim; else (or if
+  the server refuses it) the log's last message is read, the marks this
+  process has not seen are read back along their chain, and it is tried again.
 - *settle*: for the commits that chain (see ``Worker._chain_settle``), the
   successors of the whole group are published together (pub-acks awaited
   together, ``Nats-Msg-Id`` = the task's de-duplication id), the run ends of
@@ -30,7 +41,7 @@ flight at once:
   finds the task committed).
 - *carried records*: each successor a chained settle puts carries the last
   few records of its run's log (``Oh-Prev``: the last one's number and stream
-  sequence; ``Oh-Rec``: up to ``_TAIL`` records, ``_CARRY`` bytes), the ones
+  sequence, and the newest mark before it; ``Oh-Rec``: up to ``_TAIL`` records, ``_CARRY`` bytes), the ones
   this process appended, read or was brought. A worker whose view lacks only
   those (or that has no view of the run, and is brought all of its log: a
   short run's) folds them in and knows the log's last message (its next append
@@ -45,13 +56,9 @@ flight at once:
   sequence it was appended with), so each is one direct get by sequence, not
   a scan of the stream for the next message on the subject.
 
-A crash between a commit and its append is repaired as on the generic backend:
-the fencing key keeps the committed record, and the next delivery appends it.
-
 The requests go out on the lean connection (:mod:`openheim.stores._nats_wire`)
 while it is up: a group's requests are sent at once (no task per item) and
-their futures awaited in turn, each landed commit's append sent as soon as its
-fencing-key write is answered. A request that fails there (the connection
+their futures awaited in turn. A request that fails there (the connection
 lost, no answer in ``_TIMEOUT`` seconds) is made again through nats-py, the
 store's way, with the same ``Nats-Msg-Id``: a write the server had stored is
 then acked as a duplicate, so nothing is written twice. Successors put by a
@@ -74,7 +81,7 @@ import msgspec
 
 from openheim.stores._nats_wire import Reply, encode_headers, parse_headers
 from openheim.workflow._backends import Records, _Backend, _Claim, _Commit, _Finish
-from openheim.workflow._batch import CLAIM, CLAIM_TTL, ENDS, Batch, encode_ends
+from openheim.workflow._batch import ENDS, Batch, encode_ends
 from openheim.workflow.queues import Delivery
 from openheim.workflow.queues.nats import Pulled
 
@@ -88,6 +95,9 @@ H_REC = "Oh-Rec"  # ... it and the records before it (base64 of a msgpack list)
 _CARRY = 2048  # bytes of records that may ride along with a successor
 _TAIL = 32  # at most this many of a run's last records are kept to ride along
 _TAILS = 10_000  # logs whose last records are kept (each at most _CARRY bytes)
+H_ONCE = "Oh-Once"  # a task put once: by the chained settle of its predecessor's commit
+_MARK_TRIES = 8  # a claim's marks that find the log moved on before it is given up
+_NO_MARKS: dict[str, int] = {}  # (never written to)
 _enc_recs = msgspec.msgpack.Encoder()
 _dec_recs = msgspec.msgpack.Decoder(list[bytes])
 
@@ -187,7 +197,6 @@ class _Replies:
 class NatsBackend(_Backend):
     """Claims, commits and settles on NATS with few round trips (see the module docstring)."""
 
-    keeps_records = True
     fast_settle = True
 
     def __init__(self, batch: Batch) -> None:
@@ -215,6 +224,10 @@ class NatsBackend(_Backend):
         self._count = 0
         # log subject -> its last few records this process saw (consecutive numbers)
         self._tail: collections.OrderedDict[str, Records] = collections.OrderedDict()
+        # log subject -> (the newest mark this process knows of, task -> its newest mark)
+        self._marks: collections.OrderedDict[str, tuple[int, dict[str, int]]] = (
+            collections.OrderedDict()
+        )
 
     def _saw(self, subject: str, records: Records) -> None:
         """Note records of a log (ascending, consecutive, what the server holds now)
@@ -335,41 +348,39 @@ class NatsBackend(_Backend):
         last = s.cache.get(subject)
         if last is None or s.lock(subject).locked():
             return None
-        number = int(last.headers.get(self._m.H_SEQ, "0")) + 1
-        headers = {self._m.EXPECT_LAST: str(last.seq), self._m.H_SEQ: str(number)}
+        headers = self._m.after_headers(last)
         sent = self._send_pub(subject, record, headers)
-        return (headers, number, sent) if sent is not None else None
+        return (headers, int(headers[self._m.H_SEQ]), sent) if sent is not None else None
+
+    def _appended(self, subject: str, headers: dict[str, str], seq: int) -> int:
+        """Note an append that landed at stream sequence ``seq``: its record number."""
+        s = self.s
+        number = int(headers[self._m.H_SEQ])
+        s.remember(subject, self._m._Last(seq, headers, b""))
+        s.note_position(subject, number, seq)
+        return number
 
     async def _append(self, subject: str, record: bytes, sent: Any = None) -> int:
         """Append to the log ``subject``, as ``NatsStore.append`` (the cached last
         message, else a read); ``sent``: what _send_append sent already."""
-        m = self._m
         s = self.s
         if sent is not None:
-            headers, number, fut = sent
+            headers, _, fut = sent
             seq = await self._publish(subject, record, headers, fut)
             if seq is not None:
-                s.remember(subject, m._Last(seq, headers, b""))
-                s.note_position(subject, number, seq)
-                return int(number)
+                return self._appended(subject, headers, seq)
             s.cache.pop(subject, None)  # someone else appended: read the log's last
         async with s.lock(subject):
             last = s.cache.get(subject)
             while True:
                 if last is None:
                     last = await self._last(s.log_stream, subject)
-                number = int(last.headers.get(m.H_SEQ, "0")) if last is not None else 0
-                headers = {
-                    m.EXPECT_LAST: str(last.seq if last is not None else 0),
-                    m.H_SEQ: str(number + 1),
-                }
+                headers = self._m.after_headers(last)
                 seq = await self._publish(subject, record, headers)
                 if seq is None:
                     last = None
                     continue
-                s.remember(subject, m._Last(seq, headers, b""))
-                s.note_position(subject, number + 1, seq)
-                return number + 1
+                return self._appended(subject, headers, seq)
 
     async def read_log(self, store: Any, name: str, after: int, sent: Any = None) -> Records:
         """The records of log ``name`` after ``after``: the log's last message, and the
@@ -389,41 +400,84 @@ class NatsBackend(_Backend):
         top = int(last.headers.get(m.H_SEQ, "0"))
         if top <= after or last.headers.get(m.H_TRIM):
             return []
-        s.note_position(subject, top, last.seq)
-        if top == after + 1:
-            return [(top, last.data)]
         if top - after <= _STEP_READ:
-            # Back from the last message, one direct get by sequence per record.
-            out: Records = [(top, last.data)]
-            prev = int(last.headers.get(m.EXPECT_LAST, "0"))
-            n = top - 1
-            while n > after and prev > 0:
-                # (next_on from `prev` is the message at `prev`: it is on this subject)
-                msg = await self._next_on(s.log_stream, subject, prev)
-                h = msg.headers if msg is not None else {}
-                if msg is None or msg.seq != prev or h.get(m.H_TRIM):
+            # Back from the last message, one direct get by sequence per message (the
+            # marks among them are stepped over).
+            out: Records = []
+            msg = last
+            n = top
+            while True:
+                h = msg.headers
+                if h.get(m.H_TRIM) or (not h.get(m.H_MARK) and int(h.get(m.H_SEQ, "0")) != n):
                     break
-                if int(h.get(m.H_SEQ, "0")) != n:
-                    break
-                s.note_position(subject, n, msg.seq)
-                out.append((n, msg.data))
+                if not h.get(m.H_MARK):
+                    s.note_position(subject, n, msg.seq)
+                    out.append((n, msg.data))
+                    n -= 1
+                    if n == after:
+                        out.reverse()
+                        return out
                 prev = int(h.get(m.EXPECT_LAST, "0"))
-                n -= 1
-            if n == after:
-                out.reverse()
-                return out
+                if prev <= 0 or len(out) > _STEP_READ:
+                    break
+                # (next_on from `prev` is the message at `prev`: it is on this subject)
+                got = await self._next_on(s.log_stream, subject, prev)
+                if got is None or got.seq != prev:
+                    break
+                msg = got
         records: Records = await store.read_log(name, after)
         return records
 
-    def _fence(self, ns: str, run_id: str, task: str) -> tuple[Any, str]:
-        store: Any = self.batch.scoped(ns)
-        return store, store._key_subject(f"{CLAIM}{run_id}/{task}")
+    # -- marks ---------------------------------------------------------------------------
+
+    async def _marks_to(self, subject: str, newest: int) -> dict[str, int] | None:
+        """Each task marked in log ``subject`` at or before stream sequence ``newest``
+        (a newest mark) -> the sequence of its newest mark; the marks this process has
+        not seen yet are read back along their chain (one direct get each). None if a
+        mark of the chain is gone (the log was trimmed or deleted)."""
+        if newest <= 0:
+            return _NO_MARKS
+        known = self._marks.get(subject)
+        if known is not None and known[0] >= newest:
+            return known[1]
+        have, tasks = known if known is not None else (0, _NO_MARKS)
+        found: dict[str, int] = {}
+        seq = newest
+        while seq > have:
+            msg = await self._next_on(self.s.log_stream, subject, seq)
+            if msg is None or msg.seq != seq or not msg.headers.get(self._m.H_MARK):
+                return None
+            found.setdefault(msg.data.decode("utf-8", "replace"), seq)  # newest first
+            seq = int(msg.headers.get(self._m.H_MARKS, "0"))
+        tasks = {**tasks, **{t: max(q, tasks.get(t, 0)) for t, q in found.items()}}
+        self._note_marks(subject, newest, tasks)
+        return tasks
+
+    def _note_marks(self, subject: str, newest: int, tasks: dict[str, int]) -> None:
+        self._marks[subject] = (newest, tasks)
+        self._marks.move_to_end(subject)
+        if len(self._marks) > _TAILS:
+            self._marks.popitem(last=False)
+
+    def _known_marks(self, subject: str, last: Any) -> dict[str, int] | None:
+        """The marks up to ``last`` if this process knows them all (without a read)."""
+        newest = self._m.newest_mark(last)
+        if newest <= 0:
+            return _NO_MARKS
+        known = self._marks.get(subject)
+        return known[1] if known is not None and known[0] >= newest else None
 
     # -- claims --------------------------------------------------------------------------
 
+    def first(self, d: Delivery) -> bool:
+        """A task put once, by the chained settle of its predecessor's commit, on its
+        first delivery (see the module docstring): its claim writes nothing."""
+        msg = d.handle
+        return d.deliveries == 1 and isinstance(msg, Pulled) and msg.header(H_ONCE) is not None
+
     async def claim_many(self, items: list[_Claim]) -> list[Any]:
         """Every claim of the group at once: a first delivery writes nothing (and reads
-        nothing if its view is current), the others take the fencing key."""
+        nothing if its view is current), the others mark the run's log."""
         out: list[Any] = [None] * len(items)
         reads = []
         later = []
@@ -431,7 +485,7 @@ class NatsBackend(_Backend):
             if not c.first:
                 later.append(i)
             elif not c.read:
-                out[i] = (1, None, [])  # the commit expects the fencing key empty
+                out[i] = (1, None, [])  # the commit expects no mark of the task
             else:
                 store: Any = self.batch.scoped(c.ns)
                 subject = store._log_subject("wf/" + c.run_id)
@@ -454,61 +508,53 @@ class NatsBackend(_Backend):
         return await self._claim_one(c)
 
     async def _claim_one(self, c: _Claim) -> tuple[int, bytes | None, Records]:
-        store, subject = self._fence(c.ns, c.run_id, c.task)
+        """A first delivery writes nothing (token 1: its commit expects no mark of the
+        task in the run's log). Any other reads the log (unless the worker's view is
+        current) and marks it right after the last message read: its token is the
+        mark's sequence + 1. The records read come back; a committed task is among
+        them (the view shows it done), as this claim read up to its mark."""
+        store: Any = self.batch.scoped(c.ns)
         log = "wf/" + c.run_id
         after = max(0, c.after)
         if c.first:
-            # Nothing to write: the commit expects the fencing key empty (token 1).
             return 1, None, await self.read_log(store, log, after) if c.read else []
-        reading = asyncio.ensure_future(self.read_log(store, log, after))
-        try:
-            token, committed = await self._take(subject, c.who)
-            records: Records = await reading
-        except BaseException:
-            reading.cancel()
-            with contextlib.suppress(BaseException):
-                await reading
-            raise
-        if not c.read and committed is None:
-            return token, committed, []
-        return token, committed, records
-
-    async def _take(self, subject: str, who: str) -> tuple[int, bytes | None]:
-        """Write this delivery's claim into the fencing key: (token, None), or (0, the
-        committed record), or (-1, None) if another delivery claimed it meanwhile."""
         m = self._m
         s = self.s
-        last = s.cache.get(subject)
-        if last is not None and last.data[:1] not in (b"W", b"C"):
-            last = None  # not a claim or commit we know the content of: ask the server
-        for attempt in (1, 2, 3):
-            now = time.time()
-            live = last is not None and last.live(now)
-            if live and last is not None and last.data[:1] == b"C":
-                if last.data == b"C":  # what this process wrote: read the record back
-                    last = await self._last(s.kv_stream, subject)
-                    continue
-                return 0, last.data[1:]
-            headers = {
-                m.EXPECT_LAST: str(last.seq if last is not None else 0),
-                m.H_VER: str((last.version() if live and last is not None else 0) + 1),
-                m.H_EXP: repr(now + CLAIM_TTL),
-            }
-            seq = await self._publish(subject, b"W" + who.encode(), headers)
+        subject = store._log_subject(log)
+        records: Records = []
+        for attempt in range(_MARK_TRIES):
+            last = s.cache.get(subject)
+            if c.read or attempt or last is None or last.headers.get(m.KV_OP):
+                got = await self.read_log(store, log, after)
+                if got:
+                    records += got
+                    after = got[-1][0]
+                last = s.cache.get(subject)
+            if last is None:  # (dropped from the cache meanwhile)
+                last = await self._last(s.log_stream, subject)
+            headers = m.after_headers(last)
+            # A mark is no record: it keeps the number of the last one.
+            headers[m.H_SEQ] = last.headers.get(m.H_SEQ, "0") if last is not None else "0"
+            headers[m.H_MARK] = "1"
+            seq = await self._publish(subject, c.task.encode(), headers)
             if seq is not None:
-                s.remember(subject, m._Last(seq, headers, b"W"))
-                return seq + 1, None
-            if attempt > 1:
-                return -1, None  # claimed by another delivery between our read and write
-            last = await self._last(s.kv_stream, subject)
-        return -1, None
+                s.remember(subject, m._Last(seq, headers, b""))
+                known = self._marks.get(subject)
+                prev = m.newest_mark(last)
+                if prev == 0 or (known is not None and known[0] >= prev):
+                    tasks = dict(known[1]) if known is not None else {}
+                    tasks[c.task] = seq
+                    self._note_marks(subject, seq, tasks)
+                return seq + 1, None, records
+            s.cache.pop(subject, None)  # appended to meanwhile: read what came
+        return -1, None, records  # the log moved under every try: redelivered later
 
     # -- commits -------------------------------------------------------------------------
 
     async def commit_many(self, items: list[_Commit]) -> list[Any]:
         results = await self._commits(items)
         settle = _Finish(tasks=[], acks=[], ends=[])
-        carry: dict[tuple[str, str], tuple[int, Records]] = {}
+        carry: dict[tuple[str, str], tuple[int, int, Records]] = {}
         chained: list[int] = []
         for i, (c, r) in enumerate(zip(items, results, strict=True)):
             if (
@@ -522,9 +568,7 @@ class NatsBackend(_Backend):
                 settle.ends += c.settle.ends
                 chained.append(i)
                 if c.settle.tasks:
-                    got = self._carry(c)
-                    if got is not None:
-                        carry[(c.ns, c.run_id)] = got
+                    carry[(c.ns, c.run_id)] = self._carry(c)
         if chained:
             try:
                 await self.finish(settle, carry)
@@ -535,85 +579,86 @@ class NatsBackend(_Backend):
                 results[i] = (ok, True, records)
         return results
 
-    def _carry(self, c: _Commit) -> tuple[int, Records] | None:
+    def _carry(self, c: _Commit) -> tuple[int, int, Records]:
         """What a chained commit's successors carry: the stream sequence of its record
-        (the log's last message) and the log's last records (within _CARRY bytes)."""
+        (the log's last message), the newest mark before it, and the log's last records
+        (within _CARRY bytes; none if this process does not know them)."""
         store: Any = self.batch.scoped(c.ns)
         log = store._log_subject("wf/" + c.run_id)
         last = self.s.cache.get(log)
-        tail = self._tail.get(log)
         if last is None or last.headers.get(self._m.H_SEQ) != str(c.after + 1):
-            return None
-        if not tail or tail[-1][0] != c.after + 1:
-            return None
-        size = 0
-        keep = len(tail)
-        while keep > 0 and size + len(tail[keep - 1][1]) <= _CARRY:
-            size += len(tail[keep - 1][1])
-            keep -= 1
-        return (last.seq, tail[keep:]) if keep < len(tail) else None
+            return 0, 0, []
+        tail = self._tail.get(log)
+        records = tail if tail and tail[-1][0] == c.after + 1 else []
+        return last.seq, self._m.newest_mark(last), records
 
     async def commit(self, c: _Commit) -> tuple[bool, bool, Records]:
         return (await self._commits([c]))[0]  # type: ignore[no-any-return]
 
-    def _commit_headers(self, subject: str, c: _Commit) -> dict[str, str]:
-        m = self._m
-        expect = c.token - 1
-        headers = {m.EXPECT_LAST: str(expect), m.H_EXP: repr(time.time() + CLAIM_TTL)}
-        last = self.s.cache.get(subject)
-        if expect == 0:
-            headers[m.H_VER] = "1"
-        elif last is not None and last.seq == expect:
-            headers[m.H_VER] = str(last.version() + 1)
-        return headers
+    def _send_commit(self, subject: str, c: _Commit) -> Any:
+        """The commit's append sent now, if the marks before the log's last message are
+        known and none of them fences this claim (else the slow way decides)."""
+        marks = self._known_marks(subject, self.s.cache.get(subject))
+        if marks is None or marks.get(c.task, 0) >= c.token:
+            return None
+        return self._send_append(subject, c.data)
 
     async def _commits(self, items: list[_Commit]) -> list[Any]:
-        """The commits of a group: every fencing key written at once, then each landed
-        commit's record appended to its run's log (all at once too); an item's
-        exception is its result."""
-        m = self._m
-        s = self.s
+        """The commits of a group: each an append to its run's log, all sent at once
+        (a run's second commit in the group after its first); an item's exception is
+        its result."""
         out: list[Any] = [None] * len(items)
-        fences = []
-        for c in items:
-            store, subject = self._fence(c.ns, c.run_id, c.task)
-            headers = self._commit_headers(subject, c)
-            payload = b"C" + c.data
-            fences.append(
-                (store, subject, payload, headers, self._send_pub(subject, payload, headers))
-            )
-        appends = []
+        first = []
         later = []
         seen: set[str] = set()
-        for i, (c, (store, subject, payload, headers, sent)) in enumerate(
-            zip(items, fences, strict=True)
-        ):
+        for i, c in enumerate(items):
+            store: Any = self.batch.scoped(c.ns)
+            subject = store._log_subject("wf/" + c.run_id)
+            if subject in seen:  # a sibling's record goes first: this one after it
+                later.append((i, c, store, subject, None))
+                continue
+            seen.add(subject)
+            first.append((i, c, store, subject, self._send_commit(subject, c)))
+        for i, c, store, subject, sent in first + later:
             try:
-                seq = await self._publish(subject, payload, headers, sent)
-            except Exception as exc:
-                out[i] = exc
-                continue
-            if seq is None:
-                out[i] = (False, False, [])  # the claim was taken over
-                continue
-            s.remember(subject, m._Last(seq, headers, b"C"))
-            log = store._log_subject("wf/" + c.run_id)
-            if log in seen:  # a sibling's record goes first: this one after it
-                later.append((i, c, store, log, None))
-                continue
-            seen.add(log)
-            appends.append((i, c, store, log, self._send_append(log, c.data)))
-        for i, c, store, log, sent in appends + later:
-            try:
-                n = await self._append(log, c.data, sent)
-                self._saw(log, [(n, c.data)])
-                if n == c.after + 1:
-                    out[i] = (True, False, [(n, c.data)])
-                else:
-                    out[i] = (True, False, await self.read_log(store, "wf/" + c.run_id, c.after))
+                out[i] = await self._commit_one(store, subject, c, sent)
             except Exception as exc:
                 out[i] = exc
         return out
+
+    async def _commit_one(
+        self, store: Any, subject: str, c: _Commit, sent: Any
+    ) -> tuple[bool, bool, Records]:
+        """Append the commit's record right after the log's last message, if no mark of
+        its task newer than its claim is in the log (see the module docstring)."""
+        s = self.s
+        number = 0
+        if sent is not None:
+            headers, _, fut = sent
+            seq = await self._publish(subject, c.data, headers, fut)
+            if seq is not None:
+                number = self._appended(subject, headers, seq)
+            else:
+                s.cache.pop(subject, None)  # appended to meanwhile
+        if not number:
+            async with s.lock(subject):
+                last = s.cache.get(subject)
+                while True:
+                    if last is None:
+                        last = await self._last(s.log_stream, subject)
+                    marks = await self._marks_to(subject, self._m.newest_mark(last))
+                    if marks is None or marks.get(c.task, 0) >= c.token:
+                        return False, False, []  # taken over by a later delivery
+                    headers = self._m.after_headers(last)
+                    seq = await self._publish(subject, c.data, headers)
+                    if seq is not None:
+                        number = self._appended(subject, headers, seq)
+                        break
+                    last = None
+        self._saw(subject, [(number, c.data)])
+        if number == c.after + 1:
+            return True, False, [(number, c.data)]
+        return True, False, await self.read_log(store, "wf/" + c.run_id, c.after)
 
     # -- settles -------------------------------------------------------------------------
 
@@ -626,7 +671,8 @@ class NatsBackend(_Backend):
         if prev is None or not isinstance(msg, Pulled):
             return None
         try:
-            number, seq = (int(x) for x in prev.split(" "))
+            number, seq, *more = (int(x) for x in prev.split(" "))
+            mark = more[0] if more else 0
             datas = _dec_recs.decode(base64.b64decode(msg.header(H_REC) or "", validate=True))
         except (ValueError, binascii.Error, msgspec.DecodeError):
             return None
@@ -638,20 +684,24 @@ class NatsBackend(_Backend):
         subject = store._log_subject("wf/" + d.task.run_id)
         last = s.cache.get(subject)
         if last is None or last.seq < seq:
-            s.remember(subject, self._m._Last(seq, {self._m.H_SEQ: str(number)}, b""))
+            headers = {self._m.H_SEQ: str(number)}
+            if mark:
+                headers[self._m.H_MARKS] = str(mark)
+            s.remember(subject, self._m._Last(seq, headers, b""))
             s.note_position(subject, number, seq)
             self._saw(subject, records)
         return records
 
     async def finish(
-        self, f: _Finish, carry: dict[tuple[str, str], tuple[int, Records]] | None = None
+        self, f: _Finish, carry: dict[tuple[str, str], tuple[int, int, Records]] | None = None
     ) -> None:
         """Put the next tasks and record the run ends (on the lean connection if it is
         up: each task with its de-duplication id, so one put again the queue's way is
-        dropped if it had landed), then ack the deliveries. ``carry``: per run, the last
-        records of its log when its successors were put (the stream sequence of the
-        last, and the records): they go with them, so a worker whose view lacks only
-        those records need not read the log."""
+        dropped if it had landed), then ack the deliveries. ``carry`` (a chained
+        settle's): per run, where its log was when its successors were put (the last
+        message's stream sequence, the newest mark before it) and its last records:
+        they go with them, so a worker whose view lacks only those records need not
+        read the log, and the successors are marked as put once (``Oh-Once``)."""
         q = self.q
         sent = []
         if f.tasks and q._ready:
@@ -659,10 +709,13 @@ class NatsBackend(_Backend):
                 headers = {self._m.MSG_ID: t.dedup_id()}
                 got = carry.get((t.namespace, t.run_id)) if carry else None
                 if got is not None:
-                    seq, records = got
-                    headers[H_PREV] = f"{records[-1][0]} {seq}"
-                    recs = _enc_recs.encode([data for _, data in records])
-                    headers[H_REC] = base64.b64encode(recs).decode()
+                    headers[H_ONCE] = "1"
+                    seq, mark, records = got
+                    if records:
+                        number = records[-1][0]
+                        headers[H_PREV] = f"{number} {seq} {mark}" if mark else f"{number} {seq}"
+                        recs = _enc_recs.encode([data for _, data in records])
+                        headers[H_REC] = base64.b64encode(recs).decode()
                 sent.append((t, self.replies.send(q.subject, _enc_task.encode(t), headers)))
         ending = None
         if f.ends:

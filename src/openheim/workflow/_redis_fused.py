@@ -140,7 +140,6 @@ def _pairs(flat: list[Any]) -> list[tuple[int, bytes]]:
 class RedisBackend(_Backend):
     """Claims and commits as Lua scripts, settles as one pipeline (see the module docstring)."""
 
-    keeps_records = False
     fast_settle = True
 
     def __init__(self, batch: Batch) -> None:

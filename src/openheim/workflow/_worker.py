@@ -428,7 +428,7 @@ class Worker:
                 cached.seq if cached is not None else -1,
                 self.consumer,
                 read=not _current(cached, step, name, index),
-                first=d.deliveries == 1,
+                first=self.backend.first(d),
             )
         )
         view = self._fold(key, graph, records)
