@@ -41,7 +41,8 @@ backend's keys: every worker on one NATS queue and store runs this backend):
   finds the task committed).
 - *carried records*: each successor a chained settle puts carries the last
   few records of its run's log (``Oh-Prev``: the last one's number and stream
-  sequence, and the newest mark before it; ``Oh-Rec``: up to ``_TAIL`` records, ``_CARRY`` bytes), the ones
+  sequence, and the newest mark before it; ``Oh-Rec``: up to ``_TAIL``
+  records, ``_CARRY`` bytes; ``Oh-Marked``: the log's marks, if few), the ones
   this process appended, read or was brought. A worker whose view lacks only
   those (or that has no view of the run, and is brought all of its log: a
   short run's) folds them in and knows the log's last message (its next append
@@ -98,6 +99,11 @@ _TAILS = 10_000  # logs whose last records are kept (each at most _CARRY bytes)
 H_ONCE = "Oh-Once"  # a task put once: by the chained settle of its predecessor's commit
 _MARK_TRIES = 8  # a claim's marks that find the log moved on before it is given up
 _NO_MARKS: dict[str, int] = {}  # (never written to)
+H_MARKED = "Oh-Marked"  # ... and every mark of its log up to there (task -> sequence)
+_MARKS = 16  # at most this many marks ride along
+_Carry = tuple[int, int, Records, "dict[str, int] | None"]
+_enc_marks = msgspec.msgpack.Encoder()
+_dec_marks = msgspec.msgpack.Decoder(dict[str, int])
 _enc_recs = msgspec.msgpack.Encoder()
 _dec_recs = msgspec.msgpack.Decoder(list[bytes])
 
@@ -554,7 +560,7 @@ class NatsBackend(_Backend):
     async def commit_many(self, items: list[_Commit]) -> list[Any]:
         results = await self._commits(items)
         settle = _Finish(tasks=[], acks=[], ends=[])
-        carry: dict[tuple[str, str], tuple[int, int, Records]] = {}
+        carry: dict[tuple[str, str], _Carry] = {}
         chained: list[int] = []
         for i, (c, r) in enumerate(zip(items, results, strict=True)):
             if (
@@ -579,18 +585,21 @@ class NatsBackend(_Backend):
                 results[i] = (ok, True, records)
         return results
 
-    def _carry(self, c: _Commit) -> tuple[int, int, Records]:
+    def _carry(self, c: _Commit) -> _Carry:
         """What a chained commit's successors carry: the stream sequence of its record
-        (the log's last message), the newest mark before it, and the log's last records
-        (within _CARRY bytes; none if this process does not know them)."""
+        (the log's last message), the newest mark before it, the log's last records
+        (within _CARRY bytes; none if this process does not know them) and its marks
+        (if this process knows them all and they are few)."""
         store: Any = self.batch.scoped(c.ns)
         log = store._log_subject("wf/" + c.run_id)
         last = self.s.cache.get(log)
         if last is None or last.headers.get(self._m.H_SEQ) != str(c.after + 1):
-            return 0, 0, []
+            return 0, 0, [], None
         tail = self._tail.get(log)
         records = tail if tail and tail[-1][0] == c.after + 1 else []
-        return last.seq, self._m.newest_mark(last), records
+        mark = self._m.newest_mark(last)
+        marks = self._known_marks(log, last) if mark else None
+        return last.seq, mark, records, marks if marks and len(marks) <= _MARKS else None
 
     async def commit(self, c: _Commit) -> tuple[bool, bool, Records]:
         return (await self._commits([c]))[0]  # type: ignore[no-any-return]
@@ -674,6 +683,8 @@ class NatsBackend(_Backend):
             number, seq, *more = (int(x) for x in prev.split(" "))
             mark = more[0] if more else 0
             datas = _dec_recs.decode(base64.b64decode(msg.header(H_REC) or "", validate=True))
+            marked = msg.header(H_MARKED)
+            marks = _dec_marks.decode(base64.b64decode(marked, validate=True)) if marked else None
         except (ValueError, binascii.Error, msgspec.DecodeError):
             return None
         if not datas:
@@ -690,10 +701,14 @@ class NatsBackend(_Backend):
             s.remember(subject, self._m._Last(seq, headers, b""))
             s.note_position(subject, number, seq)
             self._saw(subject, records)
+        if mark and marks is not None:
+            known = self._marks.get(subject)
+            if known is None or known[0] < mark:
+                self._note_marks(subject, mark, marks)
         return records
 
     async def finish(
-        self, f: _Finish, carry: dict[tuple[str, str], tuple[int, int, Records]] | None = None
+        self, f: _Finish, carry: dict[tuple[str, str], _Carry] | None = None
     ) -> None:
         """Put the next tasks and record the run ends (on the lean connection if it is
         up: each task with its de-duplication id, so one put again the queue's way is
@@ -710,12 +725,15 @@ class NatsBackend(_Backend):
                 got = carry.get((t.namespace, t.run_id)) if carry else None
                 if got is not None:
                     headers[H_ONCE] = "1"
-                    seq, mark, records = got
+                    seq, mark, records, marks = got
                     if records:
                         number = records[-1][0]
                         headers[H_PREV] = f"{number} {seq} {mark}" if mark else f"{number} {seq}"
                         recs = _enc_recs.encode([data for _, data in records])
                         headers[H_REC] = base64.b64encode(recs).decode()
+                        if marks:
+                            marked = _enc_marks.encode(marks)
+                            headers[H_MARKED] = base64.b64encode(marked).decode()
                 sent.append((t, self.replies.send(q.subject, _enc_task.encode(t), headers)))
         ending = None
         if f.ends:
