@@ -204,6 +204,7 @@ class Worker:
         self._items: dict[tuple[str, str, str], int] = {}  # map item counts
         self._inflight: dict[str, Delivery] = {}
         self._running: dict[asyncio.Task[None], Delivery] = {}
+        self._freed: asyncio.Future[None] | None = None  # run() waits on it for room
         self._stop = asyncio.Event() if _has_loop() else None
         self._stopping = False
         # Seconds from take to ack of each delivery, when a benchmark asks (None: not kept).
@@ -268,7 +269,10 @@ class Worker:
                     on_stats(self.stats)
                 room = self.concurrency - len(self._running)
                 if room <= 0:
-                    await asyncio.wait(list(self._running), return_when=asyncio.FIRST_COMPLETED)
+                    # Woken by the first task to finish (one future, not a callback on
+                    # every running task each time).
+                    self._freed = asyncio.get_running_loop().create_future()
+                    await self._freed
                     continue
                 try:
                     got = await self.queue.take(
@@ -315,6 +319,9 @@ class Worker:
         d = self._running.pop(t, None)
         if d is not None:
             self._inflight.pop(d.id, None)
+        freed = self._freed
+        if freed is not None and not freed.done():
+            freed.set_result(None)
 
     async def _drain(self, timeout: float) -> None:
         if self._running:
