@@ -707,9 +707,7 @@ class NatsBackend(_Backend):
                 self._note_marks(subject, mark, marks)
         return records
 
-    async def finish(
-        self, f: _Finish, carry: dict[tuple[str, str], _Carry] | None = None
-    ) -> None:
+    async def finish(self, f: _Finish, carry: dict[tuple[str, str], _Carry] | None = None) -> None:
         """Put the next tasks and record the run ends (on the lean connection if it is
         up: each task with its de-duplication id, so one put again the queue's way is
         dropped if it had landed), then ack the deliveries. ``carry`` (a chained
