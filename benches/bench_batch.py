@@ -417,6 +417,16 @@ async def part_steps(kinds: list[str], runs: int, repeats: int) -> list[list[str
                     f"(load average {load:.1f})",
                     flush=True,
                 )
+    # The cores are shared with the queue server and anything else running, and the
+    # ratio moves from repeat to repeat: each repeat's own 1-worker and 2-worker runs
+    # (made one after the other) give one ratio each.
+    for kind in kinds:
+        each = [b / a for a, b in zip(rates[kind][1], rates[kind][2], strict=True) if a and b]
+        if each:
+            print(
+                f"  {kind} 2w/1w per repeat: {', '.join(f'{r:.2f}x' for r in each)} "
+                f"(median {statistics.median(each):.2f}x)"
+            )
     rows = []
     med_of = {k: {w: statistics.median(v) for w, v in rates[k].items()} for k in kinds}
     for kind in kinds:
@@ -566,8 +576,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--queues", default="redis,nats")
     parser.add_argument("--part", choices=["steps", "model", "all"], default="all")
-    parser.add_argument("--runs", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3000)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--model-runs", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
