@@ -24,6 +24,10 @@ digits, ``-``, ``_`` and ``/`` kept, every other byte written ``=XX``).
   each record carries its sequence number (``Oh-Seq``) and is appended with
   the same expected-last-sequence check, so numbers are gap-free and never
   reused. Trimming everything leaves a tombstone that keeps the last number.
+  A log may also hold *marks* (the batch worker's claims write them): messages
+  that are no records, which reads skip; every message after a mark names the
+  newest one (``Oh-Marks``), so a writer expecting an older last message is
+  refused and finds the marks along their chain.
 
 A process caches the revision it last wrote or read per key, so a writer that
 keeps writing its own keys needs one round trip per write; the server still
