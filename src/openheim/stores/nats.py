@@ -542,15 +542,15 @@ class NatsStore:
             while True:
                 if last is None:
                     last = await s.last(s.log_stream, subject)
-                number = int(last.headers.get(H_SEQ, "0")) if last is not None else 0
                 headers = after_headers(last)
                 seq = await s.publish(subject, record, headers)
                 if seq is None:
                     last = None
                     continue
                 s.remember(subject, _Last(seq, headers, b""))
-                s.note_position(subject, number + 1, seq)
-                return number + 1
+                number = int(headers[H_SEQ])
+                s.note_position(subject, number, seq)
+                return number
 
     async def read_log(self, log: str, after: int = 0) -> builtins.list[LogRecord]:
         subject = self._log_subject(log)
@@ -607,8 +607,9 @@ class NatsStore:
                         return
                     # Keep the last number in a tombstone, drop everything before it.
                     headers = {EXPECT_LAST: str(last.seq), H_SEQ: str(top), H_TRIM: "1"}
-                    if newest_mark(last):
-                        headers[H_MARKS] = str(newest_mark(last))
+                    mark = newest_mark(last)
+                    if mark:
+                        headers[H_MARKS] = str(mark)
                     seq = await s.publish(subject, b"", headers)
                     if seq is None:
                         continue

@@ -349,14 +349,14 @@ class NatsBackend(_Backend):
 
     def _send_append(self, subject: str, record: bytes) -> Any:
         """An append to the log ``subject`` after the last message this process knows
-        of, sent now: (headers, its record number, the future), or None."""
+        of, sent now: (its headers, the future), or None."""
         s = self.s
         last = s.cache.get(subject)
         if last is None or s.lock(subject).locked():
             return None
         headers = self._m.after_headers(last)
         sent = self._send_pub(subject, record, headers)
-        return (headers, int(headers[self._m.H_SEQ]), sent) if sent is not None else None
+        return (headers, sent) if sent is not None else None
 
     def _appended(self, subject: str, headers: dict[str, str], seq: int) -> int:
         """Note an append that landed at stream sequence ``seq``: its record number."""
@@ -366,12 +366,16 @@ class NatsBackend(_Backend):
         s.note_position(subject, number, seq)
         return number
 
-    async def _append(self, subject: str, record: bytes, sent: Any = None) -> int:
+    async def _append(
+        self, subject: str, record: bytes, sent: Any = None, fence: _Commit | None = None
+    ) -> int:
         """Append to the log ``subject``, as ``NatsStore.append`` (the cached last
-        message, else a read); ``sent``: what _send_append sent already."""
+        message, else a read): the record's number; ``sent``: what _send_append sent
+        already. With ``fence`` (a commit), only while no mark of its task at or above
+        its token is in the log (else 0: taken over by a later delivery)."""
         s = self.s
         if sent is not None:
-            headers, _, fut = sent
+            headers, fut = sent
             seq = await self._publish(subject, record, headers, fut)
             if seq is not None:
                 return self._appended(subject, headers, seq)
@@ -381,6 +385,10 @@ class NatsBackend(_Backend):
             while True:
                 if last is None:
                     last = await self._last(s.log_stream, subject)
+                if fence is not None:
+                    marks = await self._marks_to(subject, self._m.newest_mark(last))
+                    if marks is None or marks.get(fence.task, 0) >= fence.token:
+                        return 0
                 headers = self._m.after_headers(last)
                 seq = await self._publish(subject, record, headers)
                 if seq is None:
@@ -441,11 +449,10 @@ class NatsBackend(_Backend):
         (a newest mark) -> the sequence of its newest mark; the marks this process has
         not seen yet are read back along their chain (one direct get each). None if a
         mark of the chain is gone (the log was trimmed or deleted)."""
-        if newest <= 0:
-            return _NO_MARKS
+        tasks = self._known_marks(subject, newest)
+        if tasks is not None:
+            return tasks
         known = self._marks.get(subject)
-        if known is not None and known[0] >= newest:
-            return known[1]
         have, tasks = known if known is not None else (0, _NO_MARKS)
         found: dict[str, int] = {}
         seq = newest
@@ -465,9 +472,9 @@ class NatsBackend(_Backend):
         if len(self._marks) > _TAILS:
             self._marks.popitem(last=False)
 
-    def _known_marks(self, subject: str, last: Any) -> dict[str, int] | None:
-        """The marks up to ``last`` if this process knows them all (without a read)."""
-        newest = self._m.newest_mark(last)
+    def _known_marks(self, subject: str, newest: int) -> dict[str, int] | None:
+        """The marks up to the newest mark ``newest`` if this process knows them all
+        (without a read)."""
         if newest <= 0:
             return _NO_MARKS
         known = self._marks.get(subject)
@@ -598,7 +605,7 @@ class NatsBackend(_Backend):
         tail = self._tail.get(log)
         records = tail if tail and tail[-1][0] == c.after + 1 else []
         mark = self._m.newest_mark(last)
-        marks = self._known_marks(log, last) if mark else None
+        marks = self._known_marks(log, mark) if mark else None
         return last.seq, mark, records, marks if marks and len(marks) <= _MARKS else None
 
     async def commit(self, c: _Commit) -> tuple[bool, bool, Records]:
@@ -607,7 +614,7 @@ class NatsBackend(_Backend):
     def _send_commit(self, subject: str, c: _Commit) -> Any:
         """The commit's append sent now, if the marks before the log's last message are
         known and none of them fences this claim (else the slow way decides)."""
-        marks = self._known_marks(subject, self.s.cache.get(subject))
+        marks = self._known_marks(subject, self._m.newest_mark(self.s.cache.get(subject)))
         if marks is None or marks.get(c.task, 0) >= c.token:
             return None
         return self._send_append(subject, c.data)
@@ -640,30 +647,9 @@ class NatsBackend(_Backend):
     ) -> tuple[bool, bool, Records]:
         """Append the commit's record right after the log's last message, if no mark of
         its task newer than its claim is in the log (see the module docstring)."""
-        s = self.s
-        number = 0
-        if sent is not None:
-            headers, _, fut = sent
-            seq = await self._publish(subject, c.data, headers, fut)
-            if seq is not None:
-                number = self._appended(subject, headers, seq)
-            else:
-                s.cache.pop(subject, None)  # appended to meanwhile
+        number = await self._append(subject, c.data, sent, fence=c)
         if not number:
-            async with s.lock(subject):
-                last = s.cache.get(subject)
-                while True:
-                    if last is None:
-                        last = await self._last(s.log_stream, subject)
-                    marks = await self._marks_to(subject, self._m.newest_mark(last))
-                    if marks is None or marks.get(c.task, 0) >= c.token:
-                        return False, False, []  # taken over by a later delivery
-                    headers = self._m.after_headers(last)
-                    seq = await self._publish(subject, c.data, headers)
-                    if seq is not None:
-                        number = self._appended(subject, headers, seq)
-                        break
-                    last = None
+            return False, False, []  # taken over by a later delivery
         self._saw(subject, [(number, c.data)])
         if number == c.after + 1:
             return True, False, [(number, c.data)]
