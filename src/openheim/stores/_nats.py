@@ -46,6 +46,7 @@ T = TypeVar("T")
 RETRY_DEADLINE = 60.0
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9/_-]+")
+_SAFE = re.compile(r"[A-Za-z0-9/_-]*").fullmatch
 
 
 def encode_token(text: str) -> str:
@@ -55,8 +56,10 @@ def encode_token(text: str) -> str:
     character becomes ``=XX`` per UTF-8 byte, so dots, spaces, ``*``, ``>``
     and non-ASCII text cannot split or widen a subject.
     """
+    if _SAFE(text):
+        return text  # (the hot path's keys: nothing to escape)
     if text.isascii():
-        return text.translate(_ASCII_ESCAPES)  # (the hot path's keys: no regex call)
+        return text.translate(_ASCII_ESCAPES)
     return _UNSAFE.sub(_escape, text)
 
 

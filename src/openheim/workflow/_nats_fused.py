@@ -243,20 +243,24 @@ class NatsBackend(_Backend):
         tail = self._tail.get(subject)
         if tail:
             first = records[0][0]
-            known = [r for r in tail if r[0] >= first]
-            if tail[-1][0] == first - 1 or (known and known == records[: len(known)]):
-                records = [r for r in tail if r[0] < first] + records
-        keep = len(records)
-        size = 0
-        while keep > 0 and len(records) - keep < _TAIL:
-            size += len(records[keep - 1][1])
-            if size > _CARRY:
-                break
-            keep -= 1
-        if keep == len(records):
+            if tail[-1][0] == first - 1:  # (a chain's next record: the common case)
+                records = tail + records
+            else:
+                known = [r for r in tail if r[0] >= first]
+                if known and known == records[: len(known)]:
+                    records = [r for r in tail if r[0] < first] + records
+        # Keep the longest run of last records within _CARRY bytes, at most _TAIL of them.
+        if len(records) > _TAIL:
+            records = records[-_TAIL:]
+        size = sum([len(r[1]) for r in records])
+        drop = 0
+        while size > _CARRY:
+            size -= len(records[drop][1])
+            drop += 1
+        if drop == len(records):
             self._tail.pop(subject, None)
             return
-        self._tail[subject] = records[keep:]
+        self._tail[subject] = records[drop:]  # (a copy: never the caller's list)
         self._tail.move_to_end(subject)
         if len(self._tail) > _TAILS:
             self._tail.popitem(last=False)
@@ -276,7 +280,8 @@ class NatsBackend(_Backend):
     async def _last(self, stream: str, subject: str, sent: Any = None) -> Any:
         """The last message on ``subject`` (a direct get), as ``_Shared.last``."""
         s = self.s
-        await s.ready()
+        if not s._ready:
+            await s.ready()
         if s.direct.get(stream):
             try:
                 hdrs, data = await self.replies.request(
@@ -332,7 +337,8 @@ class NatsBackend(_Backend):
         if m.MSG_ID not in headers:
             self._count += 1
             headers[m.MSG_ID] = self._ids + str(self._count)
-        await s.ready()
+        if not s._ready:
+            await s.ready()
         try:
             hdrs, data = await self.replies.request(subject, payload, headers, sent)
             if not hdrs.get("Status"):
@@ -486,7 +492,7 @@ class NatsBackend(_Backend):
         """A task put once, by the chained settle of its predecessor's commit, on its
         first delivery (see the module docstring): its claim writes nothing."""
         msg = d.handle
-        return d.deliveries == 1 and isinstance(msg, Pulled) and msg.header(H_ONCE) is not None
+        return d.deliveries == 1 and isinstance(msg, Pulled) and msg.has(H_ONCE)
 
     async def claim_many(self, items: list[_Claim]) -> list[Any]:
         """Every claim of the group at once: a first delivery writes nothing (and reads

@@ -118,6 +118,15 @@ class Pulled:
             h = self.headers = parse_headers(h)
         return h.get(name)
 
+    def has(self, name: str) -> bool:
+        """Whether the message has header ``name`` (a raw block is not parsed for it)."""
+        h = self.headers
+        if h is None:
+            return False
+        if isinstance(h, bytes):
+            return b"\r\n%s:" % name.encode() in h
+        return name in h
+
     def meta(self) -> tuple[int, int]:
         """(times delivered, stream sequence), from the ack subject: ``$JS.ACK.<stream>.
         <consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>``, or with
