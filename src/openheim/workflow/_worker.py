@@ -2,30 +2,36 @@
 
 For each delivery a worker:
 
-1. *claims* the task: a compare-and-set increment of the task's fencing key
-   ``wfclaim/<run>/<task>`` in the run's store gives this delivery its fencing
-   token (or says the task already has a committed result), and the same
-   round trip brings the worker's cached :class:`RunView` of the run up to date
-   (the records after the last one it folded);
+1. *claims* the task: gets the delivery a fencing token (or learns that the
+   task already has a committed result), and in the same round trip brings
+   the worker's cached :class:`RunView` of the run up to date (the records
+   after the last one it folded);
 2. runs the node with the real-time executor's own code (``_runner.call_node``,
    ``run_item``, ``approval_record``) against the state of the superstep;
-3. *commits*: writes the result record into the fencing key with a
-   compare-and-set against its token, then appends it to the run's log. A
-   worker whose claim was taken over (it was too slow, the queue gave the task
-   to another worker) finds a newer token and is refused: a late worker never
-   produces a second result (``stats.refused`` counts these);
+3. *commits*: appends the result record to the run's log only while its token
+   is still the task's newest. A worker whose claim was taken over (it was too
+   slow, the queue gave the task to another worker) is refused: a late worker
+   never produces a second result (``stats.refused`` counts these);
 4. *settles*: puts the run's next ready tasks on the queue (de-duplicated by
    the queue; a superstep's last commit is the one that sees them all), and
    acks the delivery.
 
-When the queue and the store are the same Redis, claims, commits and
-settles of many deliveries go to the server together, one Lua script or
-pipeline per group, with no gap between a commit and its record in the log.
-On NATS JetStream (queue and KV store) the claims and commits of a group are
-in flight together, a first delivery writes no claim, and the settles of a
-group are published together (``_nats_fused``). Elsewhere each is a few store calls, and a crash between the commit and the
-append is repaired by the next delivery of the task (the committed record is
-kept in the fencing key and appended if the log lacks it).
+How the token is kept depends on the backend (``_backends``):
+
+- *generic* (any queue and store): the token is a compare-and-set increment
+  of the fencing key ``wfclaim/<run>/<task>``; the commit writes the record
+  into that key with a compare-and-set against the token, then appends it to
+  the log. A crash between the two is repaired by the next delivery of the
+  task (the committed record is kept in the key and appended if the log lacks
+  it).
+- *Redis* (queue and store on one server, ``_redis_fused``): the same keys,
+  with the claims, commits and settles of many deliveries in one Lua script or
+  pipeline per group, and no gap between a commit and its record in the log.
+- *NATS JetStream* (queue and KV store, ``_nats_fused``): the run's log is the
+  fence. A claim that must fence other deliveries writes a mark into the log,
+  a first delivery of a task put once writes nothing, and a commit is one
+  append that expects the log's last message; the claims, commits and settles
+  of a group are in flight together.
 """
 
 from __future__ import annotations
