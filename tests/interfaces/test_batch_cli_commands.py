@@ -31,6 +31,7 @@ class Project:
         self.name = f"t{uuid.uuid4().hex[:10]}"
         self.queue = ["--queue", REDIS, "--queue-name", self.name]
         self.workers: list[subprocess.Popen[str]] = []
+        self.ready: dict[str, Any] = {}  # the last worker's first line
 
     def oh(self, *args: str, ok: int = 0) -> tuple[list[Any], str]:
         proc = subprocess.run(
@@ -46,9 +47,18 @@ class Project:
         lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
         return lines, proc.stderr
 
-    def worker(self, workflows: str) -> subprocess.Popen[str]:
+    def worker(self, workflows: str, *more: str) -> subprocess.Popen[str]:
         p = subprocess.Popen(
-            [SCRIPT, "worker", "--workflows", workflows, *self.queue, "--stats-every", "0.5"],
+            [
+                SCRIPT,
+                "worker",
+                "--workflows",
+                workflows,
+                *self.queue,
+                "--stats-every",
+                "0.5",
+                *more,
+            ],
             cwd=self.folder,
             env=child_env(),
             stdout=subprocess.PIPE,
@@ -58,6 +68,7 @@ class Project:
         assert p.stdout is not None
         ready = json.loads(p.stdout.readline())
         assert ready["queue"] == REDIS
+        self.ready = ready
         self.workers.append(p)
         return p
 
@@ -90,7 +101,9 @@ async def _purge(name: str) -> None:
 
 
 def test_submit_a_file_of_inputs_then_steer_the_runs(project: Project, tmp_path: Path) -> None:
-    w = project.worker("triage")
+    # Two tasks taken at a time (of 64 that may run): the runs finish all the same.
+    w = project.worker("triage", "--take", "2")
+    assert (project.ready["concurrency"], project.ready["take"]) == (64, 2)
     inputs = tmp_path / "runs.jsonl"
     inputs.write_text(
         "\n".join(json.dumps({"text": t}) for t in ["why?", "how?", "It crashes. Badly"]) + "\n"
@@ -138,6 +151,7 @@ def test_cancel_and_dead_letters(project: Project, tmp_path: Path) -> None:
         "workflow", "submit", "wfflows:built", "--input", str(inputs), "--no-wait", *project.queue
     )
     w = project.worker("triage")
+    assert project.ready["take"] == 64  # (by default: --concurrency)
     for _ in range(100):
         dead, _ = project.oh("workflow", "dead-letters", *project.queue)
         if dead:
@@ -163,6 +177,8 @@ def test_bad_worker_arguments_are_refused_clearly(project: Project, tmp_path: Pa
     assert "unknown queue URL 'kafka://x'" in err
     _, err = project.oh("worker", *project.queue, "--workflows", "nope:wf", ok=2)
     assert "cannot load workflow 'nope:wf'" in err
+    _, err = project.oh("worker", *project.queue, "--workflows", "triage", "--take", "0", ok=2)
+    assert "--take must be at least 1, got 0" in err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n[1, 2]\n')
     _, err = project.oh("workflow", "submit", "triage", "--input", str(bad), *project.queue, ok=2)

@@ -169,3 +169,38 @@ async def test_a_stopped_worker_ends_its_blocking_read_and_leaves_no_socket_open
     assert not [c for c in caught if issubclass(c.category, ResourceWarning)]
     with pytest.raises(StorageError, match="was closed"):
         await queue.take("c1", 1, timeout=0.1)
+
+
+async def test_a_worker_takes_tasks_as_many_at_a_time_as_asked() -> None:
+    wf = Workflow("b-take", state=Doc)
+    wf.step(lambda s: None, name="a")
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ConfigError, match="take must be an int >= 1"):
+            Worker([wf], REDIS_URL, queue_name="never-used", take=bad)  # type: ignore[arg-type]
+    name = f"t{uuid.uuid4().hex[:10]}"
+    w = Worker([wf], REDIS_URL, queue_name=name, concurrency=64, take=3)
+    sizes: list[int] = []
+    queue = w.queue
+    take = queue.take
+
+    async def counted(consumer: str, count: int = 1, *, timeout: float = 1.0) -> list[Task]:
+        sizes.append(count)
+        return await take(consumer, count, timeout=timeout)  # type: ignore[return-value]
+
+    queue.take = counted  # type: ignore[method-assign]
+    try:
+        handles = [
+            await wf.submit(Doc(text=str(i)), queue=REDIS_URL, queue_name=name) for i in range(10)
+        ]
+        run = asyncio.ensure_future(w.run(drain_timeout=1))
+        for h in handles:
+            assert (await h.result(timeout=30)).status == "done"
+        w.stop()
+        await run
+        assert sizes
+        assert max(sizes) == 3  # never more than asked, though 64 could run
+        assert w.stats.committed == 10
+    finally:
+        await w.queue.purge()
+        await w.aclose()
+        await wf.aclose()

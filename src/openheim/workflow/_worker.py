@@ -49,7 +49,12 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from openheim import telemetry
-from openheim.errors import VersionConflictError, WorkflowStateError, WorkflowStepError
+from openheim.errors import (
+    ConfigError,
+    VersionConflictError,
+    WorkflowStateError,
+    WorkflowStepError,
+)
 from openheim.stores import is_transient
 from openheim.workflow._backends import (
     Records,
@@ -154,7 +159,10 @@ class Worker:
     ``queue`` is a URL (``redis://...``, ``nats://...``), a
     :class:`~openheim.workflow.queues.TaskQueue` or a ``Batch``; ``store``
     (default: the queue's engine) is where the runs live. Up to
-    ``concurrency`` tasks run at once; ``await worker.run()`` works until
+    ``concurrency`` tasks run at once, taken ``take`` at a time (default:
+    ``concurrency``, at most 128: the tasks taken together are claimed and
+    committed together, so a smaller take keeps more than one group in flight);
+    ``await worker.run()`` works until
     :meth:`stop` (or ``max_idle`` seconds without work), then drains: tasks
     running finish within ``drain_timeout`` seconds, or are cancelled and
     given back to the queue.
@@ -197,6 +205,8 @@ class Worker:
                     g.validate()
                 self.graphs.setdefault(name, g)
         self.concurrency = max(1, concurrency)
+        if take is not None and (not isinstance(take, int) or take < 1):
+            raise ConfigError(f"take must be an int >= 1 (tasks taken per pull), got {take!r}")
         self.take_count = take or min(self.concurrency, 128)
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.heartbeat = heartbeat or self.queue.visibility_timeout / 3
