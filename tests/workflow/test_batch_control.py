@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -184,6 +185,25 @@ async def test_submit_many_shows_progress_and_a_summary(env: Env) -> None:
     assert re.search(r"^done +20$", text, re.M)
     assert re.search(r"^runs/s +[\d.]+$", text, re.M)
     assert (await handles[0].result(timeout=5)).state.log == ["0"]
+
+
+def test_progress_counts_from_when_the_work_began() -> None:
+    """Runs can finish while later ones are still being submitted: the rate and the
+    seconds count from the first submit, not from when the bar was drawn."""
+    from openheim.workflow._batch import Progress
+
+    out = io.StringIO()
+    bar = Progress(200, True, out, started=time.monotonic() - 100.0)
+    bar.done = 200
+    bar.close()
+    bar.print_summary()
+    text = out.getvalue()
+    got = re.search(r"runs 200/200 +done 200 +failed 0 +([\d.]+)/s", text)
+    assert got is not None, text
+    assert 1.5 < float(got.group(1)) <= 2.0  # 200 runs over 100 s and a little more
+    seconds = re.search(r"^seconds +([\d.]+)$", text, re.M)
+    assert seconds is not None, text
+    assert float(seconds.group(1)) >= 100.0
 
 
 async def test_a_task_of_an_unknown_workflow_is_a_dead_letter(env: Env) -> None:

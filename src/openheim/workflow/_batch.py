@@ -451,14 +451,17 @@ async def requeue_after_decision(wf: Workflow, run_id: str) -> bool:
 class Progress:
     """A progress line (done, failed, rate, ETA) for many runs; rich when on a TTY."""
 
-    def __init__(self, total: int, enabled: bool, stream: Any = None) -> None:
+    def __init__(
+        self, total: int, enabled: bool, stream: Any = None, started: float | None = None
+    ) -> None:
         self.total = total
         self.done = 0
         self.failed = 0
         self.other = 0
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stderr
-        self.t0 = time.monotonic()
+        # (time.monotonic() when the work began: the rate and the seconds count from it)
+        self.t0 = time.monotonic() if started is None else started
         self._last = 0.0
         self._rich: Any = None
         if enabled and getattr(self.stream, "isatty", lambda: False)():
@@ -573,6 +576,7 @@ async def submit_many(
         start_seq = existing[-1][0] if existing else 0
     handles = []
     tp = new_traceparent()
+    started = time.monotonic()  # runs may finish while the later ones are still submitted
     for item in items:
         handles.append(
             await submit(
@@ -581,7 +585,7 @@ async def submit_many(
         )
     if not wait:
         return handles
-    bar = Progress(len(handles), progress, stream)
+    bar = Progress(len(handles), progress, stream, started)
     mine = {h.run_id for h in handles}
     seen: set[str] = set()
     after = start_seq
