@@ -138,6 +138,11 @@ class _Backend:
 
     fast_settle = False  # commit() never settles (see _Commit.settle)
 
+    def claim_at_once(self, c: _Claim) -> tuple[int, bytes | None, Records] | None:
+        """A claim's result when it needs no round trip (a first delivery whose worker's
+        view is current, on a backend that writes nothing for it); else None."""
+        return None
+
     def first(self, d: Delivery) -> bool:
         """Whether a delivery's claim may leave the fencing key unwritten (_Claim.first)."""
         return d.deliveries == 1

@@ -494,6 +494,10 @@ class NatsBackend(_Backend):
         msg = d.handle
         return d.deliveries == 1 and isinstance(msg, Pulled) and msg.has(H_ONCE)
 
+    def claim_at_once(self, c: _Claim) -> tuple[int, bytes | None, Records] | None:
+        # (token 1: the commit expects no mark of the task)
+        return (1, None, []) if c.first and not c.read else None
+
     async def claim_many(self, items: list[_Claim]) -> list[Any]:
         """Every claim of the group at once: a first delivery writes nothing (and reads
         nothing if its view is current), the others mark the run's log."""
@@ -504,7 +508,7 @@ class NatsBackend(_Backend):
             if not c.first:
                 later.append(i)
             elif not c.read:
-                out[i] = (1, None, [])  # the commit expects no mark of the task
+                out[i] = self.claim_at_once(c)
             else:
                 store: Any = self.batch.scoped(c.ns)
                 subject = store._log_subject("wf/" + c.run_id)

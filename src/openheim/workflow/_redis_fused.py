@@ -4,10 +4,20 @@ Claims of many deliveries are one Lua script, commits of many are another
 (each commit checks its fencing token, writes the key and appends the record
 to the run's log atomically, so nothing can come between them), and the
 settles (new tasks de-duplicated and added, acks, run ends) are one pipeline.
+
 The keys are those of :class:`~openheim.stores.redis.RedisStore` and
 :class:`~openheim.workflow.queues.redis.RedisQueue`, so a worker on the
 generic backend reads and writes the same state. A committed fencing key
 holds ``b"C"`` only: its record is in the log already.
+
+A chain's next task, put by the commit of its predecessor's result (which
+happens once per committed record), is marked put once (stream field ``o``).
+Its first delivery (``XREADGROUP >`` hands an entry out once) writes no
+fencing key: its token is 0, and its commit expects the key unwritten. Any
+other delivery claims as before (token = the key's version + 1), so a
+reclaimed delivery fences the first one out, and a first one that committed
+already is seen as committed. The claim sends nothing at all when the
+worker's view of the run is current (the common case of a chain).
 """
 
 from __future__ import annotations
@@ -17,18 +27,20 @@ from typing import Any
 import msgspec
 
 from openheim.stores.redis import LUA_READ_LOG, retrying
-from openheim.workflow._backends import _Backend, _Claim, _Commit, _Finish
+from openheim.workflow._backends import Records, _Backend, _Claim, _Commit, _Finish
 from openheim.workflow._batch import CLAIM, CLAIM_TTL, ENDS, Batch
+from openheim.workflow.queues import Delivery
 from openheim.workflow.queues.redis import GROUP
 
 __all__ = ["RedisBackend"]
 
 _enc = msgspec.msgpack.Encoder()
 
-# ARGV: ttl ms, msgpack [[claim key, log counter, log hash, after], ...] (one argument:
-# far cheaper for the client to send than four per item), the claim value ('W' + who).
-# -> per item {token (0: committed), committed?, {seq, record, ...}}, or just the token
-# when nothing was committed and no record follows `after` (most claims: no tables).
+# ARGV: ttl ms, msgpack [[claim key, log counter, log hash, after, first], ...] (one
+# argument: far cheaper for the client to send than five per item), the claim value
+# ('W' + who). A first delivery of a task put once (first = 1) only reads the log.
+# -> per item {token (0: committed, or a first delivery), committed?, {seq, record, ...}},
+# or just the token when nothing was committed and no record follows `after`.
 _CLAIM = (
     LUA_READ_LOG
     + """
@@ -36,15 +48,17 @@ local out = {}
 local ttl, mark = ARGV[1], ARGV[3]
 for _, it in ipairs(cmsgpack.unpack(ARGV[2])) do
   local ck, sk, lk, after = it[1], it[2], it[3], it[4]
-  local cur = redis.call('HMGET', ck, 'v', 'ver')
   local token = 0
   local committed = false
-  if cur[1] and string.sub(cur[1], 1, 1) == 'C' then
-    committed = string.sub(cur[1], 2)
-  else
-    token = tonumber(cur[2] or '0') + 1
-    redis.call('HSET', ck, 'v', mark, 'ver', token)
-    redis.call('PEXPIRE', ck, ttl)
+  if it[5] ~= 1 then
+    local cur = redis.call('HMGET', ck, 'v', 'ver')
+    if cur[1] and string.sub(cur[1], 1, 1) == 'C' then
+      committed = string.sub(cur[1], 2)
+    else
+      token = tonumber(cur[2] or '0') + 1
+      redis.call('HSET', ck, 'v', mark, 'ver', token)
+      redis.call('PEXPIRE', ck, ttl)
+    end
   end
   local recs = {}
   read_after(sk, lk, after, recs)
@@ -85,8 +99,9 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
       out[#out + 1] = 0
     end
   else
-    -- (the claim gave the key its TTL; HSET keeps it)
+    -- (a claim gave the key its TTL and HSET keeps it; a first delivery's did not claim)
     redis.call('HSET', ck, 'v', 'C', 'ver', ver + 1)
+    if token == 0 then redis.call('PEXPIRE', ck, ttl) end
     local seq = redis.call('INCR', sk)
     redis.call('HSET', lk, seq, rec)
     local settled = 0
@@ -95,7 +110,7 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
       local tasks = st[1]
       for j = 1, #tasks, 2 do
         if redis.call('SET', tasks[j], '1', 'NX', 'PX', dttl) then
-          redis.call('XADD', KEYS[1], '*', 't', ARGV[tasks[j + 1]])
+          redis.call('XADD', KEYS[1], '*', 't', ARGV[tasks[j + 1]], 'o', '1')
         end
       end
       local ack = st[2]
@@ -166,19 +181,37 @@ class RedisBackend(_Backend):
         log = "wf/" + run_id
         return f"{base}kv:{CLAIM}{run_id}/{task}", base + "seq:" + log, base + "log:" + log
 
+    def first(self, d: Delivery) -> bool:
+        """A task put once, on its first delivery (see the module docstring)."""
+        return d.once and d.deliveries == 1
+
+    def claim_at_once(self, c: _Claim) -> tuple[int, bytes | None, Records] | None:
+        return (0, None, []) if c.first and not c.read else None
+
     async def claim_many(self, items: list[_Claim]) -> list[tuple[int, bytes | None, Any]]:
-        who = items[0].who
-        if any(c.who != who for c in items):  # (one worker claims as one consumer)
-            out = []
-            for c in items:
-                out += await self.claim_many([c])
+        out: list[Any] = [self.claim_at_once(c) for c in items]
+        sent = [c for c, o in zip(items, out, strict=True) if o is None]
+        if not sent:
             return out
-        packed = _enc.encode([(*self._keys(c.ns, c.run_id, c.task), c.after) for c in items])
+        who = sent[0].who
+        if any(c.who != who for c in sent):  # (one worker claims as one consumer)
+            got = []
+            for c in sent:
+                got += await self.claim_many([c])
+        else:
+            got = await self._claim_group(sent, who)
+        it = iter(got)
+        return [o if o is not None else next(it) for o in out]
+
+    async def _claim_group(self, items: list[_Claim], who: str) -> list[Any]:
+        packed = _enc.encode(
+            [(*self._keys(c.ns, c.run_id, c.task), c.after, int(c.first)) for c in items]
+        )
         args = [self.ttl_ms, packed, "W" + who]
         raw = await retrying(
             lambda _: self._claim_script(keys=[], args=args), "claim tasks", self.q.url
         )
-        out = []
+        out: list[Any] = []
         for r in raw:
             if type(r) is int:
                 out.append((r, None, []))

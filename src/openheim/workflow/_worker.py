@@ -27,6 +27,8 @@ How the token is kept depends on the backend (``_backends``):
 - *Redis* (queue and store on one server, ``_redis_fused``): the same keys,
   with the claims, commits and settles of many deliveries in one Lua script or
   pipeline per group, and no gap between a commit and its record in the log.
+  A chain's next task, put once by its predecessor's commit, writes no
+  fencing key on its first delivery (its commit expects none).
 - *NATS JetStream* (queue and KV store, ``_nats_fused``): the run's log is the
   fence. A claim that must fence other deliveries writes a mark into the log,
   a first delivery of a task put once writes nothing, and a commit is one
@@ -443,17 +445,17 @@ class Worker:
                 else brought[0][0] == 1
             ):
                 cached = self._fold(key, graph, brought)
-        token, committed, records = await self._claim(
-            _Claim(
-                t.namespace,
-                t.run_id,
-                t.task,
-                cached.seq if cached is not None else -1,
-                self.consumer,
-                read=not _current(cached, step, name, index),
-                first=self.backend.first(d),
-            )
+        claim = _Claim(
+            t.namespace,
+            t.run_id,
+            t.task,
+            cached.seq if cached is not None else -1,
+            self.consumer,
+            read=not _current(cached, step, name, index),
+            first=self.backend.first(d),
         )
+        now = self.backend.claim_at_once(claim)
+        token, committed, records = now if now is not None else await self._claim(claim)
         view = self._fold(key, graph, records)
         if view is None:  # the run was deleted
             await self._finish(_Finish(tasks=[], acks=[d], ends=[]))

@@ -59,6 +59,9 @@ class Delivery(msgspec.Struct, kw_only=True):
     deliveries: int = 1
     # Backend-private handle (a NATS message, ...); not serialised.
     handle: object = None
+    # Put once, by the fenced commit of its predecessor's result (the Redis worker's
+    # chained settle): its first delivery needs no fencing write (see _redis_fused).
+    once: bool = False
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,7 +1,8 @@
 """``redis://``: a :class:`TaskQueue` on a Redis Stream with one consumer group.
 
 Keys (``{p}`` is ``ohq:<name>:``): the stream ``{p}stream`` (group
-``workers``), the dead letters ``{p}dead`` (a stream too), the counter
+``workers``; an entry's field ``t`` is the task, ``o`` marks a task put once
+by a worker's fenced commit, ``Delivery.once``), the dead letters ``{p}dead`` (a stream too), the counter
 ``{p}redeliveries`` and one ``{p}dedup:<id>`` per task put (``SET NX`` with a
 TTL, in the same Lua script as the ``XADD``, so a task is de-duplicated
 atomically). ``take`` reads new entries with ``XREADGROUP`` and, at most every
@@ -267,7 +268,12 @@ class RedisQueue:
                     if payload is None:
                         continue
                     out.append(
-                        Delivery(id=_s(eid), task=_dec_task.decode(payload), handle=consumer)
+                        Delivery(
+                            id=_s(eid),
+                            task=_dec_task.decode(payload),
+                            handle=consumer,
+                            once=b"o" in fields,
+                        )
                     )
         return out
 
