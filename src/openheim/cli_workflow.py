@@ -404,6 +404,13 @@ def add_worker_parser(
         "per step",
     )
     p.add_argument(
+        "--cache-mb",
+        type=float,
+        default=128.0,
+        help="memory for the states of the runs in flight, kept between their steps "
+        "(default 128); a run whose state was dropped is read back from its log",
+    )
+    p.add_argument(
         "--drain-timeout",
         type=float,
         default=30.0,
@@ -484,6 +491,8 @@ async def _work(args: argparse.Namespace) -> None:
         raise _Usage(f"--concurrency must be at least 1, got {args.concurrency}")
     if args.take is not None and args.take < 1:
         raise _Usage(f"--take must be at least 1, got {args.take}")
+    if not args.cache_mb > 0:
+        raise _Usage(f"--cache-mb must be positive, got {args.cache_mb:g}")
     metrics = None
     if args.metrics_port is not None and not args.stats:
         from openheim import telemetry
@@ -496,6 +505,7 @@ async def _work(args: argparse.Namespace) -> None:
         queue_name=args.queue_name,
         concurrency=args.concurrency,
         take=args.take,
+        cache_mb=args.cache_mb,
         visibility_timeout=args.visibility_timeout,
         max_deliveries=args.max_deliveries,
     )
@@ -513,6 +523,7 @@ async def _work(args: argparse.Namespace) -> None:
             "workflows": sorted(worker.graphs),
             "concurrency": worker.concurrency,
             "take": worker.take_count,
+            "cache_mb": args.cache_mb,
         }
         if metrics is not None:
             started["metrics"] = f"http://{args.metrics_addr}:{metrics.port}/metrics"

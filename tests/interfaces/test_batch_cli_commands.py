@@ -102,8 +102,9 @@ async def _purge(name: str) -> None:
 
 def test_submit_a_file_of_inputs_then_steer_the_runs(project: Project, tmp_path: Path) -> None:
     # Two tasks taken at a time (of 64 that may run): the runs finish all the same.
-    w = project.worker("triage", "--take", "2")
+    w = project.worker("triage", "--take", "2", "--cache-mb", "0.5")
     assert (project.ready["concurrency"], project.ready["take"]) == (64, 2)
+    assert project.ready["cache_mb"] == 0.5
     inputs = tmp_path / "runs.jsonl"
     inputs.write_text(
         "\n".join(json.dumps({"text": t}) for t in ["why?", "how?", "It crashes. Badly"]) + "\n"
@@ -179,6 +180,8 @@ def test_bad_worker_arguments_are_refused_clearly(project: Project, tmp_path: Pa
     assert "cannot load workflow 'nope:wf'" in err
     _, err = project.oh("worker", *project.queue, "--workflows", "triage", "--take", "0", ok=2)
     assert "--take must be at least 1, got 0" in err
+    _, err = project.oh("worker", *project.queue, "--workflows", "triage", "--cache-mb", "-1", ok=2)
+    assert "--cache-mb must be positive, got -1" in err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n[1, 2]\n')
     _, err = project.oh("workflow", "submit", "triage", "--input", str(bad), *project.queue, ok=2)

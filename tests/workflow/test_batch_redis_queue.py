@@ -204,3 +204,74 @@ async def test_a_worker_takes_tasks_as_many_at_a_time_as_asked() -> None:
         await w.queue.purge()
         await w.aclose()
         await wf.aclose()
+
+
+async def test_a_worker_with_little_room_for_views_reads_dropped_ones_back() -> None:
+    """Views beyond the worker's cache are dropped, least recently used first, and
+    read back from the run's log when the run comes round again: the runs end the
+    same, and the cache never holds more than its room (but always the newest view)."""
+    wf = Workflow("b-views", state=Doc)
+    for i in range(4):
+        wf.step(lambda s, i=i: {"text": s.text + str(i)}, name=f"s{i}")
+        if i:
+            wf.edge(f"s{i - 1}", f"s{i}")
+    for bad in ({"cache_mb": 0}, {"cache_views": 0}):
+        with pytest.raises(ConfigError, match="cache_mb must be positive"):
+            Worker([wf], REDIS_URL, queue_name="never-used", **bad)  # type: ignore[arg-type]
+    name = f"t{uuid.uuid4().hex[:10]}"
+    # About 1 KB: room for a few of these runs' views at a time, of the 12 in flight.
+    w = Worker([wf], REDIS_URL, queue_name=name, concurrency=4, cache_mb=1 / 1024)
+    views = w._views
+    most = 0
+    put = views.put
+
+    def watched(*a: object, **kw: object) -> None:
+        nonlocal most
+        put(*a, **kw)  # type: ignore[arg-type]
+        assert views.size <= views.limit or len(views) == 1
+        most = max(most, len(views))
+
+    views.put = watched  # type: ignore[method-assign]
+    try:
+        handles = [
+            await wf.submit(Doc(text=f"r{i}-"), queue=REDIS_URL, queue_name=name) for i in range(12)
+        ]
+        run = asyncio.ensure_future(w.run(drain_timeout=1))
+        for i, h in enumerate(handles):
+            result = await h.result(timeout=30)
+            assert (result.status, result.state.text) == ("done", f"r{i}-0123")
+        w.stop()
+        await run
+        assert 1 < most < 12  # some views were kept, not all of them
+        assert w.stats.committed == 12 * 4
+    finally:
+        await w.queue.purge()
+        await w.aclose()
+        await wf.aclose()
+
+
+def test_the_view_cache_drops_the_least_recently_used_by_count_and_by_bytes() -> None:
+    from openheim.workflow._worker import _Views
+
+    v = _Views(count=3, limit=100)
+    a, b, c, d = (object() for _ in range(4))
+    v.put(("n", "a"), a, 30, fresh=True)  # type: ignore[arg-type]
+    v.put(("n", "b"), b, 30, fresh=True)  # type: ignore[arg-type]
+    v.put(("n", "c"), c, 30, fresh=True)  # type: ignore[arg-type]
+    assert (len(v), v.size) == (3, 90)
+    v.put(("n", "a"), a, 0, fresh=False)  # a used again: b is now the oldest
+    v.grew(("n", "a"), 20)  # 110 bytes: over the limit, b goes
+    assert (v.get(("n", "b")), v.size) == (None, 80)
+    v.put(("n", "d"), d, 10, fresh=True)  # c, a, d: three
+    assert [v.get(("n", k)) for k in "cad"] == [c, a, d]
+    v.put(("n", "e"), e := object(), 1, fresh=True)  # type: ignore[arg-type]
+    assert [v.get(("n", k)) for k in "cade"] == [None, a, d, e]  # over the count: c goes
+    assert v.size == 61
+    v.put(("n", "a"), a, 5, fresh=True)  # a rebuilt from its log: its size starts again
+    assert v.size == 16
+    v.pop(("n", "a"))
+    v.pop(("n", "gone"))  # (nothing kept: nothing happens)
+    assert (len(v), v.size) == (2, 11)
+    v.put(("n", "f"), f := object(), 500, fresh=True)  # type: ignore[arg-type]
+    assert [v.get(("n", k)) for k in "def"] == [None, None, f]  # the newest stays, too large
+    assert v.size == 500

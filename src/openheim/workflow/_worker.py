@@ -163,8 +163,12 @@ class Worker:
     (default: the queue's engine) is where the runs live. Up to
     ``concurrency`` tasks run at once, taken ``take`` at a time (default:
     ``concurrency``, at most 128: the tasks taken together are claimed and
-    committed together, so a smaller take keeps more than one group in flight);
-    ``await worker.run()`` works until
+    committed together, so a smaller take keeps more than one group in flight).
+    A worker keeps the views of the runs it worked on (their state, folded from
+    their records) for their next tasks, about ``cache_mb`` of them (counted as the
+    bytes of their records); a run whose view was dropped is read back from its
+    log. Runs move one step at a time in turn, so a batch of many runs in flight
+    wants room for all of them. ``await worker.run()`` works until
     :meth:`stop` (or ``max_idle`` seconds without work), then drains: tasks
     running finish within ``drain_timeout`` seconds, or are cancelled and
     given back to the queue.
@@ -183,7 +187,8 @@ class Worker:
         visibility_timeout: float = 30.0,
         max_deliveries: int = 5,
         heartbeat: float | None = None,
-        cache_views: int = 10_000,
+        cache_views: int = 1_000_000,
+        cache_mb: float = 128.0,
     ) -> None:
         self.batch = (
             queue
@@ -217,8 +222,12 @@ class Worker:
         self._claim = _Batcher(self._claims)
         self._commit = _Batcher(self._commits)
         self._finish = _Batcher(self._finishes)
-        self._views: collections.OrderedDict[tuple[str, str], RunView] = collections.OrderedDict()
-        self._cache = cache_views
+        if not cache_mb > 0 or cache_views < 1:
+            raise ConfigError(
+                f"cache_mb must be positive and cache_views at least 1, got {cache_mb!r} and "
+                f"{cache_views!r}"
+            )
+        self._views = _Views(cache_views, int(cache_mb * 2**20))
         self._items: dict[tuple[str, str, str], int] = {}  # map item counts
         self._inflight: dict[str, Delivery] = {}
         self._running: dict[asyncio.Task[None], Delivery] = {}
@@ -398,6 +407,8 @@ class Worker:
 
     def _fold(self, key: tuple[str, str], graph: Graph, records: Records) -> RunView | None:
         view = self._views.get(key)
+        cached = view
+        grew = 0
         for seq, data in records:
             if view is not None and seq <= view.seq:
                 continue
@@ -409,12 +420,9 @@ class Worker:
             else:
                 view.apply(graph.load_record(rec))
             view.seq = seq
+            grew += len(data)
         if view is not None:
-            views = self._views
-            views[key] = view
-            views.move_to_end(key)
-            if len(views) > self._cache:
-                views.popitem(last=False)
+            self._views.put(key, view, grew, fresh=view is not cached)
         return view
 
     async def _process(self, d: Delivery) -> None:
@@ -612,7 +620,9 @@ class Worker:
                 view.apply(rec)  # ours, the one record after `after`
                 view.seq = records[0][0]
                 if view.ended is not None:
-                    self._views.pop(key, None)
+                    self._views.pop(key)
+                else:
+                    self._views.grew(key, len(data))
             else:
                 self._fold(key, graph, records)
             return
@@ -723,7 +733,7 @@ class Worker:
             else:
                 ends.append(self._end(t, status))
             if view.ended is not None:
-                self._views.pop((t.namespace, t.run_id), None)
+                self._views.pop((t.namespace, t.run_id))
         await self._finish(_Finish(tasks=tasks, acks=[d], ends=ends))
 
     def _item_count(self, t: Task, node: Node, view: RunView) -> int:
@@ -875,6 +885,47 @@ class Worker:
         return step_done(
             task, updates, routes=routes, tokens=cview.usage.tokens, active=ctx.active()
         )
+
+
+class _Views:
+    """The runs' views a worker keeps, the least recently used dropped first: at most
+    ``count`` of them, of about ``limit`` bytes together. A view's size is taken as the
+    bytes of the records folded into it (about what plain-data state takes decoded); a
+    view dropped is read back from the run's log when its run comes round again."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        self.count = count
+        self.limit = limit
+        self.size = 0  # bytes of the views kept, as estimated
+        self._views: collections.OrderedDict[tuple[str, str], RunView] = collections.OrderedDict()
+        self._sizes: dict[tuple[str, str], int] = {}
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def get(self, key: tuple[str, str]) -> RunView | None:
+        return self._views.get(key)
+
+    def put(self, key: tuple[str, str], view: RunView, grew: int, *, fresh: bool) -> None:
+        """Keep ``view`` as the newest, ``grew`` bytes larger (``fresh``: built anew)."""
+        views = self._views
+        if fresh:
+            self.size -= self._sizes.get(key, 0)
+            self._sizes[key] = 0
+        views[key] = view
+        views.move_to_end(key)
+        self.grew(key, grew)
+
+    def grew(self, key: tuple[str, str], n: int) -> None:
+        if key in self._sizes:
+            self._sizes[key] += n
+            self.size += n
+        while len(self._views) > 1 and (len(self._views) > self.count or self.size > self.limit):
+            self.pop(next(iter(self._views)))
+
+    def pop(self, key: tuple[str, str]) -> None:
+        if self._views.pop(key, None) is not None:
+            self.size -= self._sizes.pop(key, 0)
 
 
 def _current(view: RunView | None, step: int, name: str, index: int | None) -> bool:
