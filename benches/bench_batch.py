@@ -13,7 +13,11 @@ run's log: one checkpoint per step) and its successor enqueued. Reported:
 steps/s (median of the repeats), p50/p99 of one step (take to ack, in the
 workers), the workers' CPU time per step, the 2-worker/1-worker ratio and the
 5,000 steps/s target; each repeat prints the machine's load average (the
-cores are shared with the queue server and anything else running).
+cores are shared with the queue server and anything else running). A third
+setup, "2 apart", runs 2 workers on two queues of their own with half the runs
+each: nothing is shared but the server and the cores, so its ratio to 1 worker
+is the most two worker processes can get on this machine (the ceiling of the
+2-worker ratio).
 
 (b) ``model``: N runs of a 3-step workflow whose every step awaits a simulated
 model call of fixed latency (``asyncio.sleep``), with the same number of steps
@@ -350,24 +354,38 @@ def pct(values: list[float], p: float) -> float:
 # -- (a) no-op steps/s ---------------------------------------------------------------------
 
 
-async def steps_once(kind: str, workers: int, runs: int) -> tuple[float, list[float], float, float]:
-    """(steps/s, step latencies, worker CPU s per step, server CPU s per step)"""
+async def steps_once(
+    kind: str, workers: int, runs: int, queues: int = 1
+) -> tuple[float, list[float], float, float]:
+    """(steps/s, step latencies, worker CPU s per step, server CPU s per step); with
+    ``queues`` 2, the runs and the workers are split over two queues of their own."""
     from openheim.workflow._batch import Batch
 
     url = URLS[kind]
-    name = f"bench{uuid.uuid4().hex[:8]}"
+    names = [f"bench{uuid.uuid4().hex[:8]}" for _ in range(queues)]
     wf = noop_workflow()
-    batch = Batch(url, queue_name=name)
+    batches = [Batch(url, queue_name=name) for name in names]
+    share = runs // queues
+    runs = share * queues
     try:
-        submitted = await submit_all(wf, url, name, runs)
-        procs = start_workers(workers, url, name, "noop", 64, kind.endswith("-generic"))
-        scpu0 = await server_cpu(batch)
-        spies = profile(procs, f"{kind}-{workers}w")
+        submitted = [await submit_all(wf, url, name, share) for name in names]
+        procs = []
+        for name in names:
+            procs += start_workers(
+                workers // queues, url, name, "noop", 64, kind.endswith("-generic")
+            )
+        scpu0 = await server_cpu(batches[0])
+        spies = profile(procs, f"{kind}-{workers}w{'-split' if queues > 1 else ''}")
         t0 = time.monotonic()
         go(procs)
-        ends = await wait_ends(batch, name, set(submitted), 600)
-        elapsed = max(ends.values()) - t0
-        scpu = await server_cpu(batch) - scpu0  # (includes the polling of wait_ends)
+        ends = await asyncio.gather(
+            *(
+                wait_ends(b, name, set(sub), 600)
+                for b, name, sub in zip(batches, names, submitted, strict=True)
+            )
+        )
+        elapsed = max(max(e.values()) for e in ends) - t0
+        scpu = await server_cpu(batches[0]) - scpu0  # (includes the polling of wait_ends)
         reports = stop_workers(procs)
         for spy in spies:
             spy.wait(timeout=60)
@@ -387,64 +405,79 @@ async def steps_once(kind: str, workers: int, runs: int) -> tuple[float, list[fl
             )
         return runs * 10 / elapsed, lat, cpu / (runs * 10), scpu / (runs * 10)
     finally:
-        await cleanup(batch, name)
+        for b, name in zip(batches, names, strict=True):
+            await cleanup(b, name)
+            await b.aclose()
         await wf.aclose()
-        await batch.aclose()
+
+
+# (workers, queues): 1 worker; 2 workers on one queue; 2 workers on a queue each, half the
+# runs each (nothing shared but the server and the cores: the most 2 processes get here)
+SETUPS = {"1": (1, 1), "2": (2, 1), "2 apart": (2, 2)}
 
 
 async def part_steps(kinds: list[str], runs: int, repeats: int) -> list[list[str]]:
-    rates = {k: {1: [], 2: []} for k in kinds}  # type: dict[str, dict[int, list[float]]]
-    lats = {k: {1: [], 2: []} for k in kinds}  # type: dict[str, dict[int, list[float]]]
-    cpus = {k: {1: [], 2: []} for k in kinds}  # type: dict[str, dict[int, list[float]]]
-    scpus = {k: {1: [], 2: []} for k in kinds}  # type: dict[str, dict[int, list[float]]]
+    def each_setup() -> dict[str, list[Any]]:
+        return {k: [] for k in SETUPS}
+
+    rates = {k: each_setup() for k in kinds}
+    lats = {k: each_setup() for k in kinds}
+    cpus = {k: each_setup() for k in kinds}
+    scpus = {k: each_setup() for k in kinds}
     for _ in range(repeats):
         for kind in kinds:  # interleaved, so drift hits every kind and count alike
-            for w in (1, 2):
+            for setup, (w, queues) in SETUPS.items():
                 try:
-                    rate, lat, cpu, scpu = await steps_once(kind, w, runs)
+                    rate, lat, cpu, scpu = await steps_once(kind, w, runs, queues)
                 except Exception as exc:
-                    print(f"{kind} with {w} worker(s): {type(exc).__name__}: {exc}")
-                    rates[kind][w].append(float("nan"))
+                    print(f"{kind} with {setup} worker(s): {type(exc).__name__}: {exc}")
+                    rates[kind][setup].append(float("nan"))
                     continue
-                rates[kind][w].append(rate)
-                lats[kind][w] += lat
-                cpus[kind][w].append(cpu)
-                scpus[kind][w].append(scpu)
+                rates[kind][setup].append(rate)
+                lats[kind][setup] += lat
+                cpus[kind][setup].append(cpu)
+                scpus[kind][setup].append(scpu)
                 load = os.getloadavg()[0]
                 print(
-                    f"  {kind} {w}w: {rate:,.0f} steps/s, worker CPU {cpu * 1e6:.0f} us/step, "
-                    f"server {scpu * 1e6:.0f} us/step "
-                    f"(load average {load:.1f})",
+                    f"  {kind} {setup}: {rate:,.0f} steps/s, worker CPU {cpu * 1e6:.0f} "
+                    f"us/step, server {scpu * 1e6:.0f} us/step (load average {load:.1f})",
                     flush=True,
                 )
     # The cores are shared with the queue server and anything else running, and the
     # ratio moves from repeat to repeat: each repeat's own 1-worker and 2-worker runs
     # (made one after the other) give one ratio each.
     for kind in kinds:
-        each = [b / a for a, b in zip(rates[kind][1], rates[kind][2], strict=True) if a and b]
-        if each:
-            print(
-                f"  {kind} 2w/1w per repeat: {', '.join(f'{r:.2f}x' for r in each)} "
-                f"(median {statistics.median(each):.2f}x)"
-            )
+        for setup in ("2", "2 apart"):
+            each = [
+                b / a for a, b in zip(rates[kind]["1"], rates[kind][setup], strict=True) if a and b
+            ]
+            if each:
+                print(
+                    f"  {kind} {setup}/1 per repeat: {', '.join(f'{r:.2f}x' for r in each)} "
+                    f"(median {statistics.median(each):.2f}x)"
+                )
     rows = []
     med_of = {k: {w: statistics.median(v) for w, v in rates[k].items()} for k in kinds}
     for kind in kinds:
         med = med_of[kind]
         base = med_of.get(kind + "-generic")
-        for w in (1, 2):
+        for setup in SETUPS:
             rows.append(
                 [
                     kind,
-                    str(w),
-                    f"{med[w]:,.0f}",
-                    f"{pct(lats[kind][w], 0.5) * 1000:.2f} ms",
-                    f"{pct(lats[kind][w], 0.99) * 1000:.2f} ms",
-                    f"{statistics.median(cpus[kind][w]) * 1e6:.0f} us" if cpus[kind][w] else "",
-                    f"{statistics.median(scpus[kind][w]) * 1e6:.0f} us" if scpus[kind][w] else "",
-                    f"{med[w] / base[w]:.2f}x" if base else "",
-                    f"{med[2] / med[1]:.2f}x" if w == 2 else "",
-                    ("yes" if med[2] >= 5000 else "NO") if w == 2 else "",
+                    setup,
+                    f"{med[setup]:,.0f}",
+                    f"{pct(lats[kind][setup], 0.5) * 1000:.2f} ms",
+                    f"{pct(lats[kind][setup], 0.99) * 1000:.2f} ms",
+                    f"{statistics.median(cpus[kind][setup]) * 1e6:.0f} us"
+                    if cpus[kind][setup]
+                    else "",
+                    f"{statistics.median(scpus[kind][setup]) * 1e6:.0f} us"
+                    if scpus[kind][setup]
+                    else "",
+                    f"{med[setup] / base[setup]:.2f}x" if base else "",
+                    f"{med[setup] / med['1']:.2f}x" if setup != "1" else "",
+                    ("yes" if med[setup] >= 5000 else "NO") if setup == "2" else "",
                 ]
             )
     return rows
@@ -552,7 +585,7 @@ async def main(args: argparse.Namespace) -> None:
                 "CPU/step",
                 "server CPU/step",
                 "vs generic",
-                "2w/1w",
+                "vs 1",
                 ">=5,000/s",
             ],
             rows,
@@ -561,6 +594,8 @@ async def main(args: argparse.Namespace) -> None:
             "CPU/step: worker processes' CPU time per step; server CPU/step: Redis INFO cpu, "
             "nats-server's /proc figures (both include other clients of a shared server); "
             "vs generic: steps/s over the same engine's generic backend (<engine>-generic); "
+            "2 apart: 2 workers on a queue each, half the runs each (they share only the "
+            "server and the cores: the most two processes can do here); "
             f"{os.cpu_count()} cores, load average now {os.getloadavg()[0]:.1f}"
         )
     if args.part in ("model", "all"):
