@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 import pytest
 from batchhelpers import REDIS_URL, drop_namespace
 
+from openheim.errors import ConfigError
 from openheim.workflow._backends import _Claim, _Commit, _Finish, _fused
 from openheim.workflow._batch import CLAIM, CLAIM_TTL, Batch
 from openheim.workflow._redis_fused import RedisBackend
@@ -31,12 +32,14 @@ class Env:
         self.name = f"f{uuid.uuid4().hex[:10]}"
         self.batches: list[Batch] = []
 
-    def backend(self) -> RedisBackend:
-        """A worker's backend, with its own connection (another process, as it were)."""
+    def backend(self, consumer: str | None = None) -> RedisBackend:
+        """A worker's backend, with its own connection (another process, as it were);
+        with a ``consumer``, that worker's (a chain's next tasks go on its own stream)."""
         b = Batch(REDIS_URL, queue_name=self.name, visibility_timeout=0.2)
         self.batches.append(b)
         backend = _fused(b)
         assert isinstance(backend, RedisBackend)
+        backend.consumer = consumer
         return backend
 
     async def close(self) -> None:
@@ -67,7 +70,7 @@ async def chained(env: Env, backend: RedisBackend, run: str) -> Delivery:
     q = backend.q
     assert await backend.batch.scoped(env.name).append("wf/" + run, b"s") == 1
     await q.put([task(env, run, "0:a")])
-    (d0,) = await q.take("w1", 1, timeout=0.5)
+    (d0,) = await q.take(backend.consumer or "w1", 1, timeout=0.5)
     assert (d0.once, backend.first(d0)) == (False, False)  # put by a submit, not a commit
     c = _Claim(env.name, run, "0:a", 1, "w1", first=backend.first(d0))
     ((token, committed, _),) = await backend.claim_many([c])
@@ -77,9 +80,29 @@ async def chained(env: Env, backend: RedisBackend, run: str) -> Delivery:
         [_Commit(env.name, run, "0:a", token, b"a", 1, settle)]
     )
     assert (ok, settled) == (True, True)
-    (d1,) = await q.take("w1", 1, timeout=0.5)
+    (d1,) = await q.take(backend.consumer or "w1", 1, timeout=0.5)
     assert d1.task.task == "1:b"
     return d1
+
+
+async def settle_next(
+    env: Env, backend: RedisBackend, run: str, acks: list[Delivery] | None = None
+) -> None:
+    """Start ``run`` and commit its 0:a (claimed), settling its successor 1:b."""
+    assert await backend.batch.scoped(env.name).append("wf/" + run, b"s") == 1
+    ((token, _, _),) = await backend.claim_many(
+        [_Claim(env.name, run, "0:a", 1, backend.consumer or "w1")]
+    )
+    settle = _Finish(tasks=[task(env, run, "1:b")], acks=acks or [], ends=[])
+    ((ok, settled, _),) = await backend.commit_many(
+        [_Commit(env.name, run, "0:a", token, b"a", 1, settle)]
+    )
+    assert (ok, settled) == (True, True)
+
+
+async def own_entries(q: RedisQueue, consumer: str) -> int:
+    n: int = await q.client.xlen(q.own(consumer))
+    return n
 
 
 async def fence_of(backend: RedisBackend, env: Env, run: str, name: str) -> dict[bytes, bytes]:
@@ -169,3 +192,94 @@ async def test_a_first_delivery_that_committed_is_seen_committed_by_a_later_clai
     assert not ok
     records = await w.batch.scoped(env.name).read_log("wf/" + run)
     assert [r for _, r in records] == [b"s", b"a", b"first"]
+
+
+async def test_a_chain_s_next_task_goes_on_its_worker_s_own_stream_and_comes_first(
+    env: Env,
+) -> None:
+    """The worker that committed a step takes the run's next one first (its view of
+    the run is current), before older tasks of the shared stream."""
+    w = env.backend("w1")
+    q = w.q
+    run = "own1"
+    await q.put([task(env, run, "0:a")])
+    (d0,) = await q.take("w1", 1, timeout=0.5)
+    await q.put([task(env, "other", "0:a")])  # older than 1:b, on the shared stream
+    await settle_next(env, w, run, [d0])
+    assert await own_entries(q, "w1") == 1
+    assert (await q.stats()).depth == 2  # the shared stream's task and w1's own
+    (d1,) = await q.take("w1", 1, timeout=0.5)
+    assert (d1.task.task, d1.once, d1.id.endswith("@w1")) == ("1:b", True, True)
+    # Its commit acks it on the own stream, which is left empty.
+    ((ok, settled, _),) = await w.commit_many(
+        [_Commit(env.name, run, "1:b", 0, b"b", 2, _Finish(tasks=[], acks=[d1], ends=[]))]
+    )
+    assert (ok, settled) == (True, True)
+    assert await own_entries(q, "w1") == 0
+    (d2,) = await q.take("w1", 1, timeout=0.5)
+    assert (d2.task.run_id, d2.id.count("@")) == ("other", 0)
+    await q.ack(d2)
+    assert (await q.stats()).depth == 0
+    with pytest.raises(ConfigError, match="has no '@'"):
+        await q.take("w@2", 1)
+
+
+async def test_another_worker_takes_what_one_has_not_taken_of_its_own(env: Env) -> None:
+    w1 = env.backend("w1")
+    q = w1.q
+    await settle_next(env, w1, "own2")  # 1:b on w1's own stream, not taken yet
+    assert await own_entries(q, "w1") == 1
+    # An idle w2 (nothing on the shared stream) takes it, as its first delivery.
+    q._last_reclaim["w2"] = float("inf")
+    (got,) = await q.take("w2", 5, timeout=0.5)
+    assert (got.task.run_id, got.once, got.deliveries) == ("own2", True, 1)
+    assert got.id.endswith("@w1")  # still w1's stream's entry: acked or given back there
+    await q.release(got)  # given back (a draining worker): on the shared stream now
+    assert await own_entries(q, "w1") == 0
+    (again,) = await q.take("w2", 5, timeout=0.5)
+    assert (again.task.run_id, again.id.count("@"), again.once) == ("own2", 0, False)
+    await q.ack(again)
+    assert (await q.stats()).depth == 0
+
+
+async def test_a_stopped_worker_gives_its_own_tasks_back_and_a_gone_one_is_taken_over(
+    env: Env,
+) -> None:
+    w1 = env.backend("w1")
+    q = w1.q
+    for run in ("g1", "g2"):
+        await settle_next(env, w1, run)
+    assert await own_entries(q, "w1") == 2
+    assert await q.client.zscore(q.workers, "w1") == 0  # listed by its commit
+    # w1 takes one (then dies with it) and leaves the other untaken.
+    await q._ensure_own("w1")
+    q._last_reclaim["w1"] = float("inf")
+    (held,) = await q.take("w1", 1, timeout=0.5)
+    # Another worker, once w1 is silent long enough, takes the untaken one over and,
+    # after the visibility timeout, the one w1 held (a redelivery).
+    q.gone_after = 0.05
+    await asyncio.sleep(0.3)
+    q._last_reclaim.pop("w2", None)
+    got = await q.take("w2", 5, timeout=0.1)
+    assert sorted((d.task.run_id, d.deliveries) for d in got) == [
+        (held.task.run_id, 2),
+        ("g2" if held.task.run_id == "g1" else "g1", 1),
+    ]
+    assert all(d.id.endswith("@w1") for d in got)
+    await q.ack_many([d.id for d in got])
+    q._last_reclaim.pop("w2", None)
+    assert await q.take("w2", 5, timeout=0.1) == []
+    # w1's emptied stream and its place among the workers are gone.
+    assert (await q.client.exists(q.own("w1")), await q.client.zscore(q.workers, "w1")) == (
+        0,
+        None,
+    )
+    # A worker that stops puts its own untaken tasks back on the shared stream.
+    w3 = env.backend("w3")
+    await settle_next(env, w3, "g3")
+    assert await q.leave("w3") == 1
+    assert await q.client.exists(q.own("w3")) == 0
+    q._last_reclaim["w2"] = float("inf")
+    (back,) = await q.take("w2", 5, timeout=0.5)
+    assert (back.task.run_id, back.id.count("@"), back.once) == ("g3", 0, True)
+    await q.ack(back)

@@ -111,6 +111,9 @@ class _Backend:
     def __init__(self, batch: Batch) -> None:
         self.batch = batch
         self.queue = batch.queue
+        # The worker whose calls these are (set by it): a backend may keep that worker's
+        # runs with it (the Redis backend puts a chain's next task on its own stream).
+        self.consumer: str | None = None
 
     async def claim(self, c: _Claim) -> tuple[int, bytes | None, Records]:
         """(token, committed record or None, the log after ``c.after``); token 0:

@@ -11,7 +11,9 @@ generic backend reads and writes the same state. A committed fencing key
 holds ``b"C"`` only: its record is in the log already.
 
 A chain's next task, put by the commit of its predecessor's result (which
-happens once per committed record), is marked put once (stream field ``o``).
+happens once per committed record), goes on the committing worker's own
+stream (it takes it first: its view of the run is current; see
+``queues.redis``) and is marked put once (stream field ``o``).
 Its first delivery (``XREADGROUP >`` hands an entry out once) writes no
 fencing key: its token is 0, and its commit expects the key unwritten. Any
 other delivery claims as before (token = the key's version + 1), so a
@@ -72,13 +74,17 @@ return out
 """
 )
 
-# KEYS: stream, ends counter, ends log; ARGV: claim ttl ms, group, dedup ttl ms, msgpack
+# KEYS: stream, ends counter, ends log, the worker's own stream (where a chained settle puts
+# the successors), the workers; ARGV: claim ttl ms, group, dedup ttl ms, msgpack
 # [[claim key, log counter, log hash, token, record, after, settle], ...], repeat ('1': this
 # call was sent before and its reply lost: a key committed at token + 1 was committed by
 # it, reported committed and not settled, as settling again is harmless) where settle is
 # nil or [[dedup key, payload, ...], ack id or '', run end or '']: done only if nothing
 # was recorded in the run after `after`. Binary values (records, payloads, run ends) are
-# the indexes of further ARGV entries (Redis' cmsgpack reads no msgpack bin).
+# the indexes of further ARGV entries (Redis' cmsgpack reads no msgpack bin); ARGV[6]: the
+# prefix of the workers' own streams (an ack id '<id>@<worker>' is an entry of one); ARGV[7]:
+# the worker (listed among the workers if a task went on its own stream and it was not:
+# a worker dropped from the list as gone, whose tasks the others must still see).
 # -> per item {1, settled 1 | 0, {seq, record, ...}}, or one number: 0 refused, else
 # seq * 4 + settled * 2 + 1 when this record is the only one after `after` (no tables).
 _COMMIT = (
@@ -86,6 +92,12 @@ _COMMIT = (
     + """
 local out = {}
 local ttl, group, dttl, again = ARGV[1], ARGV[2], ARGV[3], ARGV[5] == '1'
+local own = false
+local function stream_of(id)
+  local at = string.find(id, '@', 1, true)
+  if at then return ARGV[6] .. string.sub(id, at + 1), string.sub(id, 1, at - 1) end
+  return KEYS[1], id
+end
 for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
   local ck, sk, lk, token, rec, after, st = it[1], it[2], it[3], it[4], ARGV[it[5]], it[6], it[7]
   local cur = redis.call('HMGET', ck, 'v', 'ver')
@@ -110,13 +122,18 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
       local tasks = st[1]
       for j = 1, #tasks, 2 do
         if redis.call('SET', tasks[j], '1', 'NX', 'PX', dttl) then
-          redis.call('XADD', KEYS[1], '*', 't', ARGV[tasks[j + 1]], 'o', '1')
+          if not own then  -- (the group first: the stream may be new, or lost its group)
+            redis.pcall('XGROUP', 'CREATE', KEYS[4], group, '0', 'MKSTREAM')
+            own = true
+          end
+          redis.call('XADD', KEYS[4], '*', 't', ARGV[tasks[j + 1]], 'o', '1')
         end
       end
       local ack = st[2]
       if ack ~= '' then
-        redis.call('XACK', KEYS[1], group, ack)
-        redis.call('XDEL', KEYS[1], ack)
+        local ak, aid = stream_of(ack)
+        redis.call('XACK', ak, group, aid)
+        redis.call('XDEL', ak, aid)
       end
       local e = st[3]
       if e > 0 then
@@ -134,6 +151,7 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
     end
   end
 end
+if own and ARGV[7] ~= '' then redis.call('ZADD', KEYS[5], 'NX', 0, ARGV[7]) end
 return out
 """
 )
@@ -228,7 +246,15 @@ class RedisBackend(_Backend):
     async def commit_many(self, items: list[_Commit]) -> list[tuple[bool, bool, Any]]:
         q = self.q
         rows = []
-        blobs: list[Any] = [self.ttl_ms, GROUP, max(1, round(q.dedup_ttl * 1000)), b"", "0"]
+        blobs: list[Any] = [
+            self.ttl_ms,
+            GROUP,
+            max(1, round(q.dedup_ttl * 1000)),
+            b"",
+            "0",
+            q.own_prefix,
+            self.consumer or "",
+        ]
         for c in items:
             f = c.settle
             st: Any = None
@@ -245,7 +271,12 @@ class RedisBackend(_Backend):
             blobs.append(c.data)
             rows.append((*self._keys(c.ns, c.run_id, c.task), c.token, len(blobs), c.after, st))
         blobs[3] = _enc.encode(rows)
-        keys = [q.stream, *self._ends]
+        keys = [
+            q.stream,
+            *self._ends,
+            q.own(self.consumer) if self.consumer else q.stream,
+            q.workers,
+        ]
 
         async def call(n: int) -> Any:
             await q._ensure_group()
@@ -279,8 +310,6 @@ class RedisBackend(_Backend):
         if f.ends:
             await self._append_script(keys=list(self._ends), args=f.ends, client=pipe)
         if f.acks:
-            ids = [d.id for d in f.acks]
-            pipe.xack(q.stream, GROUP, *ids)
-            pipe.xdel(q.stream, *ids)
+            q.ack_into(pipe, [d.id for d in f.acks])
         await q._ensure_group()
         await pipe.execute()

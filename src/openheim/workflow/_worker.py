@@ -27,8 +27,9 @@ How the token is kept depends on the backend (``_backends``):
 - *Redis* (queue and store on one server, ``_redis_fused``): the same keys,
   with the claims, commits and settles of many deliveries in one Lua script or
   pipeline per group, and no gap between a commit and its record in the log.
-  A chain's next task, put once by its predecessor's commit, writes no
-  fencing key on its first delivery (its commit expects none).
+  A chain's next task, put once by its predecessor's commit, goes on the
+  worker's own stream (the worker takes it first, others only what it leaves)
+  and writes no fencing key on its first delivery (its commit expects none).
 - *NATS JetStream* (queue and KV store, ``_nats_fused``): the run's log is the
   fence. A claim that must fence other deliveries writes a mark into the log,
   a first delivery of a task put once writes nothing, and a commit is one
@@ -167,8 +168,9 @@ class Worker:
     A worker keeps the views of the runs it worked on (their state, folded from
     their records) for their next tasks, about ``cache_mb`` of them (counted as the
     bytes of their records); a run whose view was dropped is read back from its
-    log. Runs move one step at a time in turn, so a batch of many runs in flight
-    wants room for all of them. ``await worker.run()`` works until
+    log. On NATS the runs in flight move one step at a time in turn, so a batch
+    of many wants room for all of them (on Redis a worker takes its own runs'
+    next steps first). ``await worker.run()`` works until
     :meth:`stop` (or ``max_idle`` seconds without work), then drains: tasks
     running finish within ``drain_timeout`` seconds, or are cancelled and
     given back to the queue.
@@ -219,6 +221,7 @@ class Worker:
         self.heartbeat = heartbeat or self.queue.visibility_timeout / 3
         self.stats = WorkerStats()
         self.backend = _fused(self.batch)
+        self.backend.consumer = self.consumer
         self._claim = _Batcher(self._claims)
         self._commit = _Batcher(self._commits)
         self._finish = _Batcher(self._finishes)
@@ -335,6 +338,12 @@ class Worker:
             # let it finish, so nothing talks to the server after run() returned.
             for b in (self._claim, self._commit, self._finish):
                 await b.idle()
+            leave = getattr(self.queue, "leave", None)
+            if leave is not None:  # this worker's own next tasks go back to the others
+                try:
+                    await leave(self.consumer)
+                except Exception as exc:
+                    log.warning("could not give back this worker's own tasks (%s)", exc)
         return self.stats
 
     async def _pause(self, seconds: float) -> None:

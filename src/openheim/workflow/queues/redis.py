@@ -1,18 +1,33 @@
-"""``redis://``: a :class:`TaskQueue` on a Redis Stream with one consumer group.
+"""``redis://``: a :class:`TaskQueue` on Redis Streams with one consumer group.
 
-Keys (``{p}`` is ``ohq:<name>:``): the stream ``{p}stream`` (group
+Keys (``{p}`` is ``ohq:<name>:``): the shared stream ``{p}stream`` (group
 ``workers``; an entry's field ``t`` is the task, ``o`` marks a task put once
-by a worker's fenced commit, ``Delivery.once``), the dead letters ``{p}dead`` (a stream too), the counter
-``{p}redeliveries`` and one ``{p}dedup:<id>`` per task put (``SET NX`` with a
-TTL, in the same Lua script as the ``XADD``, so a task is de-duplicated
-atomically). ``take`` reads new entries with ``XREADGROUP`` and, at most every
-``reclaim_every`` seconds, takes over entries idle for longer than the
-visibility timeout with ``XAUTOCLAIM``; a reclaimed entry delivered more than
-``max_deliveries`` times moves to the dead letters in the same script.
-``extend`` is ``XCLAIM ... JUSTID`` (it resets the idle time without counting
-a delivery) and only for entries the consumer still owns; ``ack`` is ``XACK``
-+ ``XDEL`` (the stream holds only unfinished work: its length is depth plus
-in flight).
+by a worker's fenced commit, ``Delivery.once``), each worker's own stream
+``{p}own:<worker>`` (same group), the list of workers ``{p}workers`` (a sorted
+set: worker -> when it last took, ms), the dead letters ``{p}dead`` (a stream
+too), the counter ``{p}redeliveries`` and one ``{p}dedup:<id>`` per task put
+(``SET NX`` with a TTL, in the same Lua script as the ``XADD``, so a task is
+de-duplicated atomically).
+
+``put`` adds to the shared stream. A worker's own stream holds the next tasks
+of the runs it just moved (its fused commit puts a chain's successor there,
+``_redis_fused``), so a run's chain stays with the worker whose view of it is
+current. ``take`` (one script) reads new entries of the worker's own stream
+first, then of the shared one, then of other workers' own streams (what they
+have not taken: idle workers take work over); with nothing to take, it
+blocks on the worker's own stream and the shared one. At most every
+``reclaim_every`` seconds it also takes over entries of any of these streams
+idle for longer than the visibility timeout (``XAUTOCLAIM``; one delivered
+more than ``max_deliveries`` times moves to the dead letters in the same
+script), and the untaken entries of a worker that has not taken anything for
+``gone_after`` seconds (its emptied stream is dropped). A stopping worker
+puts its own untaken entries back on the shared stream (``leave``).
+
+A delivery's id is the entry's id, followed by ``@<worker>`` for an entry of
+that worker's own stream. ``extend`` is ``XCLAIM ... JUSTID`` (it resets the
+idle time without counting a delivery) and only for entries the consumer
+still owns; ``ack`` is ``XACK`` + ``XDEL`` (the streams hold only unfinished
+work: their length is depth plus in flight).
 
 Entries survive a Redis restart as far as Redis persists them (AOF or RDB).
 The client never sends a command twice by itself; every call but ``take`` is
@@ -58,39 +73,138 @@ end
 return n
 """
 
-# KEYS: stream, dead, redeliveries; ARGV: group, consumer, min idle ms, count, max deliveries.
-# -> {id, payload, deliveries, ...} of the reclaimed entries still to run.
+# KEYS: stream, dead, redeliveries, workers; ARGV: group, consumer, min idle ms, count, max
+# deliveries, now (s, for the dead letters), now ms, own-stream prefix, ms after which a
+# silent worker's own stream is taken over.
+# -> {owner ('' for the shared stream), id, payload, deliveries, ...} of the entries to run:
+# entries of any stream idle too long (redelivered), and the untaken entries of the own
+# streams of workers silent too long (their first delivery; an emptied one is dropped).
 _RECLAIM = """
-local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', ARGV[4])
+local g, me, maxd, want = ARGV[1], ARGV[2], tonumber(ARGV[5]), tonumber(ARGV[4])
+local now, prefix, gone = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9])
 local out = {}
-local maxd = tonumber(ARGV[5])
 local n = 0
-for _, e in ipairs(r[2]) do
-  local id = e[1]
-  local fields = e[2]
-  if fields then
-    local payload = fields[2]
-    local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
-    local count = 1
-    if p[1] then count = tonumber(p[1][4]) end
-    n = n + 1
-    if count > maxd then
-      redis.call('XADD', KEYS[2], '*', 't', payload, 'id', id, 'n', count,
-                 'why', 'delivered ' .. count .. ' times without being acked',
-                 'at', ARGV[6])
-      redis.call('XACK', KEYS[1], ARGV[1], id)
-      redis.call('XDEL', KEYS[1], id)
-    else
-      table.insert(out, id)
-      table.insert(out, payload)
-      table.insert(out, count)
+local streams = {{KEYS[1], ''}}
+local workers = redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES')
+for i = 1, #workers, 2 do
+  streams[#streams + 1] = {prefix .. workers[i], workers[i], tonumber(workers[i + 1])}
+end
+for _, st in ipairs(streams) do
+  local key, owner = st[1], st[2]
+  if #out >= want * 4 then break end
+  local ok, r = pcall(redis.call, 'XAUTOCLAIM', key, g, me, ARGV[3], '0-0', 'COUNT',
+                      want - #out / 4)
+  if ok then
+    for _, e in ipairs(r[2]) do
+      local id = e[1]
+      local fields = e[2]
+      if fields then
+        local payload = fields[2]
+        local p = redis.call('XPENDING', key, g, id, id, 1)
+        local count = 1
+        if p[1] then count = tonumber(p[1][4]) end
+        n = n + 1
+        if count > maxd then
+          redis.call('XADD', KEYS[2], '*', 't', payload, 'id', id, 'n', count,
+                     'why', 'delivered ' .. count .. ' times without being acked',
+                     'at', ARGV[6])
+          redis.call('XACK', key, g, id)
+          redis.call('XDEL', key, id)
+        else
+          out[#out + 1] = owner
+          out[#out + 1] = id
+          out[#out + 1] = payload
+          out[#out + 1] = count
+        end
+      else
+        redis.call('XACK', key, g, id)
+      end
     end
-  else
-    redis.call('XACK', KEYS[1], ARGV[1], id)
+  end
+  if owner ~= '' and owner ~= me and st[3] < now - gone then
+    -- a worker silent too long: its untaken entries are ours, its emptied stream goes
+    if #out < want * 4 then
+      local got = redis.pcall('XREADGROUP', 'GROUP', g, me, 'COUNT', want - #out / 4,
+                              'STREAMS', key, '>')
+      if type(got) == 'table' and got[1] then
+        for _, e in ipairs(got[1][2]) do
+          out[#out + 1] = owner
+          out[#out + 1] = e[1]
+          out[#out + 1] = e[2][2]
+          out[#out + 1] = 1
+        end
+      end
+    end
+    if redis.call('XLEN', key) == 0 then
+      redis.call('DEL', key)
+      redis.call('ZREM', KEYS[4], owner)
+    end
   end
 end
 if n > 0 then redis.call('INCRBY', KEYS[3], n) end
 return out
+"""
+
+# KEYS: own stream, shared stream, workers; ARGV: group, consumer, count, now ms, own-stream
+# prefix -> {owner ('' shared), id, payload, put once (1 | 0), ...}: new entries of the
+# worker's own stream first (the next steps of its runs), then of the shared one, then of
+# other workers' own streams (work they have not taken yet), at most `count` in all.
+_TAKE = """
+local g, me, want, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[5]
+redis.call('ZADD', KEYS[3], ARGV[4], me)
+local out = {}
+local function take(key, owner, strict)
+  local k = want - #out / 4
+  if k <= 0 then return end
+  local got
+  if strict then
+    got = redis.call('XREADGROUP', 'GROUP', g, me, 'COUNT', k, 'STREAMS', key, '>')
+  else
+    got = redis.pcall('XREADGROUP', 'GROUP', g, me, 'COUNT', k, 'STREAMS', key, '>')
+    if type(got) ~= 'table' then return end
+  end
+  if not got or not got[1] then return end
+  for _, e in ipairs(got[1][2]) do
+    local f = e[2]
+    out[#out + 1] = owner
+    out[#out + 1] = e[1]
+    out[#out + 1] = f[2]
+    out[#out + 1] = f[3] == 'o' and 1 or 0
+  end
+end
+take(KEYS[1], me, true)
+take(KEYS[2], '', true)
+if #out / 4 < want then
+  for _, w in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+    if w ~= me then take(prefix .. w, w, false) end
+    if #out / 4 >= want then break end
+  end
+end
+return out
+"""
+
+# KEYS: own stream, workers; ARGV: group, consumer, shared stream -> how many entries went
+# back: a stopping worker puts its own stream's untaken entries on the shared stream, and
+# drops the stream (and leaves the workers) if nothing of it is left in flight.
+_LEAVE = """
+local g, me = ARGV[1], ARGV[2]
+local n = 0
+local ok, got = pcall(redis.call, 'XREADGROUP', 'GROUP', g, me, 'COUNT', 100000,
+                      'STREAMS', KEYS[1], '>')
+if ok and got and got[1] then
+  for _, e in ipairs(got[1][2]) do
+    local f = e[2]
+    redis.call('XADD', ARGV[3], '*', unpack(f))
+    redis.call('XACK', KEYS[1], g, e[1])
+    redis.call('XDEL', KEYS[1], e[1])
+    n = n + 1
+  end
+end
+if redis.call('XLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], me)
+end
+return n
 """
 
 # KEYS: stream; ARGV: group, consumer, ids... -> how many were still owned (and extended).
@@ -106,12 +220,12 @@ end
 return n
 """
 
-# KEYS: stream; ARGV: group, payload, id -> the new id (the old entry is acked and dropped),
-# or 0 when the entry was acked already (a repeat: it was released then).
+# KEYS: the entry's stream, the shared stream; ARGV: group, payload, id -> the new id (the
+# old entry is acked and dropped), or 0 when the entry was acked already (a repeat).
 _RELEASE = """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[3]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[3])
-return redis.call('XADD', KEYS[1], '*', 't', ARGV[2])
+return redis.call('XADD', KEYS[2], '*', 't', ARGV[2])
 """
 
 # KEYS: stream, dead; ARGV: group, id, payload, deliveries, reason, at -> 1 if moved.
@@ -176,14 +290,21 @@ class RedisQueue:
         self.stream = p + "stream"
         self.dead = p + "dead"
         self.counter = p + "redeliveries"
+        self.workers = p + "workers"
+        self.own_prefix = p + "own:"
+        # a worker silent this long (no take) has its own stream's untaken entries taken
+        self.gone_after = max(3 * self.visibility_timeout, 10.0)
         c = self.client
         self._put = c.register_script(_PUT)
+        self._take = c.register_script(_TAKE)
+        self._leave = c.register_script(_LEAVE)
         self._reclaim = c.register_script(_RECLAIM)
         self._extend = c.register_script(_EXTEND)
         self._release = c.register_script(_RELEASE)
         self._dead = c.register_script(_DEAD)
         self._retry = c.register_script(_RETRY)
         self._group_ready = False
+        self._own_ready: set[str] = set()  # consumers whose own stream has its group
         self._last_reclaim: dict[str, float] = {}
         self._closed = False
 
@@ -197,6 +318,30 @@ class RedisQueue:
 
     def dedup_key(self, task: Task) -> str:
         return self.prefix + "dedup:" + task.dedup_id()
+
+    def own(self, consumer: str) -> str:
+        """The stream of a worker's own next tasks (see the module docstring)."""
+        return self.own_prefix + consumer
+
+    def where(self, delivery_id: str) -> tuple[str, str]:
+        """(stream, entry id) of a delivery id: ``<entry id>@<worker>`` is an entry of
+        that worker's own stream, a bare entry id one of the shared stream."""
+        eid, at, owner = delivery_id.partition("@")
+        return (self.own(owner), eid) if at else (self.stream, eid)
+
+    def _id(self, owner: Any, eid: Any) -> str:
+        owner = _s(owner)
+        return f"{_s(eid)}@{owner}" if owner else _s(eid)
+
+    def ack_into(self, pipe: Any, ids: builtins.list[str]) -> None:
+        """Queue the ``XACK`` + ``XDEL`` of ``ids`` on ``pipe``, stream by stream."""
+        by: dict[str, list[str]] = {}
+        for i in ids:
+            stream, eid = self.where(i)
+            by.setdefault(stream, []).append(eid)
+        for stream, eids in by.items():
+            pipe.xack(stream, GROUP, *eids)
+            pipe.xdel(stream, *eids)
 
     async def _ensure_group(self) -> None:
         if self._group_ready:
@@ -223,8 +368,19 @@ class RedisQueue:
             if "NOGROUP" not in str(exc):
                 raise
             self._group_ready = False
+            self._own_ready.clear()
             await self._ensure_group()
             return await call()
+
+    async def _ensure_own(self, consumer: str) -> None:
+        if consumer in self._own_ready:
+            return
+        try:
+            await self.client.xgroup_create(self.own(consumer), GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._own_ready.add(consumer)
 
     # -- the protocol ------------------------------------------------------------------
 
@@ -246,6 +402,8 @@ class RedisQueue:
         self, consumer: str, count: int = 1, *, timeout: float = 1.0
     ) -> builtins.list[Delivery]:
         self._check_open()
+        if "@" in consumer:
+            raise ConfigError(f"a consumer name has no '@', got {consumer!r}")
         out: list[Delivery] = []
         now = time.monotonic()
         if now - self._last_reclaim.get(consumer, 0.0) >= self.reclaim_every:
@@ -253,28 +411,61 @@ class RedisQueue:
             out = await self._take_reclaimed(consumer, count)
         if len(out) >= count:
             return out
-        block = None if out else max(1, round(timeout * 1000))
+        own = self.own(consumer)
 
+        async def take() -> Any:
+            await self._ensure_own(consumer)
+            return await self._take(
+                keys=[own, self.stream, self.workers],
+                args=[
+                    GROUP,
+                    consumer,
+                    count - len(out),
+                    round(time.time() * 1000),
+                    self.own_prefix,
+                ],
+            )
+
+        raw = await self._grouped(take)
+        for i in range(0, len(raw), 4):
+            out.append(
+                Delivery(
+                    id=self._id(raw[i], raw[i + 1]),
+                    task=_dec_task.decode(raw[i + 2]),
+                    handle=consumer,
+                    once=raw[i + 3] == 1,
+                )
+            )
+        if out:
+            return out
+
+        # Nothing to take: wait for the next task of the shared stream or of this
+        # worker's own (its running tasks' successors), half the count from each.
         async def read() -> Any:
+            await self._ensure_own(consumer)
             return await self.client.xreadgroup(
-                GROUP, consumer, {self.stream: ">"}, count=count - len(out), block=block
+                GROUP,
+                consumer,
+                {own: ">", self.stream: ">"},
+                count=max(1, count // 2),
+                block=max(1, round(timeout * 1000)),
             )
 
         got = await self._grouped(read)
-        if got:
-            for _stream, entries in got:
-                for eid, fields in entries:
-                    payload = fields.get(b"t")
-                    if payload is None:
-                        continue
-                    out.append(
-                        Delivery(
-                            id=_s(eid),
-                            task=_dec_task.decode(payload),
-                            handle=consumer,
-                            once=b"o" in fields,
-                        )
+        for stream, entries in got or ():
+            owner = consumer if _s(stream) == own else ""
+            for eid, fields in entries:
+                payload = fields.get(b"t")
+                if payload is None:
+                    continue
+                out.append(
+                    Delivery(
+                        id=self._id(owner, eid),
+                        task=_dec_task.decode(payload),
+                        handle=consumer,
+                        once=b"o" in fields,
                     )
+                )
         return out
 
     async def _take_reclaimed(self, consumer: str, count: int) -> builtins.list[Delivery]:
@@ -282,22 +473,44 @@ class RedisQueue:
 
         async def reclaim() -> Any:
             return await self._reclaim(
-                keys=[self.stream, self.dead, self.counter],
-                args=[GROUP, consumer, ms, count, self.max_deliveries, repr(time.time())],
+                keys=[self.stream, self.dead, self.counter, self.workers],
+                args=[
+                    GROUP,
+                    consumer,
+                    ms,
+                    count,
+                    self.max_deliveries,
+                    repr(time.time()),
+                    round(time.time() * 1000),
+                    self.own_prefix,
+                    round(self.gone_after * 1000),
+                ],
             )
 
         raw = await self._grouped(reclaim)
         out = []
-        for i in range(0, len(raw), 3):
+        for i in range(0, len(raw), 4):
             out.append(
                 Delivery(
-                    id=_s(raw[i]),
-                    task=_dec_task.decode(raw[i + 1]),
-                    deliveries=int(raw[i + 2]),
+                    id=self._id(raw[i], raw[i + 1]),
+                    task=_dec_task.decode(raw[i + 2]),
+                    deliveries=int(raw[i + 3]),
                     handle=consumer,
                 )
             )
         return out
+
+    async def leave(self, consumer: str) -> int:
+        """A stopping worker's own untaken tasks go back on the shared stream (and its
+        own stream goes, unless some of it is still in flight); how many went back."""
+        args = [GROUP, consumer, self.stream]
+        return int(
+            await retrying(
+                lambda _: self._leave(keys=[self.own(consumer), self.workers], args=args),
+                "give back a worker's own tasks",
+                self.url,
+            )
+        )
 
     async def extend(self, delivery: Delivery) -> None:
         await self.extend_many([delivery])
@@ -306,14 +519,18 @@ class RedisQueue:
         """Heartbeat several deliveries in one round trip; how many were still ours."""
         if not deliveries:
             return 0
-        by: dict[str, list[str]] = {}
+        by: dict[tuple[str, str], list[str]] = {}
         for d in deliveries:
-            by.setdefault(str(d.handle), []).append(d.id)
+            stream, eid = self.where(d.id)
+            by.setdefault((str(d.handle), stream), []).append(eid)
         n = 0
-        for consumer, ids in by.items():
+        for (consumer, stream), ids in by.items():
             args: list[Any] = [GROUP, consumer, *ids]
             n += int(
-                await self._do(lambda a=args: self._extend(keys=[self.stream], args=a), "extend")
+                await self._do(
+                    lambda a=args, k=[stream]: self._extend(keys=k, args=a),
+                    "extend",
+                )
             )
         return n
 
@@ -326,27 +543,30 @@ class RedisQueue:
 
         async def call() -> Any:
             pipe = self.client.pipeline(transaction=False)
-            pipe.xack(self.stream, GROUP, *ids)
-            pipe.xdel(self.stream, *ids)
+            self.ack_into(pipe, ids)
             return await pipe.execute()
 
         await self._do(call, "ack")
 
     async def release(self, delivery: Delivery) -> None:
-        args: list[Any] = [GROUP, _enc.encode(delivery.task), delivery.id]
-        await self._do(lambda: self._release(keys=[self.stream], args=args), "release a task")
+        stream, eid = self.where(delivery.id)
+        args: list[Any] = [GROUP, _enc.encode(delivery.task), eid]
+        await self._do(
+            lambda: self._release(keys=[stream, self.stream], args=args), "release a task"
+        )
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        stream, eid = self.where(delivery.id)
         args: list[Any] = [
             GROUP,
-            delivery.id,
+            eid,
             _enc.encode(delivery.task),
             delivery.deliveries,
             reason,
             repr(time.time()),
         ]
         await self._do(
-            lambda: self._dead(keys=[self.stream, self.dead], args=args), "dead-letter a task"
+            lambda: self._dead(keys=[stream, self.dead], args=args), "dead-letter a task"
         )
 
     async def dead_letters(self) -> builtins.list[DeadLetter]:
@@ -381,17 +601,23 @@ class RedisQueue:
     async def stats(self) -> QueueStats:
 
         async def call() -> Any:
+            owners = await self.client.zrange(self.workers, 0, -1)
             pipe = self.client.pipeline(transaction=False)
-            pipe.xlen(self.stream)
-            pipe.xpending(self.stream, GROUP)
             pipe.get(self.counter)
             pipe.xlen(self.dead)
-            return await pipe.execute()
+            for stream in [self.stream, *(self.own(_s(o)) for o in owners)]:
+                pipe.xlen(stream)
+                pipe.xpending(stream, GROUP)
+            return await pipe.execute(raise_on_error=False)
 
-        length, pending, redeliveries, dead = await self._do(call, "read the queue's stats")
-        in_flight = int(pending["pending"]) if pending else 0
+        redeliveries, dead, *streams = await self._do(call, "read the queue's stats")
+        length = in_flight = 0
+        for n, pending in zip(streams[::2], streams[1::2], strict=True):
+            if isinstance(n, int) and isinstance(pending, dict):
+                length += n
+                in_flight += int(pending["pending"])
         return QueueStats(
-            depth=max(0, int(length) - in_flight),
+            depth=max(0, length - in_flight),
             in_flight=in_flight,
             redeliveries=int(redeliveries or 0),
             dead_letters=int(dead),
@@ -402,14 +628,16 @@ class RedisQueue:
         self._group_ready = False
 
     async def _purge(self) -> None:
-        keys = [self.stream, self.dead, self.counter]
-        async for k in self.client.scan_iter(match=self.prefix + "dedup:*", count=1000):
-            keys.append(k)
-            if len(keys) >= 1000:
-                await self.client.delete(*keys)
-                keys = []
+        keys: list[Any] = [self.stream, self.dead, self.counter, self.workers]
+        for pattern in ("dedup:*", "own:*"):
+            async for k in self.client.scan_iter(match=self.prefix + pattern, count=1000):
+                keys.append(k)
+                if len(keys) >= 1000:
+                    await self.client.delete(*keys)
+                    keys = []
         if keys:
             await self.client.delete(*keys)
+        self._own_ready.clear()
 
     async def aclose(self) -> None:
         # (redis-py would open new connections for calls made after aclose(), and
