@@ -25,6 +25,17 @@ async def drop_namespace(store: Any, ns: str) -> None:
         await s.delete_log(log)
 
 
+async def close_batches(batches: list[Any], ns: str) -> None:
+    """The end of a test's ``Batch`` objects on one queue and namespace ``ns``: the queue
+    purged, the namespace dropped (through the first), then each closed."""
+    if batches:
+        b = batches[0]
+        await b.queue.purge()
+        await drop_namespace(b.store, ns)
+    for b in batches:
+        await b.aclose()
+
+
 @contextlib.contextmanager
 def private_redis(folder: Path) -> Iterator[PrivateServer]:
     """A redis-server of our own (AOF on, fsync always) on a free port, in ``folder``."""

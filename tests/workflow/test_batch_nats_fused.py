@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from batchhelpers import NATS_URL, drop_namespace
+from batchhelpers import NATS_URL, close_batches
 
 from openheim.errors import ConfigError
 from openheim.workflow._backends import _Batcher, _Claim, _Commit, _Finish, _fused
@@ -44,12 +44,7 @@ class Env:
     async def close(self) -> None:
         for backend in self.backends:
             await backend.aclose()
-        if self.batches:
-            b = self.batches[0]
-            await b.queue.purge()
-            await drop_namespace(b.store, self.name)
-        for b in self.batches:
-            await b.aclose()
+        await close_batches(self.batches, self.name)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from batchhelpers import REDIS_URL, drop_namespace
+from batchhelpers import REDIS_URL, close_batches
 
 from openheim.errors import ConfigError
 from openheim.workflow._backends import _Claim, _Commit, _Finish, _fused
@@ -43,12 +43,7 @@ class Env:
         return backend
 
     async def close(self) -> None:
-        if self.batches:
-            b = self.batches[0]
-            await b.queue.purge()
-            await drop_namespace(b.store, self.name)
-        for b in self.batches:
-            await b.aclose()
+        await close_batches(self.batches, self.name)
 
 
 @pytest.fixture
