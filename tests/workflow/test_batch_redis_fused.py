@@ -278,3 +278,30 @@ async def test_a_stopped_worker_gives_its_own_tasks_back_and_a_gone_one_is_taken
     (back,) = await q.take("w2", 5, timeout=0.5)
     assert (back.task.run_id, back.id.count("@"), back.once) == ("g3", 0, True)
     await q.ack(back)
+
+
+async def test_a_take_never_gives_more_than_asked_when_both_streams_fill_meanwhile(
+    env: Env,
+) -> None:
+    """Tasks arriving on the shared stream and on the worker's own between its take's
+    first look and its wait: the wait returns what each stream has, so one task asked
+    could bring two; the extra one goes back to the shared stream at once."""
+    w1 = env.backend("w1")
+    q = w1.q
+    await q._ensure_own("w1")
+    await settle_next(env, w1, "both")  # on w1's own stream
+    await q.put([task(env, "other", "0:a")])  # on the shared stream
+    first_look = q._take
+
+    async def came_too_late(**kw: object) -> list[object]:
+        return []  # (the first look found nothing: both arrived just after it)
+
+    q._take = came_too_late  # type: ignore[method-assign]
+    q._last_reclaim["w1"] = float("inf")
+    got = await q.take("w1", 1, timeout=0.5)
+    q._take = first_look  # type: ignore[method-assign]
+    assert [(d.task.run_id, d.id.endswith("@w1")) for d in got] == [("both", True)]
+    (back,) = await q.take("w2", 5, timeout=0.5)  # the other one, given back as new
+    assert (back.task.run_id, back.deliveries) == ("other", 1)
+    await q.ack_many([got[0].id, back.id])
+    assert (await q.stats()).depth == 0

@@ -466,7 +466,11 @@ class RedisQueue:
                         once=b"o" in fields,
                     )
                 )
-        return out
+        # Both streams had entries by the time the read arrived (it returns what each
+        # has, half the count of each): what is beyond the count goes back at once.
+        for extra in out[count:]:
+            await self.release(extra)
+        return out[:count]
 
     async def _take_reclaimed(self, consumer: str, count: int) -> builtins.list[Delivery]:
         ms = max(1, round(self.visibility_timeout * 1000))
