@@ -305,3 +305,20 @@ async def test_a_take_never_gives_more_than_asked_when_both_streams_fill_meanwhi
     assert (back.task.run_id, back.deliveries) == ("other", 1)
     await q.ack_many([got[0].id, back.id])
     assert (await q.stats()).depth == 0
+
+
+async def test_a_take_waiting_on_an_own_stream_that_is_dropped_goes_on(env: Env) -> None:
+    """A worker silent too long (a long pause) has its emptied own stream dropped by the
+    others while its take waits on it: the take does not fail, and the stream with its
+    group is there again for the worker's next tasks."""
+    w1 = env.backend("w1")
+    q = w1.q
+    q._last_reclaim["w1"] = float("inf")
+    waiting = asyncio.ensure_future(q.take("w1", 4, timeout=1.0))
+    await asyncio.sleep(0.3)
+    assert await q.client.delete(q.own("w1")) == 1  # (what a gone worker's stream gets)
+    assert await waiting == []
+    await settle_next(env, w1, "back")
+    (d,) = await q.take("w1", 4, timeout=0.5)
+    assert (d.task.run_id, d.id.endswith("@w1")) == ("back", True)
+    await q.ack(d)

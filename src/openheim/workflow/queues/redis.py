@@ -360,12 +360,14 @@ class RedisQueue:
         )
 
     async def _grouped(self, call: Any) -> Any:
-        """Run ``call()``, creating the group again if Redis lost it (a restart)."""
+        """Run ``call()``, creating the groups again if Redis lost them (a restart)."""
         await self._ensure_group()
         try:
             return await call()
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            # (UNBLOCKED: a stream a take waited on was dropped, as a worker's own stream
+            # is when the others found it silent too long)
+            if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                 raise
             self._group_ready = False
             self._own_ready.clear()
