@@ -322,3 +322,40 @@ async def test_a_take_waiting_on_an_own_stream_that_is_dropped_goes_on(env: Env)
     (d,) = await q.take("w1", 4, timeout=0.5)
     assert (d.task.run_id, d.id.endswith("@w1")) == ("back", True)
     await q.ack(d)
+
+
+async def test_whether_a_worker_is_gone_is_judged_by_the_server_s_clock(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker on a host whose clock is an hour behind is not taken for gone: when it
+    last took is the Redis server's time, not its own."""
+    import time as real
+
+    from openheim.workflow.queues import redis as queue_module
+
+    class HourBehind:
+        monotonic = staticmethod(real.monotonic)
+
+        @staticmethod
+        def time() -> float:
+            return real.time() - 3600
+
+    w1 = env.backend("w1")
+    q = w1.q
+    await settle_next(env, w1, "clock1")
+    await settle_next(env, w1, "clock2")  # two of w1's own, not taken yet
+    monkeypatch.setattr(queue_module, "time", HourBehind)
+    q._last_reclaim["w1"] = float("inf")
+    (mine,) = await q.take("w1", 1, timeout=0.5)  # w1 takes one: it is alive
+    monkeypatch.undo()
+    # w2 reclaims (every stream, and the own streams of workers silent for 10 s) and
+    # takes: only what w1 has not taken, as work an idle worker takes over; w1's own
+    # stream stays, with w1 among the workers.
+    q.gone_after = 10.0
+    q._last_reclaim.pop("w2", None)
+    (other,) = await q.take("w2", 5, timeout=0.1)
+    assert {mine.task.run_id, other.task.run_id} == {"clock1", "clock2"}
+    assert other.once  # taken over by an idle worker (a gone one's would count as claimed)
+    assert await q.client.zscore(q.workers, "w1") is not None
+    assert await q.client.exists(q.own("w1")) == 1
+    await q.ack_many([mine.id, other.id])

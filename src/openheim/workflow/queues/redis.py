@@ -74,14 +74,15 @@ return n
 """
 
 # KEYS: stream, dead, redeliveries, workers; ARGV: group, consumer, min idle ms, count, max
-# deliveries, now (s, for the dead letters), now ms, own-stream prefix, ms after which a
-# silent worker's own stream is taken over.
+# deliveries, now (s, for the dead letters), own-stream prefix, ms after which a silent
+# worker's own stream is taken over (by the server's clock: hosts' clocks may differ).
 # -> {owner ('' for the shared stream), id, payload, deliveries, ...} of the entries to run:
 # entries of any stream idle too long (redelivered), and the untaken entries of the own
 # streams of workers silent too long (their first delivery; an emptied one is dropped).
 _RECLAIM = """
 local g, me, maxd, want = ARGV[1], ARGV[2], tonumber(ARGV[5]), tonumber(ARGV[4])
-local now, prefix, gone = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9])
+local t = redis.call('TIME')
+local now, prefix, gone = t[1] * 1000 + math.floor(t[2] / 1000), ARGV[7], tonumber(ARGV[8])
 local out = {}
 local n = 0
 local streams = {{KEYS[1], ''}}
@@ -145,13 +146,14 @@ if n > 0 then redis.call('INCRBY', KEYS[3], n) end
 return out
 """
 
-# KEYS: own stream, shared stream, workers; ARGV: group, consumer, count, now ms, own-stream
-# prefix -> {owner ('' shared), id, payload, put once (1 | 0), ...}: new entries of the
+# KEYS: own stream, shared stream, workers; ARGV: group, consumer, count, own-stream prefix
+# -> {owner ('' shared), id, payload, put once (1 | 0), ...}: new entries of the
 # worker's own stream first (the next steps of its runs), then of the shared one, then of
 # other workers' own streams (work they have not taken yet), at most `count` in all.
 _TAKE = """
-local g, me, want, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[5]
-redis.call('ZADD', KEYS[3], ARGV[4], me)
+local g, me, want, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local t = redis.call('TIME')  -- (the server's clock: hosts' clocks may differ)
+redis.call('ZADD', KEYS[3], t[1] * 1000 + math.floor(t[2] / 1000), me)
 local out = {}
 local function take(key, owner, strict)
   local k = want - #out / 4
@@ -419,13 +421,7 @@ class RedisQueue:
             await self._ensure_own(consumer)
             return await self._take(
                 keys=[own, self.stream, self.workers],
-                args=[
-                    GROUP,
-                    consumer,
-                    count - len(out),
-                    round(time.time() * 1000),
-                    self.own_prefix,
-                ],
+                args=[GROUP, consumer, count - len(out), self.own_prefix],
             )
 
         raw = await self._grouped(take)
@@ -487,7 +483,6 @@ class RedisQueue:
                     count,
                     self.max_deliveries,
                     repr(time.time()),
-                    round(time.time() * 1000),
                     self.own_prefix,
                     round(self.gone_after * 1000),
                 ],
