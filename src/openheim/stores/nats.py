@@ -49,6 +49,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable, Generator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -97,6 +98,19 @@ _SWEEP_EVERY = 5.0  # seconds between looks at the expiry heap when nothing is d
 _STEP_READ = 16  # read_log reads at most this many records one by one (else a consumer)
 _POSITIONS = 64  # log positions kept per log
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+class _Done:
+    """An awaitable that is done already."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # (a generator that ends at once)
+
+
+_DONE = _Done()
 
 
 class _PubAck(msgspec.Struct):
@@ -215,9 +229,12 @@ class _Shared:
 
     # -- set-up ---------------------------------------------------------------------
 
-    async def ready(self) -> None:
-        if self._ready:
-            return
+    def ready(self) -> Awaitable[None]:
+        """Make the streams unless this process made them already (then the awaitable
+        is done at once: no coroutine on every call of the hot paths)."""
+        return _DONE if self._ready else self._make_ready()
+
+    async def _make_ready(self) -> None:
         async with self._ready_lock:
             if not self._ready:
                 await self._create_streams()

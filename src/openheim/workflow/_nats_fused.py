@@ -280,8 +280,7 @@ class NatsBackend(_Backend):
     async def _last(self, stream: str, subject: str, sent: Any = None) -> Any:
         """The last message on ``subject`` (a direct get), as ``_Shared.last``."""
         s = self.s
-        if not s._ready:
-            await s.ready()
+        await s.ready()
         if s.direct.get(stream):
             try:
                 hdrs, data = await self.replies.request(
@@ -337,8 +336,7 @@ class NatsBackend(_Backend):
         if m.MSG_ID not in headers:
             self._count += 1
             headers[m.MSG_ID] = self._ids + str(self._count)
-        if not s._ready:
-            await s.ready()
+        await s.ready()
         try:
             hdrs, data = await self.replies.request(subject, payload, headers, sent)
             if not hdrs.get("Status"):

@@ -113,7 +113,7 @@ class Pulled:
         if h is None:
             return None
         if isinstance(h, bytes):
-            if name.encode() not in h:
+            if not self.has(name):
                 return None
             h = self.headers = parse_headers(h)
         return h.get(name)
