@@ -342,7 +342,11 @@ async def test_a_pull_whose_lean_connection_is_cut_gets_its_task_later(
         while not got and asyncio.get_running_loop().time() < end:
             got = await q.take("c", 1, timeout=0.5)
         assert [d.task.task for d in got] == ["0:a"]
-        assert got[0].deliveries <= 2  # (once more if the server sent it to the cut one)
+        # Redelivered (once more for each delivery the server sent where nobody reads:
+        # the cut connection; on a loaded machine a slow server may take a while to see
+        # it gone), and handed out before the dead-letter limit, not buried.
+        assert got[0].deliveries <= q.max_deliveries
+        assert (await q.stats()).dead_letters == 0
         await q.ack(got[0])
         for _ in range(50):
             if (await q.stats()).in_flight == 0:
