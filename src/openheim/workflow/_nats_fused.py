@@ -711,6 +711,10 @@ class NatsBackend(_Backend):
         read the log, and the successors are marked as put once (``Oh-Once``)."""
         q = self.q
         sent = []
+        # The next tasks go on this worker's own subject: it takes them before others
+        # (its views of their runs are current), and the others take them when they are idle
+        # or it went silent (see NatsQueue.take).
+        subject = q.own_subject(self.consumer) if self.consumer else q.subject
         if f.tasks and q._ready:
             for t in f.tasks:
                 headers = {self._m.MSG_ID: t.dedup_id()}
@@ -726,7 +730,7 @@ class NatsBackend(_Backend):
                         if marks:
                             marked = _enc_marks.encode(marks)
                             headers[H_MARKED] = base64.b64encode(marked).decode()
-                sent.append((t, self.replies.send(q.subject, _enc_task.encode(t), headers)))
+                sent.append((t, self.replies.send(subject, _enc_task.encode(t), headers)))
         ending = None
         if f.ends:
             store: Any = self.batch.store
@@ -737,6 +741,8 @@ class NatsBackend(_Backend):
             )
         try:
             again = [t for t, fut in sent if not await self._landed(fut)] if sent else f.tasks
+            if subject != q.subject and len(sent) > len(again):
+                q.note_own(len(sent) - len(again))
             if again:
                 await q.put(again)
         finally:

@@ -1,10 +1,29 @@
 """``nats://``: a :class:`TaskQueue` on a JetStream work-queue stream with one durable pull consumer.
 
-Per queue name ``q`` the server holds the stream ``OHQ_q`` (subject
-``ohq.q.tasks``, work-queue retention, file storage) with the durable pull
-consumer ``workers`` (explicit acks, ``AckWait`` = visibility timeout,
-``MaxDeliver`` = max_deliveries + 1), and the dead letters in the stream
-``OHQ_q_DEAD`` (subject ``ohq.q.dead``).
+Per queue name ``q`` the server holds the stream ``OHQ_q`` (subjects
+``ohq.q.tasks`` and ``ohq.q.own.*``, work-queue retention, file storage) with
+the durable pull consumer ``workers`` on ``ohq.q.tasks`` (explicit acks,
+``AckWait`` = visibility timeout, ``MaxDeliver`` = max_deliveries + 1), one
+durable ``own_<w>`` on ``ohq.q.own.<w>`` per worker ``w`` that took from it
+(its name as a subject token, see :func:`own_token`), and the dead letters in
+the stream ``OHQ_q_DEAD`` (subject ``ohq.q.dead``; ``ohq.q.redelivered`` holds
+one empty message per redelivery handed out, which the stats count).
+
+Own consumers: a worker's settle puts a run's next tasks on its own subject
+(:meth:`NatsQueue.own_subject`, then :meth:`NatsQueue.note_own`), so the worker
+whose view of the run is current takes them, before the shared tasks. A take
+pulls its own consumer (when this process put something there since it last
+came back short, or a second has passed), then the shared one; with nothing
+there, other workers' untaken own tasks (an idle worker helps a busy one);
+with nothing at all, it waits on the shared consumer, and wakes early when this
+process puts an own task. Every ``gone_after / 2`` seconds (``gone_after`` =
+the longer of 3 visibility timeouts and 10 s) a take also pulls from the own
+consumers that delivered nothing for ``gone_after`` while they had tasks (a
+worker gone or stuck: a pull hands out only what nobody holds, so a live
+worker's claims stay its own), and makes again a consumer the server deleted
+(an own consumer nobody pulls from for an hour goes) if its subject has tasks.
+A stopping worker (:meth:`NatsQueue.leave`) puts its untaken own tasks back on
+the shared subject and deletes its consumer.
 
 - ``put`` publishes each task (JSON) with ``Nats-Msg-Id`` = ``Task.dedup_id()``;
   the stream's duplicate window (``dedup_window``, by default the longer of
@@ -25,10 +44,9 @@ consumer ``workers`` (explicit acks, ``AckWait`` = visibility timeout,
   ack (sent without waiting, in order on the connection), ``release``
   publishes the task again as new and acks the old message (so a task a
   draining worker gives back does not count a delivery, as on Redis).
-- ``stats``: depth = the consumer's ``num_pending``, in flight =
-  ``num_ack_pending``, redeliveries = deliveries - distinct messages
-  delivered (the consumer's delivered consumer and stream sequences), dead
-  letters = the dead-letter stream's message count.
+- ``stats``: depth = the consumers' ``num_pending``, in flight = their
+  ``num_ack_pending``, redeliveries = the messages on ``ohq.q.redelivered``,
+  dead letters = the messages on ``ohq.q.dead``.
 - ``purge`` deletes both streams (with their de-duplication memory); any queue
   object of that name creates them again on its next call.
 
@@ -58,6 +76,7 @@ import asyncio
 import builtins
 import collections
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -82,6 +101,7 @@ __all__ = ["NatsQueue"]
 log = logging.getLogger("openheim.workflow.queues.nats")
 
 DURABLE = "workers"
+OWN = "own_"  # a worker's own consumer is own_<token> on subject ohq.<q>.own.<token>
 _BY_WORKER = "openheim queue: settings of the last worker that took from it"
 _BY_DEFAULT = "openheim queue: default settings (no worker has taken from it yet)"
 NO_MESSAGE = 10057  # JSNoMessageFoundErr
@@ -177,6 +197,11 @@ class NatsQueue:
         self.subject = f"ohq.{name}.tasks"
         self.dead_stream = f"OHQ_{name}_DEAD"
         self.dead_subject = f"ohq.{name}.dead"
+        self.own_prefix = f"ohq.{name}.own."
+        self.redelivered_subject = f"ohq.{name}.redelivered"
+        # A worker that stays silent this long (its own consumer delivers nothing while
+        # it holds work) is taken for gone: the others take over its untaken tasks.
+        self.gone_after = max(3 * self.visibility_timeout, 10.0)
         self._conn = NatsConnection(url)
         self._ready = False
         self._configured = False  # the consumer carries this object's settings
@@ -196,6 +221,15 @@ class NatsQueue:
         self._held: dict[str, list[Any]] = {}
         self._lapse = self.visibility_timeout - min(1.0, 0.2 * self.visibility_timeout)
         self._wake: asyncio.Future[None] | None = None
+        # Own consumers (see take): consumer name -> its durable, made on this server.
+        self._owns: dict[str, str] = {}
+        self._own_put = 0  # tasks this process put on its own subjects (landed)
+        self._own_seen = 0  # _own_put when an own pull last came back short
+        self._own_checked = 0.0  # when own consumers were last pulled without a hint
+        self._stole = 0.0  # when the idle steal pass last looked
+        self._gone_pass = time.monotonic()
+        # other own consumers: durable -> (delivered consumer seq, when it last moved)
+        self._moved: dict[str, tuple[int, float]] = {}
 
     def __repr__(self) -> str:
         return f"NatsQueue({self.url!r}, name={self.name!r})"
@@ -214,23 +248,38 @@ class NatsQueue:
         streams = (
             api.StreamConfig(
                 name=self.stream,
-                subjects=[self.subject],
+                subjects=[self.subject, self.own_prefix + "*"],
                 retention=api.RetentionPolicy.WORK_QUEUE,
                 storage=api.StorageType.FILE,
                 duplicate_window=self.dedup_window,
             ),
             api.StreamConfig(
                 name=self.dead_stream,
-                subjects=[self.dead_subject],
+                subjects=[self.dead_subject, self.redelivered_subject],
                 retention=api.RetentionPolicy.LIMITS,
                 storage=api.StorageType.FILE,
                 duplicate_window=self.dedup_window,
             ),
         )
         for config in streams:
-            # BadRequest: it exists with another configuration (another window): keep it.
-            with contextlib.suppress(nats.js.errors.BadRequestError):
+            try:
                 await retrying(self._conn, partial(js.add_stream, config), "create queue streams")
+            except nats.js.errors.BadRequestError:
+                # It exists with another configuration (another window: keep it), or from
+                # before the own subjects: add those.
+                info = await retrying(
+                    self._conn, partial(js.stream_info, str(config.name)), "read queue streams"
+                )
+                have = list(info.config.subjects or [])
+                if not set(config.subjects or []) <= set(have):
+                    info.config.subjects = have + [
+                        x for x in config.subjects or [] if x not in have
+                    ]
+                    await retrying(
+                        self._conn,
+                        partial(js.update_stream, info.config),
+                        "add subjects to the queue streams",
+                    )
         # A queue object that only puts (a submitter) leaves an existing consumer as the
         # workers configured it; take() sets this object's settings (see _configure).
         try:
@@ -245,7 +294,7 @@ class NatsQueue:
             self._inbox_sub = await nc.subscribe(self._inbox + ".*", cb=self._on_pulled)
         if self._advisory is None:
             self._advisory = await nc.subscribe(
-                f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{DURABLE}",
+                f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.*",
                 cb=self._on_max_deliveries,
             )
         self._ready = True
@@ -261,6 +310,46 @@ class NatsQueue:
             filter_subject=self.subject,
             deliver_policy=api.DeliverPolicy.ALL,
         )
+
+    def own_subject(self, consumer: str) -> str:
+        """The subject of ``consumer``'s own tasks (see :meth:`take`)."""
+        return self.own_prefix + own_token(consumer)
+
+    async def _own(self, consumer: str) -> str:
+        """The durable of ``consumer``'s own consumer, made if this object has not yet."""
+        durable = self._owns.get(consumer)
+        if durable is None:
+            durable = await self._make_own(own_token(consumer))
+            self._owns[consumer] = durable
+        return durable
+
+    async def _make_own(self, token: str) -> str:
+        """Create (or update to this object's settings) the own consumer of ``token``.
+
+        The server deletes one nobody pulled from for an hour (a worker gone while the
+        others were gone too); its tasks stay and the next look at the queue makes it
+        again (see _gone)."""
+        js = await self._js()
+        config = api.ConsumerConfig(
+            durable_name=OWN + token,
+            description="openheim queue: one worker's own next tasks",
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self.visibility_timeout,
+            max_deliver=self.max_deliveries + 1,
+            max_ack_pending=self.max_ack_pending,
+            filter_subject=self.own_prefix + token,
+            deliver_policy=api.DeliverPolicy.ALL,
+            inactive_threshold=max(3600.0, 10 * self.gone_after),
+        )
+        await retrying(
+            self._conn, partial(js.add_consumer, self.stream, config), "create a worker's consumer"
+        )
+        return OWN + token
+
+    def note_own(self, n: int) -> None:
+        """``n`` tasks landed on this process's own subject: the next take looks there."""
+        self._own_put += n
+        self._wake_up()
 
     async def _configure(self, js: JetStreamContext, *, taker: bool = True) -> None:
         """Create the consumer, or update it to this object's visibility timeout and
@@ -301,6 +390,7 @@ class NatsQueue:
         """The streams or the consumer are gone (a purge elsewhere, a server that lost them)."""
         self._ready = False
         self._configured = False
+        self._owns.clear()
 
     # -- the protocol ------------------------------------------------------------------
 
@@ -366,15 +456,12 @@ class NatsQueue:
         msgs = self._drain(count)
         if not msgs:
             try:
-                await self._pull(count, None)
-                msgs = self._drain(count)
-                if not msgs:
-                    await self._pull(1, max(timeout, 0.01))
-                    msgs = self._drain(count)
+                msgs = await self._take(consumer, count, timeout)
             except (nats.errors.ConnectionReconnectingError, nats.errors.ConnectionClosedError):
                 await asyncio.sleep(min(timeout, 0.25))
                 return []
         out = []
+        again: builtins.list[tuple[int, int]] = []
         for msg, pulled in msgs:
             try:
                 n, seq = msg.meta()
@@ -386,6 +473,8 @@ class NatsQueue:
             except msgspec.DecodeError as exc:
                 await self._bury(msg, seq, None, n, f"the message is not a task: {exc}")
                 continue
+            if n > 1:
+                again.append((seq, n))
             if n > self.max_deliveries:
                 reason = f"delivered {n} times without being acked"
                 await self._bury(msg, seq, task, n, reason)
@@ -396,18 +485,125 @@ class NatsQueue:
         if len(self._held) > 50_000:  # deliveries nobody acked: forget the long-lapsed ones
             old = time.monotonic() - 10 * self.visibility_timeout
             self._held = {k: v for k, v in self._held.items() if v[1] > old}
+        if again:
+            await self._count_redeliveries(again)
         return out
+
+    async def _take(
+        self, consumer: str, count: int, timeout: float
+    ) -> builtins.list[tuple[Pulled, float]]:
+        """What take hands out, in this order, until ``count``: the worker's own tasks
+        (the next steps of the runs it moves: its views of them are current), the shared
+        ones, then (idle, or from a worker gone silent) other workers' untaken own tasks;
+        with none anywhere, wait up to ``timeout`` for a shared one (or an own one this
+        process puts meanwhile)."""
+        own = await self._own(consumer)
+        now = time.monotonic()
+        msgs: builtins.list[tuple[Pulled, float]] = []
+        if self._own_put > self._own_seen or now - self._own_checked >= 1.0:
+            # (an own task comes back by itself only after a lost delivery's AckWait)
+            put = self._own_put
+            self._own_checked = now
+            await self._pull(own, count, None)
+            msgs = self._drain(count)
+            if len(msgs) < count:
+                self._own_seen = put
+        if len(msgs) < count:
+            await self._pull(DURABLE, count - len(msgs), None)
+            msgs += self._drain(count - len(msgs))
+        if now - self._gone_pass >= self.gone_after / 2 or (not msgs and now - self._stole >= 0.5):
+            msgs += await self._steal(own, count - len(msgs), idle=not msgs)
+        if not msgs:
+            await self._pull(DURABLE, 1, max(timeout, 0.01))
+            msgs = self._drain(count)
+            if not msgs and self._own_put > self._own_seen:
+                put = self._own_put
+                await self._pull(own, count, None)
+                msgs = self._drain(count)
+                if len(msgs) < count:
+                    self._own_seen = put
+        return msgs
+
+    async def _steal(
+        self, own: str, want: int, *, idle: bool
+    ) -> builtins.list[tuple[Pulled, float]]:
+        """Other workers' own tasks: untaken ones if this worker is idle, and (every
+        ``gone_after / 2``) the untaken and lapsed ones of a worker whose own consumer
+        delivered nothing for ``gone_after`` while it had tasks (it is gone, or stuck).
+        Nothing is taken from a claim another worker holds: a pull hands out only
+        undelivered tasks and those whose AckWait ran out."""
+        now = time.monotonic()
+        self._stole = now
+        gone_pass = now - self._gone_pass >= self.gone_after / 2
+        if gone_pass:
+            self._gone_pass = now
+        js = await self._js()
+        infos = await retrying(
+            self._conn, partial(js.consumers_info, self.stream), "read the queue's consumers"
+        )
+        names = set()
+        msgs: builtins.list[tuple[Pulled, float]] = []
+        for info in infos:
+            name = info.name or ""
+            names.add(name)
+            if name == own or not name.startswith(OWN):
+                continue
+            seq = int(info.delivered.consumer_seq or 0) if info.delivered else 0
+            moved = self._moved.get(name)
+            if moved is None or moved[0] != seq:
+                moved = self._moved[name] = (seq, now)
+            pending, held = int(info.num_pending or 0), int(info.num_ack_pending or 0)
+            gone = now - moved[1] >= self.gone_after and (pending or held)
+            if want > len(msgs) and ((idle and pending) or (gone_pass and gone)):
+                if gone:
+                    log.info(
+                        "queue %s: taking over the tasks of silent consumer %s", self.name, name
+                    )
+                n = want - len(msgs)
+                await self._pull(name, n, None)
+                msgs += self._drain(n)
+        for name in [k for k in self._moved if k not in names]:
+            del self._moved[name]
+        if gone_pass and want > len(msgs):
+            # Tasks on a subject whose consumer the server deleted (every worker was gone
+            # for an hour): make the consumer again, and take them.
+            subjects = await retrying(
+                self._conn,
+                partial(js.stream_info, self.stream, subjects_filter=self.own_prefix + "*"),
+                "read the queue's subjects",
+            )
+            for subject in subjects.state.subjects or {}:
+                token = subject[len(self.own_prefix) :]
+                if OWN + token not in names and want > len(msgs):
+                    name = await self._make_own(token)
+                    n = want - len(msgs)
+                    await self._pull(name, n, None)
+                    msgs += self._drain(n)
+        return msgs
+
+    async def _count_redeliveries(self, again: builtins.list[tuple[int, int]]) -> None:
+        """One message per delivery beyond the first (on the dead-letter stream, named
+        by message and delivery so a publish made again counts once): the stats read
+        their number, as the queue's consumers come and go."""
+        js = await self._js()
+        for seq, n in again:
+            with contextlib.suppress(Exception):  # (a count, not a task: never fail take)
+                await js.publish(
+                    self.redelivered_subject, b"", headers={"Nats-Msg-Id": f"again:{seq}:{n}"}
+                )
 
     def _drain(self, count: int) -> builtins.list[tuple[Pulled, float]]:
         buf = self._buffer
         return [buf.popleft() for _ in range(min(count, len(buf)))]
 
-    async def _pull(self, batch: int, wait: float | None) -> None:
-        """One pull request: ``no_wait`` (wait None) or lingering ``wait`` seconds.
+    async def _pull(self, durable: str, batch: int, wait: float | None) -> None:
+        """One pull request from consumer ``durable``: ``no_wait`` (wait None) or
+        lingering ``wait`` seconds.
 
         Returns once ``batch`` messages are buffered, the request ended (a
-        404/408 status on its own reply subject), the wait ran out, or the lean
-        connection the request went out on was lost.
+        404/408 status on its own reply subject), the wait ran out, the lean
+        connection the request went out on was lost, or (a lingering one) this
+        process put a task on its own subject.
         """
         self._requests += 1
         token = str(self._requests)
@@ -416,7 +612,7 @@ class NatsQueue:
             req["no_wait"] = True
         else:
             req["expires"] = int(wait * 1e9)
-        subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{DURABLE}"
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{durable}"
         payload = json.dumps(req).encode()
         wire = self._conn.wire_now() or await self._conn.wire()
         nc = await self._conn.connect()
@@ -431,9 +627,13 @@ class NatsQueue:
             await nc.publish(subject, payload, reply=f"{self._inbox}.{token}")
         end = time.monotonic() + (wait if wait is not None else 0.0) + 2.0
         answered = False
+        put = self._own_put
         try:
             while len(self._buffer) < batch and token not in self._finished:
                 if wire is not None and wire.closed:
+                    return
+                if wait is not None and self._own_put != put:
+                    answered = True  # (it stays open: what it gets waits for the next take)
                     return
                 left = end - time.monotonic()
                 if left <= 0:
@@ -634,22 +834,62 @@ class NatsQueue:
 
     async def stats(self) -> QueueStats:
         js = await self._js()
-        info = await retrying(
-            self._conn, partial(js.consumer_info, self.stream, DURABLE), "read queue stats"
+        infos = await retrying(
+            self._conn, partial(js.consumers_info, self.stream), "read queue stats"
         )
         dead = await retrying(
-            self._conn, partial(js.stream_info, self.dead_stream), "read queue stats"
+            self._conn,
+            partial(js.stream_info, self.dead_stream, subjects_filter=f"ohq.{self.name}.*"),
+            "read queue stats",
         )
-        delivered = info.delivered
-        redeliveries = 0
-        if delivered is not None:
-            redeliveries = max(0, (delivered.consumer_seq or 0) - (delivered.stream_seq or 0))
+        counts = dead.state.subjects or {}
         return QueueStats(
-            depth=int(info.num_pending or 0),
-            in_flight=int(info.num_ack_pending or 0),
-            redeliveries=redeliveries,
-            dead_letters=int(dead.state.messages),
+            depth=sum(int(i.num_pending or 0) for i in infos),
+            in_flight=sum(int(i.num_ack_pending or 0) for i in infos),
+            redeliveries=int(counts.get(self.redelivered_subject, 0)),
+            dead_letters=int(counts.get(self.dead_subject, 0)),
         )
+
+    async def leave(self, consumer: str) -> int:
+        """A stopping worker's own untaken tasks go back on the shared subject (and its
+        own consumer goes, unless some of its tasks are still in flight); how many went
+        back."""
+        durable = self._owns.get(consumer)
+        if durable is None:
+            return 0
+        js = await self._js()
+        kept = [m for m in self._buffer if m[0].reply.split(".")[3:4] != [durable]]
+        mine = [m for m, _ in self._buffer if m.reply.split(".")[3:4] == [durable]]
+        self._buffer = collections.deque(kept)
+        while True:
+            await self._pull(durable, 256, None)
+            got = self._drain(256)
+            if not got:
+                break
+            mine += [m for m, _ in got]
+        moved = 0
+        for msg in mine:
+            try:
+                _, seq = msg.meta()
+                task = _dec_task.decode(msg.data)
+            except (ValueError, msgspec.DecodeError):
+                await self._send(msg, _NAK)  # (take buries it, from the own consumer)
+                continue
+            await self._publish(js, task, f"leave:{seq}")
+            nc = await self._conn.connect()
+            await nc.request(msg.reply, _ACK, timeout=5)  # (acked for sure: it was put again)
+            moved += 1
+        for _ in range(10):  # (this worker's last acks may still be on their way)
+            info = await retrying(
+                self._conn, partial(js.consumer_info, self.stream, durable), "read a consumer"
+            )
+            if not info.num_pending and not info.num_ack_pending:
+                with contextlib.suppress(nats.js.errors.NotFoundError):
+                    await js.delete_consumer(self.stream, durable)
+                self._owns.pop(consumer, None)
+                break
+            await asyncio.sleep(0.05)
+        return moved
 
     async def purge(self) -> None:
         js = await self._js()
@@ -694,3 +934,12 @@ async def _delete_msg(js: JetStreamContext, stream: str, seq: int) -> bool:
         if exc.err_code == NO_MESSAGE or isinstance(exc, nats.js.errors.NotFoundError):
             return False
         raise
+
+
+def own_token(consumer: str) -> str:
+    """``consumer`` as a subject token and consumer name: letters, digits, '-' and '_'
+    (anything else becomes '_', and a short hash of the name keeps it unique)."""
+    token = "".join(ch if ch in _NAME_OK else "_" for ch in consumer)[:64]
+    if token != consumer or not token:
+        token += "_" + hashlib.blake2s(consumer.encode(), digest_size=4).hexdigest()
+    return token
