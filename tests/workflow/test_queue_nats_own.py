@@ -90,7 +90,7 @@ async def put_own(q: NatsQueue, consumer: str, tasks: list[Task]) -> None:
     js = await q._js()
     for t in tasks:
         await js.publish(q.own_subject(consumer), msgspec.json.encode(t))
-    q.note_own(len(tasks))
+    q.note_own(consumer, len(tasks))
 
 
 async def take_until(q: NatsQueue, consumer: str, n: int, deadline: float = 20.0) -> list[Delivery]:
@@ -251,3 +251,20 @@ async def test_a_queue_from_before_the_own_subjects_gets_them() -> None:
         await q.purge()
         await q.aclose()
         await nc.close()
+
+
+async def test_stats_count_the_tasks_of_every_worker_past_a_page_of_consumers(env: Env) -> None:
+    q = env.queue()
+    js = await q._js()
+    n = 260  # (the server lists 256 consumers a page)
+    for i in range(n):
+        await js.add_consumer(
+            q.stream,
+            api.ConsumerConfig(
+                durable_name=f"own_x{i}",
+                filter_subject=q.own_prefix + f"x{i}",
+                ack_policy=api.AckPolicy.EXPLICIT,
+            ),
+        )
+        await js.publish(q.own_prefix + f"x{i}", msgspec.json.encode(env.task(f"r{i}", "1:b")))
+    assert (await q.stats()).depth == n

@@ -741,8 +741,8 @@ class NatsBackend(_Backend):
             )
         try:
             again = [t for t, fut in sent if not await self._landed(fut)] if sent else f.tasks
-            if subject != q.subject and len(sent) > len(again):
-                q.note_own(len(sent) - len(again))
+            if self.consumer and len(sent) > len(again):
+                q.note_own(self.consumer, len(sent) - len(again))
             if again:
                 await q.put(again)
         finally:

@@ -105,6 +105,7 @@ OWN = "own_"  # a worker's own consumer is own_<token> on subject ohq.<q>.own.<t
 _BY_WORKER = "openheim queue: settings of the last worker that took from it"
 _BY_DEFAULT = "openheim queue: default settings (no worker has taken from it yet)"
 NO_MESSAGE = 10057  # JSNoMessageFoundErr
+_PAGE = 256  # consumers per page of a consumer list
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 _enc = msgspec.json.Encoder()
 _dec_task = msgspec.json.Decoder(Task)
@@ -223,9 +224,13 @@ class NatsQueue:
         self._wake: asyncio.Future[None] | None = None
         # Own consumers (see take): consumer name -> its durable, made on this server.
         self._owns: dict[str, str] = {}
-        self._own_put = 0  # tasks this process put on its own subjects (landed)
-        self._own_seen = 0  # _own_put when an own pull last came back short
-        self._own_checked = 0.0  # when own consumers were last pulled without a hint
+        # Per consumer: the tasks this process put on its own subject (landed), that
+        # count when its own pull last came back short, and when that pull was last
+        # made without a hint; and all puts (a waiting pull wakes on any).
+        self._own_put: dict[str, int] = {}
+        self._own_seen: dict[str, int] = {}
+        self._own_checked: dict[str, float] = {}
+        self._own_puts = 0
         self._stole = 0.0  # when the idle steal pass last looked
         self._gone_pass = time.monotonic()
         # other own consumers: durable -> (delivered consumer seq, when it last moved)
@@ -346,9 +351,10 @@ class NatsQueue:
         )
         return OWN + token
 
-    def note_own(self, n: int) -> None:
-        """``n`` tasks landed on this process's own subject: the next take looks there."""
-        self._own_put += n
+    def note_own(self, consumer: str, n: int) -> None:
+        """``n`` tasks landed on ``consumer``'s own subject: its next take looks there."""
+        self._own_put[consumer] = self._own_put.get(consumer, 0) + n
+        self._own_puts += n
         self._wake_up()
 
     async def _configure(self, js: JetStreamContext, *, taker: bool = True) -> None:
@@ -500,14 +506,14 @@ class NatsQueue:
         own = await self._own(consumer)
         now = time.monotonic()
         msgs: builtins.list[tuple[Pulled, float]] = []
-        if self._own_put > self._own_seen or now - self._own_checked >= 1.0:
+        put = self._own_put.get(consumer, 0)
+        if put > self._own_seen.get(consumer, 0) or now - self._own_checked.get(consumer, 0) >= 1:
             # (an own task comes back by itself only after a lost delivery's AckWait)
-            put = self._own_put
-            self._own_checked = now
+            self._own_checked[consumer] = now
             await self._pull(own, count, None)
             msgs = self._drain(count)
             if len(msgs) < count:
-                self._own_seen = put
+                self._own_seen[consumer] = put
         if len(msgs) < count:
             await self._pull(DURABLE, count - len(msgs), None)
             msgs += self._drain(count - len(msgs))
@@ -516,12 +522,12 @@ class NatsQueue:
         if not msgs:
             await self._pull(DURABLE, 1, max(timeout, 0.01))
             msgs = self._drain(count)
-            if not msgs and self._own_put > self._own_seen:
-                put = self._own_put
+            put = self._own_put.get(consumer, 0)
+            if not msgs and put > self._own_seen.get(consumer, 0):
                 await self._pull(own, count, None)
                 msgs = self._drain(count)
                 if len(msgs) < count:
-                    self._own_seen = put
+                    self._own_seen[consumer] = put
         return msgs
 
     async def _steal(
@@ -538,9 +544,7 @@ class NatsQueue:
         if gone_pass:
             self._gone_pass = now
         js = await self._js()
-        infos = await retrying(
-            self._conn, partial(js.consumers_info, self.stream), "read the queue's consumers"
-        )
+        infos = await self._consumers(js)
         names = set()
         msgs: builtins.list[tuple[Pulled, float]] = []
         for info in infos:
@@ -580,6 +584,19 @@ class NatsQueue:
                     await self._pull(name, n, None)
                     msgs += self._drain(n)
         return msgs
+
+    async def _consumers(self, js: JetStreamContext) -> builtins.list[api.ConsumerInfo]:
+        """The queue stream's consumers (the server lists them a page at a time)."""
+        out: builtins.list[api.ConsumerInfo] = []
+        while True:
+            page = await retrying(
+                self._conn,
+                partial(js.consumers_info, self.stream, len(out)),
+                "read the queue's consumers",
+            )
+            out += page
+            if len(page) < _PAGE:
+                return out
 
     async def _count_redeliveries(self, again: builtins.list[tuple[int, int]]) -> None:
         """One message per delivery beyond the first (on the dead-letter stream, named
@@ -627,12 +644,12 @@ class NatsQueue:
             await nc.publish(subject, payload, reply=f"{self._inbox}.{token}")
         end = time.monotonic() + (wait if wait is not None else 0.0) + 2.0
         answered = False
-        put = self._own_put
+        put = self._own_puts
         try:
             while len(self._buffer) < batch and token not in self._finished:
                 if wire is not None and wire.closed:
                     return
-                if wait is not None and self._own_put != put:
+                if wait is not None and self._own_puts != put:
                     answered = True  # (it stays open: what it gets waits for the next take)
                     return
                 left = end - time.monotonic()
@@ -834,9 +851,7 @@ class NatsQueue:
 
     async def stats(self) -> QueueStats:
         js = await self._js()
-        infos = await retrying(
-            self._conn, partial(js.consumers_info, self.stream), "read queue stats"
-        )
+        infos = await self._consumers(js)
         dead = await retrying(
             self._conn,
             partial(js.stream_info, self.dead_stream, subjects_filter=f"ohq.{self.name}.*"),
