@@ -196,6 +196,10 @@ async def test_a_silent_worker_s_held_and_untaken_tasks_are_taken_over(env: Env)
     ]
     stats = await live.stats()
     assert stats.redeliveries >= 1  # counted though it came from another worker's consumer
+    js = await live._js()
+    count = await js.get_last_msg(live.dead_stream, live.redelivered_subject)
+    assert await live.retry_dead_letter(str(count.seq)) is False  # a count, no dead letter
+    assert stats.dead_letters == 0
 
 
 async def test_a_stopping_worker_gives_its_own_tasks_back(env: Env) -> None:

@@ -844,6 +844,8 @@ class NatsQueue:
             )
         except nats.js.errors.NotFoundError:
             return False
+        if raw.subject != self.dead_subject:
+            return False  # (a redelivery count, no dead letter)
         record = _dec_dead.decode(raw.data or b"")
         # One id per dead letter: two retries racing put it back once.
         await self._publish(js, record.task, f"retry:{self.dead_stream}:{seq}")
