@@ -17,10 +17,12 @@ came back short, or a second has passed), then the shared one; with nothing
 there, other workers' untaken own tasks (an idle worker helps a busy one);
 with nothing at all, it waits on the shared consumer, and wakes early when this
 process puts an own task. Every ``gone_after / 2`` seconds (``gone_after`` =
-the longer of 3 visibility timeouts and 10 s) a take also pulls from the own
-consumers that delivered nothing for ``gone_after`` while they had tasks (a
-worker gone or stuck: a pull hands out only what nobody holds, so a live
-worker's claims stay its own), and makes again a consumer the server deleted
+the visibility timeout) a take also pulls from the own consumers that
+delivered nothing for ``gone_after`` while they had tasks: a worker gone,
+stuck or busy with long steps. A pull hands out only what nobody holds (the
+tasks it has not taken, and those whose AckWait ran out), so a live worker's
+claims stay its own, and a dead worker's come back about as soon as a shared
+task's would. It also makes again a consumer the server deleted
 (an own consumer nobody pulls from for an hour goes) if its subject has tasks.
 A stopping worker (:meth:`NatsQueue.leave`) puts its untaken own tasks back on
 the shared subject and deletes its consumer.
@@ -200,9 +202,9 @@ class NatsQueue:
         self.dead_subject = f"ohq.{name}.dead"
         self.own_prefix = f"ohq.{name}.own."
         self.redelivered_subject = f"ohq.{name}.redelivered"
-        # A worker that stays silent this long (its own consumer delivers nothing while
-        # it holds work) is taken for gone: the others take over its untaken tasks.
-        self.gone_after = max(3 * self.visibility_timeout, 10.0)
+        # A worker whose own consumer delivers nothing this long while it has tasks is
+        # gone, stuck or busy: the others take what it has not taken, or let lapse.
+        self.gone_after = self.visibility_timeout
         self._conn = NatsConnection(url)
         self._ready = False
         self._configured = False  # the consumer carries this object's settings
@@ -344,7 +346,7 @@ class NatsQueue:
             max_ack_pending=self.max_ack_pending,
             filter_subject=self.own_prefix + token,
             deliver_policy=api.DeliverPolicy.ALL,
-            inactive_threshold=max(3600.0, 10 * self.gone_after),
+            inactive_threshold=max(3600.0, 100 * self.visibility_timeout),
         )
         await retrying(
             self._conn, partial(js.add_consumer, self.stream, config), "create a worker's consumer"
@@ -535,7 +537,7 @@ class NatsQueue:
     ) -> builtins.list[tuple[Pulled, float]]:
         """Other workers' own tasks: untaken ones if this worker is idle, and (every
         ``gone_after / 2``) the untaken and lapsed ones of a worker whose own consumer
-        delivered nothing for ``gone_after`` while it had tasks (it is gone, or stuck).
+        delivered nothing for ``gone_after`` while it had tasks (gone, stuck or busy).
         Nothing is taken from a claim another worker holds: a pull hands out only
         undelivered tasks and those whose AckWait ran out."""
         now = time.monotonic()
