@@ -272,3 +272,14 @@ async def test_stats_count_the_tasks_of_every_worker_past_a_page_of_consumers(en
         )
         await js.publish(q.own_prefix + f"x{i}", msgspec.json.encode(env.task(f"r{i}", "1:b")))
     assert (await q.stats()).depth == n
+
+
+async def test_a_worker_whose_own_consumer_was_deleted_makes_it_again(env: Env) -> None:
+    w1 = env.queue()
+    await w1.take("w1", 1, timeout=0.1)
+    js = await w1._js()
+    await js.delete_consumer(w1.stream, "own_w1")
+    assert await w1.leave("w1") == 0  # nothing to give back, and no error
+    await put_own(w1, "w1", [env.task("r1", "1:b")])
+    (got,) = await take_until(w1, "w1", 1)
+    assert (got.task.run_id, consumer_of(got), got.deliveries) == ("r1", "own_w1", 1)

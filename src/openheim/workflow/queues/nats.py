@@ -877,6 +877,10 @@ class NatsQueue:
         if durable is None:
             return 0
         js = await self._js()
+        try:
+            await js.consumer_info(self.stream, durable)
+        except nats.js.errors.NotFoundError:
+            return 0  # (deleted: whoever looks for silent workers next takes its tasks)
         kept = [m for m in self._buffer if m[0].reply.split(".")[3:4] != [durable]]
         mine = [m for m, _ in self._buffer if m.reply.split(".")[3:4] == [durable]]
         self._buffer = collections.deque(kept)
