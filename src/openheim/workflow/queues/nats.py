@@ -335,7 +335,7 @@ class NatsQueue:
 
         The server deletes one nobody pulled from for an hour (a worker gone while the
         others were gone too); its tasks stay and the next look at the queue makes it
-        again (see _gone)."""
+        again (see _steal)."""
         js = await self._js()
         config = api.ConsumerConfig(
             durable_name=OWN + token,
