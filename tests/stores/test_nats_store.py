@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from openheim.errors import ConfigError, VersionConflictError
+from openheim.errors import ConfigError, StorageError, VersionConflictError
 from openheim.stores import open_store
 from openheim.stores.nats import NatsStore
 
@@ -254,6 +254,41 @@ async def test_store_survives_a_server_restart(tmp_path: Path) -> None:
         assert [s for s, _ in await store.read_log("log")] == [1, 2, 3, 4]
         assert await store.list() == ["k"]
         assert await store.list_logs() == ["log"]
+    finally:
+        try:
+            await store.aclose()
+        finally:
+            _stop(proc)
+
+
+async def test_a_server_out_of_reach_is_a_clear_error_after_the_deadline(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from openheim.stores import _nats
+
+    monkeypatch.setattr(_nats, "RETRY_DEADLINE", 1.5)
+    monkeypatch.setattr(_nats, "_ATTEMPT", 0.5)
+    conn = _nats.NatsConnection(f"nats://127.0.0.1:{_free_port()}")
+    try:
+        with pytest.raises(StorageError, match=r"cannot connect to NATS at nats://127\.0\.0\.1:"):
+            await asyncio.wait_for(conn.connect(), 30)  # (not for ever: the deadline holds)
+    finally:
+        await conn.close()
+    assert [r for r in caplog.records if "trying again" in r.getMessage()]
+
+
+async def test_a_server_that_comes_up_while_the_first_connect_waits_is_used(
+    tmp_path: Path,
+) -> None:
+    port = _free_port()
+    store = open_store(f"nats://127.0.0.1:{port}", namespace="late")
+    pending = asyncio.ensure_future(store.put("k", b"v"))
+    await asyncio.sleep(1.0)
+    assert not pending.done()
+    proc = _start(port, tmp_path)
+    try:
+        assert await asyncio.wait_for(pending, 60) == 1
+        assert await store.get("k") == (b"v", 1)
     finally:
         try:
             await store.aclose()

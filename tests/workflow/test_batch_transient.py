@@ -67,3 +67,31 @@ async def test_a_worker_whose_queue_was_closed_raises_instead_of_waiting_forever
     finally:
         await w.aclose()
         await wf.aclose()
+
+
+async def test_a_worker_whose_redis_is_out_of_reach_says_so_once_and_stops_on_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Connection refused: one warning (again every 30 s, not every retry), and stop()
+    ends run() at once (nothing was taken, so nothing is given back)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    wf = Workflow("b-unreached", state=Doc)
+    wf.step(lambda s: None, name="a")
+    w = Worker([wf], f"redis://127.0.0.1:{port}/0", queue_name="unreached")
+    try:
+        run = asyncio.ensure_future(w.run(drain_timeout=1))
+        await asyncio.sleep(2.0)  # (four retries or so)
+        assert not run.done()
+        w.stop()
+        stats = await asyncio.wait_for(run, 30)
+        assert stats.taken == 0
+        warnings = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+        assert len(warnings) == 1
+        assert "retrying" in warnings[0]
+    finally:
+        await w.aclose()
+        await wf.aclose()

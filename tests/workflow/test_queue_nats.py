@@ -166,3 +166,39 @@ async def test_streams_lost_under_a_running_queue_are_made_again(queue: NatsQueu
     while not got and time.monotonic() < end:
         got = await queue.take("c", 1, timeout=0.5)
     assert [d.task.task for d in got] == ["0:b"]
+
+
+async def test_a_worker_stopped_while_its_server_is_out_of_reach_stops() -> None:
+    """Its take waits on a connection that never comes: stop() gives it up and run()
+    returns (before, a SIGTERM left `openheim worker` waiting for the server)."""
+    import socket
+
+    import msgspec
+
+    import openheim as oh
+    from openheim.workflow import Worker
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    class State(msgspec.Struct):
+        n: int = 0
+
+    wf = oh.Workflow("unreached", state=State)
+
+    @wf.step
+    def only(state: State) -> dict[str, int]:
+        return {"n": 1}
+
+    w = Worker([wf], f"nats://127.0.0.1:{port}", queue_name="unreached")
+    try:
+        run = asyncio.ensure_future(w.run(drain_timeout=1))
+        await asyncio.sleep(1.0)
+        assert not run.done()  # still trying to connect
+        w.stop()
+        stats = await asyncio.wait_for(run, 30)
+        assert stats.taken == 0
+    finally:
+        await w.aclose()
+        await wf.aclose()

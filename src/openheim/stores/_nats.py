@@ -44,6 +44,7 @@ T = TypeVar("T")
 
 # How long a call keeps retrying while the server is away (a restart takes seconds).
 RETRY_DEADLINE = 60.0
+_ATTEMPT = 5.0  # seconds one connect attempt may take
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9/_-]+")
 _SAFE = re.compile(r"[A-Za-z0-9/_-]*").fullmatch
@@ -152,26 +153,46 @@ class NatsConnection:
             pair = self._pair
             if pair is None:
                 deadline = time.monotonic() + RETRY_DEADLINE
+                warned = False
                 while True:
+                    # (nats-py's first connect retries for ever once reconnects are on:
+                    # each attempt is bounded here, so the deadline holds)
+                    nc = Client()
                     try:
-                        nc = await nats.connect(
-                            self.url,
-                            allow_reconnect=True,
-                            max_reconnect_attempts=-1,
-                            reconnect_time_wait=0.25,
-                            connect_timeout=2,
-                            error_cb=_quiet_error,
-                            disconnected_cb=_quiet,
-                            reconnected_cb=self._on_reconnect,
-                            name="openheim",
+                        await asyncio.wait_for(
+                            nc.connect(
+                                self.url,
+                                allow_reconnect=True,
+                                max_reconnect_attempts=-1,
+                                reconnect_time_wait=0.25,  # type: ignore[arg-type]  # (a float works)
+                                connect_timeout=2,
+                                error_cb=_quiet_error,
+                                disconnected_cb=_quiet,
+                                reconnected_cb=self._on_reconnect,
+                                name="openheim",
+                            ),
+                            _ATTEMPT,
                         )
                         break
-                    except Exception as exc:  # NoServersError, OSError, ...
+                    except Exception as exc:  # NoServersError, OSError, timeout, ...
+                        with contextlib.suppress(Exception):
+                            await nc.close()
+                        reason = str(exc) or type(exc).__name__
+                        if isinstance(exc, asyncio.TimeoutError):
+                            reason = f"no server answered in {_ATTEMPT:g} s"
                         if time.monotonic() > deadline:
                             raise StorageError(
-                                f"cannot connect to NATS at {self.url} ({exc}); is nats-server "
-                                "running (with JetStream: `nats-server -js`)?"
+                                f"cannot connect to NATS at {self.url} ({reason}); is "
+                                "nats-server running (with JetStream: `nats-server -js`)?"
                             ) from exc
+                        if not warned:
+                            warned = True
+                            log.warning(
+                                "cannot connect to NATS at %s (%s); trying again for %.0f s",
+                                self.url,
+                                reason,
+                                RETRY_DEADLINE,
+                            )
                         await asyncio.sleep(0.5)
                 pair = self._pair = (nc, nc.jetstream(timeout=5.0))
         return pair

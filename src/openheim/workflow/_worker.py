@@ -111,6 +111,8 @@ if TYPE_CHECKING:
 __all__ = ["Worker", "WorkerStats"]
 
 log = logging.getLogger("openheim.worker")
+_TAKE_GRACE = 2.0  # seconds a take may go on after stop() (a normal one takes < 0.3 s)
+_LEAVE_DEADLINE = 10.0  # seconds a stopping worker tries to give its own tasks back
 
 
 class WorkerStats(msgspec.Struct, kw_only=True):
@@ -235,6 +237,7 @@ class Worker:
         self._inflight: dict[str, Delivery] = {}
         self._running: dict[asyncio.Task[None], Delivery] = {}
         self._freed: asyncio.Future[None] | None = None  # run() waits on it for room
+        self._taking: asyncio.Future[list[Delivery]] | None = None  # the take run() awaits
         self._stop = asyncio.Event() if _has_loop() else None
         self._stopping = False
         # Seconds from take to ack of each delivery, when a benchmark asks (None: not kept).
@@ -271,10 +274,15 @@ class Worker:
     # -- running -----------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop taking tasks and drain (safe from a signal handler)."""
+        """Stop taking tasks and drain (safe from a signal handler). A take still
+        waiting ``_TAKE_GRACE`` seconds later (its server out of reach) is given up."""
         self._stopping = True
         if self._stop is not None:
             self._stop.set()
+        take = self._taking
+        if take is not None:
+            with contextlib.suppress(RuntimeError):  # (no loop running: nothing to give up)
+                asyncio.get_running_loop().call_later(_TAKE_GRACE, take.cancel)
 
     async def run(
         self,
@@ -291,6 +299,8 @@ class Worker:
                 self._stop.set()
         beat = asyncio.ensure_future(self._heartbeats())
         idle_since = time.monotonic()
+        down_since: float | None = None  # since when takes fail on the server's absence
+        warned = 0.0
         last_stats = time.monotonic()
         try:
             while not self._stopping:
@@ -304,16 +314,38 @@ class Worker:
                     self._freed = asyncio.get_running_loop().create_future()
                     await self._freed
                     continue
+                take = asyncio.ensure_future(
+                    self.queue.take(self.consumer, min(room, self.take_count), timeout=0.25)
+                )
+                self._taking = take
                 try:
-                    got = await self.queue.take(
-                        self.consumer, min(room, self.take_count), timeout=0.25
-                    )
+                    await asyncio.wait((take,))
+                except asyncio.CancelledError:
+                    take.cancel()
+                    raise
+                finally:
+                    self._taking = None
+                if take.cancelled():
+                    break  # stopped while a take hung (its server out of reach): see stop
+                try:
+                    got = take.result()
                 except Exception as exc:
                     if is_transient(exc):
-                        log.warning("queue unavailable (%s); retrying", exc)
+                        now = time.monotonic()
+                        if down_since is None or now - warned >= 30.0:
+                            down_since = down_since or now
+                            warned = now
+                            log.warning(
+                                "queue unavailable for %.0f s (%s); retrying",
+                                now - down_since,
+                                exc,
+                            )
                         await self._pause(0.5)
                         continue
                     raise
+                if down_since is not None:
+                    log.warning("queue available again")
+                    down_since = None
                 if not got:
                     if (
                         max_idle is not None
@@ -339,11 +371,13 @@ class Worker:
             for b in (self._claim, self._commit, self._finish):
                 await b.idle()
             leave = getattr(self.queue, "leave", None)
-            if leave is not None:  # this worker's own next tasks go back to the others
+            if leave is not None and self.stats.taken:
+                # This worker's own next tasks go back to the others; with the server out
+                # of reach, the others take them over once they find this worker gone.
                 try:
-                    await leave(self.consumer)
+                    await asyncio.wait_for(leave(self.consumer), _LEAVE_DEADLINE)
                 except Exception as exc:
-                    log.warning("could not give back this worker's own tasks (%s)", exc)
+                    log.warning("could not give back this worker's own tasks (%r)", exc)
         return self.stats
 
     async def _pause(self, seconds: float) -> None:
