@@ -267,7 +267,6 @@ async def test_a_server_out_of_reach_is_a_clear_error_after_the_deadline(
     from openheim.stores import _nats
 
     monkeypatch.setattr(_nats, "RETRY_DEADLINE", 1.5)
-    monkeypatch.setattr(_nats, "_ATTEMPT", 0.5)
     conn = _nats.NatsConnection(f"nats://127.0.0.1:{_free_port()}")
     try:
         with pytest.raises(StorageError, match=r"cannot connect to NATS at nats://127\.0\.0\.1:"):

@@ -44,7 +44,6 @@ T = TypeVar("T")
 
 # How long a call keeps retrying while the server is away (a restart takes seconds).
 RETRY_DEADLINE = 60.0
-_ATTEMPT = 5.0  # seconds one connect attempt may take
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9/_-]+")
 _SAFE = re.compile(r"[A-Za-z0-9/_-]*").fullmatch
@@ -155,31 +154,36 @@ class NatsConnection:
                 deadline = time.monotonic() + RETRY_DEADLINE
                 warned = False
                 while True:
-                    # (nats-py's first connect retries for ever once reconnects are on:
-                    # each attempt is bounded here, so the deadline holds)
+                    # nats-py's first connect tries a server for ever when reconnects are
+                    # unlimited (and a cancel of it can be lost), so it gets 1 reconnect
+                    # here (two tries, then NoServersError) and unlimited ones once it is
+                    # up; the deadline is this loop's.
                     nc = Client()
+                    seen: list[Exception] = []
+
+                    async def on_error(exc: Exception, seen: list[Exception] = seen) -> None:
+                        seen[:] = [exc]  # (the last one: what a failed connect reports)
+                        await _quiet_error(exc)
+
                     try:
-                        await asyncio.wait_for(
-                            nc.connect(
-                                self.url,
-                                allow_reconnect=True,
-                                max_reconnect_attempts=-1,
-                                reconnect_time_wait=0.25,  # type: ignore[arg-type]  # (a float works)
-                                connect_timeout=2,
-                                error_cb=_quiet_error,
-                                disconnected_cb=_quiet,
-                                reconnected_cb=self._on_reconnect,
-                                name="openheim",
-                            ),
-                            _ATTEMPT,
+                        await nc.connect(
+                            self.url,
+                            allow_reconnect=True,
+                            max_reconnect_attempts=1,
+                            reconnect_time_wait=0.25,  # type: ignore[arg-type]  # (a float works)
+                            connect_timeout=2,
+                            error_cb=on_error,
+                            disconnected_cb=_quiet,
+                            reconnected_cb=self._on_reconnect,
+                            name="openheim",
                         )
+                        nc.options["max_reconnect_attempts"] = -1
                         break
                     except Exception as exc:  # NoServersError, OSError, timeout, ...
                         with contextlib.suppress(Exception):
                             await nc.close()
-                        reason = str(exc) or type(exc).__name__
-                        if isinstance(exc, asyncio.TimeoutError):
-                            reason = f"no server answered in {_ATTEMPT:g} s"
+                        cause = seen[-1] if seen else exc  # (the last try's own error)
+                        reason = str(cause) or type(cause).__name__
                         if time.monotonic() > deadline:
                             raise StorageError(
                                 f"cannot connect to NATS at {self.url} ({reason}); is "
