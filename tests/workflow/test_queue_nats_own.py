@@ -172,6 +172,18 @@ async def settled(q: NatsQueue) -> bool:
     return False
 
 
+async def test_an_idle_worker_takes_half_of_a_busy_one_s_untaken_tasks(env: Env) -> None:
+    w1, w2 = env.queue(), env.queue()
+    await w1.take("w1", 1, timeout=0.1)
+    await put_own(w1, "w1", [env.task(f"r{i}", "1:b") for i in range(6)])
+    got = await w2.take("w2", 10, timeout=0.2)  # idle: its first look
+    assert len(got) == 3  # half of them; w1 keeps the rest, whose views it holds
+    assert {consumer_of(d) for d in got} == {"own_w1"}
+    assert await own_count(w1, "w1") == 6  # (3 taken, not yet acked)
+    mine = await w1.take("w1", 10, timeout=0.5)
+    assert sorted(d.task.run_id for d in mine + got) == sorted(f"r{i}" for i in range(6))
+
+
 async def test_a_silent_worker_s_held_and_untaken_tasks_are_taken_over(env: Env) -> None:
     dead, live = env.queue(), env.queue()
     live.gone_after = 1.0

@@ -14,7 +14,8 @@ Own consumers: a worker's settle puts a run's next tasks on its own subject
 whose view of the run is current takes them, before the shared tasks. A take
 pulls its own consumer (when this process put something there since it last
 came back short, or a second has passed), then the shared one; with nothing
-there, other workers' untaken own tasks (an idle worker helps a busy one);
+there, other workers' untaken own tasks (an idle worker helps a busy one, taking
+at most half of each one's);
 with nothing at all, it waits on the shared consumer, and wakes early when this
 process puts an own task. Every ``gone_after / 2`` seconds (``gone_after`` =
 the visibility timeout) a take also pulls from the own consumers that
@@ -566,6 +567,8 @@ class NatsQueue:
                         "queue %s: taking over the tasks of silent consumer %s", self.name, name
                     )
                 n = want - len(msgs)
+                if not gone:  # (a busy worker keeps half of what it has not taken yet)
+                    n = min(n, max(1, pending // 2))
                 await self._pull(name, n, None)
                 msgs += self._drain(n)
         for name in [k for k in self._moved if k not in names]:
