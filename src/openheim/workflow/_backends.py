@@ -112,7 +112,8 @@ class _Backend:
         self.batch = batch
         self.queue = batch.queue
         # The worker whose calls these are (set by it): a backend may keep that worker's
-        # runs with it (the Redis backend puts a chain's next task on its own stream).
+        # runs with it (the Redis and NATS backends put a chain's next task on its own
+        # stream or subject).
         self.consumer: str | None = None
 
     async def claim(self, c: _Claim) -> tuple[int, bytes | None, Records]:

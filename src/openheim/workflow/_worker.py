@@ -170,9 +170,9 @@ class Worker:
     A worker keeps the views of the runs it worked on (their state, folded from
     their records) for their next tasks, about ``cache_mb`` of them (counted as the
     bytes of their records); a run whose view was dropped is read back from its
-    log. On NATS the runs in flight move one step at a time in turn, so a batch
-    of many wants room for all of them (on Redis a worker takes its own runs'
-    next steps first). ``await worker.run()`` works until
+    log. A worker takes its own runs' next steps first (they go on its own Redis
+    stream or NATS subject), so the views it needs are about its concurrency's
+    worth. ``await worker.run()`` works until
     :meth:`stop` (or ``max_idle`` seconds without work), then drains: tasks
     running finish within ``drain_timeout`` seconds, or are cancelled and
     given back to the queue.

@@ -509,29 +509,40 @@ class NatsQueue:
         own = await self._own(consumer)
         now = time.monotonic()
         msgs: builtins.list[tuple[Pulled, float]] = []
-        put = self._own_put.get(consumer, 0)
-        if put > self._own_seen.get(consumer, 0) or now - self._own_checked.get(consumer, 0) >= 1:
+        if self._own_hint(consumer) or now - self._own_checked.get(consumer, 0) >= 1:
             # (an own task comes back by itself only after a lost delivery's AckWait)
             self._own_checked[consumer] = now
-            await self._pull(own, count, None)
-            msgs = self._drain(count)
-            if len(msgs) < count:
-                self._own_seen[consumer] = put
+            msgs = await self._fetch_own(consumer, own, count)
         if len(msgs) < count:
-            await self._pull(DURABLE, count - len(msgs), None)
-            msgs += self._drain(count - len(msgs))
+            msgs += await self._fetch(DURABLE, count - len(msgs))
         if now - self._gone_pass >= self.gone_after / 2 or (not msgs and now - self._stole >= 0.5):
             msgs += await self._steal(own, count - len(msgs), idle=not msgs)
         if not msgs:
             await self._pull(DURABLE, 1, max(timeout, 0.01))
             msgs = self._drain(count)
-            put = self._own_put.get(consumer, 0)
-            if not msgs and put > self._own_seen.get(consumer, 0):
-                await self._pull(own, count, None)
-                msgs = self._drain(count)
-                if len(msgs) < count:
-                    self._own_seen[consumer] = put
+            if not msgs and self._own_hint(consumer):
+                msgs = await self._fetch_own(consumer, own, count)
         return msgs
+
+    def _own_hint(self, consumer: str) -> bool:
+        """Whether this process put tasks on ``consumer``'s own subject since its own
+        pull last came back short."""
+        return self._own_put.get(consumer, 0) > self._own_seen.get(consumer, 0)
+
+    async def _fetch_own(
+        self, consumer: str, own: str, count: int
+    ) -> builtins.list[tuple[Pulled, float]]:
+        """Up to ``count`` of ``consumer``'s own tasks (its own consumer ``own``)."""
+        put = self._own_put.get(consumer, 0)
+        msgs = await self._fetch(own, count)
+        if len(msgs) < count:
+            self._own_seen[consumer] = put  # (what was put before the pull is in hand)
+        return msgs
+
+    async def _fetch(self, durable: str, count: int) -> builtins.list[tuple[Pulled, float]]:
+        """Up to ``count`` tasks consumer ``durable`` has now (a ``no_wait`` pull)."""
+        await self._pull(durable, count, None)
+        return self._drain(count)
 
     async def _steal(
         self, own: str, want: int, *, idle: bool
@@ -569,8 +580,7 @@ class NatsQueue:
                 n = want - len(msgs)
                 if not gone:  # (a busy worker keeps half of what it has not taken yet)
                     n = min(n, max(1, pending // 2))
-                await self._pull(name, n, None)
-                msgs += self._drain(n)
+                msgs += await self._fetch(name, n)
         for name in [k for k in self._moved if k not in names]:
             del self._moved[name]
         if gone_pass and want > len(msgs):
@@ -585,9 +595,7 @@ class NatsQueue:
                 token = subject[len(self.own_prefix) :]
                 if OWN + token not in names and want > len(msgs):
                     name = await self._make_own(token)
-                    n = want - len(msgs)
-                    await self._pull(name, n, None)
-                    msgs += self._drain(n)
+                    msgs += await self._fetch(name, want - len(msgs))
         return msgs
 
     async def _consumers(self, js: JetStreamContext) -> builtins.list[api.ConsumerInfo]:
@@ -884,14 +892,17 @@ class NatsQueue:
             await js.consumer_info(self.stream, durable)
         except nats.js.errors.NotFoundError:
             return 0  # (deleted: whoever looks for silent workers next takes its tasks)
-        kept = [m for m in self._buffer if m[0].reply.split(".")[3:4] != [durable]]
-        mine = [m for m, _ in self._buffer if m.reply.split(".")[3:4] == [durable]]
-        self._buffer = collections.deque(kept)
-        while True:
-            await self._pull(durable, 256, None)
-            got = self._drain(256)
-            if not got:
-                break
+        # Pulled from its own consumer and not handed out (the ack subject names it), and
+        # all it has left there.
+        kept: collections.deque[tuple[Pulled, float]] = collections.deque()
+        mine: builtins.list[Pulled] = []
+        for m in self._buffer:
+            if m[0].reply.split(".")[3:4] == [durable]:
+                mine.append(m[0])
+            else:
+                kept.append(m)
+        self._buffer = kept
+        while got := await self._fetch(durable, 256):
             mine += [m for m, _ in got]
         moved = 0
         for msg in mine:
