@@ -115,7 +115,13 @@ async def worker_main(args: argparse.Namespace) -> None:
     from openheim.workflow import Worker
 
     wf = WORKFLOWS[args.workflow]()
-    w = Worker([wf], args.queue, queue_name=args.queue_name, concurrency=args.concurrency)
+    w = Worker(
+        [wf],
+        args.queue,
+        queue_name=args.queue_name,
+        concurrency=args.concurrency,
+        take=args.take,
+    )
     if args.generic:
         from openheim.workflow._backends import _Backend
 
@@ -152,7 +158,13 @@ async def worker_main(args: argparse.Namespace) -> None:
 
 
 def start_workers(
-    n: int, queue: str, name: str, workflow: str, concurrency: int, generic: bool = False
+    n: int,
+    queue: str,
+    name: str,
+    workflow: str,
+    concurrency: int,
+    generic: bool = False,
+    take: int | None = None,
 ) -> list[subprocess.Popen[str]]:
     procs = []
     for _ in range(n):
@@ -171,6 +183,7 @@ def start_workers(
                     "--concurrency",
                     str(concurrency),
                     *(["--generic"] if generic else []),
+                    *(["--take", str(take)] if take else []),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -355,7 +368,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def steps_once(
-    kind: str, workers: int, runs: int, queues: int = 1
+    kind: str, workers: int, runs: int, queues: int = 1, shape: tuple[int, int | None] = (64, None)
 ) -> tuple[float, list[float], float, float]:
     """(steps/s, step latencies, worker CPU s per step, server CPU s per step); with
     ``queues`` 2, the runs and the workers are split over two queues of their own."""
@@ -372,7 +385,7 @@ async def steps_once(
         procs = []
         for name in names:
             procs += start_workers(
-                workers // queues, url, name, "noop", 64, kind.endswith("-generic")
+                workers // queues, url, name, "noop", shape[0], kind.endswith("-generic"), shape[1]
             )
         scpu0 = await server_cpu(batches[0])
         spies = profile(procs, f"{kind}-{workers}w{'-split' if queues > 1 else ''}")
@@ -416,7 +429,9 @@ async def steps_once(
 SETUPS = {"1": (1, 1), "2": (2, 1), "2 apart": (2, 2)}
 
 
-async def part_steps(kinds: list[str], runs: int, repeats: int) -> list[list[str]]:
+async def part_steps(
+    kinds: list[str], runs: int, repeats: int, shape: tuple[int, int | None] = (64, None)
+) -> list[list[str]]:
     def each_setup() -> dict[str, list[Any]]:
         return {k: [] for k in SETUPS}
 
@@ -428,7 +443,7 @@ async def part_steps(kinds: list[str], runs: int, repeats: int) -> list[list[str
         for kind in kinds:  # interleaved, so drift hits every kind and count alike
             for setup, (w, queues) in SETUPS.items():
                 try:
-                    rate, lat, cpu, scpu = await steps_once(kind, w, runs, queues)
+                    rate, lat, cpu, scpu = await steps_once(kind, w, runs, queues, shape)
                 except Exception as exc:
                     print(f"{kind} with {setup} worker(s): {type(exc).__name__}: {exc}")
                     rates[kind][setup].append(float("nan"))
@@ -572,9 +587,12 @@ async def main(args: argparse.Namespace) -> None:
     if args.part in ("steps", "all"):
         print(
             f"(a) no-op steps with a checkpoint per step: {args.runs} runs x 10 steps, "
-            f"median of {args.repeats}"
+            f"median of {args.repeats}; each worker runs {args.worker_concurrency} at once, "
+            f"taken {args.take or min(args.worker_concurrency, 128)} at a time"
         )
-        rows = await part_steps(kinds, args.runs, args.repeats)
+        rows = await part_steps(
+            kinds, args.runs, args.repeats, (args.worker_concurrency, args.take)
+        )
         table(
             [
                 "queue",
@@ -613,6 +631,19 @@ if __name__ == "__main__":
     parser.add_argument("--part", choices=["steps", "model", "all"], default="all")
     parser.add_argument("--runs", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--worker-concurrency",
+        type=int,
+        default=64,
+        help="steps part: tasks each worker runs at once (default 64, the worker's default)",
+    )
+    parser.add_argument(
+        "--take",
+        type=int,
+        default=None,
+        help="tasks a worker takes at a time (default: its concurrency, at most 128: one "
+        "group in flight; a quarter of it keeps several groups in flight)",
+    )
     parser.add_argument("--model-runs", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
