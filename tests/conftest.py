@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 import pytest
 
@@ -61,3 +62,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 "(pip install -e '.[local]') or set OPENHEIM_TEST_NO_LLAMA=1",
                 pytrace=False,
             )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # llama-cpp-python opens two /dev/null files when imported and never closes them;
+    # the interpreter would report them as unclosed when it exits.
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):
+        f = getattr(utils, name, None)
+        if f is not None:
+            f.close()

@@ -16,7 +16,7 @@ from batchflows import Doc, Inner
 from batchhelpers import REDIS_URL, drop_namespace
 
 import openheim as oh
-from openheim.errors import WorkflowCancelled, WorkflowError
+from openheim.errors import WorkflowApprovalError, WorkflowCancelled, WorkflowError
 from openheim.workflow import Budget, StepInfo, Worker, Workflow, current_step
 from openheim.workflow._batch import Batch
 from openheim.workflow.queues import Delivery, Task, open_queue
@@ -345,4 +345,74 @@ async def test_the_workflows_own_methods_see_batch_runs_in_the_same_store(env: E
     h2 = await wf.submit(None, **env.kw())
     await h2.result(timeout=10)
     await scoped.cancel(h2.run_id)
+    assert (await h2.status()).status == "cancelled"
+
+
+async def test_resume_puts_a_batch_runs_tasks_back_on_its_queue(env: Env) -> None:
+    """``Workflow.resume`` of a batch run runs nothing in the calling process: its ready
+    tasks go back on its queue (here: lost with a purged queue) and a worker ends it."""
+    wf = Workflow("b-resume", state=Doc, store=REDIS_URL)
+    ran: list[str] = []
+    wf.step(lambda d: ran.append("a") or {"log": ["a"]}, name="a")
+    wf.step(lambda d: ran.append("b") or {"log": ["b"]}, name="b")
+    wf.edge("a", "b")
+    h = await wf.submit(None, **env.kw())
+    b = Batch(REDIS_URL, queue_name=env.name)
+    env.closers.append(b.aclose)
+    await b.queue.purge()  # its first task is lost
+    scoped = wf.scoped(env.name)
+    res = await scoped.resume(h.run_id)
+    assert res.status == "running"
+    assert ran == []  # nothing ran here
+    assert (await b.queue.stats()).depth == 1
+    env.work(wf)
+    done = await h.result(timeout=10)
+    assert done.state.log == ["a", "b"]
+    assert ran == ["a", "b"]  # (by the worker, once each)
+
+
+async def test_resume_of_a_failed_or_cancelled_batch_run_says_what_to_do(env: Env) -> None:
+    wf = Workflow("b-resume-failed", state=Doc, store=REDIS_URL)
+
+    @wf.step
+    def boom(d: Doc) -> None:
+        raise ValueError("no")
+
+    env.work(wf)
+    h = await wf.submit(None, **env.kw())
+    with pytest.raises(WorkflowError):
+        await h.result(timeout=10)
+    scoped = wf.scoped(env.name)
+    with pytest.raises(WorkflowError, match="do not try a failed step again: fork it"):
+        await scoped.resume(h.run_id)
+    h2 = await wf.submit(None, **env.kw())
+    await scoped.cancel(h2.run_id)
+    with pytest.raises(WorkflowCancelled, match="fork it to run it again"):
+        await scoped.resume(h2.run_id)
+
+
+async def test_a_cancelled_runs_approvals_can_no_longer_be_decided(env: Env) -> None:
+    wf = Workflow("b-cancel-approval", state=Doc, store=REDIS_URL)
+    wf.step(lambda d: {"log": ["drafted"]}, name="draft")
+    wf.approval("review", output="decision")
+    wf.step(lambda d: {"log": ["sent"]}, name="send")
+    wf.edge("draft", "review")
+    wf.edge("review", "send")
+    env.work(wf)
+    scoped = wf.scoped(env.name)
+    h = await wf.submit(None, **env.kw())
+    assert (await h.result(timeout=10)).status == "waiting"
+    (pending,) = await scoped.approvals()
+    await h.cancel()  # the handle's cancel (RunHandle)
+    assert await scoped.approvals() == []
+    (gone,) = await scoped.approvals(pending=False)
+    assert (gone.id, gone.status) == (pending.id, "cancelled")
+    with pytest.raises(WorkflowApprovalError, match=r"its run .* was cancelled"):
+        await scoped.approve(pending.id, True)
+    h2 = await wf.submit(None, **env.kw())
+    assert (await h2.result(timeout=10)).status == "waiting"
+    (pending2,) = await scoped.approvals()
+    await scoped.cancel(h2.run_id)  # the workflow's cancel (what the HTTP route calls)
+    with pytest.raises(WorkflowApprovalError, match="was cancelled"):
+        await scoped.approve(pending2.id, False)
     assert (await h2.status()).status == "cancelled"

@@ -194,6 +194,32 @@ async def test_parallel_approvals_are_independent(store: Store) -> None:
         await wf.approve("nope")
 
 
+async def test_cancelling_a_waiting_run_cancels_its_approvals(store: Store) -> None:
+    calls = Counter()
+    wf = approvals_flow(store, calls)
+    res = await wf.run({"text": "contract"})
+    assert res.status == "waiting"
+    ids = sorted(p.id for p in res.pending)
+    await wf.cancel(res.run_id)
+    assert await wf.approvals() == []
+    gone = await wf.approvals(pending=False)
+    assert sorted((a.id, a.status) for a in gone) == [(i, "cancelled") for i in ids]
+    with pytest.raises(WorkflowApprovalError, match="can no longer be decided: its run"):
+        await wf.approve(ids[0], True)
+    assert (await wf.status(res.run_id)).status == "cancelled"
+    assert calls.counts == {"prepare": 1}
+
+
+async def test_without_a_store_a_cancelled_runs_approvals_are_gone() -> None:
+    calls = Counter()
+    wf = approvals_flow(None, calls)  # type: ignore[arg-type]
+    res = await wf.run({"text": "contract"})
+    await wf.cancel(res.run_id)
+    assert await wf.approvals() == []
+    with pytest.raises(RunNotFoundError):
+        await wf.approve(res.pending[0].id, True)
+
+
 async def test_approval_decided_through_a_second_workflow_object(store: Store) -> None:
     """As another process would: a new definition object on the same store."""
     calls = Counter()

@@ -279,7 +279,9 @@ class ServedWorkflows:
 
         The run's lease is taken before the decision is recorded: when another
         process drives the run, nothing is decided (WorkflowBusyError). When this
-        server drives it (other branches still running), the driver carries on."""
+        server drives it (other branches still running), the driver carries on. A
+        batch run is continued by its workers (the decision puts its next tasks on its
+        queue), not here."""
         self._check_accepting()
         got = await wf.journal.get_approval(approval_id)
         # The tenant's workflows share one journal: another workflow's approval is not ours.
@@ -300,8 +302,21 @@ class ServedWorkflows:
         except BaseException:
             await lease.release()
             raise
-        self._track(wf, root, lease, wf.resume(root, lease=lease))
+        await self._after_decision(wf, root, lease)
         return root
+
+    async def _after_decision(self, wf: Workflow, root: str, lease: Lease) -> None:
+        """Continue run ``root`` here under ``lease`` once one of its approvals was
+        decided; a batch run's decision put its next tasks on its queue, for its workers."""
+        try:
+            batch = await wf.queue_of(root) is not None
+        except BaseException:
+            await lease.release()
+            raise
+        if batch:
+            await lease.release()
+        else:
+            self._track(wf, root, lease, wf.resume(root, lease=lease))
 
     # ---- approval deadlines -----------------------------------------------------------------
 
@@ -343,7 +358,7 @@ class ServedWorkflows:
                     if not decided:
                         await lease.release()
                         continue
-                    self._track(wf, a.root, lease, wf.resume(a.root, lease=lease))
+                    await self._after_decision(wf, a.root, lease)
                     out.append(a.id)
         return out
 

@@ -36,7 +36,7 @@ from openheim.errors import (
     WorkflowTimeout,
 )
 from openheim.stores import is_transient
-from openheim.workflow._journal import StoreJournal
+from openheim.workflow._journal import StoreJournal, cancel_approvals
 from openheim.workflow._records import Budget, Ended, Started
 from openheim.workflow._runner import result_of
 from openheim.workflow._view import RunView
@@ -357,9 +357,11 @@ class RunHandle:
         view = await self._view()
         if view.ended in ("done", "cancelled"):
             return
-        await self.batch.journal(self.namespace).append(
+        journal = self.batch.journal(self.namespace)
+        await journal.append(
             self.run_id, Ended(status="cancelled", active=view.usage.seconds, at=time.time())
         )
+        await cancel_approvals(journal, view.pending() + await self._children_pending(view))
 
     async def resume(self) -> int:
         """Put the run's ready tasks on the queue again (a fork, or tasks lost with a
@@ -427,22 +429,47 @@ async def submit(
     return RunHandle(wf, batch, run_id, namespace)
 
 
-async def requeue_after_decision(wf: Workflow, run_id: str) -> bool:
-    """After an approval of run ``run_id`` was decided in ``wf``'s store: if the run is a
-    batch run, put its next tasks on its queue (True); False for a real-time run."""
-    from openheim.workflow._journal import StoreJournal as _SJ
-
+async def batch_meta(wf: Workflow, run_id: str) -> BatchMeta | None:
+    """The batch record of run ``run_id`` (or of its root run) in ``wf``'s store; None
+    for a real-time run."""
     journal = wf.journal
-    if not isinstance(journal, _SJ):
+    if not isinstance(journal, StoreJournal):
+        return None
+    got = await journal.store.get(META + run_id.split("/")[0])
+    return decode_meta(got[0]) if got is not None else None
+
+
+async def requeue(wf: Workflow, run_id: str) -> bool:
+    """If run ``run_id`` (in ``wf``'s store) is a batch run, put its ready tasks on its
+    queue (True; after an approval was decided, or by :func:`resume_batch`); False for
+    a real-time run."""
+    meta = await batch_meta(wf, run_id)
+    if meta is None:
         return False
-    root = run_id.split("/")[0]
-    got = await journal.store.get(META + root)
-    if got is None:
-        return False
-    meta = decode_meta(got[0])
-    batch = wf._batch_for(meta.queue, journal.store, meta.queue_name)
-    await batch.enqueue(wf, run_id, journal.store.ns, nonce=os.urandom(4).hex())
+    store = wf.journal.store  # type: ignore[attr-defined]
+    batch = wf._batch_for(meta.queue, store, meta.queue_name)
+    await batch.enqueue(wf, run_id, store.ns, nonce=os.urandom(4).hex())
     return True
+
+
+async def resume_batch(wf: Workflow, run_id: str) -> WorkflowResult | None:
+    """``Workflow.resume`` of a batch run: nothing runs here; its ready tasks go on its
+    queue again (tasks lost with a purged queue come back; one a worker holds is
+    delivered twice, and the step's claim lets one commit). None for a real-time run."""
+    if await batch_meta(wf, run_id) is None:
+        return None
+    res = await wf.status(run_id)
+    if res.status == "cancelled":
+        raise WorkflowCancelled(f"run {run_id!r} was cancelled; fork it to run it again")
+    if res.status == "failed":
+        raise WorkflowError(
+            f"batch run {run_id!r} failed ({res.error}); its workers do not try a failed "
+            "step again: fork it (wf.fork) from a checkpoint before the failure and resume "
+            "the fork, here or on the queue (wf.handle(fork_id, queue=...).resume())"
+        )
+    if res.status != "done":
+        await requeue(wf, run_id)
+    return res
 
 
 # -- submit_many's progress ------------------------------------------------------------

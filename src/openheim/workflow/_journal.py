@@ -9,8 +9,11 @@ run with no store costs no encoding at all.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from openheim import telemetry
 from openheim.errors import VersionConflictError, WorkflowApprovalError, WorkflowStateError
@@ -173,6 +176,18 @@ class StoreJournal(Journal):
     async def aclose(self) -> None:
         if self._owned:
             await self.store.aclose()
+
+
+async def cancel_approvals(journal: Journal, pending: list[ApprovalRecord]) -> None:
+    """Mark ``pending`` (the approvals a run waited for when it was cancelled) as
+    cancelled: they leave the pending list and can no longer be decided. One decided
+    meanwhile keeps its decision."""
+    for rec in pending:
+        got = await journal.get_approval(rec.id)
+        if got is None or got[0].status != "pending":
+            continue
+        with contextlib.suppress(WorkflowApprovalError):
+            await journal.put_approval(msgspec.structs.replace(got[0], status="cancelled"), got[1])
 
 
 def open_journal(store: Any, namespace: str | None) -> Journal:

@@ -96,7 +96,8 @@ class ApprovalRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     requested_at: float = 0.0
     deadline: float | None = None
     on_deadline: Literal["reject", "escalate"] = "reject"
-    status: Literal["pending", "approved", "rejected", "escalated"] = "pending"
+    # ("cancelled": its run was cancelled before anyone decided it)
+    status: Literal["pending", "approved", "rejected", "escalated", "cancelled"] = "pending"
     decision: Decision | None = None
 
 

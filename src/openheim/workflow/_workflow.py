@@ -22,7 +22,7 @@ from openheim.errors import (
     WorkflowStateError,
 )
 from openheim.workflow._graph import Graph
-from openheim.workflow._journal import Journal, open_journal
+from openheim.workflow._journal import Journal, cancel_approvals, open_journal
 from openheim.workflow._records import (
     ApprovalRecord,
     Budget,
@@ -337,6 +337,9 @@ class Workflow(Graph):
         """Continue run ``run_id`` from its last checkpoint (after a crash, a failure or
         an approval). Nodes with a recorded result are not run again.
 
+        A batch run (see :meth:`submit`) is not run here: its ready tasks go back on
+        its queue, for the workers, and its status is returned.
+
         With a store, the resuming process holds a lease on the run (``wfrun/<id>``,
         renewed while it runs): a second process resuming the same run at the same
         time gets a :class:`WorkflowError` instead of running its steps twice.
@@ -346,6 +349,11 @@ class Workflow(Graph):
             raise WorkflowError(f"run {run_id!r} is running in this process right now")
         if not self.journal.durable:
             return await self._resume(run_id, _emit)
+        from openheim.workflow._batch import resume_batch
+
+        batch = await resume_batch(self, run_id)
+        if batch is not None:
+            return batch  # its workers continue it
         if lease is None:
             lease = self.lease(run_id)
             if not await lease.acquire():
@@ -501,6 +509,14 @@ class Workflow(Graph):
             stream=stream,
         )
 
+    async def queue_of(self, run_id: str) -> str | None:
+        """The queue URL batch run ``run_id`` (in this workflow's store) was submitted
+        to; None for a real-time run."""
+        from openheim.workflow._batch import batch_meta
+
+        meta = await batch_meta(self, run_id)
+        return meta.queue if meta is not None else None
+
     def handle(
         self,
         run_id: str,
@@ -593,6 +609,11 @@ class Workflow(Graph):
                 f"no approval {approval_id!r}; list the pending ones with wf.approvals()"
             )
         rec, version = got
+        if rec.status == "cancelled":
+            raise WorkflowApprovalError(
+                f"approval {approval_id!r} can no longer be decided: its run {rec.root!r} "
+                "was cancelled (fork the run to go on from before it)"
+            )
         if rec.status != "pending":
             by_whom = f" by {rec.decision.by}" if rec.decision and rec.decision.by else ""
             raise WorkflowApprovalError(
@@ -637,9 +658,9 @@ class Workflow(Graph):
             if parent is not None:
                 parent.view.blocked.pop(task.partition(":")[2], None)
         if self.journal.durable:
-            from openheim.workflow._batch import requeue_after_decision
+            from openheim.workflow._batch import requeue
 
-            if await requeue_after_decision(self, rec.run_id):
+            if await requeue(self, rec.run_id):
                 return None
         if not resume or rec.root in self._live:
             return None
@@ -724,6 +745,7 @@ class Workflow(Graph):
             await self.journal.append(run_id, rec)
         else:
             self.journal.views.pop(run_id, None)  # type: ignore[attr-defined]
+        await cancel_approvals(self.journal, view.pending())
         live = self._live.get(run_id)
         if live is not None:
             live.view.apply(rec)

@@ -1,0 +1,230 @@
+"""Batch runs through the workflow HTTP routes of a real uvicorn server on loopback.
+
+The server process serves the workflow (its store: the queue's Redis); the runs are
+submitted to the queue and moved by a worker in the test's process. Over HTTP: a
+run's status, its approval decided (the worker, not the server, runs what follows),
+resume and cancel. Every step writes its name and process id to a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from batchhelpers import REDIS_URL, drop_namespace
+
+from openheim.workflow import Worker
+from openheim.workflow._batch import Batch
+
+pytestmark = pytest.mark.redis
+
+FLOWS = textwrap.dedent(
+    """
+    import os
+    import msgspec
+    import openheim as oh
+    from openheim.workflow import Decision
+
+    HERE = os.path.dirname(os.path.abspath(__file__))
+
+    class Ticket(msgspec.Struct):
+        text: str = ""
+        decision: Decision | None = None
+
+    def effect(name):
+        with open(os.path.join(HERE, "effects"), "a") as f:
+            f.write(f"{name} {os.getpid()}\\n")
+
+    def build(store):
+        wf = oh.Workflow("bticket", state=Ticket, store=store)
+
+        @wf.step
+        def draft(t):
+            effect("draft")
+
+        wf.approval("review", output="decision")
+
+        @wf.step
+        def send(t):
+            effect("send")
+
+        wf.edge("draft", "review")
+        wf.edge("review", "send")
+        return wf
+    """
+)
+
+APP = textwrap.dedent(
+    """
+    import os
+    from starlette.applications import Starlette
+    from openheim.server.routes.workflows import routes_for
+    import bhttpflows
+
+    inner = Starlette(routes=routes_for({"bticket": bhttpflows.build(os.environ["STORE"])}))
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            scope.setdefault("state", {})["tenant"] = headers.get(b"x-tenant", b"default").decode()
+        await inner(scope, receive, send)
+    """
+)
+
+
+class Served:
+    def __init__(self, url: str, folder: Path, pid: int, tenant: str) -> None:
+        self.url = url
+        self.folder = folder
+        self.pid = pid
+        self.tenant = tenant
+        self.base = f"{url}/v1/workflows/bticket"
+
+    def effects(self) -> list[tuple[str, int]]:
+        path = self.folder / "effects"
+        if not path.exists():
+            return []
+        return [(n, int(p)) for n, p in (ln.split() for ln in path.read_text().splitlines())]
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    (tmp_path / "bhttpflows.py").write_text(FLOWS)
+    (tmp_path / "bhttpapp.py").write_text(APP)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bhttpapp:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path), "STORE": REDIS_URL},
+        stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                httpx.get(url + "/v1/workflows/bticket/approvals", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, (tmp_path / "server.log").read_text()
+                time.sleep(0.05)
+        yield Served(url, tmp_path, proc.pid, f"t{uuid.uuid4().hex[:10]}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+async def _until(client: httpx.AsyncClient, url: str, status: str) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for _ in range(1500):
+        body = (await client.get(url)).json()
+        if body.get("status") == status:
+            return body
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{url} never reached {status!r}: {body}")
+
+
+async def test_http_routes_steer_batch_runs_and_the_workers_run_them(served: Served) -> None:
+    sys.path.insert(0, str(served.folder))
+    try:
+        import bhttpflows
+    finally:
+        sys.path.remove(str(served.folder))
+    wf = bhttpflows.build(REDIS_URL)
+    worker = Worker([wf], REDIS_URL, queue_name=served.tenant, visibility_timeout=5)
+    working = asyncio.ensure_future(worker.run(drain_timeout=2))
+    # (the server keeps a tenant's runs in the store's namespace "tenant/<tenant>")
+    ns = f"tenant/{served.tenant}"
+    kw = {"queue": REDIS_URL, "queue_name": served.tenant, "namespace": ns}
+    me = os.getpid()
+    try:
+        async with httpx.AsyncClient(headers={"X-Tenant": served.tenant}) as client:
+            h = await wf.submit(None, **kw)
+            run = f"{served.base}/runs/{h.run_id}"
+            waiting = await _until(client, run, "waiting")
+            (pending,) = waiting["pending"]
+            listed = (await client.get(served.base + "/approvals")).json()["approvals"]
+            assert [a["id"] for a in listed] == [pending["id"]]
+
+            r = await client.post(
+                f"{served.base}/approvals/{pending['id']}", json={"approved": True, "by": "ann"}
+            )
+            assert r.status_code == 202, r.text
+            assert r.json()["run_id"] == h.run_id
+            done = await _until(client, run, "done")
+            assert done["state"]["decision"]["by"] == "ann"
+            assert (await h.result(timeout=10)).status == "done"
+            # The worker ran both steps, once each; the server ran none.
+            assert served.effects() == [("draft", me), ("send", me)]
+            history = await wf.scoped(ns).history(h.run_id)
+            assert [c.node for c in history if c.kind == "step"] == ["draft", "send"]
+
+            # Cancelled over HTTP while it waits: deciding it then is refused, and
+            # nothing more runs anywhere.
+            h2 = await wf.submit(None, **kw)
+            run2 = f"{served.base}/runs/{h2.run_id}"
+            (pending2,) = (await _until(client, run2, "waiting"))["pending"]
+            r = await client.post(run2 + "/cancel")
+            assert r.status_code == 200, r.text
+            assert r.json()["status"] == "cancelled"
+            assert (await client.get(served.base + "/approvals")).json() == {"approvals": []}
+            r = await client.post(
+                f"{served.base}/approvals/{pending2['id']}", json={"approved": True}
+            )
+            assert r.status_code == 409, r.text
+            assert "was cancelled" in r.json()["error"]["message"]
+            assert (await h2.status()).status == "cancelled"
+
+            # Resume over HTTP of a batch run waiting on its approval: it stays a batch run.
+            h3 = await wf.submit(None, **kw)
+            run3 = f"{served.base}/runs/{h3.run_id}"
+            (pending3,) = (await _until(client, run3, "waiting"))["pending"]
+            r = await client.post(run3 + "/resume")
+            assert r.status_code == 202, r.text
+            assert (await client.get(run3)).json()["status"] == "waiting"
+            r = await client.post(
+                f"{served.base}/approvals/{pending3['id']}", json={"approved": False}
+            )
+            assert r.status_code == 202, r.text
+            ended = await _until(client, run3, "done")
+            assert ended["state"]["decision"]["approved"] is False
+            # Every step ran once, in the worker; the server ran none.
+            assert served.effects() == [
+                ("draft", me),
+                ("send", me),
+                ("draft", me),
+                ("draft", me),
+                ("send", me),
+            ]
+    finally:
+        worker.stop()
+        await working
+        await worker.aclose()
+        await wf.aclose()
+        b = Batch(REDIS_URL, queue_name=served.tenant)
+        await b.queue.purge()
+        await drop_namespace(b.store, ns)
+        await b.aclose()
