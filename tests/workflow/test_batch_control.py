@@ -16,7 +16,12 @@ from batchflows import Doc, Inner
 from batchhelpers import REDIS_URL, drop_namespace
 
 import openheim as oh
-from openheim.errors import WorkflowApprovalError, WorkflowCancelled, WorkflowError
+from openheim.errors import (
+    WorkflowApprovalError,
+    WorkflowCancelled,
+    WorkflowError,
+    WorkflowStepError,
+)
 from openheim.workflow import Budget, StepInfo, Worker, Workflow, current_step
 from openheim.workflow._batch import Batch
 from openheim.workflow.queues import Delivery, Task, open_queue
@@ -383,7 +388,7 @@ async def test_resume_of_a_failed_or_cancelled_batch_run_says_what_to_do(env: En
     with pytest.raises(WorkflowError):
         await h.result(timeout=10)
     scoped = wf.scoped(env.name)
-    with pytest.raises(WorkflowError, match="do not try a failed step again: fork it"):
+    with pytest.raises(WorkflowStepError, match="do not try a failed step again: fork it"):
         await scoped.resume(h.run_id)
     h2 = await wf.submit(None, **env.kw())
     await scoped.cancel(h2.run_id)

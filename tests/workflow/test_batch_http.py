@@ -182,6 +182,22 @@ async def test_http_routes_steer_batch_runs_and_the_workers_run_them(served: Ser
             history = await wf.scoped(ns).history(h.run_id)
             assert [c.node for c in history if c.kind == "step"] == ["draft", "send"]
 
+            # Forked over HTTP from after its first step: the fork is a batch run too.
+            after_draft = next(c.id for c in history if c.node == "draft")
+            r = await client.post(
+                f"{run}/fork", json={"checkpoint": after_draft, "state": {"text": "v2"}}
+            )
+            assert r.status_code == 202, r.text
+            fork_run = f"{served.base}/runs/{r.json()['run_id']}"
+            (pending_fork,) = (await _until(client, fork_run, "waiting"))["pending"]
+            r = await client.post(
+                f"{served.base}/approvals/{pending_fork['id']}", json={"approved": True}
+            )
+            assert r.status_code == 202, r.text
+            forked = await _until(client, fork_run, "done")
+            assert forked["state"]["text"] == "v2"
+            assert served.effects()[2:] == [("send", me)]
+
             # Cancelled over HTTP while it waits: deciding it then is refused, and
             # nothing more runs anywhere.
             h2 = await wf.submit(None, **kw)
@@ -214,6 +230,7 @@ async def test_http_routes_steer_batch_runs_and_the_workers_run_them(served: Ser
             # Every step ran once, in the worker; the server ran none.
             assert served.effects() == [
                 ("draft", me),
+                ("send", me),
                 ("send", me),
                 ("draft", me),
                 ("draft", me),

@@ -27,6 +27,7 @@ from openheim.errors import (
     WorkflowCancelled,
     WorkflowDefinitionError,
     WorkflowStateError,
+    WorkflowStepError,
 )
 from openheim.server import openheim_pb2 as pb
 from openheim.server import openheim_pb2_grpc as pb_grpc
@@ -263,7 +264,7 @@ class _Service(pb_grpc.OpenheimServicer):
             code = grpc.StatusCode.ABORTED
         elif isinstance(exc, _Exists):
             code = grpc.StatusCode.ALREADY_EXISTS
-        elif isinstance(exc, (WorkflowApprovalError, WorkflowCancelled)):
+        elif isinstance(exc, (WorkflowApprovalError, WorkflowCancelled, WorkflowStepError)):
             code = grpc.StatusCode.FAILED_PRECONDITION
         elif isinstance(exc, (BadRequest, WorkflowStateError, WorkflowDefinitionError)):
             code = grpc.StatusCode.INVALID_ARGUMENT

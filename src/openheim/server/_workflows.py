@@ -236,6 +236,8 @@ class ServedWorkflows:
         status = await wf.status(run_id)
         if status.status == "cancelled":
             raise WorkflowCancelled(f"run {shown(run_id)} was cancelled; fork it to run it again")
+        if await self._on_queue(wf, run_id):
+            return
         lease = await self._claim(wf, run_id)
         self._track(wf, run_id, lease, wf.resume(run_id, lease=lease))
 
@@ -249,9 +251,19 @@ class ServedWorkflows:
         """Fork run ``run_id`` and run the fork in the background; the new run's id."""
         self._check_accepting()
         new_id = await wf.fork(run_id, checkpoint, state)
-        lease = await self._claim(wf, new_id)
-        self._track(wf, new_id, lease, wf.resume(new_id, lease=lease))
+        if not await self._on_queue(wf, new_id):
+            lease = await self._claim(wf, new_id)
+            self._track(wf, new_id, lease, wf.resume(new_id, lease=lease))
         return new_id
+
+    @staticmethod
+    async def _on_queue(wf: Workflow, run_id: str) -> bool:
+        """If ``run_id`` is a batch run, put its ready tasks on its queue, for its workers
+        (True); this server runs none of its steps."""
+        if await wf.queue_of(run_id) is None:
+            return False
+        await wf.resume(run_id)
+        return True
 
     def driver(self, wf: Workflow, run_id: str) -> Workflow | None:
         """The workflow object driving run ``run_id`` here right now (None: not driven here;
@@ -295,7 +307,9 @@ class ServedWorkflows:
             )
             if self.driving(wf, root):
                 return root
-            # Its driver stopped meanwhile: continue the run below.
+            # Its driver stopped meanwhile: the decision is recorded; continue the run.
+            await self._after_decision(wf, root, await self._claim(wf, root))
+            return root
         lease = await self._claim(wf, root)
         try:
             await wf.approve(approval_id, approved, by=by, reason=reason, edits=edits, resume=False)

@@ -439,6 +439,15 @@ async def batch_meta(wf: Workflow, run_id: str) -> BatchMeta | None:
     return decode_meta(got[0]) if got is not None else None
 
 
+async def fork_meta(wf: Workflow, run_id: str, new_id: str) -> None:
+    """Run ``new_id``, forked from ``run_id``: a batch run on the same queue if that one
+    is (its own trace)."""
+    meta = await batch_meta(wf, run_id)
+    if meta is not None:
+        fork = msgspec.structs.replace(meta, traceparent=new_traceparent(), at=time.time())
+        await wf.journal.store.put(META + new_id, encode_meta(fork))  # type: ignore[attr-defined]
+
+
 async def requeue(wf: Workflow, run_id: str) -> bool:
     """If run ``run_id`` (in ``wf``'s store) is a batch run, put its ready tasks on its
     queue (True; after an approval was decided, or by :func:`resume_batch`); False for
@@ -462,10 +471,11 @@ async def resume_batch(wf: Workflow, run_id: str) -> WorkflowResult | None:
     if res.status == "cancelled":
         raise WorkflowCancelled(f"run {run_id!r} was cancelled; fork it to run it again")
     if res.status == "failed":
-        raise WorkflowError(
+        raise WorkflowStepError(
             f"batch run {run_id!r} failed ({res.error}); its workers do not try a failed "
             "step again: fork it (wf.fork) from a checkpoint before the failure and resume "
-            "the fork, here or on the queue (wf.handle(fork_id, queue=...).resume())"
+            "the fork, here or on the queue (wf.handle(fork_id, queue=...).resume())",
+            run_id=run_id,
         )
     if res.status != "done":
         await requeue(wf, run_id)

@@ -793,7 +793,9 @@ class Workflow(Graph):
     ) -> str:
         """A new run that starts where ``run_id`` stood at ``checkpoint_id`` (the latest
         if None), with ``state_patch`` applied; the original run is left as it is.
-        Returns the new run id; ``resume(new_id)`` runs it. Usage and budget carry over."""
+        Returns the new run id; ``resume(new_id)`` runs it. Usage and budget carry over.
+        The fork of a batch run is a batch run on the same queue: ``resume(new_id)``
+        puts its tasks there."""
         records = await self._records(run_id)
         if checkpoint_id is not None:
             if not any(seq == checkpoint_id for seq, _ in records):
@@ -841,6 +843,10 @@ class Workflow(Graph):
                 await self.journal.append(
                     new_id, ItemDone(task=view.task_id(node), index=index, value=value)
                 )
+        if self.journal.durable:
+            from openheim.workflow._batch import fork_meta
+
+            await fork_meta(self, run_id, new_id)
         return new_id
 
     async def delete(self, run_id: str) -> None:

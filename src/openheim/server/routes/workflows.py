@@ -41,6 +41,7 @@ from openheim.errors import (
     WorkflowDefinitionError,
     WorkflowError,
     WorkflowStateError,
+    WorkflowStepError,
 )
 from openheim.server._http import error_response, event_stream, json_response, shutting_down
 from openheim.server._wf_schemas import WorkflowDecision, WorkflowFork, WorkflowSubmit
@@ -78,7 +79,10 @@ def _error(exc: BaseException) -> Response:
     if isinstance(exc, RunLeased):
         headers = {"Retry-After": str(exc.retry_after)}
         return error_response(409, str(exc), code="conflict", headers=headers)
-    if isinstance(exc, (WorkflowApprovalError, WorkflowCancelled, WorkflowBusyError, _Conflict)):
+    if isinstance(
+        exc,
+        (WorkflowApprovalError, WorkflowCancelled, WorkflowBusyError, WorkflowStepError, _Conflict),
+    ):
         return error_response(409, str(exc), code="conflict")
     if isinstance(exc, (WorkflowStateError, WorkflowDefinitionError)):
         return error_response(400, str(exc))
