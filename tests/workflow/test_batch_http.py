@@ -1,9 +1,9 @@
 """Batch runs through the workflow HTTP routes of a real uvicorn server on loopback.
 
-The server process serves the workflow (its store: the queue's Redis); the runs are
-submitted to the queue and moved by a worker in the test's process. Over HTTP: a
-run's status, its approval decided (the worker, not the server, runs what follows),
-resume and cancel. Every step writes its name and process id to a file.
+The server process serves the workflow (its store: the queue's own engine, Redis or
+NATS); the runs are submitted to the queue and moved by a worker in the test's
+process. Over HTTP: a run's status, its approval decided (the worker, not the server,
+runs what follows), fork, cancel and resume. Every step writes its name and process id to a file.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from typing import Any
 
 import httpx
 import pytest
-from batchhelpers import REDIS_URL, drop_namespace
+from batchhelpers import NATS_URL, REDIS_URL, drop_namespace
 
 from openheim.workflow import Worker
 from openheim.workflow._batch import Batch
 
-pytestmark = pytest.mark.redis
+URLS = {"redis": REDIS_URL, "nats": NATS_URL}
 
 FLOWS = textwrap.dedent(
     """
@@ -84,8 +84,9 @@ APP = textwrap.dedent(
 
 
 class Served:
-    def __init__(self, url: str, folder: Path, pid: int, tenant: str) -> None:
+    def __init__(self, url: str, folder: Path, pid: int, tenant: str, queue: str) -> None:
         self.url = url
+        self.queue = queue  # the queue's URL (its engine holds the runs too)
         self.folder = folder
         self.pid = pid
         self.tenant = tenant
@@ -98,8 +99,9 @@ class Served:
         return [(n, int(p)) for n, p in (ln.split() for ln in path.read_text().splitlines())]
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+@pytest.fixture(params=[pytest.param(k, marks=getattr(pytest.mark, k)) for k in URLS])
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
+    url = URLS[request.param]
     (tmp_path / "bhttpflows.py").write_text(FLOWS)
     (tmp_path / "bhttpapp.py").write_text(APP)
     with socket.socket() as s:
@@ -118,19 +120,19 @@ def served(tmp_path: Path) -> Iterator[Served]:
             str(port),
         ],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(tmp_path), "STORE": REDIS_URL},
+        env={**os.environ, "PYTHONPATH": str(tmp_path), "STORE": url},
         stderr=log,
     )
-    url = f"http://127.0.0.1:{port}"
+    http = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
             try:
-                httpx.get(url + "/v1/workflows/bticket/approvals", timeout=1)
+                httpx.get(http + "/v1/workflows/bticket/approvals", timeout=1)
                 break
             except httpx.TransportError:
                 assert proc.poll() is None, (tmp_path / "server.log").read_text()
                 time.sleep(0.05)
-        yield Served(url, tmp_path, proc.pid, f"t{uuid.uuid4().hex[:10]}")
+        yield Served(http, tmp_path, proc.pid, f"t{uuid.uuid4().hex[:10]}", url)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -149,16 +151,17 @@ async def _until(client: httpx.AsyncClient, url: str, status: str) -> dict[str, 
 
 async def test_http_routes_steer_batch_runs_and_the_workers_run_them(served: Served) -> None:
     sys.path.insert(0, str(served.folder))
+    sys.modules.pop("bhttpflows", None)  # (this test's own copy: its effects file)
     try:
         import bhttpflows
     finally:
         sys.path.remove(str(served.folder))
-    wf = bhttpflows.build(REDIS_URL)
-    worker = Worker([wf], REDIS_URL, queue_name=served.tenant, visibility_timeout=5)
+    wf = bhttpflows.build(served.queue)
+    worker = Worker([wf], served.queue, queue_name=served.tenant, visibility_timeout=5)
     working = asyncio.ensure_future(worker.run(drain_timeout=2))
     # (the server keeps a tenant's runs in the store's namespace "tenant/<tenant>")
     ns = f"tenant/{served.tenant}"
-    kw = {"queue": REDIS_URL, "queue_name": served.tenant, "namespace": ns}
+    kw = {"queue": served.queue, "queue_name": served.tenant, "namespace": ns}
     me = os.getpid()
     try:
         async with httpx.AsyncClient(headers={"X-Tenant": served.tenant}) as client:
@@ -241,7 +244,7 @@ async def test_http_routes_steer_batch_runs_and_the_workers_run_them(served: Ser
         await working
         await worker.aclose()
         await wf.aclose()
-        b = Batch(REDIS_URL, queue_name=served.tenant)
+        b = Batch(served.queue, queue_name=served.tenant)
         await b.queue.purge()
         await drop_namespace(b.store, ns)
         await b.aclose()
