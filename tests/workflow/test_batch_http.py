@@ -200,6 +200,11 @@ async def test_http_routes_steer_batch_runs_and_the_workers_run_them(served: Ser
             forked = await _until(client, fork_run, "done")
             assert forked["state"]["text"] == "v2"
             assert served.effects()[2:] == [("send", me)]
+            # Forked from its end: done as it stands, nothing runs.
+            r = await client.post(f"{run}/fork", json={"state": {"text": "v3"}})
+            assert r.status_code == 202, r.text
+            at_end = (await client.get(f"{served.base}/runs/{r.json()['run_id']}")).json()
+            assert (at_end["status"], at_end["state"]["text"]) == ("done", "v3")
 
             # Cancelled over HTTP while it waits: deciding it then is refused, and
             # nothing more runs anywhere.
@@ -209,6 +214,7 @@ async def test_http_routes_steer_batch_runs_and_the_workers_run_them(served: Ser
             r = await client.post(run2 + "/cancel")
             assert r.status_code == 200, r.text
             assert r.json()["status"] == "cancelled"
+            assert r.json()["pending"] == []
             assert (await client.get(served.base + "/approvals")).json() == {"approvals": []}
             r = await client.post(
                 f"{served.base}/approvals/{pending2['id']}", json={"approved": True}

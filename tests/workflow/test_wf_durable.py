@@ -120,6 +120,16 @@ async def test_fork_leaves_the_original_intact_and_records_lineage(store: Store)
     assert await wf.lineage(res.run_id) is None
     with pytest.raises(RunNotFoundError, match="no checkpoint 999"):
         await wf.fork(res.run_id, 999)
+    # Forked from its end: nothing is left to run, so the fork is done as it stands.
+    at_end = await wf.fork(res.run_id, None, {"text": "at the end"})
+    status = await wf.status(at_end)
+    assert (status.status, status.state.text, status.state.log) == (
+        "done",
+        "at the end",
+        ["a", "b", "c"],
+    )
+    assert (await wf.resume(at_end)).status == "done"
+    assert calls.counts == {"a": 1, "b": 2, "c": 2}
 
 
 async def test_cancel(store: Store) -> None:
@@ -202,6 +212,7 @@ async def test_cancelling_a_waiting_run_cancels_its_approvals(store: Store) -> N
     ids = sorted(p.id for p in res.pending)
     await wf.cancel(res.run_id)
     assert await wf.approvals() == []
+    assert (await wf.status(res.run_id)).pending == []
     gone = await wf.approvals(pending=False)
     assert sorted((a.id, a.status) for a in gone) == [(i, "cancelled") for i in ids]
     with pytest.raises(WorkflowApprovalError, match="can no longer be decided: its run"):

@@ -109,9 +109,9 @@ class Ctx:
 
 
 def result_of(view: RunView) -> WorkflowResult:
-    return WorkflowResult(
-        view.run_id, view.state, view.status, view.pending(), view.usage, view.error
-    )
+    # (a cancelled run's approvals can no longer be decided: none is pending)
+    pending = view.pending() if view.ended not in ("done", "cancelled") else []
+    return WorkflowResult(view.run_id, view.state, view.status, pending, view.usage, view.error)
 
 
 def execute(

@@ -109,7 +109,7 @@ class RunView:
     @classmethod
     def started(cls, graph: Graph, rec: Started, *, typed: bool) -> RunView:
         state = rec.state if typed else graph.spec.load(rec.state)
-        return cls(
+        view = cls(
             graph,
             rec.run_id,
             state,
@@ -120,6 +120,9 @@ class RunView:
             joins=rec.joins,
             fork_of=rec.fork_of,
         )
+        if not rec.frontier:
+            view.ended = "done"  # a fork of a finished run: nothing is left to run
+        return view
 
     @classmethod
     def replay(cls, graph: Graph, records: list[tuple[int, Record]], *, typed: bool) -> RunView:
