@@ -168,6 +168,26 @@ async def test_an_approval_inside_a_sub_workflow(env: Env) -> None:
     done = await h.result(timeout=10)
     assert done.status == "done"
     assert done.state.out == ["n1", "n2"]
+    # What the HTTP routes see (the workflow's own status and cancel, on the same store):
+    # the parent waits on its child's approval; cancelling the parent cancels that one.
+    wf2 = Workflow("b-outer-approval", state=Doc, store=REDIS_URL)
+    wf2.step(lambda d: None, name="before")
+    wf2.subworkflow("sub", inner, input=lambda d: {"topic": "t"}, output=lambda s: {"out": s.notes})
+    wf2.edge("before", "sub")
+    env.wfs.append(wf2)
+    h2 = await wf.submit(None, **env.kw())
+    assert (await h2.result(timeout=10)).status == "waiting"
+    scoped = wf2.scoped(env.name)
+    seen = await scoped.status(h2.run_id)
+    assert seen.status == "waiting"
+    (child_pending,) = seen.pending
+    assert child_pending.run_id.startswith(h2.run_id + "/")
+    assert [a.id for a in await scoped.approvals()] == [child_pending.id]
+    await scoped.cancel(h2.run_id)
+    assert (await scoped.status(h2.run_id)).status == "cancelled"
+    assert [a.id for a in await scoped.approvals()] == []
+    with pytest.raises(WorkflowApprovalError, match="was cancelled"):
+        await scoped.approve(child_pending.id, True)
 
 
 async def test_submit_many_shows_progress_and_a_summary(env: Env) -> None:

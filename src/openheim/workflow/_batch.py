@@ -21,7 +21,8 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -37,7 +38,7 @@ from openheim.errors import (
 )
 from openheim.stores import is_transient
 from openheim.workflow._journal import StoreJournal, cancel_approvals
-from openheim.workflow._records import Budget, Ended, Started
+from openheim.workflow._records import ApprovalRecord, Budget, Ended, Started
 from openheim.workflow._runner import result_of
 from openheim.workflow._view import RunView
 from openheim.workflow.events import Checkpoint, WorkflowResult
@@ -292,19 +293,7 @@ class RunHandle:
         return res
 
     async def _children_pending(self, view: RunView) -> list[Any]:
-        out = []
-        for n in view.ready():
-            if view.graph.nodes[n].kind != "workflow":
-                continue
-            child_id = f"{view.run_id}/{view.task_id(n)}"
-            sub = view.graph.nodes[n].sub
-            try:
-                child = await self.batch.load(sub, child_id, self.namespace)
-            except RunNotFoundError:
-                continue
-            if child.status == "waiting":
-                out += child.pending()
-        return out
+        return await waiting_children(view, partial(self.batch.load, namespace=self.namespace))
 
     async def result(self, timeout: float | None = None) -> WorkflowResult:
         """Wait until the run ends or waits for an approval, and return its result.
@@ -427,6 +416,35 @@ async def submit(
     )
     await batch.queue.put(batch.tasks(view, namespace, tp))
     return RunHandle(wf, batch, run_id, namespace)
+
+
+async def waiting_children(
+    view: RunView, load: Callable[[Graph, str], Awaitable[RunView | None]]
+) -> list[ApprovalRecord]:
+    """The approvals the child runs of a batch run's sub-workflow nodes wait for (a
+    worker records them in the child's log only; ``load(graph, run_id)`` reads one)."""
+    out = []
+    for n in view.ready():
+        node = view.graph.nodes[n]
+        if node.kind != "workflow":
+            continue
+        try:
+            child = await load(node.sub, f"{view.run_id}/{view.task_id(n)}")
+        except RunNotFoundError:
+            continue
+        if child is not None and child.status == "waiting":
+            out += child.pending()
+    return out
+
+
+async def batch_status(wf: Workflow, view: RunView) -> WorkflowResult:
+    """``result_of(view)``; for a batch run waiting on a child run's approval, waiting."""
+    res = result_of(view)
+    if res.status == "running" and await batch_meta(wf, view.run_id) is not None:
+        pending = await waiting_children(view, wf._load)
+        if pending:
+            res = WorkflowResult(res.run_id, res.state, "waiting", pending, res.usage)
+    return res
 
 
 async def batch_meta(wf: Workflow, run_id: str) -> BatchMeta | None:

@@ -745,7 +745,12 @@ class Workflow(Graph):
             await self.journal.append(run_id, rec)
         else:
             self.journal.views.pop(run_id, None)  # type: ignore[attr-defined]
-        await cancel_approvals(self.journal, view.pending())
+        pending = view.pending()
+        if self.journal.durable:
+            from openheim.workflow._batch import batch_status
+
+            pending = (await batch_status(self, view)).pending  # (a batch run's children too)
+        await cancel_approvals(self.journal, pending)
         live = self._live.get(run_id)
         if live is not None:
             live.view.apply(rec)
@@ -760,7 +765,11 @@ class Workflow(Graph):
             return result_of(live.view)
         view = await self._load(self, run_id)
         assert view is not None
-        return result_of(view)
+        if not self.journal.durable:
+            return result_of(view)
+        from openheim.workflow._batch import batch_status
+
+        return await batch_status(self, view)
 
     async def history(self, run_id: str) -> list[Checkpoint]:
         """The run's checkpoints, oldest first: what each node changed."""
