@@ -347,15 +347,20 @@ async def test_current_step_in_real_time_mode_and_outside_a_node() -> None:
     assert oh.workflow.current_step is current_step
 
 
-async def test_the_workflows_own_methods_see_batch_runs_in_the_same_store(env: Env) -> None:
-    """What the HTTP routes call (``wf.scoped(ns).status / cancel / approve``) works on a
-    batch run when the workflow's store is the queue's Redis: the routes need no change."""
-    wf = Workflow("b-http", state=Doc, store=REDIS_URL)
+def _review(wf: Workflow) -> Workflow:
+    """draft -> review (an approval) -> send."""
     wf.step(lambda d: {"log": ["drafted"]}, name="draft")
     wf.approval("review", output="decision")
     wf.step(lambda d: {"log": ["sent"]}, name="send")
     wf.edge("draft", "review")
     wf.edge("review", "send")
+    return wf
+
+
+async def test_the_workflows_own_methods_see_batch_runs_in_the_same_store(env: Env) -> None:
+    """What the HTTP routes call (``wf.scoped(ns).status / cancel / approve``) works on a
+    batch run when the workflow's store is the queue's Redis: the routes need no change."""
+    wf = _review(Workflow("b-http", state=Doc, store=REDIS_URL))
     env.work(wf)
     h = await wf.submit(None, **env.kw())
     assert (await h.result(timeout=10)).status == "waiting"
@@ -417,12 +422,7 @@ async def test_resume_of_a_failed_or_cancelled_batch_run_says_what_to_do(env: En
 
 
 async def test_a_cancelled_runs_approvals_can_no_longer_be_decided(env: Env) -> None:
-    wf = Workflow("b-cancel-approval", state=Doc, store=REDIS_URL)
-    wf.step(lambda d: {"log": ["drafted"]}, name="draft")
-    wf.approval("review", output="decision")
-    wf.step(lambda d: {"log": ["sent"]}, name="send")
-    wf.edge("draft", "review")
-    wf.edge("review", "send")
+    wf = _review(Workflow("b-cancel-approval", state=Doc, store=REDIS_URL))
     env.work(wf)
     scoped = wf.scoped(env.name)
     h = await wf.submit(None, **env.kw())

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from batchhelpers import NATS_URL, REDIS_URL, drop_namespace
+from wfhelpers import uvicorn_app
 
 from openheim.workflow import Worker
 from openheim.workflow._batch import Batch
@@ -104,39 +102,13 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
     url = URLS[request.param]
     (tmp_path / "bhttpflows.py").write_text(FLOWS)
     (tmp_path / "bhttpapp.py").write_text(APP)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bhttpapp:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(tmp_path), "STORE": url},
-        stderr=log,
-    )
-    http = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                httpx.get(http + "/v1/workflows/bticket/approvals", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, (tmp_path / "server.log").read_text()
-                time.sleep(0.05)
+    with uvicorn_app(
+        tmp_path, "bhttpapp:app", "/v1/workflows/bticket/approvals", {"STORE": url}
+    ) as (
+        http,
+        proc,
+    ):
         yield Served(http, tmp_path, proc.pid, f"t{uuid.uuid4().hex[:10]}", url)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 async def _until(client: httpx.AsyncClient, url: str, status: str) -> dict[str, Any]:

@@ -7,10 +7,7 @@ Guard puts the authenticated tenant). Runs live in SQLite.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -20,6 +17,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from wfhelpers import uvicorn_app
 
 APP = textwrap.dedent(
     """
@@ -78,39 +76,8 @@ def _free_port() -> int:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     (tmp_path / "wfhttpapp.py").write_text(APP)
-    port = _free_port()
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "wfhttpapp:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
-        stderr=log,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                httpx.get(url + "/v1/workflows/triage/approvals", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, (tmp_path / "server.log").read_text()
-                time.sleep(0.05)
+    with uvicorn_app(tmp_path, "wfhttpapp:app", "/v1/workflows/triage/approvals") as (url, _):
         yield url, tmp_path
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 def _sse(client: httpx.Client, url: str, last: str | None = None) -> list[tuple[str, str, Any]]:

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
 
 from openheim.stores import Store
 
@@ -31,3 +40,34 @@ class Counter:
 
     def __getitem__(self, name: str) -> int:
         return self.counts.get(name, 0)
+
+
+@contextlib.contextmanager
+def uvicorn_app(
+    folder: Path, app: str, probe: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real uvicorn server on loopback serving ``app`` (``module:attribute``, from
+    ``folder``), once GET ``probe`` answers; its URL and process. Its log: server.log."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(folder / "server.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=folder,
+            env={**os.environ, "PYTHONPATH": str(folder), **(env or {})},
+            stderr=log,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(600):
+                try:
+                    httpx.get(url + probe, timeout=1)
+                    break
+                except httpx.TransportError:
+                    assert proc.poll() is None, (folder / "server.log").read_text()
+                    time.sleep(0.05)
+            yield url, proc
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
