@@ -237,6 +237,13 @@ class Repl:
                 approval_id, approved, by=by, reason=reason.strip() or None, resume=False
             )
             verdict = "approved" if approved else "rejected"
+            queue = await wf.queue_of(rec.root)
+            if queue is not None:  # a batch run: the decision put it back on its queue
+                self.say(
+                    f"{escape(approval_id)} {verdict}; run {escape(rec.root)} goes on in the "
+                    f"workers of {escape(queue)}"
+                )
+                return
             self.say(f"{escape(approval_id)} {verdict}; run {escape(rec.root)} goes on")
             await self._follow(wf.stream(resume=rec.root))
 
