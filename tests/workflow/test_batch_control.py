@@ -441,3 +441,21 @@ async def test_a_cancelled_runs_approvals_can_no_longer_be_decided(env: Env) -> 
     with pytest.raises(WorkflowApprovalError, match="was cancelled"):
         await scoped.approve(pending2.id, False)
     assert (await h2.status()).status == "cancelled"
+
+
+async def test_recover_leaves_batch_runs_to_their_workers(env: Env) -> None:
+    """``Workflow.recover`` (a service restarting on the same store) resumes its own
+    real-time runs, not the batch runs of that store: their tasks are on their queue."""
+    wf = Workflow("b-recover", state=Doc, store=REDIS_URL)
+    ran: list[str] = []
+    wf.step(lambda d: ran.append("a") or {"log": ["a"]}, name="a")
+    h = await wf.submit(None, **env.kw())
+    scoped = wf.scoped(env.name)
+    assert await scoped.recover() == []
+    assert ran == []
+    b = Batch(REDIS_URL, queue_name=env.name)
+    env.closers.append(b.aclose)
+    assert (await b.queue.stats()).depth == 1  # its task, once
+    env.work(wf)
+    assert (await h.result(timeout=10)).state.log == ["a"]
+    assert ran == ["a"]

@@ -401,7 +401,8 @@ class Workflow(Graph):
 
     async def recover(self) -> list[WorkflowResult]:
         """Resume every unfinished run of this workflow in the store (after a restart)
-        and arm the deadlines of its pending approvals; returns what the resumed runs did."""
+        and arm the deadlines of its pending approvals; returns what the resumed runs did.
+        Batch runs are left to their workers."""
         out = []
         for run_id in await self.journal.runs():
             if "/" in run_id or run_id in self._live:
@@ -410,6 +411,8 @@ class Workflow(Graph):
             if view is None:
                 continue
             if view.status == "running":
+                if await self.queue_of(run_id) is not None:
+                    continue  # a batch run: its queue and workers have it
                 try:
                     out.append(await self.resume(run_id))
                 except WorkflowBusyError:
