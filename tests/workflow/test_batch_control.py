@@ -459,3 +459,33 @@ async def test_recover_leaves_batch_runs_to_their_workers(env: Env) -> None:
     env.work(wf)
     assert (await h.result(timeout=10)).state.log == ["a"]
     assert ran == ["a"]
+
+
+async def test_an_approval_deadline_passes_while_no_process_waits_for_it(env: Env) -> None:
+    """A batch run's approval with a deadline: a worker (any of the queue's) rejects it
+    once it passes, as a real-time run's timer would, and the run goes on."""
+    wf = Workflow("b-deadline", state=Doc)
+    wf.step(lambda d: {"log": ["drafted"]}, name="draft")
+    wf.approval("review", output="decision", deadline=0.5)
+    wf.step(lambda d: {"log": ["sent"]}, name="send")
+    wf.edge("draft", "review")
+    wf.edge("review", "send")
+    h = await wf.submit(None, **env.kw())
+    env.work(wf, deadline_every=0.1)
+    waiting = await h.result(timeout=10)
+    assert waiting.status == "waiting"
+    (pending,) = waiting.pending
+    assert pending.deadline is not None
+    for _ in range(200):
+        res = await h.status()
+        if res.status != "waiting":
+            break
+        await asyncio.sleep(0.05)
+    done = await h.result(timeout=10)
+    assert done.status == "done"
+    assert done.state.log == ["drafted", "sent"]
+    decision = done.state.decision
+    assert (decision["approved"], decision["by"]) == (False, "deadline")
+    b = Batch(REDIS_URL, queue_name=env.name)
+    env.closers.append(b.aclose)
+    assert await b.store.list(f"wfdeadline/{env.name}/") == []  # the index entry is gone

@@ -18,6 +18,8 @@ run a worker saw end, read by progress bars).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import os
 import sys
 import time
@@ -51,9 +53,12 @@ if TYPE_CHECKING:
 
 __all__ = ["Batch", "BatchMeta", "RunHandle", "decode_ends", "encode_ends", "new_traceparent"]
 
+log = logging.getLogger("openheim.workflow")
+
 META = "wfmeta/"
 CLAIM = "wfclaim/"
 ENDS = "wfend/"
+DEADLINES = "wfdeadline/"  # + queue name + "/" + a hash: a pending approval's deadline
 CLAIM_TTL = 7 * 24 * 3600.0  # a claim key outlives any redelivery of its task
 
 
@@ -445,6 +450,67 @@ async def batch_status(wf: Workflow, view: RunView) -> WorkflowResult:
         if pending:
             res = WorkflowResult(res.run_id, res.state, "waiting", pending, res.usage)
     return res
+
+
+class Deadline(msgspec.Struct, kw_only=True):
+    """A batch run's approval with a deadline (kept until the deadline is applied)."""
+
+    namespace: str
+    approval: str
+    deadline: float
+
+
+def deadline_key(queue_name: str, namespace: str, approval_id: str) -> str:
+    digest = hashlib.blake2s(f"{namespace}\0{approval_id}".encode(), digest_size=12).hexdigest()
+    return f"{DEADLINES}{queue_name}/{digest}"
+
+
+async def note_deadline(batch: Batch, namespace: str, approval: ApprovalRecord) -> None:
+    """Index ``approval`` (with a deadline) under its queue, where workers look for the
+    deadlines that passed (see :func:`apply_deadlines`)."""
+    assert approval.deadline is not None
+    entry = Deadline(namespace=namespace, approval=approval.id, deadline=approval.deadline)
+    await batch.store.put(
+        deadline_key(batch.queue.name, namespace, approval.id), msgspec.json.encode(entry)
+    )
+
+
+async def apply_deadlines(
+    batch: Batch, workflows: Iterable[Workflow], now: float | None = None
+) -> list[str]:
+    """Reject (or escalate) the approvals of ``batch``'s queue whose deadline passed, as
+    a real-time run's timer would; their runs go back on the queue. Returns their ids.
+    Any number of workers may do this at once: a decision is a compare-and-set."""
+    now = time.time() if now is None else now
+    out = []
+    for key in await batch.store.list(f"{DEADLINES}{batch.queue.name}/"):
+        got = await batch.store.get(key)
+        if got is None:
+            continue
+        try:
+            entry = msgspec.json.decode(got[0], type=Deadline)
+        except msgspec.DecodeError:
+            log.warning("dropped an unreadable approval deadline %r", key)
+            await batch.store.delete(key)
+            continue
+        if entry.deadline > now:
+            continue
+        journal = batch.journal(entry.namespace)
+        rec = await journal.get_approval(entry.approval)
+        wf = None
+        if rec is not None:
+            wf = next((w for w in workflows if rec[0].workflow in w.definitions()), None)
+        if rec is not None and rec[0].status == "pending" and wf is None:
+            continue  # a workflow this worker does not run: left to one that does
+        if rec is not None and rec[0].status == "pending" and wf is not None:
+            try:
+                await wf._journaled(journal)._expire_one(entry.approval, resume=False)
+            except WorkflowError as exc:  # (decided meanwhile, or its run cancelled)
+                log.info("approval %s: deadline not applied (%s)", entry.approval, exc)
+            else:
+                out.append(entry.approval)
+        await batch.store.delete(key)
+    return out
 
 
 async def batch_meta(wf: Workflow, run_id: str) -> BatchMeta | None:

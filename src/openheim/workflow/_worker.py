@@ -73,9 +73,11 @@ from openheim.workflow._batch import (
     META,
     Batch,
     BatchMeta,
+    apply_deadlines,
     decode_meta,
     encode_end,
     encode_meta,
+    note_deadline,
 )
 from openheim.workflow._nodes import END
 from openheim.workflow._records import (
@@ -172,7 +174,9 @@ class Worker:
     bytes of their records); a run whose view was dropped is read back from its
     log. A worker takes its own runs' next steps first (they go on its own Redis
     stream or NATS subject), so the views it needs are about its concurrency's
-    worth. ``await worker.run()`` works until
+    worth. Every ``deadline_every`` seconds, a worker rejects (or escalates) the
+    approvals of the queue's runs whose deadline passed, as a real-time run's timer
+    would. ``await worker.run()`` works until
     :meth:`stop` (or ``max_idle`` seconds without work), then drains: tasks
     running finish within ``drain_timeout`` seconds, or are cancelled and
     given back to the queue.
@@ -193,6 +197,7 @@ class Worker:
         heartbeat: float | None = None,
         cache_views: int = 1_000_000,
         cache_mb: float = 128.0,
+        deadline_every: float = 5.0,
     ) -> None:
         self.batch = (
             queue
@@ -208,7 +213,8 @@ class Worker:
         self._own_batch = not isinstance(queue, Batch)
         self.queue: TaskQueue = self.batch.queue
         self.graphs: dict[str, Graph] = {}
-        for wf in workflows:
+        self.workflows = list(workflows)
+        for wf in self.workflows:
             if not wf._validated:
                 wf.validate()
             for name, g in wf.definitions().items():
@@ -221,6 +227,11 @@ class Worker:
         self.take_count = take or min(self.concurrency, 128)
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.heartbeat = heartbeat or self.queue.visibility_timeout / 3
+        if not deadline_every > 0:
+            raise ConfigError(
+                f"deadline_every must be a positive number of seconds, got {deadline_every!r}"
+            )
+        self.deadline_every = deadline_every
         self.stats = WorkerStats()
         self.backend = _fused(self.batch)
         self.backend.consumer = self.consumer
@@ -297,7 +308,7 @@ class Worker:
             self._stop = asyncio.Event()
             if self._stopping:
                 self._stop.set()
-        beat = asyncio.ensure_future(self._heartbeats())
+        beat = asyncio.ensure_future(self._background())
         idle_since = time.monotonic()
         down_since: float | None = None  # since when takes fail on the server's absence
         warned = 0.0
@@ -407,6 +418,19 @@ class Worker:
                 self.stats.released += 1
             except Exception as exc:
                 log.warning("could not give task %s back (%s); it is redelivered later", d.id, exc)
+
+    async def _background(self) -> None:
+        await asyncio.gather(self._heartbeats(), self._deadlines())
+
+    async def _deadlines(self) -> None:
+        """Apply the approval deadlines of this queue's runs that passed (every
+        ``deadline_every`` seconds)."""
+        while True:
+            await asyncio.sleep(self.deadline_every)
+            try:
+                await apply_deadlines(self.batch, self.workflows)
+            except Exception as exc:
+                log.warning("applying approval deadlines failed (%s); trying again", exc)
 
     async def _heartbeats(self) -> None:
         extend_many = getattr(self.queue, "extend_many", None)
@@ -644,6 +668,8 @@ class Worker:
         if self.backend.fast_settle and type(rec) is StepDone:
             settle = self._chain_settle(d, graph, view, rec, step, name, index)
         if isinstance(rec, Waiting):
+            if rec.approval.deadline is not None:
+                await note_deadline(self.batch, t.namespace, rec.approval)
             # Before the record: whoever sees the run waiting can decide the approval at once.
             await self.batch.journal(t.namespace).put_approval(rec.approval, 0)
         after = view.seq

@@ -108,12 +108,8 @@ class Workflow(Graph):
             raise WorkflowError(
                 f"workflow {self.name!r} has no store, so it has no namespaces to scope to"
             )
-        other = copy.copy(self)
-        other.journal = StoreJournal(self.journal.store.namespace(namespace), owned=False)
-        other._store_args = (other.journal.store, None)
-        other._live = {}
-        other._timers = {}
-        other._firing = set()
+        other = self._journaled(StoreJournal(self.journal.store.namespace(namespace), owned=False))
+        other._store_args = (other.journal.store, None)  # type: ignore[attr-defined]
         return other  # (batch queues stay shared with this workflow, which closes them)
 
     def __repr__(self) -> str:
@@ -449,8 +445,12 @@ class Workflow(Graph):
         from openheim.workflow._journal import StoreJournal
 
         b = self._batch_for(queue, store, queue_name)
+        return self._journaled(StoreJournal(b.scoped(namespace), owned=False))
+
+    def _journaled(self, journal: Journal) -> Workflow:
+        """This workflow (the same definition) on ``journal``."""
         other = copy.copy(self)
-        other.journal = StoreJournal(b.scoped(namespace), owned=False)
+        other.journal = journal
         other._live = {}
         other._timers = {}
         other._firing = set()
