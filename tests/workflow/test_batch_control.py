@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from batchflows import Doc, Inner
-from batchhelpers import REDIS_URL, drop_namespace
+from batchhelpers import NATS_URL, REDIS_URL, drop_namespace
 
 import openheim as oh
 from openheim.errors import (
@@ -461,17 +461,26 @@ async def test_recover_leaves_batch_runs_to_their_workers(env: Env) -> None:
     assert ran == ["a"]
 
 
-async def test_an_approval_deadline_passes_while_no_process_waits_for_it(env: Env) -> None:
+@pytest.mark.parametrize(
+    "engine", [pytest.param("redis"), pytest.param("nats", marks=pytest.mark.nats)]
+)
+async def test_an_approval_deadline_passes_while_no_process_waits_for_it(
+    env: Env, engine: str
+) -> None:
     """A batch run's approval with a deadline: a worker (any of the queue's) rejects it
     once it passes, as a real-time run's timer would, and the run goes on."""
+    url = REDIS_URL if engine == "redis" else NATS_URL
+    kw = {**env.kw(), "queue": url}
     wf = Workflow("b-deadline", state=Doc)
     wf.step(lambda d: {"log": ["drafted"]}, name="draft")
     wf.approval("review", output="decision", deadline=0.5)
     wf.step(lambda d: {"log": ["sent"]}, name="send")
     wf.edge("draft", "review")
     wf.edge("review", "send")
-    h = await wf.submit(None, **env.kw())
-    env.work(wf, deadline_every=0.1)
+    h = await wf.submit(None, **kw)
+    b = Batch(url, queue_name=env.name)
+    env.closers += [b.queue.purge, lambda: drop_namespace(b.store, env.name), b.aclose]
+    env.work(wf, queue=url, deadline_every=0.1)
     waiting = await h.result(timeout=10)
     assert waiting.status == "waiting"
     (pending,) = waiting.pending
@@ -486,6 +495,7 @@ async def test_an_approval_deadline_passes_while_no_process_waits_for_it(env: En
     assert done.state.log == ["drafted", "sent"]
     decision = done.state.decision
     assert (decision["approved"], decision["by"]) == (False, "deadline")
-    b = Batch(REDIS_URL, queue_name=env.name)
-    env.closers.append(b.aclose)
-    assert await b.store.list(f"wfdeadline/{env.name}/") == []  # the index entry is gone
+    for key in await b.store.list(f"wfdeadline/{env.name}/"):  # the index entry is gone
+        got = await b.store.get(key)
+        assert got is not None
+        assert pending.id.encode() not in got[0]

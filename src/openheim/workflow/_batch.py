@@ -33,6 +33,7 @@ from openheim.errors import (
     BudgetExceededError,
     ConfigError,
     RunNotFoundError,
+    VersionConflictError,
     WorkflowCancelled,
     WorkflowError,
     WorkflowStepError,
@@ -58,7 +59,7 @@ log = logging.getLogger("openheim.workflow")
 META = "wfmeta/"
 CLAIM = "wfclaim/"
 ENDS = "wfend/"
-DEADLINES = "wfdeadline/"  # + queue name + "/" + a hash: a pending approval's deadline
+DEADLINES = "wfdeadline/"  # + queue name + "/NN": an index shard of approvals' deadlines
 CLAIM_TTL = 7 * 24 * 3600.0  # a claim key outlives any redelivery of its task
 
 
@@ -452,7 +453,7 @@ async def batch_status(wf: Workflow, view: RunView) -> WorkflowResult:
     return res
 
 
-class Deadline(msgspec.Struct, kw_only=True):
+class Deadline(msgspec.Struct, array_like=True):
     """A batch run's approval with a deadline (kept until the deadline is applied)."""
 
     namespace: str
@@ -460,19 +461,52 @@ class Deadline(msgspec.Struct, kw_only=True):
     deadline: float
 
 
-def deadline_key(queue_name: str, namespace: str, approval_id: str) -> str:
-    digest = hashlib.blake2s(f"{namespace}\0{approval_id}".encode(), digest_size=12).hexdigest()
-    return f"{DEADLINES}{queue_name}/{digest}"
+_Deadlines = dict[str, Deadline]  # one index shard: its entries by ``namespace \0 id``
+DEADLINE_SHARDS = 16  # index keys per queue (an update rewrites one)
+
+
+def _deadline_shard(queue_name: str, entry_key: str) -> str:
+    n = hashlib.blake2s(entry_key.encode(), digest_size=2).digest()[0] % DEADLINE_SHARDS
+    return f"{DEADLINES}{queue_name}/{n:02d}"
+
+
+async def _update_shard(store: Store, key: str, change: Callable[[_Deadlines], bool]) -> _Deadlines:
+    """Read index shard ``key``, let ``change`` edit it (False: nothing to write) and write
+    it back with a compare-and-set (again on a conflict); the shard as written."""
+    while True:
+        got = await store.get(key)
+        entries: _Deadlines = {}
+        version = 0
+        if got is not None:
+            version = got[1]
+            try:
+                entries = msgspec.msgpack.decode(got[0], type=_Deadlines)
+            except msgspec.DecodeError:
+                log.warning("approval deadline index %r was unreadable; starting it again", key)
+        if not change(entries):
+            return entries
+        try:
+            await store.put(key, msgspec.msgpack.encode(entries), expect_version=version)
+            return entries
+        except VersionConflictError:
+            continue  # another worker wrote it meanwhile: read it again
 
 
 async def note_deadline(batch: Batch, namespace: str, approval: ApprovalRecord) -> None:
     """Index ``approval`` (with a deadline) under its queue, where workers look for the
-    deadlines that passed (see :func:`apply_deadlines`)."""
+    deadlines that passed (:func:`apply_deadlines`): one of a few keys per queue, so
+    looking costs a few reads, however many keys the store holds."""
     assert approval.deadline is not None
-    entry = Deadline(namespace=namespace, approval=approval.id, deadline=approval.deadline)
-    await batch.store.put(
-        deadline_key(batch.queue.name, namespace, approval.id), msgspec.json.encode(entry)
-    )
+    entry_key = f"{namespace}\0{approval.id}"
+    entry = Deadline(namespace, approval.id, approval.deadline)
+
+    def add(entries: _Deadlines) -> bool:
+        if entry_key in entries:
+            return False
+        entries[entry_key] = entry
+        return True
+
+    await _update_shard(batch.store, _deadline_shard(batch.queue.name, entry_key), add)
 
 
 async def apply_deadlines(
@@ -482,35 +516,50 @@ async def apply_deadlines(
     a real-time run's timer would; their runs go back on the queue. Returns their ids.
     Any number of workers may do this at once: a decision is a compare-and-set."""
     now = time.time() if now is None else now
-    out = []
-    for key in await batch.store.list(f"{DEADLINES}{batch.queue.name}/"):
+    out: list[str] = []
+    for n in range(DEADLINE_SHARDS):
+        key = f"{DEADLINES}{batch.queue.name}/{n:02d}"
         got = await batch.store.get(key)
         if got is None:
             continue
         try:
-            entry = msgspec.json.decode(got[0], type=Deadline)
+            entries = msgspec.msgpack.decode(got[0], type=_Deadlines)
         except msgspec.DecodeError:
-            log.warning("dropped an unreadable approval deadline %r", key)
-            await batch.store.delete(key)
-            continue
-        if entry.deadline > now:
-            continue
-        journal = batch.journal(entry.namespace)
-        rec = await journal.get_approval(entry.approval)
-        wf = None
-        if rec is not None:
-            wf = next((w for w in workflows if rec[0].workflow in w.definitions()), None)
-        if rec is not None and rec[0].status == "pending" and wf is None:
-            continue  # a workflow this worker does not run: left to one that does
-        if rec is not None and rec[0].status == "pending" and wf is not None:
-            try:
-                await wf._journaled(journal)._expire_one(entry.approval, resume=False)
-            except WorkflowError as exc:  # (decided meanwhile, or its run cancelled)
-                log.info("approval %s: deadline not applied (%s)", entry.approval, exc)
-            else:
-                out.append(entry.approval)
-        await batch.store.delete(key)
+            entries = {}
+        done = set()
+        for entry_key, entry in entries.items():
+            if entry.deadline <= now and await _apply_deadline(batch, workflows, entry, out):
+                done.add(entry_key)
+        if done:
+
+            def drop(entries: _Deadlines, done: set[str] = done) -> bool:
+                for k in done:
+                    entries.pop(k, None)
+                return True
+
+            await _update_shard(batch.store, key, drop)
     return out
+
+
+async def _apply_deadline(
+    batch: Batch, workflows: Iterable[Workflow], entry: Deadline, out: list[str]
+) -> bool:
+    """Apply ``entry``'s passed deadline (its id goes in ``out``); False when it is left
+    for a worker that runs its workflow."""
+    journal = batch.journal(entry.namespace)
+    got = await journal.get_approval(entry.approval)
+    if got is None or got[0].status != "pending":
+        return True  # decided (or cancelled) before its deadline
+    wf = next((w for w in workflows if got[0].workflow in w.definitions()), None)
+    if wf is None:
+        return False
+    try:
+        await wf._journaled(journal)._expire_one(entry.approval, resume=False)
+    except WorkflowError as exc:  # decided meanwhile, or its run cancelled
+        log.info("approval %s: deadline not applied (%s)", entry.approval, exc)
+    else:
+        out.append(entry.approval)
+    return True
 
 
 async def batch_meta(wf: Workflow, run_id: str) -> BatchMeta | None:
