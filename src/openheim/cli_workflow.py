@@ -411,6 +411,13 @@ def add_worker_parser(
         "(default 128); a run whose state was dropped is read back from its log",
     )
     p.add_argument(
+        "--deadline-every",
+        type=float,
+        default=5.0,
+        help="seconds between looks for approvals of the queue's runs whose deadline "
+        "passed (default 5)",
+    )
+    p.add_argument(
         "--drain-timeout",
         type=float,
         default=30.0,
@@ -493,6 +500,8 @@ async def _work(args: argparse.Namespace) -> None:
         raise _Usage(f"--take must be at least 1, got {args.take}")
     if not args.cache_mb > 0:
         raise _Usage(f"--cache-mb must be positive, got {args.cache_mb:g}")
+    if not args.deadline_every > 0:
+        raise _Usage(f"--deadline-every must be positive, got {args.deadline_every:g}")
     metrics = None
     if args.metrics_port is not None and not args.stats:
         from openheim import telemetry
@@ -506,6 +515,7 @@ async def _work(args: argparse.Namespace) -> None:
         concurrency=args.concurrency,
         take=args.take,
         cache_mb=args.cache_mb,
+        deadline_every=args.deadline_every,
         visibility_timeout=args.visibility_timeout,
         max_deliveries=args.max_deliveries,
     )

@@ -182,6 +182,10 @@ def test_bad_worker_arguments_are_refused_clearly(project: Project, tmp_path: Pa
     assert "--take must be at least 1, got 0" in err
     _, err = project.oh("worker", *project.queue, "--workflows", "triage", "--cache-mb", "-1", ok=2)
     assert "--cache-mb must be positive, got -1" in err
+    _, err = project.oh(
+        "worker", *project.queue, "--workflows", "triage", "--deadline-every", "0", ok=2
+    )
+    assert "--deadline-every must be positive, got 0" in err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n[1, 2]\n')
     _, err = project.oh("workflow", "submit", "triage", "--input", str(bad), *project.queue, ok=2)
