@@ -113,6 +113,7 @@ async def worker_main(args: argparse.Namespace) -> None:
     import signal
 
     from openheim.workflow import Worker
+    from openheim.workflow._worker import tune_gc
 
     wf = WORKFLOWS[args.workflow]()
     w = Worker(
@@ -130,6 +131,8 @@ async def worker_main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, w.stop)
     await w.queue.stats()  # connect before the clock starts
+    if not os.environ.get("OPENHEIM_BENCH_NO_TUNE_GC"):
+        tune_gc()  # as `openheim worker` does
     base = current_rss_mb()
     print("ready", flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # the go signal
@@ -584,6 +587,8 @@ def table(head: list[str], rows: list[list[str]]) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     kinds = [k.strip() for k in args.queues.split(",") if k.strip()]
+    if args.no_tune_gc:
+        os.environ["OPENHEIM_BENCH_NO_TUNE_GC"] = "1"  # (the worker processes inherit it)
     if args.part in ("steps", "all"):
         print(
             f"(a) no-op steps with a checkpoint per step: {args.runs} runs x 10 steps, "
@@ -651,6 +656,12 @@ if __name__ == "__main__":
     parser.add_argument("--queue-name", help=argparse.SUPPRESS)
     parser.add_argument("--workflow", default="noop", help=argparse.SUPPRESS)
     parser.add_argument("--generic", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-tune-gc",
+        action="store_true",
+        help="workers keep Python's default garbage collector settings (`openheim worker` "
+        "tunes them: openheim.workflow._worker.tune_gc)",
+    )
     a = parser.parse_args()
     if a.worker:
         asyncio.run(worker_main(a))

@@ -489,6 +489,7 @@ async def _work(args: argparse.Namespace) -> None:
     import signal
 
     from openheim.workflow import Worker
+    from openheim.workflow._worker import tune_gc
 
     refs = [r.strip() for r in args.workflows.split(",") if r.strip()]
     if not refs:
@@ -527,6 +528,7 @@ async def _work(args: argparse.Namespace) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
+        tune_gc()  # (this process only runs the worker)
         started: dict[str, Any] = {
             "worker": worker.consumer,
             "queue": args.queue,

@@ -193,3 +193,18 @@ def test_bad_worker_arguments_are_refused_clearly(project: Project, tmp_path: Pa
     (stats,), _ = project.oh("worker", *project.queue, "--workflows", "triage", "--stats")
     assert stats["depth"] == 0
     assert stats["queue"] == project.name
+
+
+def test_tune_gc_freezes_what_exists_and_collects_less_often() -> None:
+    """``openheim worker``'s garbage collector settings (in a process of its own: this
+    one's stay as they are)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gc; from openheim.workflow._worker import tune_gc; "
+        "before = gc.get_threshold(); tune_gc(); "
+        "print(before[0], gc.get_threshold()[0], gc.get_freeze_count() > 1000)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["700", "50000", "True"]
