@@ -290,13 +290,7 @@ class RunHandle:
     async def status(self) -> WorkflowResult:
         """Where the run stands now (state, status, pending approvals, usage)."""
         view = await self._view()
-        res = result_of(view)
-        if res.status == "running":
-            # A sub-workflow node whose child run waits for an approval: the run waits too.
-            pending = await self._children_pending(view)
-            if pending:
-                res = WorkflowResult(res.run_id, res.state, "waiting", pending, res.usage)
-        return res
+        return await status_of(view, partial(self.batch.load, namespace=self.namespace))
 
     async def _children_pending(self, view: RunView) -> list[Any]:
         return await waiting_children(view, partial(self.batch.load, namespace=self.namespace))
@@ -443,13 +437,26 @@ async def waiting_children(
     return out
 
 
-async def batch_status(wf: Workflow, view: RunView) -> WorkflowResult:
-    """``result_of(view)``; for a batch run waiting on a child run's approval, waiting."""
+async def status_of(
+    view: RunView, load: Callable[[Graph, str], Awaitable[RunView | None]]
+) -> WorkflowResult:
+    """Where batch run ``view`` stands: ``result_of(view)``, but waiting (with their
+    approvals) while a sub-workflow node's child run waits for one (``load`` as for
+    :func:`waiting_children`)."""
     res = result_of(view)
-    if res.status == "running" and await batch_meta(wf, view.run_id) is not None:
-        pending = await waiting_children(view, wf._load)
+    if res.status == "running":
+        pending = await waiting_children(view, load)
         if pending:
             res = WorkflowResult(res.run_id, res.state, "waiting", pending, res.usage)
+    return res
+
+
+async def batch_status(wf: Workflow, view: RunView) -> WorkflowResult:
+    """``result_of(view)``; for a batch run, :func:`status_of` (its store holds a batch
+    record for it)."""
+    res = result_of(view)
+    if res.status == "running" and await batch_meta(wf, view.run_id) is not None:
+        return await status_of(view, wf._load)
     return res
 
 
@@ -465,24 +472,32 @@ _Deadlines = dict[str, Deadline]  # one index shard: its entries by ``namespace 
 DEADLINE_SHARDS = 16  # index keys per queue (an update rewrites one)
 
 
+def _shard_key(queue_name: str, n: int) -> str:
+    return f"{DEADLINES}{queue_name}/{n:02d}"
+
+
 def _deadline_shard(queue_name: str, entry_key: str) -> str:
     n = hashlib.blake2s(entry_key.encode(), digest_size=2).digest()[0] % DEADLINE_SHARDS
-    return f"{DEADLINES}{queue_name}/{n:02d}"
+    return _shard_key(queue_name, n)
+
+
+async def _read_shard(store: Store, key: str) -> tuple[_Deadlines, int]:
+    """Index shard ``key``'s entries and version (0: absent; an unreadable one is empty)."""
+    got = await store.get(key)
+    if got is None:
+        return {}, 0
+    try:
+        return msgspec.msgpack.decode(got[0], type=_Deadlines), got[1]
+    except msgspec.DecodeError:
+        log.warning("approval deadline index %r was unreadable; starting it again", key)
+        return {}, got[1]
 
 
 async def _update_shard(store: Store, key: str, change: Callable[[_Deadlines], bool]) -> _Deadlines:
     """Read index shard ``key``, let ``change`` edit it (False: nothing to write) and write
     it back with a compare-and-set (again on a conflict); the shard as written."""
     while True:
-        got = await store.get(key)
-        entries: _Deadlines = {}
-        version = 0
-        if got is not None:
-            version = got[1]
-            try:
-                entries = msgspec.msgpack.decode(got[0], type=_Deadlines)
-            except msgspec.DecodeError:
-                log.warning("approval deadline index %r was unreadable; starting it again", key)
+        entries, version = await _read_shard(store, key)
         if not change(entries):
             return entries
         try:
@@ -518,14 +533,8 @@ async def apply_deadlines(
     now = time.time() if now is None else now
     out: list[str] = []
     for n in range(DEADLINE_SHARDS):
-        key = f"{DEADLINES}{batch.queue.name}/{n:02d}"
-        got = await batch.store.get(key)
-        if got is None:
-            continue
-        try:
-            entries = msgspec.msgpack.decode(got[0], type=_Deadlines)
-        except msgspec.DecodeError:
-            entries = {}
+        key = _shard_key(batch.queue.name, n)
+        entries, _ = await _read_shard(batch.store, key)
         done = set()
         for entry_key, entry in entries.items():
             if entry.deadline <= now and await _apply_deadline(batch, workflows, entry, out):
@@ -600,7 +609,9 @@ async def resume_batch(wf: Workflow, run_id: str) -> WorkflowResult | None:
     delivered twice, and the step's claim lets one commit). None for a real-time run."""
     if await batch_meta(wf, run_id) is None:
         return None
-    res = await wf.status(run_id)
+    view = await wf._load(wf, run_id)
+    assert view is not None
+    res = await status_of(view, wf._load)
     if res.status == "cancelled":
         raise WorkflowCancelled(f"run {run_id!r} was cancelled; fork it to run it again")
     if res.status == "failed":
