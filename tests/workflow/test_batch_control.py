@@ -401,20 +401,103 @@ async def test_resume_puts_a_batch_runs_tasks_back_on_its_queue(env: Env) -> Non
     assert ran == ["a", "b"]  # (by the worker, once each)
 
 
-async def test_resume_of_a_failed_or_cancelled_batch_run_says_what_to_do(env: Env) -> None:
-    wf = Workflow("b-resume-failed", state=Doc, store=REDIS_URL)
+@pytest.mark.parametrize(
+    "engine",
+    [
+        pytest.param("redis"),
+        pytest.param("nats", marks=pytest.mark.nats),
+        pytest.param("generic"),
+    ],
+)
+async def test_a_failed_batch_run_resumed_runs_its_failed_step_again(env: Env, engine: str) -> None:
+    """Resuming a failed batch run runs it again from its failed superstep, as resuming
+    a failed real-time run does: the node that failed runs again (with the same
+    idempotency key), its parallel sibling that succeeded keeps its result, and the run
+    ends. Nothing runs in the resuming process; two resumes at once are one retry."""
+    url = NATS_URL if engine == "nats" else REDIS_URL
+    kw = {**env.kw(), "queue": url}
+    wf = Workflow(f"b-retry-{engine}", state=Doc, store=url)
+    ran: list[str] = []
+    keys: list[str] = []
+    broken = {"pay": True}
+    wf.step(lambda d: ran.append("a") or {"log": ["a"]}, name="a")
+
+    mailed = asyncio.Event()
 
     @wf.step
-    def boom(d: Doc) -> None:
-        raise ValueError("no")
+    async def pay(d: Doc) -> dict[str, Any]:
+        ran.append("pay")
+        keys.append(current_step().idempotency_key)
+        if broken["pay"]:
+            await asyncio.wait_for(mailed.wait(), 10)  # its sibling has run
+            raise ValueError("the payment service is down")
+        return {"log": ["pay"]}
 
-    env.work(wf)
-    h = await wf.submit(None, **env.kw())
-    with pytest.raises(WorkflowError):
+    @wf.step
+    def mail(d: Doc) -> dict[str, Any]:
+        ran.append("mail")
+        mailed.set()
+        return {"log": ["mail"]}
+
+    wf.step(lambda d: ran.append("z") or {"log": ["z"]}, name="z")
+    wf.edge("a", "pay")
+    wf.edge("a", "mail")
+    wf.edge(("pay", "mail"), "z")
+    b = Batch(url, queue_name=env.name)
+    env.closers += [b.queue.purge, lambda: drop_namespace(b.store, env.name), b.aclose]
+    if engine == "generic":
+        inner = open_queue(REDIS_URL, name=env.name)
+        gb = Batch(Recording(inner), REDIS_URL)
+        env.closers += [gb.aclose, inner.aclose]
+        w = env.work(wf, queue=gb)
+        assert type(w.backend).__name__ == "_Backend"
+    else:
+        env.work(wf, queue=url)
+    h = await wf.submit(None, **kw)
+    with pytest.raises(WorkflowStepError, match="the payment service is down"):
         await h.result(timeout=10)
+    assert sorted(ran) == ["a", "mail", "pay"]
     scoped = wf.scoped(env.name)
-    with pytest.raises(WorkflowStepError, match="do not try a failed step again: fork it"):
-        await scoped.resume(h.run_id)
+    assert (await scoped.status(h.run_id)).status == "failed"
+
+    broken["pay"] = False
+    first, second = await asyncio.gather(scoped.resume(h.run_id), scoped.resume(h.run_id))
+    assert {first.status, second.status} <= {"running", "done"}  # (a worker may be quick)
+    done = await h.result(timeout=10)
+    assert done.status == "done"
+    assert sorted(done.state.log) == ["a", "mail", "pay", "z"]
+    # Only what had no result ran again: pay (maybe twice: the two resumes put a task
+    # each, and the second delivery can take over the first's claim), then z.
+    assert [ran.count(n) for n in ("a", "mail", "z")] == [1, 1, 1]
+    assert ran.count("pay") >= 2
+    assert set(keys) == {f"{h.run_id}/1:pay/1"}  # the same key every time
+    history = await scoped.history(h.run_id)
+    kinds = [c.kind for c in history]
+    # (the two resumes' records: the second changes nothing)
+    assert kinds[kinds.index("end") :].count("retry") in (1, 2)
+    assert [c.node for c in history if c.kind == "step"][-1] == "z"
+    assert (await scoped.resume(h.run_id)).status == "done"  # nothing left to run
+
+    # Failing again after a retry, and resumed again (through the handle this time).
+    h2 = await wf.submit(None, **kw)
+    broken["pay"] = True
+    with pytest.raises(WorkflowStepError):
+        await h2.result(timeout=10)
+    await scoped.resume(h2.run_id)
+    with pytest.raises(WorkflowStepError):
+        await h2.result(timeout=10)
+    broken["pay"] = False
+    assert await h2.resume() >= 1  # its failed task (and its sibling, if it had not run)
+    assert (await h2.result(timeout=10)).status == "done"
+    retries = [c.detail for c in await scoped.history(h2.run_id) if c.kind == "retry"]
+    assert retries == ["failed run resumed (retry 1)", "failed run resumed (retry 2)"]
+
+
+async def test_resume_of_a_cancelled_batch_run_says_what_to_do(env: Env) -> None:
+    wf = Workflow("b-resume-cancelled", state=Doc, store=REDIS_URL)
+    wf.step(lambda d: None, name="a")
+    env.wfs.append(wf)
+    scoped = wf.scoped(env.name)
     h2 = await wf.submit(None, **env.kw())
     await scoped.cancel(h2.run_id)
     with pytest.raises(WorkflowCancelled, match="fork it to run it again"):

@@ -79,6 +79,46 @@ async def test_failed_run_resumes_without_rerunning_finished_steps(store: Store)
     again = await fixed.resume(run_id)
     assert again.state.log == ["a", "b", "c"]
     assert calls2.counts == {"b": 1, "c": 1}
+    # The resume is in the history, after the failure (a Retried record).
+    kinds = [c.kind for c in await fixed.history(run_id)]
+    assert kinds == ["start", "step", "end", "retry", "step", "step"]
+
+
+def test_a_result_after_a_failure_does_not_resume_the_run() -> None:
+    """A result recorded after the run failed (in batch mode, of a node that ran beside
+    the one that failed) is kept but does not make the run go on: only a Retried record
+    does, once per failure. Runs started before that record existed (format 1) are
+    read as before: their next result after a failure resumed them."""
+    from openheim.workflow._records import Ended, Retried, Started, StepDone
+    from openheim.workflow._view import RunView
+
+    wf = chain(None, Counter())  # type: ignore[arg-type]
+    wf.validate()
+
+    def log(v: int) -> list[tuple[int, Any]]:
+        start = Started(v=v, run_id="r", workflow="chain", state={}, frontier=["a"])
+        return [
+            (1, start),
+            (2, StepDone(task="0:a", updates={"log": ["a"]})),
+            (3, Ended(status="failed", error="b is broken")),
+            (4, StepDone(task="1:b", updates={"log": ["b"]})),
+        ]
+
+    view = RunView.replay(wf, log(2), typed=False)
+    assert (view.status, view.error, view.frontier) == ("failed", "b is broken", ["c"])
+    view.apply(Retried(n=2))  # not the next retry: nothing changes
+    assert view.status == "failed"
+    view.apply(Retried(n=1))
+    assert (view.status, view.retries, view.frontier) == ("running", 1, ["c"])
+    view.apply(Retried(n=1))  # a second resume of the same failure: nothing changes
+    view.apply(Ended(status="failed", error="c is broken"))
+    view.apply(Retried(n=1))
+    assert (view.status, view.retries) == ("failed", 1)
+    view.apply(Retried(n=2))
+    assert (view.status, view.retries) == ("running", 2)
+
+    legacy = RunView.replay(wf, log(1), typed=False)
+    assert (legacy.status, legacy.frontier) == ("running", ["c"])
 
 
 async def test_history_lists_what_each_step_changed(store: Store) -> None:

@@ -40,8 +40,8 @@ from openheim.errors import (
     WorkflowTimeout,
 )
 from openheim.stores import is_transient
-from openheim.workflow._journal import StoreJournal, cancel_approvals
-from openheim.workflow._records import ApprovalRecord, Budget, Ended, Started
+from openheim.workflow._journal import Journal, StoreJournal, cancel_approvals
+from openheim.workflow._records import ApprovalRecord, Budget, Ended, Retried, Started
 from openheim.workflow._runner import result_of
 from openheim.workflow._view import RunView
 from openheim.workflow.events import Checkpoint, WorkflowResult
@@ -240,6 +240,7 @@ class Batch:
                 task=view.task_id(n),
                 namespace=namespace,
                 traceparent=traceparent,
+                retry=view.retries,
             )
             for n in view.ready()
         ]
@@ -353,9 +354,13 @@ class RunHandle:
         await cancel_approvals(journal, view.pending() + await self._children_pending(view))
 
     async def resume(self) -> int:
-        """Put the run's ready tasks on the queue again (a fork, or tasks lost with a
-        queue that was purged); returns how many were put."""
+        """Put the run's ready tasks on the queue again (a fork, tasks lost with a queue
+        that was purged, or a failed run: it runs again from its failed superstep);
+        returns how many were put."""
         view = await self._view()
+        if view.ended == "failed":
+            await retry_failed(self.batch.journal(self.namespace), view)
+            view = await self._view()
         meta = await self.batch.meta(self.run_id, self.namespace)
         if meta is None:
             meta = BatchMeta(
@@ -603,10 +608,20 @@ async def requeue(wf: Workflow, run_id: str) -> bool:
     return True
 
 
+async def retry_failed(journal: Journal, view: RunView) -> None:
+    """Record that failed run ``view`` runs again from its failed superstep (a Retried
+    record; its tasks are put with the new retry count, so they claim anew: the failed
+    task's claim holds its failure). Two processes doing this at once append one
+    record each, and the second changes nothing (see Retried)."""
+    await journal.append(view.run_id, Retried(n=view.retries + 1, at=time.time()))
+
+
 async def resume_batch(wf: Workflow, run_id: str) -> WorkflowResult | None:
     """``Workflow.resume`` of a batch run: nothing runs here; its ready tasks go on its
     queue again (tasks lost with a purged queue come back; one a worker holds is
-    delivered twice, and the step's claim lets one commit). None for a real-time run."""
+    delivered twice, and the step's claim lets one commit). A failed run runs again
+    from its failed superstep, as a real-time run resumed does. None for a real-time
+    run."""
     if await batch_meta(wf, run_id) is None:
         return None
     view = await wf._load(wf, run_id)
@@ -615,12 +630,10 @@ async def resume_batch(wf: Workflow, run_id: str) -> WorkflowResult | None:
     if res.status == "cancelled":
         raise WorkflowCancelled(f"run {run_id!r} was cancelled; fork it to run it again")
     if res.status == "failed":
-        raise WorkflowStepError(
-            f"batch run {run_id!r} failed ({res.error}); its workers do not try a failed "
-            "step again: fork it (wf.fork) from a checkpoint before the failure and resume "
-            "the fork, here or on the queue (wf.handle(fork_id, queue=...).resume())",
-            run_id=run_id,
-        )
+        await retry_failed(wf.journal, view)
+        view = await wf._load(wf, run_id)
+        assert view is not None
+        res = await status_of(view, wf._load)
     if res.status != "done":
         await requeue(wf, run_id)
     return res

@@ -29,6 +29,7 @@ __all__ = [
     "ItemDone",
     "Lineage",
     "Record",
+    "Retried",
     "Started",
     "StepDone",
     "Usage",
@@ -40,7 +41,9 @@ __all__ = [
     "step_done",
 ]
 
-FORMAT_VERSION = 1
+# 2: a failed run resumed has a Retried record (before, the next StepDone after the
+# failure meant the run went on: a run started at 1 is still read that way).
+FORMAT_VERSION = 2
 KIND_RECORD = 0x4F480301
 KIND_APPROVAL = 0x4F480302
 
@@ -183,7 +186,17 @@ class Ended(msgspec.Struct, tag="end", kw_only=True, omit_defaults=True):
     at: float = 0.0
 
 
-Record = Started | StepDone | ItemDone | Waiting | Decided | Ended
+class Retried(msgspec.Struct, tag="retry", kw_only=True, omit_defaults=True):
+    """A failed batch run resumed: it runs again from the failed superstep (its nodes
+    without a result). ``n``: this run's retries with this one; a record whose ``n`` is
+    not the run's retries so far + 1, or that finds the run not failed, changes nothing
+    (two processes resuming the same failure at once append one each)."""
+
+    n: int
+    at: float = 0.0
+
+
+Record = Started | StepDone | ItemDone | Waiting | Decided | Ended | Retried
 
 
 def encode_record(record: Record) -> bytes:

@@ -29,6 +29,7 @@ from openheim.workflow._records import (
     ItemDone,
     Lineage,
     Record,
+    Retried,
     Started,
     StepDone,
     Usage,
@@ -65,6 +66,8 @@ class RunView:
         "graph",
         "items",
         "joins",
+        "legacy",
+        "retries",
         "run_id",
         "seq",
         "state",
@@ -104,6 +107,8 @@ class RunView:
         self.blocked: dict[str, list[ApprovalRecord]] = _NONE
         self.ended: str | None = None  # "done" | "failed" | "cancelled"
         self.error: str | None = None
+        self.retries = 0  # failures resumed (Retried records)
+        self.legacy = False  # started at format 1: a result after a failure resumes the run
         self.seq = 0  # the last record folded in
 
     @classmethod
@@ -122,6 +127,8 @@ class RunView:
         )
         if not rec.frontier:
             view.ended = "done"  # a fork of a finished run: nothing is left to run
+        if rec.v < 2:
+            view.legacy = True
         return view
 
     @classmethod
@@ -259,6 +266,11 @@ class RunView:
             self.error = rec.error
             if rec.active > self.usage.seconds:
                 self.usage.seconds = rec.active
+        elif tp is Retried:
+            assert isinstance(rec, Retried)
+            if self.ended == "failed" and rec.n == self.retries + 1:
+                self.ended = self.error = None
+                self.retries = rec.n
         elif tp is Started:
             raise CorruptStateError(f"run {self.run_id!r}: a second start record in its log")
 
@@ -270,8 +282,11 @@ class RunView:
         tokens: int,
         active: float,
     ) -> None:
-        """Node ``node`` of the current superstep finished with these results."""
-        self.ended = self.error = None  # a failed run resumed
+        """Node ``node`` of the current superstep finished with these results (a result
+        after the run failed, of a node that ran beside the one that failed, is kept for
+        when the run is resumed: see Retried)."""
+        if self.legacy and self.ended == "failed":
+            self.ended = self.error = None  # a failed run resumed (format 1)
         u = self.usage
         u.steps += 1
         if tokens:

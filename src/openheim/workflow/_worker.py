@@ -536,7 +536,7 @@ class Worker:
         claim = _Claim(
             t.namespace,
             t.run_id,
-            t.task,
+            t.claim_id(),
             cached.seq if cached is not None else -1,
             self.consumer,
             read=not _current(cached, step, name, index),
@@ -647,7 +647,7 @@ class Worker:
                 rec = Ended(status="failed", error=str(exc), active=ctx.active(), at=time.time())
         if isinstance(rec, Ended) and rec.at == 0.0:
             rec = msgspec.structs.replace(rec, at=time.time())
-        await self._commit_and_settle(d, graph, view, token, t.task, rec, step, name, index)
+        await self._commit_and_settle(d, graph, view, token, t.claim_id(), rec, step, name, index)
 
     async def _commit_and_settle(
         self,
@@ -743,6 +743,7 @@ class Worker:
                 task=f"{step + 1}:{n}",
                 namespace=t.namespace,
                 traceparent=t.traceparent,
+                retry=view.retries,
             )
             for n in nxt
         ]
@@ -801,7 +802,8 @@ class Worker:
                         task=task,
                         namespace=t.namespace,
                         traceparent=t.traceparent,
-                        dedup=f"{t.run_id}/{task}/join",
+                        dedup=f"{t.run_id}/{task}/join{view.retries or ''}",
+                        retry=view.retries,
                     )
                 )
         ends: list[bytes] = []
@@ -887,6 +889,7 @@ class Worker:
                             task=f"{task}#{i}",
                             namespace=t.namespace,
                             traceparent=t.traceparent,
+                            retry=view.retries,
                         )
                         for i in todo
                     ],

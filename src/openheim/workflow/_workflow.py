@@ -32,6 +32,7 @@ from openheim.workflow._records import (
     ItemDone,
     Lineage,
     Record,
+    Retried,
     Started,
     StepDone,
     Usage,
@@ -371,8 +372,11 @@ class Workflow(Graph):
             return result_of(view)
         if self.journal.durable:
             await self._settle(view)
-        if view.ended == "failed":
-            view.ended = view.error = None  # try the failed node again
+        if view.ended == "failed":  # try the failed superstep again
+            rec = Retried(n=view.retries + 1, at=time.time())
+            if self.journal.durable:
+                view.seq = await self.journal.append(run_id, rec)
+            view.apply(rec)
         return await execute(self, self, view, emit)
 
     async def _settle(self, view: RunView) -> None:
@@ -949,6 +953,10 @@ def _checkpoint(seq: int, rec: Record) -> Checkpoint:
             changed=rec.updates,
             detail=f"{rec.approval_id} {verdict}{who}",
             at=rec.decision.at,
+        )
+    if isinstance(rec, Retried):
+        return Checkpoint(
+            id=seq, kind="retry", detail=f"failed run resumed (retry {rec.n})", at=rec.at
         )
     assert isinstance(rec, Ended)
     return Checkpoint(

@@ -122,7 +122,7 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     """One record of a run's history: ``id`` is what ``fork(run_id, id, ...)`` takes."""
 
     id: int
-    kind: str  # start | step | item | approval | decision | end
+    kind: str  # start | step | item | approval | decision | retry | end
     node: str | None = None
     task: str | None = None
     changed: dict[str, Any] = msgspec.field(default_factory=dict)

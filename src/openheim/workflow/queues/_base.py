@@ -45,10 +45,17 @@ class Task(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     task: str  # "<step>:<node>" or "<step>:<node>#<item index>"
     namespace: str = "default"  # the store namespace the run lives in
     traceparent: str | None = None  # W3C trace context, so traces join across workers
-    dedup: str | None = None  # de-duplication id (default: f"{run_id}/{task}")
+    dedup: str | None = None  # de-duplication id (default: f"{run_id}/{claim_id()}")
+    # The run's retries when this task was put (a failed run resumed: see Retried): the
+    # failed task's claim is spent, so a retried run's tasks claim under new names.
+    retry: int = 0
+
+    def claim_id(self) -> str:
+        """The name its claim (fencing token) is kept under: the task, then ``~<retry>``."""
+        return f"{self.task}~{self.retry}" if self.retry else self.task
 
     def dedup_id(self) -> str:
-        return self.dedup if self.dedup is not None else f"{self.run_id}/{self.task}"
+        return self.dedup if self.dedup is not None else f"{self.run_id}/{self.claim_id()}"
 
 
 class Delivery(msgspec.Struct, kw_only=True):
