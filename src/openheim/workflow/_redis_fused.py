@@ -93,6 +93,7 @@ _COMMIT = (
 local out = {}
 local ttl, group, dttl, again = ARGV[1], ARGV[2], ARGV[3], ARGV[5] == '1'
 local own = false
+local acks, order = {}, {}  -- stream -> ids, acked and deleted at the end (one call each)
 local function stream_of(id)
   local at = string.find(id, '@', 1, true)
   if at then return ARGV[6] .. string.sub(id, at + 1), string.sub(id, 1, at - 1) end
@@ -132,8 +133,13 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
       local ack = st[2]
       if ack ~= '' then
         local ak, aid = stream_of(ack)
-        redis.call('XACK', ak, group, aid)
-        redis.call('XDEL', ak, aid)
+        local ids = acks[ak]
+        if not ids then
+          ids = {}
+          acks[ak] = ids
+          order[#order + 1] = ak
+        end
+        ids[#ids + 1] = aid
       end
       local e = st[3]
       if e > 0 then
@@ -149,6 +155,14 @@ for _, it in ipairs(cmsgpack.unpack(ARGV[4])) do
       read_after(sk, lk, after, recs)
       out[#out + 1] = {1, settled, recs}
     end
+  end
+end
+for _, ak in ipairs(order) do
+  local ids = acks[ak]
+  for i = 1, #ids, 4000 do  -- (unpack's limit on arguments)
+    local part = {unpack(ids, i, math.min(#ids, i + 3999))}
+    redis.call('XACK', ak, group, unpack(part))
+    redis.call('XDEL', ak, unpack(part))
   end
 end
 if own and ARGV[7] ~= '' then redis.call('ZADD', KEYS[5], 'NX', 0, ARGV[7]) end
