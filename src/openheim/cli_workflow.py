@@ -257,7 +257,13 @@ def _read_inputs(path: str) -> list[dict[str, Any]]:
 
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise _Usage(f"cannot read --input {path}: {exc}") from None
+        hint = ""
+        if path.lstrip().startswith(("{", "[")):
+            hint = (
+                "; --input takes a JSON-lines file (one object per line), or '-' to read "
+                f"them from stdin: echo '{path}' | openheim workflow submit ... --input -"
+            )
+        raise _Usage(f"cannot read --input {path}: {exc.strerror or exc}{hint}") from None
     out = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():

@@ -190,6 +190,13 @@ def test_bad_worker_arguments_are_refused_clearly(project: Project, tmp_path: Pa
     bad.write_text('{"text": "ok"}\n[1, 2]\n')
     _, err = project.oh("workflow", "submit", "triage", "--input", str(bad), *project.queue, ok=2)
     assert f"{bad}:2: each line is a JSON object" in err
+    # JSON given where a file is expected: what --input takes, and how to pipe it.
+    inline = '{"text": "why?"}'
+    _, err = project.oh("workflow", "submit", "triage", "--input", inline, *project.queue, ok=2)
+    assert "cannot read --input" in err
+    assert "No such file or directory" in err
+    assert "--input takes a JSON-lines file" in err
+    assert f"echo '{inline}' | openheim workflow submit ... --input -" in err
     (stats,), _ = project.oh("worker", *project.queue, "--workflows", "triage", "--stats")
     assert stats["depth"] == 0
     assert stats["queue"] == project.name
