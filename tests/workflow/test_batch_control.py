@@ -209,6 +209,11 @@ async def test_submit_many_shows_progress_and_a_summary(env: Env) -> None:
     assert re.search(r"^failed +1$", text, re.M)
     assert re.search(r"^done +20$", text, re.M)
     assert re.search(r"^runs/s +[\d.]+$", text, re.M)
+    # The failed run, with its error, and what to do about it.
+    bad = handles[-1].run_id
+    assert f"failed runs (1):\n  {bad}: node 'work' of run '{bad}' failed" in text, text
+    assert "ValueError: bad input" in text
+    assert "`openheim workflow resume WORKFLOW RUN_ID`" in text
     assert (await handles[0].result(timeout=5)).state.log == ["0"]
 
 

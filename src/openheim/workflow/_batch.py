@@ -782,6 +782,7 @@ async def submit_many(
     bar = Progress(len(handles), progress, stream, started)
     mine = {h.run_id for h in handles}
     seen: set[str] = set()
+    failed: list[str] = []
     after = start_seq
     end = None if timeout is None else time.monotonic() + timeout
     try:
@@ -794,6 +795,7 @@ async def submit_many(
                         bar.done += 1
                     elif rec.status == "failed":
                         bar.failed += 1
+                        failed.append(rec.run_id)
                     else:
                         bar.other += 1
             bar.update()
@@ -809,4 +811,28 @@ async def submit_many(
         bar.close()
     if progress:
         bar.print_summary()
+        if failed:
+            await _print_failed({h.run_id: h for h in handles}, failed, bar.stream)
     return handles
+
+
+async def _print_failed(
+    handles: dict[str, RunHandle], failed: list[str], stream: Any, most: int = 10
+) -> None:
+    """The first ``most`` failed runs with their errors, and what to do about them."""
+    print(f"failed runs ({len(failed)}):", file=stream)
+    for run_id in failed[:most]:
+        try:
+            error = (await handles[run_id].status()).error or "?"
+        except Exception as exc:  # (the summary stands without it)
+            error = f"(its status could not be read: {exc})"
+        print(f"  {run_id}: {error}", file=stream)
+    if len(failed) > most:
+        print(f"  ... and {len(failed) - most} more", file=stream)
+    print(
+        "once the cause is fixed, resume a failed run (it runs again from the step that "
+        "failed): `openheim workflow resume WORKFLOW RUN_ID` (with the --tenant or "
+        "--namespace it was submitted with), or wf.resume(run_id)",
+        file=stream,
+        flush=True,
+    )
