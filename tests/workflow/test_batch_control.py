@@ -498,6 +498,45 @@ async def test_a_failed_batch_run_resumed_runs_its_failed_step_again(env: Env, e
     assert retries == ["failed run resumed (retry 1)", "failed run resumed (retry 2)"]
 
 
+@pytest.mark.parametrize(
+    "engine", [pytest.param("redis"), pytest.param("nats", marks=pytest.mark.nats)]
+)
+async def test_a_failed_map_item_runs_again_when_its_batch_run_is_resumed(
+    env: Env, engine: str
+) -> None:
+    """A map whose item failed: resumed, only the items without a result run again (on
+    new claims: the failed item's claim holds its failure), then the join."""
+    url = NATS_URL if engine == "nats" else REDIS_URL
+    kw = {**env.kw(), "queue": url}
+    wf = Workflow(f"b-retry-map-{engine}", state=Doc, store=url)
+    ran: list[str] = []
+    broken = {"c"}
+
+    def item(x: str) -> str:
+        ran.append(x)
+        if x in broken:
+            raise ValueError(f"item {x} is broken")
+        return x.upper()
+
+    wf.map("m", "items", item, output="out")
+    b = Batch(url, queue_name=env.name)
+    env.closers += [b.queue.purge, lambda: drop_namespace(b.store, env.name), b.aclose]
+    env.work(wf, queue=url)
+    h = await wf.submit({"items": ["a", "b", "c", "d"]}, **kw)
+    with pytest.raises(WorkflowStepError, match="item c is broken"):
+        await h.result(timeout=10)
+    before = {x: ran.count(x) for x in "abcd"}
+    assert before["c"] == 1
+    broken.clear()
+    res = await wf.scoped(env.name).resume(h.run_id)
+    assert res.status == "running"
+    done = await h.result(timeout=10)
+    assert done.state.out == ["A", "B", "C", "D"]
+    assert ran.count("c") == 2
+    for x in "abd":  # an item with a result before the failure did not run again
+        assert ran.count(x) == max(1, before[x])
+
+
 async def test_resume_of_a_cancelled_batch_run_says_what_to_do(env: Env) -> None:
     wf = Workflow("b-resume-cancelled", state=Doc, store=REDIS_URL)
     wf.step(lambda d: None, name="a")
