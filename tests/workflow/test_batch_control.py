@@ -501,6 +501,63 @@ async def test_a_failed_batch_run_resumed_runs_its_failed_step_again(env: Env, e
 @pytest.mark.parametrize(
     "engine", [pytest.param("redis"), pytest.param("nats", marks=pytest.mark.nats)]
 )
+async def test_a_result_committed_after_the_run_failed_does_not_resume_it(
+    env: Env, engine: str
+) -> None:
+    """Two nodes run at once; one fails, and the other's result is committed after the
+    failure. The run stays failed (it read as running before, with nothing left to run
+    its failed node); resumed, only the failed node runs again."""
+    url = NATS_URL if engine == "nats" else REDIS_URL
+    kw = {**env.kw(), "queue": url}
+    wf = Workflow(f"b-late-{engine}", state=Doc, store=url)
+    ran: list[str] = []
+    failed_seen = asyncio.Event()
+    broken = {"pay"}
+    wf.step(lambda d: {"log": ["a"]}, name="a")
+
+    @wf.step
+    def pay(d: Doc) -> dict[str, Any]:
+        ran.append("pay")
+        if "pay" in broken:
+            raise ValueError("pay is broken")
+        return {"log": ["pay"]}
+
+    @wf.step
+    async def mail(d: Doc) -> dict[str, Any]:
+        ran.append("mail")
+        await asyncio.wait_for(failed_seen.wait(), 10)  # the failure is recorded first
+        return {"log": ["mail"]}
+
+    wf.step(lambda d: {"log": ["z"]}, name="z")
+    wf.edge("a", "pay")
+    wf.edge("a", "mail")
+    wf.edge(("pay", "mail"), "z")
+    b = Batch(url, queue_name=env.name)
+    env.closers += [b.queue.purge, lambda: drop_namespace(b.store, env.name), b.aclose]
+    env.work(wf, queue=url)
+    h = await wf.submit(None, **kw)
+    with pytest.raises(WorkflowStepError, match="pay is broken"):
+        await h.result(timeout=10)
+    failed_seen.set()
+    scoped = wf.scoped(env.name)
+    for _ in range(200):  # until mail's result is in the run's log
+        if any(c.node == "mail" for c in await scoped.history(h.run_id)):
+            break
+        await asyncio.sleep(0.05)
+    kinds = [(c.kind, c.node) for c in await scoped.history(h.run_id)]
+    assert kinds.index(("step", "mail")) > kinds.index(("end", None))
+    assert (await scoped.status(h.run_id)).status == "failed"
+    broken.clear()
+    await scoped.resume(h.run_id)
+    done = await h.result(timeout=10)
+    assert sorted(done.state.log) == ["a", "mail", "pay", "z"]
+    assert ran.count("mail") == 1
+    assert ran.count("pay") == 2
+
+
+@pytest.mark.parametrize(
+    "engine", [pytest.param("redis"), pytest.param("nats", marks=pytest.mark.nats)]
+)
 async def test_a_failed_map_item_runs_again_when_its_batch_run_is_resumed(
     env: Env, engine: str
 ) -> None:
