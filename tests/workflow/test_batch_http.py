@@ -3,7 +3,7 @@
 The server process serves the workflow (its store: the queue's own engine, Redis or
 NATS); the runs are submitted to the queue and moved by a worker in the test's
 process. Over HTTP: a run's status, its approval decided (the worker, not the server,
-runs what follows), fork, cancel and resume. Every step writes its name and process id to a file.
+runs what follows), fork, cancel and resume (also of a failed run). Every step writes its name and process id to a file.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ FLOWS = textwrap.dedent(
         @wf.step
         def send(t):
             effect("send")
+            if os.path.exists(os.path.join(HERE, "send-broken")):
+                raise RuntimeError("the mail server is down")
 
         wf.edge("draft", "review")
         wf.edge("review", "send")
@@ -217,6 +219,26 @@ async def test_http_routes_steer_batch_runs_and_the_workers_run_them(served: Ser
                 ("draft", me),
                 ("send", me),
             ]
+
+            # Failed in its worker, then resumed over HTTP once the cause was fixed: the
+            # failed step runs again, in the worker.
+            (served.folder / "send-broken").touch()
+            h4 = await wf.submit(None, **kw)
+            run4 = f"{served.base}/runs/{h4.run_id}"
+            (pending4,) = (await _until(client, run4, "waiting"))["pending"]
+            r = await client.post(
+                f"{served.base}/approvals/{pending4['id']}", json={"approved": True}
+            )
+            assert r.status_code == 202, r.text
+            failed = await _until(client, run4, "failed")
+            assert "the mail server is down" in failed["error"]
+            (served.folder / "send-broken").unlink()
+            r = await client.post(run4 + "/resume")
+            assert r.status_code == 202, r.text
+            await _until(client, run4, "done")
+            history = await wf.scoped(ns).history(h4.run_id)
+            assert [c.kind for c in history][-3:] == ["end", "retry", "step"]
+            assert served.effects()[6:] == [("draft", me), ("send", me), ("send", me)]
     finally:
         worker.stop()
         await working
