@@ -118,8 +118,10 @@ async def test_namespaces_are_isolated(store: Store) -> None:
 
 async def test_logs_append_read_trim(store: Store) -> None:
     assert await store.read_log("l") == []
+    assert await store.last_seq("l") == 0
     seqs = [await store.append("l", f"r{i}".encode()) for i in range(1, 6)]
     assert seqs == [1, 2, 3, 4, 5]
+    assert await store.last_seq("l") == 5
     assert await store.read_log("l") == [(i, f"r{i}".encode()) for i in range(1, 6)]
     assert await store.read_log("l", after=3) == [(4, b"r4"), (5, b"r5")]
     await store.trim_log("l", 2)
@@ -128,11 +130,13 @@ async def test_logs_append_read_trim(store: Store) -> None:
     assert await store.append("l", b"r6") == 6
     await store.trim_log("l", 100)
     assert await store.read_log("l") == []
+    assert await store.last_seq("l") == 6  # (trimmed: the numbering goes on)
     assert await store.append("l", b"r7") == 7
     await store.append("run/x", b"x")
     assert await store.list_logs("run/") == ["run/x"]
     await store.delete_log("l")
     assert await store.read_log("l") == []
+    assert await store.last_seq("l") == 0
     assert "l" not in await store.list_logs()
     assert await store.append("l", b"new") == 1
 

@@ -67,6 +67,11 @@ class Store(Protocol):
         """The records of ``log`` with sequence numbers above ``after``, in order."""
         ...
 
+    async def last_seq(self, log: str) -> int:
+        """The number of the last record appended to ``log`` (trimmed or not); 0 for a
+        log never appended to, or deleted. Cheap: it reads no record."""
+        ...
+
     async def trim_log(self, log: str, upto: int) -> None:
         """Drop the records of ``log`` numbered ``upto`` and below."""
         ...

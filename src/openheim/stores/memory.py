@@ -94,6 +94,10 @@ class MemoryStore:
             return []
         return [(s, r) for s, r in sorted(entry.records.items()) if s > after]
 
+    async def last_seq(self, log: str) -> int:
+        entry = self._data.logs.get((self.ns, check_key(log, "log name")))
+        return entry.last if entry is not None else 0
+
     async def trim_log(self, log: str, upto: int) -> None:
         entry = self._data.logs.get((self.ns, check_key(log, "log name")))
         if entry is not None:

@@ -609,6 +609,12 @@ class NatsStore:
         out.sort(key=lambda r: r[0])
         return out
 
+    async def last_seq(self, log: str) -> int:
+        subject = self._log_subject(log)
+        s = self._s
+        last = await s.last(s.log_stream, subject)
+        return int(last.headers.get(H_SEQ, "0")) if last is not None else 0
+
     async def trim_log(self, log: str, upto: int) -> None:
         subject = self._log_subject(log)
         s = self._s

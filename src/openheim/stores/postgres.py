@@ -322,6 +322,13 @@ class PostgresStore:
         )
         return [(int(s), bytes(r)) for s, r in rows]
 
+    async def last_seq(self, log: str) -> int:
+        check_key(log, "log name")
+        row = await self._read(
+            "SELECT last FROM openheim_log_seq WHERE ns=%s AND log=%s", (self.ns, log), one=True
+        )
+        return int(row[0]) if row is not None else 0
+
     async def trim_log(self, log: str, upto: int) -> None:
         check_key(log, "log name")
         async with await self._p.connection() as conn:

@@ -347,6 +347,11 @@ class RedisStore:
         items.sort()  # (in order already but after a whole-hash read; linear then)
         return items
 
+    async def last_seq(self, log: str) -> int:
+        key = self._log(log)[0]
+        got = await self._retrying(lambda _: self._client.get(key), f"read log {log!r}")
+        return int(got) if got is not None else 0
+
     async def trim_log(self, log: str, upto: int) -> None:
         keys = [self._log(log)[1]]
         await self._retrying(lambda _: self._trim(keys=keys, args=[upto]), f"trim log {log!r}")

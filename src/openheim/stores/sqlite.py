@@ -348,6 +348,19 @@ class SQLiteStore:
         records: list[LogRecord] = await self._writer.submit(op)
         return records
 
+    async def last_seq(self, log: str) -> int:
+        check_key(log, "log name")
+        ns = self.ns
+
+        def op(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT last FROM oh_log_seq WHERE ns=? AND log=?", (ns, log)
+            ).fetchone()
+            return int(row[0]) if row is not None else 0
+
+        last: int = await self._writer.submit(op)
+        return last
+
     async def trim_log(self, log: str, upto: int) -> None:
         check_key(log, "log name")
         ns = self.ns

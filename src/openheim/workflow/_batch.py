@@ -764,10 +764,8 @@ async def submit_many(
     store = batch.store
     qname = batch.queue.name
     log = ENDS + qname
-    start_seq = 0
-    if wait:
-        existing = await store.read_log(log)
-        start_seq = existing[-1][0] if existing else 0
+    # (the runs' ends come after this: a queue's log of ends grows with every run)
+    start_seq = await store.last_seq(log) if wait else 0
     handles = []
     tp = new_traceparent()
     started = time.monotonic()  # runs may finish while the later ones are still submitted
