@@ -57,6 +57,8 @@ _COMMANDS = (
     "fork",
     "approvals",
     "approve",
+    "delete",
+    "prune",
     "submit",
     "result",
     "dead-letters",
@@ -133,6 +135,19 @@ def _fill(
     p.add_argument("--by", help="who decides")
     p.add_argument("--reason", help="why (shown in the decision)")
     p.add_argument("--edits", default=None, help="state fields to change, as JSON")
+    _queue_options(p)
+    _queue_options(
+        command("delete", "drop a finished run: its checkpoints, history, sub-runs, approvals")
+    )
+    p = command(
+        "prune", "drop the finished runs whose last record is older than --older-than", run_id=False
+    )
+    p.add_argument(
+        "--older-than",
+        required=True,
+        help="an age: seconds, or a number with s, m, h or d (7d: a week)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list the runs, delete nothing")
     _queue_options(p)
     p = command("submit", "batch mode: submit one run per input line to a queue", run_id=False)
     p.add_argument(
@@ -298,6 +313,10 @@ async def _batch(args: argparse.Namespace, wf: Any, ns: str) -> bool:
         return True
     if getattr(args, "queue", None) is None:
         return False
+    if cmd in ("delete", "prune"):
+        on = wf._on_batch(args.queue, args.store, args.queue_name, ns)
+        await _housekeep(args, on)
+        return True
     if cmd == "approve":
         await wf.approve(
             args.approval_id,
@@ -323,6 +342,37 @@ async def _batch(args: argparse.Namespace, wf: Any, ns: str) -> bool:
         await h.cancel()
         _print({"run_id": args.run_id, "status": "cancelled"})
     return True
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _age(text: str) -> float:
+    """``--older-than``: seconds, or a number with s, m, h or d."""
+    t = text.strip().lower()
+    unit = _UNITS.get(t[-1:])
+    try:
+        value = float(t[:-1] if unit is not None else t)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise _Usage(
+            f"--older-than {text!r} is not an age: give seconds, or a number with s, m, h "
+            "or d (30m, 12h, 7d)"
+        )
+    return value * (unit or 1.0)
+
+
+async def _housekeep(args: argparse.Namespace, wf: Any) -> None:
+    if args.wf_command == "delete":
+        await wf.delete(args.run_id)
+        _print({"run_id": args.run_id, "deleted": True})
+        return
+    ids = await wf.prune(_age(args.older_than), dry_run=args.dry_run)
+    for run_id in ids:
+        _print({"run_id": run_id, "deleted": not args.dry_run})
+    what = "would be deleted" if args.dry_run else "deleted"
+    print(f"{len(ids)} finished run(s) {what}", file=sys.stderr)
 
 
 async def _dispatch(args: argparse.Namespace) -> None:
@@ -361,6 +411,8 @@ async def _dispatch(args: argparse.Namespace) -> None:
                 _print(_result(await wf.resume(new_id)))
             else:
                 _print({"run_id": new_id, "forked_from": args.run_id})
+        elif cmd in ("delete", "prune"):
+            await _housekeep(args, wf)
         elif cmd == "approvals":
             for a in await wf.approvals():
                 _print(_plain(a))

@@ -215,3 +215,44 @@ def test_tune_gc_freezes_what_exists_and_collects_less_often() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["700", "50000", "True"]
+
+
+def test_delete_and_prune_finished_batch_runs(project: Project, tmp_path: Path) -> None:
+    ns = ["--namespace", project.name]  # (its own namespace: prune sees only these runs)
+    w = project.worker("triage")
+    inputs = tmp_path / "runs.jsonl"
+    inputs.write_text(
+        "\n".join(json.dumps({"text": t}) for t in ["why?", "how?", "It crashes. Badly"]) + "\n"
+    )
+    runs, _ = project.oh(
+        "workflow", "submit", "triage", "--input", str(inputs), *ns, *project.queue
+    )
+    done = sorted(r["run_id"] for r in runs[:2])
+    waiting = runs[2]["run_id"]
+    _, err = project.oh("workflow", "delete", "triage", waiting, *ns, *project.queue, ok=1)
+    assert "is waiting: cancel it first" in err
+
+    listed, err = project.oh(
+        "workflow", "prune", "triage", "--older-than", "0", "--dry-run", *ns, *project.queue
+    )
+    assert sorted(r["run_id"] for r in listed) == done
+    assert "2 finished run(s) would be deleted" in err
+    gone, err = project.oh("workflow", "prune", "triage", "--older-than", "0s", *ns, *project.queue)
+    assert sorted(r["run_id"] for r in gone) == done
+    assert all(r["deleted"] for r in gone)
+    for run_id in done:
+        _, err = project.oh("workflow", "status", "triage", run_id, *ns, *project.queue, ok=1)
+        assert "no run" in err
+    (status,), _ = project.oh("workflow", "status", "triage", waiting, *ns, *project.queue)
+    assert status["status"] == "waiting"  # (not finished: pruning leaves it)
+    kept, _ = project.oh("workflow", "prune", "triage", "--older-than", "7d", *ns, *project.queue)
+    assert kept == []
+
+    project.oh("workflow", "cancel", "triage", waiting, *ns, *project.queue)
+    (deleted,), _ = project.oh("workflow", "delete", "triage", waiting, *ns, *project.queue)
+    assert deleted == {"run_id": waiting, "deleted": True}
+    _, err = project.oh(
+        "workflow", "prune", "triage", "--older-than", "7x", *ns, *project.queue, ok=2
+    )
+    assert "--older-than '7x' is not an age" in err
+    project.stop(w)

@@ -126,7 +126,7 @@ def test_every_workflow_option_has_help_text() -> None:
     _build_parser()
     assert set(_WORKFLOW_COMMANDS) == {
         "run", "status", "resume", "cancel", "history", "fork", "approvals", "approve",
-        "submit", "result", "dead-letters",
+        "delete", "prune", "submit", "result", "dead-letters",
     }  # fmt: skip
     missing = [
         f"workflow {name} {'/'.join(a.option_strings) or a.dest}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import time
 from typing import Annotated, Any
 
 import msgspec
@@ -14,9 +15,11 @@ from wfhelpers import Counter, cleanup
 import openheim as oh
 from openheim.errors import (
     BudgetExceededError,
+    ConfigError,
     RunNotFoundError,
     WorkflowApprovalError,
     WorkflowCancelled,
+    WorkflowError,
     WorkflowStepError,
 )
 from openheim.stores import Store
@@ -30,10 +33,12 @@ class Job(msgspec.Struct):
     finance: Decision | None = None
 
 
-def chain(store: Store, calls: Counter, broken: set[str] | None = None, **kw: Any) -> Workflow:
+def chain(
+    store: Store, calls: Counter, broken: set[str] | None = None, name: str = "chain", **kw: Any
+) -> Workflow:
     """a -> b -> c, where b fails while "b" is in ``broken``."""
     broken = broken if broken is not None else {"b"}
-    wf = Workflow("chain", state=Job, store=store, **kw)
+    wf = Workflow(name, state=Job, store=store, **kw)
 
     @wf.step
     def a(j: Job) -> dict[str, Any]:
@@ -595,3 +600,70 @@ async def test_two_processes_cannot_resume_one_run_at_once(store: Store) -> None
     assert (await task).status == "done"
     assert calls["work"] == 1
     assert (await second.resume(res.run_id)).status == "done"  # the lease was released
+
+
+async def test_delete_drops_a_finished_run_with_its_sub_runs_and_approvals(store: Store) -> None:
+    """``delete``: a finished run goes with its sub-workflow run and the approvals they
+    recorded; a waiting run is refused (cancel it first), then deleted once cancelled."""
+    inner = Workflow("inner", state=Job, store=store)
+    inner.approval("legal", output="legal")
+    outer = Workflow("outer", state=Job, store=store)
+    outer.step(lambda j: {"log": ["a"]}, name="a")
+    outer.subworkflow("child", inner, output=lambda s: {"legal": s.legal})
+    outer.edge("a", "child")
+    waiting = await outer.run()
+    assert waiting.status == "waiting"
+    (pending,) = waiting.pending
+    child_id = f"{waiting.run_id}/1:child"
+    assert [c.kind for c in await inner.history(child_id)][-1] == "approval"
+    with pytest.raises(WorkflowError, match="is waiting: cancel it first"):
+        await outer.delete(waiting.run_id)
+    assert (await outer.status(waiting.run_id)).status == "waiting"  # nothing was dropped
+
+    await outer.approve(pending.id, True, by="ann")
+    assert (await outer.status(waiting.run_id)).status == "done"
+    assert [a.id for a in await outer.approvals(pending=False)] == [pending.id]
+    await outer.delete(waiting.run_id)
+    for run_id in (waiting.run_id, child_id):
+        with pytest.raises(RunNotFoundError):
+            await outer.history(run_id)
+    assert await outer.approvals(pending=False) == []
+    assert not [k for k in await store.list() if pending.id in k]
+    with pytest.raises(RunNotFoundError):
+        await outer.delete(waiting.run_id)
+
+    again = await outer.run()
+    await outer.cancel(again.run_id)
+    await outer.delete(again.run_id)  # a cancelled run is finished too
+    assert await store.list_logs() == []
+
+
+async def test_prune_drops_the_finished_runs_older_than_the_cutoff(store: Store) -> None:
+    calls = Counter()
+    wf = chain(store, calls, broken=set())
+    other = chain(store, calls, broken=set(), name="other")  # (another workflow, same store)
+    old = [(await wf.run()).run_id for _ in range(2)]
+    failed = chain(store, calls)  # the same workflow, with b broken
+    with pytest.raises(WorkflowStepError) as err:
+        await failed.run()
+    old.append(err.value.run_id)
+    theirs = (await other.run()).run_id
+    await asyncio.sleep(0.05)
+    middle = time.time()
+    await asyncio.sleep(0.05)
+    new = (await wf.run()).run_id
+    review = Workflow("chain", state=Job, store=store)
+    review.approval("legal", output="legal")
+    stuck = (await review.run()).run_id  # waiting, however old
+    age = time.time() - middle
+
+    assert sorted(await wf.prune(age, dry_run=True)) == sorted(old)
+    assert len(await store.list_logs()) == 6  # (a dry run deletes nothing)
+    assert sorted(await wf.prune(age)) == sorted(old)
+    left = sorted(name.rpartition("/")[2] for name in await store.list_logs())
+    assert left == sorted([theirs, new, stuck])
+    assert await wf.prune(age) == []
+    assert await wf.prune(0) == [new]  # the waiting run stays
+    assert (await review.status(stuck)).status == "waiting"
+    with pytest.raises(ConfigError, match="older_than is seconds"):
+        await wf.prune(-1)

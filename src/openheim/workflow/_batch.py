@@ -426,8 +426,8 @@ async def submit(
 async def waiting_children(
     view: RunView, load: Callable[[Graph, str], Awaitable[RunView | None]]
 ) -> list[ApprovalRecord]:
-    """The approvals the child runs of a batch run's sub-workflow nodes wait for (a
-    worker records them in the child's log only; ``load(graph, run_id)`` reads one)."""
+    """The approvals the child runs of a run's sub-workflow nodes wait for (recorded in
+    the child's log only; ``load(graph, run_id)`` reads one)."""
     out = []
     for n in view.ready():
         node = view.graph.nodes[n]
@@ -445,7 +445,7 @@ async def waiting_children(
 async def status_of(
     view: RunView, load: Callable[[Graph, str], Awaitable[RunView | None]]
 ) -> WorkflowResult:
-    """Where batch run ``view`` stands: ``result_of(view)``, but waiting (with their
+    """Where run ``view`` stands: ``result_of(view)``, but waiting (with their
     approvals) while a sub-workflow node's child run waits for one (``load`` as for
     :func:`waiting_children`)."""
     res = result_of(view)
@@ -456,13 +456,11 @@ async def status_of(
     return res
 
 
-async def batch_status(wf: Workflow, view: RunView) -> WorkflowResult:
-    """``result_of(view)``; for a batch run, :func:`status_of` (its store holds a batch
-    record for it)."""
-    res = result_of(view)
-    if res.status == "running" and await batch_meta(wf, view.run_id) is not None:
-        return await status_of(view, wf._load)
-    return res
+async def stored_status(wf: Workflow, view: RunView) -> WorkflowResult:
+    """Where run ``view`` (read from ``wf``'s store) stands: :func:`status_of`. A run
+    parked on a sub-workflow node whose child waits for an approval has nothing in its
+    own log that says so (the child's log does), batch run or real-time."""
+    return await status_of(view, wf._load)
 
 
 class Deadline(msgspec.Struct, array_like=True):
@@ -593,6 +591,11 @@ async def fork_meta(wf: Workflow, run_id: str, new_id: str) -> None:
     if meta is not None:
         fork = msgspec.structs.replace(meta, traceparent=new_traceparent(), at=time.time())
         await wf.journal.store.put(META + new_id, encode_meta(fork))  # type: ignore[attr-defined]
+
+
+async def delete_meta(wf: Workflow, run_id: str) -> None:
+    """Drop run ``run_id``'s batch record, if it has one (``Workflow.delete``)."""
+    await wf.journal.store.delete(META + run_id)  # type: ignore[attr-defined]
 
 
 async def requeue(wf: Workflow, run_id: str) -> bool:

@@ -20,6 +20,7 @@ from openheim.errors import VersionConflictError, WorkflowApprovalError, Workflo
 from openheim.workflow._records import (
     ApprovalRecord,
     Record,
+    Waiting,
     decode_approval,
     decode_record,
     encode_approval,
@@ -171,6 +172,12 @@ class StoreJournal(Journal):
         return out
 
     async def delete_run(self, run_id: str) -> None:
+        """Drop run ``run_id``'s log and the approvals it recorded (the log last: a
+        delete cut short leaves the run, so it can be deleted again)."""
+        for _, data in await self.store.read_log(_LOG + run_id):
+            rec = decode_record(data, f"a record of workflow run {run_id!r}")
+            if isinstance(rec, Waiting):
+                await self.store.delete(_APPROVAL + rec.approval.id)
         await self.store.delete_log(_LOG + run_id)
 
     async def aclose(self) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from openheim.errors import (
+    ConfigError,
     RunNotFoundError,
     WorkflowApprovalError,
     WorkflowBusyError,
@@ -754,9 +755,9 @@ class Workflow(Graph):
             self.journal.views.pop(run_id, None)  # type: ignore[attr-defined]
         pending = view.pending()
         if self.journal.durable:
-            from openheim.workflow._batch import batch_status
+            from openheim.workflow._batch import stored_status
 
-            pending = (await batch_status(self, view)).pending  # (a batch run's children too)
+            pending = (await stored_status(self, view)).pending  # (its children's too)
         await cancel_approvals(self.journal, pending)
         live = self._live.get(run_id)
         if live is not None:
@@ -774,9 +775,9 @@ class Workflow(Graph):
         assert view is not None
         if not self.journal.durable:
             return result_of(view)
-        from openheim.workflow._batch import batch_status
+        from openheim.workflow._batch import stored_status
 
-        return await batch_status(self, view)
+        return await stored_status(self, view)
 
     async def history(self, run_id: str) -> list[Checkpoint]:
         """The run's checkpoints, oldest first: what each node changed."""
@@ -866,8 +867,64 @@ class Workflow(Graph):
         return new_id
 
     async def delete(self, run_id: str) -> None:
-        """Drop a finished run's records (its checkpoints and history)."""
-        await self.journal.delete_run(run_id)
+        """Drop a finished run (done, failed or cancelled): its checkpoints and history,
+        its sub-workflow runs, the approvals they recorded and, for a batch run, its
+        batch record. A run still running or waiting is refused (cancel it first)."""
+        view = await self._load(self, run_id)
+        assert view is not None
+        status = view.ended or (await self.status(run_id)).status
+        if status not in ("done", "failed", "cancelled"):
+            raise WorkflowError(
+                f"run {run_id!r} is {status}: cancel it first (wf.cancel, or `openheim "
+                "workflow cancel`), then delete it"
+            )
+        await self._delete(self, run_id, view.step)
+
+    async def _delete(self, graph: Graph, run_id: str, last_step: int) -> None:
+        """Drop run ``run_id`` (of ``graph``, which reached superstep ``last_step``): its
+        sub-workflow runs first (``<run_id>/<step>:<node>`` for each superstep it reached
+        and each of its sub-workflow nodes), then its batch record, then its log."""
+        journal = self.journal
+        if journal.durable:
+            for node in graph.nodes.values():
+                if node.kind != "workflow":
+                    continue
+                for step in range(last_step + 1):
+                    child_id = f"{run_id}/{step}:{node.name}"
+                    child = await journal.read(child_id)
+                    if child:
+                        cview = RunView.replay(node.sub, child, typed=journal.typed)
+                        await self._delete(node.sub, child_id, cview.step)
+            from openheim.workflow._batch import delete_meta
+
+            await delete_meta(self, run_id)  # (before the log: a batch record is no run)
+        await journal.delete_run(run_id)
+
+    async def prune(self, older_than: float, *, dry_run: bool = False) -> list[str]:
+        """Delete the finished runs of this workflow (done, failed or cancelled) whose
+        last record is more than ``older_than`` seconds old, as :meth:`delete` does;
+        returns their ids (``dry_run``: only returns them). Runs in flight and runs of
+        other workflows in the store are left alone."""
+        if older_than < 0:
+            raise ConfigError(f"older_than is seconds (0 or more), got {older_than!r}")
+        cutoff = time.time() - older_than
+        out = []
+        for run_id in await self.journal.runs():
+            if "/" in run_id:
+                continue  # a sub-workflow run goes with its parent
+            records = await self.journal.read(run_id)
+            start = records[0][1] if records else None
+            if not isinstance(start, Started) or start.workflow != self.name:
+                continue
+            if max(_stamp(rec) for _, rec in records) > cutoff:
+                continue
+            view = RunView.replay(self, records, typed=self.journal.typed)
+            if view.ended is None:
+                continue  # running or waiting
+            out.append(run_id)
+            if not dry_run:
+                await self._delete(self, run_id, view.step)
+        return out
 
     async def aclose(self) -> None:
         """Cancel pending deadline timers and close the store if the workflow opened it."""
@@ -906,6 +963,15 @@ def _raised(rec: ApprovalRecord, d: Decision, default: Budget | None) -> Budget 
     if seconds is not None and usage.seconds >= seconds:
         seconds += base.seconds or seconds
     return msgspec.structs.replace(current, tokens=tokens, steps=steps, seconds=seconds)
+
+
+def _stamp(rec: Record) -> float:
+    """When ``rec`` was written, as far as it says (0.0: it does not)."""
+    if isinstance(rec, Decided):
+        return rec.decision.at
+    if isinstance(rec, Waiting):
+        return rec.approval.requested_at
+    return getattr(rec, "at", 0.0)
 
 
 def _checkpoint(seq: int, rec: Record) -> Checkpoint:
