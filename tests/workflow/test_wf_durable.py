@@ -633,7 +633,9 @@ async def test_delete_drops_a_finished_run_with_its_sub_runs_and_approvals(store
         await outer.delete(waiting.run_id)
 
     again = await outer.run()
+    assert len(await outer.approvals()) == 1  # its child's
     await outer.cancel(again.run_id)
+    assert await outer.approvals() == []  # the child's approval was cancelled with it
     await outer.delete(again.run_id)  # a cancelled run is finished too
     assert await store.list_logs() == []
 
