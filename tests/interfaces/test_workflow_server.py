@@ -118,6 +118,26 @@ def test_fork_cancel_and_errors(served: Served) -> None:
         assert cancelled.json()["status"] == "cancelled"
         assert acme.post(f"{WF}/runs/{run['run_id']}/resume").status_code == 409
 
+        # Deleted once finished (the cancelled run, the fork); a waiting run is refused
+        # until it is cancelled; for another tenant the run does not exist.
+        waiting = acme.post(f"{WF}/runs", json={"input": {"text": TEXT}, "wait": True}).json()
+        assert waiting["status"] == "waiting"
+        refused = acme.delete(f"{WF}/runs/{waiting['run_id']}")
+        assert refused.status_code == 409, refused.text
+        assert "is waiting: cancel it first" in refused.json()["error"]["message"]
+        with served.client("globex") as globex:
+            assert globex.delete(f"{WF}/runs/{run['run_id']}").status_code == 404
+        if settled(acme, fork["run_id"])["status"] == "waiting":
+            acme.post(f"{WF}/runs/{fork['run_id']}/cancel")
+        for run_id in (fork["run_id"], run["run_id"]):
+            gone = acme.delete(f"{WF}/runs/{run_id}")
+            assert gone.status_code == 204, gone.text
+            assert acme.get(f"{WF}/runs/{run_id}").status_code == 404
+        assert acme.delete(f"{WF}/runs/{run['run_id']}").status_code == 404
+        acme.post(f"{WF}/runs/{waiting['run_id']}/cancel")
+        assert acme.delete(f"{WF}/runs/{waiting['run_id']}").status_code == 204
+        assert acme.get(f"{WF}/approvals").json() == {"approvals": []}
+
         started = acme.post(f"{WF}/runs", json={"input": {"text": "how?"}})
         assert started.status_code == 202
         assert started.headers["location"] == f"{WF}/runs/{started.json()['run_id']}"
@@ -142,6 +162,7 @@ def test_the_routes_are_in_the_openapi_document(served: Served) -> None:
     assert ops == {
         ("post", "/v1/workflows/{name}/runs"),
         ("get", "/v1/workflows/{name}/runs/{run_id}"),
+        ("delete", "/v1/workflows/{name}/runs/{run_id}"),
         ("get", "/v1/workflows/{name}/runs/{run_id}/events"),
         ("post", "/v1/workflows/{name}/runs/{run_id}/cancel"),
         ("post", "/v1/workflows/{name}/runs/{run_id}/resume"),

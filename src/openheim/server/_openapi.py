@@ -248,6 +248,18 @@ OPERATIONS += (
         params=_WF_RUN,
     ),
     Operation(
+        "delete",
+        f"{_WF}/runs/{{run_id}}",
+        "Delete a finished workflow run (done, failed or cancelled): its checkpoints, "
+        "history, sub-workflow runs and approvals",
+        {
+            204: ("deleted", {}),
+            **_WF_MISSING,
+            409: _json("the run is still running or waiting: cancel it first"),
+        },
+        params=_WF_RUN,
+    ),
+    Operation(
         "post",
         f"{_WF}/runs/{{run_id}}/resume",
         "Continue a workflow run from its last checkpoint (in the background)",

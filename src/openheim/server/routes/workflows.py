@@ -136,6 +136,22 @@ class _Routes:
         except Exception as exc:
             return _error(exc)
 
+    async def delete(self, request: Request) -> Response:
+        try:
+            wf = self._wf(request)
+            run_id = request.path_params["run_id"]
+            if self.served.driving(wf, run_id):
+                raise _Conflict(f"run {run_id!r} is running in this server: cancel it first")
+            try:
+                await wf.delete(run_id)
+            except RunNotFoundError:
+                raise
+            except WorkflowError as exc:  # running or waiting
+                raise _Conflict(str(exc)) from None
+            return Response(status_code=204)
+        except Exception as exc:
+            return _error(exc)
+
     async def resume(self, request: Request) -> Response:
         try:
             wf = self._wf(request)
@@ -210,6 +226,7 @@ def routes_for(workflows: Mapping[str, Workflow] | ServedWorkflows) -> list[Rout
     return [
         Route(f"{base}/runs", r.submit, methods=["POST"]),
         Route(f"{base}/runs/{{run_id}}", r.status, methods=["GET"]),
+        Route(f"{base}/runs/{{run_id}}", r.delete, methods=["DELETE"]),
         Route(f"{base}/runs/{{run_id}}/events", r.events, methods=["GET"]),
         Route(f"{base}/runs/{{run_id}}/cancel", r.cancel, methods=["POST"]),
         Route(f"{base}/runs/{{run_id}}/resume", r.resume, methods=["POST"]),
