@@ -336,6 +336,7 @@ def test_openapi_covers_every_route(server: Served, monkeypatch: pytest.MonkeyPa
         # routes/workflows.py (the config's [workflows.NAME])
         ("post", "/v1/workflows/{name}/runs"),
         ("get", "/v1/workflows/{name}/runs/{run_id}"),
+        ("delete", "/v1/workflows/{name}/runs/{run_id}"),
         ("get", "/v1/workflows/{name}/runs/{run_id}/events"),
         ("post", "/v1/workflows/{name}/runs/{run_id}/cancel"),
         ("post", "/v1/workflows/{name}/runs/{run_id}/resume"),

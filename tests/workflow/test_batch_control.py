@@ -316,10 +316,15 @@ async def test_traceparent_and_idempotency_keys_on_the_generic_backend(env: Env)
     inner = open_queue(REDIS_URL, name=env.name)
     rec = Recording(inner)
     batch = Batch(rec, REDIS_URL)
+    env.closers += [batch.aclose, inner.aclose]
     w = env.work(wf, queue=batch)
     assert type(w.backend).__name__ == "_Backend"  # not the fused Redis one
     h = await wf.submit(None, **env.kw())
     assert (await h.result(timeout=10)).status == "done"
+    for _ in range(200):  # (the run reads done once its last record is in; the worker
+        if w.stats.committed == 2:  # counts that commit when its reply is back)
+            break
+        await asyncio.sleep(0.01)
     # The first task was put by submit (not recorded here); the worker put the second
     # with the same trace.
     (succ,) = rec.put_tasks
@@ -328,7 +333,6 @@ async def test_traceparent_and_idempotency_keys_on_the_generic_backend(env: Env)
     assert TRACEPARENT.match(succ.traceparent)
     assert [s.idempotency_key for s in seen] == [f"{h.run_id}/0:a/1", f"{h.run_id}/1:b/1"]
     assert w.stats.committed == 2
-    env.closers += [batch.aclose, inner.aclose]
 
 
 async def test_current_step_in_real_time_mode_and_outside_a_node() -> None:
