@@ -513,10 +513,13 @@ def add_worker_parser(
     return p
 
 
-async def _watch_queue(args: argparse.Namespace, queue: Any, worker: Any, gauges: bool) -> None:
+async def _watch_queue(
+    args: argparse.Namespace, queue: Any, worker: Any, gauges: bool, done: asyncio.Event
+) -> None:
     """Poll the queue's stats once per tick for both readers: the metrics' gauges
     (depth, in flight, redeliveries, dead letters; every 5 s, from the start) and the
-    ``--stats-every`` line (printed at the first poll ``stats_every`` s after the last)."""
+    ``--stats-every`` line (printed at the first poll ``stats_every`` s after the last),
+    until ``done`` is set (no line after the worker's last one)."""
     from openheim import telemetry
 
     show = args.stats_every if args.stats_every > 0 else None
@@ -535,6 +538,8 @@ async def _watch_queue(args: argparse.Namespace, queue: Any, worker: Any, gauges
         except Exception as exc:  # the queue may be restarting: try again next tick
             print(f"queue stats unavailable: {exc}", file=sys.stderr, flush=True)
             continue
+        if done.is_set():
+            return
         if gauges:
             telemetry.record_queue(args.queue_name, stats)
         if show is not None and time.monotonic() - shown >= show - 1e-3:
@@ -599,11 +604,17 @@ async def _work(args: argparse.Namespace) -> None:
             started["metrics"] = f"http://{args.metrics_addr}:{metrics.port}/metrics"
         _print(started)
 
-        watcher = asyncio.ensure_future(_watch_queue(args, queue, worker, metrics is not None))
+        done = asyncio.Event()
+        watcher = asyncio.ensure_future(
+            _watch_queue(args, queue, worker, metrics is not None, done)
+        )
         try:
             stats = await worker.run(drain_timeout=args.drain_timeout)
         finally:
+            # (a poll of the queue in flight may outlive the cancel: the flag stops it)
+            done.set()
             watcher.cancel()
+            await asyncio.wait([watcher], timeout=5)
         _print({"stopped": worker.consumer, **_plain(stats)})
     finally:
         for wf in wfs:
