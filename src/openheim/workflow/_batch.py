@@ -41,7 +41,7 @@ from openheim.errors import (
 )
 from openheim.stores import is_transient
 from openheim.workflow._journal import Journal, StoreJournal, cancel_approvals
-from openheim.workflow._records import ApprovalRecord, Budget, Ended, Retried, Started
+from openheim.workflow._records import ApprovalRecord, Budget, Ended, Started
 from openheim.workflow._runner import result_of
 from openheim.workflow._view import RunView
 from openheim.workflow.events import Checkpoint, WorkflowResult
@@ -456,13 +456,6 @@ async def status_of(
     return res
 
 
-async def stored_status(wf: Workflow, view: RunView) -> WorkflowResult:
-    """Where run ``view`` (read from ``wf``'s store) stands: :func:`status_of`. A run
-    parked on a sub-workflow node whose child waits for an approval has nothing in its
-    own log that says so (the child's log does), batch run or real-time."""
-    return await status_of(view, wf._load)
-
-
 class Deadline(msgspec.Struct, array_like=True):
     """A batch run's approval with a deadline (kept until the deadline is applied)."""
 
@@ -616,7 +609,7 @@ async def retry_failed(journal: Journal, view: RunView) -> None:
     record; its tasks are put with the new retry count, so they claim anew: the failed
     task's claim holds its failure). Two processes doing this at once append one
     record each, and the second changes nothing (see Retried)."""
-    await journal.append(view.run_id, Retried(n=view.retries + 1, at=time.time()))
+    await journal.append(view.run_id, view.retried())
 
 
 async def resume_batch(wf: Workflow, run_id: str) -> WorkflowResult | None:

@@ -16,6 +16,7 @@ and the batch executor drive the same ``RunView``.
 
 from __future__ import annotations
 
+import time
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -177,6 +178,10 @@ class RunView:
         if self.budget_wait is not None:
             out.append(self.budget_wait)
         return out
+
+    def retried(self) -> Retried:
+        """The record that resumes this failed run: its next retry (see Retried)."""
+        return Retried(n=self.retries + 1, at=time.time())
 
     def exceeded(self) -> str | None:
         """Which budget limit the run has reached, if any."""

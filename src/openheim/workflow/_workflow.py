@@ -374,7 +374,7 @@ class Workflow(Graph):
         if self.journal.durable:
             await self._settle(view)
         if view.ended == "failed":  # try the failed superstep again
-            rec = Retried(n=view.retries + 1, at=time.time())
+            rec = view.retried()
             if self.journal.durable:
                 view.seq = await self.journal.append(run_id, rec)
             view.apply(rec)
@@ -755,9 +755,10 @@ class Workflow(Graph):
             self.journal.views.pop(run_id, None)  # type: ignore[attr-defined]
         pending = view.pending()
         if self.journal.durable:
-            from openheim.workflow._batch import stored_status
+            from openheim.workflow._batch import status_of
 
-            pending = (await stored_status(self, view)).pending  # (its children's too)
+            # (a child's approval is in the child's log only)
+            pending = (await status_of(view, self._load)).pending
         await cancel_approvals(self.journal, pending)
         live = self._live.get(run_id)
         if live is not None:
@@ -775,9 +776,11 @@ class Workflow(Graph):
         assert view is not None
         if not self.journal.durable:
             return result_of(view)
-        from openheim.workflow._batch import stored_status
+        from openheim.workflow._batch import status_of
 
-        return await stored_status(self, view)
+        # A run parked on a sub-workflow node whose child waits for an approval: only
+        # the child's log says so (batch run or real-time).
+        return await status_of(view, self._load)
 
     async def history(self, run_id: str) -> list[Checkpoint]:
         """The run's checkpoints, oldest first: what each node changed."""
@@ -872,8 +875,11 @@ class Workflow(Graph):
         batch record. A run still running or waiting is refused (cancel it first)."""
         view = await self._load(self, run_id)
         assert view is not None
-        status = view.ended or (await self.status(run_id)).status
-        if status not in ("done", "failed", "cancelled"):
+        status = view.ended
+        if status is None:  # running, or waiting (here or in a child run)
+            from openheim.workflow._batch import status_of
+
+            status = (await status_of(view, self._load)).status
             raise WorkflowError(
                 f"run {run_id!r} is {status}: cancel it first (wf.cancel, or `openheim "
                 "workflow cancel`), then delete it"
